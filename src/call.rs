@@ -1,0 +1,174 @@
+//! How the gate reads a request: capability, arguments, principal, session and reason.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use crate::args::{self, ArgsDigest};
+use crate::error::Error;
+
+/// A request the gate can read. Implemented for [`ToolCall`]; implement it for your own type.
+///
+/// Only [`capability`](Call::capability) is required. The others default to "none": a call
+/// without a principal counts as the principal `anonymous`.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use serde_json::{json, Value};
+/// use tollgate::Call;
+///
+/// struct Refund { charge: String, amount: u64, user: String }
+///
+/// impl Call for Refund {
+///     fn capability(&self) -> &str { "payments.refund" }
+///     fn args(&self) -> Cow<'_, Value> {
+///         Cow::Owned(json!({"charge": self.charge, "amount": self.amount}))
+///     }
+///     fn principal(&self) -> Option<&str> { Some(&self.user) }
+/// }
+/// ```
+pub trait Call {
+    /// The name of what is being done, e.g. `payments.refund` or `POST /v1/refunds`.
+    fn capability(&self) -> &str;
+
+    /// The arguments, as JSON. Their canonical digest decides what "the same call" is.
+    fn args(&self) -> Cow<'_, Value> {
+        Cow::Owned(Value::Null)
+    }
+
+    /// Who asks: an agent, a user, a service account.
+    fn principal(&self) -> Option<&str> {
+        None
+    }
+
+    /// The session or conversation the call belongs to.
+    fn session(&self) -> Option<&str> {
+        None
+    }
+
+    /// Why the caller wants this, shown to the approver.
+    fn reason(&self) -> Option<&str> {
+        None
+    }
+
+    /// The digest of [`args`](Call::args). Override it when the digest is cheaper to get another way.
+    fn args_digest(&self) -> ArgsDigest {
+        ArgsDigest::of(&self.args())
+    }
+}
+
+impl<T: Call + ?Sized> Call for &T {
+    fn capability(&self) -> &str {
+        (**self).capability()
+    }
+    fn args(&self) -> Cow<'_, Value> {
+        (**self).args()
+    }
+    fn principal(&self) -> Option<&str> {
+        (**self).principal()
+    }
+    fn session(&self) -> Option<&str> {
+        (**self).session()
+    }
+    fn reason(&self) -> Option<&str> {
+        (**self).reason()
+    }
+    fn args_digest(&self) -> ArgsDigest {
+        (**self).args_digest()
+    }
+}
+
+/// A tool call from an agent: a capability with JSON arguments, who asks, in which session, why.
+///
+/// ```
+/// use serde_json::json;
+/// use tollgate::{Call, ToolCall};
+///
+/// let call = ToolCall::new("payments.refund", json!({"charge": "ch_1", "amount": 10000}))
+///     .principal("agent-7")
+///     .session("conv-42")
+///     .reason("customer ticket #4421");
+/// assert_eq!(call.capability(), "payments.refund");
+/// assert_eq!(Call::principal(&call), Some("agent-7"));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolCall {
+    capability: String,
+    args: Value,
+    principal: Option<String>,
+    session: Option<String>,
+    reason: Option<String>,
+}
+
+impl ToolCall {
+    /// A call of `capability` with `args`.
+    pub fn new(capability: impl Into<String>, args: Value) -> Self {
+        ToolCall {
+            capability: capability.into(),
+            args,
+            principal: None,
+            session: None,
+            reason: None,
+        }
+    }
+
+    /// A call whose arguments are JSON text, parsed strictly: a repeated key is
+    /// [`invalid_arguments`](crate::ErrorKind::InvalidArguments).
+    pub fn from_json(capability: impl Into<String>, args: &str) -> Result<Self, Error> {
+        Ok(Self::new(capability, args::parse_strict(args)?))
+    }
+
+    /// Sets who asks.
+    #[must_use]
+    pub fn principal(mut self, principal: impl Into<String>) -> Self {
+        self.principal = Some(principal.into());
+        self
+    }
+
+    /// Sets the session the call belongs to.
+    #[must_use]
+    pub fn session(mut self, session: impl Into<String>) -> Self {
+        self.session = Some(session.into());
+        self
+    }
+
+    /// Sets the reason shown to the approver.
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The capability.
+    pub fn capability(&self) -> &str {
+        &self.capability
+    }
+
+    /// The arguments.
+    pub fn args(&self) -> &Value {
+        &self.args
+    }
+
+    /// Takes the arguments out.
+    pub fn into_args(self) -> Value {
+        self.args
+    }
+}
+
+impl Call for ToolCall {
+    fn capability(&self) -> &str {
+        &self.capability
+    }
+    fn args(&self) -> Cow<'_, Value> {
+        Cow::Borrowed(&self.args)
+    }
+    fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+    fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+    fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+}

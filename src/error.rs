@@ -1,0 +1,253 @@
+//! Errors with stable snake_case codes.
+//!
+//! Every failure tollgate produces is an [`Error`] whose [`ErrorKind`] has a stable
+//! [`code`](ErrorKind::code), such as `access_request_denied`, for JSON APIs, logs and language
+//! models. Through the middleware the error arrives as a [`BoxError`]; downcast it to read the code:
+//!
+//! ```
+//! use tollgate::{BoxError, Error, ErrorKind};
+//!
+//! fn explain(err: &BoxError) -> &'static str {
+//!     match err.downcast_ref::<Error>() {
+//!         Some(e) => e.code(),
+//!         None => "inner_service_error",
+//!     }
+//! }
+//! let err: BoxError = Error::new(ErrorKind::AccessRequestDenied).into();
+//! assert_eq!(explain(&err), "access_request_denied");
+//! ```
+//!
+//! Messages say what happened and whether retrying can help, and never carry a verification code.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::gate::RequestId;
+
+/// The error type of boxed errors at the middleware boundary, as in tower.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong; each kind has a stable [`code`](ErrorKind::code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A person, the policy, or a remembered denial refused the call.
+    AccessRequestDenied,
+    /// Nobody decided before the request's TTL ran out.
+    AccessRequestExpired,
+    /// Every caller waiting on the request went away before it was approved.
+    AccessRequestCancelled,
+    /// No pending request has this id and code. A wrong code and an unknown id look the same.
+    AccessRequestNotFound,
+    /// The request was already decided.
+    AlreadyResolved,
+    /// Too many wrong codes: the request was denied.
+    TooManyAttempts,
+    /// The approval asked for a wider scope or longer TTL than the request allows.
+    ScopeNotAllowed,
+    /// The caller, or the gate as a whole, has too many requests waiting already.
+    TooManyPending,
+    /// No notifier accepted the alert, so nobody could approve the call.
+    NotificationFailed,
+    /// `wait` gave up before a decision; the request itself is still pending.
+    WaitTimedOut,
+    /// The call's arguments are not acceptable JSON (a duplicate key, trailing text).
+    InvalidArguments,
+    /// The gate was built with an invalid setting.
+    InvalidConfig,
+    /// The gate was built without a secret and without asking for a random one.
+    MissingSecret,
+    /// An approve or deny did not say who decided.
+    MissingApprover,
+    /// The gate was used outside a Tokio runtime.
+    NoRuntime,
+}
+
+impl ErrorKind {
+    /// The stable snake_case code, e.g. `access_request_denied`.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::AccessRequestDenied => "access_request_denied",
+            Self::AccessRequestExpired => "access_request_expired",
+            Self::AccessRequestCancelled => "access_request_cancelled",
+            Self::AccessRequestNotFound => "access_request_not_found",
+            Self::AlreadyResolved => "already_resolved",
+            Self::TooManyAttempts => "too_many_attempts",
+            Self::ScopeNotAllowed => "scope_not_allowed",
+            Self::TooManyPending => "too_many_pending",
+            Self::NotificationFailed => "notification_failed",
+            Self::WaitTimedOut => "wait_timed_out",
+            Self::InvalidArguments => "invalid_arguments",
+            Self::InvalidConfig => "invalid_config",
+            Self::MissingSecret => "missing_secret",
+            Self::MissingApprover => "missing_approver",
+            Self::NoRuntime => "no_runtime",
+        }
+    }
+
+    /// Whether trying the same thing again later can succeed.
+    pub const fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::AccessRequestExpired
+                | Self::AccessRequestCancelled
+                | Self::TooManyPending
+                | Self::NotificationFailed
+                | Self::WaitTimedOut
+        )
+    }
+
+    /// What happened, in a sentence fit for a person or a language model.
+    const fn message(self) -> &'static str {
+        match self {
+            Self::AccessRequestDenied => "the call was denied and did not run; do not retry it as is",
+            Self::AccessRequestExpired => {
+                "nobody approved the call before its access request expired; it did not run and may be retried"
+            }
+            Self::AccessRequestCancelled => {
+                "the access request was cancelled because its caller went away; the call did not run"
+            }
+            Self::AccessRequestNotFound => "no pending access request has this id and code",
+            Self::AlreadyResolved => "the access request was already decided",
+            Self::TooManyAttempts => {
+                "too many wrong verification codes were entered; the access request was denied"
+            }
+            Self::ScopeNotAllowed => {
+                "the approval asks for a wider scope or a longer TTL than this access request allows"
+            }
+            Self::TooManyPending => {
+                "too many access requests are already waiting for a person; the call did not run, retry after some are decided"
+            }
+            Self::NotificationFailed => {
+                "no approver could be notified, so the call did not run; retrying may help once notifications work"
+            }
+            Self::WaitTimedOut => {
+                "no decision yet; the access request is still pending and can be waited on again"
+            }
+            Self::InvalidArguments => "the call's arguments are not acceptable JSON",
+            Self::InvalidConfig => "the gate's configuration is invalid",
+            Self::MissingSecret => {
+                "no secret was given: set one with `secret(..)`, or call `random_secret()` to derive codes from a per-process secret"
+            }
+            Self::MissingApprover => "a decision must say who made it: call `.by(approver)`",
+            Self::NoRuntime => "tollgate must run inside a Tokio runtime",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A tollgate error: a kind with a stable code, the request it concerns, a detail, and a cause.
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    request: Option<RequestId>,
+    detail: Option<Cow<'static, str>>,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    /// An error of this kind.
+    pub fn new(kind: ErrorKind) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                request: None,
+                detail: None,
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with_request(mut self, id: RequestId) -> Self {
+        self.inner.request = Some(id);
+        self
+    }
+
+    pub(crate) fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+        self.inner.detail = Some(detail.into());
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The stable snake_case code, e.g. `access_request_denied`.
+    pub fn code(&self) -> &'static str {
+        self.inner.kind.code()
+    }
+
+    /// Whether trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.inner.kind.is_retryable()
+    }
+
+    /// The access request this error concerns, if any.
+    pub fn request_id(&self) -> Option<RequestId> {
+        self.inner.request
+    }
+
+    /// Extra detail: a denial's reason, the setting that was invalid.
+    pub fn detail(&self) -> Option<&str> {
+        self.inner.detail.as_deref()
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Error::new(kind)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("code", &self.code());
+        if let Some(id) = &self.inner.request {
+            d.field("request", id);
+        }
+        if let Some(detail) = &self.inner.detail {
+            d.field("detail", detail);
+        }
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.inner.kind.message())?;
+        if let Some(detail) = &self.inner.detail {
+            write!(f, " ({detail})")?;
+        }
+        if let Some(id) = &self.inner.request {
+            write!(f, " [{id}]")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,941 @@
+//! The shared handle: pending requests, approve and deny, rules, status.
+//!
+//! A [`Gate`] is cheap to clone; every clone and every [`RequireApproval`](crate::RequireApproval)
+//! made from it share one registry. The approver's side of the system talks to it:
+//!
+//! ```
+//! # use std::time::Duration;
+//! use tollgate::{Approve, Gate, Scope};
+//! use tollgate::notify::RecordingNotifier;
+//!
+//! # async fn approver(gate: Gate, alerts: RecordingNotifier) -> Result<(), tollgate::Error> {
+//! let alert = alerts.next_alert().await;                     // what the person was sent
+//! let approval = gate
+//!     .approve(
+//!         Approve::new(alert.request().id(), alert.code().reveal())
+//!             .scope(Scope::Value)
+//!             .ttl(Duration::from_secs(3600))
+//!             .by("alice"),
+//!     )
+//!     .await?;                                               // Ok only once the caller has it
+//! assert_eq!(approval.scope(), Scope::Value);
+//! # Ok(()) }
+//! ```
+
+mod code;
+mod registry;
+mod request;
+mod rules;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest as _, Sha256};
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use self::code::VerificationCode;
+pub use self::request::{AccessRequest, Outcome, RequestId, RuleId, Status};
+pub use self::rules::{Rule, RuleEffect};
+
+use self::code::CodeKey;
+use self::registry::{Delivery, Effects, Fingerprint, Limits, Registry, Resolved, Transition};
+use self::rules::{RuleTable, Verdict};
+use crate::args::ArgsDigest;
+use crate::call::Call;
+use crate::error::{Error, ErrorKind};
+use crate::layer::RequireApprovalLayer;
+use crate::notify::{Alert, Notifier, Resolution};
+use crate::policy::Ask;
+use crate::scope::Scope;
+
+/// The principal of calls that name none.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Human approval for calls: the registry of pending access requests and standing rules.
+#[derive(Clone)]
+pub struct Gate {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gate")
+            .field("settings", &self.shared.settings)
+            .field("notifiers", &self.shared.notifiers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    request_ttl: Duration,
+    limits: Limits,
+    notify_timeout: Duration,
+    approval_base_url: Option<String>,
+}
+
+pub(crate) struct Shared {
+    settings: Settings,
+    key: CodeKey,
+    notifiers: Box<[Arc<dyn Notifier>]>,
+    registry: Mutex<Registry>,
+    rules: RwLock<RuleTable>,
+    /// Signalled on every status change, for `Gate::wait`.
+    changed: Notify,
+    wrong_codes: AtomicU64,
+}
+
+/// Builds a [`Gate`]; see [`Gate::builder`].
+#[must_use]
+pub struct GateBuilder {
+    secret: Option<Box<[u8]>>,
+    random_secret: bool,
+    request_ttl: Duration,
+    code_length: usize,
+    max_attempts: u32,
+    max_pending_per_principal: usize,
+    max_pending: usize,
+    notify_timeout: Duration,
+    approval_base_url: Option<String>,
+    history: usize,
+    notifiers: Vec<Arc<dyn Notifier>>,
+}
+
+impl fmt::Debug for GateBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GateBuilder")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("random_secret", &self.random_secret)
+            .field("request_ttl", &self.request_ttl)
+            .field("code_length", &self.code_length)
+            .field("max_attempts", &self.max_attempts)
+            .field("notifiers", &self.notifiers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GateBuilder {
+    /// The secret codes are derived from, at least 16 bytes. Keep it out of the agent's reach.
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(secret.as_ref().into());
+        self
+    }
+
+    /// Derives codes from a random secret made for this process, instead of a configured one.
+    /// Codes then stop verifying when the process restarts, and replicas cannot share requests.
+    pub fn random_secret(mut self) -> Self {
+        self.random_secret = true;
+        self
+    }
+
+    /// How long a request waits for a decision before it expires. Default: 5 minutes.
+    pub fn request_ttl(mut self, ttl: Duration) -> Self {
+        self.request_ttl = ttl;
+        self
+    }
+
+    /// The number of hex characters in a code, 6 to 64. Default: 8.
+    pub fn code_length(mut self, length: usize) -> Self {
+        self.code_length = length;
+        self
+    }
+
+    /// Wrong codes a request accepts before it is denied with `too_many_attempts`. Default: 5.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// Pending requests one principal may have at once. Default: 16.
+    pub fn max_pending_per_principal(mut self, max: usize) -> Self {
+        self.max_pending_per_principal = max;
+        self
+    }
+
+    /// Pending requests the gate holds at once. Default: 10,000.
+    pub fn max_pending(mut self, max: usize) -> Self {
+        self.max_pending = max;
+        self
+    }
+
+    /// How long each notifier may take to accept an alert. Default: 10 seconds.
+    pub fn notify_timeout(mut self, timeout: Duration) -> Self {
+        self.notify_timeout = timeout;
+        self
+    }
+
+    /// Where the approval pages live: each request's approval URL is this base, `/`, and its id.
+    pub fn approval_base_url(mut self, base: impl Into<String>) -> Self {
+        self.approval_base_url = Some(base.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// How many decided requests are remembered for `status` and late approvers. Default: 4,096.
+    pub fn history(mut self, capacity: usize) -> Self {
+        self.history = capacity;
+        self
+    }
+
+    /// Adds a notifier. Every alert goes to all of them; it fails only if none accepts it.
+    pub fn notifier(mut self, notifier: impl Notifier) -> Self {
+        self.notifiers.push(Arc::new(notifier));
+        self
+    }
+
+    /// Checks the settings and builds the gate.
+    pub fn build(self) -> Result<Gate, Error> {
+        let invalid = |detail: &'static str| Err(Error::new(ErrorKind::InvalidConfig).with_detail(detail));
+        let key = match (self.secret, self.random_secret) {
+            (Some(secret), false) => CodeKey::new(secret, self.code_length)?,
+            (None, true) => CodeKey::random(self.code_length)?,
+            (Some(_), true) => return invalid("give either `secret` or `random_secret`, not both"),
+            (None, false) => return Err(Error::new(ErrorKind::MissingSecret)),
+        };
+        if self.request_ttl.is_zero() {
+            return invalid("request_ttl must be more than zero");
+        }
+        if self.max_attempts == 0 {
+            return invalid("max_attempts must be at least 1");
+        }
+        if self.max_pending == 0 || self.max_pending_per_principal == 0 {
+            return invalid("max_pending and max_pending_per_principal must be at least 1");
+        }
+        if self.notifiers.is_empty() {
+            return invalid("at least one notifier is needed, or nobody hears of a request");
+        }
+        Ok(Gate {
+            shared: Arc::new(Shared {
+                settings: Settings {
+                    request_ttl: self.request_ttl,
+                    limits: Limits {
+                        per_principal: self.max_pending_per_principal,
+                        total: self.max_pending,
+                        attempts: self.max_attempts,
+                    },
+                    notify_timeout: self.notify_timeout,
+                    approval_base_url: self.approval_base_url,
+                },
+                key,
+                notifiers: self.notifiers.into(),
+                registry: Mutex::new(Registry::new(self.history)),
+                rules: RwLock::default(),
+                changed: Notify::new(),
+                wrong_codes: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+/// An approval: who, which request, how far it reaches.
+pub struct Approve {
+    id: RequestId,
+    code: String,
+    scope: Scope,
+    ttl: Option<Duration>,
+    approver: Option<Arc<str>>,
+}
+
+impl fmt::Debug for Approve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Approve")
+            .field("id", &self.id)
+            .field("code", &"<redacted>")
+            .field("scope", &self.scope)
+            .field("ttl", &self.ttl)
+            .field("approver", &self.approver)
+            .finish()
+    }
+}
+
+impl Approve {
+    /// Approves request `id` with the code its alert carried. The scope defaults to
+    /// [`Scope::Once`].
+    pub fn new(id: RequestId, code: impl Into<String>) -> Self {
+        Approve {
+            id,
+            code: code.into(),
+            scope: Scope::Once,
+            ttl: None,
+            approver: None,
+        }
+    }
+
+    /// How far the approval reaches; at most the request's maximum scope.
+    #[must_use]
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// How long the rule lasts; at most, and by default, the request's maximum rule TTL.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Who approves. Required: every decision records its approver.
+    #[must_use]
+    pub fn by(mut self, approver: impl Into<Arc<str>>) -> Self {
+        self.approver = Some(approver.into());
+        self
+    }
+}
+
+/// A denial: who, which request, why, and whether to remember it.
+pub struct Deny {
+    id: RequestId,
+    code: String,
+    reason: Option<Arc<str>>,
+    approver: Option<Arc<str>>,
+    remember: Scope,
+    ttl: Option<Duration>,
+}
+
+impl fmt::Debug for Deny {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deny")
+            .field("id", &self.id)
+            .field("code", &"<redacted>")
+            .field("reason", &self.reason)
+            .field("approver", &self.approver)
+            .field("remember", &self.remember)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl Deny {
+    /// Denies request `id` with the code its alert carried.
+    pub fn new(id: RequestId, code: impl Into<String>) -> Self {
+        Deny {
+            id,
+            code: code.into(),
+            reason: None,
+            approver: None,
+            remember: Scope::Once,
+            ttl: None,
+        }
+    }
+
+    /// The reason, given to the caller.
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<Arc<str>>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Who denies. Required: every decision records its approver.
+    #[must_use]
+    pub fn by(mut self, approver: impl Into<Arc<str>>) -> Self {
+        self.approver = Some(approver.into());
+        self
+    }
+
+    /// Remembers the denial as a rule of this scope, so covered calls fail without asking.
+    #[must_use]
+    pub fn remember(mut self, scope: Scope) -> Self {
+        self.remember = scope;
+        self
+    }
+
+    /// How long a remembered denial lasts; at most, and by default, the request's maximum rule TTL.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// A successful approval: a waiting call received it.
+#[derive(Clone, Debug)]
+pub struct Approval {
+    request: Arc<AccessRequest>,
+    scope: Scope,
+    rule: Option<Rule>,
+}
+
+impl Approval {
+    /// The approved request.
+    pub fn request(&self) -> &AccessRequest {
+        &self.request
+    }
+    /// What the approval covers.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+    /// The standing rule it made; `None` for [`Scope::Once`].
+    pub fn rule(&self) -> Option<&Rule> {
+        self.rule.as_ref()
+    }
+}
+
+/// A successful denial.
+#[derive(Clone, Debug)]
+pub struct Denial {
+    request: Arc<AccessRequest>,
+    rule: Option<Rule>,
+}
+
+impl Denial {
+    /// The denied request.
+    pub fn request(&self) -> &AccessRequest {
+        &self.request
+    }
+    /// The remembered denial, if one was asked for.
+    pub fn rule(&self) -> Option<&Rule> {
+        self.rule.as_ref()
+    }
+}
+
+/// A snapshot of the gate's load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Access requests waiting for a person.
+    pub pending: usize,
+    /// Callers parked on them (identical calls share one request).
+    pub parked: usize,
+    /// Requests still held in memory: pending, or decided with callers not yet resumed.
+    pub live: usize,
+    /// Standing rules, including expired ones not yet swept out.
+    pub rules: usize,
+    /// Wrong codes entered since the gate started.
+    pub wrong_codes: u64,
+}
+
+/// How the gate answers a call that the policy asked about.
+pub(crate) enum Admission {
+    /// A standing rule allows it.
+    Run,
+    /// Refused without parking.
+    Refuse(Error),
+    /// Parked on an access request.
+    Park(Waiter),
+}
+
+impl Gate {
+    /// Starts building a gate.
+    pub fn builder() -> GateBuilder {
+        GateBuilder {
+            secret: None,
+            random_secret: false,
+            request_ttl: Duration::from_secs(300),
+            code_length: 8,
+            max_attempts: 5,
+            max_pending_per_principal: 16,
+            max_pending: 10_000,
+            notify_timeout: Duration::from_secs(10),
+            approval_base_url: None,
+            history: 4096,
+            notifiers: Vec::new(),
+        }
+    }
+
+    /// A layer that puts this gate, with `policy`, in front of a service.
+    pub fn layer<P>(&self, policy: P) -> RequireApprovalLayer<P> {
+        RequireApprovalLayer::new(self.clone(), policy)
+    }
+
+    /// Approves a pending request.
+    ///
+    /// Succeeds only if the code matches, the scope and TTL are within what the request allows,
+    /// the request is still pending, and a waiting call received the approval. Otherwise the error
+    /// says what happened: `access_request_not_found` (unknown id or wrong code, alike),
+    /// `too_many_attempts`, `scope_not_allowed`, `already_resolved`, `access_request_expired`,
+    /// `access_request_cancelled`, `missing_approver`.
+    pub async fn approve(&self, approve: Approve) -> Result<Approval, Error> {
+        let approver = approve
+            .approver
+            .ok_or_else(|| Error::new(ErrorKind::MissingApprover))?;
+        let (ack, delivered) = oneshot::channel();
+        let now = Instant::now();
+        let mut rule = None;
+        let (result, effects) = self.shared.registry().decide(
+            approve.id,
+            |request| self.shared.verify(request, &approve.code),
+            now,
+            self.shared.settings.limits,
+            |request| {
+                let ttl = allowed(request, approve.scope, approve.ttl)?;
+                rule = new_rule(request, RuleEffect::Allow, approve.scope, ttl, &approver, None);
+                let outcome = Outcome::Approved {
+                    approver: approver.clone(),
+                    scope: approve.scope,
+                    until: rule.as_ref().map(|r| r.expires_at),
+                };
+                let rule = rule.clone().map(|r| (r, now + ttl));
+                Ok(Transition::Approve(Delivery { outcome, rule, ack }))
+            },
+        );
+        self.shared.apply(effects);
+        let request = result?;
+        // The approval is final once a waiting call takes it; if every caller left first, the
+        // request was cancelled instead.
+        if delivered.await != Ok(true) {
+            return Err(Error::new(ErrorKind::AccessRequestCancelled).with_request(approve.id));
+        }
+        Ok(Approval {
+            request,
+            scope: approve.scope,
+            rule,
+        })
+    }
+
+    /// Denies a pending request; its callers fail with `access_request_denied`.
+    ///
+    /// Errors as [`approve`](Self::approve) does, except that a denial needs no waiting caller.
+    pub async fn deny(&self, deny: Deny) -> Result<Denial, Error> {
+        let approver = deny
+            .approver
+            .ok_or_else(|| Error::new(ErrorKind::MissingApprover))?;
+        let now = Instant::now();
+        let mut rule = None;
+        let (result, effects) = self.shared.registry().decide(
+            deny.id,
+            |request| self.shared.verify(request, &deny.code),
+            now,
+            self.shared.settings.limits,
+            |request| {
+                let ttl = allowed(request, deny.remember, deny.ttl)?;
+                rule = new_rule(
+                    request,
+                    RuleEffect::Deny,
+                    deny.remember,
+                    ttl,
+                    &approver,
+                    deny.reason.clone(),
+                );
+                let outcome = Outcome::Denied {
+                    approver: approver.clone(),
+                    reason: deny.reason.clone(),
+                };
+                let rule = rule.clone().map(|r| (r, now + ttl));
+                Ok(Transition::Deny { outcome, rule })
+            },
+        );
+        self.shared.apply(effects);
+        Ok(Denial {
+            request: result?,
+            rule,
+        })
+    }
+
+    /// The requests waiting for a person, oldest first. Codes are never part of them.
+    pub fn pending(&self) -> Vec<AccessRequest> {
+        self.shared.registry().pending()
+    }
+
+    /// Where request `id` stands. Decided requests are remembered up to the history capacity;
+    /// beyond it, and for unknown ids, the answer is `access_request_not_found`.
+    pub fn status(&self, id: RequestId) -> Result<Status, Error> {
+        self.shared
+            .registry()
+            .status(id)
+            .ok_or_else(|| Error::new(ErrorKind::AccessRequestNotFound).with_request(id))
+    }
+
+    /// Waits until request `id` is no longer pending and returns its status. Gives up after
+    /// `timeout` with `wait_timed_out`, leaving the request pending.
+    pub async fn wait(&self, id: RequestId, timeout: Duration) -> Result<Status, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let status = self.status(id)?;
+            if !status.is_pending() {
+                return Ok(status);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(Error::new(ErrorKind::WaitTimedOut).with_request(id));
+            }
+        }
+    }
+
+    /// The live standing rules, oldest first.
+    pub fn rules(&self) -> Vec<Rule> {
+        self.shared.rules_table().list(Instant::now())
+    }
+
+    /// Revokes one rule. Returns it, or `None` if there was no such rule.
+    pub fn revoke(&self, id: RuleId) -> Option<Rule> {
+        let rule = self.shared.rules_mut().remove(id);
+        if let Some(rule) = &rule {
+            tracing::info!(rule_id = %rule.id, capability = %rule.capability, "rule revoked");
+        }
+        rule
+    }
+
+    /// Revokes every rule for a capability. Returns how many there were.
+    pub fn revoke_capability(&self, capability: &str) -> usize {
+        let n = self.shared.rules_mut().remove_capability(capability).len();
+        tracing::info!(capability, rules = n, "rules revoked");
+        n
+    }
+
+    /// Revokes every rule. Returns how many there were.
+    pub fn revoke_all(&self) -> usize {
+        let n = self.shared.rules_mut().clear().len();
+        tracing::info!(rules = n, "all rules revoked");
+        n
+    }
+
+    /// The gate's current load.
+    pub fn stats(&self) -> Stats {
+        let counts = self.shared.registry().counts();
+        Stats {
+            pending: counts.pending,
+            parked: counts.parked,
+            live: counts.live,
+            rules: self.shared.rules_table().len(),
+            wrong_codes: self.shared.wrong_codes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Standing rules first, then the registry: run, refuse, or park the call.
+    pub(crate) fn admit<R: Call>(&self, call: &R, ask: Ask) -> Admission {
+        let capability = call.capability();
+        let principal = call.principal().unwrap_or(ANONYMOUS);
+        let session = call.session();
+        let digest = std::cell::OnceCell::new();
+        let digest = || *digest.get_or_init(|| call.args_digest());
+        let now = Instant::now();
+        let verdict = self
+            .shared
+            .rules_table()
+            .lookup(capability, principal, session, digest, now);
+        match verdict {
+            Some(Verdict::Allow) => return Admission::Run,
+            Some(Verdict::Deny(rule, reason)) => {
+                let detail = match reason {
+                    Some(reason) => format!("remembered denial {rule}: {reason}"),
+                    None => format!("remembered denial {rule}"),
+                };
+                let error = Error::new(ErrorKind::AccessRequestDenied).with_detail(detail);
+                return Admission::Refuse(error);
+            }
+            None => {}
+        }
+        let Ok(runtime) = Handle::try_current() else {
+            return Admission::Refuse(Error::new(ErrorKind::NoRuntime));
+        };
+        let settings = &self.shared.settings;
+        let id = RequestId::random();
+        let created_at = SystemTime::now();
+        let request = AccessRequest {
+            id,
+            capability: capability.into(),
+            args: call.args().into_owned(),
+            args_digest: digest(),
+            principal: principal.into(),
+            session: session.map(Into::into),
+            reason: call.reason().map(Into::into),
+            reasoning: match ask.reasoning {
+                Cow::Borrowed(text) => text.into(),
+                Cow::Owned(text) => text.into(),
+            },
+            max_scope: ask.max_scope,
+            max_rule_ttl: ask.max_rule_ttl,
+            created_at,
+            expires_at: created_at + settings.request_ttl,
+            approval_url: settings
+                .approval_base_url
+                .as_ref()
+                .map(|base| format!("{base}/{id}")),
+        };
+        let fingerprint = fingerprint(&request);
+        let deadline = now + settings.request_ttl;
+        let admitted =
+            self.shared
+                .registry()
+                .admit(request, fingerprint, deadline, runtime.clone(), settings.limits);
+        let (request, key, created) = match admitted {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                tracing::warn!(capability, principal, "call refused: too many pending access requests");
+                return Admission::Refuse(error);
+            }
+        };
+        if created {
+            tracing::info!(
+                request_id = %request.id,
+                capability,
+                principal,
+                session,
+                args_digest = %request.args_digest,
+                "access request created"
+            );
+            runtime.spawn(self.shared.clone().alert(request.clone()));
+        } else {
+            tracing::debug!(request_id = %request.id, capability, principal, "call joined a pending access request");
+        }
+        Admission::Park(Waiter {
+            shared: self.shared.clone(),
+            request,
+            key,
+            deadline,
+            attached: true,
+        })
+    }
+
+    /// Records how an approved call ended.
+    pub(crate) fn finish(&self, id: RequestId, status: Status) {
+        self.shared.registry().finish(id, status);
+        self.shared.changed.notify_waiters();
+        tracing::debug!(request_id = %id, %status, "approved call finished");
+    }
+}
+
+/// The TTL a decision of `scope` gets, if the request allows that scope and TTL.
+fn allowed(request: &AccessRequest, scope: Scope, ttl: Option<Duration>) -> Result<Duration, Error> {
+    let refuse = |detail: String| Err(Error::new(ErrorKind::ScopeNotAllowed).with_detail(detail));
+    if scope > request.max_scope {
+        return refuse(format!("this request allows at most scope `{}`", request.max_scope));
+    }
+    if scope == Scope::Session && request.session.is_none() {
+        return refuse("scope `session` needs a call that names its session".into());
+    }
+    let ttl = ttl.unwrap_or(request.max_rule_ttl);
+    if ttl > request.max_rule_ttl {
+        return refuse(format!(
+            "this request allows rules of at most {} s",
+            request.max_rule_ttl.as_secs()
+        ));
+    }
+    Ok(ttl)
+}
+
+/// The rule a decision of `scope` makes; none for [`Scope::Once`].
+fn new_rule(
+    request: &AccessRequest,
+    effect: RuleEffect,
+    scope: Scope,
+    ttl: Duration,
+    approver: &Arc<str>,
+    reason: Option<Arc<str>>,
+) -> Option<Rule> {
+    if scope == Scope::Once {
+        return None;
+    }
+    let granted_at = SystemTime::now();
+    Some(Rule {
+        id: RuleId::random(),
+        effect,
+        scope,
+        capability: request.capability.clone(),
+        principal: (scope != Scope::Global).then(|| request.principal.clone()),
+        session: if scope == Scope::Session { request.session.clone() } else { None },
+        args_digest: (scope == Scope::Value).then_some(request.args_digest),
+        granted_by: approver.clone(),
+        granted_at,
+        expires_at: granted_at + ttl,
+        request: request.id,
+        reason,
+    })
+}
+
+fn fingerprint(request: &AccessRequest) -> Fingerprint {
+    let mut hash = Sha256::new();
+    for field in [
+        request.principal.as_bytes(),
+        request.session.as_deref().unwrap_or("").as_bytes(),
+        request.capability.as_bytes(),
+    ] {
+        hash.update((field.len() as u64).to_be_bytes());
+        hash.update(field);
+    }
+    hash.update(request.session.is_some().then_some([1]).unwrap_or([0]));
+    hash.update(ArgsDigest::as_bytes(&request.args_digest));
+    hash.finalize().into()
+}
+
+impl Shared {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn rules_table(&self) -> std::sync::RwLockReadGuard<'_, RuleTable> {
+        self.rules.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn rules_mut(&self) -> std::sync::RwLockWriteGuard<'_, RuleTable> {
+        self.rules.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn verify(&self, request: &AccessRequest, attempt: &str) -> bool {
+        let ok = self.key.verify(request, attempt);
+        if !ok {
+            self.wrong_codes.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Carries out a transition's effects, outside the registry lock. The rule is filed before the
+    /// approver hears of success, so a rule exists whenever `approve` says it does.
+    fn apply(self: &Arc<Self>, effects: Effects) {
+        let Effects {
+            wake,
+            rule,
+            ack,
+            resolved,
+        } = effects;
+        let changed = !wake.is_empty() || rule.is_some() || ack.is_some() || resolved.is_some();
+        if let Some((rule, deadline)) = rule {
+            tracing::info!(
+                rule_id = %rule.id,
+                effect = ?rule.effect,
+                scope = %rule.scope,
+                capability = %rule.capability,
+                granted_by = %rule.granted_by,
+                "rule granted"
+            );
+            self.rules_mut().insert(rule, deadline);
+        }
+        if let Some((ack, delivered)) = ack {
+            let _ = ack.send(delivered);
+        }
+        for waker in wake {
+            waker.wake();
+        }
+        if let Some(resolved) = resolved {
+            self.resolved(resolved);
+        }
+        if changed {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn resolved(self: &Arc<Self>, Resolved { runtime, request, outcome }: Resolved) {
+        let id = request.id;
+        match &outcome {
+            Outcome::Approved { approver, scope, .. } => {
+                tracing::info!(request_id = %id, %approver, %scope, "access request approved")
+            }
+            Outcome::Denied { approver, reason } => {
+                tracing::info!(request_id = %id, %approver, reason = reason.as_deref(), "access request denied")
+            }
+            Outcome::TooManyAttempts => tracing::warn!(request_id = %id, "access request denied: too many attempts"),
+            Outcome::Expired => tracing::info!(request_id = %id, "access request expired"),
+            Outcome::Cancelled => tracing::info!(request_id = %id, "access request cancelled"),
+            Outcome::NotificationFailed => {
+                tracing::warn!(request_id = %id, "access request failed: no notifier accepted the alert")
+            }
+        }
+        let resolution = Arc::new(Resolution::new(request, outcome));
+        let shared = self.clone();
+        runtime.spawn(async move {
+            shared
+                .each_notifier("on_resolved", move |n| {
+                    let resolution = resolution.clone();
+                    async move { n.on_resolved(&resolution).await }
+                })
+                .await;
+        });
+    }
+
+    /// Alerts every notifier at once; if none accepts within the timeout, the request fails closed.
+    async fn alert(self: Arc<Self>, request: Arc<AccessRequest>) {
+        let id = request.id;
+        let alert = Arc::new(Alert::new(request.clone(), self.key.code(&request)));
+        let accepted = self
+            .each_notifier("notify", move |n| {
+                let alert = alert.clone();
+                async move { n.notify(&alert).await }
+            })
+            .await;
+        if accepted == 0 {
+            let effects = self.registry().close(id, Outcome::NotificationFailed);
+            self.apply(effects);
+        } else {
+            tracing::debug!(request_id = %id, notifiers = accepted, "access request notified");
+        }
+    }
+
+    /// Runs `call` on every notifier concurrently, each bounded by the notify timeout; returns how
+    /// many succeeded.
+    async fn each_notifier<F, Fut>(&self, what: &'static str, call: F) -> usize
+    where
+        F: Fn(Arc<dyn Notifier>) -> Fut,
+        Fut: Future<Output = Result<(), crate::notify::NotifyError>> + Send + 'static,
+    {
+        let mut tasks = JoinSet::new();
+        for notifier in self.notifiers.iter() {
+            tasks.spawn(tokio::time::timeout(self.settings.notify_timeout, call(notifier.clone())));
+        }
+        let mut accepted = 0;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(Ok(()))) => accepted += 1,
+                Ok(Ok(Err(error))) => tracing::warn!(%error, what, "notifier failed"),
+                Ok(Err(_)) => tracing::warn!(what, "notifier timed out"),
+                Err(error) => tracing::error!(%error, what, "notifier panicked"),
+            }
+        }
+        accepted
+    }
+}
+
+/// A caller parked on an access request. Dropping it leaves the request, cancelling it if this
+/// was the last caller.
+pub(crate) struct Waiter {
+    shared: Arc<Shared>,
+    request: Arc<AccessRequest>,
+    key: usize,
+    deadline: Instant,
+    attached: bool,
+}
+
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiter").field("id", &self.request.id).finish_non_exhaustive()
+    }
+}
+
+impl Waiter {
+    pub(crate) fn request(&self) -> &Arc<AccessRequest> {
+        &self.request
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    pub(crate) fn gate(&self) -> Gate {
+        Gate {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// `Ready(Ok)` once an approval is this caller's to run; `Ready(Err)` once the request closed.
+    pub(crate) fn poll_decision(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let (poll, effects) = self.shared.registry().poll(self.request.id, self.key, cx.waker());
+        if poll.is_ready() {
+            self.attached = false;
+        }
+        self.shared.apply(effects);
+        poll
+    }
+
+    /// The deadline passed: expire the request if nobody decided first.
+    pub(crate) fn expire(&self) {
+        let effects = self.shared.registry().expire(self.request.id, Instant::now());
+        self.shared.apply(effects);
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.attached {
+            let effects = self.shared.registry().leave(self.request.id, self.key);
+            self.shared.apply(effects);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Access requests, their ids, statuses and outcomes.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::args::ArgsDigest;
+use crate::error::{Error, ErrorKind};
+use crate::scope::Scope;
+
+macro_rules! random_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; 16]);
+
+        impl $name {
+            /// The printed prefix.
+            pub const PREFIX: &'static str = $prefix;
+
+            pub(crate) fn random() -> Self {
+                let mut bytes = [0u8; 16];
+                getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+                $name(bytes)
+            }
+
+            /// The 128 random bits.
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($prefix)?;
+                crate::hex::write_lower(f, &self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+
+            /// Parses the printed form; anything else is `access_request_not_found`, the same
+            /// answer a well-formed unknown id gets.
+            fn from_str(s: &str) -> Result<Self, Error> {
+                s.strip_prefix($prefix)
+                    .and_then(crate::hex::decode::<16>)
+                    .map($name)
+                    .ok_or_else(|| Error::new(ErrorKind::AccessRequestNotFound))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+random_id!(
+    /// An access request's id: 128 random bits, printed `areq_` and 32 hex digits.
+    RequestId,
+    "areq_"
+);
+random_id!(
+    /// A rule's id: 128 random bits, printed `rule_` and 32 hex digits.
+    RuleId,
+    "rule_"
+);
+
+/// A question to a person: may this call run?
+///
+/// Carries everything an approver needs to decide, but never the verification code; notifiers
+/// receive that separately in an [`Alert`](crate::notify::Alert).
+#[derive(Clone, Debug)]
+pub struct AccessRequest {
+    pub(crate) id: RequestId,
+    pub(crate) capability: Arc<str>,
+    pub(crate) args: Value,
+    pub(crate) args_digest: ArgsDigest,
+    pub(crate) principal: Arc<str>,
+    pub(crate) session: Option<Arc<str>>,
+    pub(crate) reason: Option<Arc<str>>,
+    pub(crate) reasoning: Arc<str>,
+    pub(crate) max_scope: Scope,
+    pub(crate) max_rule_ttl: Duration,
+    pub(crate) created_at: SystemTime,
+    pub(crate) expires_at: SystemTime,
+    pub(crate) approval_url: Option<String>,
+}
+
+impl AccessRequest {
+    /// The request's id.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+    /// The capability the call wants to use.
+    pub fn capability(&self) -> &str {
+        &self.capability
+    }
+    /// The call's arguments.
+    pub fn args(&self) -> &Value {
+        &self.args
+    }
+    /// The digest of the arguments that an approval is bound to.
+    pub fn args_digest(&self) -> ArgsDigest {
+        self.args_digest
+    }
+    /// Who asks; `anonymous` when the call named nobody.
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+    /// The session the call belongs to.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+    /// The caller's reason.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+    /// Why the policy asks.
+    pub fn reasoning(&self) -> &str {
+        &self.reasoning
+    }
+    /// The widest scope an approval of this request may grant.
+    pub fn max_scope(&self) -> Scope {
+        self.max_scope
+    }
+    /// The longest TTL of a rule made from this request's decision.
+    pub fn max_rule_ttl(&self) -> Duration {
+        self.max_rule_ttl
+    }
+    /// When the request was made.
+    pub fn created_at(&self) -> SystemTime {
+        self.created_at
+    }
+    /// When the request expires if nobody decides.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+    /// Where a person can decide, when the gate has an approval base URL.
+    pub fn approval_url(&self) -> Option<&str> {
+        self.approval_url.as_deref()
+    }
+}
+
+/// Where an access request stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Status {
+    /// Waiting for a person.
+    Pending,
+    /// Approved; no waiting call has taken the approval yet.
+    Approved,
+    /// Approved, and the call is running.
+    Executing,
+    /// Approved, and the call completed successfully.
+    Executed,
+    /// The call did not complete: its inner service failed, no approver could be notified, or
+    /// its caller went away while it ran.
+    Failed,
+    /// Denied by a person, or after too many wrong codes.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+    /// Every caller went away before an approval reached one of them.
+    Cancelled,
+}
+
+impl Status {
+    /// The snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Executing => "executing",
+            Status::Executed => "executed",
+            Status::Failed => "failed",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether a person can still decide.
+    pub fn is_pending(self) -> bool {
+        self == Status::Pending
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an access request ended, as notifiers hear of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A person approved and a waiting call received the approval.
+    Approved {
+        /// Who approved.
+        approver: Arc<str>,
+        /// What the approval covers.
+        scope: Scope,
+        /// When the rule made from it ends; `None` for [`Scope::Once`].
+        until: Option<SystemTime>,
+    },
+    /// A person denied.
+    Denied {
+        /// Who denied.
+        approver: Arc<str>,
+        /// The reason they gave.
+        reason: Option<Arc<str>>,
+    },
+    /// Denied after too many wrong codes.
+    TooManyAttempts,
+    /// Nobody decided in time.
+    Expired,
+    /// Every caller went away first.
+    Cancelled,
+    /// No notifier accepted the alert.
+    NotificationFailed,
+}
+
+impl Outcome {
+    /// The status a request with this outcome has.
+    pub fn status(&self) -> Status {
+        match self {
+            Outcome::Approved { .. } => Status::Approved,
+            Outcome::Denied { .. } | Outcome::TooManyAttempts => Status::Denied,
+            Outcome::Expired => Status::Expired,
+            Outcome::Cancelled => Status::Cancelled,
+            Outcome::NotificationFailed => Status::Failed,
+        }
+    }
+
+    /// The error a caller waiting on a request with this outcome gets; `None` for approvals.
+    pub(crate) fn error(&self, id: RequestId) -> Option<Error> {
+        let error = match self {
+            Outcome::Approved { .. } => return None,
+            Outcome::Denied { reason, .. } => {
+                let error = Error::new(ErrorKind::AccessRequestDenied);
+                match reason {
+                    Some(reason) => error.with_detail(format!("reason: {reason}")),
+                    None => error,
+                }
+            }
+            Outcome::TooManyAttempts => Error::new(ErrorKind::TooManyAttempts),
+            Outcome::Expired => Error::new(ErrorKind::AccessRequestExpired),
+            Outcome::Cancelled => Error::new(ErrorKind::AccessRequestCancelled),
+            Outcome::NotificationFailed => Error::new(ErrorKind::NotificationFailed),
+        };
+        Some(error.with_request(id))
+    }
+}

@@ -1,0 +1,290 @@
+//! Standing rules: approvals and remembered denials that outlive their request.
+//!
+//! Rules are filed by capability, then principal, then session or args digest, so finding the
+//! rules that cover a call takes at most four hash lookups however many rules exist.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::request::{RequestId, RuleId};
+use crate::args::ArgsDigest;
+use crate::scope::Scope;
+
+/// Whether a rule lets calls through or refuses them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleEffect {
+    /// Covered calls run without asking.
+    Allow,
+    /// Covered calls fail with `access_request_denied` without asking.
+    Deny,
+}
+
+/// A standing decision made from an approval or a remembered denial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub(crate) id: RuleId,
+    pub(crate) effect: RuleEffect,
+    pub(crate) scope: Scope,
+    pub(crate) capability: Arc<str>,
+    pub(crate) principal: Option<Arc<str>>,
+    pub(crate) session: Option<Arc<str>>,
+    pub(crate) args_digest: Option<ArgsDigest>,
+    pub(crate) granted_by: Arc<str>,
+    pub(crate) granted_at: SystemTime,
+    pub(crate) expires_at: SystemTime,
+    pub(crate) request: RequestId,
+    pub(crate) reason: Option<Arc<str>>,
+}
+
+impl Rule {
+    /// The rule's id, for [`Gate::revoke`](crate::Gate::revoke).
+    pub fn id(&self) -> RuleId {
+        self.id
+    }
+    /// Allow or deny.
+    pub fn effect(&self) -> RuleEffect {
+        self.effect
+    }
+    /// How far the rule reaches.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+    /// The capability it covers.
+    pub fn capability(&self) -> &str {
+        &self.capability
+    }
+    /// The principal it covers; `None` for [`Scope::Global`].
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+    /// The session it covers, for [`Scope::Session`].
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+    /// The args digest it covers, for [`Scope::Value`].
+    pub fn args_digest(&self) -> Option<ArgsDigest> {
+        self.args_digest
+    }
+    /// Who made the decision.
+    pub fn granted_by(&self) -> &str {
+        &self.granted_by
+    }
+    /// When.
+    pub fn granted_at(&self) -> SystemTime {
+        self.granted_at
+    }
+    /// When the rule stops applying.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+    /// The access request whose decision made the rule.
+    pub fn request(&self) -> RequestId {
+        self.request
+    }
+    /// The denial's reason, for deny rules.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+}
+
+/// What the rules say about a call.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    Allow,
+    Deny(RuleId, Option<Arc<str>>),
+}
+
+#[derive(Debug)]
+struct Entry {
+    rule: Rule,
+    deadline: Instant,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> Option<&Rule> {
+        (now < self.deadline).then_some(&self.rule)
+    }
+}
+
+#[derive(Debug, Default)]
+struct CapabilityRules {
+    global: Option<Entry>,
+    principals: HashMap<Arc<str>, PrincipalRules>,
+}
+
+#[derive(Debug, Default)]
+struct PrincipalRules {
+    capability: Option<Entry>,
+    sessions: HashMap<Arc<str>, Entry>,
+    values: HashMap<ArgsDigest, Entry>,
+}
+
+impl PrincipalRules {
+    fn is_empty(&self) -> bool {
+        self.capability.is_none() && self.sessions.is_empty() && self.values.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RuleTable {
+    by_capability: HashMap<Arc<str>, CapabilityRules>,
+    /// Every rule's id, to its key; what `revoke` and listing walk.
+    ids: HashMap<RuleId, Rule>,
+    /// Rule count at which expired rules are next swept out.
+    sweep_at: usize,
+}
+
+impl RuleTable {
+    /// The verdict of the live rules covering a call, if any; a denial beats an approval.
+    /// `digest` is called only when value rules exist for the principal.
+    pub(crate) fn lookup(
+        &self,
+        capability: &str,
+        principal: &str,
+        session: Option<&str>,
+        digest: impl FnOnce() -> ArgsDigest,
+        now: Instant,
+    ) -> Option<Verdict> {
+        let rules = self.by_capability.get(capability)?;
+        let mine = rules.principals.get(principal);
+        let candidates = [
+            rules.global.as_ref(),
+            mine.and_then(|p| p.capability.as_ref()),
+            mine.zip(session).and_then(|(p, s)| p.sessions.get(s)),
+            mine.filter(|p| !p.values.is_empty())
+                .and_then(|p| p.values.get(&digest())),
+        ];
+        let mut verdict = None;
+        for rule in candidates.into_iter().flatten().filter_map(|e| e.live(now)) {
+            match rule.effect {
+                RuleEffect::Deny => return Some(Verdict::Deny(rule.id, rule.reason.clone())),
+                RuleEffect::Allow => verdict = Some(Verdict::Allow),
+            }
+        }
+        verdict
+    }
+
+    /// Files `rule` until `deadline`, replacing any rule with the same key. Returns the replaced one.
+    pub(crate) fn insert(&mut self, rule: Rule, deadline: Instant) -> Option<Rule> {
+        if self.ids.len() >= self.sweep_at {
+            self.sweep(Instant::now());
+            self.sweep_at = (self.ids.len() * 2).max(1024);
+        }
+        self.ids.insert(rule.id, rule.clone());
+        let entry = Entry { rule, deadline };
+        let caps = self.by_capability.entry(entry.rule.capability.clone()).or_default();
+        let replaced = match (&entry.rule.principal, entry.rule.scope) {
+            (_, Scope::Global) | (None, _) => caps.global.replace(entry),
+            (Some(principal), scope) => {
+                let mine = caps.principals.entry(principal.clone()).or_default();
+                match scope {
+                    Scope::Capability => mine.capability.replace(entry),
+                    Scope::Session => {
+                        let session = entry.rule.session.clone().unwrap_or_default();
+                        mine.sessions.insert(session, entry)
+                    }
+                    _ => {
+                        let digest = entry.rule.args_digest.expect("value rules carry a digest");
+                        mine.values.insert(digest, entry)
+                    }
+                }
+            }
+        };
+        let replaced = replaced.map(|old| old.rule);
+        if let Some(old) = &replaced {
+            self.ids.remove(&old.id);
+        }
+        replaced
+    }
+
+    /// Removes one rule.
+    pub(crate) fn remove(&mut self, id: RuleId) -> Option<Rule> {
+        let rule = self.ids.remove(&id)?;
+        let Some(caps) = self.by_capability.get_mut(&rule.capability) else {
+            return Some(rule);
+        };
+        match (&rule.principal, rule.scope) {
+            (_, Scope::Global) | (None, _) => caps.global = None,
+            (Some(principal), scope) => {
+                if let Some(mine) = caps.principals.get_mut(principal) {
+                    match scope {
+                        Scope::Capability => mine.capability = None,
+                        Scope::Session => {
+                            mine.sessions.remove(rule.session.as_deref().unwrap_or(""));
+                        }
+                        _ => {
+                            if let Some(d) = &rule.args_digest {
+                                mine.values.remove(d);
+                            }
+                        }
+                    }
+                    if mine.is_empty() {
+                        caps.principals.remove(principal);
+                    }
+                }
+            }
+        }
+        if caps.global.is_none() && caps.principals.is_empty() {
+            self.by_capability.remove(&rule.capability);
+        }
+        Some(rule)
+    }
+
+    /// Removes every rule for `capability`.
+    pub(crate) fn remove_capability(&mut self, capability: &str) -> Vec<Rule> {
+        let ids: Vec<RuleId> = self
+            .ids
+            .values()
+            .filter(|r| &*r.capability == capability)
+            .map(|r| r.id)
+            .collect();
+        ids.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// Removes every rule.
+    pub(crate) fn clear(&mut self) -> Vec<Rule> {
+        self.by_capability.clear();
+        self.ids.drain().map(|(_, rule)| rule).collect()
+    }
+
+    /// The live rules.
+    pub(crate) fn list(&self, now: Instant) -> Vec<Rule> {
+        let mut rules: Vec<Rule> = self
+            .entries()
+            .filter_map(|e| e.live(now).cloned())
+            .collect();
+        rules.sort_by_key(|r| r.granted_at);
+        rules
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.by_capability.values().flat_map(|caps| {
+            caps.global.iter().chain(caps.principals.values().flat_map(|p| {
+                p.capability
+                    .iter()
+                    .chain(p.sessions.values())
+                    .chain(p.values.values())
+            }))
+        })
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<RuleId> = self
+            .entries()
+            .filter(|e| e.live(now).is_none())
+            .map(|e| e.rule.id)
+            .collect();
+        for id in expired {
+            self.remove(id);
+        }
+    }
+}

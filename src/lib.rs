@@ -1,0 +1,103 @@
+//! Human approval for tower services.
+//!
+//! tollgate puts a person in the loop of any [`tower::Service`]. A call the policy does not yet
+//! allow is *parked*: the caller's future simply waits while a [notifier](notify) alerts an
+//! approver with a verification code. Approving with that code resumes the call exactly where it
+//! stopped; denying fails it with `access_request_denied`. The approval's [`Scope`] and TTL decide
+//! which later calls pass without asking.
+//!
+//! ```
+//! use std::time::Duration;
+//! use serde_json::json;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tollgate::notify::RecordingNotifier;
+//! use tollgate::policy::{Ask, CapabilityTable};
+//! use tollgate::{Approve, BoxError, Gate, Scope, ToolCall};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let alerts = RecordingNotifier::new(); // in production: TerminalNotifier, email, webhook
+//! let gate = Gate::builder()
+//!     .secret("keep this out of the agent's reach")
+//!     .request_ttl(Duration::from_secs(300))
+//!     .notifier(alerts.clone())
+//!     .build()?;
+//! let policy = CapabilityTable::new()
+//!     .allow("search.web")
+//!     .ask("payments.refund", Ask::new("refunds move money").max_scope(Scope::Value));
+//! let tools = ServiceBuilder::new()
+//!     .layer(gate.layer(policy))
+//!     .service(service_fn(|call: ToolCall| async move {
+//!         Ok::<_, BoxError>(format!("ran {}", call.capability()))
+//!     }));
+//!
+//! // The agent's side: this call waits until a person decides.
+//! let refund = ToolCall::new("payments.refund", json!({"charge": "ch_1", "amount": 10000}))
+//!     .principal("agent-7")
+//!     .reason("customer ticket #4421");
+//! let agent = tokio::spawn(tools.clone().oneshot(refund));
+//!
+//! // The approver's side, with the code the alert carried.
+//! let alert = alerts.next_alert().await;
+//! gate.approve(
+//!     Approve::new(alert.request().id(), alert.code().reveal())
+//!         .scope(Scope::Value)
+//!         .by("alice"),
+//! )
+//! .await?;
+//! assert_eq!(agent.await??, "ran payments.refund");
+//! # Ok(()) }
+//! ```
+//!
+//! # The path of a call
+//!
+//! 1. [`RequireApproval`] asks the [`Policy`](policy::Policy): `Allow` goes straight to the
+//!    inner service with no allocation and no lock; `Deny` fails at once.
+//! 2. On `Ask`, a standing [`Rule`] covering the call lets it through (or a remembered denial
+//!    refuses it).
+//! 3. Otherwise the call joins an identical pending request, or a new [`AccessRequest`] is made,
+//!    the notifiers are alerted, and the caller parks. The parked call holds none of the inner
+//!    service's readiness.
+//! 4. [`Gate::approve`] with the right code, [`Gate::deny`], the request's expiry, or the last
+//!    caller going away decides the request, once. An approval resumes every waiting caller, each
+//!    driving its own clone of the inner service.
+//!
+//! [`RequireApproval::submit`] is the non-blocking form: the response, or a [`PendingCall`]
+//! handle to poll or wait on.
+//!
+//! # Errors
+//!
+//! Every failure is an [`Error`] with a stable snake_case [`code`](Error::code); through the
+//! middleware it arrives as a [`BoxError`] to downcast. Verification codes never appear in errors,
+//! `Debug` output or logs.
+//!
+//! # Features
+//!
+//! The core has no optional features yet; email, webhook, stores and the HTTP approval API will
+//! arrive behind their own.
+
+mod args;
+mod call;
+mod error;
+mod gate;
+mod hex;
+mod layer;
+mod pending;
+mod scope;
+mod service;
+
+pub mod future;
+pub mod notify;
+pub mod policy;
+
+pub use crate::args::{ArgsDigest, canonical_json};
+pub use crate::call::{Call, ToolCall};
+pub use crate::error::{BoxError, Error, ErrorKind};
+pub use crate::gate::{
+    ANONYMOUS, AccessRequest, Approval, Approve, Denial, Deny, Gate, GateBuilder, Outcome,
+    RequestId, Rule, RuleEffect, RuleId, Stats, Status, VerificationCode,
+};
+pub use crate::layer::RequireApprovalLayer;
+pub use crate::pending::{PendingCall, Submitted};
+pub use crate::scope::Scope;
+pub use crate::service::RequireApproval;

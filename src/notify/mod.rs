@@ -1,0 +1,204 @@
+//! Telling people that a call waits for them.
+//!
+//! A [`Notifier`] delivers an [`Alert`] (the access request and its verification code) to
+//! whoever may approve, and hears the [`Resolution`] when the request ends. The gate alerts every
+//! configured notifier at once, each bounded by the notify timeout, off the caller's path. If none
+//! accepts, the call fails closed with `notification_failed`: nothing waits unseen.
+//!
+//! # Writing a notifier
+//!
+//! Implement [`notify`](Notifier::notify); [`on_resolved`](Notifier::on_resolved) is optional.
+//! Return `Ok` only once the alert is on its way: the gate counts it as delivered. The code is a
+//! bearer secret: put it in your channel's message and nowhere else (not in logs or errors).
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use tollgate::notify::{Alert, BoxFuture, Notifier, NotifyError};
+//!
+//! /// Keeps alerts in an in-memory inbox.
+//! #[derive(Default)]
+//! struct Inbox(Mutex<Vec<String>>);
+//!
+//! impl Notifier for Inbox {
+//!     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
+//!         let line = format!(
+//!             "{} wants {}: code {}",
+//!             alert.request().principal(),
+//!             alert.request().capability(),
+//!             alert.code().reveal(),
+//!         );
+//!         self.0.lock().unwrap().push(line);
+//!         Box::pin(async { Ok(()) })
+//!     }
+//! }
+//! ```
+//!
+//! For a one-off, [`notifier_fn`] turns a closure into a notifier.
+
+mod recording;
+mod terminal;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use self::recording::RecordingNotifier;
+pub use self::terminal::TerminalNotifier;
+
+use crate::error::BoxError;
+use crate::gate::{AccessRequest, Outcome, VerificationCode};
+
+/// A boxed future, as notifier methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Delivers access requests to people. Usable as `Arc<dyn Notifier>`.
+///
+/// New hooks arrive as methods with default bodies, so implementations keep compiling.
+pub trait Notifier: Send + Sync + 'static {
+    /// Sends the alert. `Ok` means it is on its way to a person.
+    fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>>;
+
+    /// Hears how a request ended: approved, denied, expired, cancelled, failed. Errors are logged.
+    fn on_resolved<'a>(&'a self, resolution: &'a Resolution) -> BoxFuture<'a, Result<(), NotifyError>> {
+        let _ = resolution;
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl<N: Notifier + ?Sized> Notifier for Arc<N> {
+    fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
+        (**self).notify(alert)
+    }
+    fn on_resolved<'a>(&'a self, resolution: &'a Resolution) -> BoxFuture<'a, Result<(), NotifyError>> {
+        (**self).on_resolved(resolution)
+    }
+}
+
+impl<N: Notifier + ?Sized> Notifier for Box<N> {
+    fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
+        (**self).notify(alert)
+    }
+    fn on_resolved<'a>(&'a self, resolution: &'a Resolution) -> BoxFuture<'a, Result<(), NotifyError>> {
+        (**self).on_resolved(resolution)
+    }
+}
+
+/// What a notifier is asked to deliver: the request and its verification code.
+#[derive(Clone, Debug)]
+pub struct Alert {
+    request: Arc<AccessRequest>,
+    code: VerificationCode,
+}
+
+impl Alert {
+    pub(crate) fn new(request: Arc<AccessRequest>, code: VerificationCode) -> Self {
+        Alert { request, code }
+    }
+
+    /// The access request.
+    pub fn request(&self) -> &AccessRequest {
+        &self.request
+    }
+
+    /// The code the approver must type. Show it in your channel only.
+    pub fn code(&self) -> &VerificationCode {
+        &self.code
+    }
+}
+
+/// How a request ended, for [`Notifier::on_resolved`].
+#[derive(Clone, Debug)]
+pub struct Resolution {
+    request: Arc<AccessRequest>,
+    outcome: Outcome,
+}
+
+impl Resolution {
+    pub(crate) fn new(request: Arc<AccessRequest>, outcome: Outcome) -> Self {
+        Resolution { request, outcome }
+    }
+
+    /// The access request.
+    pub fn request(&self) -> &AccessRequest {
+        &self.request
+    }
+
+    /// How it ended.
+    pub fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+}
+
+/// A notifier could not deliver. Keeps its cause.
+#[derive(Debug)]
+pub struct NotifyError {
+    source: BoxError,
+}
+
+impl NotifyError {
+    /// A failure caused by `source`.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        NotifyError {
+            source: source.into(),
+        }
+    }
+
+    /// The stable code: `notification_failed`.
+    pub fn code(&self) -> &'static str {
+        "notification_failed"
+    }
+}
+
+impl fmt::Display for NotifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "notification_failed: {}", self.source)
+    }
+}
+
+impl std::error::Error for NotifyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Makes a notifier from a closure that receives each alert.
+///
+/// ```
+/// use tollgate::notify::notifier_fn;
+///
+/// let notifier = notifier_fn(|alert| async move {
+///     println!("{} needs a decision", alert.request().id());
+///     Ok(())
+/// });
+/// # let _ = notifier;
+/// ```
+pub fn notifier_fn<F, Fut>(f: F) -> NotifierFn<F>
+where
+    F: Fn(Alert) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), NotifyError>> + Send + 'static,
+{
+    NotifierFn { f }
+}
+
+/// A [`Notifier`] made from a closure by [`notifier_fn`].
+#[derive(Clone, Copy)]
+pub struct NotifierFn<F> {
+    f: F,
+}
+
+impl<F> fmt::Debug for NotifierFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifierFn").finish_non_exhaustive()
+    }
+}
+
+impl<F, Fut> Notifier for NotifierFn<F>
+where
+    F: Fn(Alert) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), NotifyError>> + Send + 'static,
+{
+    fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
+        Box::pin((self.f)(alert.clone()))
+    }
+}

@@ -1,0 +1,180 @@
+use std::fmt::{self, Write as _};
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use super::{Alert, BoxFuture, Notifier, NotifyError, Resolution};
+use crate::gate::Outcome;
+
+/// Prints each alert as a clear block on a terminal: capability, arguments, principal, reason,
+/// id, code and expiry; and one line when the request ends.
+///
+/// ```text
+/// ┌─ tollgate: approval needed ───────────────────────────────
+/// │ capability  payments.refund
+/// │ principal   agent-7 (session conv-42)
+/// │ reason      customer ticket #4421
+/// │ policy      refunds move money
+/// │ arguments   {
+/// │               "amount": 10000,
+/// │               "charge": "ch_1"
+/// │             }
+/// │ request     areq_5f0c…
+/// │ code        A3F7C209
+/// │ expires     2026-11-21T14:05:00Z (in 300 s)
+/// │ may grant   up to scope `value`, rules up to 3600 s
+/// └───────────────────────────────────────────────────────────
+/// ```
+#[derive(Clone)]
+pub struct TerminalNotifier {
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl fmt::Debug for TerminalNotifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TerminalNotifier").finish_non_exhaustive()
+    }
+}
+
+impl TerminalNotifier {
+    /// Prints to standard error.
+    pub fn stderr() -> Self {
+        Self::writer(io::stderr())
+    }
+
+    /// Prints to standard output.
+    pub fn stdout() -> Self {
+        Self::writer(io::stdout())
+    }
+
+    /// Prints to any writer.
+    pub fn writer(out: impl Write + Send + 'static) -> Self {
+        TerminalNotifier {
+            out: Arc::new(Mutex::new(Box::new(out))),
+        }
+    }
+
+    fn write(&self, text: &str) -> Result<(), NotifyError> {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(NotifyError::new)
+    }
+}
+
+/// The alert block, as [`TerminalNotifier`] prints it.
+fn render(alert: &Alert) -> String {
+    let request = alert.request();
+    let mut s = format!("┌─ tollgate: approval needed {}\n", "─".repeat(31));
+    let mut row = |label: &str, value: &str| {
+        let mut lines = value.lines();
+        let _ = writeln!(s, "│ {label:<11} {}", lines.next().unwrap_or(""));
+        for line in lines {
+            let _ = writeln!(s, "│ {:<11} {line}", "");
+        }
+    };
+    row("capability", request.capability());
+    match request.session() {
+        Some(session) => row("principal", &format!("{} (session {session})", request.principal())),
+        None => row("principal", request.principal()),
+    }
+    row("reason", request.reason().unwrap_or("(none given)"));
+    row("policy", request.reasoning());
+    row(
+        "arguments",
+        &serde_json::to_string_pretty(request.args()).unwrap_or_default(),
+    );
+    row("request", &request.id().to_string());
+    row("code", alert.code().reveal());
+    let left = request
+        .expires_at()
+        .duration_since(SystemTime::now())
+        .map_or(0, |d| d.as_secs());
+    row(
+        "expires",
+        &format!("{} (in {left} s)", rfc3339(request.expires_at())),
+    );
+    row(
+        "may grant",
+        &format!(
+            "up to scope `{}`, rules up to {} s",
+            request.max_scope(),
+            request.max_rule_ttl().as_secs()
+        ),
+    );
+    if let Some(url) = request.approval_url() {
+        row("approve at", url);
+    }
+    s.push('└');
+    s.push_str(&"─".repeat(60));
+    s.push('\n');
+    s
+}
+
+fn render_outcome(resolution: &Resolution) -> String {
+    let id = resolution.request().id();
+    let what = match resolution.outcome() {
+        Outcome::Approved { approver, scope, until } => match until {
+            Some(until) => format!("approved by {approver}, scope {scope}, until {}", rfc3339(*until)),
+            None => format!("approved by {approver}, scope {scope}"),
+        },
+        Outcome::Denied { approver, reason } => match reason {
+            Some(reason) => format!("denied by {approver}: {reason}"),
+            None => format!("denied by {approver}"),
+        },
+        Outcome::TooManyAttempts => "denied: too many wrong codes".to_owned(),
+        Outcome::Expired => "expired: nobody decided in time".to_owned(),
+        Outcome::Cancelled => "cancelled: the caller went away".to_owned(),
+        Outcome::NotificationFailed => "failed: no approver could be notified".to_owned(),
+    };
+    format!("tollgate: {id} {what}\n")
+}
+
+/// `2026-11-21T14:05:00Z`, from days since the epoch by the civil calendar.
+fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl Notifier for TerminalNotifier {
+    fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
+        let result = self.write(&render(alert));
+        Box::pin(async move { result })
+    }
+
+    fn on_resolved<'a>(&'a self, resolution: &'a Resolution) -> BoxFuture<'a, Result<(), NotifyError>> {
+        let result = self.write(&render_outcome(resolution));
+        Box::pin(async move { result })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn formats_wall_clock_times() {
+        let at = |secs| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_795_265_100), "2026-11-21T14:05:00Z");
+    }
+}

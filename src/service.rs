@@ -1,0 +1,131 @@
+use std::fmt;
+use std::mem;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+use crate::call::Call;
+use crate::error::BoxError;
+use crate::future::ResponseFuture;
+use crate::gate::{Admission, Gate};
+use crate::pending::{PendingCall, Submitted};
+use crate::policy::{Decision, Policy};
+
+/// Middleware that parks calls the policy does not allow until a person decides.
+///
+/// Allowed calls go straight to the inner service, allocating nothing. Calls the policy asks about
+/// pass if a standing rule covers them; otherwise they wait on an access request. A parked call
+/// holds none of the inner service's readiness: it keeps an unreadied clone and drives it to
+/// ready only after approval, so the inner service stays free for other calls meanwhile.
+#[derive(Clone)]
+pub struct RequireApproval<S, P> {
+    inner: S,
+    gate: Gate,
+    policy: P,
+}
+
+impl<S, P> RequireApproval<S, P> {
+    /// Gates `inner` through `gate` with `policy`.
+    pub fn new(inner: S, gate: Gate, policy: P) -> Self {
+        RequireApproval {
+            inner,
+            gate,
+            policy,
+        }
+    }
+
+    /// The gate.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Takes the inner service out.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for RequireApproval<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequireApproval")
+            .field("inner", &self.inner)
+            .field("gate", &self.gate)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl<S, P, R> Service<R> for RequireApproval<S, P>
+where
+    S: Service<R> + Clone,
+    S::Error: Into<BoxError>,
+    P: Policy<R>,
+    R: Call,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let ask = match self.policy.check(&request) {
+            Decision::Allow => return ResponseFuture::allowed(self.inner.call(request)),
+            Decision::Deny(reason) => return ResponseFuture::denied_by_policy(reason),
+            Decision::Ask(ask) => ask,
+        };
+        match self.gate.admit(&request, ask) {
+            Admission::Run => ResponseFuture::allowed(self.inner.call(request)),
+            Admission::Refuse(error) => ResponseFuture::refused(error),
+            Admission::Park(waiter) => {
+                // Give back the readiness `poll_ready` reserved: the ready service is dropped and
+                // an unreadied clone takes its place. The parked call keeps another clone, which
+                // it drives to ready only after approval.
+                let unready = self.inner.clone();
+                drop(mem::replace(&mut self.inner, unready));
+                ResponseFuture::parked(waiter, self.inner.clone(), request)
+            }
+        }
+    }
+}
+
+impl<S, P> RequireApproval<S, P> {
+    /// The non-blocking form of a call: the response if the call may run now, or a
+    /// [`PendingCall`] with the request's id, expiry and approval URL if it waits for a person.
+    ///
+    /// The pending call is driven by a spawned task, so an approval reaches it whether or not
+    /// anyone is waiting on the handle; dropping the handle cancels it.
+    pub async fn submit<R>(&mut self, request: R) -> Result<Submitted<S::Response>, BoxError>
+    where
+        S: Service<R> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Response: Send + 'static,
+        S::Error: Into<BoxError>,
+        P: Policy<R>,
+        R: Call + Send + 'static,
+    {
+        std::future::poll_fn(|cx| Service::<R>::poll_ready(self, cx)).await?;
+        let future = self.call(request);
+        match future.parked_on() {
+            Some(gate_and_id) => Ok(Submitted::Pending(PendingCall::spawn(gate_and_id, future))),
+            None => future.await.map(Submitted::Done),
+        }
+    }
+}
