@@ -1,0 +1,125 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde_json::json;
+use tollgate::notify::RecordingNotifier;
+use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::{BoxError, Error, GateBuilder, Scope, ToolCall};
+use tower::Service;
+
+pub const SECRET: &str = "a test secret of at least sixteen bytes";
+pub const TTL: Duration = Duration::from_secs(300);
+
+/// A gate builder with the test secret and `recorder` as its notifier.
+pub fn gate(recorder: &RecordingNotifier) -> GateBuilder {
+    tollgate::Gate::builder()
+        .secret(SECRET)
+        .request_ttl(TTL)
+        .notifier(recorder.clone())
+}
+
+/// `search.web` is allowed, `fs.delete` denied, `payments.*` ask with up to `max_scope`.
+pub fn policy(max_scope: Scope) -> CapabilityTable {
+    let ask = Ask::new("refunds move money")
+        .max_scope(max_scope)
+        .max_rule_ttl(Duration::from_secs(3600));
+    CapabilityTable::new()
+        .allow("search.web")
+        .deny("fs.delete", "deleting is never allowed")
+        .ask("payments.refund", ask.clone())
+        .ask("payments.charge", ask)
+}
+
+pub fn refund(amount: u64) -> ToolCall {
+    ToolCall::new("payments.refund", json!({"charge": "ch_1", "amount": amount}))
+        .principal("agent-7")
+        .session("conv-42")
+        .reason("customer ticket #4421")
+}
+
+pub fn search(q: &str) -> ToolCall {
+    ToolCall::new("search.web", json!({"q": q})).principal("agent-7")
+}
+
+/// The stable code of an error from the middleware.
+pub fn code(error: &BoxError) -> &'static str {
+    error
+        .downcast_ref::<Error>()
+        .map(Error::code)
+        .unwrap_or("not_a_tollgate_error")
+}
+
+/// A tool service that answers `ran <capability> <args>` and counts calls per capability+args.
+#[derive(Clone, Default)]
+pub struct Tools {
+    calls: Arc<Mutex<HashMap<String, usize>>>,
+    total: Arc<AtomicUsize>,
+}
+
+impl Tools {
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    pub fn calls_of(&self, call: &ToolCall) -> usize {
+        let key = format!("{} {}", call.capability(), call.args());
+        self.calls.lock().unwrap().get(&key).copied().unwrap_or(0)
+    }
+}
+
+impl Service<ToolCall> for Tools {
+    type Response = String;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ToolCall) -> Self::Future {
+        let key = format!("{} {}", call.capability(), call.args());
+        *self.calls.lock().unwrap().entry(key.clone()).or_default() += 1;
+        self.total.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(format!("ran {key}")) })
+    }
+}
+
+/// Yields until `done` holds, so spawned tasks can run; fails after many rounds rather than hang.
+pub async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("condition not reached");
+}
+
+/// A small deterministic generator (SplitMix64) for randomized tests.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
