@@ -86,10 +86,11 @@ fn render(alert: &Alert) -> String {
     );
     row("request", &request.id().to_string());
     row("code", alert.code().reveal());
+    // Rounded up: a request made a moment ago with a 300 s TTL reads "in 300 s".
     let left = request
         .expires_at()
         .duration_since(SystemTime::now())
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
     row(
         "expires",
         &format!("{} (in {left} s)", rfc3339(request.expires_at())),

@@ -58,7 +58,7 @@ pub fn code(error: &BoxError) -> &'static str {
 }
 
 /// A tool service that answers `ran <capability> <args>` and counts calls per capability+args.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Tools {
     calls: Arc<Mutex<HashMap<String, usize>>>,
     total: Arc<AtomicUsize>,
