@@ -1,0 +1,85 @@
+//! Allowed calls cost the caller no allocation: neither a call the policy allows nor one a
+//! standing rule lets through. Counted with an instrumented global allocator.
+
+use std::alloc::System;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tollgate::notify::RecordingNotifier;
+use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::{Approve, Call, Gate, Scope};
+use tower::{Layer, Service, ServiceExt};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// A request and a service that themselves allocate nothing.
+#[derive(Clone, Copy)]
+struct Op(&'static str);
+
+impl Call for Op {
+    fn capability(&self) -> &str {
+        self.0
+    }
+    fn principal(&self) -> Option<&str> {
+        Some("agent")
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Echo;
+
+impl Service<Op> for Echo {
+    type Response = &'static str;
+    type Error = Infallible;
+    type Future = Ready<Result<&'static str, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, op: Op) -> Self::Future {
+        ready(Ok(op.0))
+    }
+}
+
+/// Allocations made by `n` calls of `op`, each polled to completion.
+fn allocations<S: Service<Op, Response = &'static str>>(svc: &mut S, op: Op, n: usize) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
+    let region = Region::new(GLOBAL);
+    for _ in 0..n {
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let future = pin!(svc.call(op));
+        assert!(matches!(future.poll(&mut cx), Poll::Ready(Ok("read") | Ok("write"))));
+    }
+    region.change().allocations
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn allowed_calls_allocate_nothing() {
+    let alerts = RecordingNotifier::new();
+    let gate = Gate::builder()
+        .secret("a test secret of at least sixteen bytes")
+        .notifier(alerts.clone())
+        .build()
+        .unwrap();
+    let policy = CapabilityTable::new()
+        .allow("read")
+        .ask("write", Ask::new("writes need a person").max_scope(Scope::Capability));
+    let mut svc = gate.layer(policy).layer(Echo);
+
+    // Warm up lazily initialised runtime state.
+    allocations(&mut svc, Op("read"), 10);
+    assert_eq!(allocations(&mut svc, Op("read"), 1000), 0, "allowed by policy");
+
+    // After a capability-wide approval, the same path holds for calls a standing rule covers.
+    let parked = tokio::spawn(svc.clone().oneshot(Op("write")));
+    let alert = alerts.next_alert().await;
+    gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).scope(Scope::Capability).by("alice"))
+        .await
+        .unwrap();
+    parked.await.unwrap().unwrap();
+    allocations(&mut svc, Op("write"), 10);
+    assert_eq!(allocations(&mut svc, Op("write"), 1000), 0, "allowed by a standing rule");
+}
