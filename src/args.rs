@@ -29,7 +29,7 @@ use crate::error::{Error, ErrorKind};
 pub struct ArgsDigest([u8; 32]);
 
 impl ArgsDigest {
-    /// The digest of `args`.
+    /// The digest of `args`: SHA-256 of their [`canonical_json`], streamed without building it.
     pub fn of(args: &Value) -> Self {
         let mut sink = HashSink(Sha256::new());
         write_value(&mut sink, args).expect("hashing never fails");
@@ -221,18 +221,30 @@ mod tests {
             canonical_json(&v),
             r#"{"a":{"y":"é\n","z":null},"b":[1,0,1000,2.5]}"#
         );
-        assert_eq!(ArgsDigest::of(&v), ArgsDigest::of(&json!({"a": {"z": null, "y": "é\n"}, "b": [1, 0, 1000, 2.5]})));
+        assert_eq!(
+            ArgsDigest::of(&v),
+            ArgsDigest::of(&json!({"a": {"z": null, "y": "é\n"}, "b": [1, 0, 1000, 2.5]}))
+        );
     }
 
     #[test]
     fn different_arguments_differ() {
-        assert_ne!(ArgsDigest::of(&json!({"amount": 10})), ArgsDigest::of(&json!({"amount": 11})));
+        assert_ne!(
+            ArgsDigest::of(&json!({"amount": 10})),
+            ArgsDigest::of(&json!({"amount": 11}))
+        );
         assert_ne!(ArgsDigest::of(&json!("1")), ArgsDigest::of(&json!(1)));
     }
 
     #[test]
     fn duplicate_keys_and_trailing_text_are_rejected() {
-        for text in [r#"{"a":1,"a":1}"#, r#"{"x":{"a":1,"a":2}}"#, "[1] 2", "{", "NaN"] {
+        for text in [
+            r#"{"a":1,"a":1}"#,
+            r#"{"x":{"a":1,"a":2}}"#,
+            "[1] 2",
+            "{",
+            "NaN",
+        ] {
             let err = ArgsDigest::from_json_str(text).unwrap_err();
             assert_eq!(err.code(), "invalid_arguments", "{text}");
         }

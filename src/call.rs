@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use crate::args::{self, ArgsDigest};
+use crate::args;
 use crate::error::Error;
 
 /// A request the gate can read. Implemented for [`ToolCall`]; implement it for your own type.
@@ -31,7 +31,8 @@ pub trait Call {
     /// The name of what is being done, e.g. `payments.refund` or `POST /v1/refunds`.
     fn capability(&self) -> &str;
 
-    /// The arguments, as JSON. Their canonical digest decides what "the same call" is.
+    /// The arguments, as JSON. Their [`ArgsDigest`](crate::ArgsDigest) decides what "the same
+    /// arguments" means, for joining identical calls and for rules of scope `value`.
     fn args(&self) -> Cow<'_, Value> {
         Cow::Owned(Value::Null)
     }
@@ -50,11 +51,6 @@ pub trait Call {
     fn reason(&self) -> Option<&str> {
         None
     }
-
-    /// The digest of [`args`](Call::args). Override it when the digest is cheaper to get another way.
-    fn args_digest(&self) -> ArgsDigest {
-        ArgsDigest::of(&self.args())
-    }
 }
 
 impl<T: Call + ?Sized> Call for &T {
@@ -72,9 +68,6 @@ impl<T: Call + ?Sized> Call for &T {
     }
     fn reason(&self) -> Option<&str> {
         (**self).reason()
-    }
-    fn args_digest(&self) -> ArgsDigest {
-        (**self).args_digest()
     }
 }
 

@@ -100,7 +100,9 @@ impl ErrorKind {
     /// What happened, in a sentence fit for a person or a language model.
     const fn message(self) -> &'static str {
         match self {
-            Self::AccessRequestDenied => "the call was denied and did not run; do not retry it as is",
+            Self::AccessRequestDenied => {
+                "the call was denied and did not run; do not retry it as is"
+            }
             Self::AccessRequestExpired => {
                 "nobody approved the call before its access request expired; it did not run and may be retried"
             }

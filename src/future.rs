@@ -29,19 +29,27 @@ pin_project! {
     enum State<S: Service<R>, R> {
         Allowed { #[pin] future: S::Future },
         Refused { error: Option<Error> },
-        // Boxed: a parked call is the cold path, and the allowed future stays small.
-        Parked { parked: Pin<Box<Parked<S, R>>> },
-        Resuming { #[pin] call: Oneshot<S, R>, finish: Finish },
+        // Boxed: parking is the cold path, and allowed futures stay small.
+        Parked { call: Pin<Box<ParkedCall<S, R>>> },
     }
 }
 
 pin_project! {
-    struct Parked<S, R> {
-        waiter: Waiter,
-        #[pin]
-        expiry: Sleep,
-        service: Option<S>,
-        request: Option<R>,
+    /// A parked call: waiting for its decision, then driving the inner service.
+    #[project = ParkedProj]
+    enum ParkedCall<S: Service<R>, R> {
+        Waiting {
+            waiter: Waiter,
+            #[pin]
+            expiry: Sleep,
+            service: Option<S>,
+            request: Option<R>,
+        },
+        Resuming {
+            #[pin]
+            call: Oneshot<S, R>,
+            finish: Finish,
+        },
     }
 }
 
@@ -64,14 +72,15 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
 
     pub(crate) fn parked(waiter: Waiter, service: S, request: R) -> Self {
         let expiry = tokio::time::sleep_until(waiter.deadline());
+        let call = ParkedCall::Waiting {
+            waiter,
+            expiry,
+            service: Some(service),
+            request: Some(request),
+        };
         ResponseFuture {
             state: State::Parked {
-                parked: Box::pin(Parked {
-                    waiter,
-                    expiry,
-                    service: Some(service),
-                    request: Some(request),
-                }),
+                call: Box::pin(call),
             },
         }
     }
@@ -79,7 +88,12 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
     /// The gate and request a parked call waits on.
     pub(crate) fn parked_on(&self) -> Option<(Gate, Arc<AccessRequest>)> {
         match &self.state {
-            State::Parked { parked } => Some((parked.waiter.gate(), parked.waiter.request().clone())),
+            State::Parked { call } => match &**call {
+                ParkedCall::Waiting { waiter, .. } => {
+                    Some((waiter.gate(), waiter.request().clone()))
+                }
+                ParkedCall::Resuming { .. } => None,
+            },
             _ => None,
         }
     }
@@ -93,50 +107,63 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                StateProj::Allowed { future } => return future.poll(cx).map_err(Into::into),
-                StateProj::Refused { error } => {
-                    let error = error.take().expect("polled after completion");
-                    return Poll::Ready(Err(error.into()));
-                }
-                StateProj::Parked { parked } => {
-                    let (service, request, finish) = ready!(parked.as_mut().poll_decision(cx))?;
-                    state.set(State::Resuming {
-                        call: Oneshot::new(service, request),
-                        finish,
-                    });
-                }
-                StateProj::Resuming { call, finish } => {
-                    let result = ready!(call.poll(cx)).map_err(Into::into);
-                    finish.done(if result.is_ok() { Status::Executed } else { Status::Failed });
-                    return Poll::Ready(result);
-                }
+        match self.project().state.project() {
+            StateProj::Allowed { future } => future.poll(cx).map_err(Into::into),
+            StateProj::Refused { error } => {
+                let error = error.take().expect("polled after completion");
+                Poll::Ready(Err(error.into()))
             }
+            StateProj::Parked { call } => call.as_mut().poll(cx),
         }
     }
 }
 
-impl<S, R> Parked<S, R> {
-    /// Waits for the decision, expiring the request when its deadline passes first.
-    fn poll_decision(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(S, R, Finish), Error>> {
-        let this = self.project();
-        let mut decision = this.waiter.poll_decision(cx);
-        if decision.is_pending() && this.expiry.poll(cx).is_ready() {
-            // Expire only if still pending: an approval that won the race stands.
-            this.waiter.expire();
-            decision = this.waiter.poll_decision(cx);
+impl<S, R> Future for ParkedCall<S, R>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                ParkedProj::Waiting {
+                    waiter,
+                    expiry,
+                    service,
+                    request,
+                } => {
+                    let mut decision = waiter.poll_decision(cx);
+                    if decision.is_pending() && expiry.poll(cx).is_ready() {
+                        // Expire only if still pending: an approval that won the race stands.
+                        waiter.expire();
+                        decision = waiter.poll_decision(cx);
+                    }
+                    ready!(decision)?;
+                    let finish = Finish {
+                        gate: waiter.gate(),
+                        id: waiter.request().id(),
+                        done: false,
+                    };
+                    let service = service.take().expect("a decision is taken once");
+                    let request = request.take().expect("a decision is taken once");
+                    self.set(ParkedCall::Resuming {
+                        call: Oneshot::new(service, request),
+                        finish,
+                    });
+                }
+                ParkedProj::Resuming { call, finish } => {
+                    let result = ready!(call.poll(cx)).map_err(Into::into);
+                    finish.done(if result.is_ok() {
+                        Status::Executed
+                    } else {
+                        Status::Failed
+                    });
+                    return Poll::Ready(result);
+                }
+            }
         }
-        ready!(decision)?;
-        let finish = Finish {
-            gate: this.waiter.gate(),
-            id: this.waiter.request().id(),
-            done: false,
-        };
-        let service = this.service.take().expect("a decision is taken once");
-        let request = this.request.take().expect("a decision is taken once");
-        Poll::Ready(Ok((service, request, finish)))
     }
 }
 
@@ -167,8 +194,10 @@ impl<S: Service<R>, R> fmt::Debug for ResponseFuture<S, R> {
         let state = match &self.state {
             State::Allowed { .. } => "allowed",
             State::Refused { .. } => "refused",
-            State::Parked { .. } => "parked",
-            State::Resuming { .. } => "resuming",
+            State::Parked { call } => match &**call {
+                ParkedCall::Waiting { .. } => "parked",
+                ParkedCall::Resuming { .. } => "resuming",
+            },
         };
         f.debug_struct("ResponseFuture").field("state", &state).finish()
     }

@@ -33,8 +33,9 @@ impl fmt::Debug for CodeKey {
 impl CodeKey {
     pub(crate) fn new(secret: Box<[u8]>, length: usize) -> Result<Self, Error> {
         if secret.len() < MIN_SECRET_LEN {
-            return Err(Error::new(ErrorKind::InvalidConfig)
-                .with_detail(format!("the secret must be at least {MIN_SECRET_LEN} bytes")));
+            return Err(Error::new(ErrorKind::InvalidConfig).with_detail(format!(
+                "the secret must be at least {MIN_SECRET_LEN} bytes"
+            )));
         }
         if !(6..=64).contains(&length) {
             return Err(Error::new(ErrorKind::InvalidConfig)
@@ -57,7 +58,8 @@ impl CodeKey {
     /// max scope ‖ max rule TTL ‖ expiry)`, every field length-prefixed, cut to `length` uppercase
     /// hex characters.
     pub(crate) fn code(&self, request: &AccessRequest) -> VerificationCode {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         let expires_ms = request
             .expires_at
             .duration_since(std::time::UNIX_EPOCH)

@@ -27,14 +27,12 @@ mod registry;
 mod request;
 mod rules;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest as _, Sha256};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
@@ -45,9 +43,9 @@ pub use self::request::{AccessRequest, Outcome, RequestId, RuleId, Status};
 pub use self::rules::{Rule, RuleEffect};
 
 use self::code::CodeKey;
-use self::registry::{Delivery, Effects, Fingerprint, Limits, Registry, Resolved, Transition};
+use self::registry::{Delivery, Effects, Limits, Registry, Resolved, Transition};
 use self::rules::{RuleTable, Verdict};
-use crate::args::ArgsDigest;
+use crate::args::{ArgsDigest, canonical_json};
 use crate::call::Call;
 use crate::error::{Error, ErrorKind};
 use crate::layer::RequireApprovalLayer;
@@ -191,7 +189,8 @@ impl GateBuilder {
 
     /// Checks the settings and builds the gate.
     pub fn build(self) -> Result<Gate, Error> {
-        let invalid = |detail: &'static str| Err(Error::new(ErrorKind::InvalidConfig).with_detail(detail));
+        let invalid =
+            |detail: &'static str| Err(Error::new(ErrorKind::InvalidConfig).with_detail(detail));
         let key = match (self.secret, self.random_secret) {
             (Some(secret), false) => CodeKey::new(secret, self.code_length)?,
             (None, true) => CodeKey::random(self.code_length)?,
@@ -465,7 +464,14 @@ impl Gate {
             self.shared.settings.limits,
             |request| {
                 let ttl = allowed(request, approve.scope, approve.ttl)?;
-                rule = new_rule(request, RuleEffect::Allow, approve.scope, ttl, &approver, None);
+                rule = new_rule(
+                    request,
+                    RuleEffect::Allow,
+                    approve.scope,
+                    ttl,
+                    &approver,
+                    None,
+                );
                 let outcome = Outcome::Approved {
                     approver: approver.clone(),
                     scope: approve.scope,
@@ -606,7 +612,7 @@ impl Gate {
         let principal = call.principal().unwrap_or(ANONYMOUS);
         let session = call.session();
         let digest = std::cell::OnceCell::new();
-        let digest = || *digest.get_or_init(|| call.args_digest());
+        let digest = || *digest.get_or_init(|| ArgsDigest::of(&call.args()));
         let now = Instant::now();
         let verdict = self
             .shared
@@ -633,15 +639,12 @@ impl Gate {
         let request = AccessRequest {
             id,
             capability: capability.into(),
-            args: call.args().into_owned(),
+            args: canonical_json(&call.args()).into_boxed_str(),
             args_digest: digest(),
             principal: principal.into(),
             session: session.map(Into::into),
             reason: call.reason().map(Into::into),
-            reasoning: match ask.reasoning {
-                Cow::Borrowed(text) => text.into(),
-                Cow::Owned(text) => text.into(),
-            },
+            reasoning: ask.reasoning,
             max_scope: ask.max_scope,
             max_rule_ttl: ask.max_rule_ttl,
             created_at,
@@ -649,18 +652,21 @@ impl Gate {
             approval_url: settings
                 .approval_base_url
                 .as_ref()
-                .map(|base| format!("{base}/{id}")),
+                .map(|base| format!("{base}/{id}").into_boxed_str()),
         };
-        let fingerprint = fingerprint(&request);
         let deadline = now + settings.request_ttl;
         let admitted =
             self.shared
                 .registry()
-                .admit(request, fingerprint, deadline, runtime.clone(), settings.limits);
+                .admit(request, deadline, runtime.clone(), settings.limits);
         let (request, key, created) = match admitted {
             Ok(admitted) => admitted,
             Err(error) => {
-                tracing::warn!(capability, principal, "call refused: too many pending access requests");
+                tracing::warn!(
+                    capability,
+                    principal,
+                    "call refused: too many pending access requests"
+                );
                 return Admission::Refuse(error);
             }
         };
@@ -695,10 +701,17 @@ impl Gate {
 }
 
 /// The TTL a decision of `scope` gets, if the request allows that scope and TTL.
-fn allowed(request: &AccessRequest, scope: Scope, ttl: Option<Duration>) -> Result<Duration, Error> {
+fn allowed(
+    request: &AccessRequest,
+    scope: Scope,
+    ttl: Option<Duration>,
+) -> Result<Duration, Error> {
     let refuse = |detail: String| Err(Error::new(ErrorKind::ScopeNotAllowed).with_detail(detail));
     if scope > request.max_scope {
-        return refuse(format!("this request allows at most scope `{}`", request.max_scope));
+        return refuse(format!(
+            "this request allows at most scope `{}`",
+            request.max_scope
+        ));
     }
     if scope == Scope::Session && request.session.is_none() {
         return refuse("scope `session` needs a call that names its session".into());
@@ -732,7 +745,11 @@ fn new_rule(
         scope,
         capability: request.capability.clone(),
         principal: (scope != Scope::Global).then(|| request.principal.clone()),
-        session: if scope == Scope::Session { request.session.clone() } else { None },
+        session: if scope == Scope::Session {
+            request.session.clone()
+        } else {
+            None
+        },
         args_digest: (scope == Scope::Value).then_some(request.args_digest),
         granted_by: approver.clone(),
         granted_at,
@@ -740,21 +757,6 @@ fn new_rule(
         request: request.id,
         reason,
     })
-}
-
-fn fingerprint(request: &AccessRequest) -> Fingerprint {
-    let mut hash = Sha256::new();
-    for field in [
-        request.principal.as_bytes(),
-        request.session.as_deref().unwrap_or("").as_bytes(),
-        request.capability.as_bytes(),
-    ] {
-        hash.update((field.len() as u64).to_be_bytes());
-        hash.update(field);
-    }
-    hash.update(request.session.is_some().then_some([1]).unwrap_or([0]));
-    hash.update(ArgsDigest::as_bytes(&request.args_digest));
-    hash.finalize().into()
 }
 
 impl Shared {
@@ -813,16 +815,27 @@ impl Shared {
         }
     }
 
-    fn resolved(self: &Arc<Self>, Resolved { runtime, request, outcome }: Resolved) {
+    fn resolved(
+        self: &Arc<Self>,
+        Resolved {
+            runtime,
+            request,
+            outcome,
+        }: Resolved,
+    ) {
         let id = request.id;
         match &outcome {
-            Outcome::Approved { approver, scope, .. } => {
+            Outcome::Approved {
+                approver, scope, ..
+            } => {
                 tracing::info!(request_id = %id, %approver, %scope, "access request approved")
             }
             Outcome::Denied { approver, reason } => {
                 tracing::info!(request_id = %id, %approver, reason = reason.as_deref(), "access request denied")
             }
-            Outcome::TooManyAttempts => tracing::warn!(request_id = %id, "access request denied: too many attempts"),
+            Outcome::TooManyAttempts => {
+                tracing::warn!(request_id = %id, "access request denied: too many attempts")
+            }
             Outcome::Expired => tracing::info!(request_id = %id, "access request expired"),
             Outcome::Cancelled => tracing::info!(request_id = %id, "access request cancelled"),
             Outcome::NotificationFailed => {
@@ -868,7 +881,10 @@ impl Shared {
     {
         let mut tasks = JoinSet::new();
         for notifier in self.notifiers.iter() {
-            tasks.spawn(tokio::time::timeout(self.settings.notify_timeout, call(notifier.clone())));
+            tasks.spawn(tokio::time::timeout(
+                self.settings.notify_timeout,
+                call(notifier.clone()),
+            ));
         }
         let mut accepted = 0;
         while let Some(joined) = tasks.join_next().await {
@@ -895,7 +911,9 @@ pub(crate) struct Waiter {
 
 impl fmt::Debug for Waiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Waiter").field("id", &self.request.id).finish_non_exhaustive()
+        f.debug_struct("Waiter")
+            .field("id", &self.request.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -916,7 +934,10 @@ impl Waiter {
 
     /// `Ready(Ok)` once an approval is this caller's to run; `Ready(Err)` once the request closed.
     pub(crate) fn poll_decision(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let (poll, effects) = self.shared.registry().poll(self.request.id, self.key, cx.waker());
+        let (poll, effects) = self
+            .shared
+            .registry()
+            .poll(self.request.id, self.key, cx.waker());
         if poll.is_ready() {
             self.attached = false;
         }
@@ -926,7 +947,10 @@ impl Waiter {
 
     /// The deadline passed: expire the request if nobody decided first.
     pub(crate) fn expire(&self) {
-        let effects = self.shared.registry().expire(self.request.id, Instant::now());
+        let effects = self
+            .shared
+            .registry()
+            .expire(self.request.id, Instant::now());
         self.shared.apply(effects);
     }
 }
@@ -939,3 +963,4 @@ impl Drop for Waiter {
         }
     }
 }
+

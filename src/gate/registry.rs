@@ -16,14 +16,32 @@ use std::task::{Poll, Waker};
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use super::request::{AccessRequest, Outcome, RequestId, Status};
 use super::rules::Rule;
+use crate::args::ArgsDigest;
 use crate::error::{Error, ErrorKind};
 
 /// What identical calls share: a digest of (principal, session, capability, args digest).
-pub(crate) type Fingerprint = [u8; 32];
+type Fingerprint = [u8; 32];
+
+fn fingerprint(request: &AccessRequest) -> Fingerprint {
+    let mut hash = Sha256::new();
+    for field in [
+        request.principal.as_bytes(),
+        request.session.as_deref().unwrap_or("").as_bytes(),
+        request.capability.as_bytes(),
+    ] {
+        hash.update((field.len() as u64).to_be_bytes());
+        hash.update(field);
+    }
+    hash.update([u8::from(request.session.is_some())]);
+    hash.update(ArgsDigest::as_bytes(&request.args_digest));
+    hash.finalize().into()
+}
+
 
 /// Work to do once the registry lock is released.
 #[derive(Default)]
@@ -68,7 +86,8 @@ pub(crate) struct Limits {
 
 enum Phase {
     Pending,
-    Approved(Delivery),
+    // Boxed: a slot spends most of its life pending, and an approval carries a whole rule.
+    Approved(Box<Delivery>),
     Executing { finished: Option<Status> },
     Closed(Outcome),
 }
@@ -86,7 +105,6 @@ impl Phase {
 
 struct Slot {
     request: Arc<AccessRequest>,
-    fingerprint: Fingerprint,
     deadline: Instant,
     runtime: Handle,
     phase: Phase,
@@ -140,7 +158,7 @@ struct PendingIndex {
 
 impl PendingIndex {
     fn leave(&mut self, slot: &Slot) {
-        self.by_fingerprint.remove(&slot.fingerprint);
+        self.by_fingerprint.remove(&fingerprint(&slot.request));
         self.total -= 1;
         let principal = &slot.request.principal;
         if let Some(n) = self.per_principal.get_mut(principal) {
@@ -207,11 +225,11 @@ impl Registry {
     pub(crate) fn admit(
         &mut self,
         request: AccessRequest,
-        fingerprint: Fingerprint,
         deadline: Instant,
         runtime: Handle,
         limits: Limits,
     ) -> Result<(Arc<AccessRequest>, usize, bool), Error> {
+        let fingerprint = fingerprint(&request);
         if let Some(id) = self.index.by_fingerprint.get(&fingerprint) {
             let slot = self.live.get_mut(id).expect("indexed requests are live");
             self.parked += 1;
@@ -233,7 +251,6 @@ impl Registry {
         self.index.by_fingerprint.insert(fingerprint, request.id);
         let mut slot = Slot {
             request: request.clone(),
-            fingerprint,
             deadline,
             runtime,
             phase: Phase::Pending,
@@ -256,7 +273,10 @@ impl Registry {
         waker: &Waker,
     ) -> (Poll<Result<(), Error>>, Effects) {
         let mut effects = Effects::default();
-        let slot = self.live.get_mut(&id).expect("an attached waiter's request is live");
+        let slot = self
+            .live
+            .get_mut(&id)
+            .expect("an attached waiter's request is live");
         let result = match &mut slot.phase {
             Phase::Pending => {
                 let registered = slot.waiters[key].get_or_insert(None);
@@ -267,10 +287,9 @@ impl Registry {
             }
             Phase::Approved(_) => {
                 // This caller takes the approval: from here on it is final.
-                let Phase::Approved(delivery) = mem::replace(
-                    &mut slot.phase,
-                    Phase::Executing { finished: None },
-                ) else {
+                let Phase::Approved(delivery) =
+                    mem::replace(&mut slot.phase, Phase::Executing { finished: None })
+                else {
                     unreachable!()
                 };
                 effects.rule = delivery.rule;
@@ -368,7 +387,10 @@ impl Registry {
             if slot.wrong_codes >= limits.attempts {
                 tracing::warn!(request_id = %id, "access request locked after too many wrong codes");
                 let effects = self.close(id, Outcome::TooManyAttempts);
-                return (Err(Error::new(ErrorKind::TooManyAttempts).with_request(id)), effects);
+                return (
+                    Err(Error::new(ErrorKind::TooManyAttempts).with_request(id)),
+                    effects,
+                );
             }
             return (Err(not_found()), Effects::default());
         }
@@ -390,7 +412,7 @@ impl Registry {
             }
             Ok(Transition::Approve(delivery)) => {
                 self.index.leave(slot);
-                slot.phase = Phase::Approved(delivery);
+                slot.phase = Phase::Approved(Box::new(delivery));
                 let effects = Effects {
                     wake: slot.wakers().collect(),
                     ..Effects::default()
@@ -407,7 +429,10 @@ impl Registry {
                 *finished = Some(status);
             }
         } else if let Some((_, current)) = self.history.entries.get_mut(&id)
-            && matches!(*current, Status::Executing | Status::Executed | Status::Failed)
+            && matches!(
+                *current,
+                Status::Executing | Status::Executed | Status::Failed
+            )
         {
             *current = status;
         }

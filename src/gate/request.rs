@@ -1,5 +1,6 @@
 //! Access requests, their ids, statuses and outcomes.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -94,17 +95,18 @@ random_id!(
 pub struct AccessRequest {
     pub(crate) id: RequestId,
     pub(crate) capability: Arc<str>,
-    pub(crate) args: Value,
+    /// Canonical JSON: compact, and exactly what the digest covers.
+    pub(crate) args: Box<str>,
     pub(crate) args_digest: ArgsDigest,
     pub(crate) principal: Arc<str>,
     pub(crate) session: Option<Arc<str>>,
     pub(crate) reason: Option<Arc<str>>,
-    pub(crate) reasoning: Arc<str>,
+    pub(crate) reasoning: Cow<'static, str>,
     pub(crate) max_scope: Scope,
     pub(crate) max_rule_ttl: Duration,
     pub(crate) created_at: SystemTime,
     pub(crate) expires_at: SystemTime,
-    pub(crate) approval_url: Option<String>,
+    pub(crate) approval_url: Option<Box<str>>,
 }
 
 impl AccessRequest {
@@ -117,7 +119,12 @@ impl AccessRequest {
         &self.capability
     }
     /// The call's arguments.
-    pub fn args(&self) -> &Value {
+    pub fn args(&self) -> Value {
+        serde_json::from_str(&self.args).expect("canonical JSON parses")
+    }
+    /// The call's arguments as canonical JSON text: sorted keys, no spaces, one number form.
+    /// The args digest is SHA-256 of exactly this text.
+    pub fn args_json(&self) -> &str {
         &self.args
     }
     /// The digest of the arguments that an approval is bound to.

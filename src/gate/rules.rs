@@ -177,7 +177,10 @@ impl RuleTable {
         }
         self.ids.insert(rule.id, rule.clone());
         let entry = Entry { rule, deadline };
-        let caps = self.by_capability.entry(entry.rule.capability.clone()).or_default();
+        let caps = self
+            .by_capability
+            .entry(entry.rule.capability.clone())
+            .or_default();
         let replaced = match (&entry.rule.principal, entry.rule.scope) {
             (_, Scope::Global) | (None, _) => caps.global.replace(entry),
             (Some(principal), scope) => {
@@ -268,12 +271,14 @@ impl RuleTable {
 
     fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.by_capability.values().flat_map(|caps| {
-            caps.global.iter().chain(caps.principals.values().flat_map(|p| {
-                p.capability
-                    .iter()
-                    .chain(p.sessions.values())
-                    .chain(p.values.values())
-            }))
+            caps.global
+                .iter()
+                .chain(caps.principals.values().flat_map(|p| {
+                    p.capability
+                        .iter()
+                        .chain(p.sessions.values())
+                        .chain(p.values.values())
+                }))
         })
     }
 

@@ -60,7 +60,10 @@ pub trait Notifier: Send + Sync + 'static {
     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>>;
 
     /// Hears how a request ended: approved, denied, expired, cancelled, failed. Errors are logged.
-    fn on_resolved<'a>(&'a self, resolution: &'a Resolution) -> BoxFuture<'a, Result<(), NotifyError>> {
+    fn on_resolved<'a>(
+        &'a self,
+        resolution: &'a Resolution,
+    ) -> BoxFuture<'a, Result<(), NotifyError>> {
         let _ = resolution;
         Box::pin(async { Ok(()) })
     }
@@ -70,7 +73,10 @@ impl<N: Notifier + ?Sized> Notifier for Arc<N> {
     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
         (**self).notify(alert)
     }
-    fn on_resolved<'a>(&'a self, resolution: &'a Resolution) -> BoxFuture<'a, Result<(), NotifyError>> {
+    fn on_resolved<'a>(
+        &'a self,
+        resolution: &'a Resolution,
+    ) -> BoxFuture<'a, Result<(), NotifyError>> {
         (**self).on_resolved(resolution)
     }
 }
@@ -79,7 +85,10 @@ impl<N: Notifier + ?Sized> Notifier for Box<N> {
     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
         (**self).notify(alert)
     }
-    fn on_resolved<'a>(&'a self, resolution: &'a Resolution) -> BoxFuture<'a, Result<(), NotifyError>> {
+    fn on_resolved<'a>(
+        &'a self,
+        resolution: &'a Resolution,
+    ) -> BoxFuture<'a, Result<(), NotifyError>> {
         (**self).on_resolved(resolution)
     }
 }

@@ -61,7 +61,10 @@ impl RecordingNotifier {
     }
 
     fn record(&self) -> MutexGuard<'_, Record> {
-        self.inner.record.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .record
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every alert accepted so far.
@@ -128,7 +131,10 @@ impl Notifier for RecordingNotifier {
         Box::pin(async move { result })
     }
 
-    fn on_resolved<'a>(&'a self, resolution: &'a Resolution) -> BoxFuture<'a, Result<(), NotifyError>> {
+    fn on_resolved<'a>(
+        &'a self,
+        resolution: &'a Resolution,
+    ) -> BoxFuture<'a, Result<(), NotifyError>> {
         self.record().resolutions.push(resolution.clone());
         self.inner.changed.notify_waiters();
         Box::pin(async { Ok(()) })

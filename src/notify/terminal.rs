@@ -65,7 +65,7 @@ impl TerminalNotifier {
 /// The alert block, as [`TerminalNotifier`] prints it.
 fn render(alert: &Alert) -> String {
     let request = alert.request();
-    let mut s = format!("┌─ tollgate: approval needed {}\n", "─".repeat(31));
+    let mut s = format!("┌─ tollgate: approval needed {}\n", "─".repeat(32));
     let mut row = |label: &str, value: &str| {
         let mut lines = value.lines();
         let _ = writeln!(s, "│ {label:<11} {}", lines.next().unwrap_or(""));
@@ -75,14 +75,17 @@ fn render(alert: &Alert) -> String {
     };
     row("capability", request.capability());
     match request.session() {
-        Some(session) => row("principal", &format!("{} (session {session})", request.principal())),
+        Some(session) => row(
+            "principal",
+            &format!("{} (session {session})", request.principal()),
+        ),
         None => row("principal", request.principal()),
     }
     row("reason", request.reason().unwrap_or("(none given)"));
     row("policy", request.reasoning());
     row(
         "arguments",
-        &serde_json::to_string_pretty(request.args()).unwrap_or_default(),
+        &serde_json::to_string_pretty(&request.args()).unwrap_or_default(),
     );
     row("request", &request.id().to_string());
     row("code", alert.code().reveal());
@@ -115,8 +118,15 @@ fn render(alert: &Alert) -> String {
 fn render_outcome(resolution: &Resolution) -> String {
     let id = resolution.request().id();
     let what = match resolution.outcome() {
-        Outcome::Approved { approver, scope, until } => match until {
-            Some(until) => format!("approved by {approver}, scope {scope}, until {}", rfc3339(*until)),
+        Outcome::Approved {
+            approver,
+            scope,
+            until,
+        } => match until {
+            Some(until) => format!(
+                "approved by {approver}, scope {scope}, until {}",
+                rfc3339(*until)
+            ),
             None => format!("approved by {approver}, scope {scope}"),
         },
         Outcome::Denied { approver, reason } => match reason {
@@ -160,7 +170,10 @@ impl Notifier for TerminalNotifier {
         Box::pin(async move { result })
     }
 
-    fn on_resolved<'a>(&'a self, resolution: &'a Resolution) -> BoxFuture<'a, Result<(), NotifyError>> {
+    fn on_resolved<'a>(
+        &'a self,
+        resolution: &'a Resolution,
+    ) -> BoxFuture<'a, Result<(), NotifyError>> {
         let result = self.write(&render_outcome(resolution));
         Box::pin(async move { result })
     }

@@ -51,7 +51,10 @@ fn allocations<S: Service<Op, Response = &'static str>>(svc: &mut S, op: Op, n: 
     for _ in 0..n {
         assert!(svc.poll_ready(&mut cx).is_ready());
         let future = pin!(svc.call(op));
-        assert!(matches!(future.poll(&mut cx), Poll::Ready(Ok("read") | Ok("write"))));
+        assert!(matches!(
+            future.poll(&mut cx),
+            Poll::Ready(Ok("read") | Ok("write"))
+        ));
     }
     region.change().allocations
 }
@@ -64,22 +67,35 @@ async fn allowed_calls_allocate_nothing() {
         .notifier(alerts.clone())
         .build()
         .unwrap();
-    let policy = CapabilityTable::new()
-        .allow("read")
-        .ask("write", Ask::new("writes need a person").max_scope(Scope::Capability));
+    let policy = CapabilityTable::new().allow("read").ask(
+        "write",
+        Ask::new("writes need a person").max_scope(Scope::Capability),
+    );
     let mut svc = gate.layer(policy).layer(Echo);
 
     // Warm up lazily initialised runtime state.
     allocations(&mut svc, Op("read"), 10);
-    assert_eq!(allocations(&mut svc, Op("read"), 1000), 0, "allowed by policy");
+    assert_eq!(
+        allocations(&mut svc, Op("read"), 1000),
+        0,
+        "allowed by policy"
+    );
 
     // After a capability-wide approval, the same path holds for calls a standing rule covers.
     let parked = tokio::spawn(svc.clone().oneshot(Op("write")));
     let alert = alerts.next_alert().await;
-    gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).scope(Scope::Capability).by("alice"))
-        .await
-        .unwrap();
+    gate.approve(
+        Approve::new(alert.request().id(), alert.code().reveal())
+            .scope(Scope::Capability)
+            .by("alice"),
+    )
+    .await
+    .unwrap();
     parked.await.unwrap().unwrap();
     allocations(&mut svc, Op("write"), 10);
-    assert_eq!(allocations(&mut svc, Op("write"), 1000), 0, "allowed by a standing rule");
+    assert_eq!(
+        allocations(&mut svc, Op("write"), 1000),
+        0,
+        "allowed by a standing rule"
+    );
 }

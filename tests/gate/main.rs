@@ -27,7 +27,10 @@ struct Fixture {
     svc: Svc,
 }
 
-fn fixture_with(max_scope: Scope, configure: impl FnOnce(tollgate::GateBuilder) -> tollgate::GateBuilder) -> Fixture {
+fn fixture_with(
+    max_scope: Scope,
+    configure: impl FnOnce(tollgate::GateBuilder) -> tollgate::GateBuilder,
+) -> Fixture {
     let alerts = RecordingNotifier::new();
     let gate = configure(gate(&alerts)).build().unwrap();
     let tools = Tools::default();
@@ -51,16 +54,28 @@ impl Fixture {
         (task, self.alerts.next_alert().await)
     }
 
-    async fn approve(&self, alert: &Alert, scope: Scope) -> Result<tollgate::Approval, tollgate::Error> {
+    async fn approve(
+        &self,
+        alert: &Alert,
+        scope: Scope,
+    ) -> Result<tollgate::Approval, tollgate::Error> {
         self.gate
-            .approve(Approve::new(alert.request().id(), alert.code().reveal()).scope(scope).by("alice"))
+            .approve(
+                Approve::new(alert.request().id(), alert.code().reveal())
+                    .scope(scope)
+                    .by("alice"),
+            )
             .await
     }
 
     /// Runs a call that must not park (allowed, or decided by a rule).
     async fn run(&self, call: ToolCall) -> Result<String, BoxError> {
         let result = self.svc.clone().oneshot(call).await;
-        assert_eq!(self.gate.stats().pending, 0, "the call must not have parked");
+        assert_eq!(
+            self.gate.stats().pending,
+            0,
+            "the call must not have parked"
+        );
         result
     }
 
@@ -86,8 +101,14 @@ fn futures_poll<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
 #[tokio::test]
 async fn policy_allow_and_deny_never_park() {
     let f = fixture(Scope::Value);
-    assert_eq!(f.run(search("rust")).await.unwrap(), r#"ran search.web {"q":"rust"}"#);
-    let denied = f.run(ToolCall::new("fs.delete", json!({"path": "/"}))).await.unwrap_err();
+    assert_eq!(
+        f.run(search("rust")).await.unwrap(),
+        r#"ran search.web {"q":"rust"}"#
+    );
+    let denied = f
+        .run(ToolCall::new("fs.delete", json!({"path": "/"})))
+        .await
+        .unwrap_err();
     assert_eq!(code(&denied), "access_request_denied");
     assert!(denied.to_string().contains("deleting is never allowed"));
     assert!(f.alerts.alerts().is_empty());
@@ -98,15 +119,26 @@ async fn approval_resumes_the_call_and_records_the_approver() {
     let f = fixture(Scope::Value);
     let (task, alert) = f.park(refund(100)).await;
     assert_eq!(f.tools.total(), 0, "nothing runs before approval");
-    assert_eq!(f.gate.status(alert.request().id()).unwrap(), Status::Pending);
+    assert_eq!(
+        f.gate.status(alert.request().id()).unwrap(),
+        Status::Pending
+    );
     assert_eq!(f.gate.pending().len(), 1);
 
     let approval = f.approve(&alert, Scope::Once).await.unwrap();
     assert_eq!(approval.scope(), Scope::Once);
     assert!(approval.rule().is_none());
-    assert!(task.await.unwrap().unwrap().starts_with("ran payments.refund"));
+    assert!(
+        task.await
+            .unwrap()
+            .unwrap()
+            .starts_with("ran payments.refund")
+    );
     assert_eq!(f.tools.calls_of(&refund(100)), 1);
-    assert_eq!(f.gate.status(alert.request().id()).unwrap(), Status::Executed);
+    assert_eq!(
+        f.gate.status(alert.request().id()).unwrap(),
+        Status::Executed
+    );
     assert!(f.gate.pending().is_empty());
 
     let resolution = f.alerts.next_resolution().await;
@@ -123,7 +155,11 @@ async fn denial_fails_the_call_with_its_reason() {
     let (task, alert) = f.park(refund(100)).await;
     let denial = f
         .gate
-        .deny(Deny::new(alert.request().id(), alert.code().reveal()).reason("not for this customer").by("bob"))
+        .deny(
+            Deny::new(alert.request().id(), alert.code().reveal())
+                .reason("not for this customer")
+                .by("bob"),
+        )
         .await
         .unwrap();
     assert!(denial.rule().is_none());
@@ -156,7 +192,10 @@ async fn a_remembered_denial_refuses_covered_calls_without_asking() {
         .await
         .unwrap();
     assert_eq!(denial.rule().unwrap().effect(), RuleEffect::Deny);
-    assert_eq!(code(&task.await.unwrap().unwrap_err()), "access_request_denied");
+    assert_eq!(
+        code(&task.await.unwrap().unwrap_err()),
+        "access_request_denied"
+    );
 
     let error = f.run(refund(5)).await.unwrap_err();
     assert_eq!(code(&error), "access_request_denied");
@@ -173,13 +212,20 @@ async fn a_denial_beats_an_approval_covering_the_same_call() {
     task.await.unwrap().unwrap();
     let (task, alert) = f.park(refund(2).principal("agent-8")).await;
     f.gate
-        .deny(Deny::new(alert.request().id(), alert.code().reveal()).remember(Scope::Value).by("bob"))
+        .deny(
+            Deny::new(alert.request().id(), alert.code().reveal())
+                .remember(Scope::Value)
+                .by("bob"),
+        )
         .await
         .unwrap();
     task.await.unwrap().unwrap_err();
     // agent-7 keeps its capability rule; agent-8's denial covers only its own call.
     f.run(refund(3)).await.unwrap();
-    assert_eq!(code(&f.run(refund(2).principal("agent-8")).await.unwrap_err()), "access_request_denied");
+    assert_eq!(
+        code(&f.run(refund(2).principal("agent-8")).await.unwrap_err()),
+        "access_request_denied"
+    );
 }
 
 #[tokio::test]
@@ -205,9 +251,15 @@ async fn every_scope_covers_exactly_what_it_says() {
     assert!(f.parks(other_args()).await);
     assert!(f.parks(other_principal()).await);
     // Argument order and number spelling do not matter; the canonical digest decides.
-    f.run(ToolCall::new("payments.refund", json!({"amount": 100.0, "charge": "ch_1"})).principal("agent-7"))
-        .await
-        .unwrap();
+    f.run(
+        ToolCall::new(
+            "payments.refund",
+            json!({"amount": 100.0, "charge": "ch_1"}),
+        )
+        .principal("agent-7"),
+    )
+    .await
+    .unwrap();
 
     // session: same principal, session and capability, any arguments.
     let f = fixture(Scope::Global);
@@ -217,7 +269,14 @@ async fn every_scope_covers_exactly_what_it_says() {
     f.run(other_args()).await.unwrap();
     assert!(f.parks(other_session()).await);
     assert!(f.parks(other_principal()).await);
-    assert!(f.parks(ToolCall::new("payments.charge", json!({})).principal("agent-7").session("conv-42")).await);
+    assert!(
+        f.parks(
+            ToolCall::new("payments.charge", json!({}))
+                .principal("agent-7")
+                .session("conv-42")
+        )
+        .await
+    );
 
     // capability: same principal and capability, any session and arguments.
     let f = fixture(Scope::Global);
@@ -235,7 +294,9 @@ async fn every_scope_covers_exactly_what_it_says() {
     assert_eq!(approval.rule().unwrap().principal(), None);
     task.await.unwrap().unwrap();
     f.run(other_principal()).await.unwrap();
-    f.run(ToolCall::new("payments.refund", json!({}))).await.unwrap();
+    f.run(ToolCall::new("payments.refund", json!({})))
+        .await
+        .unwrap();
     assert!(f.parks(ToolCall::new("payments.charge", json!({}))).await);
 }
 
@@ -246,13 +307,26 @@ async fn approvals_wider_than_the_request_allows_are_refused() {
     let id = alert.request().id();
     let code_ = alert.code().reveal();
     for scope in [Scope::Session, Scope::Capability, Scope::Global] {
-        let error = f.gate.approve(Approve::new(id, code_).scope(scope).by("alice")).await.unwrap_err();
+        let error = f
+            .gate
+            .approve(Approve::new(id, code_).scope(scope).by("alice"))
+            .await
+            .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::ScopeNotAllowed, "{scope}");
     }
-    let too_long = Approve::new(id, code_).scope(Scope::Value).ttl(Duration::from_secs(3601)).by("alice");
-    assert_eq!(f.gate.approve(too_long).await.unwrap_err().code(), "scope_not_allowed");
+    let too_long = Approve::new(id, code_)
+        .scope(Scope::Value)
+        .ttl(Duration::from_secs(3601))
+        .by("alice");
+    assert_eq!(
+        f.gate.approve(too_long).await.unwrap_err().code(),
+        "scope_not_allowed"
+    );
     let remember_wide = Deny::new(id, code_).remember(Scope::Global).by("alice");
-    assert_eq!(f.gate.deny(remember_wide).await.unwrap_err().code(), "scope_not_allowed");
+    assert_eq!(
+        f.gate.deny(remember_wide).await.unwrap_err().code(),
+        "scope_not_allowed"
+    );
     // Refusals are not decisions: the request still waits, and a valid approval works.
     assert_eq!(f.gate.status(id).unwrap(), Status::Pending);
     let approval = f.approve(&alert, Scope::Value).await.unwrap();
@@ -261,8 +335,13 @@ async fn approvals_wider_than_the_request_allows_are_refused() {
 
     // A session scope needs a call that names its session.
     let f = fixture(Scope::Session);
-    let (_task, alert) = f.park(ToolCall::new("payments.refund", json!({})).principal("p")).await;
-    assert_eq!(f.approve(&alert, Scope::Session).await.unwrap_err().code(), "scope_not_allowed");
+    let (_task, alert) = f
+        .park(ToolCall::new("payments.refund", json!({})).principal("p"))
+        .await;
+    assert_eq!(
+        f.approve(&alert, Scope::Session).await.unwrap_err().code(),
+        "scope_not_allowed"
+    );
 }
 
 #[tokio::test]
@@ -271,16 +350,30 @@ async fn a_wrong_code_and_an_unknown_id_get_the_same_answer_and_are_counted() {
     let (task, alert) = f.park(refund(100)).await;
     let id = alert.request().id();
     let unknown: tollgate::RequestId = "areq_00000000000000000000000000000000".parse().unwrap();
-    let wrong = f.gate.approve(Approve::new(id, "00000000").by("mallory")).await.unwrap_err();
-    let missing = f.gate.approve(Approve::new(unknown, alert.code().reveal()).by("mallory")).await.unwrap_err();
+    let wrong = f
+        .gate
+        .approve(Approve::new(id, "00000000").by("mallory"))
+        .await
+        .unwrap_err();
+    let missing = f
+        .gate
+        .approve(Approve::new(unknown, alert.code().reveal()).by("mallory"))
+        .await
+        .unwrap_err();
     assert_eq!(wrong.code(), "access_request_not_found");
     assert_eq!(missing.code(), wrong.code());
-    assert_eq!(wrong.to_string().replace(&id.to_string(), ""), missing.to_string().replace(&unknown.to_string(), ""));
+    assert_eq!(
+        wrong.to_string().replace(&id.to_string(), ""),
+        missing.to_string().replace(&unknown.to_string(), "")
+    );
     assert_eq!(f.gate.stats().wrong_codes, 1);
 
     // Codes are case-insensitive and may carry surrounding space.
     let lower = format!("  {} ", alert.code().reveal().to_lowercase());
-    f.gate.approve(Approve::new(id, lower).by("alice")).await.unwrap();
+    f.gate
+        .approve(Approve::new(id, lower).by("alice"))
+        .await
+        .unwrap();
     task.await.unwrap().unwrap();
 }
 
@@ -290,16 +383,27 @@ async fn too_many_wrong_codes_deny_the_request() {
     let (task, alert) = f.park(refund(100)).await;
     let id = alert.request().id();
     for _ in 0..2 {
-        let error = f.gate.deny(Deny::new(id, "BAD").by("mallory")).await.unwrap_err();
+        let error = f
+            .gate
+            .deny(Deny::new(id, "BAD").by("mallory"))
+            .await
+            .unwrap_err();
         assert_eq!(error.code(), "access_request_not_found");
     }
-    let error = f.gate.approve(Approve::new(id, "BAD").by("mallory")).await.unwrap_err();
+    let error = f
+        .gate
+        .approve(Approve::new(id, "BAD").by("mallory"))
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "too_many_attempts");
     assert_eq!(code(&task.await.unwrap().unwrap_err()), "too_many_attempts");
     assert_eq!(f.gate.status(id).unwrap(), Status::Denied);
     assert_eq!(f.gate.stats().wrong_codes, 3);
     // The right code now learns the request was decided; nothing runs.
-    assert_eq!(f.approve(&alert, Scope::Once).await.unwrap_err().code(), "already_resolved");
+    assert_eq!(
+        f.approve(&alert, Scope::Once).await.unwrap_err().code(),
+        "already_resolved"
+    );
     assert_eq!(f.tools.total(), 0);
 }
 
@@ -319,11 +423,23 @@ async fn at_its_ttl_the_request_expires() {
     advance(support::TTL).await;
     let error = f.approve(&alert, Scope::Once).await.unwrap_err();
     assert_eq!(error.code(), "access_request_expired");
-    assert_eq!(code(&task.await.unwrap().unwrap_err()), "access_request_expired");
-    assert_eq!(f.gate.status(alert.request().id()).unwrap(), Status::Expired);
-    assert!(matches!(f.alerts.next_resolution().await.outcome(), Outcome::Expired));
+    assert_eq!(
+        code(&task.await.unwrap().unwrap_err()),
+        "access_request_expired"
+    );
+    assert_eq!(
+        f.gate.status(alert.request().id()).unwrap(),
+        Status::Expired
+    );
+    assert!(matches!(
+        f.alerts.next_resolution().await.outcome(),
+        Outcome::Expired
+    ));
     let stats = f.gate.stats();
-    assert_eq!((stats.pending, stats.parked, stats.live, stats.rules), (0, 0, 0, 0));
+    assert_eq!(
+        (stats.pending, stats.parked, stats.live, stats.rules),
+        (0, 0, 0, 0)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -333,8 +449,16 @@ async fn an_unwatched_request_expires_when_its_caller_wakes() {
     let (task, alert) = f.park(refund(100)).await;
     let error = task.await.unwrap().unwrap_err();
     assert_eq!(code(&error), "access_request_expired");
-    assert!(error.downcast_ref::<tollgate::Error>().unwrap().is_retryable());
-    assert_eq!(f.gate.status(alert.request().id()).unwrap(), Status::Expired);
+    assert!(
+        error
+            .downcast_ref::<tollgate::Error>()
+            .unwrap()
+            .is_retryable()
+    );
+    assert_eq!(
+        f.gate.status(alert.request().id()).unwrap(),
+        Status::Expired
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -345,9 +469,19 @@ async fn rules_end_on_time() {
         .scope(Scope::Value)
         .ttl(Duration::from_secs(60))
         .by("alice");
-    let rule = f.gate.approve(approve).await.unwrap().rule().unwrap().clone();
+    let rule = f
+        .gate
+        .approve(approve)
+        .await
+        .unwrap()
+        .rule()
+        .unwrap()
+        .clone();
     assert_eq!(rule.granted_by(), "alice");
-    assert_eq!(rule.expires_at().duration_since(rule.granted_at()).unwrap(), Duration::from_secs(60));
+    assert_eq!(
+        rule.expires_at().duration_since(rule.granted_at()).unwrap(),
+        Duration::from_secs(60)
+    );
     task.await.unwrap().unwrap();
 
     advance(Duration::from_millis(59_999)).await;
@@ -371,10 +505,20 @@ async fn rules_can_be_listed_and_revoked() {
     };
     grant(refund(1), Scope::Value).await;
     grant(refund(2).principal("agent-8"), Scope::Capability).await;
-    grant(ToolCall::new("payments.charge", json!({})).principal("x").session("s"), Scope::Session).await;
+    grant(
+        ToolCall::new("payments.charge", json!({}))
+            .principal("x")
+            .session("s"),
+        Scope::Session,
+    )
+    .await;
     let rules = f.gate.rules();
     assert_eq!(rules.len(), 3);
-    assert!(rules.iter().all(|r| r.granted_by() == "alice" && r.effect() == RuleEffect::Allow));
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.granted_by() == "alice" && r.effect() == RuleEffect::Allow)
+    );
 
     let first = rules.iter().find(|r| r.scope() == Scope::Value).unwrap();
     assert_eq!(f.gate.revoke(first.id()).unwrap().id(), first.id());
@@ -393,7 +537,9 @@ async fn rules_can_be_listed_and_revoked() {
 async fn identical_calls_share_one_request_and_all_resume() {
     let f = fixture(Scope::Value);
     let (first, alert) = f.park(refund(100)).await;
-    let others: Vec<_> = (0..3).map(|_| tokio::spawn(f.svc.clone().oneshot(refund(100)))).collect();
+    let others: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(f.svc.clone().oneshot(refund(100))))
+        .collect();
     support::until(|| f.gate.stats().parked == 4).await;
     assert_eq!(f.gate.stats().pending, 1);
     // A different call is a different request.
@@ -405,7 +551,11 @@ async fn identical_calls_share_one_request_and_all_resume() {
     for task in others {
         task.await.unwrap().unwrap();
     }
-    assert_eq!(f.tools.calls_of(&refund(100)), 4, "every caller runs its own call, once");
+    assert_eq!(
+        f.tools.calls_of(&refund(100)),
+        4,
+        "every caller runs its own call, once"
+    );
     assert_eq!(f.alerts.alerts().len(), 2, "one alert per request");
     drop(different);
 }
@@ -420,13 +570,23 @@ async fn the_last_caller_leaving_cancels_the_request() {
 
     first.abort();
     support::until(|| f.gate.stats().parked == 1).await;
-    assert_eq!(f.gate.status(id).unwrap(), Status::Pending, "one caller still waits");
+    assert_eq!(
+        f.gate.status(id).unwrap(),
+        Status::Pending,
+        "one caller still waits"
+    );
     second.abort();
     support::until(|| f.gate.stats().parked == 0).await;
     assert_eq!(f.gate.status(id).unwrap(), Status::Cancelled);
     assert!(f.gate.pending().is_empty());
-    assert!(matches!(f.alerts.next_resolution().await.outcome(), Outcome::Cancelled));
-    assert_eq!(f.approve(&alert, Scope::Once).await.unwrap_err().code(), "access_request_cancelled");
+    assert!(matches!(
+        f.alerts.next_resolution().await.outcome(),
+        Outcome::Cancelled
+    ));
+    assert_eq!(
+        f.approve(&alert, Scope::Once).await.unwrap_err().code(),
+        "access_request_cancelled"
+    );
     assert_eq!(f.tools.total(), 0);
 }
 
@@ -438,8 +598,14 @@ async fn an_approval_no_caller_receives_is_reported_as_cancelled() {
     task.abort();
     let error = f.approve(&alert, Scope::Value).await.unwrap_err();
     assert_eq!(error.code(), "access_request_cancelled");
-    assert!(f.gate.rules().is_empty(), "an approval nobody received grants nothing");
-    assert_eq!(f.gate.status(alert.request().id()).unwrap(), Status::Cancelled);
+    assert!(
+        f.gate.rules().is_empty(),
+        "an approval nobody received grants nothing"
+    );
+    assert_eq!(
+        f.gate.status(alert.request().id()).unwrap(),
+        Status::Cancelled
+    );
     assert_eq!(f.tools.total(), 0);
     assert_eq!(f.gate.stats().live, 0);
 }
@@ -455,7 +621,10 @@ async fn a_failed_notification_fails_the_call_closed() {
     assert_eq!(tools.total(), 0);
     assert_eq!(gate.stats().live, 0);
     let resolution = alerts.next_resolution().await;
-    assert_eq!(gate.status(resolution.request().id()).unwrap(), Status::Failed);
+    assert_eq!(
+        gate.status(resolution.request().id()).unwrap(),
+        Status::Failed
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -486,13 +655,17 @@ async fn one_notifier_accepting_is_enough() {
     let svc = gate.layer(policy(Scope::Value)).layer(Tools::default());
     let task = tokio::spawn(svc.oneshot(refund(1)));
     let alert = good.next_alert().await;
-    gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("a")).await.unwrap();
+    gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("a"))
+        .await
+        .unwrap();
     task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
 async fn pending_requests_are_capped_per_principal_and_in_total() {
-    let f = fixture_with(Scope::Value, |b| b.max_pending_per_principal(2).max_pending(3));
+    let f = fixture_with(Scope::Value, |b| {
+        b.max_pending_per_principal(2).max_pending(3)
+    });
     let _a = f.park(refund(1)).await;
     let _b = f.park(refund(2)).await;
     let error = f.svc.clone().oneshot(refund(3)).await.unwrap_err();
@@ -502,7 +675,12 @@ async fn pending_requests_are_capped_per_principal_and_in_total() {
     support::until(|| f.gate.stats().parked == 3).await;
     // Another principal has room until the total is reached.
     let _c = f.park(refund(3).principal("agent-8")).await;
-    let error = f.svc.clone().oneshot(refund(4).principal("agent-9")).await.unwrap_err();
+    let error = f
+        .svc
+        .clone()
+        .oneshot(refund(4).principal("agent-9"))
+        .await
+        .unwrap_err();
     assert_eq!(code(&error), "too_many_pending");
     assert_eq!(f.gate.stats().pending, 3);
     assert_eq!(f.alerts.alerts().len(), 3);
@@ -511,44 +689,81 @@ async fn pending_requests_are_capped_per_principal_and_in_total() {
 
 #[tokio::test(start_paused = true)]
 async fn submit_returns_a_handle_to_poll_and_wait_on() {
-    let f = fixture_with(Scope::Value, |b| b.approval_base_url("https://approve.example.com/tollgate/"));
+    let f = fixture_with(Scope::Value, |b| {
+        b.approval_base_url("https://approve.example.com/tollgate/")
+    });
     let mut svc = f.svc.clone();
-    let Submitted::Done(out) = svc.submit(search("x")).await.unwrap() else { panic!("allowed calls run") };
+    let Submitted::Done(out) = svc.submit(search("x")).await.unwrap() else {
+        panic!("allowed calls run")
+    };
     assert!(out.starts_with("ran search.web"));
 
-    let Submitted::Pending(mut pending) = svc.submit(refund(100)).await.unwrap() else { panic!("must park") };
+    let Submitted::Pending(mut pending) = svc.submit(refund(100)).await.unwrap() else {
+        panic!("must park")
+    };
     let id = pending.id();
-    assert_eq!(pending.approval_url().unwrap(), format!("https://approve.example.com/tollgate/{id}"));
+    assert_eq!(
+        pending.approval_url().unwrap(),
+        format!("https://approve.example.com/tollgate/{id}")
+    );
     assert_eq!(pending.status().unwrap(), Status::Pending);
     assert_eq!(
-        pending.expires_at().duration_since(pending.request().created_at()).unwrap(),
+        pending
+            .expires_at()
+            .duration_since(pending.request().created_at())
+            .unwrap(),
         support::TTL
     );
 
     // Waiting gives up on its own timeout, which is not the request's expiry.
     let error = pending.wait(Duration::from_secs(1)).await.unwrap_err();
     assert_eq!(code(&error), "wait_timed_out");
-    assert_eq!(f.gate.wait(id, Duration::from_secs(1)).await.unwrap_err().code(), "wait_timed_out");
+    assert_eq!(
+        f.gate
+            .wait(id, Duration::from_secs(1))
+            .await
+            .unwrap_err()
+            .code(),
+        "wait_timed_out"
+    );
     assert_eq!(pending.status().unwrap(), Status::Pending);
 
     let alert = f.alerts.next_alert().await;
     let gate = f.gate.clone();
     let by_id = tokio::spawn(async move { gate.wait(id, Duration::from_secs(60)).await });
     f.approve(&alert, Scope::Once).await.unwrap();
-    assert!(pending.wait(Duration::from_secs(1)).await.unwrap().starts_with("ran payments.refund"));
+    assert!(
+        pending
+            .wait(Duration::from_secs(1))
+            .await
+            .unwrap()
+            .starts_with("ran payments.refund")
+    );
     assert!(!by_id.await.unwrap().unwrap().is_pending());
     assert_eq!(pending.status().unwrap(), Status::Executed);
-    assert_eq!(f.tools.calls_of(&refund(100)), 1, "an approved call runs at most once");
-    assert_eq!(code(&pending.wait(Duration::from_secs(1)).await.unwrap_err()), "already_resolved");
+    assert_eq!(
+        f.tools.calls_of(&refund(100)),
+        1,
+        "an approved call runs at most once"
+    );
+    assert_eq!(
+        code(&pending.wait(Duration::from_secs(1)).await.unwrap_err()),
+        "already_resolved"
+    );
 }
 
 #[tokio::test]
 async fn dropping_a_pending_handle_cancels_it() {
     let f = fixture(Scope::Value);
-    let Submitted::Pending(pending) = f.svc.clone().submit(refund(100)).await.unwrap() else { panic!() };
+    let Submitted::Pending(pending) = f.svc.clone().submit(refund(100)).await.unwrap() else {
+        panic!()
+    };
     let id = pending.id();
     pending.cancel();
-    assert_eq!(f.gate.wait(id, Duration::from_secs(5)).await.unwrap(), Status::Cancelled);
+    assert_eq!(
+        f.gate.wait(id, Duration::from_secs(5)).await.unwrap(),
+        Status::Cancelled
+    );
 }
 
 #[tokio::test]
@@ -557,8 +772,18 @@ async fn decisions_must_name_their_approver() {
     let (_task, alert) = f.park(refund(100)).await;
     let id = alert.request().id();
     let code_ = alert.code().reveal();
-    assert_eq!(f.gate.approve(Approve::new(id, code_)).await.unwrap_err().code(), "missing_approver");
-    assert_eq!(f.gate.deny(Deny::new(id, code_)).await.unwrap_err().code(), "missing_approver");
+    assert_eq!(
+        f.gate
+            .approve(Approve::new(id, code_))
+            .await
+            .unwrap_err()
+            .code(),
+        "missing_approver"
+    );
+    assert_eq!(
+        f.gate.deny(Deny::new(id, code_)).await.unwrap_err().code(),
+        "missing_approver"
+    );
     assert_eq!(f.gate.status(id).unwrap(), Status::Pending);
 }
 
@@ -569,16 +794,40 @@ fn building_a_gate_checks_its_settings() {
     let base = || Gate::builder().notifier(recorder.clone());
     assert_eq!(kind(base()), ErrorKind::MissingSecret);
     assert_eq!(kind(base().secret("short")), ErrorKind::InvalidConfig);
-    assert_eq!(kind(base().secret(support::SECRET).random_secret()), ErrorKind::InvalidConfig);
-    assert_eq!(kind(base().secret(support::SECRET).code_length(5)), ErrorKind::InvalidConfig);
-    assert_eq!(kind(base().secret(support::SECRET).code_length(65)), ErrorKind::InvalidConfig);
-    assert_eq!(kind(base().secret(support::SECRET).request_ttl(Duration::ZERO)), ErrorKind::InvalidConfig);
-    assert_eq!(kind(base().secret(support::SECRET).max_attempts(0)), ErrorKind::InvalidConfig);
-    assert_eq!(kind(base().secret(support::SECRET).max_pending(0)), ErrorKind::InvalidConfig);
-    assert_eq!(kind(Gate::builder().secret(support::SECRET)), ErrorKind::InvalidConfig);
+    assert_eq!(
+        kind(base().secret(support::SECRET).random_secret()),
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(
+        kind(base().secret(support::SECRET).code_length(5)),
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(
+        kind(base().secret(support::SECRET).code_length(65)),
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(
+        kind(base().secret(support::SECRET).request_ttl(Duration::ZERO)),
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(
+        kind(base().secret(support::SECRET).max_attempts(0)),
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(
+        kind(base().secret(support::SECRET).max_pending(0)),
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(
+        kind(Gate::builder().secret(support::SECRET)),
+        ErrorKind::InvalidConfig
+    );
     base().random_secret().build().unwrap();
     let error = base().build().unwrap_err();
-    assert!(error.to_string().contains("random_secret"), "says how to fix it: {error}");
+    assert!(
+        error.to_string().contains("random_secret"),
+        "says how to fix it: {error}"
+    );
 }
 
 #[tokio::test]
@@ -589,12 +838,19 @@ async fn codes_have_the_configured_length_and_differ_per_request() {
     for alert in [&first, &second] {
         let code = alert.code().reveal();
         assert_eq!(code.len(), 12);
-        assert!(code.chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)), "{code}");
+        assert!(
+            code.chars()
+                .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+            "{code}"
+        );
     }
     assert_ne!(first.code(), second.code());
     // A code is bound to its request.
     let swapped = Approve::new(first.request().id(), second.code().reveal()).by("alice");
-    assert_eq!(f.gate.approve(swapped).await.unwrap_err().code(), "access_request_not_found");
+    assert_eq!(
+        f.gate.approve(swapped).await.unwrap_err().code(),
+        "access_request_not_found"
+    );
 }
 
 #[tokio::test]
@@ -602,17 +858,32 @@ async fn codes_from_another_secret_do_not_verify() {
     let f = fixture(Scope::Value);
     let (_task, alert) = f.park(refund(1)).await;
     let other = RecordingNotifier::new();
-    let other_gate = Gate::builder().secret("another secret, also long enough").notifier(other.clone()).build().unwrap();
-    let _other_task = tokio::spawn(other_gate.layer(policy(Scope::Value)).layer(Tools::default()).oneshot(refund(1)));
+    let other_gate = Gate::builder()
+        .secret("another secret, also long enough")
+        .notifier(other.clone())
+        .build()
+        .unwrap();
+    let _other_task = tokio::spawn(
+        other_gate
+            .layer(policy(Scope::Value))
+            .layer(Tools::default())
+            .oneshot(refund(1)),
+    );
     let other_alert = other.next_alert().await;
     assert_ne!(alert.code(), other_alert.code());
 }
 
 #[test]
 fn arguments_with_repeated_keys_are_refused() {
-    let error = ToolCall::from_json("payments.refund", r#"{"amount": 1, "amount": 1000}"#).unwrap_err();
+    let error =
+        ToolCall::from_json("payments.refund", r#"{"amount": 1, "amount": 1000}"#).unwrap_err();
     assert_eq!(error.code(), "invalid_arguments");
-    assert!(std::error::Error::source(&error).unwrap().to_string().contains("duplicate key"));
+    assert!(
+        std::error::Error::source(&error)
+            .unwrap()
+            .to_string()
+            .contains("duplicate key")
+    );
     let call = ToolCall::from_json("payments.refund", r#"{"amount": 1}"#).unwrap();
     assert_eq!(call.args(), &json!({"amount": 1}));
 }
@@ -622,7 +893,9 @@ fn outside_a_runtime_a_parked_call_fails_with_no_runtime() {
     let gate = gate(&RecordingNotifier::new()).build().unwrap();
     let mut svc = gate.layer(policy(Scope::Value)).layer(Tools::default());
     let mut future = Box::pin(tower::Service::call(&mut svc, refund(1)));
-    let error = futures_poll(&mut future).expect("fails at once").unwrap_err();
+    let error = futures_poll(&mut future)
+        .expect("fails at once")
+        .unwrap_err();
     assert_eq!(code(&error), "no_runtime");
 }
 
@@ -630,18 +903,36 @@ fn outside_a_runtime_a_parked_call_fails_with_no_runtime() {
 fn every_error_kind_has_a_stable_distinct_snake_case_code() {
     use ErrorKind::*;
     let kinds = [
-        AccessRequestDenied, AccessRequestExpired, AccessRequestCancelled, AccessRequestNotFound,
-        AlreadyResolved, TooManyAttempts, ScopeNotAllowed, TooManyPending, NotificationFailed,
-        WaitTimedOut, InvalidArguments, InvalidConfig, MissingSecret, MissingApprover, NoRuntime,
+        AccessRequestDenied,
+        AccessRequestExpired,
+        AccessRequestCancelled,
+        AccessRequestNotFound,
+        AlreadyResolved,
+        TooManyAttempts,
+        ScopeNotAllowed,
+        TooManyPending,
+        NotificationFailed,
+        WaitTimedOut,
+        InvalidArguments,
+        InvalidConfig,
+        MissingSecret,
+        MissingApprover,
+        NoRuntime,
     ];
     let codes: std::collections::HashSet<_> = kinds.iter().map(|k| k.code()).collect();
     assert_eq!(codes.len(), kinds.len());
     for kind in kinds {
         let code = kind.code();
-        assert!(code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{code}");
+        assert!(
+            code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "{code}"
+        );
         let message = tollgate::Error::new(kind).to_string();
         assert!(message.starts_with(&format!("{code}: ")), "{message}");
-        assert!(message.len() > code.len() + 20, "the message explains: {message}");
+        assert!(
+            message.len() > code.len() + 20,
+            "the message explains: {message}"
+        );
     }
     assert!(TooManyPending.is_retryable() && AccessRequestExpired.is_retryable());
     assert!(!AccessRequestDenied.is_retryable() && !TooManyAttempts.is_retryable());
@@ -651,8 +942,17 @@ fn every_error_kind_has_a_stable_distinct_snake_case_code() {
 fn request_ids_print_and_parse() {
     let id: tollgate::RequestId = "areq_0123456789abcdef0123456789abcdef".parse().unwrap();
     assert_eq!(id.to_string(), "areq_0123456789abcdef0123456789abcdef");
-    for bad in ["", "areq_", "rule_0123456789abcdef0123456789abcdef", "areq_0123", "areq_zz23456789abcdef0123456789abcdef"] {
-        assert_eq!(bad.parse::<tollgate::RequestId>().unwrap_err().code(), "access_request_not_found");
+    for bad in [
+        "",
+        "areq_",
+        "rule_0123456789abcdef0123456789abcdef",
+        "areq_0123",
+        "areq_zz23456789abcdef0123456789abcdef",
+    ] {
+        assert_eq!(
+            bad.parse::<tollgate::RequestId>().unwrap_err().code(),
+            "access_request_not_found"
+        );
     }
     assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
 }

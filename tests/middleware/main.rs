@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tollgate::notify::RecordingNotifier;
-use tollgate::policy::{Ask, AlwaysAsk, policy_fn, Decision};
+use tollgate::policy::{AlwaysAsk, Ask, Decision, policy_fn};
 use tollgate::{Approve, Call, Deny, Scope, ToolCall};
 use tower::limit::ConcurrencyLimitLayer;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
@@ -25,7 +25,10 @@ async fn the_inner_service_is_not_called_before_approval_and_once_after() {
 
     let call = tokio::spawn(svc.oneshot(refund(100)));
     let alert = alerts.next_alert().await;
-    assert!(handle.poll_request().is_pending(), "no request before approval");
+    assert!(
+        handle.poll_request().is_pending(),
+        "no request before approval"
+    );
 
     let approver = {
         let gate = gate.clone();
@@ -34,12 +37,22 @@ async fn the_inner_service_is_not_called_before_approval_and_once_after() {
                 .await
         })
     };
-    let (request, respond) = handle.next_request().await.expect("one request after approval");
-    assert_eq!(request, refund(100), "the call that runs is the call that was approved");
+    let (request, respond) = handle
+        .next_request()
+        .await
+        .expect("one request after approval");
+    assert_eq!(
+        request,
+        refund(100),
+        "the call that runs is the call that was approved"
+    );
     respond.send_response("refunded");
     assert_eq!(call.await.unwrap().unwrap(), "refunded");
     approver.await.unwrap().unwrap();
-    assert!(!matches!(handle.poll_request(), Poll::Ready(Some(_))), "exactly one request");
+    assert!(
+        !matches!(handle.poll_request(), Poll::Ready(Some(_))),
+        "exactly one request"
+    );
 }
 
 #[tokio::test]
@@ -50,9 +63,17 @@ async fn a_denied_call_never_reaches_the_inner_service() {
     let svc = gate.layer(AlwaysAsk(Ask::new("test"))).layer(inner);
     let call = tokio::spawn(svc.oneshot(refund(100)));
     let alert = alerts.next_alert().await;
-    gate.deny(Deny::new(alert.request().id(), alert.code().reveal()).by("bob")).await.unwrap();
-    assert_eq!(code(&call.await.unwrap().unwrap_err()), "access_request_denied");
-    assert!(!matches!(handle.poll_request(), Poll::Ready(Some(_))), "no request ever arrived");
+    gate.deny(Deny::new(alert.request().id(), alert.code().reveal()).by("bob"))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&call.await.unwrap().unwrap_err()),
+        "access_request_denied"
+    );
+    assert!(
+        !matches!(handle.poll_request(), Poll::Ready(Some(_))),
+        "no request ever arrived"
+    );
 }
 
 #[tokio::test]
@@ -87,12 +108,25 @@ async fn a_parked_call_holds_no_readiness_of_the_inner_service() {
     // The one permit is free: an allowed call passes while the other waits for a person. If the
     // parked call kept the permit, `ready` would never finish and the timeout would fire.
     let ready = tokio::time::timeout(Duration::from_secs(1), svc.ready()).await;
-    let out = ready.expect("the inner service is ready").unwrap().call(search("q")).await.unwrap();
+    let out = ready
+        .expect("the inner service is ready")
+        .unwrap()
+        .call(search("q"))
+        .await
+        .unwrap();
     assert!(out.starts_with("ran search.web"));
 
     // After approval the parked call gets the permit back and runs.
-    gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice")).await.unwrap();
-    assert!(parked.await.unwrap().unwrap().starts_with("ran payments.refund"));
+    gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice"))
+        .await
+        .unwrap();
+    assert!(
+        parked
+            .await
+            .unwrap()
+            .unwrap()
+            .starts_with("ran payments.refund")
+    );
     assert_eq!(tools.total(), 2);
 }
 
@@ -108,14 +142,18 @@ async fn closures_decide_on_the_call_and_its_arguments() {
     let svc = gate.layer(threshold).layer(Tools::default());
     svc.clone().oneshot(refund(100)).await.unwrap();
     let missing = ToolCall::new("payments.refund", serde_json::json!({}));
-    assert_eq!(code(&svc.clone().oneshot(missing).await.unwrap_err()), "access_request_denied");
+    assert_eq!(
+        code(&svc.clone().oneshot(missing).await.unwrap_err()),
+        "access_request_denied"
+    );
     let call = tokio::spawn(svc.clone().oneshot(refund(101)));
     let alert = alerts.next_alert().await;
     assert_eq!(alert.request().reasoning(), "over 100");
     assert_eq!(alert.request().reason(), Some("customer ticket #4421"));
     assert_eq!(alert.request().principal(), "agent-7");
     assert_eq!(alert.request().session(), Some("conv-42"));
-    assert_eq!(alert.request().args_digest(), refund(101).args_digest());
+    assert_eq!(alert.request().args_digest(), tollgate::ArgsDigest::of(refund(101).args()));
+    assert_eq!(alert.request().args_json(), r#"{"amount":101,"charge":"ch_1"}"#);
     call.abort();
 }
 
@@ -141,11 +179,16 @@ async fn user_request_types_work_through_the_call_trait() {
     let gate = gate(&alerts).build().unwrap();
     let bank = tower::service_fn(|t: Transfer| async move { Ok::<_, tollgate::BoxError>(t.cents) });
     let svc = gate.layer(AlwaysAsk(Ask::new("money leaves"))).layer(bank);
-    let call = tokio::spawn(svc.oneshot(Transfer { to: "acct_9".into(), cents: 500 }));
+    let call = tokio::spawn(svc.oneshot(Transfer {
+        to: "acct_9".into(),
+        cents: 500,
+    }));
     let alert = alerts.next_alert().await;
     assert_eq!(alert.request().principal(), tollgate::ANONYMOUS);
     assert_eq!(alert.request().args()["to"], "acct_9");
-    gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice")).await.unwrap();
+    gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice"))
+        .await
+        .unwrap();
     assert_eq!(call.await.unwrap().unwrap(), 500);
 }
 

@@ -34,7 +34,10 @@ impl Buffer {
 #[test]
 fn the_terminal_alert_names_everything_an_approver_needs() {
     let out = Buffer::default();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let alerts = RecordingNotifier::new();
         let gate = support::gate(&alerts)
@@ -61,9 +64,13 @@ fn the_terminal_alert_names_everything_an_approver_needs() {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
-        gate.deny(Deny::new(alert.request().id(), alert.code().reveal()).reason("wrong customer").by("bob"))
-            .await
-            .unwrap();
+        gate.deny(
+            Deny::new(alert.request().id(), alert.code().reveal())
+                .reason("wrong customer")
+                .by("bob"),
+        )
+        .await
+        .unwrap();
         task.await.unwrap().unwrap_err();
         support::until(|| out.text().contains("denied by bob: wrong customer")).await;
     });

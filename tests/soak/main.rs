@@ -56,8 +56,15 @@ async fn soak(seed: u64, paused: bool) {
     // About one call in ten repeats an earlier one and must join its request.
     let mut calls = Vec::new();
     for i in 0..CALLS {
-        let n = if rng.below(10) == 0 { rng.below(i + 1) } else { i };
-        calls.push((n, ToolCall::new("soak.op", json!({"n": n})).principal(format!("p{}", n % 97))));
+        let n = if rng.below(10) == 0 {
+            rng.below(i + 1)
+        } else {
+            i
+        };
+        calls.push((
+            n,
+            ToolCall::new("soak.op", json!({"n": n})).principal(format!("p{}", n % 97)),
+        ));
     }
     let mut by_n: HashMap<u64, Vec<usize>> = HashMap::new();
     let mut tasks: Vec<JoinHandle<Result<String, BoxError>>> = Vec::new();
@@ -91,10 +98,22 @@ async fn soak(seed: u64, paused: bool) {
             _ => Action::Cancel,
         };
         actions.insert(n, action);
-        let scope = if rng.below(2) == 0 { Scope::Once } else { Scope::Value };
+        let scope = if rng.below(2) == 0 {
+            Scope::Once
+        } else {
+            Scope::Value
+        };
         let yields = rng.below(4);
         let handles: Vec<AbortHandle> = by_n[&n].iter().map(|&i| aborts[i].clone()).collect();
-        actors.push(tokio::spawn(act(gate.clone(), alert.clone(), action, scope, yields, handles, n)));
+        actors.push(tokio::spawn(act(
+            gate.clone(),
+            alert.clone(),
+            action,
+            scope,
+            yields,
+            handles,
+            n,
+        )));
     }
     let mut decisions: HashMap<u64, Decisions> = HashMap::new();
     for actor in actors {
@@ -129,31 +148,60 @@ async fn soak(seed: u64, paused: bool) {
         let ran = outcomes.iter().filter(|r| matches!(r, Some(Ok(_)))).count();
         let context = format!("seed {seed}, n {n}, {action:?}, {d:?}, {outcomes:?}");
 
-        assert_eq!(tools.calls_of(&calls[indices[0]].1), ran, "each received approval runs once: {context}");
-        assert!(d.approved + d.denied <= 1, "one decision per request: {context}");
+        assert_eq!(
+            tools.calls_of(&calls[indices[0]].1),
+            ran,
+            "each received approval runs once: {context}"
+        );
+        assert!(
+            d.approved + d.denied <= 1,
+            "one decision per request: {context}"
+        );
         if d.approved == 1 {
-            assert!(ran >= 1, "an approval was reported but no caller got it: {context}");
+            assert!(
+                ran >= 1,
+                "an approval was reported but no caller got it: {context}"
+            );
             assert!(
                 outcomes.iter().all(|r| matches!(r, Some(Ok(_)) | None)),
                 "every remaining caller resumes: {context}"
             );
         } else {
-            assert_eq!(ran, 0, "nothing runs without a reported approval: {context}");
+            assert_eq!(
+                ran, 0,
+                "nothing runs without a reported approval: {context}"
+            );
         }
         if d.denied == 1 {
-            assert!(outcomes.iter().all(|r| matches!(r, Some(Err("access_request_denied")) | None)), "{context}");
+            assert!(
+                outcomes
+                    .iter()
+                    .all(|r| matches!(r, Some(Err("access_request_denied")) | None)),
+                "{context}"
+            );
         }
         for error in &d.approve_errors {
             assert!(
-                ["access_request_cancelled", "already_resolved", "access_request_expired", "access_request_not_found", "too_many_attempts"]
-                    .contains(error),
+                [
+                    "access_request_cancelled",
+                    "already_resolved",
+                    "access_request_expired",
+                    "access_request_not_found",
+                    "too_many_attempts"
+                ]
+                .contains(error),
                 "unexpected approver error {error}: {context}"
             );
         }
         for outcome in &outcomes {
             if let Some(Err(error)) = outcome {
                 assert!(
-                    ["access_request_denied", "access_request_expired", "too_many_attempts"].contains(error),
+                    [
+                        "access_request_denied",
+                        "access_request_expired",
+                        "too_many_attempts"
+                    ]
+                    .contains(error),
                     "unexpected caller error {error}: {context}"
                 );
             }
@@ -178,9 +226,17 @@ async fn soak(seed: u64, paused: bool) {
     }
     let resolved = alerts.resolutions();
     let unique: HashSet<RequestId> = resolved.iter().map(|r| r.request().id()).collect();
-    assert_eq!((resolved.len(), unique.len()), (by_n.len(), by_n.len()), "seed {seed}");
+    assert_eq!(
+        (resolved.len(), unique.len()),
+        (by_n.len(), by_n.len()),
+        "seed {seed}"
+    );
     let stats = gate.stats();
-    assert_eq!((stats.pending, stats.parked, stats.live), (0, 0, 0), "seed {seed}");
+    assert_eq!(
+        (stats.pending, stats.parked, stats.live),
+        (0, 0, 0),
+        "seed {seed}"
+    );
     assert!(gate.pending().is_empty());
 }
 
@@ -201,7 +257,8 @@ async fn act(
     let approve = || Approve::new(id, code_.clone()).scope(scope).by("alice");
     let deny = || Deny::new(id, code_.clone()).reason("soak").by("bob");
     let mut d = Decisions::default();
-    let record_approve = |result: Result<tollgate::Approval, tollgate::Error>, d: &mut Decisions| match result {
+    let record_approve = |result: Result<tollgate::Approval, tollgate::Error>,
+                          d: &mut Decisions| match result {
         Ok(_) => d.approved += 1,
         Err(e) => d.approve_errors.push(e.code()),
     };
@@ -211,7 +268,8 @@ async fn act(
         Action::WrongCodes(k) => {
             for _ in 0..k {
                 let wrong = Approve::new(id, "0000000G").by("mallory");
-                d.approve_errors.push(gate.approve(wrong).await.unwrap_err().code());
+                d.approve_errors
+                    .push(gate.approve(wrong).await.unwrap_err().code());
             }
         }
         Action::Cancel => callers.iter().for_each(AbortHandle::abort),

@@ -39,10 +39,13 @@ pub fn policy(max_scope: Scope) -> CapabilityTable {
 }
 
 pub fn refund(amount: u64) -> ToolCall {
-    ToolCall::new("payments.refund", json!({"charge": "ch_1", "amount": amount}))
-        .principal("agent-7")
-        .session("conv-42")
-        .reason("customer ticket #4421")
+    ToolCall::new(
+        "payments.refund",
+        json!({"charge": "ch_1", "amount": amount}),
+    )
+    .principal("agent-7")
+    .session("conv-42")
+    .reason("customer ticket #4421")
 }
 
 pub fn search(q: &str) -> ToolCall {

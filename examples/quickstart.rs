@@ -1,0 +1,122 @@
+//! The quickstart: an agent's tool calls wait for a person.
+//!
+//! A tool service sits behind the gate. An agent task makes five calls; an approver task reads
+//! each alert (as a person would read the terminal) and approves one refund with `value` scope, so
+//! the identical repeat passes without asking, denies another, and lets a third expire.
+//!
+//! ```sh
+//! cargo run --example quickstart
+//! ```
+
+use std::time::Duration;
+
+use serde_json::json;
+use tollgate::notify::{RecordingNotifier, TerminalNotifier};
+use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::{Approve, BoxError, Deny, Error, Gate, Scope, ToolCall};
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    // The approver's inbox. In production this is email, a webhook or a chat channel; here the
+    // approver task reads it directly.
+    let inbox = RecordingNotifier::new();
+    let builder = Gate::builder()
+        .request_ttl(Duration::from_secs(2)) // short, so the demo's third request expires quickly
+        .notifier(TerminalNotifier::stdout())
+        .notifier(inbox.clone());
+    // Codes are derived from a secret the agent never sees. Without one configured, the demo opts
+    // in to a per-process random secret explicitly.
+    let gate = match std::env::var("TOLLGATE_SECRET") {
+        Ok(secret) => builder.secret(secret).build()?,
+        Err(_) => builder.random_secret().build()?,
+    };
+
+    let policy = CapabilityTable::new()
+        .allow("search.web")
+        .ask(
+            "payments.refund",
+            Ask::new("refunds move money").max_scope(Scope::Value),
+        )
+        .ask("email.send_all", Ask::new("mails every customer"));
+    let tools = ServiceBuilder::new()
+        .layer(gate.layer(policy))
+        .service(service_fn(|call: ToolCall| async move {
+            Ok::<_, BoxError>(format!("{} done with {}", call.capability(), call.args()))
+        }));
+
+    let approver = tokio::spawn(approve_as_alice(gate.clone(), inbox));
+
+    // The agent: each await simply blocks until the call may run, or fails with a typed error.
+    let refund = |charge: &str| {
+        ToolCall::new(
+            "payments.refund",
+            json!({"charge": charge, "amount": 10_000}),
+        )
+        .principal("agent-7")
+        .session("conv-42")
+        .reason("customer ticket #4421")
+    };
+    let calls = [
+        ToolCall::new("search.web", json!({"q": "refund policy"})).principal("agent-7"),
+        refund("ch_1"),
+        refund("ch_1"), // identical: the `value` approval covers it, nobody is asked
+        refund("ch_2"),
+        ToolCall::new("email.send_all", json!({"subject": "Sorry!"})).principal("agent-7"),
+    ];
+    for call in calls {
+        let what = format!("{} {}", call.capability(), call.args());
+        println!("agent: calling {what}");
+        match tools.clone().oneshot(call).await {
+            Ok(out) => println!("agent: ok: {out}\n"),
+            Err(error) => match error.downcast_ref::<Error>() {
+                Some(e) => println!("agent: refused: {e}\n"),
+                None => println!("agent: the tool failed: {error}\n"),
+            },
+        }
+    }
+
+    approver.abort();
+    println!("standing rules: {}", gate.rules().len());
+    for rule in gate.rules() {
+        println!(
+            "  {} {:?} {} for {} (granted by {})",
+            rule.id(),
+            rule.effect(),
+            rule.scope(),
+            rule.capability(),
+            rule.granted_by()
+        );
+    }
+    Ok(())
+}
+
+/// Approves the first refund with `value` scope, denies the second, ignores the mass mail.
+async fn approve_as_alice(gate: Gate, inbox: RecordingNotifier) -> Result<(), Error> {
+    loop {
+        let alert = inbox.next_alert().await;
+        let request = alert.request();
+        let id = request.id();
+        let code = alert.code().reveal();
+        match (request.capability(), request.args()["charge"].as_str()) {
+            ("payments.refund", Some("ch_1")) => {
+                let approve = Approve::new(id, code)
+                    .scope(Scope::Value)
+                    .ttl(Duration::from_secs(600))
+                    .by("alice");
+                let approval = gate.approve(approve).await?;
+                println!("alice: approved {id} with scope {}", approval.scope());
+            }
+            ("payments.refund", _) => {
+                gate.deny(
+                    Deny::new(id, code)
+                        .reason("not for this customer")
+                        .by("alice"),
+                )
+                .await?;
+                println!("alice: denied {id}");
+            }
+            _ => println!("alice: not answering {id}; it will expire"),
+        }
+    }
+}
