@@ -21,7 +21,7 @@ use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tokio::sync::mpsc;
 use tollgate::notify::{Alert, notifier_fn};
-use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::policy::{Ask, CapabilityTable, Decision, policy_fn};
 use tollgate::{Approve, Gate, GateBuilder, RequireApproval, Scope, ToolCall};
 use tower::{Layer, Service};
 
@@ -54,9 +54,10 @@ fn builder() -> GateBuilder {
 }
 
 fn policy() -> CapabilityTable {
-    CapabilityTable::new()
-        .allow("search.web")
-        .ask("payments.refund", Ask::new("moves money").max_scope(Scope::Capability))
+    CapabilityTable::new().allow("search.web").ask(
+        "payments.refund",
+        Ask::new("moves money").max_scope(Scope::Capability),
+    )
 }
 
 /// One call, polled to completion on the spot.
@@ -72,21 +73,51 @@ fn refund(principal: &'static str) -> ToolCall {
 }
 
 fn allowed(c: &mut Criterion) {
-    let gate = builder().notifier(notifier_fn(|_| async { Ok(()) })).build().unwrap();
+    let gate = builder()
+        .notifier(notifier_fn(|_| async { Ok(()) }))
+        .build()
+        .unwrap();
     let mut bare = Echo;
-    let mut gated = gate.layer(policy()).layer(Echo);
+    let mut always = gate
+        .layer(policy_fn(|_: &&ToolCall| Decision::Allow))
+        .layer(Echo);
+    let mut table = gate.layer(policy()).layer(Echo);
     let search = ToolCall::new("search.web", json!({"q": "x"})).principal("agent-7");
 
     let mut group = c.benchmark_group("allowed call");
     group.bench_function("bare service", |b| b.iter(|| call_once(&mut bare, &search)));
-    group.bench_function("through the gate", |b| {
-        b.iter(|| call_once::<_, &ToolCall>(&mut gated, &search))
+    group.bench_function("through the gate, closure policy", |b| {
+        b.iter(|| call_once::<_, &ToolCall>(&mut always, &search))
+    });
+    group.bench_function("through the gate, capability table", |b| {
+        b.iter(|| call_once::<_, &ToolCall>(&mut table, &search))
+    });
+    group.finish();
+
+    // The same calls as an agent makes them: each builds its request and hands it over.
+    let search = || ToolCall::new("search.web", json!({"q": "x"})).principal("agent-7");
+    let mut group = c.benchmark_group("allowed call, request built per call");
+    group.bench_function("bare service", |b| {
+        b.iter(|| call_once(&mut bare, search()))
+    });
+    group.bench_function("through the gate, closure policy", |b| {
+        let mut always = gate
+            .layer(policy_fn(|_: &ToolCall| Decision::Allow))
+            .layer(Echo);
+        b.iter(|| call_once(&mut always, search()))
+    });
+    group.bench_function("through the gate, capability table", |b| {
+        let mut table = gate.layer(policy()).layer(Echo);
+        b.iter(|| call_once(&mut table, search()))
     });
     group.finish();
 }
 
 fn standing_rule(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let _enter = rt.enter();
     let (alerts, mut inbox) = mpsc::unbounded_channel::<Alert>();
     let gate = builder()
@@ -104,7 +135,9 @@ fn standing_rule(c: &mut Criterion) {
             let parked = tokio::spawn(tower::ServiceExt::oneshot(granting.clone(), call));
             let alert = inbox.recv().await.unwrap();
             let approve = Approve::new(alert.request().id(), alert.code().reveal());
-            gate.approve(approve.scope(Scope::Capability).by("bench")).await.unwrap();
+            gate.approve(approve.scope(Scope::Capability).by("bench"))
+                .await
+                .unwrap();
             parked.await.unwrap().unwrap();
         })
     };
@@ -127,7 +160,10 @@ fn standing_rule(c: &mut Criterion) {
 }
 
 fn park_approve_resume(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (alerts, inbox) = mpsc::unbounded_channel::<Alert>();
     let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
     let gate = builder()
@@ -164,7 +200,10 @@ fn park_approve_resume(c: &mut Criterion) {
 /// the registry's slot and indexes, and the alert task's leftovers.
 fn memory_per_parked_call() {
     const CALLS: usize = 100_000;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let notified = Arc::new(AtomicUsize::new(0));
     let gate = builder()
         .notifier(notifier_fn({
@@ -178,7 +217,10 @@ fn memory_per_parked_call() {
         .unwrap();
     let mut gated = gate.layer(policy()).layer(Echo);
     let calls: Vec<ToolCall> = (0..CALLS)
-        .map(|i| ToolCall::new("payments.refund", json!({"n": i})).principal(format!("agent-{}", i % 100)))
+        .map(|i| {
+            ToolCall::new("payments.refund", json!({"n": i}))
+                .principal(format!("agent-{}", i % 100))
+        })
         .collect();
     let size_of_call = std::mem::size_of::<ToolCall>();
     rt.block_on(async {

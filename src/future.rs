@@ -199,6 +199,8 @@ impl<S: Service<R>, R> fmt::Debug for ResponseFuture<S, R> {
                 ParkedCall::Resuming { .. } => "resuming",
             },
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }

@@ -15,9 +15,9 @@ const DOMAIN: &[u8] = b"tollgate/verification-code/v1";
 /// The shortest secret accepted, in bytes.
 pub(crate) const MIN_SECRET_LEN: usize = 16;
 
-/// The HMAC key codes are derived from.
+/// The HMAC key codes are derived from, keyed once: each code clones the keyed state.
 pub(crate) struct CodeKey {
-    secret: Box<[u8]>,
+    mac: Hmac<Sha256>,
     length: usize,
 }
 
@@ -41,7 +41,8 @@ impl CodeKey {
             return Err(Error::new(ErrorKind::InvalidConfig)
                 .with_detail("code_length must be between 6 and 64 hex characters"));
         }
-        Ok(CodeKey { secret, length })
+        let mac = Hmac::<Sha256>::new_from_slice(&secret).expect("HMAC takes any key length");
+        Ok(CodeKey { mac, length })
     }
 
     pub(crate) fn random(length: usize) -> Result<Self, Error> {
@@ -58,8 +59,7 @@ impl CodeKey {
     /// max scope ‖ max rule TTL ‖ expiry)`, every field length-prefixed, cut to `length` uppercase
     /// hex characters.
     pub(crate) fn code(&self, request: &AccessRequest) -> VerificationCode {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut mac = self.mac.clone();
         let expires_ms = request
             .expires_at
             .duration_since(std::time::UNIX_EPOCH)

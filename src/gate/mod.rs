@@ -28,6 +28,7 @@ mod request;
 mod rules;
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
@@ -35,7 +36,6 @@ use std::time::{Duration, SystemTime};
 
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use self::code::VerificationCode;
@@ -842,14 +842,12 @@ impl Shared {
                 tracing::warn!(request_id = %id, "access request failed: no notifier accepted the alert")
             }
         }
-        let resolution = Arc::new(Resolution::new(request, outcome));
         let shared = self.clone();
         runtime.spawn(async move {
+            let resolution = Resolution::new(request, outcome);
+            let resolution = &resolution;
             shared
-                .each_notifier("on_resolved", move |n| {
-                    let resolution = resolution.clone();
-                    async move { n.on_resolved(&resolution).await }
-                })
+                .each_notifier("on_resolved", |n| n.on_resolved(resolution))
                 .await;
         });
     }
@@ -857,13 +855,9 @@ impl Shared {
     /// Alerts every notifier at once; if none accepts within the timeout, the request fails closed.
     async fn alert(self: Arc<Self>, request: Arc<AccessRequest>) {
         let id = request.id;
-        let alert = Arc::new(Alert::new(request.clone(), self.key.code(&request)));
-        let accepted = self
-            .each_notifier("notify", move |n| {
-                let alert = alert.clone();
-                async move { n.notify(&alert).await }
-            })
-            .await;
+        let alert = Alert::new(request.clone(), self.key.code(&request));
+        let alert = &alert;
+        let accepted = self.each_notifier("notify", |n| n.notify(alert)).await;
         if accepted == 0 {
             let effects = self.registry().close(id, Outcome::NotificationFailed);
             self.apply(effects);
@@ -872,32 +866,49 @@ impl Shared {
         }
     }
 
-    /// Runs `call` on every notifier concurrently, each bounded by the notify timeout; returns how
-    /// many succeeded.
-    async fn each_notifier<F, Fut>(&self, what: &'static str, call: F) -> usize
-    where
-        F: Fn(Arc<dyn Notifier>) -> Fut,
-        Fut: Future<Output = Result<(), crate::notify::NotifyError>> + Send + 'static,
-    {
-        let mut tasks = JoinSet::new();
+    /// Calls every notifier and drives the calls concurrently until each is done or the notify
+    /// timeout passes; returns how many succeeded. A notifier that panics counts as failed.
+    async fn each_notifier<'a>(
+        &'a self,
+        what: &'static str,
+        start: impl Fn(&'a dyn Notifier) -> NotifierCall<'a>,
+    ) -> usize {
+        let mut calls = Vec::with_capacity(self.notifiers.len());
         for notifier in self.notifiers.iter() {
-            tasks.spawn(tokio::time::timeout(
-                self.settings.notify_timeout,
-                call(notifier.clone()),
-            ));
-        }
-        let mut accepted = 0;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(Ok(()))) => accepted += 1,
-                Ok(Ok(Err(error))) => tracing::warn!(%error, what, "notifier failed"),
-                Ok(Err(_)) => tracing::warn!(what, "notifier timed out"),
-                Err(error) => tracing::error!(%error, what, "notifier panicked"),
+            match std::panic::catch_unwind(AssertUnwindSafe(|| start(&**notifier))) {
+                Ok(call) => calls.push(call),
+                Err(_) => tracing::error!(what, "notifier panicked"),
             }
         }
+        let deadline = tokio::time::sleep(self.settings.notify_timeout);
+        tokio::pin!(deadline);
+        let mut accepted = 0;
+        std::future::poll_fn(|cx| {
+            calls.retain_mut(|call| {
+                let polled = std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx)));
+                match polled {
+                    Ok(Poll::Pending) => return true,
+                    Ok(Poll::Ready(Ok(()))) => accepted += 1,
+                    Ok(Poll::Ready(Err(error))) => tracing::warn!(%error, what, "notifier failed"),
+                    Err(_) => tracing::error!(what, "notifier panicked"),
+                }
+                false
+            });
+            if calls.is_empty() {
+                return Poll::Ready(());
+            }
+            if deadline.as_mut().poll(cx).is_ready() {
+                tracing::warn!(what, notifiers = calls.len(), "notifiers timed out");
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await;
         accepted
     }
 }
+
+type NotifierCall<'a> = crate::notify::BoxFuture<'a, Result<(), crate::notify::NotifyError>>;
 
 /// A caller parked on an access request. Dropping it leaves the request, cancelling it if this
 /// was the last caller.
@@ -963,4 +974,3 @@ impl Drop for Waiter {
         }
     }
 }
-

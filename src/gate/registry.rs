@@ -14,9 +14,9 @@ use std::mem;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
+use sha2::{Digest as _, Sha256};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
-use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use super::request::{AccessRequest, Outcome, RequestId, Status};
@@ -41,7 +41,6 @@ fn fingerprint(request: &AccessRequest) -> Fingerprint {
     hash.update(ArgsDigest::as_bytes(&request.args_digest));
     hash.finalize().into()
 }
-
 
 /// Work to do once the registry lock is released.
 #[derive(Default)]

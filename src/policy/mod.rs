@@ -31,10 +31,11 @@
 //! ```
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+use rustc_hash::FxHashMap;
 
 use crate::call::Call;
 use crate::scope::Scope;
@@ -149,7 +150,9 @@ impl<R: ?Sized, P: Policy<R> + ?Sized> Policy<R> for &P {
 /// unless changed.
 #[derive(Clone, Debug)]
 pub struct CapabilityTable {
-    entries: Arc<HashMap<Box<str>, Decision>>,
+    // FxHash, not SipHash: the keys are fixed by configuration, so callers choosing capability
+    // names cannot flood the table, and lookups on every call stay a few nanoseconds.
+    entries: Arc<FxHashMap<Box<str>, Decision>>,
     fallback: Decision,
 }
 

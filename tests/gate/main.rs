@@ -644,6 +644,38 @@ async fn a_hung_notifier_times_out_and_fails_closed() {
 }
 
 #[tokio::test]
+async fn a_panicking_notifier_counts_as_failed() {
+    struct PanicsAtOnce;
+    impl tollgate::notify::Notifier for PanicsAtOnce {
+        fn notify<'a>(
+            &'a self,
+            _: &'a Alert,
+        ) -> tollgate::notify::BoxFuture<'a, Result<(), tollgate::notify::NotifyError>> {
+            panic!("a plugin bug before returning its future")
+        }
+    }
+    let panics_later =
+        tollgate::notify::notifier_fn(|_| async { panic!("a plugin bug while sending") });
+    for gate in [
+        Gate::builder()
+            .secret(support::SECRET)
+            .notifier(PanicsAtOnce)
+            .build()
+            .unwrap(),
+        Gate::builder()
+            .secret(support::SECRET)
+            .notifier(panics_later)
+            .build()
+            .unwrap(),
+    ] {
+        let svc = gate.layer(policy(Scope::Value)).layer(Tools::default());
+        let error = svc.oneshot(refund(1)).await.unwrap_err();
+        assert_eq!(code(&error), "notification_failed");
+        assert_eq!(gate.stats().live, 0);
+    }
+}
+
+#[tokio::test]
 async fn one_notifier_accepting_is_enough() {
     let good = RecordingNotifier::new();
     let gate = Gate::builder()

@@ -152,8 +152,14 @@ async fn closures_decide_on_the_call_and_its_arguments() {
     assert_eq!(alert.request().reason(), Some("customer ticket #4421"));
     assert_eq!(alert.request().principal(), "agent-7");
     assert_eq!(alert.request().session(), Some("conv-42"));
-    assert_eq!(alert.request().args_digest(), tollgate::ArgsDigest::of(refund(101).args()));
-    assert_eq!(alert.request().args_json(), r#"{"amount":101,"charge":"ch_1"}"#);
+    assert_eq!(
+        alert.request().args_digest(),
+        tollgate::ArgsDigest::of(refund(101).args())
+    );
+    assert_eq!(
+        alert.request().args_json(),
+        r#"{"amount":101,"charge":"ch_1"}"#
+    );
     call.abort();
 }
 
