@@ -107,7 +107,7 @@ struct Slot {
     deadline: Instant,
     runtime: Handle,
     phase: Phase,
-    /// Indexed by waiter key; `None` is a free key, `Some(None)` a waiter not yet polled.
+    /// Indexed by waiter key; `None` is a waiter that left, `Some(None)` one not yet polled.
     waiters: Vec<Option<Option<Waker>>>,
     attached: usize,
     wrong_codes: u32,
@@ -115,17 +115,10 @@ struct Slot {
 
 impl Slot {
     fn attach(&mut self) -> usize {
+        // Keys are not reused: the list lives only as long as its request.
         self.attached += 1;
-        match self.waiters.iter().position(Option::is_none) {
-            Some(key) => {
-                self.waiters[key] = Some(None);
-                key
-            }
-            None => {
-                self.waiters.push(Some(None));
-                self.waiters.len() - 1
-            }
-        }
+        self.waiters.push(Some(None));
+        self.waiters.len() - 1
     }
 
     fn detach(&mut self, key: usize) {
