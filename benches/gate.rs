@@ -53,6 +53,27 @@ fn builder() -> GateBuilder {
         .history(0)
 }
 
+/// A gate whose alerts arrive on a channel, as an approver would read them.
+fn gate_with_inbox() -> (Gate, mpsc::UnboundedReceiver<Alert>) {
+    let (alerts, inbox) = mpsc::unbounded_channel();
+    let gate = builder()
+        .notifier(notifier_fn(move |alert| {
+            let _ = alerts.send(alert);
+            async { Ok(()) }
+        }))
+        .build()
+        .unwrap();
+    (gate, inbox)
+}
+
+/// A current-thread runtime for the benches that park calls.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn policy() -> CapabilityTable {
     CapabilityTable::new().allow("search.web").ask(
         "payments.refund",
@@ -114,19 +135,9 @@ fn allowed(c: &mut Criterion) {
 }
 
 fn standing_rule(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _enter = rt.enter();
-    let (alerts, mut inbox) = mpsc::unbounded_channel::<Alert>();
-    let gate = builder()
-        .notifier(notifier_fn(move |alert| {
-            let _ = alerts.send(alert);
-            async { Ok(()) }
-        }))
-        .build()
-        .unwrap();
+    let (gate, mut inbox) = gate_with_inbox();
     let mut gated: RequireApproval<Echo, _> = gate.layer(policy()).layer(Echo);
     let granting = gated.clone();
     let mut grant = |principal: String| {
@@ -160,19 +171,9 @@ fn standing_rule(c: &mut Criterion) {
 }
 
 fn park_approve_resume(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (alerts, inbox) = mpsc::unbounded_channel::<Alert>();
+    let rt = runtime();
+    let (gate, inbox) = gate_with_inbox();
     let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
-    let gate = builder()
-        .notifier(notifier_fn(move |alert| {
-            let _ = alerts.send(alert);
-            async { Ok(()) }
-        }))
-        .build()
-        .unwrap();
     let gated = gate.layer(policy()).layer(Echo);
     let n = AtomicUsize::new(0);
 
@@ -200,10 +201,7 @@ fn park_approve_resume(c: &mut Criterion) {
 /// the registry's slot and indexes, and the alert task's leftovers.
 fn memory_per_parked_call() {
     const CALLS: usize = 100_000;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let notified = Arc::new(AtomicUsize::new(0));
     let gate = builder()
         .notifier(notifier_fn({

@@ -65,6 +65,19 @@
 //! [`RequireApproval::submit`] is the non-blocking form: the response, or a [`PendingCall`]
 //! handle to poll or wait on.
 //!
+//! # Pitfalls
+//!
+//! - **Only notifiers see codes.** Do not log an [`Alert`](notify::Alert)'s code or pass it to the
+//!   agent: whoever holds it can approve. Its `Debug` output is redacted for that reason.
+//! - **Identical calls share a request.** Calls with the same principal, session, capability and
+//!   arguments made while one is pending join it: one alert, and on approval every one of them
+//!   runs its own call. A person approving "the refund" approves all of its identical copies.
+//! - **`random_secret` codes die with the process.** Use a configured secret for codes that must
+//!   verify after a restart or on another replica.
+//! - **A Tokio runtime is required** once a call parks (timers and notifier tasks); outside one the
+//!   call fails with `no_runtime`. [`RequireApproval::submit`] also needs `Send + 'static` types,
+//!   because it drives the pending call on a spawned task.
+//!
 //! # Errors
 //!
 //! Every failure is an [`Error`] with a stable snake_case [`code`](Error::code); through the

@@ -450,6 +450,9 @@ impl Gate {
     /// says what happened: `access_request_not_found` (unknown id or wrong code, alike),
     /// `too_many_attempts`, `scope_not_allowed`, `already_resolved`, `access_request_expired`,
     /// `access_request_cancelled`, `missing_approver`.
+    ///
+    /// Once this future has been polled, the approval is on its way: dropping the future does not
+    /// take it back, it only stops you from hearing whether a caller received it.
     pub async fn approve(&self, approve: Approve) -> Result<Approval, Error> {
         let approver = approve
             .approver

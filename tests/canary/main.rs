@@ -7,33 +7,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use tollgate::notify::{RecordingNotifier, TerminalNotifier};
 use tollgate::{Approve, Deny, Scope, Submitted};
 use tower::{Layer, ServiceExt};
 
-use support::{Tools, policy, refund};
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Buffer {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
+use support::{Buffer, Tools, policy, refund};
 
 #[tokio::test(start_paused = true)]
 async fn the_code_appears_only_in_the_notifiers_output() {

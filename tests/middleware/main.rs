@@ -9,19 +9,32 @@ use std::time::Duration;
 
 use tollgate::notify::RecordingNotifier;
 use tollgate::policy::{AlwaysAsk, Ask, Decision, policy_fn};
-use tollgate::{Approve, Call, Deny, Scope, ToolCall};
+use tollgate::{Approve, Call, Deny, Gate, Scope, ToolCall};
 use tower::limit::ConcurrencyLimitLayer;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_test::mock;
 
 use support::{Tools, code, gate, policy, refund, search};
 
-#[tokio::test]
-async fn the_inner_service_is_not_called_before_approval_and_once_after() {
+type Mocked<P> = (
+    Gate,
+    RecordingNotifier,
+    tollgate::RequireApproval<mock::Mock<ToolCall, &'static str>, P>,
+    mock::Handle<ToolCall, &'static str>,
+);
+
+/// A gate with `policy` in front of tower-test's mock service.
+fn mocked<P>(policy: P) -> Mocked<P> {
     let alerts = RecordingNotifier::new();
     let gate = gate(&alerts).build().unwrap();
-    let (inner, mut handle) = mock::pair::<ToolCall, &'static str>();
-    let svc = gate.layer(AlwaysAsk(Ask::new("test"))).layer(inner);
+    let (inner, handle) = mock::pair::<ToolCall, &'static str>();
+    let svc = tollgate::RequireApproval::new(inner, gate.clone(), policy);
+    (gate, alerts, svc, handle)
+}
+
+#[tokio::test]
+async fn the_inner_service_is_not_called_before_approval_and_once_after() {
+    let (gate, alerts, svc, mut handle) = mocked(AlwaysAsk(Ask::new("test")));
 
     let call = tokio::spawn(svc.oneshot(refund(100)));
     let alert = alerts.next_alert().await;
@@ -57,10 +70,7 @@ async fn the_inner_service_is_not_called_before_approval_and_once_after() {
 
 #[tokio::test]
 async fn a_denied_call_never_reaches_the_inner_service() {
-    let alerts = RecordingNotifier::new();
-    let gate = gate(&alerts).build().unwrap();
-    let (inner, mut handle) = mock::pair::<ToolCall, &'static str>();
-    let svc = gate.layer(AlwaysAsk(Ask::new("test"))).layer(inner);
+    let (gate, alerts, svc, mut handle) = mocked(AlwaysAsk(Ask::new("test")));
     let call = tokio::spawn(svc.oneshot(refund(100)));
     let alert = alerts.next_alert().await;
     gate.deny(Deny::new(alert.request().id(), alert.code().reveal()).by("bob"))
@@ -78,10 +88,7 @@ async fn a_denied_call_never_reaches_the_inner_service() {
 
 #[tokio::test]
 async fn inner_service_errors_pass_through_unchanged() {
-    let alerts = RecordingNotifier::new();
-    let gate = gate(&alerts).build().unwrap();
-    let (inner, mut handle) = mock::pair::<ToolCall, &'static str>();
-    let svc = gate.layer(policy(Scope::Value)).layer(inner);
+    let (_gate, _alerts, svc, mut handle) = mocked(policy(Scope::Value));
     let call = tokio::spawn(svc.oneshot(search("x")));
     let (_, respond) = handle.next_request().await.unwrap();
     respond.send_error(std::io::Error::other("backend down"));
@@ -200,10 +207,7 @@ async fn user_request_types_work_through_the_call_trait() {
 
 #[tokio::test]
 async fn poll_ready_errors_of_the_inner_service_surface() {
-    let alerts = RecordingNotifier::new();
-    let gate = gate(&alerts).build().unwrap();
-    let (inner, mut handle) = mock::pair::<ToolCall, &'static str>();
-    let mut svc = gate.layer(policy(Scope::Value)).layer(inner);
+    let (_gate, _alerts, mut svc, mut handle) = mocked(policy(Scope::Value));
     handle.send_error("not ready");
     let ready = std::future::poll_fn(|cx| Poll::Ready(svc.poll_ready(cx))).await;
     assert!(matches!(ready, Poll::Ready(Err(e)) if e.to_string() == "not ready"));

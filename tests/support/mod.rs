@@ -106,6 +106,26 @@ pub async fn until(mut done: impl FnMut() -> bool) {
     panic!("condition not reached");
 }
 
+/// A writer that keeps what it is given, for capturing logs and terminal output.
+#[derive(Clone, Default)]
+pub struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Buffer {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
 /// A small deterministic generator (SplitMix64) for randomized tests.
 pub struct Rng(u64);
 
