@@ -36,6 +36,11 @@ impl ArgsDigest {
         ArgsDigest(sink.0.finalize().into())
     }
 
+    /// The digest of text that is already canonical, as [`canonical_json`] writes it.
+    pub(crate) fn of_canonical(text: &str) -> Self {
+        ArgsDigest(Sha256::digest(text.as_bytes()).into())
+    }
+
     /// Parses JSON text, rejecting duplicate object keys, and digests it.
     ///
     /// Returns [`ErrorKind::InvalidArguments`] for text that is not JSON or repeats a key.
@@ -224,6 +229,15 @@ mod tests {
         assert_eq!(
             ArgsDigest::of(&v),
             ArgsDigest::of(&json!({"a": {"z": null, "y": "é\n"}, "b": [1, 0, 1000, 2.5]}))
+        );
+    }
+
+    #[test]
+    fn streaming_the_digest_equals_hashing_the_canonical_text() {
+        let v = json!({"z": [1.5, {"b": true, "a": null}], "a": "\u{0}\"x\""});
+        assert_eq!(
+            ArgsDigest::of(&v),
+            ArgsDigest::of_canonical(&canonical_json(&v))
         );
     }
 

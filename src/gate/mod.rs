@@ -197,8 +197,8 @@ impl GateBuilder {
             (Some(_), true) => return invalid("give either `secret` or `random_secret`, not both"),
             (None, false) => return Err(Error::new(ErrorKind::MissingSecret)),
         };
-        if self.request_ttl.is_zero() {
-            return invalid("request_ttl must be more than zero");
+        if self.request_ttl.is_zero() || self.request_ttl > LONGEST_REQUEST {
+            return invalid("request_ttl must be more than zero and at most a year");
         }
         if self.max_attempts == 0 {
             return invalid("max_attempts must be at least 1");
@@ -614,8 +614,9 @@ impl Gate {
         let capability = call.capability();
         let principal = call.principal().unwrap_or(ANONYMOUS);
         let session = call.session();
-        let digest = std::cell::OnceCell::new();
-        let digest = || *digest.get_or_init(|| ArgsDigest::of(&call.args()));
+        // Computed at most once, and only if a value rule or a new request needs it.
+        let digest_cell = std::cell::OnceCell::new();
+        let digest = || *digest_cell.get_or_init(|| ArgsDigest::of(&call.args()));
         let now = Instant::now();
         let verdict = self
             .shared
@@ -639,11 +640,12 @@ impl Gate {
         let settings = &self.shared.settings;
         let id = RequestId::random();
         let created_at = SystemTime::now();
+        let args = canonical_json(&call.args());
         let request = AccessRequest {
             id,
             capability: capability.into(),
-            args: canonical_json(&call.args()).into_boxed_str(),
-            args_digest: digest(),
+            args_digest: *digest_cell.get_or_init(|| ArgsDigest::of_canonical(&args)),
+            args: args.into_boxed_str(),
             principal: principal.into(),
             session: session.map(Into::into),
             reason: call.reason().map(Into::into),
@@ -726,8 +728,15 @@ fn allowed(
             request.max_rule_ttl.as_secs()
         ));
     }
-    Ok(ttl)
+    // A policy may allow "no limit" (`Duration::MAX`); deadlines must stay representable.
+    Ok(ttl.min(LONGEST_RULE))
 }
+
+/// The longest a rule can last, whatever the policy allows: a hundred years.
+const LONGEST_RULE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The longest request TTL the builder accepts.
+const LONGEST_REQUEST: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// The rule a decision of `scope` makes; none for [`Scope::Once`].
 fn new_rule(

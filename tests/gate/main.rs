@@ -493,6 +493,33 @@ async fn rules_end_on_time() {
 }
 
 #[tokio::test]
+async fn a_policy_without_a_ttl_limit_makes_long_rules_not_panics() {
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).build().unwrap();
+    let unlimited = tollgate::policy::AlwaysAsk(
+        tollgate::policy::Ask::new("forever is allowed")
+            .max_scope(Scope::Global)
+            .max_rule_ttl(Duration::MAX),
+    );
+    let svc = gate.layer(unlimited).layer(Tools::default());
+    let task = tokio::spawn(svc.clone().oneshot(refund(1)));
+    let alert = alerts.next_alert().await;
+    let approve = Approve::new(alert.request().id(), alert.code().reveal())
+        .scope(Scope::Global)
+        .by("alice");
+    let rule = gate.approve(approve).await.unwrap().rule().unwrap().clone();
+    task.await.unwrap().unwrap();
+    let years = rule
+        .expires_at()
+        .duration_since(rule.granted_at())
+        .unwrap()
+        .as_secs()
+        / (365 * 24 * 3600);
+    assert_eq!(years, 100);
+    svc.oneshot(refund(2)).await.unwrap();
+}
+
+#[tokio::test]
 async fn rules_can_be_listed_and_revoked() {
     let f = fixture(Scope::Global);
     let grant = |call: ToolCall, scope| {
@@ -840,6 +867,10 @@ fn building_a_gate_checks_its_settings() {
     );
     assert_eq!(
         kind(base().secret(support::SECRET).request_ttl(Duration::ZERO)),
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(
+        kind(base().secret(support::SECRET).request_ttl(Duration::MAX)),
         ErrorKind::InvalidConfig
     );
     assert_eq!(
