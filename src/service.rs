@@ -124,7 +124,7 @@ impl<S, P> RequireApproval<S, P> {
         std::future::poll_fn(|cx| Service::<R>::poll_ready(self, cx)).await?;
         let future = self.call(request);
         match future.parked_on() {
-            Some(gate_and_id) => Ok(Submitted::Pending(PendingCall::spawn(gate_and_id, future))),
+            Some(parked) => Ok(Submitted::Pending(PendingCall::spawn(parked, future))),
             None => future.await.map(Submitted::Done),
         }
     }

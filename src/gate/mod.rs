@@ -454,38 +454,18 @@ impl Gate {
     /// Once this future has been polled, the approval is on its way: dropping the future does not
     /// take it back, it only stops you from hearing whether a caller received it.
     pub async fn approve(&self, approve: Approve) -> Result<Approval, Error> {
-        let approver = approve
-            .approver
-            .ok_or_else(|| Error::new(ErrorKind::MissingApprover))?;
         let (ack, delivered) = oneshot::channel();
-        let now = Instant::now();
-        let mut rule = None;
-        let (result, effects) = self.shared.registry().decide(
-            approve.id,
-            |request| self.shared.verify(request, &approve.code),
-            now,
-            self.shared.settings.limits,
-            |request| {
-                let ttl = allowed(request, approve.scope, approve.ttl)?;
-                rule = new_rule(
-                    request,
-                    RuleEffect::Allow,
-                    approve.scope,
-                    ttl,
-                    &approver,
-                    None,
-                );
-                let outcome = Outcome::Approved {
-                    approver: approver.clone(),
-                    scope: approve.scope,
-                    until: rule.as_ref().map(|r| r.expires_at),
-                };
-                let rule = rule.clone().map(|r| (r, now + ttl));
-                Ok(Transition::Approve(Delivery { outcome, rule, ack }))
-            },
-        );
-        self.shared.apply(effects);
-        let request = result?;
+        let ruling = Ruling {
+            effect: RuleEffect::Allow,
+            scope: approve.scope,
+            ttl: approve.ttl,
+            approver: approve.approver,
+            reason: None,
+        };
+        let (request, rule) =
+            self.rule_on(approve.id, &approve.code, ruling, |outcome, rule| {
+                Transition::Approve(Delivery { outcome, rule, ack })
+            })?;
         // The approval is final once a waiting call takes it; if every caller left first, the
         // request was cancelled instead.
         if delivered.await != Ok(true) {
@@ -502,39 +482,65 @@ impl Gate {
     ///
     /// Errors as [`approve`](Self::approve) does, except that a denial needs no waiting caller.
     pub async fn deny(&self, deny: Deny) -> Result<Denial, Error> {
-        let approver = deny
+        let ruling = Ruling {
+            effect: RuleEffect::Deny,
+            scope: deny.remember,
+            ttl: deny.ttl,
+            approver: deny.approver,
+            reason: deny.reason,
+        };
+        let (request, rule) = self.rule_on(deny.id, &deny.code, ruling, |outcome, rule| {
+            Transition::Deny { outcome, rule }
+        })?;
+        Ok(Denial { request, rule })
+    }
+
+    /// What approve and deny share: the approver must be named, the code must match, the scope
+    /// and TTL must be allowed; then `transition` moves the pending request on. Returns the request
+    /// and the rule the decision makes, if any.
+    fn rule_on(
+        &self,
+        id: RequestId,
+        code: &str,
+        ruling: Ruling,
+        transition: impl FnOnce(Outcome, Option<(Rule, Instant)>) -> Transition,
+    ) -> Result<(Arc<AccessRequest>, Option<Rule>), Error> {
+        let approver = ruling
             .approver
             .ok_or_else(|| Error::new(ErrorKind::MissingApprover))?;
         let now = Instant::now();
         let mut rule = None;
         let (result, effects) = self.shared.registry().decide(
-            deny.id,
-            |request| self.shared.verify(request, &deny.code),
+            id,
+            |request| self.shared.verify(request, code),
             now,
             self.shared.settings.limits,
             |request| {
-                let ttl = allowed(request, deny.remember, deny.ttl)?;
+                let ttl = allowed(request, ruling.scope, ruling.ttl)?;
                 rule = new_rule(
                     request,
-                    RuleEffect::Deny,
-                    deny.remember,
+                    ruling.effect,
+                    ruling.scope,
                     ttl,
                     &approver,
-                    deny.reason.clone(),
+                    ruling.reason.clone(),
                 );
-                let outcome = Outcome::Denied {
-                    approver: approver.clone(),
-                    reason: deny.reason.clone(),
+                let outcome = match ruling.effect {
+                    RuleEffect::Allow => Outcome::Approved {
+                        approver: approver.clone(),
+                        scope: ruling.scope,
+                        until: rule.as_ref().map(|r| r.expires_at),
+                    },
+                    RuleEffect::Deny => Outcome::Denied {
+                        approver: approver.clone(),
+                        reason: ruling.reason.clone(),
+                    },
                 };
-                let rule = rule.clone().map(|r| (r, now + ttl));
-                Ok(Transition::Deny { outcome, rule })
+                Ok(transition(outcome, rule.clone().map(|r| (r, now + ttl))))
             },
         );
         self.shared.apply(effects);
-        Ok(Denial {
-            request: result?,
-            rule,
-        })
+        Ok((result?, rule))
     }
 
     /// The requests waiting for a person, oldest first. Codes are never part of them.
@@ -703,6 +709,15 @@ impl Gate {
         self.shared.changed.notify_waiters();
         tracing::debug!(request_id = %id, %status, "approved call finished");
     }
+}
+
+/// A verified person's decision, before it is applied: allow or deny, how far, for how long.
+struct Ruling {
+    effect: RuleEffect,
+    scope: Scope,
+    ttl: Option<Duration>,
+    approver: Option<Arc<str>>,
+    reason: Option<Arc<str>>,
 }
 
 /// The TTL a decision of `scope` gets, if the request allows that scope and TTL.
