@@ -50,6 +50,7 @@ fn builder() -> GateBuilder {
         .request_ttl(Duration::from_secs(3600))
         .max_pending(1_000_000)
         .max_pending_per_principal(1_000_000)
+        .unlimited_alert_rate()
         .history(0)
 }
 

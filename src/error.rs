@@ -47,6 +47,8 @@ pub enum ErrorKind {
     ScopeNotAllowed,
     /// The caller, or the gate as a whole, has too many requests waiting already.
     TooManyPending,
+    /// The caller's principal asked for more new approvals than the notification rate allows.
+    TooManyAlerts,
     /// No notifier accepted the alert, so nobody could approve the call.
     NotificationFailed,
     /// `wait` gave up before a decision; the request itself is still pending.
@@ -75,6 +77,7 @@ impl ErrorKind {
             Self::TooManyAttempts => "too_many_attempts",
             Self::ScopeNotAllowed => "scope_not_allowed",
             Self::TooManyPending => "too_many_pending",
+            Self::TooManyAlerts => "too_many_alerts",
             Self::NotificationFailed => "notification_failed",
             Self::WaitTimedOut => "wait_timed_out",
             Self::InvalidArguments => "invalid_arguments",
@@ -92,6 +95,7 @@ impl ErrorKind {
             Self::AccessRequestExpired
                 | Self::AccessRequestCancelled
                 | Self::TooManyPending
+                | Self::TooManyAlerts
                 | Self::NotificationFailed
                 | Self::WaitTimedOut
         )
@@ -119,6 +123,9 @@ impl ErrorKind {
             }
             Self::TooManyPending => {
                 "too many access requests are already waiting for a person; the call did not run, retry after some are decided"
+            }
+            Self::TooManyAlerts => {
+                "this caller asked for approval too often; the call did not run and no one was alerted, retry later"
             }
             Self::NotificationFailed => {
                 "no approver could be notified, so the call did not run; retrying may help once notifications work"

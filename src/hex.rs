@@ -14,10 +14,18 @@ pub(crate) fn write_lower(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Resu
 }
 
 pub(crate) fn upper(bytes: &[u8]) -> String {
+    encode(bytes, UPPER)
+}
+
+pub(crate) fn lower(bytes: &[u8]) -> String {
+    encode(bytes, LOWER)
+}
+
+fn encode(bytes: &[u8], digits: &[u8; 16]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(char::from(UPPER[usize::from(b >> 4)]));
-        out.push(char::from(UPPER[usize::from(b & 0xf)]));
+        out.push(char::from(digits[usize::from(b >> 4)]));
+        out.push(char::from(digits[usize::from(b & 0xf)]));
     }
     out
 }

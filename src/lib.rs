@@ -98,6 +98,7 @@ mod layer;
 mod pending;
 mod scope;
 mod service;
+mod text;
 
 pub mod future;
 pub mod notify;

@@ -23,12 +23,12 @@
 //! ```
 
 mod code;
+mod rate;
 mod registry;
 mod request;
 mod rules;
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
@@ -43,13 +43,14 @@ pub use self::request::{AccessRequest, Outcome, RequestId, RuleId, Status};
 pub use self::rules::{Rule, RuleEffect};
 
 use self::code::CodeKey;
+use self::rate::{AlertRate, RateLimiter};
 use self::registry::{Delivery, Effects, Limits, Registry, Resolved, Transition};
 use self::rules::{RuleTable, Verdict};
 use crate::args::{ArgsDigest, canonical_json};
 use crate::call::Call;
 use crate::error::{Error, ErrorKind};
 use crate::layer::RequireApprovalLayer;
-use crate::notify::{Alert, Notifier, Resolution};
+use crate::notify::{Alert, Bounded, FanOut, Notifier, Resolution};
 use crate::policy::Ask;
 use crate::scope::Scope;
 
@@ -66,7 +67,7 @@ impl fmt::Debug for Gate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gate")
             .field("settings", &self.shared.settings)
-            .field("notifiers", &self.shared.notifiers.len())
+            .field("notifiers", &self.shared.notifiers)
             .finish_non_exhaustive()
     }
 }
@@ -75,14 +76,16 @@ impl fmt::Debug for Gate {
 struct Settings {
     request_ttl: Duration,
     limits: Limits,
-    notify_timeout: Duration,
     approval_base_url: Option<String>,
+    /// Park calls whose alert no notifier accepted, instead of failing them.
+    park_unnotified: bool,
 }
 
 pub(crate) struct Shared {
     settings: Settings,
     key: CodeKey,
-    notifiers: Box<[Arc<dyn Notifier>]>,
+    /// Every notifier, each bounded in concurrency, all within the notify timeout.
+    notifiers: FanOut,
     registry: Mutex<Registry>,
     rules: RwLock<RuleTable>,
     /// Signalled on every status change, for `Gate::wait`.
@@ -104,6 +107,9 @@ pub struct GateBuilder {
     approval_base_url: Option<String>,
     history: usize,
     notifiers: Vec<Arc<dyn Notifier>>,
+    alert_concurrency: usize,
+    alert_rate: Option<AlertRate>,
+    park_unnotified: bool,
 }
 
 impl fmt::Debug for GateBuilder {
@@ -115,6 +121,8 @@ impl fmt::Debug for GateBuilder {
             .field("code_length", &self.code_length)
             .field("max_attempts", &self.max_attempts)
             .field("notifiers", &self.notifiers.len())
+            .field("alert_rate", &self.alert_rate)
+            .field("park_unnotified", &self.park_unnotified)
             .finish_non_exhaustive()
     }
 }
@@ -163,9 +171,42 @@ impl GateBuilder {
         self
     }
 
-    /// How long each notifier may take to accept an alert. Default: 10 seconds.
+    /// How long the notifiers together may take to accept an alert. If none has accepted by
+    /// then, the call fails with `notification_failed` (see
+    /// [`park_when_unnotified`](Self::park_when_unnotified)). Default: 10 seconds.
     pub fn notify_timeout(mut self, timeout: Duration) -> Self {
         self.notify_timeout = timeout;
+        self
+    }
+
+    /// Parks calls even when no notifier accepted their alert, for deployments where approvers
+    /// pull pending requests from a list or a page instead of being told. Without it, such a
+    /// call fails with `notification_failed`, so nothing waits unseen; with it, a gate may also
+    /// be built with no notifier at all.
+    pub fn park_when_unnotified(mut self) -> Self {
+        self.park_unnotified = true;
+        self
+    }
+
+    /// How many alerts each notifier may be delivering at once. A notifier that hangs holds
+    /// only its own slots (each for at most the notify timeout) and delays no other notifier.
+    /// Default: 64.
+    pub fn alert_concurrency(mut self, per_notifier: usize) -> Self {
+        self.alert_concurrency = per_notifier;
+        self
+    }
+
+    /// At most `alerts` new access requests per `window` for one principal; past it, a call
+    /// that would alert someone fails at once with `too_many_alerts`. Calls identical to a
+    /// pending one join it and alert nobody, so they are not counted. Default: 20 per minute.
+    pub fn alert_rate(mut self, alerts: u32, window: Duration) -> Self {
+        self.alert_rate = Some(AlertRate { alerts, window });
+        self
+    }
+
+    /// Removes the per-principal alert rate. The pending caps still apply.
+    pub fn unlimited_alert_rate(mut self) -> Self {
+        self.alert_rate = None;
         self
     }
 
@@ -181,7 +222,9 @@ impl GateBuilder {
         self
     }
 
-    /// Adds a notifier. Every alert goes to all of them; it fails only if none accepts it.
+    /// Adds a notifier. Every alert goes to all of them at once; it fails only if none accepts
+    /// it. Combine notifiers with [`NotifierExt`](crate::notify::NotifierExt) for fallbacks
+    /// and per-notifier timeouts.
     pub fn notifier(mut self, notifier: impl Notifier) -> Self {
         self.notifiers.push(Arc::new(notifier));
         self
@@ -206,9 +249,26 @@ impl GateBuilder {
         if self.max_pending == 0 || self.max_pending_per_principal == 0 {
             return invalid("max_pending and max_pending_per_principal must be at least 1");
         }
-        if self.notifiers.is_empty() {
-            return invalid("at least one notifier is needed, or nobody hears of a request");
+        if self.notifiers.is_empty() && !self.park_unnotified {
+            return invalid(
+                "at least one notifier is needed, or nobody hears of a request (or call `park_when_unnotified` for pull approvals)",
+            );
         }
+        if self.notify_timeout.is_zero() || self.alert_concurrency == 0 {
+            return invalid("notify_timeout and alert_concurrency must be more than zero");
+        }
+        if let Some(rate) = self.alert_rate
+            && (rate.alerts == 0 || rate.window.is_zero())
+        {
+            return invalid("alert_rate needs at least one alert in a window longer than zero");
+        }
+        let notifiers = self
+            .notifiers
+            .into_iter()
+            .fold(FanOut::new(), |all, notifier| {
+                all.with(Bounded::new(notifier, self.alert_concurrency))
+            })
+            .within(self.notify_timeout);
         Ok(Gate {
             shared: Arc::new(Shared {
                 settings: Settings {
@@ -218,12 +278,15 @@ impl GateBuilder {
                         total: self.max_pending,
                         attempts: self.max_attempts,
                     },
-                    notify_timeout: self.notify_timeout,
                     approval_base_url: self.approval_base_url,
+                    park_unnotified: self.park_unnotified,
                 },
                 key,
-                notifiers: self.notifiers.into(),
-                registry: Mutex::new(Registry::new(self.history)),
+                notifiers,
+                registry: Mutex::new(Registry::new(
+                    self.history,
+                    self.alert_rate.map(RateLimiter::new),
+                )),
                 rules: RwLock::default(),
                 changed: Notify::new(),
                 wrong_codes: AtomicU64::new(0),
@@ -435,6 +498,12 @@ impl Gate {
             approval_base_url: None,
             history: 4096,
             notifiers: Vec::new(),
+            alert_concurrency: 64,
+            alert_rate: Some(AlertRate {
+                alerts: 20,
+                window: Duration::from_secs(60),
+            }),
+            park_unnotified: false,
         }
     }
 
@@ -669,15 +738,11 @@ impl Gate {
         let admitted =
             self.shared
                 .registry()
-                .admit(request, deadline, runtime.clone(), settings.limits);
+                .admit(request, now, deadline, runtime.clone(), settings.limits);
         let (request, key, created) = match admitted {
             Ok(admitted) => admitted,
             Err(error) => {
-                tracing::warn!(
-                    capability,
-                    principal,
-                    "call refused: too many pending access requests"
-                );
+                tracing::warn!(capability, principal, code = error.code(), "call refused");
                 return Admission::Refuse(error);
             }
         };
@@ -873,69 +938,32 @@ impl Shared {
         runtime.spawn(async move {
             let resolution = Resolution::new(request, outcome);
             let resolution = &resolution;
-            shared
-                .each_notifier("on_resolved", |n| n.on_resolved(resolution))
+            let report = shared
+                .notifiers
+                .each(|notifier| notifier.on_resolved(resolution))
                 .await;
+            report.log("on_resolved", id);
         });
     }
 
-    /// Alerts every notifier at once; if none accepts within the timeout, the request fails closed.
+    /// Alerts every notifier at once; if none accepts within the notify timeout, the request
+    /// fails closed, unless the gate parks unnotified requests for pull approvals.
     async fn alert(self: Arc<Self>, request: Arc<AccessRequest>) {
         let id = request.id;
         let alert = Alert::new(request.clone(), self.key.code(&request));
         let alert = &alert;
-        let accepted = self.each_notifier("notify", |n| n.notify(alert)).await;
-        if accepted == 0 {
+        let report = self.notifiers.each(|notifier| notifier.notify(alert)).await;
+        report.log("notify", id);
+        if report.accepted > 0 {
+            tracing::debug!(request_id = %id, notifiers = report.accepted, "access request notified");
+        } else if self.settings.park_unnotified {
+            tracing::warn!(request_id = %id, "no notifier accepted the alert; the request waits for an approver to find it");
+        } else {
             let effects = self.registry().close(id, Outcome::NotificationFailed);
             self.apply(effects);
-        } else {
-            tracing::debug!(request_id = %id, notifiers = accepted, "access request notified");
         }
-    }
-
-    /// Calls every notifier and drives the calls concurrently until each is done or the notify
-    /// timeout passes; returns how many succeeded. A notifier that panics counts as failed.
-    async fn each_notifier<'a>(
-        &'a self,
-        what: &'static str,
-        start: impl Fn(&'a dyn Notifier) -> NotifierCall<'a>,
-    ) -> usize {
-        let mut calls = Vec::with_capacity(self.notifiers.len());
-        for notifier in self.notifiers.iter() {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| start(&**notifier))) {
-                Ok(call) => calls.push(call),
-                Err(_) => tracing::error!(what, "notifier panicked"),
-            }
-        }
-        let deadline = tokio::time::sleep(self.settings.notify_timeout);
-        tokio::pin!(deadline);
-        let mut accepted = 0;
-        std::future::poll_fn(|cx| {
-            calls.retain_mut(|call| {
-                let polled = std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx)));
-                match polled {
-                    Ok(Poll::Pending) => return true,
-                    Ok(Poll::Ready(Ok(()))) => accepted += 1,
-                    Ok(Poll::Ready(Err(error))) => tracing::warn!(%error, what, "notifier failed"),
-                    Err(_) => tracing::error!(what, "notifier panicked"),
-                }
-                false
-            });
-            if calls.is_empty() {
-                return Poll::Ready(());
-            }
-            if deadline.as_mut().poll(cx).is_ready() {
-                tracing::warn!(what, notifiers = calls.len(), "notifiers timed out");
-                return Poll::Ready(());
-            }
-            Poll::Pending
-        })
-        .await;
-        accepted
     }
 }
-
-type NotifierCall<'a> = crate::notify::BoxFuture<'a, Result<(), crate::notify::NotifyError>>;
 
 /// A caller parked on an access request. Dropping it leaves the request, cancelling it if this
 /// was the last caller.

@@ -19,6 +19,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::rate::RateLimiter;
 use super::request::{AccessRequest, Outcome, RequestId, Status};
 use super::rules::Rule;
 use crate::args::ArgsDigest;
@@ -189,6 +190,8 @@ pub(crate) struct Registry {
     index: PendingIndex,
     history: History,
     parked: usize,
+    /// How often each principal may open a new request, and so alert a person.
+    alert_rate: Option<RateLimiter>,
 }
 
 /// The numbers behind [`Gate::stats`](crate::Gate::stats).
@@ -199,7 +202,7 @@ pub(crate) struct Counts {
 }
 
 impl Registry {
-    pub(crate) fn new(history: usize) -> Self {
+    pub(crate) fn new(history: usize, alert_rate: Option<RateLimiter>) -> Self {
         Registry {
             live: HashMap::new(),
             index: PendingIndex::default(),
@@ -209,14 +212,17 @@ impl Registry {
                 entries: HashMap::new(),
             },
             parked: 0,
+            alert_rate,
         }
     }
 
     /// Parks a caller on the pending request with this fingerprint, or on `request`, a new one.
-    /// Returns the request, the waiter's key, and whether the request is new.
+    /// Returns the request, the waiter's key, and whether the request is new. Joining a pending
+    /// request alerts nobody, so only a new request counts against the caps and the alert rate.
     pub(crate) fn admit(
         &mut self,
         request: AccessRequest,
+        now: Instant,
         deadline: Instant,
         runtime: Handle,
         limits: Limits,
@@ -232,6 +238,11 @@ impl Registry {
             || principal_pending.unwrap_or(0) >= limits.per_principal
         {
             return Err(Error::new(ErrorKind::TooManyPending));
+        }
+        if let Some(rate) = &mut self.alert_rate
+            && !rate.take(&request.principal, now)
+        {
+            return Err(Error::new(ErrorKind::TooManyAlerts));
         }
         let request = Arc::new(request);
         *self

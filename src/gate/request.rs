@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::args::ArgsDigest;
 use crate::error::{Error, ErrorKind};
 use crate::scope::Scope;
+use crate::text::rfc3339;
 
 macro_rules! random_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
@@ -169,6 +170,29 @@ impl AccessRequest {
     }
 }
 
+/// The JSON form, as webhooks and the HTTP API send it: times in RFC 3339, the rule TTL in
+/// seconds, the arguments as JSON. Never the code.
+impl Serialize for AccessRequest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("AccessRequest", 13)?;
+        out.serialize_field("id", &self.id)?;
+        out.serialize_field("capability", &*self.capability)?;
+        out.serialize_field("args", &self.args())?;
+        out.serialize_field("args_digest", &self.args_digest.to_string())?;
+        out.serialize_field("principal", &*self.principal)?;
+        out.serialize_field("session", &self.session.as_deref())?;
+        out.serialize_field("reason", &self.reason.as_deref())?;
+        out.serialize_field("reasoning", &*self.reasoning)?;
+        out.serialize_field("max_scope", &self.max_scope)?;
+        out.serialize_field("max_rule_ttl_secs", &self.max_rule_ttl.as_secs())?;
+        out.serialize_field("created_at", &rfc3339(self.created_at))?;
+        out.serialize_field("expires_at", &rfc3339(self.expires_at))?;
+        out.serialize_field("approval_url", &self.approval_url.as_deref())?;
+        out.end()
+    }
+}
+
 /// Where an access request stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -248,6 +272,34 @@ pub enum Outcome {
     Cancelled,
     /// No notifier accepted the alert.
     NotificationFailed,
+}
+
+/// The JSON form: `{"status": "approved", "approver": "alice", "scope": "value", "until": …}`,
+/// `{"status": "denied", "approver": "bob", "reason": …}`, or just the status.
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut out = s.serialize_map(None)?;
+        out.serialize_entry("status", &self.status())?;
+        match self {
+            Outcome::Approved {
+                approver,
+                scope,
+                until,
+            } => {
+                out.serialize_entry("approver", &**approver)?;
+                out.serialize_entry("scope", scope)?;
+                out.serialize_entry("until", &until.map(rfc3339))?;
+            }
+            Outcome::Denied { approver, reason } => {
+                out.serialize_entry("approver", &**approver)?;
+                out.serialize_entry("reason", &reason.as_deref())?;
+            }
+            Outcome::TooManyAttempts => out.serialize_entry("reason", "too_many_attempts")?,
+            Outcome::Expired | Outcome::Cancelled | Outcome::NotificationFailed => {}
+        }
+        out.end()
+    }
 }
 
 impl Outcome {

@@ -35,7 +35,12 @@
 //!
 //! For a one-off, [`notifier_fn`] turns a closure into a notifier.
 
+mod combine;
+#[cfg(feature = "email")]
+mod email;
 mod recording;
+pub mod signature;
+mod template;
 mod terminal;
 
 use std::fmt;
@@ -43,7 +48,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub(crate) use self::combine::{Bounded, Sent};
+pub use self::combine::{ChannelsFailed, Fallback, FanOut, Named, NotifierExt, Timeout};
+#[cfg(feature = "email")]
+pub use self::email::{
+    DEFAULT_FOLLOW_UP, DEFAULT_HTML, DEFAULT_SUBJECT, DEFAULT_TEXT, EmailBuilder, EmailNotifier,
+    SmtpTransport,
+};
 pub use self::recording::RecordingNotifier;
+pub use self::template::Template;
 pub use self::terminal::TerminalNotifier;
 
 use crate::error::BoxError;
@@ -67,6 +80,14 @@ pub trait Notifier: Send + Sync + 'static {
         let _ = resolution;
         Box::pin(async { Ok(()) })
     }
+
+    /// The channel's name in logs and failure reports, such as `email`. Defaults to the type's
+    /// name; [`NotifierExt::named`] sets another.
+    fn name(&self) -> &str {
+        let name = std::any::type_name::<Self>();
+        let name = name.split('<').next().unwrap_or(name);
+        name.rsplit("::").next().unwrap_or(name)
+    }
 }
 
 impl<N: Notifier + ?Sized> Notifier for Arc<N> {
@@ -79,6 +100,9 @@ impl<N: Notifier + ?Sized> Notifier for Arc<N> {
     ) -> BoxFuture<'a, Result<(), NotifyError>> {
         (**self).on_resolved(resolution)
     }
+    fn name(&self) -> &str {
+        (**self).name()
+    }
 }
 
 impl<N: Notifier + ?Sized> Notifier for Box<N> {
@@ -90,6 +114,9 @@ impl<N: Notifier + ?Sized> Notifier for Box<N> {
         resolution: &'a Resolution,
     ) -> BoxFuture<'a, Result<(), NotifyError>> {
         (**self).on_resolved(resolution)
+    }
+    fn name(&self) -> &str {
+        (**self).name()
     }
 }
 
@@ -143,6 +170,7 @@ impl Resolution {
 #[derive(Debug)]
 pub struct NotifyError {
     source: BoxError,
+    timed_out: bool,
 }
 
 impl NotifyError {
@@ -150,7 +178,25 @@ impl NotifyError {
     pub fn new(source: impl Into<BoxError>) -> Self {
         NotifyError {
             source: source.into(),
+            timed_out: false,
         }
+    }
+
+    /// The channel did not finish within `limit`.
+    pub fn timed_out(limit: std::time::Duration) -> Self {
+        NotifyError {
+            source: format!("timed out after {limit:?}").into(),
+            timed_out: true,
+        }
+    }
+
+    pub(crate) fn panicked() -> Self {
+        NotifyError::new("the notifier panicked")
+    }
+
+    /// Whether the channel ran out of time (as opposed to refusing or breaking).
+    pub fn is_timeout(&self) -> bool {
+        self.timed_out
     }
 
     /// The stable code: `notification_failed`.
@@ -209,5 +255,9 @@ where
 {
     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin((self.f)(alert.clone()))
+    }
+
+    fn name(&self) -> &str {
+        "notifier_fn"
     }
 }

@@ -139,4 +139,8 @@ impl Notifier for RecordingNotifier {
         self.inner.changed.notify_waiters();
         Box::pin(async { Ok(()) })
     }
+
+    fn name(&self) -> &str {
+        "recording"
+    }
 }

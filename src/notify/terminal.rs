@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use super::{Alert, BoxFuture, Notifier, NotifyError, Resolution};
-use crate::gate::Outcome;
+use crate::text::{describe, pretty_args, rfc3339};
 
 /// Prints each alert as a clear block on a terminal: capability, arguments, principal, reason,
 /// id, code and expiry; and one line when the request ends.
@@ -83,10 +83,7 @@ fn render(alert: &Alert) -> String {
     }
     row("reason", request.reason().unwrap_or("(none given)"));
     row("policy", request.reasoning());
-    row(
-        "arguments",
-        &serde_json::to_string_pretty(&request.args()).unwrap_or_default(),
-    );
+    row("arguments", &pretty_args(request));
     row("request", &request.id().to_string());
     row("code", alert.code().reveal());
     // Rounded up: a request made a moment ago with a 300 s TTL reads "in 300 s".
@@ -117,51 +114,7 @@ fn render(alert: &Alert) -> String {
 
 fn render_outcome(resolution: &Resolution) -> String {
     let id = resolution.request().id();
-    let what = match resolution.outcome() {
-        Outcome::Approved {
-            approver,
-            scope,
-            until,
-        } => match until {
-            Some(until) => format!(
-                "approved by {approver}, scope {scope}, until {}",
-                rfc3339(*until)
-            ),
-            None => format!("approved by {approver}, scope {scope}"),
-        },
-        Outcome::Denied { approver, reason } => match reason {
-            Some(reason) => format!("denied by {approver}: {reason}"),
-            None => format!("denied by {approver}"),
-        },
-        Outcome::TooManyAttempts => "denied: too many wrong codes".to_owned(),
-        Outcome::Expired => "expired: nobody decided in time".to_owned(),
-        Outcome::Cancelled => "cancelled: the caller went away".to_owned(),
-        Outcome::NotificationFailed => "failed: no approver could be notified".to_owned(),
-    };
-    format!("tollgate: {id} {what}\n")
-}
-
-/// `2026-11-21T14:05:00Z`, from days since the epoch by the civil calendar.
-fn rfc3339(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("tollgate: {id} {}\n", describe(resolution.outcome()))
 }
 
 impl Notifier for TerminalNotifier {
@@ -177,18 +130,8 @@ impl Notifier for TerminalNotifier {
         let result = self.write(&render_outcome(resolution));
         Box::pin(async move { result })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-    use std::time::{Duration, SystemTime};
-
-    #[test]
-    fn formats_wall_clock_times() {
-        let at = |secs| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_795_265_100), "2026-11-21T12:45:00Z");
+    fn name(&self) -> &str {
+        "terminal"
     }
 }

@@ -974,6 +974,7 @@ fn every_error_kind_has_a_stable_distinct_snake_case_code() {
         TooManyAttempts,
         ScopeNotAllowed,
         TooManyPending,
+        TooManyAlerts,
         NotificationFailed,
         WaitTimedOut,
         InvalidArguments,

@@ -44,6 +44,7 @@ async fn soak(seed: u64, paused: bool) {
         .request_ttl(TTL)
         .max_pending(20_000)
         .max_pending_per_principal(20_000)
+        .unlimited_alert_rate()
         .max_attempts(3)
         .history(20_000)
         .build()
