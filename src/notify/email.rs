@@ -321,19 +321,15 @@ where
             .iter()
             .map(|c| mailbox("cc", c))
             .collect::<Result<_, _>>()?;
-        let template = |field: &str, text: &str| {
-            Template::new(text)
-                .map_err(|e| invalid(format!("email {field}: {}", e.detail().unwrap_or(""))))
-        };
         Ok(EmailNotifier {
             domain: from.email.domain().into(),
             from,
             to,
             cc,
-            subject: template("subject", &self.subject)?,
-            text: template("text_body", &self.text)?,
-            html: template("html_body", &self.html)?,
-            follow_up: template("follow_up", &self.follow_up)?,
+            subject: Template::for_setting("email subject", &self.subject)?,
+            text: Template::for_setting("email text_body", &self.text)?,
+            html: Template::for_setting("email html_body", &self.html)?,
+            follow_up: Template::for_setting("email follow_up", &self.follow_up)?,
             transport: self.transport,
             sent: Sent::default(),
         })

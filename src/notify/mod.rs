@@ -40,8 +40,12 @@ mod combine;
 mod email;
 mod recording;
 pub mod signature;
+#[cfg(feature = "webhook")]
+mod slack;
 mod template;
 mod terminal;
+#[cfg(feature = "webhook")]
+mod webhook;
 
 use std::fmt;
 use std::future::Future;
@@ -56,8 +60,14 @@ pub use self::email::{
     SmtpTransport,
 };
 pub use self::recording::RecordingNotifier;
+#[cfg(feature = "webhook")]
+pub use self::slack::{DEFAULT_CHAT_FOLLOW_UP, DEFAULT_CHAT_TEXT, SlackBuilder, SlackNotifier};
 pub use self::template::Template;
 pub use self::terminal::TerminalNotifier;
+#[cfg(feature = "webhook")]
+pub use self::webhook::{
+    CREATED, DeliveryFailed, IncludeCode, RESOLVED, WebhookBuilder, WebhookNotifier,
+};
 
 use crate::error::BoxError;
 use crate::gate::{AccessRequest, Outcome, VerificationCode};
@@ -188,6 +198,11 @@ impl NotifyError {
             source: format!("timed out after {limit:?}").into(),
             timed_out: true,
         }
+    }
+
+    pub(crate) fn as_timeout(mut self) -> Self {
+        self.timed_out = true;
+        self
     }
 
     pub(crate) fn panicked() -> Self {

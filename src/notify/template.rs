@@ -52,6 +52,8 @@ enum Piece {
 pub(crate) enum Escape {
     None,
     Html,
+    /// Chat markup (Slack's mrkdwn): `&`, `<` and `>` only.
+    Chat,
 }
 
 macro_rules! fields {
@@ -162,6 +164,14 @@ impl Template {
         Ok(Template { pieces })
     }
 
+    /// Parses a template given as setting `what`, naming the setting in the error.
+    pub(crate) fn for_setting(what: &str, text: &str) -> Result<Template, Error> {
+        Template::new(text).map_err(|e| {
+            Error::new(ErrorKind::InvalidConfig)
+                .with_detail(format!("{what}: {}", e.detail().unwrap_or_default()))
+        })
+    }
+
     /// Renders the template for an alert, code included.
     pub fn render_alert(&self, alert: &Alert) -> String {
         self.render(&Values::alert(alert), Escape::None)
@@ -188,6 +198,7 @@ fn render(pieces: &[Piece], values: &Values<'_>, escape: Escape, out: &mut Strin
                 match escape {
                     Escape::None => out.push_str(&value),
                     Escape::Html => html_escape(&value, out),
+                    Escape::Chat => chat_escape(&value, out),
                 }
             }
             Piece::Section(field, inner) => {
@@ -195,6 +206,17 @@ fn render(pieces: &[Piece], values: &Values<'_>, escape: Escape, out: &mut Strin
                     render(inner, values, escape, out);
                 }
             }
+        }
+    }
+}
+
+pub(crate) fn chat_escape(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
         }
     }
 }

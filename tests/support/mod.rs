@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod receiver;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -145,4 +147,68 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// The value of a variable `scripts/test` sets for tests that need a real server. Missing, the
+/// test fails: a test whose server is absent must not pass.
+pub fn server_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run scripts/test, which starts the servers this test needs")
+    })
+}
+
+/// What a [`Reported`] notifier did: which request, which hook, whether it succeeded.
+pub type Report = (tollgate::RequestId, &'static str, bool);
+
+/// A notifier that passes everything to `inner` and reports each finished delivery, so a test
+/// looks at what the far end received only once it was sent.
+#[derive(Debug)]
+pub struct Reported<N> {
+    inner: N,
+    done: tokio::sync::mpsc::UnboundedSender<Report>,
+}
+
+impl<N> Reported<N> {
+    pub fn new(inner: N) -> (Self, tokio::sync::mpsc::UnboundedReceiver<Report>) {
+        let (done, reports) = tokio::sync::mpsc::unbounded_channel();
+        (Reported { inner, done }, reports)
+    }
+}
+
+impl<N: tollgate::notify::Notifier> tollgate::notify::Notifier for Reported<N> {
+    fn notify<'a>(
+        &'a self,
+        alert: &'a tollgate::notify::Alert,
+    ) -> tollgate::notify::BoxFuture<'a, Result<(), tollgate::notify::NotifyError>> {
+        Box::pin(async move {
+            let result = self.inner.notify(alert).await;
+            let _ = self
+                .done
+                .send((alert.request().id(), "notify", result.is_ok()));
+            result
+        })
+    }
+
+    fn on_resolved<'a>(
+        &'a self,
+        resolution: &'a tollgate::notify::Resolution,
+    ) -> tollgate::notify::BoxFuture<'a, Result<(), tollgate::notify::NotifyError>> {
+        Box::pin(async move {
+            let result = self.inner.on_resolved(resolution).await;
+            let _ = self
+                .done
+                .send((resolution.request().id(), "on_resolved", result.is_ok()));
+            result
+        })
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+}
+
+/// A loopback port nothing listens on.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
