@@ -617,6 +617,18 @@ impl Gate {
         self.shared.registry().pending()
     }
 
+    /// The verification code of pending request `id`, for approval UIs that show pending
+    /// requests to people they have authenticated themselves (pull approvals, often with
+    /// [`park_when_unnotified`](GateBuilder::park_when_unnotified)).
+    ///
+    /// Whoever sees a code can approve its request: show it only to people allowed to approve
+    /// that request, never to the caller, and never in logs. `None` once the request is not
+    /// pending.
+    pub fn verification_code(&self, id: RequestId) -> Option<VerificationCode> {
+        let request = self.shared.registry().pending_request(id)?;
+        Some(self.shared.key.code(&request))
+    }
+
     /// Where request `id` stands. Decided requests are remembered up to the history capacity;
     /// beyond it, and for unknown ids, the answer is `access_request_not_found`.
     pub fn status(&self, id: RequestId) -> Result<Status, Error> {

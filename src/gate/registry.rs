@@ -459,6 +459,12 @@ impl Registry {
         pending
     }
 
+    /// Request `id`, if it is still pending.
+    pub(crate) fn pending_request(&self, id: RequestId) -> Option<Arc<AccessRequest>> {
+        let slot = self.live.get(&id)?;
+        matches!(slot.phase, Phase::Pending).then(|| slot.request.clone())
+    }
+
     pub(crate) fn counts(&self) -> Counts {
         Counts {
             pending: self.index.total,

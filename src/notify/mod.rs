@@ -52,7 +52,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub(crate) use self::combine::{Bounded, Sent};
+pub(crate) use self::combine::Bounded;
+#[cfg(feature = "email")]
+pub(crate) use self::combine::Sent;
 pub use self::combine::{ChannelsFailed, Fallback, FanOut, Named, NotifierExt, Timeout};
 #[cfg(feature = "email")]
 pub use self::email::{
@@ -200,7 +202,8 @@ impl NotifyError {
         }
     }
 
-    pub(crate) fn as_timeout(mut self) -> Self {
+    #[cfg(feature = "webhook")]
+    pub(crate) fn marked_timeout(mut self) -> Self {
         self.timed_out = true;
         self
     }

@@ -49,6 +49,7 @@ enum Piece {
 
 /// How values are written into the template's text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(all(feature = "email", feature = "webhook")), allow(dead_code))]
 pub(crate) enum Escape {
     None,
     Html,
@@ -165,6 +166,7 @@ impl Template {
     }
 
     /// Parses a template given as setting `what`, naming the setting in the error.
+    #[cfg(any(feature = "email", feature = "webhook"))]
     pub(crate) fn for_setting(what: &str, text: &str) -> Result<Template, Error> {
         Template::new(text).map_err(|e| {
             Error::new(ErrorKind::InvalidConfig)

@@ -458,7 +458,11 @@ impl Failure {
             attempts,
             failure: self,
         });
-        if timed_out { error.as_timeout() } else { error }
+        if timed_out {
+            error.marked_timeout()
+        } else {
+            error
+        }
     }
 }
 

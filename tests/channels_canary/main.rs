@@ -59,7 +59,7 @@ async fn the_code_reaches_the_mail_and_nothing_else() {
 
     let approved = tokio::spawn(svc.clone().oneshot(refund(1)));
     let denied = tokio::spawn(svc.clone().oneshot(refund(2)));
-    let mut batch = vec![alerts.next_alert().await, alerts.next_alert().await];
+    let mut batch = [alerts.next_alert().await, alerts.next_alert().await];
     batch.sort_by_key(|a| a.request().args()["amount"].as_u64());
     let [one, two] = &batch[..] else {
         unreachable!()
