@@ -86,8 +86,13 @@
 //!
 //! # Features
 //!
-//! The core has no optional features yet; email, webhook, stores and the HTTP approval API will
-//! arrive behind their own.
+//! - `email`: [`notify::EmailNotifier`], alerts by SMTP (lettre, rustls on ring).
+//! - `webhook`: [`notify::WebhookNotifier`] and [`notify::SlackNotifier`], signed JSON events and
+//!   chat messages over HTTPS (reqwest, rustls on ring).
+//!
+//! The core (the gate, policies, the terminal and recording notifiers, webhook signature checks
+//! for receivers) needs none of them. Stores and the HTTP approval API will arrive behind their
+//! own.
 
 mod args;
 mod call;

@@ -1,37 +1,93 @@
 //! Telling people that a call waits for them.
 //!
 //! A [`Notifier`] delivers an [`Alert`] (the access request and its verification code) to
-//! whoever may approve, and hears the [`Resolution`] when the request ends. The gate alerts every
-//! configured notifier at once, each bounded by the notify timeout, off the caller's path. If none
-//! accepts, the call fails closed with `notification_failed`: nothing waits unseen.
+//! whoever may approve, and hears the [`Resolution`] when the request ends. The gate alerts all
+//! its notifiers at once, off the caller's path, each with at most
+//! [`alert_concurrency`](crate::GateBuilder::alert_concurrency) deliveries in flight, all within
+//! the [`notify_timeout`](crate::GateBuilder::notify_timeout). If none accepts, the call fails
+//! closed with `notification_failed`: nothing waits unseen.
+//!
+//! | notifier | feature | channel |
+//! |---|---|---|
+//! | [`TerminalNotifier`] | | a block on stderr, stdout or any writer |
+//! | `EmailNotifier` | `email` | SMTP with STARTTLS or TLS; a threaded follow-up on resolution |
+//! | `WebhookNotifier` | `webhook` | signed JSON events, retried with backoff |
+//! | `SlackNotifier` | `webhook` | Slack-compatible incoming webhooks |
+//! | [`RecordingNotifier`] | | in memory, for tests and in-process approvers |
+//!
+//! Combine them with [`FanOut`] and [`NotifierExt`]: `email.timeout(d).or_else(terminal)`.
 //!
 //! # Writing a notifier
 //!
-//! Implement [`notify`](Notifier::notify); [`on_resolved`](Notifier::on_resolved) is optional.
-//! Return `Ok` only once the alert is on its way: the gate counts it as delivered. The code is a
-//! bearer secret: put it in your channel's message and nowhere else (not in logs or errors).
+//! A notifier is any `Send + Sync + 'static` type with a [`notify`](Notifier::notify) method.
+//! Walking through one that posts to an in-memory chat room:
 //!
 //! ```
-//! use std::sync::{Arc, Mutex};
-//! use tollgate::notify::{Alert, BoxFuture, Notifier, NotifyError};
+//! use std::sync::Mutex;
+//! use tollgate::notify::{Alert, BoxFuture, Notifier, NotifyError, Resolution};
 //!
-//! /// Keeps alerts in an in-memory inbox.
 //! #[derive(Default)]
-//! struct Inbox(Mutex<Vec<String>>);
+//! struct ChatRoom {
+//!     messages: Mutex<Vec<String>>,
+//!     down: bool,
+//! }
 //!
-//! impl Notifier for Inbox {
+//! impl ChatRoom {
+//!     // 1. The delivery itself. Real channels do I/O here, asynchronously: the gate polls
+//!     //    every notifier in one task and never blocks a caller on it.
+//!     async fn post(&self, text: String) -> Result<(), NotifyError> {
+//!         if self.down {
+//!             // 2. Failures keep their cause: `NotifyError::new` takes any error.
+//!             return Err(NotifyError::new("the chat room is down"));
+//!         }
+//!         self.messages.lock().unwrap().push(text);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! impl Notifier for ChatRoom {
 //!     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
-//!         let line = format!(
-//!             "{} wants {}: code {}",
-//!             alert.request().principal(),
-//!             alert.request().capability(),
+//!         // 3. Everything an approver needs is on the request; the code comes separately and
+//!         //    goes into the message only: never into a log line, an error or `Debug` output.
+//!         let request = alert.request();
+//!         let text = format!(
+//!             "{} wants {} ({}); code {}",
+//!             request.principal(),
+//!             request.capability(),
+//!             request.args_json(),
 //!             alert.code().reveal(),
 //!         );
-//!         self.0.lock().unwrap().push(line);
-//!         Box::pin(async { Ok(()) })
+//!         // 4. Return `Ok` only once the message is on its way: the gate counts it as
+//!         //    delivered, and fails the call closed if no notifier says so.
+//!         Box::pin(self.post(text))
+//!     }
+//!
+//!     // 5. Optional: hear how the request ended, to close the loop for the approver.
+//!     fn on_resolved<'a>(
+//!         &'a self,
+//!         resolution: &'a Resolution,
+//!     ) -> BoxFuture<'a, Result<(), NotifyError>> {
+//!         let text = format!("{}: {:?}", resolution.request().id(), resolution.outcome().status());
+//!         Box::pin(self.post(text))
+//!     }
+//!
+//!     // 6. Optional: the name in logs and failure reports.
+//!     fn name(&self) -> &str {
+//!         "chat_room"
 //!     }
 //! }
 //! ```
+//!
+//! More to know:
+//! - Timeouts and retries: the gate stops waiting after its notify timeout and drops your
+//!   future; wrap a notifier in [`NotifierExt::timeout`] to hand over to a fallback sooner.
+//!   Retry inside `notify` only what is safe to repeat.
+//! - Panics are caught and count as a failure, but do not rely on it.
+//! - Machine-readable payloads: [`AccessRequest`] and [`Outcome`] serialize to JSON (never with
+//!   the code), as the webhook sends them.
+//! - Let users change the wording with a [`Template`] (`{capability}`, `{code}`, …).
+//! - Test it with a real gate: a [`RecordingNotifier`] beside yours gives the test the code to
+//!   approve with. `examples/custom_notifier.rs` is a complete notifier writing to a file.
 //!
 //! For a one-off, [`notifier_fn`] turns a closure into a notifier.
 
