@@ -111,7 +111,11 @@ async fn main() -> Result<(), BoxError> {
     let out = tools.oneshot(call).await?;
     println!("agent: {out}");
     let approval = approver.await??;
-    println!("approver: approved {} ({})", approval.request().id(), approval.scope());
+    println!(
+        "approver: approved {} ({})",
+        approval.request().id(),
+        approval.scope()
+    );
 
     // The resolution line follows the decision; show the inbox once it is there.
     let text = loop {

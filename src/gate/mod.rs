@@ -50,7 +50,7 @@ use crate::args::{ArgsDigest, canonical_json};
 use crate::call::Call;
 use crate::error::{Error, ErrorKind};
 use crate::layer::RequireApprovalLayer;
-use crate::notify::{Alert, Bounded, FanOut, Notifier, Resolution};
+use crate::notify::{Alert, FanOut, Notifier, Resolution};
 use crate::policy::Ask;
 use crate::scope::Scope;
 
@@ -106,7 +106,7 @@ pub struct GateBuilder {
     notify_timeout: Duration,
     approval_base_url: Option<String>,
     history: usize,
-    notifiers: Vec<Arc<dyn Notifier>>,
+    notifiers: FanOut,
     alert_concurrency: usize,
     alert_rate: Option<AlertRate>,
     park_unnotified: bool,
@@ -226,7 +226,7 @@ impl GateBuilder {
     /// it. Combine notifiers with [`NotifierExt`](crate::notify::NotifierExt) for fallbacks
     /// and per-notifier timeouts.
     pub fn notifier(mut self, notifier: impl Notifier) -> Self {
-        self.notifiers.push(Arc::new(notifier));
+        self.notifiers = self.notifiers.with(notifier);
         self
     }
 
@@ -264,10 +264,7 @@ impl GateBuilder {
         }
         let notifiers = self
             .notifiers
-            .into_iter()
-            .fold(FanOut::new(), |all, notifier| {
-                all.with(Bounded::new(notifier, self.alert_concurrency))
-            })
+            .bounded(self.alert_concurrency)
             .within(self.notify_timeout);
         Ok(Gate {
             shared: Arc::new(Shared {
@@ -497,7 +494,7 @@ impl Gate {
             notify_timeout: Duration::from_secs(10),
             approval_base_url: None,
             history: 4096,
-            notifiers: Vec::new(),
+            notifiers: FanOut::new(),
             alert_concurrency: 64,
             alert_rate: Some(AlertRate {
                 alerts: 20,

@@ -3,12 +3,13 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
 use rustc_hash::FxHashSet;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 
 use super::{Alert, BoxFuture, Notifier, NotifyError, Resolution};
 use crate::gate::RequestId;
@@ -62,13 +63,92 @@ impl<N: Notifier> NotifierExt for N {}
 /// gate itself fans out to the notifiers it was built with.
 #[derive(Default)]
 pub struct FanOut {
-    channels: Vec<Box<dyn Notifier>>,
+    channels: Vec<Channel>,
     within: Option<Duration>,
+}
+
+struct Channel {
+    notifier: Box<dyn Notifier>,
+    /// At most this many deliveries at once, when bounded: a channel that hangs holds only its
+    /// own slots and delays no other channel.
+    slots: Option<Slots>,
+}
+
+/// A delivery under way.
+struct Busy<'b> {
+    name: &'b str,
+    _slot: Option<Slot<'b>>,
+    call: BoxFuture<'b, Result<(), NotifyError>>,
+}
+
+/// A counting limit that costs one atomic operation to take and give back when a slot is free
+/// (a semaphore would also lock its wait list on every release).
+struct Slots {
+    limit: usize,
+    taken: AtomicUsize,
+    /// Deliveries waiting for a slot; a freed slot wakes one of them.
+    waiting: AtomicUsize,
+    freed: Notify,
+}
+
+/// A taken slot, given back on drop.
+struct Slot<'b>(&'b Slots);
+
+impl Slots {
+    fn new(limit: usize) -> Self {
+        Slots {
+            limit,
+            taken: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    fn try_take(&self) -> Option<Slot<'_>> {
+        self.taken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self))
+    }
+
+    async fn take(&self) -> Slot<'_> {
+        // Counted before looking, so a slot freed after the look wakes this waiter; uncounted on
+        // drop, also when the wait is abandoned.
+        struct Waiting<'b>(&'b AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = self.try_take() {
+                return slot;
+            }
+            freed.await;
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::SeqCst);
+        // A wake-up stored with nobody to take it is harmless: its taker looks again.
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.freed.notify_one();
+        }
+    }
 }
 
 impl fmt::Debug for FanOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.channels.iter().map(|c| c.name()).collect();
+        let names: Vec<&str> = self.channels.iter().map(|c| c.notifier.name()).collect();
         f.debug_struct("FanOut")
             .field("channels", &names)
             .field("within", &self.within)
@@ -84,7 +164,18 @@ impl FanOut {
 
     /// Adds a channel.
     pub fn with(mut self, channel: impl Notifier) -> Self {
-        self.channels.push(Box::new(channel));
+        self.channels.push(Channel {
+            notifier: Box::new(channel),
+            slots: None,
+        });
+        self
+    }
+
+    /// Lets each channel run at most `slots` deliveries at once; more wait for a free slot.
+    pub(crate) fn bounded(mut self, slots: usize) -> Self {
+        for channel in &mut self.channels {
+            channel.slots = Some(Slots::new(slots));
+        }
         self
     }
 
@@ -108,35 +199,57 @@ impl FanOut {
     /// the time is up. A channel that panics counts as failed, and so does one still busy then.
     pub(crate) async fn each<'a>(
         &'a self,
-        call: impl Fn(&'a dyn Notifier) -> BoxFuture<'a, Result<(), NotifyError>>,
+        call: impl Fn(&'a dyn Notifier) -> BoxFuture<'a, Result<(), NotifyError>> + Sync,
     ) -> Report {
+        let call = &call;
         let mut report = Report::default();
-        let mut busy = Vec::with_capacity(self.channels.len());
+        let mut busy: Vec<Busy<'_>> = Vec::with_capacity(self.channels.len());
         for channel in &self.channels {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| call(&**channel))) {
-                Ok(future) => busy.push((channel.name(), future)),
-                Err(_) => report.fail(channel.name(), NotifyError::panicked()),
+            let notifier = &*channel.notifier;
+            let (slot, start) = match &channel.slots {
+                None => (None, None),
+                Some(slots) => match slots.try_take() {
+                    Some(slot) => (Some(slot), None),
+                    // All slots taken: wait for one, within the same time limit.
+                    None => (None, Some(slots)),
+                },
+            };
+            let started = std::panic::catch_unwind(AssertUnwindSafe(|| match start {
+                None => call(notifier),
+                Some(slots) => Box::pin(async move {
+                    let _slot = slots.take().await;
+                    call(notifier).await
+                }),
+            }));
+            match started {
+                Ok(future) => busy.push(Busy {
+                    name: notifier.name(),
+                    _slot: slot,
+                    call: future,
+                }),
+                Err(_) => report.fail(notifier.name(), NotifyError::panicked()),
             }
         }
-        let mut deadline = self.within.map(|limit| Box::pin(tokio::time::sleep(limit)));
+        let deadline = self.within.map(tokio::time::sleep);
+        tokio::pin!(deadline);
         std::future::poll_fn(|cx| {
-            busy.retain_mut(|(name, future)| {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            busy.retain_mut(|busy| {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| busy.call.as_mut().poll(cx))) {
                     Ok(Poll::Pending) => return true,
                     Ok(Poll::Ready(Ok(()))) => report.accepted += 1,
-                    Ok(Poll::Ready(Err(error))) => report.fail(name, error),
-                    Err(_) => report.fail(name, NotifyError::panicked()),
+                    Ok(Poll::Ready(Err(error))) => report.fail(busy.name, error),
+                    Err(_) => report.fail(busy.name, NotifyError::panicked()),
                 }
                 false
             });
             if busy.is_empty() {
                 return Poll::Ready(());
             }
-            if let (Some(deadline), Some(limit)) = (&mut deadline, self.within)
-                && deadline.as_mut().poll(cx).is_ready()
+            if let (Some(deadline), Some(limit)) = (deadline.as_mut().as_pin_mut(), self.within)
+                && deadline.poll(cx).is_ready()
             {
-                for (name, _) in busy.drain(..) {
-                    report.fail(name, NotifyError::timed_out(limit));
+                for busy in busy.drain(..) {
+                    report.fail(busy.name, NotifyError::timed_out(limit));
                 }
                 return Poll::Ready(());
             }
@@ -377,52 +490,5 @@ impl<N: Notifier> Notifier for Named<N> {
 
     fn name(&self) -> &str {
         &self.name
-    }
-}
-
-/// A notifier that runs at most so many deliveries at once; the gate wraps each of its notifiers
-/// in one, so a channel that hangs holds only its own slots and delays no other channel.
-pub(crate) struct Bounded {
-    inner: Arc<dyn Notifier>,
-    slots: Semaphore,
-}
-
-impl Bounded {
-    pub(crate) fn new(inner: Arc<dyn Notifier>, slots: usize) -> Self {
-        Bounded {
-            inner,
-            slots: Semaphore::new(slots),
-        }
-    }
-
-    fn run<'a>(
-        &'a self,
-        call: impl FnOnce() -> BoxFuture<'a, Result<(), NotifyError>> + Send + 'a,
-    ) -> BoxFuture<'a, Result<(), NotifyError>> {
-        Box::pin(async move {
-            let _slot = self
-                .slots
-                .acquire()
-                .await
-                .map_err(|_| NotifyError::new("the notifier was shut down"))?;
-            call().await
-        })
-    }
-}
-
-impl Notifier for Bounded {
-    fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
-        self.run(|| self.inner.notify(alert))
-    }
-
-    fn on_resolved<'a>(
-        &'a self,
-        resolution: &'a Resolution,
-    ) -> BoxFuture<'a, Result<(), NotifyError>> {
-        self.run(|| self.inner.on_resolved(resolution))
-    }
-
-    fn name(&self) -> &str {
-        self.inner.name()
     }
 }

@@ -108,7 +108,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub(crate) use self::combine::Bounded;
 #[cfg(feature = "email")]
 pub(crate) use self::combine::Sent;
 pub use self::combine::{ChannelsFailed, Fallback, FanOut, Named, NotifierExt, Timeout};

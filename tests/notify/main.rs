@@ -353,3 +353,42 @@ fn delivery_settings_are_checked_at_build() {
         assert_eq!(builder.build().unwrap_err().code(), "invalid_config");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_held_by_a_hung_delivery_comes_back_when_the_notify_timeout_ends_it() {
+    let (hangs, mut delivered) = support::Reported::new(notifier_fn(|alert| async move {
+        if alert.request().args()["amount"] == 1 {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }));
+    let gate = tollgate::Gate::builder()
+        .secret(support::SECRET)
+        .alert_concurrency(1)
+        .notify_timeout(Duration::from_secs(10))
+        .notifier(hangs)
+        .build()
+        .unwrap();
+    let svc = gate.layer(policy(Scope::Value)).layer(Tools::default());
+    let started = Instant::now();
+    let hung = tokio::spawn(svc.clone().oneshot(refund(1))); // takes the one slot
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _queued = tokio::spawn(svc.oneshot(refund(2))); // waits for it
+
+    let (_, hook, ok) = delivered.recv().await.unwrap();
+    assert_eq!((hook, ok), ("notify", true));
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(10),
+        "delivered as soon as the hung delivery was given up"
+    );
+    assert_eq!(
+        code(&hung.await.unwrap().unwrap_err()),
+        "notification_failed"
+    );
+    assert_eq!(
+        gate.stats().pending,
+        1,
+        "the queued request was alerted in time"
+    );
+}
