@@ -74,6 +74,42 @@ struct Channel {
     slots: Option<Slots>,
 }
 
+impl Channel {
+    /// Starts `call` on this channel: at once if it has a free slot, else once one frees up.
+    fn start<'a: 'b, 'b, F>(&'a self, call: &'b F, report: &mut Report) -> Option<Busy<'b>>
+    where
+        F: Fn(&'a dyn Notifier) -> BoxFuture<'a, Result<(), NotifyError>> + Sync,
+    {
+        let notifier = &*self.notifier;
+        let (slot, wait_for) = match &self.slots {
+            None => (None, None),
+            Some(slots) => match slots.try_take() {
+                Some(slot) => (Some(slot), None),
+                // All slots taken: wait for one, within the same time limit.
+                None => (None, Some(slots)),
+            },
+        };
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| match wait_for {
+            None => call(notifier),
+            Some(slots) => Box::pin(async move {
+                let _slot = slots.take().await;
+                call(notifier).await
+            }),
+        }));
+        match started {
+            Ok(future) => Some(Busy {
+                name: notifier.name(),
+                _slot: slot,
+                call: future,
+            }),
+            Err(_) => {
+                report.fail(notifier.name(), NotifyError::panicked());
+                None
+            }
+        }
+    }
+}
+
 /// A delivery under way.
 struct Busy<'b> {
     name: &'b str,
@@ -197,57 +233,50 @@ impl FanOut {
 
     /// Starts `call` on every channel and drives them all in this one task until each is done or
     /// the time is up. A channel that panics counts as failed, and so does one still busy then.
+    ///
+    /// Each call is polled as soon as it starts; only calls that are not done at once are kept,
+    /// and only then is a timer set, so channels that answer at once cost no allocation here.
     pub(crate) async fn each<'a>(
         &'a self,
         call: impl Fn(&'a dyn Notifier) -> BoxFuture<'a, Result<(), NotifyError>> + Sync,
     ) -> Report {
         let call = &call;
         let mut report = Report::default();
-        let mut busy: Vec<Busy<'_>> = Vec::with_capacity(self.channels.len());
-        for channel in &self.channels {
-            let notifier = &*channel.notifier;
-            let (slot, start) = match &channel.slots {
-                None => (None, None),
-                Some(slots) => match slots.try_take() {
-                    Some(slot) => (Some(slot), None),
-                    // All slots taken: wait for one, within the same time limit.
-                    None => (None, Some(slots)),
-                },
-            };
-            let started = std::panic::catch_unwind(AssertUnwindSafe(|| match start {
-                None => call(notifier),
-                Some(slots) => Box::pin(async move {
-                    let _slot = slots.take().await;
-                    call(notifier).await
-                }),
-            }));
-            match started {
-                Ok(future) => busy.push(Busy {
-                    name: notifier.name(),
-                    _slot: slot,
-                    call: future,
-                }),
-                Err(_) => report.fail(notifier.name(), NotifyError::panicked()),
-            }
-        }
-        let deadline = self.within.map(tokio::time::sleep);
+        let mut busy: Vec<Busy<'_>> = Vec::new();
+        let mut unstarted = Some(self.channels.iter());
+        let deadline_at = self.within.map(|limit| tokio::time::Instant::now() + limit);
+        let deadline = None;
         tokio::pin!(deadline);
         std::future::poll_fn(|cx| {
-            busy.retain_mut(|busy| {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| busy.call.as_mut().poll(cx))) {
-                    Ok(Poll::Pending) => return true,
-                    Ok(Poll::Ready(Ok(()))) => report.accepted += 1,
-                    Ok(Poll::Ready(Err(error))) => report.fail(busy.name, error),
-                    Err(_) => report.fail(busy.name, NotifyError::panicked()),
+            if let Some(channels) = unstarted.take() {
+                for channel in channels {
+                    if let Some(mut started) = channel.start(call, &mut report)
+                        && !poll_call(&mut started, cx, &mut report)
+                    {
+                        busy.push(started);
+                    }
                 }
-                false
-            });
+            } else {
+                busy.retain_mut(|busy| !poll_call(busy, cx, &mut report));
+            }
+            let (Some(at), Some(limit)) = (deadline_at, self.within) else {
+                return if busy.is_empty() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
+            };
             if busy.is_empty() {
                 return Poll::Ready(());
             }
-            if let (Some(deadline), Some(limit)) = (deadline.as_mut().as_pin_mut(), self.within)
-                && deadline.poll(cx).is_ready()
-            {
+            if deadline.is_none() {
+                deadline.set(Some(tokio::time::sleep_until(at)));
+            }
+            let expired = deadline
+                .as_mut()
+                .as_pin_mut()
+                .is_some_and(|deadline| deadline.poll(cx).is_ready());
+            if expired {
                 for busy in busy.drain(..) {
                     report.fail(busy.name, NotifyError::timed_out(limit));
                 }
@@ -258,6 +287,17 @@ impl FanOut {
         .await;
         report
     }
+}
+
+/// Polls one call; `true` once it is done, with its result in the report.
+fn poll_call(busy: &mut Busy<'_>, cx: &mut std::task::Context<'_>, report: &mut Report) -> bool {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| busy.call.as_mut().poll(cx))) {
+        Ok(Poll::Pending) => return false,
+        Ok(Poll::Ready(Ok(()))) => report.accepted += 1,
+        Ok(Poll::Ready(Err(error))) => report.fail(busy.name, error),
+        Err(_) => report.fail(busy.name, NotifyError::panicked()),
+    }
+    true
 }
 
 impl Notifier for FanOut {
