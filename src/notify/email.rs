@@ -114,13 +114,37 @@ impl EmailNotifier<SmtpTransport> {
     /// A notifier on the SMTP server at `url`: `smtps://user:password@host:465` for implicit
     /// TLS, `smtp://user:password@host:587?tls=required` for STARTTLS. The URL is not repeated
     /// in errors, since it may hold a password.
+    ///
+    /// A URL with a password must use TLS (`smtps://`, or `?tls=required`), except to a
+    /// loopback address: otherwise the password would cross the network in the clear.
     pub fn smtp(url: &str) -> Result<EmailBuilder<SmtpTransport>, Error> {
+        refuse_cleartext_login(url)?;
         let transport = SmtpTransport::from_url(url).map_err(|_| {
             Error::new(ErrorKind::InvalidConfig).with_detail(
                 "email: the SMTP URL must look like smtps://user:password@host:465 or smtp://user:password@host:587?tls=required",
             )
         })?;
         Ok(EmailNotifier::builder(transport.build()))
+    }
+}
+
+/// Refuses an SMTP URL whose login would be sent unencrypted to another machine.
+fn refuse_cleartext_login(url: &str) -> Result<(), Error> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let Some((_, host)) = authority.rsplit_once('@') else {
+        return Ok(()); // no login
+    };
+    let encrypted = scheme == "smtps" || rest.contains("tls=required");
+    let loopback = ["127.", "localhost", "[::1]"]
+        .iter()
+        .any(|prefix| host.starts_with(prefix));
+    if encrypted || loopback {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::InvalidConfig).with_detail(
+            "email: the SMTP login would travel unencrypted: use smtps:// or add ?tls=required",
+        ))
     }
 }
 

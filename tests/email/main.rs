@@ -356,6 +356,14 @@ fn bad_addresses_templates_and_urls_fail_at_build_naming_the_setting() {
         .from("tollgate@example.com")
         .build();
     assert!(detail(no_recipient).contains("at least one recipient"));
+    let cleartext = EmailNotifier::smtp("smtp://user:hunter2@smtp.example.com:587").unwrap_err();
+    assert!(
+        cleartext.to_string().contains("would travel unencrypted"),
+        "{cleartext}"
+    );
+    assert!(!cleartext.to_string().contains("hunter2"));
+    assert!(EmailNotifier::smtp("smtp://user:hunter2@smtp.example.com:587?tls=required").is_ok());
+    assert!(EmailNotifier::smtp("smtps://user:hunter2@smtp.example.com").is_ok());
     let error = EmailNotifier::smtp("smtp://user:hunter2@[bad").unwrap_err();
     assert_eq!(error.code(), "invalid_config");
     assert!(!error.to_string().contains("hunter2"), "{error}");
