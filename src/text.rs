@@ -5,11 +5,15 @@ use std::time::{Duration, SystemTime};
 
 use crate::gate::{AccessRequest, Outcome};
 
+/// Whole seconds since the Unix epoch; 0 for earlier times.
+pub(crate) fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// `2026-11-21T14:05:00Z`, from days since the epoch by the civil calendar.
 pub(crate) fn rfc3339(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = unix_secs(time);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);

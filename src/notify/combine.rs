@@ -244,7 +244,9 @@ impl FanOut {
         let mut report = Report::default();
         let mut busy: Vec<Busy<'_>> = Vec::new();
         let mut unstarted = Some(self.channels.iter());
-        let deadline_at = self.within.map(|limit| tokio::time::Instant::now() + limit);
+        let limit = self
+            .within
+            .map(|limit| (tokio::time::Instant::now() + limit, limit));
         let deadline = None;
         tokio::pin!(deadline);
         std::future::poll_fn(|cx| {
@@ -259,16 +261,12 @@ impl FanOut {
             } else {
                 busy.retain_mut(|busy| !poll_call(busy, cx, &mut report));
             }
-            let (Some(at), Some(limit)) = (deadline_at, self.within) else {
-                return if busy.is_empty() {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                };
-            };
             if busy.is_empty() {
                 return Poll::Ready(());
             }
+            let Some((at, limit)) = limit else {
+                return Poll::Pending;
+            };
             if deadline.is_none() {
                 deadline.set(Some(tokio::time::sleep_until(at)));
             }

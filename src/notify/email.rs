@@ -136,9 +136,14 @@ fn refuse_cleartext_login(url: &str) -> Result<(), Error> {
         return Ok(()); // no login
     };
     let encrypted = scheme == "smtps" || rest.contains("tls=required");
-    let loopback = ["127.", "localhost", "[::1]"]
-        .iter()
-        .any(|prefix| host.starts_with(prefix));
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    let loopback = name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     if encrypted || loopback {
         Ok(())
     } else {

@@ -29,6 +29,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::hex;
+use crate::text::unix_secs;
 
 /// The header that carries the signature.
 pub const HEADER: &str = "Tollgate-Signature";
@@ -38,7 +39,7 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// The header value for `body` sent at `at`, with one `v1` per secret.
 pub fn sign(body: &[u8], secrets: &[&[u8]], at: SystemTime) -> String {
-    let t = unix(at);
+    let t = unix_secs(at);
     let mut header = format!("t={t}");
     for secret in secrets {
         header.push_str(",v1=");
@@ -90,7 +91,7 @@ pub fn verify_signature_at(
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if unix(now).abs_diff(t) > tolerance.as_secs() {
+    if unix_secs(now).abs_diff(t) > tolerance.as_secs() {
         return Err(SignatureError::Expired);
     }
     let mac = mac(secret, t, body);
@@ -112,11 +113,6 @@ fn mac(secret: &[u8], t: u64, body: &[u8]) -> Hmac<Sha256> {
     mac.update(b".");
     mac.update(body);
     mac
-}
-
-fn unix(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Why a signature was refused.

@@ -99,7 +99,10 @@ impl SlackNotifier {
             true,
         ));
         if let Some(url) = request.approval_url() {
-            fields.push(field("Approve or deny", &format!("<{url}>"), false));
+            let mut link = String::from("<");
+            Escape::Chat.write(url, &mut link);
+            link.push('>');
+            fields.push(json!({ "title": "Approve or deny", "value": link, "short": false }));
         }
         json!({
             "text": self.text.render(&Values::alert(alert), Escape::Chat),
@@ -113,16 +116,12 @@ impl SlackNotifier {
     }
 }
 
-/// A field; its value escaped as chat markup requires (`&`, `<`, `>`).
+/// A field; its value escaped as chat markup requires (`&`, `<`, `>`), so that no caller-given
+/// text can become a link or a mention.
 fn field(title: &str, value: &str, short: bool) -> Value {
-    let value = if value.starts_with('<') && value.ends_with('>') {
-        value.to_owned() // a link, made above
-    } else {
-        let mut escaped = String::with_capacity(value.len());
-        super::template::chat_escape(value, &mut escaped);
-        escaped
-    };
-    json!({ "title": title, "value": value, "short": short })
+    let mut escaped = String::with_capacity(value.len());
+    Escape::Chat.write(value, &mut escaped);
+    json!({ "title": title, "value": escaped, "short": short })
 }
 
 impl Notifier for SlackNotifier {

@@ -195,14 +195,7 @@ fn render(pieces: &[Piece], values: &Values<'_>, escape: Escape, out: &mut Strin
     for piece in pieces {
         match piece {
             Piece::Text(text) => out.push_str(text),
-            Piece::Field(field) => {
-                let value = values.get(*field);
-                match escape {
-                    Escape::None => out.push_str(&value),
-                    Escape::Html => html_escape(&value, out),
-                    Escape::Chat => chat_escape(&value, out),
-                }
-            }
+            Piece::Field(field) => escape.write(&values.get(*field), out),
             Piece::Section(field, inner) => {
                 if !values.get(*field).is_empty() {
                     render(inner, values, escape, out);
@@ -212,26 +205,21 @@ fn render(pieces: &[Piece], values: &Values<'_>, escape: Escape, out: &mut Strin
     }
 }
 
-pub(crate) fn chat_escape(value: &str, out: &mut String) {
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
+impl Escape {
+    /// Writes `value` into `out`, escaped for this markup.
+    pub(crate) fn write(self, value: &str, out: &mut String) {
+        if self == Escape::None {
+            return out.push_str(value);
         }
-    }
-}
-
-pub(crate) fn html_escape(value: &str, out: &mut String) {
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+        for c in value.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' if self == Escape::Html => out.push_str("&quot;"),
+                '\'' if self == Escape::Html => out.push_str("&#39;"),
+                c => out.push(c),
+            }
         }
     }
 }

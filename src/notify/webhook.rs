@@ -15,6 +15,7 @@ use super::{Alert, BoxFuture, Notifier, NotifyError, Resolution};
 use crate::error::{Error, ErrorKind};
 use crate::gate::{AccessRequest, Outcome, RequestId};
 use crate::hex;
+use crate::text::unix_secs;
 
 /// Whether webhook payloads carry the verification code.
 ///
@@ -139,7 +140,24 @@ impl WebhookNotifier {
         }
     }
 
-    async fn send(&self, event: Event<'_>) -> Result<(), NotifyError> {
+    /// Posts the event of `kind` about `request`.
+    async fn send(
+        &self,
+        kind: &'static str,
+        request: &AccessRequest,
+        code: Option<&str>,
+        outcome: Option<&Outcome>,
+    ) -> Result<(), NotifyError> {
+        let event = Event {
+            id: event_id(request.id(), kind),
+            kind,
+            created: unix_secs(SystemTime::now()),
+            data: EventData {
+                request,
+                code,
+                outcome,
+            },
+        };
         let body = serde_json::to_vec(&event).map_err(NotifyError::new)?;
         let secrets: Vec<&[u8]> = self.secrets.iter().map(|s| &**s).collect();
         self.delivery
@@ -150,42 +168,18 @@ impl WebhookNotifier {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Notifier for WebhookNotifier {
     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
-        let request = alert.request();
-        Box::pin(self.send(Event {
-            id: event_id(request.id(), CREATED),
-            kind: CREATED,
-            created: unix_now(),
-            data: EventData {
-                request,
-                code: self.include_code.then(|| alert.code().reveal()),
-                outcome: None,
-            },
-        }))
+        let code = self.include_code.then(|| alert.code().reveal());
+        Box::pin(self.send(CREATED, alert.request(), code, None))
     }
 
     fn on_resolved<'a>(
         &'a self,
         resolution: &'a Resolution,
     ) -> BoxFuture<'a, Result<(), NotifyError>> {
-        let request = resolution.request();
-        Box::pin(self.send(Event {
-            id: event_id(request.id(), RESOLVED),
-            kind: RESOLVED,
-            created: unix_now(),
-            data: EventData {
-                request,
-                code: None,
-                outcome: Some(resolution.outcome()),
-            },
-        }))
+        let outcome = Some(resolution.outcome());
+        Box::pin(self.send(RESOLVED, resolution.request(), None, outcome))
     }
 
     fn name(&self) -> &str {

@@ -15,16 +15,7 @@ use support::{Buffer, Tools, policy, refund};
 
 #[tokio::test(start_paused = true)]
 async fn the_code_appears_only_in_the_notifiers_output() {
-    let logs = Buffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = support::capture_logs();
 
     let terminal = Buffer::default();
     let alerts = RecordingNotifier::new();

@@ -13,20 +13,11 @@ use tollgate::{Approve, Deny, Gate, Scope};
 use tower::{Layer, ServiceExt};
 
 use support::receiver::{SECRET, receiver};
-use support::{Buffer, Reported, Tools, policy, refund, server_env};
+use support::{Reported, Tools, policy, refund, server_env};
 
 #[tokio::test]
 async fn the_code_reaches_the_mail_and_nothing_else() {
-    let logs = Buffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = support::capture_logs();
 
     let maildir = server_env("TOLLGATE_TEST_MAILDIR");
     let email = EmailNotifier::smtp(&format!("smtp://{}", server_env("TOLLGATE_TEST_SMTP")))

@@ -362,6 +362,9 @@ fn bad_addresses_templates_and_urls_fail_at_build_naming_the_setting() {
         "{cleartext}"
     );
     assert!(!cleartext.to_string().contains("hunter2"));
+    let lookalike = EmailNotifier::smtp("smtp://user:hunter2@localhost.example.com:25");
+    assert_eq!(lookalike.unwrap_err().code(), "invalid_config");
+    assert!(EmailNotifier::smtp("smtp://user:hunter2@[::1]:25").is_ok());
     assert!(EmailNotifier::smtp("smtp://user:hunter2@smtp.example.com:587?tls=required").is_ok());
     assert!(EmailNotifier::smtp("smtps://user:hunter2@smtp.example.com").is_ok());
     let error = EmailNotifier::smtp("smtp://user:hunter2@[bad").unwrap_err();

@@ -128,6 +128,21 @@ impl Buffer {
     }
 }
 
+/// Sends every tracing event at every level, as plain text, to the returned buffer until the
+/// guard drops.
+pub fn capture_logs() -> (Buffer, tracing::subscriber::DefaultGuard) {
+    let logs = Buffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
 /// A small deterministic generator (SplitMix64) for randomized tests.
 pub struct Rng(u64);
 

@@ -323,6 +323,35 @@ async fn chat_messages_have_a_text_and_fields_and_a_closing_line() {
     );
 }
 
+#[tokio::test]
+async fn caller_text_never_becomes_a_chat_mention_or_link() {
+    let (url, mut seen) = receiver(&[]).await;
+    let chat = SlackNotifier::builder(&url).build().unwrap();
+    let gate = gate_with(chat);
+    let svc = gate.layer(policy(Scope::Value)).layer(Tools::default());
+    let _call = tokio::spawn(svc.oneshot(refund(9).reason("<!channel>")));
+    let message = seen.recv().await.unwrap().json();
+    let field = |title: &str| {
+        message["attachments"][0]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["title"] == title)
+            .unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(field("Reason"), "&lt;!channel&gt;");
+    assert!(
+        message["text"]
+            .as_str()
+            .unwrap()
+            .ends_with(": &lt;!channel&gt;")
+    );
+    assert!(field("Approve or deny").starts_with("<https://approve.example.com/areq_"));
+}
+
 #[test]
 fn bad_settings_fail_at_build_without_repeating_the_url() {
     let error = WebhookNotifier::builder("ftp://hooks.example.com/x")
