@@ -101,7 +101,7 @@ fn allowed(c: &mut Criterion) {
         .unwrap();
     let mut bare = Echo;
     let mut always = gate
-        .layer(policy_fn(|_: &&ToolCall| Decision::Allow))
+        .layer(policy_fn(|_: &&ToolCall| Decision::allow("always")))
         .layer(Echo);
     let mut table = gate.layer(policy()).layer(Echo);
     let search = ToolCall::new("search.web", json!({"q": "x"})).principal("agent-7");
@@ -124,7 +124,7 @@ fn allowed(c: &mut Criterion) {
     });
     group.bench_function("through the gate, closure policy", |b| {
         let mut always = gate
-            .layer(policy_fn(|_: &ToolCall| Decision::Allow))
+            .layer(policy_fn(|_: &ToolCall| Decision::allow("always")))
             .layer(Echo);
         b.iter(|| call_once(&mut always, search()))
     });

@@ -45,6 +45,12 @@ pub enum ErrorKind {
     TooManyAttempts,
     /// The approval asked for a wider scope or longer TTL than the request allows.
     ScopeNotAllowed,
+    /// The approver is not among those the policy lets decide this request.
+    ApproverNotAllowed,
+    /// The policy requires the caller to say why, and the call gave no reason.
+    ReasonRequired,
+    /// The HTTP request's body is larger than the gate reads.
+    BodyTooLarge,
     /// The caller, or the gate as a whole, has too many requests waiting already.
     TooManyPending,
     /// The caller's principal asked for more new approvals than the notification rate allows.
@@ -76,6 +82,9 @@ impl ErrorKind {
             Self::AlreadyResolved => "already_resolved",
             Self::TooManyAttempts => "too_many_attempts",
             Self::ScopeNotAllowed => "scope_not_allowed",
+            Self::ApproverNotAllowed => "approver_not_allowed",
+            Self::ReasonRequired => "reason_required",
+            Self::BodyTooLarge => "body_too_large",
             Self::TooManyPending => "too_many_pending",
             Self::TooManyAlerts => "too_many_alerts",
             Self::NotificationFailed => "notification_failed",
@@ -120,6 +129,13 @@ impl ErrorKind {
             }
             Self::ScopeNotAllowed => {
                 "the approval asks for a wider scope or a longer TTL than this access request allows"
+            }
+            Self::ApproverNotAllowed => "this approver may not decide this access request",
+            Self::ReasonRequired => {
+                "this capability needs a reason from the caller; the call did not run, retry it with a reason"
+            }
+            Self::BodyTooLarge => {
+                "the request body is larger than the gate reads; the call did not run and no one was asked"
             }
             Self::TooManyPending => {
                 "too many access requests are already waiting for a person; the call did not run, retry after some are decided"
@@ -249,6 +265,27 @@ impl fmt::Display for Error {
             write!(f, " [{id}]")?;
         }
         Ok(())
+    }
+}
+
+/// The JSON form HTTP answers carry: `{"code", "message", "detail", "request_id", "retryable"}`,
+/// with `detail` and `request_id` left out when absent. The cause is not included.
+impl serde::Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("Error", 5)?;
+        out.serialize_field("code", self.code())?;
+        out.serialize_field("message", self.inner.kind.message())?;
+        match &self.inner.detail {
+            Some(detail) => out.serialize_field("detail", detail)?,
+            None => out.skip_field("detail")?,
+        }
+        match &self.inner.request {
+            Some(id) => out.serialize_field("request_id", id)?,
+            None => out.skip_field("request_id")?,
+        }
+        out.serialize_field("retryable", &self.is_retryable())?;
+        out.end()
     }
 }
 

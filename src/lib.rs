@@ -105,7 +105,10 @@ mod scope;
 mod service;
 mod text;
 
+pub mod config;
 pub mod future;
+#[cfg(feature = "axum")]
+pub mod http;
 pub mod notify;
 pub mod policy;
 

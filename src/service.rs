@@ -87,7 +87,7 @@ where
 
     fn call(&mut self, request: R) -> Self::Future {
         let ask = match self.policy.check(&request) {
-            Decision::Allow => return ResponseFuture::allowed(self.inner.call(request)),
+            Decision::Allow(_) => return ResponseFuture::allowed(self.inner.call(request)),
             Decision::Deny(reason) => return ResponseFuture::denied_by_policy(reason),
             Decision::Ask(ask) => ask,
         };

@@ -582,6 +582,9 @@ impl Gate {
             now,
             self.shared.settings.limits,
             |request| {
+                if !Ask::admits(request.approvers(), &approver) {
+                    return Err(Error::new(ErrorKind::ApproverNotAllowed));
+                }
                 let ttl = allowed(request, ruling.scope, ruling.ttl)?;
                 rule = new_rule(
                     request,
@@ -696,6 +699,9 @@ impl Gate {
     /// Standing rules first, then the registry: run, refuse, or park the call.
     pub(crate) fn admit<R: Call>(&self, call: &R, ask: Ask) -> Admission {
         let capability = call.capability();
+        if ask.require_reason && call.reason().is_none_or(|r| r.trim().is_empty()) {
+            return Admission::Refuse(Error::new(ErrorKind::ReasonRequired));
+        }
         let principal = call.principal().unwrap_or(ANONYMOUS);
         let session = call.session();
         // Computed at most once, and only if a value rule or a new request needs it.
@@ -736,6 +742,7 @@ impl Gate {
             reasoning: ask.reasoning,
             max_scope: ask.max_scope,
             max_rule_ttl: ask.max_rule_ttl,
+            approvers: ask.approvers,
             created_at,
             expires_at: created_at + settings.request_ttl,
             approval_url: settings

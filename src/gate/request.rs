@@ -105,6 +105,7 @@ pub struct AccessRequest {
     pub(crate) reasoning: Cow<'static, str>,
     pub(crate) max_scope: Scope,
     pub(crate) max_rule_ttl: Duration,
+    pub(crate) approvers: Option<Arc<[Box<str>]>>,
     pub(crate) created_at: SystemTime,
     pub(crate) expires_at: SystemTime,
     pub(crate) approval_url: Option<Box<str>>,
@@ -156,6 +157,10 @@ impl AccessRequest {
     pub fn max_rule_ttl(&self) -> Duration {
         self.max_rule_ttl
     }
+    /// Who may decide; `None` when any approver may.
+    pub fn approvers(&self) -> Option<&[Box<str>]> {
+        self.approvers.as_deref()
+    }
     /// When the request was made.
     pub fn created_at(&self) -> SystemTime {
         self.created_at
@@ -175,7 +180,7 @@ impl AccessRequest {
 impl Serialize for AccessRequest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut out = s.serialize_struct("AccessRequest", 13)?;
+        let mut out = s.serialize_struct("AccessRequest", 14)?;
         out.serialize_field("id", &self.id)?;
         out.serialize_field("capability", &*self.capability)?;
         out.serialize_field("args", &self.args())?;
@@ -186,6 +191,7 @@ impl Serialize for AccessRequest {
         out.serialize_field("reasoning", &*self.reasoning)?;
         out.serialize_field("max_scope", &self.max_scope)?;
         out.serialize_field("max_rule_ttl_secs", &self.max_rule_ttl.as_secs())?;
+        out.serialize_field("approvers", &self.approvers.as_deref())?;
         out.serialize_field("created_at", &rfc3339(self.created_at))?;
         out.serialize_field("expires_at", &rfc3339(self.expires_at))?;
         out.serialize_field("approval_url", &self.approval_url.as_deref())?;

@@ -123,7 +123,7 @@ pub use self::template::Template;
 pub use self::terminal::TerminalNotifier;
 #[cfg(feature = "webhook")]
 pub use self::webhook::{
-    CREATED, DeliveryFailed, IncludeCode, RESOLVED, WebhookBuilder, WebhookNotifier,
+    CREATED, DeliveryFailed, RESOLVED, WebhookBuilder, WebhookNotifier,
 };
 
 use crate::error::BoxError;
@@ -131,6 +131,22 @@ use crate::gate::{AccessRequest, Outcome, VerificationCode};
 
 /// A boxed future, as notifier methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Whether webhook payloads carry the verification code.
+///
+/// The code lets whoever reads the payload approve, so it goes only where you trust the channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum IncludeCode {
+    /// Only when the URL is `https`. The default.
+    #[default]
+    HttpsOnly,
+    /// Always, even over plain HTTP.
+    Always,
+    /// Never: approvers get the code another way (another notifier, the approval page).
+    Never,
+}
 
 /// Delivers access requests to people. Usable as `Arc<dyn Notifier>`.
 ///

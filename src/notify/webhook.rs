@@ -11,26 +11,11 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::signature::{self, sign};
-use super::{Alert, BoxFuture, Notifier, NotifyError, Resolution};
+use super::{Alert, BoxFuture, IncludeCode, Notifier, NotifyError, Resolution};
 use crate::error::{Error, ErrorKind};
 use crate::gate::{AccessRequest, Outcome, RequestId};
 use crate::hex;
 use crate::text::unix_secs;
-
-/// Whether webhook payloads carry the verification code.
-///
-/// The code lets whoever reads the payload approve, so it goes only where you trust the channel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IncludeCode {
-    /// Only when the URL is `https`. The default.
-    #[default]
-    HttpsOnly,
-    /// Always, even over plain HTTP.
-    Always,
-    /// Never: approvers get the code another way (another notifier, the approval page).
-    Never,
-}
 
 impl IncludeCode {
     pub(crate) fn applies_to(self, url: &Url) -> bool {

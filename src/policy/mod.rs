@@ -1,44 +1,66 @@
 //! Deciding, per call, whether it runs, is refused, or waits for a person.
 //!
-//! A [`Policy`] answers [`Decision::Allow`], [`Decision::Deny`] with a reason, or
-//! [`Decision::Ask`] with the reasoning shown to the approver and the widest [`Scope`] and longest
-//! rule TTL an approval may grant. It runs synchronously on every call, so keep it cheap: an
+//! A [`Policy`] answers a [`Decision`]: [`Allow`](Decision::Allow), [`Deny`](Decision::Deny) or
+//! [`Ask`](Decision::Ask), each with the reasoning behind it. An [`Ask`] also carries what the
+//! approver may grant: the widest [`Scope`], the longest rule TTL, who may decide, and whether the
+//! caller must give a reason. A policy runs synchronously on every call, so keep it cheap: an
 //! allowed call through the gate allocates nothing unless the policy does.
+//!
+//! The building blocks:
+//!
+//! - [`CapabilityTable`]: per-capability decisions by exact name or glob (`payments.*`); what
+//!   it does not list asks. A [configuration file](crate::config) becomes one.
+//! - [`policy_fn`]: any closure over the call and its arguments.
+//! - [`threshold`]: Alter's cost rule: a number read from the call; above a limit asks, above
+//!   another denies, at or below passes.
+//! - [`and`], [`or`] and [`first_match`] compose them.
 //!
 //! ```
 //! use std::time::Duration;
 //! use serde_json::json;
-//! use tollgate::policy::{policy_fn, Ask, CapabilityTable, Decision, Policy};
-//! use tollgate::{Call, Scope, ToolCall};
+//! use tollgate::policy::{self, arg, first_match, threshold, Ask, CapabilityTable, Decision, Policy};
+//! use tollgate::{Scope, ToolCall};
 //!
-//! // A closure: refunds over 100 need a person, smaller ones pass.
-//! let refunds = policy_fn(|call: &ToolCall| {
-//!     match call.args()["amount"].as_u64() {
-//!         Some(amount) if amount <= 100 => Decision::Allow,
-//!         _ => Decision::Ask(Ask::new("refunds over 100 need a person").max_scope(Scope::Value)),
-//!     }
-//! });
-//! assert!(matches!(refunds.check(&ToolCall::new("payments.refund", json!({"amount": 5}))), Decision::Allow));
+//! // Refunds over 100 need a person, over 10,000 are refused; smaller ones pass.
+//! let refunds = threshold(arg("/amount"), 100.0)
+//!     .deny_above(10_000.0, "refunds over 10,000 go through finance")
+//!     .ask(Ask::new("refunds move money").max_scope(Scope::Value));
+//! let refund = |amount: u64| ToolCall::new("payments.refund", json!({"amount": amount}));
+//! assert!(matches!(refunds.check(&refund(5)), Decision::Allow(_)));
+//! assert_eq!(refunds.check(&refund(500)).reasoning(), "refunds move money: 500 is above 100");
+//! assert!(matches!(refunds.check(&refund(50_000)), Decision::Deny(_)));
 //!
-//! // A table: per-capability settings; anything not listed asks (security first).
+//! // A table for everything else: anything not listed asks (security first).
 //! let table = CapabilityTable::new()
-//!     .allow("search.web")
+//!     .allow("search.*")
 //!     .deny("fs.delete", "deleting files is never allowed")
-//!     .ask("payments.refund", Ask::new("moves money").max_rule_ttl(Duration::from_secs(600)));
-//! assert!(matches!(table.check(&ToolCall::new("search.web", json!({}))), Decision::Allow));
-//! assert!(matches!(table.check(&ToolCall::new("fs.delete", json!({}))), Decision::Deny(_)));
-//! assert!(matches!(table.check(&ToolCall::new("shell.exec", json!({}))), Decision::Ask(_)));
+//!     .ask("deploy.*", Ask::new("reaches customers").max_rule_ttl(Duration::from_secs(600)));
+//!
+//! // Refund calls follow the threshold; every other call follows the table.
+//! let policy = first_match()
+//!     .when(|call: &ToolCall| call.capability() == "payments.refund", refunds)
+//!     .otherwise(table);
+//! assert!(matches!(policy.check(&ToolCall::new("search.web", json!({}))), Decision::Allow(_)));
+//! assert!(matches!(policy.check(&ToolCall::new("fs.delete", json!({}))), Decision::Deny(_)));
+//! assert!(matches!(policy.check(&ToolCall::new("shell.exec", json!({}))), Decision::Ask(_)));
+//! assert!(matches!(policy.check(&refund(500)), Decision::Ask(_)));
 //! ```
+
+mod combine;
+mod pattern;
+mod table;
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
-
-use crate::call::Call;
 use crate::scope::Scope;
+
+pub use self::combine::{And, FirstMatch, Or, Threshold, and, arg, first_match, or, threshold};
+pub use self::table::CapabilityTable;
+
+pub(crate) use self::pattern::Pattern;
 
 /// Decides what happens to a call of type `R`.
 pub trait Policy<R: ?Sized> {
@@ -46,26 +68,65 @@ pub trait Policy<R: ?Sized> {
     fn check(&self, call: &R) -> Decision;
 }
 
-/// A policy's answer for one call.
-#[derive(Clone, Debug)]
+/// A policy's answer for one call, with its reasoning (Osprey's `ApprovalDecision`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// The call runs now.
-    Allow,
+    /// The call runs now, for this reason.
+    Allow(Cow<'static, str>),
     /// The call fails with `access_request_denied`; the reason is given to the caller.
     Deny(Cow<'static, str>),
-    /// A person must approve, unless a standing rule already covers the call.
+    /// A person must approve, unless a standing rule already covers the call. The reasoning is
+    /// shown to the approver.
     Ask(Ask),
+}
+
+impl Decision {
+    /// Allows the call, saying why.
+    pub fn allow(reasoning: impl Into<Cow<'static, str>>) -> Self {
+        Decision::Allow(reasoning.into())
+    }
+
+    /// Refuses the call with `reason`.
+    pub fn deny(reason: impl Into<Cow<'static, str>>) -> Self {
+        Decision::Deny(reason.into())
+    }
+
+    /// Why: the allow's reasoning, the denial's reason, or what the approver is shown.
+    pub fn reasoning(&self) -> &str {
+        match self {
+            Decision::Allow(why) | Decision::Deny(why) => why,
+            Decision::Ask(ask) => &ask.reasoning,
+        }
+    }
+
+    /// How strict the decision is: allow < ask < deny.
+    fn strictness(&self) -> u8 {
+        match self {
+            Decision::Allow(_) => 0,
+            Decision::Ask(_) => 1,
+            Decision::Deny(_) => 2,
+        }
+    }
+}
+
+/// A fixed decision is a policy that always answers it.
+impl<R: ?Sized> Policy<R> for Decision {
+    fn check(&self, _: &R) -> Decision {
+        self.clone()
+    }
 }
 
 /// What an approver is asked, and the most an approval may grant.
 ///
-/// Defaults are the safe ones: an approval covers only the waiting request ([`Scope::Once`]) and
-/// any rule it makes lasts at most an hour.
+/// Defaults are the safe ones: an approval covers only the waiting request ([`Scope::Once`]),
+/// any rule it makes lasts at most an hour, and every approver the gate accepts may decide.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ask {
     pub(crate) reasoning: Cow<'static, str>,
     pub(crate) max_scope: Scope,
     pub(crate) max_rule_ttl: Duration,
+    pub(crate) approvers: Option<Arc<[Box<str>]>>,
+    pub(crate) require_reason: bool,
 }
 
 impl Ask {
@@ -78,6 +139,8 @@ impl Ask {
             reasoning: reasoning.into(),
             max_scope: Scope::Once,
             max_rule_ttl: Self::DEFAULT_MAX_RULE_TTL,
+            approvers: None,
+            require_reason: false,
         }
     }
 
@@ -95,9 +158,61 @@ impl Ask {
         self
     }
 
+    /// Only these approvers may decide; anyone else's approve or deny fails with
+    /// `approver_not_allowed`, even with the right code.
+    #[must_use]
+    pub fn approvers<I, A>(mut self, approvers: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<Box<str>>,
+    {
+        self.approvers = Some(approvers.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Calls must give a reason ([`Call::reason`](crate::Call::reason)); a call without one
+    /// fails at once with `reason_required`, before any rule or person is consulted.
+    #[must_use]
+    pub fn require_reason(mut self) -> Self {
+        self.require_reason = true;
+        self
+    }
+
     /// Why the policy asks, as shown to the approver.
     pub fn reasoning(&self) -> &str {
         &self.reasoning
+    }
+
+    /// Who may decide; `None` when any approver may.
+    pub fn allowed_approvers(&self) -> Option<&[Box<str>]> {
+        self.approvers.as_deref()
+    }
+
+    /// Whether `approver` may decide.
+    pub(crate) fn admits(approvers: Option<&[Box<str>]>, approver: &str) -> bool {
+        approvers.is_none_or(|list| list.iter().any(|a| &**a == approver))
+    }
+
+    /// Both asks at once: the narrower grant, the approvers both accept, both reasonings.
+    fn narrowed(self, other: Ask) -> Ask {
+        let approvers = match (self.approvers, other.approvers) {
+            (Some(a), Some(b)) => Some(a.iter().filter(|x| b.contains(x)).cloned().collect()),
+            (a, b) => a.or(b),
+        };
+        Ask {
+            reasoning: format!("{}; {}", self.reasoning, other.reasoning).into(),
+            max_scope: self.max_scope.min(other.max_scope),
+            max_rule_ttl: self.max_rule_ttl.min(other.max_rule_ttl),
+            approvers,
+            require_reason: self.require_reason || other.require_reason,
+        }
+    }
+}
+
+/// Every call is asked about with a clone of this [`Ask`].
+impl<R: ?Sized> Policy<R> for Ask {
+    fn check(&self, _: &R) -> Decision {
+        Decision::Ask(self.clone())
     }
 }
 
@@ -124,7 +239,7 @@ impl<R: ?Sized, F: Fn(&R) -> Decision> Policy<R> for PolicyFn<F> {
     }
 }
 
-/// Every call asks, with this [`Ask`].
+/// Every call asks, with this [`Ask`]. The same as using the `Ask` itself as the policy.
 #[derive(Clone, Debug)]
 pub struct AlwaysAsk(pub Ask);
 
@@ -140,73 +255,14 @@ impl<R: ?Sized, P: Policy<R> + ?Sized> Policy<R> for Arc<P> {
     }
 }
 
-impl<R: ?Sized, P: Policy<R> + ?Sized> Policy<R> for &P {
+impl<R: ?Sized, P: Policy<R> + ?Sized> Policy<R> for Box<P> {
     fn check(&self, call: &R) -> Decision {
         (**self).check(call)
     }
 }
 
-/// Per-capability decisions by exact name; capabilities not listed get the fallback, which asks
-/// unless changed.
-#[derive(Clone, Debug)]
-pub struct CapabilityTable {
-    // FxHash, not SipHash: the keys are fixed by configuration, so callers choosing capability
-    // names cannot flood the table, and lookups on every call stay a few nanoseconds.
-    entries: Arc<FxHashMap<Box<str>, Decision>>,
-    fallback: Decision,
-}
-
-impl Default for CapabilityTable {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl CapabilityTable {
-    /// An empty table whose fallback asks with `Ask::new("not listed in the policy")`.
-    pub fn new() -> Self {
-        CapabilityTable {
-            entries: Arc::default(),
-            fallback: Decision::Ask(Ask::new("this capability is not listed in the policy")),
-        }
-    }
-
-    fn with(mut self, capability: &str, decision: Decision) -> Self {
-        Arc::make_mut(&mut self.entries).insert(capability.into(), decision);
-        self
-    }
-
-    /// Calls of `capability` run without asking.
-    #[must_use]
-    pub fn allow(self, capability: &str) -> Self {
-        self.with(capability, Decision::Allow)
-    }
-
-    /// Calls of `capability` are refused with `reason`.
-    #[must_use]
-    pub fn deny(self, capability: &str, reason: impl Into<Cow<'static, str>>) -> Self {
-        self.with(capability, Decision::Deny(reason.into()))
-    }
-
-    /// Calls of `capability` ask a person.
-    #[must_use]
-    pub fn ask(self, capability: &str, ask: Ask) -> Self {
-        self.with(capability, Decision::Ask(ask))
-    }
-
-    /// The decision for capabilities not listed.
-    #[must_use]
-    pub fn fallback(mut self, decision: Decision) -> Self {
-        self.fallback = decision;
-        self
-    }
-}
-
-impl<R: Call + ?Sized> Policy<R> for CapabilityTable {
+impl<R: ?Sized, P: Policy<R> + ?Sized> Policy<R> for &P {
     fn check(&self, call: &R) -> Decision {
-        self.entries
-            .get(call.capability())
-            .unwrap_or(&self.fallback)
-            .clone()
+        (**self).check(call)
     }
 }

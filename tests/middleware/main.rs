@@ -142,7 +142,7 @@ async fn closures_decide_on_the_call_and_its_arguments() {
     let alerts = RecordingNotifier::new();
     let gate = gate(&alerts).build().unwrap();
     let threshold = policy_fn(|call: &ToolCall| match call.args()["amount"].as_u64() {
-        Some(amount) if amount <= 100 => Decision::Allow,
+        Some(amount) if amount <= 100 => Decision::allow("small refunds pass"),
         Some(_) => Decision::Ask(Ask::new("over 100").max_scope(Scope::Value)),
         None => Decision::Deny("an amount is required".into()),
     });

@@ -1,0 +1,772 @@
+//! The configuration file: what needs a person, the gate's settings, and who is told.
+//!
+//! Operators decide in a file what needs approval; the application loads it at start, and a bad
+//! file stops the start with an error naming the file, the field and what is accepted. The same
+//! structure can be built in code, and deserialized from any serde format.
+//!
+//! ```
+//! # #[cfg(feature = "toml")] {
+//! use tollgate::config::Config;
+//! use tollgate::policy::{Decision, Policy};
+//! use tollgate::ToolCall;
+//! use serde_json::json;
+//!
+//! let config = Config::from_toml(r#"
+//!     mode = "selective"
+//!
+//!     [capabilities."search.*"]
+//!     decision = "allow"
+//!
+//!     [capabilities."payments.refund"]
+//!     max_scope = "value"
+//!     max_rule_ttl = "1h 30m"
+//!     require_reason = true
+//!     approvers = ["alice", "bob"]
+//!     description = "Moves money back to a customer's card."
+//! "#)?;
+//! let policy = config.policy()?;
+//! let check = |name: &str| policy.check(&ToolCall::new(name, json!({})));
+//! assert!(matches!(check("search.web"), Decision::Allow(_)));
+//! assert!(matches!(check("payments.refund"), Decision::Ask(_)));
+//! assert!(matches!(check("shell.exec"), Decision::Ask(_))); // not listed: ask, never allow
+//! # }
+//! # Ok::<(), tollgate::Error>(())
+//! ```
+//!
+//! # Reference
+//!
+//! Every key, with its default. Unknown keys are errors; durations are written `90s`, `5m`,
+//! `1h 30m` (units `ms`, `s`, `m`, `h`, `d`). This file is loaded by the crate's tests, so it
+//! stays true.
+//!
+//! ```toml
+#![doc = include_str!("../../examples/config/reference.toml")]
+//! ```
+//!
+//! # Modes
+//!
+//! | `mode` | what happens |
+//! |---|---|
+//! | `selective` (default) | each capability follows its entry; capabilities with no entry follow `[defaults]`, which ask |
+//! | `all_capabilities` | every call asks, even those whose entry says `allow`; `deny` entries still deny |
+//! | `disabled` | every call runs, denied ones too, without asking anyone; a warning says so when the policy is built |
+//!
+//! # Which entry applies
+//!
+//! Keys of `[capabilities]` are exact names or globs where `*` matches any run of characters:
+//! `payments.*`, `*.delete`, `POST /v1/*`. An exact name beats every glob; among globs the one
+//! with the most literal characters wins, then the one whose first `*` comes later. Fields an
+//! entry leaves out come from `[defaults]`, then from the built-in defaults, never from another
+//! entry.
+//!
+//! # Secrets
+//!
+//! Secrets (the gate's secret, webhook secrets, SMTP passwords, chat webhook URLs) are read
+//! from the environment (`{ env = "NAME" }`) or a file (`{ file = "/run/secrets/name" }`, one
+//! trailing newline removed). A secret written inline in the file is refused unless
+//! `gate.allow_inline_secrets = true`, which is meant for tests: configuration files get
+//! committed and copied.
+
+mod duration;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::call::Call;
+use crate::error::{Error, ErrorKind};
+use crate::gate::{Gate, GateBuilder};
+use crate::notify::{IncludeCode, TerminalNotifier};
+use crate::policy::{Ask, CapabilityTable, Decision, Policy};
+use crate::scope::Scope;
+
+/// A whole configuration; see the [module docs](self) for the file format.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `disabled`, `selective` or `all_capabilities`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// The gate's settings.
+    #[serde(default)]
+    pub gate: GateSettings,
+    /// Settings for capabilities no entry matches, and for fields entries leave out.
+    #[serde(default)]
+    pub defaults: CapabilitySettings,
+    /// Per-capability settings, by exact name or glob.
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, CapabilitySettings>,
+    /// Who is told of access requests.
+    #[serde(default)]
+    pub notifiers: Vec<NotifierSettings>,
+    /// The file this was read from, named in errors.
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
+}
+
+/// The global approval mode (Osprey's `global_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Every call runs without asking; a warning is logged when the policy is built.
+    Disabled,
+    /// Each capability follows its settings; unlisted ones ask.
+    #[default]
+    Selective,
+    /// Every call asks, except those denied outright.
+    AllCapabilities,
+}
+
+/// What a capability's calls get.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// A person decides (the default).
+    #[default]
+    Ask,
+    /// Calls run without asking.
+    Allow,
+    /// Calls are refused.
+    Deny,
+}
+
+/// One `[capabilities."…"]` entry, or `[defaults]`. Fields left out are inherited.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilitySettings {
+    /// `ask` (default), `allow` or `deny`.
+    pub decision: Option<DecisionKind>,
+    /// The widest scope an approval may grant. Default: `once`.
+    pub max_scope: Option<Scope>,
+    /// The longest rule TTL. Default: `1h`.
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub max_rule_ttl: Option<Duration>,
+    /// Whether calls must give a reason. Default: `false`.
+    pub require_reason: Option<bool>,
+    /// Who may approve or deny; anyone the gate accepts when left out.
+    pub approvers: Option<Vec<String>>,
+    /// The text shown to the approver.
+    pub description: Option<String>,
+    /// The reason given to callers of a `deny` entry.
+    pub deny_reason: Option<String>,
+}
+
+impl CapabilitySettings {
+    /// These settings, with fields left out taken from `defaults`.
+    fn or(&self, defaults: &CapabilitySettings) -> CapabilitySettings {
+        CapabilitySettings {
+            decision: self.decision.or(defaults.decision),
+            max_scope: self.max_scope.or(defaults.max_scope),
+            max_rule_ttl: self.max_rule_ttl.or(defaults.max_rule_ttl),
+            require_reason: self.require_reason.or(defaults.require_reason),
+            approvers: self.approvers.clone().or_else(|| defaults.approvers.clone()),
+            description: self.description.clone().or_else(|| defaults.description.clone()),
+            deny_reason: self.deny_reason.clone().or_else(|| defaults.deny_reason.clone()),
+        }
+    }
+
+    fn check(&self, field: &str) -> Result<(), (String, &'static str)> {
+        let at = |name: &str| format!("{field}.{name}");
+        if self.decision == Some(DecisionKind::Deny) {
+            let asks = [
+                ("max_scope", self.max_scope.is_some()),
+                ("max_rule_ttl", self.max_rule_ttl.is_some()),
+                ("require_reason", self.require_reason.is_some()),
+                ("approvers", self.approvers.is_some()),
+                ("description", self.description.is_some()),
+            ];
+            if let Some((name, _)) = asks.iter().find(|(_, set)| *set) {
+                return Err((at(name), "applies only to entries that ask; this one denies"));
+            }
+        } else if self.deny_reason.is_some() && self.decision.is_some() {
+            return Err((at("deny_reason"), "applies only with decision = \"deny\""));
+        }
+        if let Some(ttl) = self.max_rule_ttl
+            && (ttl.is_zero() || ttl > Duration::from_secs(366 * 86_400))
+        {
+            return Err((at("max_rule_ttl"), "must be more than zero and at most a year"));
+        }
+        if let Some(approvers) = &self.approvers {
+            if approvers.is_empty() {
+                return Err((
+                    at("approvers"),
+                    "an empty list lets nobody decide; leave it out to let any approver decide",
+                ));
+            }
+            if approvers.iter().any(|a| a.trim().is_empty()) {
+                return Err((at("approvers"), "approver names must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `[gate]` section: each field left out keeps the [`GateBuilder`] default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSettings {
+    /// The secret codes are derived from, at least 16 bytes.
+    pub secret: Option<Secret>,
+    /// Use a per-process random secret instead (codes die with the process).
+    #[serde(default)]
+    pub random_secret: bool,
+    /// Accept secrets written inline in the file. Meant for tests. Default: `false`.
+    #[serde(default)]
+    pub allow_inline_secrets: bool,
+    /// How long a request waits for a decision. Default: `5m`.
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub request_ttl: Option<Duration>,
+    /// Hex characters in a code, 6 to 64. Default: 8.
+    pub code_length: Option<usize>,
+    /// Wrong codes a request accepts before it is denied. Default: 5.
+    pub max_attempts: Option<u32>,
+    /// Pending requests the gate holds at once. Default: 10,000.
+    pub max_pending: Option<usize>,
+    /// Pending requests one principal may have at once. Default: 16.
+    pub max_pending_per_principal: Option<usize>,
+    /// How long the notifiers may take to accept an alert. Default: `10s`.
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub notify_timeout: Option<Duration>,
+    /// Alerts each notifier may be delivering at once. Default: 64.
+    pub alert_concurrency: Option<usize>,
+    /// New requests per principal per window. Default: 20 per `1m`.
+    pub alert_rate: Option<AlertRateSettings>,
+    /// No per-principal alert rate. Default: `false`.
+    #[serde(default)]
+    pub unlimited_alert_rate: bool,
+    /// Park calls no notifier was able to alert, for pull approvals. Default: `false`.
+    #[serde(default)]
+    pub park_when_unnotified: bool,
+    /// Where the approval pages live; each request's URL is this, `/`, and its id.
+    pub approval_base_url: Option<String>,
+    /// Decided requests remembered for `status`. Default: 4,096.
+    pub history: Option<usize>,
+}
+
+/// `alert_rate = { alerts = 20, window = "1m" }`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRateSettings {
+    /// New requests allowed per window.
+    pub alerts: u32,
+    /// The window.
+    #[serde(deserialize_with = "duration::required")]
+    pub window: Duration,
+}
+
+/// Where a secret comes from: `{ env = "NAME" }`, `{ file = "PATH" }`, or inline text (refused
+/// unless `gate.allow_inline_secrets`). `Debug` never shows an inline value.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// An environment variable's value.
+    Env(String),
+    /// A file's contents, one trailing newline removed.
+    File(PathBuf),
+    /// The value itself.
+    Inline(String),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            Secret::File(path) => f.debug_tuple("File").field(path).finish(),
+            Secret::Inline(_) => f.write_str("Inline(<redacted>)"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+        impl<'de> Visitor<'de> for SecretVisitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"{ env = "NAME" } or { file = "PATH" }"#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::Inline(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(r#"expected { env = "NAME" } or { file = "PATH" }"#));
+                };
+                let secret = match key.as_str() {
+                    "env" => Secret::Env(map.next_value()?),
+                    "file" => Secret::File(map.next_value()?),
+                    other => return Err(de::Error::unknown_field(other, &["env", "file"])),
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom("give one of `env` or `file`, not both"));
+                }
+                Ok(secret)
+            }
+        }
+        d.deserialize_any(SecretVisitor)
+    }
+}
+
+/// One `[[notifiers]]` entry, chosen by `kind`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NotifierSettings {
+    /// Prints alerts to the terminal.
+    Terminal(TerminalSettings),
+    /// Mails alerts (feature `email`).
+    Email(EmailSettings),
+    /// Posts signed JSON events (feature `webhook`).
+    Webhook(WebhookSettings),
+    /// Posts to a chat incoming-webhook URL (feature `webhook`).
+    Slack(SlackSettings),
+}
+
+/// `kind = "terminal"`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalSettings {
+    /// `stderr` (default) or `stdout`.
+    #[serde(default)]
+    pub stream: Stream,
+}
+
+/// A terminal stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Standard error.
+    #[default]
+    Stderr,
+    /// Standard output.
+    Stdout,
+}
+
+/// `kind = "email"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// `smtps://user@host:465` or `smtp://user@host:587?tls=required`, without the password.
+    pub url: String,
+    /// The SMTP password, when the URL names a user.
+    pub password: Option<Secret>,
+    /// The sender mailbox.
+    pub from: String,
+    /// The approvers' mailboxes.
+    pub to: Vec<String>,
+    /// Copies.
+    #[serde(default)]
+    pub cc: Vec<String>,
+}
+
+/// `kind = "webhook"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Where events are posted.
+    pub url: String,
+    /// The signing secret, at least 16 bytes.
+    pub secret: Secret,
+    /// `https_only` (default), `always` or `never`.
+    pub include_code: Option<IncludeCode>,
+    /// Per-attempt timeout. Default: `5s`.
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub attempt_timeout: Option<Duration>,
+    /// Attempts per event. Default: 4.
+    pub max_attempts: Option<u32>,
+}
+
+/// `kind = "slack"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSettings {
+    /// The incoming-webhook URL, a secret.
+    pub url: Secret,
+    /// `https_only` (default), `always` or `never`.
+    pub include_code: Option<IncludeCode>,
+    /// Per-attempt timeout. Default: `5s`.
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub attempt_timeout: Option<Duration>,
+    /// Attempts per message. Default: 4.
+    pub max_attempts: Option<u32>,
+}
+
+impl Config {
+    /// Reads and validates the TOML file at `path`.
+    #[cfg(feature = "toml")]
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(ErrorKind::InvalidConfig)
+                .with_detail(format!("{}: cannot read the file: {e}", path.display()))
+                .with_source(e)
+        })?;
+        parse_toml(&text, Some(path))
+    }
+
+    /// Parses and validates TOML text.
+    #[cfg(feature = "toml")]
+    pub fn from_toml(text: &str) -> Result<Config, Error> {
+        parse_toml(text, None)
+    }
+
+    /// Checks what the types alone cannot: patterns, contradictions, ranges.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |(field, message): (String, &str)| self.invalid(&field, message);
+        self.defaults.check("defaults").map_err(invalid)?;
+        if self.defaults.deny_reason.is_some() && self.defaults.decision != Some(DecisionKind::Deny) {
+            return Err(self.invalid("defaults.deny_reason", "applies only with decision = \"deny\""));
+        }
+        for (pattern, settings) in &self.capabilities {
+            let field = format!("capabilities.{}", toml_key(pattern));
+            if pattern.trim().is_empty() {
+                return Err(self.invalid(&field, "a capability pattern must not be empty"));
+            }
+            settings.check(&field).map_err(invalid)?;
+            if settings.deny_reason.is_some()
+                && settings.or(&self.defaults).decision != Some(DecisionKind::Deny)
+            {
+                return Err(self.invalid(
+                    &format!("{field}.deny_reason"),
+                    "applies only with decision = \"deny\"",
+                ));
+            }
+        }
+        let gate = &self.gate;
+        if gate.secret.is_some() && gate.random_secret {
+            return Err(self.invalid("gate", "give either `secret` or `random_secret = true`, not both"));
+        }
+        if gate.alert_rate.is_some() && gate.unlimited_alert_rate {
+            return Err(self.invalid("gate", "give either `alert_rate` or `unlimited_alert_rate = true`, not both"));
+        }
+        Ok(())
+    }
+
+    /// The policy the file describes. Logs a warning when the mode is `disabled`.
+    pub fn policy(&self) -> Result<ConfigPolicy, Error> {
+        self.validate()?;
+        if self.mode == Mode::Disabled {
+            tracing::warn!(
+                origin = %self.origin_name(),
+                "APPROVALS ARE DISABLED (mode = \"disabled\"): every call runs without asking anyone"
+            );
+            return Ok(ConfigPolicy { table: None });
+        }
+        let fallback = self.decision(
+            "this capability is not listed in the configuration".into(),
+            &self.defaults,
+        );
+        let mut table = CapabilityTable::new().fallback(fallback);
+        for (pattern, settings) in &self.capabilities {
+            let label = format!("configured as capabilities.{}", toml_key(pattern));
+            let decision = self.decision(label.into(), &settings.or(&self.defaults));
+            table = table.try_with(pattern, decision)?;
+        }
+        Ok(ConfigPolicy { table: Some(table) })
+    }
+
+    fn decision(&self, label: Cow<'static, str>, s: &CapabilitySettings) -> Decision {
+        let ask = |reasoning: Cow<'static, str>| {
+            let mut ask = Ask::new(s.description.clone().map_or(reasoning, Cow::Owned))
+                .max_scope(s.max_scope.unwrap_or(Scope::Once))
+                .max_rule_ttl(s.max_rule_ttl.unwrap_or(Ask::DEFAULT_MAX_RULE_TTL));
+            if let Some(approvers) = &s.approvers {
+                ask = ask.approvers(approvers.iter().map(String::as_str));
+            }
+            if s.require_reason == Some(true) {
+                ask = ask.require_reason();
+            }
+            Decision::Ask(ask)
+        };
+        match (s.decision.unwrap_or_default(), self.mode) {
+            (DecisionKind::Deny, _) => Decision::deny(
+                s.deny_reason
+                    .clone()
+                    .map_or(Cow::Borrowed("denied by the configuration"), Cow::Owned),
+            ),
+            (DecisionKind::Allow, Mode::Selective) => Decision::allow("allowed by the configuration"),
+            (DecisionKind::Allow, _) => {
+                ask("mode = \"all_capabilities\" asks a person about every call".into())
+            }
+            (DecisionKind::Ask, _) => ask(label),
+        }
+    }
+
+    /// A [`GateBuilder`] with the `[gate]` settings, the secret read, and the notifiers built.
+    /// Add notifiers or change settings in code before building.
+    pub fn gate_builder(&self) -> Result<GateBuilder, Error> {
+        self.validate()?;
+        let g = &self.gate;
+        let mut builder = Gate::builder();
+        if let Some(secret) = &g.secret {
+            builder = builder.secret(self.read(secret, "gate.secret")?);
+        }
+        if g.random_secret {
+            builder = builder.random_secret();
+        }
+        if let Some(v) = g.request_ttl {
+            builder = builder.request_ttl(v);
+        }
+        if let Some(v) = g.code_length {
+            builder = builder.code_length(v);
+        }
+        if let Some(v) = g.max_attempts {
+            builder = builder.max_attempts(v);
+        }
+        if let Some(v) = g.max_pending {
+            builder = builder.max_pending(v);
+        }
+        if let Some(v) = g.max_pending_per_principal {
+            builder = builder.max_pending_per_principal(v);
+        }
+        if let Some(v) = g.notify_timeout {
+            builder = builder.notify_timeout(v);
+        }
+        if let Some(v) = g.alert_concurrency {
+            builder = builder.alert_concurrency(v);
+        }
+        if let Some(rate) = &g.alert_rate {
+            builder = builder.alert_rate(rate.alerts, rate.window);
+        }
+        if g.unlimited_alert_rate {
+            builder = builder.unlimited_alert_rate();
+        }
+        if g.park_when_unnotified {
+            builder = builder.park_when_unnotified();
+        }
+        if let Some(url) = &g.approval_base_url {
+            builder = builder.approval_base_url(url.clone());
+        }
+        if let Some(v) = g.history {
+            builder = builder.history(v);
+        }
+        for (i, settings) in self.notifiers.iter().enumerate() {
+            builder = self.add_notifier(builder, &format!("notifiers[{i}]"), settings)?;
+        }
+        Ok(builder)
+    }
+
+    /// The gate the file describes; [`gate_builder`](Self::gate_builder) then `build`, with
+    /// errors naming the file.
+    pub fn gate(&self) -> Result<Gate, Error> {
+        self.gate_builder()?
+            .build()
+            .map_err(|e| self.wrap("gate", e))
+    }
+
+    fn add_notifier(
+        &self,
+        builder: GateBuilder,
+        field: &str,
+        settings: &NotifierSettings,
+    ) -> Result<GateBuilder, Error> {
+        match settings {
+            NotifierSettings::Terminal(t) => Ok(builder.notifier(match t.stream {
+                Stream::Stderr => TerminalNotifier::stderr(),
+                Stream::Stdout => TerminalNotifier::stdout(),
+            })),
+            #[cfg(feature = "email")]
+            NotifierSettings::Email(e) => {
+                let url = match &e.password {
+                    Some(password) => {
+                        let password = self.read(password, &format!("{field}.password"))?;
+                        with_password(&e.url, &password)
+                            .ok_or_else(|| self.invalid(&format!("{field}.url"), "a password needs a user in the URL: smtps://user@host:465"))?
+                    }
+                    None => e.url.clone(),
+                };
+                let mut email = crate::notify::EmailNotifier::smtp(&url)
+                    .map_err(|err| self.wrap(field, err))?
+                    .from(e.from.clone());
+                for to in &e.to {
+                    email = email.to(to.clone());
+                }
+                for cc in &e.cc {
+                    email = email.cc(cc.clone());
+                }
+                Ok(builder.notifier(email.build().map_err(|err| self.wrap(field, err))?))
+            }
+            #[cfg(feature = "webhook")]
+            NotifierSettings::Webhook(w) => {
+                let secret = self.read(&w.secret, &format!("{field}.secret"))?;
+                let mut webhook = crate::notify::WebhookNotifier::builder(w.url.clone()).secret(secret);
+                if let Some(include) = w.include_code {
+                    webhook = webhook.include_code(include);
+                }
+                if let Some(timeout) = w.attempt_timeout {
+                    webhook = webhook.attempt_timeout(timeout);
+                }
+                if let Some(attempts) = w.max_attempts {
+                    webhook = webhook.max_attempts(attempts);
+                }
+                Ok(builder.notifier(webhook.build().map_err(|err| self.wrap(field, err))?))
+            }
+            #[cfg(feature = "webhook")]
+            NotifierSettings::Slack(s) => {
+                let url = self.read(&s.url, &format!("{field}.url"))?;
+                let mut slack = crate::notify::SlackNotifier::builder(url);
+                if let Some(include) = s.include_code {
+                    slack = slack.include_code(include);
+                }
+                if let Some(timeout) = s.attempt_timeout {
+                    slack = slack.attempt_timeout(timeout);
+                }
+                if let Some(attempts) = s.max_attempts {
+                    slack = slack.max_attempts(attempts);
+                }
+                Ok(builder.notifier(slack.build().map_err(|err| self.wrap(field, err))?))
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                let (kind, feature) = match other {
+                    NotifierSettings::Email(_) => ("email", "email"),
+                    NotifierSettings::Webhook(_) => ("webhook", "webhook"),
+                    _ => ("slack", "webhook"),
+                };
+                Err(self.invalid(
+                    &format!("{field}.kind"),
+                    &format!("kind = \"{kind}\" needs tollgate's `{feature}` feature, which this build lacks"),
+                ))
+            }
+        }
+    }
+
+    /// A secret's value; the value itself never appears in an error.
+    fn read(&self, secret: &Secret, field: &str) -> Result<String, Error> {
+        match secret {
+            Secret::Env(name) => std::env::var(name).map_err(|_| {
+                self.invalid(field, &format!("the environment variable {name} is not set or not UTF-8"))
+            }),
+            Secret::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Ok(text.strip_suffix('\n').unwrap_or(&text).trim_end_matches('\r').to_owned()),
+                Err(e) => Err(self
+                    .invalid(field, &format!("cannot read {}: {e}", path.display()))
+                    .with_source(e)),
+            },
+            Secret::Inline(value) if self.gate.allow_inline_secrets => Ok(value.clone()),
+            Secret::Inline(_) => Err(self.invalid(
+                field,
+                "inline secrets are refused, since configuration files get committed and copied: \
+                 use { env = \"NAME\" } or { file = \"PATH\" } (or gate.allow_inline_secrets = true in tests)",
+            )),
+        }
+    }
+
+    fn origin_name(&self) -> Cow<'_, str> {
+        self.origin
+            .as_deref()
+            .map_or(Cow::Borrowed("configuration"), Path::to_string_lossy)
+    }
+
+    fn invalid(&self, field: &str, message: &str) -> Error {
+        Error::new(ErrorKind::InvalidConfig)
+            .with_detail(format!("{}: {field}: {message}", self.origin_name()))
+    }
+
+    /// Names the file and field on an error from a builder.
+    fn wrap(&self, field: &str, error: Error) -> Error {
+        let detail = error.detail().unwrap_or(error.code()).to_owned();
+        self.invalid(field, &detail).with_source(error)
+    }
+}
+
+/// `smtps://user@host` with the password put in, percent-encoded; `None` without a user.
+#[cfg(feature = "email")]
+fn with_password(url: &str, password: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (user, host) = rest.split_once('@')?;
+    if user.is_empty() || user.contains(':') {
+        return None;
+    }
+    let mut encoded = String::new();
+    for byte in password.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Some(format!("{scheme}://{user}:{encoded}@{host}"))
+}
+
+/// A key as TOML writes it: bare when it can be, quoted otherwise.
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+#[cfg(feature = "toml")]
+fn parse_toml(text: &str, origin: Option<&Path>) -> Result<Config, Error> {
+    let name = origin.map_or(Cow::Borrowed("configuration"), Path::to_string_lossy);
+    let error = |path: String, e: &toml::de::Error| {
+        let mut detail = format!("{name}: ");
+        if !path.is_empty() {
+            detail.push_str(&path);
+            detail.push_str(": ");
+        }
+        detail.push_str(e.message().trim_end());
+        if let Some(span) = e.span() {
+            let (line, column) = line_column(text, span.start);
+            detail.push_str(&format!(" (line {line}, column {column})"));
+        }
+        // The TOML error's own text quotes the offending line, which may hold a secret: keep
+        // only its message and position.
+        Error::new(ErrorKind::InvalidConfig).with_detail(detail)
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| error(String::new(), &e))?;
+    let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e
+            .path()
+            .iter()
+            .map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => toml_key(key),
+                serde_path_to_error::Segment::Seq { index } => format!("[{index}]"),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+            .replace(".[", "[");
+        error(path, e.inner())
+    })?;
+    config.origin = origin.map(Path::to_path_buf);
+    config.validate()?;
+    Ok(config)
+}
+
+#[cfg(feature = "toml")]
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The policy a [`Config`] describes: its mode, entries and defaults. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ConfigPolicy {
+    /// `None` when approvals are disabled.
+    table: Option<CapabilityTable>,
+}
+
+impl<R: Call + ?Sized> Policy<R> for ConfigPolicy {
+    fn check(&self, call: &R) -> Decision {
+        match &self.table {
+            Some(table) => table.check(call),
+            None => Decision::allow("approvals are disabled by configuration (mode = \"disabled\")"),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! How an HTTP request reads as a call: capability, arguments, principal, session, reason.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, Method, Request};
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::args;
+use crate::call::Call;
+use crate::error::{Error, ErrorKind};
+
+/// Who makes the request, put in the request's extensions by your own authentication layer.
+/// The gate reads it as the call's principal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal(pub String);
+
+/// The session the request belongs to, put in the request's extensions by your own layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session(pub String);
+
+/// Why the caller makes the request, shown to the approver, put in the request's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reason(pub String);
+
+/// democrai's operation classes: what an HTTP method does to the resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `GET`, `HEAD`, `OPTIONS`: reads.
+    Receive,
+    /// `POST`, `PUT`, `PATCH`, `DELETE` and any other method: changes something.
+    Send,
+}
+
+impl Operation {
+    /// The class of `method`. Methods not listed count as `Send`, the cautious answer.
+    pub fn of(method: &Method) -> Self {
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            Operation::Receive
+        } else {
+            Operation::Send
+        }
+    }
+}
+
+/// Where the principal, session and reason come from, and how much body is read.
+pub(crate) struct Reading {
+    pub(crate) principal_header: Option<HeaderName>,
+    pub(crate) session_header: Option<HeaderName>,
+    pub(crate) reason_header: Option<HeaderName>,
+}
+
+/// An HTTP request as the gate and the policy see it.
+///
+/// The capability is the method and route pattern (`POST /v1/refunds/{id}`) unless the layer
+/// names another. The arguments are an object with the path parameters under `path`, the query
+/// under `query` (a repeated key gives an array), and the body under `body` (JSON as JSON, other
+/// UTF-8 text as a string, anything else as its length and SHA-256); parts that are absent are
+/// left out.
+pub struct HttpCall<B> {
+    pub(crate) request: Request<B>,
+    pub(crate) capability: Box<str>,
+    pub(crate) route: Option<Box<str>>,
+    pub(crate) params: Vec<(Box<str>, Box<str>)>,
+    pub(crate) body: Option<Value>,
+    pub(crate) reading: Arc<Reading>,
+}
+
+impl<B> fmt::Debug for HttpCall<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCall")
+            .field("capability", &self.capability)
+            .field("method", self.request.method())
+            .field("path", &self.request.uri().path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> HttpCall<B> {
+    /// The method.
+    pub fn method(&self) -> &Method {
+        self.request.method()
+    }
+
+    /// The operation class of the method.
+    pub fn operation(&self) -> Operation {
+        Operation::of(self.request.method())
+    }
+
+    /// The route pattern that matched, such as `/v1/refunds/{id}`, when the router knows it.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
+    }
+
+    /// The request, whose body has not been touched unless it was read for the arguments.
+    pub fn request(&self) -> &Request<B> {
+        &self.request
+    }
+
+    /// The JSON body, when one was read.
+    pub fn body(&self) -> Option<&Value> {
+        self.body.as_ref()
+    }
+
+    pub(crate) fn into_request(self) -> Request<B> {
+        self.request
+    }
+
+    fn extension_or_header<T: Send + Sync + 'static>(
+        &self,
+        get: impl Fn(&T) -> &str,
+        header: Option<&HeaderName>,
+    ) -> Option<&str> {
+        if let Some(value) = self.request.extensions().get::<T>() {
+            return Some(get(value));
+        }
+        let value = self.request.headers().get(header?)?.to_str().ok()?.trim();
+        (!value.is_empty()).then_some(value)
+    }
+}
+
+impl<B> Call for HttpCall<B> {
+    fn capability(&self) -> &str {
+        &self.capability
+    }
+
+    fn args(&self) -> Cow<'_, Value> {
+        let mut args = Map::new();
+        if !self.params.is_empty() {
+            let path = self.params.iter().map(|(k, v)| (k.to_string(), Value::from(&**v)));
+            args.insert("path".into(), Value::Object(path.collect()));
+        }
+        if let Some(query) = self.request.uri().query().filter(|q| !q.is_empty()) {
+            args.insert("query".into(), query_object(query));
+        }
+        if let Some(body) = &self.body {
+            args.insert("body".into(), body.clone());
+        }
+        Cow::Owned(Value::Object(args))
+    }
+
+    fn principal(&self) -> Option<&str> {
+        self.extension_or_header(|p: &Principal| &p.0, self.reading.principal_header.as_ref())
+    }
+
+    fn session(&self) -> Option<&str> {
+        self.extension_or_header(|s: &Session| &s.0, self.reading.session_header.as_ref())
+    }
+
+    fn reason(&self) -> Option<&str> {
+        self.extension_or_header(|r: &Reason| &r.0, self.reading.reason_header.as_ref())
+    }
+}
+
+/// `a=1&b=2&b=3` as `{"a": "1", "b": ["2", "3"]}`.
+fn query_object(query: &str) -> Value {
+    let mut object = Map::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = Value::String(value.into_owned());
+        match object.get_mut(&*key) {
+            None => {
+                object.insert(key.into_owned(), value);
+            }
+            Some(Value::Array(values)) => values.push(value),
+            Some(first) => *first = Value::Array(vec![first.take(), value]),
+        }
+    }
+    Value::Object(object)
+}
+
+/// The body as arguments: JSON (strictly: a repeated key is refused) when the content type says
+/// JSON, other UTF-8 text as a string, anything else as its length and digest. Empty is `None`.
+pub(crate) fn body_value(content_type: Option<&str>, bytes: &Bytes) -> Result<Option<Value>, Error> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let essence = content_type
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase());
+    let is_json = essence
+        .as_deref()
+        .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
+    let text = std::str::from_utf8(bytes);
+    if is_json {
+        let text = text.map_err(|_| {
+            Error::new(ErrorKind::InvalidArguments).with_detail("the JSON body is not UTF-8")
+        })?;
+        return args::parse_strict(text).map(Some);
+    }
+    Ok(Some(match text {
+        Ok(text) => Value::String(text.to_owned()),
+        Err(_) => serde_json::json!({
+            "bytes": bytes.len(),
+            "sha256": crate::hex::lower(&Sha256::digest(bytes)),
+        }),
+    }))
+}

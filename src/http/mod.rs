@@ -1,0 +1,640 @@
+//! Gating HTTP services: axum routers, handlers, or any tower service of `http::Request`.
+//!
+//! [`Gate::http`] makes a layer that reads each request as a [`HttpCall`] and asks the policy
+//! about it; [`Gate::require`] makes one for a single route with a fixed capability. A call the
+//! policy does not allow parks until a person decides, exactly as for any other service; when it
+//! fails, the client gets a JSON error with the stable code, and the handler never runs.
+//!
+//! ```
+//! use axum::{routing::{get, post}, Router};
+//! use tollgate::policy::CapabilityTable;
+//! use tollgate::Gate;
+//!
+//! # fn app(gate: Gate) -> Router {
+//! let policy = CapabilityTable::new().allow("GET *");          // reads pass, writes ask
+//! Router::new()
+//!     .route("/v1/refunds/{id}", get(|| async { "a refund" }).post(|| async { "refunded" }))
+//!     .route("/v1/payouts", post(|| async { "paid" }).layer(gate.require("payments.payout")))
+//!     .layer(gate.http(policy))
+//! # }
+//! ```
+//!
+//! # What the policy sees
+//!
+//! - **Capability**: the method and route pattern, `POST /v1/refunds/{id}`, when the layer runs
+//!   inside an axum router (`Router::layer`, `route_layer`, or a route's own `.layer`). Outside
+//!   one, the literal path stands in for the pattern; name capabilities yourself with
+//!   [`capability_fn`](HttpApprovalLayer::capability_fn) there.
+//! - **Arguments**: `{"path": {…}, "query": {…}, "body": …}`. The body is read, up to
+//!   [`body_limit`](HttpApprovalLayer::body_limit) (64 KiB by default), only for methods that
+//!   send (`POST`, `PUT`, `PATCH`, `DELETE`); reads (`GET`, `HEAD`, `OPTIONS`) pass through
+//!   untouched. A larger body is answered `413 body_too_large` and nobody is asked.
+//! - **Principal, session, reason**: the [`Principal`], [`Session`] and [`Reason`] extensions your
+//!   own authentication layer sets. A header is read only when you name it, and only when the
+//!   extension is absent: a header is whatever the client says it is.
+//!
+//! # Answers
+//!
+//! | code | status |
+//! |---|---|
+//! | `access_request_denied`, `approver_not_allowed` | 403 |
+//! | `access_request_expired`, `wait_timed_out` | 504 |
+//! | `too_many_pending`, `too_many_alerts`, `too_many_attempts` | 429 |
+//! | `notification_failed`, `access_request_cancelled` | 503 |
+//! | `reason_required`, `invalid_arguments`, `missing_approver` | 400 |
+//! | `body_too_large` | 413 |
+//! | `access_request_not_found` | 404 |
+//! | `already_resolved` | 409 |
+//! | `scope_not_allowed` | 422 |
+//! | anything else | 500 |
+//!
+//! The body is `{"error": {"code", "message", "detail", "request_id", "retryable"}}`.
+//! [`handle_error`] gives the same answer for services that fail with a [`BoxError`], for axum's
+//! `HandleErrorLayer`.
+//!
+//! # Pitfalls
+//!
+//! - **Bodies of sending methods are buffered** up to the limit before the policy runs, allowed
+//!   calls included. Put the layer on the routes that need it, or call
+//!   [`skip_body`](HttpApprovalLayer::skip_body) for uploads the policy need not read.
+//! - **Route patterns need the router.** Applied around a whole `Router` from outside (for example
+//!   with `ServiceBuilder` before `into_make_service`), the layer runs before routing and sees
+//!   only literal paths.
+
+mod call;
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::Collect;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::call::{HttpCall, Operation, Principal, Reason, Session};
+
+use self::call::{Reading, body_value};
+use crate::error::{BoxError, Error, ErrorKind};
+use crate::gate::Gate;
+use crate::policy::{Ask, Policy};
+use crate::service::RequireApproval;
+
+/// The default most body bytes read for the arguments: 64 KiB.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+impl Gate {
+    /// A layer gating HTTP requests with `policy`; the capability is the method and route
+    /// pattern. See the [`http` module](crate::http).
+    pub fn http<P>(&self, policy: P) -> HttpApprovalLayer<P> {
+        HttpApprovalLayer {
+            gate: self.clone(),
+            policy: Arc::new(policy),
+            capability: CapabilityFrom::Route,
+            principal_header: None,
+            session_header: None,
+            reason_header: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            read_body: true,
+        }
+    }
+
+    /// A layer for one route: every request is the call `capability` and asks a person, unless a
+    /// standing rule covers it. Replace the policy with [`HttpApprovalLayer::policy`].
+    ///
+    /// ```
+    /// use axum::{routing::post, Router};
+    /// # fn app(gate: tollgate::Gate) -> Router {
+    /// Router::new().route("/refunds", post(|| async { "refunded" }).layer(gate.require("payments.refund")))
+    /// # }
+    /// ```
+    pub fn require(&self, capability: &str) -> HttpApprovalLayer<Ask> {
+        let mut layer = self.http(Ask::new(format!("{capability} requires approval")));
+        layer.capability = CapabilityFrom::Fixed(capability.into());
+        layer
+    }
+}
+
+type CapabilityFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
+#[derive(Clone)]
+enum CapabilityFrom {
+    Route,
+    Fixed(Arc<str>),
+    Custom(CapabilityFn),
+}
+
+/// Gates an HTTP service; made by [`Gate::http`] or [`Gate::require`].
+#[derive(Clone)]
+#[must_use]
+pub struct HttpApprovalLayer<P> {
+    gate: Gate,
+    policy: Arc<P>,
+    capability: CapabilityFrom,
+    principal_header: Option<HeaderName>,
+    session_header: Option<HeaderName>,
+    reason_header: Option<HeaderName>,
+    body_limit: usize,
+    read_body: bool,
+}
+
+impl<P: fmt::Debug> fmt::Debug for HttpApprovalLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let capability = match &self.capability {
+            CapabilityFrom::Route => "method and route",
+            CapabilityFrom::Fixed(name) => name,
+            CapabilityFrom::Custom(_) => "a custom function",
+        };
+        f.debug_struct("HttpApprovalLayer")
+            .field("policy", &self.policy)
+            .field("capability", &capability)
+            .field("principal_header", &self.principal_header)
+            .field("session_header", &self.session_header)
+            .field("reason_header", &self.reason_header)
+            .field("body_limit", &self.body_limit)
+            .field("read_body", &self.read_body)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P> HttpApprovalLayer<P> {
+    /// Replaces the policy.
+    pub fn policy<Q>(self, policy: Q) -> HttpApprovalLayer<Q> {
+        HttpApprovalLayer {
+            gate: self.gate,
+            policy: Arc::new(policy),
+            capability: self.capability,
+            principal_header: self.principal_header,
+            session_header: self.session_header,
+            reason_header: self.reason_header,
+            body_limit: self.body_limit,
+            read_body: self.read_body,
+        }
+    }
+
+    /// Every request is the call `capability`.
+    pub fn capability(mut self, capability: &str) -> Self {
+        self.capability = CapabilityFrom::Fixed(capability.into());
+        self
+    }
+
+    /// Names each request's capability; `None` falls back to the method and route.
+    pub fn capability_fn<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        self.capability = CapabilityFrom::Custom(Arc::new(f));
+        self
+    }
+
+    /// Reads the principal from this header when no [`Principal`] extension is set. Only for
+    /// headers a trusted proxy sets: clients can send any header they like.
+    pub fn principal_header(mut self, name: HeaderName) -> Self {
+        self.principal_header = Some(name);
+        self
+    }
+
+    /// Reads the session from this header when no [`Session`] extension is set.
+    pub fn session_header(mut self, name: HeaderName) -> Self {
+        self.session_header = Some(name);
+        self
+    }
+
+    /// Reads the caller's reason from this header when no [`Reason`] extension is set.
+    pub fn reason_header(mut self, name: HeaderName) -> Self {
+        self.reason_header = Some(name);
+        self
+    }
+
+    /// The most body bytes read for the arguments; larger bodies are answered
+    /// `413 body_too_large`. Default: [`DEFAULT_BODY_LIMIT`].
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Never reads bodies: the arguments are the path and query only, and bodies of any size
+    /// pass through untouched.
+    pub fn skip_body(mut self) -> Self {
+        self.read_body = false;
+        self
+    }
+}
+
+impl<S, P> Layer<S> for HttpApprovalLayer<P> {
+    type Service = HttpApproval<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpApproval {
+            inner: RequireApproval::new(Forward(inner), self.gate.clone(), self.policy.clone()),
+            settings: Arc::new(Settings {
+                capability: self.capability.clone(),
+                reading: Arc::new(Reading {
+                    principal_header: self.principal_header.clone(),
+                    session_header: self.session_header.clone(),
+                    reason_header: self.reason_header.clone(),
+                }),
+                body_limit: self.body_limit,
+                read_body: self.read_body,
+            }),
+        }
+    }
+}
+
+struct Settings {
+    capability: CapabilityFrom,
+    reading: Arc<Reading>,
+    body_limit: usize,
+    read_body: bool,
+}
+
+/// Middleware that parks HTTP requests the policy does not allow until a person decides; made
+/// by [`HttpApprovalLayer`].
+pub struct HttpApproval<S, P> {
+    inner: RequireApproval<Forward<S>, Arc<P>>,
+    settings: Arc<Settings>,
+}
+
+impl<S: Clone, P> Clone for HttpApproval<S, P> {
+    fn clone(&self) -> Self {
+        HttpApproval {
+            inner: self.inner.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for HttpApproval<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpApproval")
+            .field("inner", &self.inner.get_ref().0)
+            .field("policy", self.inner.policy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P, B, ResBody> Service<Request<B>> for HttpApproval<S, P>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S::Error: fmt::Debug + fmt::Display + Send + Sync + 'static,
+    P: Policy<HttpCall<B>>,
+    B: http_body::Body + From<Bytes>,
+    B::Error: Into<BoxError>,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, P, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.get_mut().0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        let settings = &self.settings;
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|m| Box::<str>::from(m.as_str()));
+        let named = match &settings.capability {
+            CapabilityFrom::Route => None,
+            CapabilityFrom::Fixed(name) => Some(Box::from(&**name)),
+            CapabilityFrom::Custom(f) => f(&parts).map(String::into_boxed_str),
+        };
+        let capability = named.unwrap_or_else(|| {
+            let path = route.as_deref().unwrap_or(parts.uri.path());
+            format!("{} {path}", parts.method).into_boxed_str()
+        });
+        let params = match path_params(&mut parts) {
+            Ok(params) => params,
+            Err(error) => return ResponseFuture::answer(error),
+        };
+        let call = |request, body| HttpCall {
+            request,
+            capability,
+            route,
+            params,
+            body,
+            reading: settings.reading.clone(),
+        };
+        if !settings.read_body || Operation::of(&parts.method) == Operation::Receive {
+            return ResponseFuture::gated(self.inner.call(call(Request::from_parts(parts, body), None)));
+        }
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > settings.body_limit as u64) {
+            return ResponseFuture::answer(too_large(settings.body_limit));
+        }
+        // The ready service goes with the future; an unready clone stays for the next call.
+        let unready = self.inner.clone();
+        let ready = mem::replace(&mut self.inner, unready);
+        let head = call(Request::from_parts(parts, B::from(Bytes::new())), None);
+        ResponseFuture::reading(
+            Limited::new(body, settings.body_limit).collect(),
+            head,
+            ready,
+            settings.body_limit,
+        )
+    }
+}
+
+/// The path parameters axum matched, percent-decoded.
+fn path_params(parts: &mut Parts) -> Result<Vec<(Box<str>, Box<str>)>, Error> {
+    if parts.extensions.get::<MatchedPath>().is_none() {
+        return Ok(Vec::new());
+    }
+    // The extractor reads the request's extensions and never waits.
+    let extract = pin!(RawPathParams::from_request_parts(parts, &()));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match extract.poll(&mut cx) {
+        Poll::Ready(Ok(params)) => Ok(params.iter().map(|(k, v)| (k.into(), v.into())).collect()),
+        Poll::Ready(Err(rejection)) => Err(Error::new(ErrorKind::InvalidArguments)
+            .with_detail(format!("path parameters: {}", rejection.body_text()))),
+        Poll::Pending => Ok(Vec::new()),
+    }
+}
+
+fn too_large(limit: usize) -> Error {
+    Error::new(ErrorKind::BodyTooLarge)
+        .with_detail(format!("the gate reads bodies of at most {limit} bytes"))
+}
+
+/// The inner service as the gate calls it: with the request out of the [`HttpCall`], and its
+/// errors marked so they can be told apart from the gate's own.
+#[derive(Clone, Debug)]
+pub(crate) struct Forward<S>(S);
+
+impl<S: Service<Request<B>>, B> Service<HttpCall<B>> for Forward<S> {
+    type Response = S::Response;
+    type Error = InnerError<S::Error>;
+    type Future = ForwardFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx).map_err(InnerError)
+    }
+
+    fn call(&mut self, call: HttpCall<B>) -> Self::Future {
+        ForwardFuture {
+            inner: self.0.call(call.into_request()),
+        }
+    }
+}
+
+pin_project! {
+    pub(crate) struct ForwardFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, T, E> Future for ForwardFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, InnerError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map_err(InnerError)
+    }
+}
+
+/// An error of the inner service, on its way through the gate's boxed errors and back.
+#[derive(Debug)]
+pub(crate) struct InnerError<E>(E);
+
+impl<E: fmt::Display> fmt::Display for InnerError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for InnerError<E> {}
+
+type Gated<S, B> = crate::future::ResponseFuture<Forward<S>, HttpCall<B>>;
+
+pin_project! {
+    /// Response future of [`HttpApproval`].
+    pub struct ResponseFuture<S, P, B>
+    where
+        S: Service<Request<B>>,
+        B: http_body::Body,
+        B::Error: Into<BoxError>,
+    {
+        #[pin]
+        state: State<S, P, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, P, B>
+    where
+        S: Service<Request<B>>,
+        B: http_body::Body,
+        B::Error: Into<BoxError>,
+    {
+        Answer { error: Option<Error> },
+        Reading {
+            #[pin]
+            body: Collect<Limited<B>>,
+            next: Option<(HttpCall<B>, RequireApproval<Forward<S>, Arc<P>>)>,
+            limit: usize,
+        },
+        Gated { #[pin] future: Gated<S, B> },
+    }
+}
+
+impl<S, P, B> ResponseFuture<S, P, B>
+where
+    S: Service<Request<B>>,
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    fn answer(error: Error) -> Self {
+        ResponseFuture {
+            state: State::Answer { error: Some(error) },
+        }
+    }
+
+    fn gated(future: Gated<S, B>) -> Self {
+        ResponseFuture {
+            state: State::Gated { future },
+        }
+    }
+
+    fn reading(
+        body: Collect<Limited<B>>,
+        head: HttpCall<B>,
+        ready: RequireApproval<Forward<S>, Arc<P>>,
+        limit: usize,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Reading {
+                body,
+                next: Some((head, ready)),
+                limit,
+            },
+        }
+    }
+}
+
+impl<S, P, B, ResBody> Future for ResponseFuture<S, P, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S::Error: fmt::Debug + fmt::Display + Send + Sync + 'static,
+    P: Policy<HttpCall<B>>,
+    B: http_body::Body + From<Bytes>,
+    B::Error: Into<BoxError>,
+    ResBody: From<Bytes>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project().state.project() {
+                StateProj::Answer { error } => {
+                    let error = error.take().expect("polled after completion");
+                    return Poll::Ready(Ok(error_response(&error)));
+                }
+                StateProj::Gated { future } => {
+                    return Poll::Ready(match ready!(future.poll(cx)) {
+                        Ok(response) => Ok(response),
+                        Err(error) => match error.downcast::<InnerError<S::Error>>() {
+                            Ok(inner) => Err(inner.0),
+                            Err(error) => Ok(boxed_error_response(&error)),
+                        },
+                    });
+                }
+                StateProj::Reading { body, next, limit } => {
+                    let (mut call, mut service) = next.take().expect("polled after completion");
+                    let bytes = match ready!(body.poll(cx)) {
+                        Ok(collected) => collected.to_bytes(),
+                        Err(error) if error.is::<LengthLimitError>() => {
+                            return Poll::Ready(Ok(error_response(&too_large(*limit))));
+                        }
+                        Err(_) => {
+                            let error = Error::new(ErrorKind::InvalidArguments)
+                                .with_detail("the request body could not be read");
+                            return Poll::Ready(Ok(error_response(&error)));
+                        }
+                    };
+                    let content_type = call.request.headers().get(CONTENT_TYPE);
+                    match body_value(content_type.and_then(|v| v.to_str().ok()), &bytes) {
+                        Ok(value) => call.body = value,
+                        Err(error) => return Poll::Ready(Ok(error_response(&error))),
+                    }
+                    *call.request.body_mut() = B::from(bytes);
+                    State::Gated {
+                        future: service.call(call),
+                    }
+                }
+            };
+            self.as_mut().project().state.set(next);
+        }
+    }
+}
+
+impl<S, P, B> fmt::Debug for ResponseFuture<S, P, B>
+where
+    S: Service<Request<B>>,
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Answer { .. } => "answer",
+            State::Reading { .. } => "reading the body",
+            State::Gated { future } => return f.debug_tuple("ResponseFuture").field(future).finish(),
+        };
+        f.debug_struct("ResponseFuture").field("state", &state).finish()
+    }
+}
+
+/// The HTTP status for an error of this kind, answered to the caller of a gated service.
+pub fn status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::AccessRequestDenied | ErrorKind::ApproverNotAllowed => StatusCode::FORBIDDEN,
+        ErrorKind::AccessRequestExpired | ErrorKind::WaitTimedOut => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::TooManyPending | ErrorKind::TooManyAlerts | ErrorKind::TooManyAttempts => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        ErrorKind::NotificationFailed | ErrorKind::AccessRequestCancelled => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorKind::ReasonRequired | ErrorKind::InvalidArguments | ErrorKind::MissingApprover => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::AccessRequestNotFound => StatusCode::NOT_FOUND,
+        ErrorKind::AlreadyResolved => StatusCode::CONFLICT,
+        ErrorKind::ScopeNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The JSON answer for `error`: its [`status`] and `{"error": {…}}`.
+pub fn error_response<ResBody: From<Bytes>>(error: &Error) -> Response<ResBody> {
+    let body = serde_json::to_vec(&serde_json::json!({ "error": error }))
+        .unwrap_or_else(|_| br#"{"error":{"code":"internal"}}"#.to_vec());
+    let mut response = Response::new(ResBody::from(Bytes::from(body)));
+    *response.status_mut() = status(error.kind());
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A boxed error's answer: tollgate's errors as [`error_response`] does, anything else as a
+/// bare `500` that does not repeat the error's text.
+fn boxed_error_response<ResBody: From<Bytes>>(error: &BoxError) -> Response<ResBody> {
+    match error.downcast_ref::<Error>() {
+        Some(error) => error_response(error),
+        None => {
+            tracing::error!(error = %error, "the gated service failed");
+            let error = Error::new(ErrorKind::InvalidConfig).with_detail("the service failed");
+            let mut response = error_response::<ResBody>(&error);
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response
+        }
+    }
+}
+
+/// For axum's `HandleErrorLayer` around services that fail with a [`BoxError`], such as
+/// [`RequireApproval`] itself: tollgate's errors become their JSON answers, others a `500`.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{error_handling::HandleErrorLayer, routing::post, Router};
+/// use tower::ServiceBuilder;
+/// # fn app(gate: tollgate::Gate) -> Router {
+/// // The timeout fails with a `BoxError`; `handle_error` answers it.
+/// let refund = post(|| async { "refunded" }).layer(
+///     ServiceBuilder::new()
+///         .layer(HandleErrorLayer::new(tollgate::http::handle_error))
+///         .layer(gate.require("payments.refund"))
+///         .timeout(Duration::from_secs(30)),
+/// );
+/// Router::new().route("/refunds", refund)
+/// # }
+/// ```
+pub async fn handle_error(error: BoxError) -> Response<axum::body::Body> {
+    boxed_error_response(&error)
+}
+
+impl axum::response::IntoResponse for Error {
+    fn into_response(self) -> axum::response::Response {
+        error_response(&self)
+    }
+}

@@ -1,0 +1,433 @@
+//! The configuration file: modes, pattern precedence, defaults, validation errors, secrets, and
+//! gates built from files.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use serde_json::json;
+use tollgate::config::Config;
+use tollgate::notify::RecordingNotifier;
+use tollgate::policy::{Decision, Policy};
+use tollgate::{Approve, Deny, Gate, Scope, ToolCall};
+use tower::{Layer, ServiceExt, service_fn};
+
+use support::{capture_logs, code};
+
+fn config(text: &str) -> Config {
+    Config::from_toml(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn decide(config: &Config, capability: &str) -> Decision {
+    config
+        .policy()
+        .unwrap()
+        .check(&ToolCall::new(capability, json!({})))
+}
+
+fn kind(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Allow(_) => "allow",
+        Decision::Ask(_) => "ask",
+        Decision::Deny(_) => "deny",
+    }
+}
+
+const ENTRIES: &str = r#"
+    [capabilities."search.web"]
+    decision = "allow"
+
+    [capabilities."fs.delete"]
+    decision = "deny"
+    deny_reason = "never"
+
+    [capabilities."payments.refund"]
+    max_scope = "value"
+"#;
+
+#[test]
+fn selective_follows_each_entry_and_asks_about_the_rest() {
+    let config = config(&format!("mode = \"selective\"\n{ENTRIES}"));
+    assert_eq!(kind(&decide(&config, "search.web")), "allow");
+    assert_eq!(kind(&decide(&config, "fs.delete")), "deny");
+    assert_eq!(decide(&config, "fs.delete").reasoning(), "never");
+    assert_eq!(kind(&decide(&config, "payments.refund")), "ask");
+    let unlisted = decide(&config, "shell.exec");
+    assert_eq!(kind(&unlisted), "ask");
+    assert_eq!(
+        unlisted.reasoning(),
+        "this capability is not listed in the configuration"
+    );
+}
+
+#[test]
+fn all_capabilities_asks_even_where_an_entry_allows_but_still_denies() {
+    let config = config(&format!("mode = \"all_capabilities\"\n{ENTRIES}"));
+    let search = decide(&config, "search.web");
+    assert_eq!(kind(&search), "ask");
+    assert!(search.reasoning().contains("all_capabilities"));
+    assert_eq!(kind(&decide(&config, "fs.delete")), "deny");
+    assert_eq!(kind(&decide(&config, "shell.exec")), "ask");
+}
+
+#[test]
+fn disabled_lets_every_call_through_and_says_so_loudly() {
+    let (logs, _guard) = capture_logs();
+    let config = config(&format!("mode = \"disabled\"\n{ENTRIES}"));
+    for capability in ["search.web", "fs.delete", "payments.refund", "shell.exec"] {
+        assert_eq!(kind(&decide(&config, capability)), "allow", "{capability}");
+    }
+    let logs = logs.text();
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(logs.contains("APPROVALS ARE DISABLED"), "{logs}");
+}
+
+#[test]
+fn a_missing_mode_or_section_means_ask_never_allow() {
+    let empty = config("");
+    assert_eq!(kind(&decide(&empty, "anything.at_all")), "ask");
+    let Decision::Ask(ask) = decide(&empty, "x") else {
+        unreachable!()
+    };
+    assert_eq!(ask.allowed_approvers(), None);
+    // Without [gate], no secret was given: building the gate says so.
+    let error = empty
+        .gate_builder()
+        .unwrap()
+        .notifier(RecordingNotifier::new())
+        .build()
+        .unwrap_err();
+    assert_eq!(error.code(), "missing_secret");
+}
+
+#[test]
+fn exact_names_beat_globs_and_the_most_specific_glob_wins() {
+    let config = config(
+        r#"
+        [capabilities."*"]
+        decision = "allow"
+        [capabilities."payments.*"]
+        description = "payments glob"
+        [capabilities."payments.admin.*"]
+        decision = "deny"
+        [capabilities."payments.refund"]
+        description = "exact refund"
+        [capabilities."*.refund"]
+        decision = "deny"
+        "#,
+    );
+    let reasoning = |c| decide(&config, c).reasoning().to_owned();
+    assert_eq!(reasoning("payments.refund"), "exact refund");
+    assert_eq!(reasoning("payments.charge"), "payments glob");
+    assert_eq!(kind(&decide(&config, "payments.admin.wipe")), "deny");
+    // `payments.*` (9 literal characters) beats `*.refund` (7).
+    assert_eq!(reasoning("payments.partial.refund"), "payments glob");
+    assert_eq!(kind(&decide(&config, "orders.refund")), "deny");
+    assert_eq!(kind(&decide(&config, "search.web")), "allow");
+}
+
+#[test]
+fn entries_inherit_from_defaults_only() {
+    let config = config(
+        r#"
+        [defaults]
+        max_scope = "session"
+        max_rule_ttl = "2h"
+        approvers = ["alice"]
+        [capabilities."payments.*"]
+        max_scope = "global"
+        require_reason = true
+        [capabilities."payments.refund"]
+        description = "refunds"
+        "#,
+    );
+    let ask = |c| match decide(&config, c) {
+        Decision::Ask(ask) => ask,
+        other => panic!("{other:?}"),
+    };
+    let refund = ask("payments.refund");
+    // From [defaults], not from the `payments.*` glob it also matches.
+    assert_eq!(
+        refund,
+        tollgate::policy::Ask::new("refunds")
+            .max_scope(Scope::Session)
+            .max_rule_ttl(std::time::Duration::from_secs(7200))
+            .approvers(["alice"])
+    );
+    let charge = ask("payments.charge");
+    assert_eq!(
+        charge,
+        tollgate::policy::Ask::new("configured as capabilities.\"payments.*\"")
+            .max_scope(Scope::Global)
+            .max_rule_ttl(std::time::Duration::from_secs(7200))
+            .approvers(["alice"])
+            .require_reason()
+    );
+}
+
+/// Each bad file, the field its error must name, and what it must say is accepted.
+const BAD: &[(&str, &str, &str)] = &[
+    ("mode = \"off\"", "mode", "expected one of `disabled`, `selective`, `all_capabilities`"),
+    ("moed = \"selective\"", "", "unknown field `moed`, expected one of `mode`"),
+    ("[gate]\nrequest_ttl = \"5 minutes\"", "gate.request_ttl", "expected a duration like `90s`, `5m` or `1h 30m`"),
+    ("[gate]\nrequest_ttl = 300", "gate.request_ttl", "expected a string"),
+    ("[gate]\nsecrett = 1", "gate", "unknown field `secrett`"),
+    ("[gate]\nmax_attempts = -1", "gate.max_attempts", "u32"),
+    ("[gate]\nsecret = { environment = \"X\" }", "gate.secret", "expected `env` or `file`"),
+    ("[gate]\nsecret = { env = \"A\", file = \"B\" }", "gate.secret", "not both"),
+    ("[gate]\nsecret = { env = \"A\" }\nrandom_secret = true", "gate", "not both"),
+    ("[gate]\nunlimited_alert_rate = true\nalert_rate = { alerts = 1, window = \"1s\" }", "gate", "not both"),
+    ("[gate]\nalert_rate = { alerts = 1 }", "gate.alert_rate", "missing field `window`"),
+    ("[capabilities.\"payments.*\"]\nmax_scope = \"forever\"", "capabilities.\"payments.*\".max_scope", "expected one of `once`, `value`, `session`, `capability`, `global`"),
+    ("[capabilities.\"a\"]\ndecision = \"maybe\"", "capabilities.a.decision", "expected one of `ask`, `allow`, `deny`"),
+    ("[capabilities.\"a\"]\ndecsion = \"ask\"", "capabilities.a", "unknown field `decsion`, expected one of `decision`"),
+    ("[capabilities.\"a\"]\nmax_rule_ttl = \"0s\"", "capabilities.a.max_rule_ttl", "more than zero"),
+    ("[capabilities.\"a\"]\napprovers = []", "capabilities.a.approvers", "nobody"),
+    ("[capabilities.\"a\"]\ndecision = \"allow\"\ndeny_reason = \"x\"", "capabilities.a.deny_reason", "decision = \"deny\""),
+    ("[capabilities.\"a\"]\ndecision = \"deny\"\nmax_scope = \"value\"", "capabilities.a.max_scope", "this one denies"),
+    ("[capabilities.\" \"]\ndecision = \"allow\"", "capabilities.\" \"", "must not be empty"),
+    ("[defaults]\ndeny_reason = \"x\"", "defaults.deny_reason", "decision = \"deny\""),
+    ("[[notifiers]]\nkind = \"pager\"", "notifiers[0]", "unknown variant `pager`, expected one of `terminal`, `email`, `webhook`, `slack`"),
+    ("[[notifiers]]\nkind = \"terminal\"\nstream = \"printer\"", "notifiers[0]", "expected `stderr` or `stdout`"),
+    ("[[notifiers]]\nkind = \"terminal\"\ncolour = true", "notifiers[0]", "unknown field `colour`"),
+    ("[[notifiers]]\nkind = \"webhook\"\nurl = \"https://x\"", "notifiers[0]", "missing field `secret`"),
+    ("mode = ", "", "line 1, column"),
+    ("[gate\nsecret = 1", "", "line 1"),
+];
+
+#[test]
+fn each_invalid_file_fails_naming_the_file_the_field_and_what_is_accepted() {
+    let dir = scratch("bad");
+    for (i, (text, field, accepted)) in BAD.iter().enumerate() {
+        let path = dir.join(format!("bad-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let error = Config::load(&path).expect_err(text);
+        assert_eq!(error.code(), "invalid_config", "{text}");
+        let detail = error.detail().unwrap();
+        let prefix = format!("{}: {field}", path.display());
+        assert!(detail.starts_with(&prefix), "{text}\n  gave: {detail}\n  wanted a start of: {prefix}");
+        assert!(detail.contains(accepted), "{text}\n  gave: {detail}\n  wanted: {accepted}");
+    }
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let error = Config::load("/nonexistent/tollgate.toml").unwrap_err();
+    assert_eq!(error.code(), "invalid_config");
+    assert!(error.detail().unwrap().starts_with("/nonexistent/tollgate.toml: cannot read the file"));
+    assert!(std::error::Error::source(&error).is_some(), "the I/O error is kept as the cause");
+}
+
+#[test]
+fn every_shipped_config_loads_and_builds_its_policy() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    collect_toml(&root.join("examples"), &mut files);
+    assert!(files.len() >= 2, "{files:?}");
+    for file in files {
+        let config = Config::load(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        config.policy().unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+}
+
+fn collect_toml(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_toml(&path, out);
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+}
+
+const INLINE: &str = "hunter2-hunter2-hunter2-hunter2";
+
+#[test]
+fn secrets_come_from_the_environment_or_a_file_and_never_inline_by_default() {
+    // From the environment: cargo sets CARGO_MANIFEST_DIR for the tests it runs.
+    let from_env = config("[gate]\nsecret = { env = \"CARGO_MANIFEST_DIR\" }");
+    assert!(from_env.gate_builder().is_ok());
+
+    let unset = config("[gate]\nsecret = { env = \"TOLLGATE_TEST_SURELY_UNSET\" }");
+    let error = unset.gate_builder().unwrap_err();
+    assert_eq!(
+        error.detail(),
+        Some("configuration: gate.secret: the environment variable TOLLGATE_TEST_SURELY_UNSET is not set or not UTF-8")
+    );
+
+    // From a file, one trailing newline removed: the codes it derives match a gate built with
+    // the same secret in code.
+    let dir = scratch("secret");
+    let file = dir.join("secret");
+    std::fs::write(&file, format!("{INLINE}\n")).unwrap();
+    let from_file = config(&format!("[gate]\nsecret = {{ file = {:?} }}", file.display().to_string()));
+    assert!(from_file.gate_builder().is_ok());
+
+    let missing = config("[gate]\nsecret = { file = \"/nonexistent/secret\" }");
+    let error = missing.gate_builder().unwrap_err();
+    assert!(error.detail().unwrap().starts_with("configuration: gate.secret: cannot read /nonexistent/secret"));
+
+    // Inline: refused unless the file opts in, and never repeated in the error or Debug.
+    let inline = config(&format!("[gate]\nsecret = \"{INLINE}\""));
+    let error = inline.gate_builder().unwrap_err();
+    assert!(error.detail().unwrap().contains("inline secrets are refused"));
+    assert!(!format!("{error} {error:?} {inline:?}").contains("hunter2"));
+    let allowed = config(&format!("[gate]\nallow_inline_secrets = true\nsecret = \"{INLINE}\""));
+    assert!(allowed.gate_builder().is_ok());
+
+    // A syntax error on a secret's line does not quote the line.
+    let error = Config::from_toml(&format!("[gate]\nsecret = \"{INLINE}")).unwrap_err();
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+    assert!(error.detail().unwrap().contains("line 2"), "{error}");
+}
+
+#[cfg(not(all(feature = "email", feature = "webhook")))]
+#[test]
+fn a_notifier_whose_feature_is_missing_says_which_feature() {
+    let config = config(
+        "[gate]\nrandom_secret = true\n[[notifiers]]\nkind = \"slack\"\nurl = { env = \"CARGO_MANIFEST_DIR\" }\n",
+    );
+    match config.gate_builder() {
+        Ok(_) => assert!(cfg!(feature = "webhook")),
+        Err(e) => assert!(e.detail().unwrap().contains("needs tollgate's `webhook` feature"), "{e}"),
+    }
+}
+
+#[cfg(all(feature = "email", feature = "webhook"))]
+#[test]
+fn every_notifier_kind_builds_from_the_file() {
+    let dir = scratch("notifiers");
+    let webhook_secret = dir.join("webhook");
+    std::fs::write(&webhook_secret, INLINE).unwrap();
+    let config = config(&format!(
+        r#"
+        [gate]
+        random_secret = true
+        [[notifiers]]
+        kind = "terminal"
+        [[notifiers]]
+        kind = "email"
+        url = "smtps://tollgate@smtp.example.com:465"
+        password = {{ env = "CARGO_MANIFEST_DIR" }}
+        from = "tollgate@example.com"
+        to = ["ops@example.com"]
+        [[notifiers]]
+        kind = "webhook"
+        url = "https://hooks.example.com/x"
+        secret = {{ file = {:?} }}
+        include_code = "never"
+        [[notifiers]]
+        kind = "slack"
+        url = {{ env = "CARGO_MANIFEST_DIR" }}
+        "#,
+        webhook_secret.display().to_string()
+    ));
+    let error = config.gate_builder().err().map(|e| e.to_string());
+    // The Slack URL read from CARGO_MANIFEST_DIR is a path, not a URL: the error names the
+    // entry without repeating the value.
+    let error = error.expect("a path is not a webhook URL");
+    assert!(error.contains("notifiers[3]"), "{error}");
+    assert!(!error.contains(env!("CARGO_MANIFEST_DIR")), "{error}");
+}
+
+#[tokio::test]
+async fn a_gate_and_policy_from_a_file_enforce_approvers_and_reasons() {
+    let config = config(
+        r#"
+        [gate]
+        random_secret = true
+        request_ttl = "1m"
+        [capabilities."payments.*"]
+        max_scope = "value"
+        approvers = ["alice"]
+        require_reason = true
+        description = "Moves money."
+        "#,
+    );
+    let inbox = RecordingNotifier::new();
+    let gate: Gate = config.gate_builder().unwrap().notifier(inbox.clone()).build().unwrap();
+    let service = gate
+        .layer(config.policy().unwrap())
+        .layer(service_fn(|call: ToolCall| async move {
+            Ok::<_, tollgate::BoxError>(call.capability().to_owned())
+        }));
+
+    // No reason: refused at once, nobody alerted.
+    let bare = ToolCall::new("payments.refund", json!({"amount": 5})).principal("agent-7");
+    let error = service.clone().oneshot(bare.clone()).await.unwrap_err();
+    assert_eq!(code(&error), "reason_required");
+    assert!(inbox.alerts().is_empty());
+
+    let call = bare.reason("ticket #1");
+    let parked = tokio::spawn(service.clone().oneshot(call));
+    let alert = inbox.next_alert().await;
+    assert_eq!(alert.request().reasoning(), "Moves money.");
+    assert_eq!(alert.request().approvers(), Some(&["alice".into()][..]));
+    let id = alert.request().id();
+    let code_text = alert.code().reveal().to_owned();
+
+    // Bob has the right code but is not among the approvers; the request stays pending.
+    let refused = gate
+        .approve(Approve::new(id, code_text.clone()).by("bob"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "approver_not_allowed");
+    let refused = gate
+        .deny(Deny::new(id, code_text.clone()).by("bob"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "approver_not_allowed");
+    assert!(gate.status(id).unwrap().is_pending());
+    assert_eq!(gate.stats().wrong_codes, 0, "a refused approver is not a wrong code");
+
+    let approval = gate
+        .approve(Approve::new(id, code_text).scope(Scope::Value).by("alice"))
+        .await
+        .unwrap();
+    assert_eq!(approval.scope(), Scope::Value);
+    assert_eq!(parked.await.unwrap().unwrap(), "payments.refund");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// No input makes loading panic: arbitrary text, and the reference file with bytes
+    /// replaced, inserted or cut.
+    #[test]
+    fn loading_never_panics(text in "\\PC{0,200}") {
+        let _ = Config::from_toml(&text).map(|c| c.policy());
+    }
+
+    #[test]
+    fn loading_a_mangled_reference_never_panics(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<char>(), 0u8..3), 1..6)
+    ) {
+        let mut text: Vec<char> = REFERENCE.chars().collect();
+        for (at, c, op) in edits {
+            let i = at.index(text.len());
+            match op {
+                0 => text[i] = c,
+                1 => text.insert(i, c),
+                _ => { text.remove(i); }
+            }
+        }
+        let text: String = text.into_iter().collect();
+        if let Ok(config) = Config::from_toml(&text) {
+            let _ = config.policy();
+            let _ = config.gate_builder();
+        }
+    }
+}
+
+const REFERENCE: &str = include_str!("../../examples/config/reference.toml");
+
+/// A fresh directory under the target directory for this test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("config-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
