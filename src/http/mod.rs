@@ -518,8 +518,9 @@ where
                     });
                 }
                 StateProj::Reading { body, next, limit } => {
+                    let collected = ready!(body.poll(cx));
                     let (mut call, mut service) = next.take().expect("polled after completion");
-                    let bytes = match ready!(body.poll(cx)) {
+                    let bytes = match collected {
                         Ok(collected) => collected.to_bytes(),
                         Err(error) if error.is::<LengthLimitError>() => {
                             return Poll::Ready(Ok(error_response(&too_large(*limit))));

@@ -12,7 +12,8 @@ use crate::call::Call;
 /// Both policies must let the call through: the stricter decision wins (allow < ask < deny).
 ///
 /// When both ask, the approver sees both reasonings and may grant only what both allow: the
-/// narrower scope, the shorter TTL, the approvers both accept. A deny from `a` skips `b`.
+/// narrower scope, the shorter TTL, the approvers both accept (if no approver is accepted by
+/// both, the call is denied rather than left to expire). A deny from `a` skips `b`.
 pub fn and<A, B>(a: A, b: B) -> And<A, B> {
     And { a, b }
 }
@@ -45,7 +46,12 @@ impl<R: ?Sized, A: Policy<R>, B: Policy<R>> Policy<R> for And<A, B> {
             return first;
         }
         match (first, self.b.check(call)) {
-            (Decision::Ask(a), Decision::Ask(b)) => Decision::Ask(a.narrowed(b)),
+            (Decision::Ask(a), Decision::Ask(b)) => match a.narrowed(b) {
+                ask if ask.approvers.as_deref().is_some_and(<[_]>::is_empty) => {
+                    Decision::deny("no approver may decide under both policies")
+                }
+                ask => Decision::Ask(ask),
+            },
             (a, b) if b.strictness() > a.strictness() => b,
             (a, _) => a,
         }

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod client;
 pub mod receiver;
 
 use std::collections::HashMap;
