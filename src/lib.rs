@@ -89,10 +89,12 @@
 //! - `email`: [`notify::EmailNotifier`], alerts by SMTP (lettre, rustls on ring).
 //! - `webhook`: [`notify::WebhookNotifier`] and [`notify::SlackNotifier`], signed JSON events and
 //!   chat messages over HTTPS (reqwest, rustls on ring).
+//! - `toml`: [`config::Config::load`], the configuration file.
+//! - `axum`: `tollgate::http`, gating axum routers and tower HTTP services.
 //!
-//! The core (the gate, policies, the terminal and recording notifiers, webhook signature checks
-//! for receivers) needs none of them. Stores and the HTTP approval API will arrive behind their
-//! own.
+//! The core (the gate, policies and their [configuration](config) types, the terminal and
+//! recording notifiers, webhook signature checks for receivers) needs none of them. Stores and the
+//! HTTP approval API will arrive behind their own.
 
 mod args;
 mod call;

@@ -8,14 +8,21 @@ const EXPECTED: &str = "a duration like `90s`, `5m` or `1h 30m` (units: ms, s, m
 
 /// Parses `1h 30m`, `1h30m`, `90s`, `250ms`, `2d`: whole numbers, each followed by a unit.
 pub(crate) fn parse(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration `{}`, expected {EXPECTED}", text.escape_debug());
+    let bad = || {
+        format!(
+            "invalid duration `{}`, expected {EXPECTED}",
+            text.escape_debug()
+        )
+    };
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(bad());
     }
     let mut total = Duration::ZERO;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
         let letters = rest
@@ -62,7 +69,16 @@ mod tests {
         assert_eq!(parse(" 90s "), secs(90));
         assert_eq!(parse("2d"), secs(172_800));
         assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
-        for bad in ["", "5", "m", "5 minutes", "1.5h", "-1s", "5m 3", "99999999999h"] {
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5 minutes",
+            "1.5h",
+            "-1s",
+            "5m 3",
+            "99999999999h",
+        ] {
             let error = parse(bad).unwrap_err();
             assert!(error.contains("expected a duration like"), "{bad}: {error}");
         }

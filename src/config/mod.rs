@@ -75,8 +75,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::call::Call;
 use crate::error::{Error, ErrorKind};
@@ -164,9 +164,18 @@ impl CapabilitySettings {
             max_scope: self.max_scope.or(defaults.max_scope),
             max_rule_ttl: self.max_rule_ttl.or(defaults.max_rule_ttl),
             require_reason: self.require_reason.or(defaults.require_reason),
-            approvers: self.approvers.clone().or_else(|| defaults.approvers.clone()),
-            description: self.description.clone().or_else(|| defaults.description.clone()),
-            deny_reason: self.deny_reason.clone().or_else(|| defaults.deny_reason.clone()),
+            approvers: self
+                .approvers
+                .clone()
+                .or_else(|| defaults.approvers.clone()),
+            description: self
+                .description
+                .clone()
+                .or_else(|| defaults.description.clone()),
+            deny_reason: self
+                .deny_reason
+                .clone()
+                .or_else(|| defaults.deny_reason.clone()),
         }
     }
 
@@ -181,7 +190,10 @@ impl CapabilitySettings {
                 ("description", self.description.is_some()),
             ];
             if let Some((name, _)) = asks.iter().find(|(_, set)| *set) {
-                return Err((at(name), "applies only to entries that ask; this one denies"));
+                return Err((
+                    at(name),
+                    "applies only to entries that ask; this one denies",
+                ));
             }
         } else if self.deny_reason.is_some() && self.decision.is_some() {
             return Err((at("deny_reason"), "applies only with decision = \"deny\""));
@@ -189,7 +201,10 @@ impl CapabilitySettings {
         if let Some(ttl) = self.max_rule_ttl
             && (ttl.is_zero() || ttl > Duration::from_secs(366 * 86_400))
         {
-            return Err((at("max_rule_ttl"), "must be more than zero and at most a year"));
+            return Err((
+                at("max_rule_ttl"),
+                "must be more than zero and at most a year",
+            ));
         }
         if let Some(approvers) = &self.approvers {
             if approvers.is_empty() {
@@ -294,7 +309,9 @@ impl<'de> Deserialize<'de> for Secret {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
                 let Some(key) = map.next_key::<String>()? else {
-                    return Err(de::Error::custom(r#"expected { env = "NAME" } or { file = "PATH" }"#));
+                    return Err(de::Error::custom(
+                        r#"expected { env = "NAME" } or { file = "PATH" }"#,
+                    ));
                 };
                 let secret = match key.as_str() {
                     "env" => Secret::Env(map.next_value()?),
@@ -417,8 +434,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |(field, message): (String, &str)| self.invalid(&field, message);
         self.defaults.check("defaults").map_err(invalid)?;
-        if self.defaults.deny_reason.is_some() && self.defaults.decision != Some(DecisionKind::Deny) {
-            return Err(self.invalid("defaults.deny_reason", "applies only with decision = \"deny\""));
+        if self.defaults.deny_reason.is_some() && self.defaults.decision != Some(DecisionKind::Deny)
+        {
+            return Err(self.invalid(
+                "defaults.deny_reason",
+                "applies only with decision = \"deny\"",
+            ));
         }
         for (pattern, settings) in &self.capabilities {
             let field = format!("capabilities.{}", toml_key(pattern));
@@ -437,10 +458,16 @@ impl Config {
         }
         let gate = &self.gate;
         if gate.secret.is_some() && gate.random_secret {
-            return Err(self.invalid("gate", "give either `secret` or `random_secret = true`, not both"));
+            return Err(self.invalid(
+                "gate",
+                "give either `secret` or `random_secret = true`, not both",
+            ));
         }
         if gate.alert_rate.is_some() && gate.unlimited_alert_rate {
-            return Err(self.invalid("gate", "give either `alert_rate` or `unlimited_alert_rate = true`, not both"));
+            return Err(self.invalid(
+                "gate",
+                "give either `alert_rate` or `unlimited_alert_rate = true`, not both",
+            ));
         }
         Ok(())
     }
@@ -487,7 +514,9 @@ impl Config {
                     .clone()
                     .map_or(Cow::Borrowed("denied by the configuration"), Cow::Owned),
             ),
-            (DecisionKind::Allow, Mode::Selective) => Decision::allow("allowed by the configuration"),
+            (DecisionKind::Allow, Mode::Selective) => {
+                Decision::allow("allowed by the configuration")
+            }
             (DecisionKind::Allow, _) => {
                 ask("mode = \"all_capabilities\" asks a person about every call".into())
             }
@@ -573,8 +602,12 @@ impl Config {
                 let url = match &e.password {
                     Some(password) => {
                         let password = self.read(password, &format!("{field}.password"))?;
-                        with_password(&e.url, &password)
-                            .ok_or_else(|| self.invalid(&format!("{field}.url"), "a password needs a user in the URL: smtps://user@host:465"))?
+                        with_password(&e.url, &password).ok_or_else(|| {
+                            self.invalid(
+                                &format!("{field}.url"),
+                                "a password needs a user in the URL: smtps://user@host:465",
+                            )
+                        })?
                     }
                     None => e.url.clone(),
                 };
@@ -592,7 +625,8 @@ impl Config {
             #[cfg(feature = "webhook")]
             NotifierSettings::Webhook(w) => {
                 let secret = self.read(&w.secret, &format!("{field}.secret"))?;
-                let mut webhook = crate::notify::WebhookNotifier::builder(w.url.clone()).secret(secret);
+                let mut webhook =
+                    crate::notify::WebhookNotifier::builder(w.url.clone()).secret(secret);
                 if let Some(include) = w.include_code {
                     webhook = webhook.include_code(include);
                 }
@@ -766,7 +800,9 @@ impl<R: Call + ?Sized> Policy<R> for ConfigPolicy {
     fn check(&self, call: &R) -> Decision {
         match &self.table {
             Some(table) => table.check(call),
-            None => Decision::allow("approvals are disabled by configuration (mode = \"disabled\")"),
+            None => {
+                Decision::allow("approvals are disabled by configuration (mode = \"disabled\")")
+            }
         }
     }
 }

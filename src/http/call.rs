@@ -46,6 +46,9 @@ impl Operation {
     }
 }
 
+/// Path parameters by name, percent-decoded.
+pub(crate) type Params = Vec<(Box<str>, Box<str>)>;
+
 /// Where the principal, session and reason come from, and how much body is read.
 pub(crate) struct Reading {
     pub(crate) principal_header: Option<HeaderName>,
@@ -64,7 +67,7 @@ pub struct HttpCall<B> {
     pub(crate) request: Request<B>,
     pub(crate) capability: Box<str>,
     pub(crate) route: Option<Box<str>>,
-    pub(crate) params: Vec<(Box<str>, Box<str>)>,
+    pub(crate) params: Params,
     pub(crate) body: Option<Value>,
     pub(crate) reading: Arc<Reading>,
 }
@@ -130,7 +133,10 @@ impl<B> Call for HttpCall<B> {
     fn args(&self) -> Cow<'_, Value> {
         let mut args = Map::new();
         if !self.params.is_empty() {
-            let path = self.params.iter().map(|(k, v)| (k.to_string(), Value::from(&**v)));
+            let path = self
+                .params
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::from(&**v)));
             args.insert("path".into(), Value::Object(path.collect()));
         }
         if let Some(query) = self.request.uri().query().filter(|q| !q.is_empty()) {
@@ -173,7 +179,10 @@ fn query_object(query: &str) -> Value {
 
 /// The body as arguments: JSON (strictly: a repeated key is refused) when the content type says
 /// JSON, other UTF-8 text as a string, anything else as its length and digest. Empty is `None`.
-pub(crate) fn body_value(content_type: Option<&str>, bytes: &Bytes) -> Result<Option<Value>, Error> {
+pub(crate) fn body_value(
+    content_type: Option<&str>,
+    bytes: &Bytes,
+) -> Result<Option<Value>, Error> {
     if bytes.is_empty() {
         return Ok(None);
     }

@@ -83,7 +83,7 @@ use tower_service::Service;
 
 pub use self::call::{HttpCall, Operation, Principal, Reason, Session};
 
-use self::call::{Reading, body_value};
+use self::call::{Params, Reading, body_value};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::gate::Gate;
 use crate::policy::{Ask, Policy};
@@ -328,7 +328,10 @@ where
             reading: settings.reading.clone(),
         };
         if !settings.read_body || Operation::of(&parts.method) == Operation::Receive {
-            return ResponseFuture::gated(self.inner.call(call(Request::from_parts(parts, body), None)));
+            return ResponseFuture::gated(
+                self.inner
+                    .call(call(Request::from_parts(parts, body), None)),
+            );
         }
         let declared = parts
             .headers
@@ -351,7 +354,7 @@ where
 }
 
 /// The path parameters axum matched, percent-decoded.
-fn path_params(parts: &mut Parts) -> Result<Vec<(Box<str>, Box<str>)>, Error> {
+fn path_params(parts: &mut Parts) -> Result<Params, Error> {
     if parts.extensions.get::<MatchedPath>().is_none() {
         return Ok(Vec::new());
     }
@@ -557,9 +560,13 @@ where
         let state = match &self.state {
             State::Answer { .. } => "answer",
             State::Reading { .. } => "reading the body",
-            State::Gated { future } => return f.debug_tuple("ResponseFuture").field(future).finish(),
+            State::Gated { future } => {
+                return f.debug_tuple("ResponseFuture").field(future).finish();
+            }
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 

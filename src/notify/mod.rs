@@ -122,9 +122,7 @@ pub use self::slack::{DEFAULT_CHAT_FOLLOW_UP, DEFAULT_CHAT_TEXT, SlackBuilder, S
 pub use self::template::Template;
 pub use self::terminal::TerminalNotifier;
 #[cfg(feature = "webhook")]
-pub use self::webhook::{
-    CREATED, DeliveryFailed, RESOLVED, WebhookBuilder, WebhookNotifier,
-};
+pub use self::webhook::{CREATED, DeliveryFailed, RESOLVED, WebhookBuilder, WebhookNotifier};
 
 use crate::error::BoxError;
 use crate::gate::{AccessRequest, Outcome, VerificationCode};

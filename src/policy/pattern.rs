@@ -110,10 +110,20 @@ mod tests {
 
     #[test]
     fn more_literal_characters_win_then_a_longer_prefix_then_text_order() {
-        let mut patterns = vec![p("*"), p("*.refund"), p("payments.*"), p("pay*.refund"), p("b*"), p("a*")];
+        let mut patterns = [
+            p("*"),
+            p("*.refund"),
+            p("payments.*"),
+            p("pay*.refund"),
+            p("b*"),
+            p("a*"),
+        ];
         patterns.sort_by(Pattern::precedence);
         let order: Vec<_> = patterns.iter().map(Pattern::as_str).collect();
-        assert_eq!(order, ["pay*.refund", "payments.*", "*.refund", "a*", "b*", "*"]);
+        assert_eq!(
+            order,
+            ["pay*.refund", "payments.*", "*.refund", "a*", "b*", "*"]
+        );
     }
 
     #[test]

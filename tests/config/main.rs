@@ -169,30 +169,118 @@ fn entries_inherit_from_defaults_only() {
 
 /// Each bad file, the field its error must name, and what it must say is accepted.
 const BAD: &[(&str, &str, &str)] = &[
-    ("mode = \"off\"", "mode", "expected one of `disabled`, `selective`, `all_capabilities`"),
-    ("moed = \"selective\"", "", "unknown field `moed`, expected one of `mode`"),
-    ("[gate]\nrequest_ttl = \"5 minutes\"", "gate.request_ttl", "expected a duration like `90s`, `5m` or `1h 30m`"),
-    ("[gate]\nrequest_ttl = 300", "gate.request_ttl", "expected a string"),
+    (
+        "mode = \"off\"",
+        "mode",
+        "expected one of `disabled`, `selective`, `all_capabilities`",
+    ),
+    (
+        "moed = \"selective\"",
+        "",
+        "unknown field `moed`, expected one of `mode`",
+    ),
+    (
+        "[gate]\nrequest_ttl = \"5 minutes\"",
+        "gate.request_ttl",
+        "expected a duration like `90s`, `5m` or `1h 30m`",
+    ),
+    (
+        "[gate]\nrequest_ttl = 300",
+        "gate.request_ttl",
+        "expected a string",
+    ),
     ("[gate]\nsecrett = 1", "gate", "unknown field `secrett`"),
     ("[gate]\nmax_attempts = -1", "gate.max_attempts", "u32"),
-    ("[gate]\nsecret = { environment = \"X\" }", "gate.secret", "expected `env` or `file`"),
-    ("[gate]\nsecret = { env = \"A\", file = \"B\" }", "gate.secret", "not both"),
-    ("[gate]\nsecret = { env = \"A\" }\nrandom_secret = true", "gate", "not both"),
-    ("[gate]\nunlimited_alert_rate = true\nalert_rate = { alerts = 1, window = \"1s\" }", "gate", "not both"),
-    ("[gate]\nalert_rate = { alerts = 1 }", "gate.alert_rate", "missing field `window`"),
-    ("[capabilities.\"payments.*\"]\nmax_scope = \"forever\"", "capabilities.\"payments.*\".max_scope", "expected one of `once`, `value`, `session`, `capability`, `global`"),
-    ("[capabilities.\"a\"]\ndecision = \"maybe\"", "capabilities.a.decision", "expected one of `ask`, `allow`, `deny`"),
-    ("[capabilities.\"a\"]\ndecsion = \"ask\"", "capabilities.a", "unknown field `decsion`, expected one of `decision`"),
-    ("[capabilities.\"a\"]\nmax_rule_ttl = \"0s\"", "capabilities.a.max_rule_ttl", "more than zero"),
-    ("[capabilities.\"a\"]\napprovers = []", "capabilities.a.approvers", "nobody"),
-    ("[capabilities.\"a\"]\ndecision = \"allow\"\ndeny_reason = \"x\"", "capabilities.a.deny_reason", "decision = \"deny\""),
-    ("[capabilities.\"a\"]\ndecision = \"deny\"\nmax_scope = \"value\"", "capabilities.a.max_scope", "this one denies"),
-    ("[capabilities.\" \"]\ndecision = \"allow\"", "capabilities.\" \"", "must not be empty"),
-    ("[defaults]\ndeny_reason = \"x\"", "defaults.deny_reason", "decision = \"deny\""),
-    ("[[notifiers]]\nkind = \"pager\"", "notifiers[0]", "unknown variant `pager`, expected one of `terminal`, `email`, `webhook`, `slack`"),
-    ("[[notifiers]]\nkind = \"terminal\"\nstream = \"printer\"", "notifiers[0]", "expected `stderr` or `stdout`"),
-    ("[[notifiers]]\nkind = \"terminal\"\ncolour = true", "notifiers[0]", "unknown field `colour`"),
-    ("[[notifiers]]\nkind = \"webhook\"\nurl = \"https://x\"", "notifiers[0]", "missing field `secret`"),
+    (
+        "[gate]\nsecret = { environment = \"X\" }",
+        "gate.secret",
+        "expected `env` or `file`",
+    ),
+    (
+        "[gate]\nsecret = { env = \"A\", file = \"B\" }",
+        "gate.secret",
+        "not both",
+    ),
+    (
+        "[gate]\nsecret = { env = \"A\" }\nrandom_secret = true",
+        "gate",
+        "not both",
+    ),
+    (
+        "[gate]\nunlimited_alert_rate = true\nalert_rate = { alerts = 1, window = \"1s\" }",
+        "gate",
+        "not both",
+    ),
+    (
+        "[gate]\nalert_rate = { alerts = 1 }",
+        "gate.alert_rate",
+        "missing field `window`",
+    ),
+    (
+        "[capabilities.\"payments.*\"]\nmax_scope = \"forever\"",
+        "capabilities.\"payments.*\".max_scope",
+        "expected one of `once`, `value`, `session`, `capability`, `global`",
+    ),
+    (
+        "[capabilities.\"a\"]\ndecision = \"maybe\"",
+        "capabilities.a.decision",
+        "expected one of `ask`, `allow`, `deny`",
+    ),
+    (
+        "[capabilities.\"a\"]\ndecsion = \"ask\"",
+        "capabilities.a",
+        "unknown field `decsion`, expected one of `decision`",
+    ),
+    (
+        "[capabilities.\"a\"]\nmax_rule_ttl = \"0s\"",
+        "capabilities.a.max_rule_ttl",
+        "more than zero",
+    ),
+    (
+        "[capabilities.\"a\"]\napprovers = []",
+        "capabilities.a.approvers",
+        "nobody",
+    ),
+    (
+        "[capabilities.\"a\"]\ndecision = \"allow\"\ndeny_reason = \"x\"",
+        "capabilities.a.deny_reason",
+        "decision = \"deny\"",
+    ),
+    (
+        "[capabilities.\"a\"]\ndecision = \"deny\"\nmax_scope = \"value\"",
+        "capabilities.a.max_scope",
+        "this one denies",
+    ),
+    (
+        "[capabilities.\" \"]\ndecision = \"allow\"",
+        "capabilities.\" \"",
+        "must not be empty",
+    ),
+    (
+        "[defaults]\ndeny_reason = \"x\"",
+        "defaults.deny_reason",
+        "decision = \"deny\"",
+    ),
+    (
+        "[[notifiers]]\nkind = \"pager\"",
+        "notifiers[0]",
+        "unknown variant `pager`, expected one of `terminal`, `email`, `webhook`, `slack`",
+    ),
+    (
+        "[[notifiers]]\nkind = \"terminal\"\nstream = \"printer\"",
+        "notifiers[0]",
+        "expected `stderr` or `stdout`",
+    ),
+    (
+        "[[notifiers]]\nkind = \"terminal\"\ncolour = true",
+        "notifiers[0]",
+        "unknown field `colour`",
+    ),
+    (
+        "[[notifiers]]\nkind = \"webhook\"\nurl = \"https://x\"",
+        "notifiers[0]",
+        "missing field `secret`",
+    ),
     ("mode = ", "", "line 1, column"),
     ("[gate\nsecret = 1", "", "line 1"),
 ];
@@ -207,8 +295,14 @@ fn each_invalid_file_fails_naming_the_file_the_field_and_what_is_accepted() {
         assert_eq!(error.code(), "invalid_config", "{text}");
         let detail = error.detail().unwrap();
         let prefix = format!("{}: {field}", path.display());
-        assert!(detail.starts_with(&prefix), "{text}\n  gave: {detail}\n  wanted a start of: {prefix}");
-        assert!(detail.contains(accepted), "{text}\n  gave: {detail}\n  wanted: {accepted}");
+        assert!(
+            detail.starts_with(&prefix),
+            "{text}\n  gave: {detail}\n  wanted a start of: {prefix}"
+        );
+        assert!(
+            detail.contains(accepted),
+            "{text}\n  gave: {detail}\n  wanted: {accepted}"
+        );
     }
 }
 
@@ -216,8 +310,16 @@ fn each_invalid_file_fails_naming_the_file_the_field_and_what_is_accepted() {
 fn a_missing_file_is_named() {
     let error = Config::load("/nonexistent/tollgate.toml").unwrap_err();
     assert_eq!(error.code(), "invalid_config");
-    assert!(error.detail().unwrap().starts_with("/nonexistent/tollgate.toml: cannot read the file"));
-    assert!(std::error::Error::source(&error).is_some(), "the I/O error is kept as the cause");
+    assert!(
+        error
+            .detail()
+            .unwrap()
+            .starts_with("/nonexistent/tollgate.toml: cannot read the file")
+    );
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the I/O error is kept as the cause"
+    );
 }
 
 #[test]
@@ -228,7 +330,9 @@ fn every_shipped_config_loads_and_builds_its_policy() {
     assert!(files.len() >= 2, "{files:?}");
     for file in files {
         let config = Config::load(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        config.policy().unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        config
+            .policy()
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
 }
 
@@ -255,7 +359,9 @@ fn secrets_come_from_the_environment_or_a_file_and_never_inline_by_default() {
     let error = unset.gate_builder().unwrap_err();
     assert_eq!(
         error.detail(),
-        Some("configuration: gate.secret: the environment variable TOLLGATE_TEST_SURELY_UNSET is not set or not UTF-8")
+        Some(
+            "configuration: gate.secret: the environment variable TOLLGATE_TEST_SURELY_UNSET is not set or not UTF-8"
+        )
     );
 
     // From a file, one trailing newline removed: the codes it derives match a gate built with
@@ -263,19 +369,34 @@ fn secrets_come_from_the_environment_or_a_file_and_never_inline_by_default() {
     let dir = scratch("secret");
     let file = dir.join("secret");
     std::fs::write(&file, format!("{INLINE}\n")).unwrap();
-    let from_file = config(&format!("[gate]\nsecret = {{ file = {:?} }}", file.display().to_string()));
+    let from_file = config(&format!(
+        "[gate]\nsecret = {{ file = {:?} }}",
+        file.display().to_string()
+    ));
     assert!(from_file.gate_builder().is_ok());
 
     let missing = config("[gate]\nsecret = { file = \"/nonexistent/secret\" }");
     let error = missing.gate_builder().unwrap_err();
-    assert!(error.detail().unwrap().starts_with("configuration: gate.secret: cannot read /nonexistent/secret"));
+    assert!(
+        error
+            .detail()
+            .unwrap()
+            .starts_with("configuration: gate.secret: cannot read /nonexistent/secret")
+    );
 
     // Inline: refused unless the file opts in, and never repeated in the error or Debug.
     let inline = config(&format!("[gate]\nsecret = \"{INLINE}\""));
     let error = inline.gate_builder().unwrap_err();
-    assert!(error.detail().unwrap().contains("inline secrets are refused"));
+    assert!(
+        error
+            .detail()
+            .unwrap()
+            .contains("inline secrets are refused")
+    );
     assert!(!format!("{error} {error:?} {inline:?}").contains("hunter2"));
-    let allowed = config(&format!("[gate]\nallow_inline_secrets = true\nsecret = \"{INLINE}\""));
+    let allowed = config(&format!(
+        "[gate]\nallow_inline_secrets = true\nsecret = \"{INLINE}\""
+    ));
     assert!(allowed.gate_builder().is_ok());
 
     // A syntax error on a secret's line does not quote the line.
@@ -292,7 +413,12 @@ fn a_notifier_whose_feature_is_missing_says_which_feature() {
     );
     match config.gate_builder() {
         Ok(_) => assert!(cfg!(feature = "webhook")),
-        Err(e) => assert!(e.detail().unwrap().contains("needs tollgate's `webhook` feature"), "{e}"),
+        Err(e) => assert!(
+            e.detail()
+                .unwrap()
+                .contains("needs tollgate's `webhook` feature"),
+            "{e}"
+        ),
     }
 }
 
@@ -348,12 +474,17 @@ async fn a_gate_and_policy_from_a_file_enforce_approvers_and_reasons() {
         "#,
     );
     let inbox = RecordingNotifier::new();
-    let gate: Gate = config.gate_builder().unwrap().notifier(inbox.clone()).build().unwrap();
-    let service = gate
-        .layer(config.policy().unwrap())
-        .layer(service_fn(|call: ToolCall| async move {
-            Ok::<_, tollgate::BoxError>(call.capability().to_owned())
-        }));
+    let gate: Gate = config
+        .gate_builder()
+        .unwrap()
+        .notifier(inbox.clone())
+        .build()
+        .unwrap();
+    let service =
+        gate.layer(config.policy().unwrap())
+            .layer(service_fn(|call: ToolCall| async move {
+                Ok::<_, tollgate::BoxError>(call.capability().to_owned())
+            }));
 
     // No reason: refused at once, nobody alerted.
     let bare = ToolCall::new("payments.refund", json!({"amount": 5})).principal("agent-7");
@@ -381,7 +512,11 @@ async fn a_gate_and_policy_from_a_file_enforce_approvers_and_reasons() {
         .unwrap_err();
     assert_eq!(refused.code(), "approver_not_allowed");
     assert!(gate.status(id).unwrap().is_pending());
-    assert_eq!(gate.stats().wrong_codes, 0, "a refused approver is not a wrong code");
+    assert_eq!(
+        gate.stats().wrong_codes,
+        0,
+        "a refused approver is not a wrong code"
+    );
 
     let approval = gate
         .approve(Approve::new(id, code_text).scope(Scope::Value).by("alice"))

@@ -50,10 +50,21 @@ struct App {
     ran: Arc<AtomicUsize>,
 }
 
-async fn serve(config: &str, layer: impl FnOnce(&Gate, Config) -> tollgate::http::HttpApprovalLayer<tollgate::config::ConfigPolicy>) -> App {
+async fn serve(
+    config: &str,
+    layer: impl FnOnce(
+        &Gate,
+        Config,
+    ) -> tollgate::http::HttpApprovalLayer<tollgate::config::ConfigPolicy>,
+) -> App {
     let config = Config::from_toml(config).unwrap();
     let inbox = RecordingNotifier::new();
-    let gate = config.gate_builder().unwrap().notifier(inbox.clone()).build().unwrap();
+    let gate = config
+        .gate_builder()
+        .unwrap()
+        .notifier(inbox.clone())
+        .build()
+        .unwrap();
     let ran = Arc::new(AtomicUsize::new(0));
     let counted = |ran: &Arc<AtomicUsize>| {
         let ran = ran.clone();
@@ -61,7 +72,8 @@ async fn serve(config: &str, layer: impl FnOnce(&Gate, Config) -> tollgate::http
             ran.fetch_add(1, Ordering::SeqCst);
         }
     };
-    let (on_refund, on_get, on_payout, on_delete) = (counted(&ran), counted(&ran), counted(&ran), counted(&ran));
+    let (on_refund, on_get, on_payout, on_delete) =
+        (counted(&ran), counted(&ran), counted(&ran), counted(&ran));
     let app = Router::new()
         .route(
             "/v1/refunds/{id}",
@@ -88,15 +100,22 @@ async fn serve(config: &str, layer: impl FnOnce(&Gate, Config) -> tollgate::http
         )
         .layer(layer(&gate, config))
         // The application's own authentication: every request here is agent-7 in conv-1.
-        .layer(axum::middleware::map_request(|mut request: Request| async move {
-            request.extensions_mut().insert(Principal("agent-7".into()));
-            request.extensions_mut().insert(Session("conv-1".into()));
-            request
-        }));
+        .layer(axum::middleware::map_request(
+            |mut request: Request| async move {
+                request.extensions_mut().insert(Principal("agent-7".into()));
+                request.extensions_mut().insert(Session("conv-1".into()));
+                request
+            },
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    App { addr, gate, inbox, ran }
+    App {
+        addr,
+        gate,
+        inbox,
+        ran,
+    }
 }
 
 async fn app() -> App {
@@ -127,7 +146,14 @@ async fn an_allowed_get_passes_without_asking() {
 #[tokio::test]
 async fn a_post_parks_until_approved_then_returns_the_handlers_response() {
     let app = app().await;
-    let parked = start(app.addr, json_post("/v1/refunds/r_1?notify=yes&tag=a&tag=b", r#"{"amount": 5000}"#)).await;
+    let parked = start(
+        app.addr,
+        json_post(
+            "/v1/refunds/r_1?notify=yes&tag=a&tag=b",
+            r#"{"amount": 5000}"#,
+        ),
+    )
+    .await;
 
     let alert = app.inbox.next_alert().await;
     let request = alert.request();
@@ -143,18 +169,36 @@ async fn a_post_parks_until_approved_then_returns_the_handlers_response() {
             "body": {"amount": 5000},
         })
     );
-    assert_eq!(app.ran.load(Ordering::SeqCst), 0, "the handler waits for the approval");
+    assert_eq!(
+        app.ran.load(Ordering::SeqCst),
+        0,
+        "the handler waits for the approval"
+    );
 
     app.gate
-        .approve(Approve::new(request.id(), alert.code().reveal()).scope(Scope::Value).by("alice"))
+        .approve(
+            Approve::new(request.id(), alert.code().reveal())
+                .scope(Scope::Value)
+                .by("alice"),
+        )
         .await
         .unwrap();
     let reply = parked.reply.await.unwrap();
     assert_eq!(reply.status, StatusCode::CREATED);
-    assert_eq!(reply.body, r#"refunded r_1 with {"amount": 5000}"#, "the handler gets the body as sent");
+    assert_eq!(
+        reply.body, r#"refunded r_1 with {"amount": 5000}"#,
+        "the handler gets the body as sent"
+    );
 
     // The `value` rule covers the identical call; a different amount asks again.
-    let again = send(app.addr, json_post("/v1/refunds/r_1?notify=yes&tag=a&tag=b", r#"{"amount":5000}"#)).await;
+    let again = send(
+        app.addr,
+        json_post(
+            "/v1/refunds/r_1?notify=yes&tag=a&tag=b",
+            r#"{"amount":5000}"#,
+        ),
+    )
+    .await;
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(app.inbox.alerts().len(), 1);
 }
@@ -165,7 +209,11 @@ async fn a_denied_post_gets_the_json_error() {
     let parked = start(app.addr, json_post("/v1/refunds/r_2", r#"{"amount": 1}"#)).await;
     let alert = app.inbox.next_alert().await;
     app.gate
-        .deny(Deny::new(alert.request().id(), alert.code().reveal()).reason("not this one").by("alice"))
+        .deny(
+            Deny::new(alert.request().id(), alert.code().reveal())
+                .reason("not this one")
+                .by("alice"),
+        )
         .await
         .unwrap();
     let reply = parked.reply.await.unwrap();
@@ -175,8 +223,14 @@ async fn a_denied_post_gets_the_json_error() {
     assert_eq!(error["code"], "access_request_denied");
     assert_eq!(error["retryable"], false);
     assert_eq!(error["request_id"], alert.request().id().to_string());
-    assert!(error["detail"].as_str().unwrap().contains("not this one"), "{error}");
-    assert!(!reply.body.contains(alert.code().reveal()), "the code never reaches the caller");
+    assert!(
+        error["detail"].as_str().unwrap().contains("not this one"),
+        "{error}"
+    );
+    assert!(
+        !reply.body.contains(alert.code().reveal()),
+        "the code never reaches the caller"
+    );
     assert_eq!(app.ran.load(Ordering::SeqCst), 0);
 
     // A capability the policy denies outright: 403 at once, nobody asked.
@@ -188,17 +242,29 @@ async fn a_denied_post_gets_the_json_error() {
 
 #[tokio::test]
 async fn an_oversized_body_gets_413_and_nobody_is_asked() {
-    let app = serve(POLICY, |gate, config| gate.http(config.policy().unwrap()).body_limit(1024)).await;
+    let app = serve(POLICY, |gate, config| {
+        gate.http(config.policy().unwrap()).body_limit(1024)
+    })
+    .await;
     let big = format!(r#"{{"note": "{}"}}"#, "x".repeat(2000));
 
     // Declared by Content-Length: refused before reading.
     let reply = send(app.addr, json_post("/v1/refunds/r_3", &big)).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.code(), "body_too_large");
-    assert!(reply.json()["error"]["detail"].as_str().unwrap().contains("1024 bytes"));
+    assert!(
+        reply.json()["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1024 bytes")
+    );
 
     // Chunked, with no declared length: refused once the limit is crossed.
-    let chunks = big.as_bytes().chunks(300).map(Bytes::copy_from_slice).collect();
+    let chunks = big
+        .as_bytes()
+        .chunks(300)
+        .map(Bytes::copy_from_slice)
+        .collect();
     let chunked = request("POST", "/v1/refunds/r_3")
         .header("content-type", "application/json")
         .body(Chunked(chunks))
@@ -229,7 +295,11 @@ async fn a_client_that_disconnects_while_parked_cancels_the_request() {
         .approve(Approve::new(id, alert.code().reveal()).by("alice"))
         .await
         .unwrap_err();
-    assert_eq!(late.code(), "access_request_cancelled", "the approver is told what happened");
+    assert_eq!(
+        late.code(),
+        "access_request_cancelled",
+        "the approver is told what happened"
+    );
     assert_eq!(app.ran.load(Ordering::SeqCst), 0);
 }
 
@@ -241,12 +311,24 @@ async fn a_route_can_require_approval_by_itself() {
     // The route's own layer names the capability; the outer layer (by route) asked too, and
     // the two share nothing: each is its own request.
     let first = alert.request().capability().to_owned();
-    app.gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice")).await.unwrap();
+    app.gate
+        .approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice"))
+        .await
+        .unwrap();
     let second = app.inbox.next_alert().await;
     let capabilities = [first, second.request().capability().to_owned()];
-    assert!(capabilities.contains(&"payments.payout".to_owned()), "{capabilities:?}");
-    assert!(capabilities.contains(&"POST /v1/payouts".to_owned()), "{capabilities:?}");
-    app.gate.approve(Approve::new(second.request().id(), second.code().reveal()).by("alice")).await.unwrap();
+    assert!(
+        capabilities.contains(&"payments.payout".to_owned()),
+        "{capabilities:?}"
+    );
+    assert!(
+        capabilities.contains(&"POST /v1/payouts".to_owned()),
+        "{capabilities:?}"
+    );
+    app.gate
+        .approve(Approve::new(second.request().id(), second.code().reveal()).by("alice"))
+        .await
+        .unwrap();
     let reply = parked.reply.await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, "paid out");
@@ -275,7 +357,10 @@ async fn an_expired_request_is_a_504() {
 
 #[tokio::test]
 async fn caps_and_failed_notifications_answer_429_and_503() {
-    let config = POLICY.replace("request_ttl = \"1m\"", "request_ttl = \"1m\"\nmax_pending_per_principal = 1");
+    let config = POLICY.replace(
+        "request_ttl = \"1m\"",
+        "request_ttl = \"1m\"\nmax_pending_per_principal = 1",
+    );
     let app = serve(&config, |gate, config| gate.http(config.policy().unwrap())).await;
     let parked = start(app.addr, json_post("/v1/refunds/r_7", "{}")).await;
     app.inbox.next_alert().await;
@@ -316,9 +401,16 @@ async fn headers_are_read_only_when_named_and_never_over_the_extension() {
         .unwrap();
     let parked = start(app.addr, call).await;
     let alert = app.inbox.next_alert().await;
-    assert_eq!(alert.request().principal(), "agent-7", "the authenticated extension wins");
+    assert_eq!(
+        alert.request().principal(),
+        "agent-7",
+        "the authenticated extension wins"
+    );
     assert_eq!(alert.request().reason(), Some("checking a ticket"));
-    app.gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice")).await.unwrap();
+    app.gate
+        .approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice"))
+        .await
+        .unwrap();
     assert_eq!(parked.reply.await.unwrap().body, "refund r_1");
 }
 
@@ -328,7 +420,11 @@ async fn handle_error_answers_boxed_errors() {
     use tower::ServiceBuilder;
 
     let inbox = RecordingNotifier::new();
-    let gate = Gate::builder().random_secret().notifier(inbox).build().unwrap();
+    let gate = Gate::builder()
+        .random_secret()
+        .notifier(inbox)
+        .build()
+        .unwrap();
     let slow = post(|| async {
         std::future::pending::<()>().await;
         "never"
@@ -339,9 +435,13 @@ async fn handle_error_answers_boxed_errors() {
             .layer(gate.http(CapabilityTable::new().allow("*")))
             .timeout(Duration::from_millis(50)),
     );
-    let fenced = post(|| async { "never" }).layer(gate.http(
-        CapabilityTable::new().deny("*", "fenced off").ask("x", Ask::new("x")),
-    ));
+    let fenced = post(|| async { "never" }).layer(
+        gate.http(
+            CapabilityTable::new()
+                .deny("*", "fenced off")
+                .ask("x", Ask::new("x")),
+        ),
+    );
     let app = Router::new().route("/slow", slow).route("/fenced", fenced);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -349,7 +449,11 @@ async fn handle_error_answers_boxed_errors() {
 
     let reply = send(addr, empty("POST", "/slow")).await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(!reply.body.contains("elapsed"), "the inner error's text is not repeated: {}", reply.body);
+    assert!(
+        !reply.body.contains("elapsed"),
+        "the inner error's text is not repeated: {}",
+        reply.body
+    );
     let reply = send(addr, empty("POST", "/fenced")).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.json()["error"]["detail"], "fenced off");

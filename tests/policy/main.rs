@@ -25,20 +25,35 @@ fn threshold_allows_at_or_below_asks_above_and_denies_far_above() {
         .ask(Ask::new("refunds move money").max_scope(Scope::Value));
     let check = |amount| policy.check(&refund(amount));
 
-    assert_eq!(check(json!(100)), Decision::allow("at or below the cost threshold"));
-    assert_eq!(check(json!("99.5")), Decision::allow("at or below the cost threshold"));
+    assert_eq!(
+        check(json!(100)),
+        Decision::allow("at or below the cost threshold")
+    );
+    assert_eq!(
+        check(json!("99.5")),
+        Decision::allow("at or below the cost threshold")
+    );
     assert_eq!(
         check(json!(250)),
         Decision::Ask(Ask::new("refunds move money: 250 is above 100").max_scope(Scope::Value))
     );
-    assert_eq!(check(json!(10_001)), Decision::deny("over the hard limit: 10001 is above 10000"));
+    assert_eq!(
+        check(json!(10_001)),
+        Decision::deny("over the hard limit: 10001 is above 10000")
+    );
     // A cost that cannot be read is asked about, never passed.
     for unreadable in [json!(null), json!("lots"), json!([1]), json!({"v": 1})] {
         let decision = check(unreadable.clone());
         assert!(matches!(decision, Decision::Ask(_)), "{unreadable}");
-        assert_eq!(decision.reasoning(), "refunds move money: the cost could not be read");
+        assert_eq!(
+            decision.reasoning(),
+            "refunds move money: the cost could not be read"
+        );
     }
-    assert!(matches!(policy.check(&ToolCall::new("payments.refund", json!({}))), Decision::Ask(_)));
+    assert!(matches!(
+        policy.check(&ToolCall::new("payments.refund", json!({}))),
+        Decision::Ask(_)
+    ));
 }
 
 #[test]
@@ -64,16 +79,28 @@ fn and_takes_the_stricter_decision_and_narrows_two_asks() {
         )
     );
 
-    let disjoint = and(Ask::new("a").approvers(["alice"]), Ask::new("b").approvers(["bob"]));
+    let disjoint = and(
+        Ask::new("a").approvers(["alice"]),
+        Ask::new("b").approvers(["bob"]),
+    );
     assert_eq!(
         disjoint.check(&refund(json!(1))),
         Decision::deny("no approver may decide under both policies")
     );
 
     let allow = Decision::allow("small");
-    assert!(matches!(and(allow.clone(), wide.clone()).check(&refund(json!(1))), Decision::Ask(_)));
-    assert!(matches!(and(wide.clone(), allow.clone()).check(&refund(json!(1))), Decision::Ask(_)));
-    assert_eq!(and(allow.clone(), Decision::allow("also")).check(&refund(json!(1))), allow);
+    assert!(matches!(
+        and(allow.clone(), wide.clone()).check(&refund(json!(1))),
+        Decision::Ask(_)
+    ));
+    assert!(matches!(
+        and(wide.clone(), allow.clone()).check(&refund(json!(1))),
+        Decision::Ask(_)
+    ));
+    assert_eq!(
+        and(allow.clone(), Decision::allow("also")).check(&refund(json!(1))),
+        allow
+    );
 
     // A deny from the first policy decides without asking the second.
     let asked = Arc::new(AtomicUsize::new(0));
@@ -87,7 +114,10 @@ fn and_takes_the_stricter_decision_and_narrows_two_asks() {
     let fenced = and(Decision::deny("fenced"), counted.clone());
     assert_eq!(fenced.check(&refund(json!(1))), Decision::deny("fenced"));
     assert_eq!(asked.load(Ordering::SeqCst), 0);
-    assert_eq!(and(counted, Decision::deny("second")).check(&refund(json!(1))), Decision::deny("second"));
+    assert_eq!(
+        and(counted, Decision::deny("second")).check(&refund(json!(1))),
+        Decision::deny("second")
+    );
     assert_eq!(asked.load(Ordering::SeqCst), 1);
 }
 
@@ -95,10 +125,22 @@ fn and_takes_the_stricter_decision_and_narrows_two_asks() {
 fn or_takes_the_more_lenient_decision() {
     let ask = Ask::new("first ask");
     let call = refund(json!(1));
-    assert_eq!(or(Decision::deny("no"), Decision::allow("yes")).check(&call), Decision::allow("yes"));
-    assert_eq!(or(ask.clone(), Decision::deny("no")).check(&call), Decision::Ask(ask.clone()));
-    assert_eq!(or(ask.clone(), Ask::new("second ask")).check(&call), Decision::Ask(ask));
-    assert_eq!(or(Decision::deny("a"), Decision::deny("b")).check(&call), Decision::deny("a"));
+    assert_eq!(
+        or(Decision::deny("no"), Decision::allow("yes")).check(&call),
+        Decision::allow("yes")
+    );
+    assert_eq!(
+        or(ask.clone(), Decision::deny("no")).check(&call),
+        Decision::Ask(ask.clone())
+    );
+    assert_eq!(
+        or(ask.clone(), Ask::new("second ask")).check(&call),
+        Decision::Ask(ask)
+    );
+    assert_eq!(
+        or(Decision::deny("a"), Decision::deny("b")).check(&call),
+        Decision::deny("a")
+    );
 
     let asked = Arc::new(AtomicUsize::new(0));
     let counted = {
@@ -108,24 +150,51 @@ fn or_takes_the_more_lenient_decision() {
             Decision::deny("counted")
         })
     };
-    assert_eq!(or(Decision::allow("first"), counted).check(&call), Decision::allow("first"));
-    assert_eq!(asked.load(Ordering::SeqCst), 0, "an allow from the first skips the second");
+    assert_eq!(
+        or(Decision::allow("first"), counted).check(&call),
+        Decision::allow("first")
+    );
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "an allow from the first skips the second"
+    );
 }
 
 #[test]
 fn first_match_lets_the_first_accepting_arm_decide_and_otherwise_asks() {
     let policy = first_match()
-        .when(|c: &ToolCall| c.capability() == "fs.delete", Decision::deny("never"))
-        .when(|c: &ToolCall| c.capability().starts_with("payments."), threshold(arg("/amount"), 100.0))
-        .when(|c: &ToolCall| c.capability().starts_with("payments."), Decision::deny("unreachable"));
-    assert_eq!(policy.check(&ToolCall::new("fs.delete", json!({}))), Decision::deny("never"));
-    assert!(matches!(policy.check(&refund(json!(5))), Decision::Allow(_)));
-    assert!(matches!(policy.check(&refund(json!(500))), Decision::Ask(_)));
+        .when(
+            |c: &ToolCall| c.capability() == "fs.delete",
+            Decision::deny("never"),
+        )
+        .when(
+            |c: &ToolCall| c.capability().starts_with("payments."),
+            threshold(arg("/amount"), 100.0),
+        )
+        .when(
+            |c: &ToolCall| c.capability().starts_with("payments."),
+            Decision::deny("unreachable"),
+        );
+    assert_eq!(
+        policy.check(&ToolCall::new("fs.delete", json!({}))),
+        Decision::deny("never")
+    );
+    assert!(matches!(
+        policy.check(&refund(json!(5))),
+        Decision::Allow(_)
+    ));
+    assert!(matches!(
+        policy.check(&refund(json!(500))),
+        Decision::Ask(_)
+    ));
     let unmatched = policy.check(&ToolCall::new("shell.exec", json!({})));
     assert_eq!(unmatched.reasoning(), "no policy rule matched this call");
     assert!(matches!(unmatched, Decision::Ask(_)));
 
-    let open = policy.clone().otherwise(Decision::allow("everything else passes"));
+    let open = policy
+        .clone()
+        .otherwise(Decision::allow("everything else passes"));
     assert_eq!(
         open.check(&ToolCall::new("shell.exec", json!({}))),
         Decision::allow("everything else passes")
@@ -139,10 +208,15 @@ fn capability_tables_take_globs_and_keep_the_last_setting_of_a_pattern() {
         .deny("payments.*", "second")
         .allow("payments.list");
     let (decision, pattern) = table.lookup("payments.refund");
-    assert_eq!((decision, pattern), (&Decision::deny("second"), Some("payments.*")));
+    assert_eq!(
+        (decision, pattern),
+        (&Decision::deny("second"), Some("payments.*"))
+    );
     assert_eq!(table.lookup("payments.list").1, Some("payments.list"));
     assert_eq!(table.lookup("other").1, None);
-    let error = CapabilityTable::new().try_with("", Decision::allow("x")).unwrap_err();
+    let error = CapabilityTable::new()
+        .try_with("", Decision::allow("x"))
+        .unwrap_err();
     assert_eq!(error.code(), "invalid_config");
 }
 

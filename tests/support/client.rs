@@ -28,7 +28,10 @@ impl Reply {
 
     /// The stable code of a JSON error answer.
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
 }
 
@@ -71,7 +74,9 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = TcpStream::connect(addr).await.expect("connect to the test server");
+    let stream = TcpStream::connect(addr)
+        .await
+        .expect("connect to the test server");
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("HTTP handshake");
@@ -85,7 +90,12 @@ where
             .headers()
             .get(http::header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_owned());
-        let body = response.into_body().collect().await.expect("the body").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the body")
+            .to_bytes();
         Reply {
             status,
             content_type,
@@ -102,7 +112,11 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    start(addr, request).await.reply.await.expect("the request task")
+    start(addr, request)
+        .await
+        .reply
+        .await
+        .expect("the request task")
 }
 
 /// A request with a host header, as HTTP/1.1 requires.
