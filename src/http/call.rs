@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
+use axum::extract::{MatchedPath, RawPathParams};
 use bytes::Bytes;
 use http::{HeaderName, Method, Request};
 use serde_json::{Map, Value};
@@ -46,9 +47,6 @@ impl Operation {
     }
 }
 
-/// Path parameters by name, percent-decoded.
-pub(crate) type Params = Vec<(Box<str>, Box<str>)>;
-
 /// Where the principal, session and reason come from, and how much body is read.
 pub(crate) struct Reading {
     pub(crate) principal_header: Option<HeaderName>,
@@ -66,8 +64,8 @@ pub(crate) struct Reading {
 pub struct HttpCall<B> {
     pub(crate) request: Request<B>,
     pub(crate) capability: Box<str>,
-    pub(crate) route: Option<Box<str>>,
-    pub(crate) params: Params,
+    pub(crate) route: Option<MatchedPath>,
+    pub(crate) params: Option<RawPathParams>,
     pub(crate) body: Option<Value>,
     pub(crate) reading: Arc<Reading>,
 }
@@ -95,7 +93,7 @@ impl<B> HttpCall<B> {
 
     /// The route pattern that matched, such as `/v1/refunds/{id}`, when the router knows it.
     pub fn route(&self) -> Option<&str> {
-        self.route.as_deref()
+        self.route.as_ref().map(MatchedPath::as_str)
     }
 
     /// The request, whose body has not been touched unless it was read for the arguments.
@@ -132,11 +130,8 @@ impl<B> Call for HttpCall<B> {
 
     fn args(&self) -> Cow<'_, Value> {
         let mut args = Map::new();
-        if !self.params.is_empty() {
-            let path = self
-                .params
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::from(&**v)));
+        if let Some(params) = self.params.as_ref().filter(|p| p.iter().next().is_some()) {
+            let path = params.iter().map(|(k, v)| (k.to_owned(), Value::from(v)));
             args.insert("path".into(), Value::Object(path.collect()));
         }
         if let Some(query) = self.request.uri().query().filter(|q| !q.is_empty()) {

@@ -83,7 +83,7 @@ use tower_service::Service;
 
 pub use self::call::{HttpCall, Operation, Principal, Reason, Session};
 
-use self::call::{Params, Reading, body_value};
+use self::call::{Reading, body_value};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::gate::Gate;
 use crate::policy::{Ask, Policy};
@@ -302,17 +302,14 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
         let settings = &self.settings;
-        let route = parts
-            .extensions
-            .get::<MatchedPath>()
-            .map(|m| Box::<str>::from(m.as_str()));
+        let route = parts.extensions.get::<MatchedPath>().cloned();
         let named = match &settings.capability {
             CapabilityFrom::Route => None,
             CapabilityFrom::Fixed(name) => Some(Box::from(&**name)),
             CapabilityFrom::Custom(f) => f(&parts).map(String::into_boxed_str),
         };
         let capability = named.unwrap_or_else(|| {
-            let path = route.as_deref().unwrap_or(parts.uri.path());
+            let path = route.as_ref().map_or(parts.uri.path(), MatchedPath::as_str);
             format!("{} {path}", parts.method).into_boxed_str()
         });
         let params = match path_params(&mut parts) {
@@ -354,18 +351,18 @@ where
 }
 
 /// The path parameters axum matched, percent-decoded.
-fn path_params(parts: &mut Parts) -> Result<Params, Error> {
+fn path_params(parts: &mut Parts) -> Result<Option<RawPathParams>, Error> {
     if parts.extensions.get::<MatchedPath>().is_none() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     // The extractor reads the request's extensions and never waits.
     let extract = pin!(RawPathParams::from_request_parts(parts, &()));
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match extract.poll(&mut cx) {
-        Poll::Ready(Ok(params)) => Ok(params.iter().map(|(k, v)| (k.into(), v.into())).collect()),
+        Poll::Ready(Ok(params)) => Ok(Some(params)),
         Poll::Ready(Err(rejection)) => Err(Error::new(ErrorKind::InvalidArguments)
             .with_detail(format!("path parameters: {}", rejection.body_text()))),
-        Poll::Pending => Ok(Vec::new()),
+        Poll::Pending => Ok(None),
     }
 }
 

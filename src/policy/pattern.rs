@@ -44,6 +44,10 @@ impl Pattern {
     /// Whether `name` matches: the literal pieces appear in order, the first at the start and
     /// the last at the end. Greedy with one backtrack point, so linear in practice.
     pub(crate) fn matches(&self, name: &str) -> bool {
+        // Most patterns fail on their first characters: check those before splitting.
+        if !name.as_bytes().starts_with(&self.text.as_bytes()[..self.prefix]) {
+            return false;
+        }
         let mut pieces = self.text.split('*');
         let first = pieces.next().unwrap_or("");
         let Some(mut rest) = name.strip_prefix(first) else {
