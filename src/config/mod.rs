@@ -33,6 +33,25 @@
 //! # Ok::<(), tollgate::Error>(())
 //! ```
 //!
+//! The same from code, with no feature:
+//!
+//! ```
+//! use tollgate::config::{CapabilitySettings, Config, DecisionKind, Mode};
+//! use tollgate::Scope;
+//!
+//! let mut config = Config { mode: Mode::AllCapabilities, ..Config::default() };
+//! config.capabilities.insert(
+//!     "payments.*".into(),
+//!     CapabilitySettings { max_scope: Some(Scope::Value), ..CapabilitySettings::default() },
+//! );
+//! config.capabilities.insert(
+//!     "fs.delete".into(),
+//!     CapabilitySettings { decision: Some(DecisionKind::Deny), ..CapabilitySettings::default() },
+//! );
+//! let policy = config.policy()?;
+//! # Ok::<(), tollgate::Error>(())
+//! ```
+//!
 //! # Reference
 //!
 //! Every key, with its default. Unknown keys are errors; durations are written `90s`, `5m`,
