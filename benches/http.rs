@@ -47,7 +47,10 @@ fn request(method: &str, body: &'static str) -> Request<Body> {
 }
 
 fn allowed(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let gate = Gate::builder()
         .secret("a benchmark secret, sixteen bytes or more")
         .request_ttl(Duration::from_secs(3600))
@@ -64,10 +67,12 @@ fn allowed(c: &mut Criterion) {
     ] {
         let mut group = c.benchmark_group(group);
         group.bench_function("bare router", |b| {
-            b.to_async(&rt).iter(|| bare.clone().oneshot(request(method, body)))
+            b.to_async(&rt)
+                .iter(|| bare.clone().oneshot(request(method, body)))
         });
         group.bench_function("router behind the gate", |b| {
-            b.to_async(&rt).iter(|| gated.clone().oneshot(request(method, body)))
+            b.to_async(&rt)
+                .iter(|| gated.clone().oneshot(request(method, body)))
         });
         group.finish();
     }

@@ -555,27 +555,21 @@ impl Config {
         if g.random_secret {
             builder = builder.random_secret();
         }
-        if let Some(v) = g.request_ttl {
-            builder = builder.request_ttl(v);
-        }
-        if let Some(v) = g.code_length {
-            builder = builder.code_length(v);
-        }
-        if let Some(v) = g.max_attempts {
-            builder = builder.max_attempts(v);
-        }
-        if let Some(v) = g.max_pending {
-            builder = builder.max_pending(v);
-        }
-        if let Some(v) = g.max_pending_per_principal {
-            builder = builder.max_pending_per_principal(v);
-        }
-        if let Some(v) = g.notify_timeout {
-            builder = builder.notify_timeout(v);
-        }
-        if let Some(v) = g.alert_concurrency {
-            builder = builder.alert_concurrency(v);
-        }
+        builder = with(builder, g.request_ttl, GateBuilder::request_ttl);
+        builder = with(builder, g.code_length, GateBuilder::code_length);
+        builder = with(builder, g.max_attempts, GateBuilder::max_attempts);
+        builder = with(builder, g.max_pending, GateBuilder::max_pending);
+        builder = with(
+            builder,
+            g.max_pending_per_principal,
+            GateBuilder::max_pending_per_principal,
+        );
+        builder = with(builder, g.notify_timeout, GateBuilder::notify_timeout);
+        builder = with(builder, g.alert_concurrency, GateBuilder::alert_concurrency);
+        builder = with(builder, g.history, GateBuilder::history);
+        builder = with(builder, g.approval_base_url.clone(), |b, url: String| {
+            b.approval_base_url(url)
+        });
         if let Some(rate) = &g.alert_rate {
             builder = builder.alert_rate(rate.alerts, rate.window);
         }
@@ -584,12 +578,6 @@ impl Config {
         }
         if g.park_when_unnotified {
             builder = builder.park_when_unnotified();
-        }
-        if let Some(url) = &g.approval_base_url {
-            builder = builder.approval_base_url(url.clone());
-        }
-        if let Some(v) = g.history {
-            builder = builder.history(v);
         }
         for (i, settings) in self.notifiers.iter().enumerate() {
             builder = self.add_notifier(builder, &format!("notifiers[{i}]"), settings)?;
@@ -660,16 +648,11 @@ impl Config {
             #[cfg(feature = "webhook")]
             NotifierSettings::Slack(s) => {
                 let url = self.read(&s.url, &format!("{field}.url"))?;
-                let mut slack = crate::notify::SlackNotifier::builder(url);
-                if let Some(include) = s.include_code {
-                    slack = slack.include_code(include);
-                }
-                if let Some(timeout) = s.attempt_timeout {
-                    slack = slack.attempt_timeout(timeout);
-                }
-                if let Some(attempts) = s.max_attempts {
-                    slack = slack.max_attempts(attempts);
-                }
+                use crate::notify::SlackBuilder as C;
+                let slack = crate::notify::SlackNotifier::builder(url);
+                let slack = with(slack, s.include_code, C::include_code);
+                let slack = with(slack, s.attempt_timeout, C::attempt_timeout);
+                let slack = with(slack, s.max_attempts, C::max_attempts);
                 Ok(builder.notifier(slack.build().map_err(|err| self.wrap(field, err))?))
             }
             #[allow(unreachable_patterns)]
@@ -723,6 +706,14 @@ impl Config {
     fn wrap(&self, field: &str, error: Error) -> Error {
         let detail = error.detail().unwrap_or(error.code()).to_owned();
         self.invalid(field, &detail).with_source(error)
+    }
+}
+
+/// `builder` with `set` applied when the file gave a value; the builder's default stands otherwise.
+fn with<B, T>(builder: B, value: Option<T>, set: impl FnOnce(B, T) -> B) -> B {
+    match value {
+        Some(value) => set(builder, value),
+        None => builder,
     }
 }
 

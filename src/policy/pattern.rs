@@ -45,7 +45,10 @@ impl Pattern {
     /// the last at the end. Greedy with one backtrack point, so linear in practice.
     pub(crate) fn matches(&self, name: &str) -> bool {
         // Most patterns fail on their first characters: check those before splitting.
-        if !name.as_bytes().starts_with(&self.text.as_bytes()[..self.prefix]) {
+        if !name
+            .as_bytes()
+            .starts_with(&self.text.as_bytes()[..self.prefix])
+        {
             return false;
         }
         let mut pieces = self.text.split('*');

@@ -566,3 +566,45 @@ fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test]
+async fn gate_settings_from_the_file_take_effect() {
+    let config = config(
+        r#"
+        [gate]
+        random_secret = true
+        code_length = 12
+        max_attempts = 2
+        approval_base_url = "https://approvals.example.com/r/"
+        "#,
+    );
+    let inbox = RecordingNotifier::new();
+    let gate = config
+        .gate_builder()
+        .unwrap()
+        .notifier(inbox.clone())
+        .build()
+        .unwrap();
+    let service = gate
+        .layer(config.policy().unwrap())
+        .layer(service_fn(|_: ToolCall| async {
+            Ok::<_, tollgate::BoxError>("ran")
+        }));
+    let _parked = tokio::spawn(service.oneshot(ToolCall::new("x", json!({}))));
+    let alert = inbox.next_alert().await;
+    let id = alert.request().id();
+    assert_eq!(alert.code().reveal().len(), 12);
+    assert_eq!(
+        alert.request().approval_url(),
+        Some(format!("https://approvals.example.com/r/{id}").as_str())
+    );
+    let wrong = |code: &str| gate.approve(Approve::new(id, code).by("alice"));
+    assert_eq!(
+        wrong("000000000000").await.unwrap_err().code(),
+        "access_request_not_found"
+    );
+    assert_eq!(
+        wrong("000000000001").await.unwrap_err().code(),
+        "too_many_attempts"
+    );
+}
