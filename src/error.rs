@@ -51,6 +51,8 @@ pub enum ErrorKind {
     ReasonRequired,
     /// The HTTP request's body is larger than the gate reads.
     BodyTooLarge,
+    /// The gated service itself failed; answered over HTTP without repeating its error.
+    ServiceFailed,
     /// The caller, or the gate as a whole, has too many requests waiting already.
     TooManyPending,
     /// The caller's principal asked for more new approvals than the notification rate allows.
@@ -85,6 +87,7 @@ impl ErrorKind {
             Self::ApproverNotAllowed => "approver_not_allowed",
             Self::ReasonRequired => "reason_required",
             Self::BodyTooLarge => "body_too_large",
+            Self::ServiceFailed => "service_failed",
             Self::TooManyPending => "too_many_pending",
             Self::TooManyAlerts => "too_many_alerts",
             Self::NotificationFailed => "notification_failed",
@@ -137,6 +140,7 @@ impl ErrorKind {
             Self::BodyTooLarge => {
                 "the request body is larger than the gate reads; the call did not run and no one was asked"
             }
+            Self::ServiceFailed => "the service behind the gate failed; its own logs say why",
             Self::TooManyPending => {
                 "too many access requests are already waiting for a person; the call did not run, retry after some are decided"
             }

@@ -507,7 +507,10 @@ impl Config {
         );
         let mut table = CapabilityTable::new().fallback(fallback);
         for (pattern, settings) in &self.capabilities {
-            let label = format!("configured as capabilities.{}", toml_key(pattern));
+            let label = format!(
+                "the configuration asks a person about capabilities.{}",
+                toml_key(pattern)
+            );
             let decision = self.decision(label.into(), &settings.or(&self.defaults));
             table = table.try_with(pattern, decision)?;
         }

@@ -46,7 +46,7 @@
 //! | `access_request_not_found` | 404 |
 //! | `already_resolved` | 409 |
 //! | `scope_not_allowed` | 422 |
-//! | anything else | 500 |
+//! | `service_failed` (the service's own error, not repeated) and anything else | 500 |
 //!
 //! The body is `{"error": {"code", "message", "detail", "request_id", "retryable"}}`.
 //! [`handle_error`] gives the same answer for services that fail with a [`BoxError`], for axum's
@@ -134,7 +134,6 @@ enum CapabilityFrom {
 }
 
 /// Gates an HTTP service; made by [`Gate::http`] or [`Gate::require`].
-#[derive(Clone)]
 #[must_use]
 pub struct HttpApprovalLayer<P> {
     gate: Gate,
@@ -145,6 +144,21 @@ pub struct HttpApprovalLayer<P> {
     reason_header: Option<HeaderName>,
     body_limit: usize,
     read_body: bool,
+}
+
+impl<P> Clone for HttpApprovalLayer<P> {
+    fn clone(&self) -> Self {
+        HttpApprovalLayer {
+            gate: self.gate.clone(),
+            policy: self.policy.clone(),
+            capability: self.capability.clone(),
+            principal_header: self.principal_header.clone(),
+            session_header: self.session_header.clone(),
+            reason_header: self.reason_header.clone(),
+            body_limit: self.body_limit,
+            read_body: self.read_body,
+        }
+    }
 }
 
 impl<P: fmt::Debug> fmt::Debug for HttpApprovalLayer<P> {
@@ -608,10 +622,7 @@ fn boxed_error_response<ResBody: From<Bytes>>(error: &BoxError) -> Response<ResB
         Some(error) => error_response(error),
         None => {
             tracing::error!(error = %error, "the gated service failed");
-            let error = Error::new(ErrorKind::InvalidConfig).with_detail("the service failed");
-            let mut response = error_response::<ResBody>(&error);
-            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            response
+            error_response(&Error::new(ErrorKind::ServiceFailed))
         }
     }
 }

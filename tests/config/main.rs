@@ -159,11 +159,13 @@ fn entries_inherit_from_defaults_only() {
     let charge = ask("payments.charge");
     assert_eq!(
         charge,
-        tollgate::policy::Ask::new("configured as capabilities.\"payments.*\"")
-            .max_scope(Scope::Global)
-            .max_rule_ttl(std::time::Duration::from_secs(7200))
-            .approvers(["alice"])
-            .require_reason()
+        tollgate::policy::Ask::new(
+            "the configuration asks a person about capabilities.\"payments.*\""
+        )
+        .max_scope(Scope::Global)
+        .max_rule_ttl(std::time::Duration::from_secs(7200))
+        .approvers(["alice"])
+        .require_reason()
     );
 }
 

@@ -449,6 +449,7 @@ async fn handle_error_answers_boxed_errors() {
 
     let reply = send(addr, empty("POST", "/slow")).await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.code(), "service_failed");
     assert!(
         !reply.body.contains("elapsed"),
         "the inner error's text is not repeated: {}",
