@@ -83,6 +83,9 @@ fn render(alert: &Alert) -> String {
     }
     row("reason", request.reason().unwrap_or("(none given)"));
     row("policy", request.reasoning());
+    if let Some(approvers) = request.approvers() {
+        row("approvers", &approvers.join(", "));
+    }
     row("arguments", &pretty_args(request));
     row("request", &request.id().to_string());
     row("code", alert.code().reveal());

@@ -476,10 +476,12 @@ async fn a_gate_and_policy_from_a_file_enforce_approvers_and_reasons() {
         "#,
     );
     let inbox = RecordingNotifier::new();
+    let terminal = support::Buffer::default();
     let gate: Gate = config
         .gate_builder()
         .unwrap()
         .notifier(inbox.clone())
+        .notifier(tollgate::notify::TerminalNotifier::writer(terminal.clone()))
         .build()
         .unwrap();
     let service =
@@ -499,6 +501,7 @@ async fn a_gate_and_policy_from_a_file_enforce_approvers_and_reasons() {
     let alert = inbox.next_alert().await;
     assert_eq!(alert.request().reasoning(), "Moves money.");
     assert_eq!(alert.request().approvers(), Some(&["alice".into()][..]));
+    support::until(|| terminal.text().contains("approvers   alice")).await;
     let id = alert.request().id();
     let code_text = alert.code().reveal().to_owned();
 
