@@ -198,7 +198,13 @@ impl CapabilitySettings {
         }
     }
 
-    fn check(&self, field: &str) -> Result<(), (String, &'static str)> {
+    /// Checks one entry; `inherited` is the decision it takes from `[defaults]` when it names
+    /// none itself.
+    fn check(
+        &self,
+        field: &str,
+        inherited: Option<DecisionKind>,
+    ) -> Result<(), (String, &'static str)> {
         let at = |name: &str| format!("{field}.{name}");
         if self.decision == Some(DecisionKind::Deny) {
             let asks = [
@@ -214,7 +220,9 @@ impl CapabilitySettings {
                     "applies only to entries that ask; this one denies",
                 ));
             }
-        } else if self.deny_reason.is_some() && self.decision.is_some() {
+        }
+        let decision = self.decision.or(inherited);
+        if self.deny_reason.is_some() && decision != Some(DecisionKind::Deny) {
             return Err((at("deny_reason"), "applies only with decision = \"deny\""));
         }
         if let Some(ttl) = self.max_rule_ttl
@@ -452,28 +460,15 @@ impl Config {
     /// Checks what the types alone cannot: patterns, contradictions, ranges.
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |(field, message): (String, &str)| self.invalid(&field, message);
-        self.defaults.check("defaults").map_err(invalid)?;
-        if self.defaults.deny_reason.is_some() && self.defaults.decision != Some(DecisionKind::Deny)
-        {
-            return Err(self.invalid(
-                "defaults.deny_reason",
-                "applies only with decision = \"deny\"",
-            ));
-        }
+        self.defaults.check("defaults", None).map_err(invalid)?;
         for (pattern, settings) in &self.capabilities {
             let field = format!("capabilities.{}", toml_key(pattern));
             if pattern.trim().is_empty() {
                 return Err(self.invalid(&field, "a capability pattern must not be empty"));
             }
-            settings.check(&field).map_err(invalid)?;
-            if settings.deny_reason.is_some()
-                && settings.or(&self.defaults).decision != Some(DecisionKind::Deny)
-            {
-                return Err(self.invalid(
-                    &format!("{field}.deny_reason"),
-                    "applies only with decision = \"deny\"",
-                ));
-            }
+            settings
+                .check(&field, self.defaults.decision)
+                .map_err(invalid)?;
         }
         let gate = &self.gate;
         if gate.secret.is_some() && gate.random_secret {
