@@ -74,6 +74,30 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for tables of codes and tests that must see each one.
+    pub const ALL: [ErrorKind; 20] = [
+        Self::AccessRequestDenied,
+        Self::AccessRequestExpired,
+        Self::AccessRequestCancelled,
+        Self::AccessRequestNotFound,
+        Self::AlreadyResolved,
+        Self::TooManyAttempts,
+        Self::ScopeNotAllowed,
+        Self::ApproverNotAllowed,
+        Self::ReasonRequired,
+        Self::BodyTooLarge,
+        Self::ServiceFailed,
+        Self::TooManyPending,
+        Self::TooManyAlerts,
+        Self::NotificationFailed,
+        Self::WaitTimedOut,
+        Self::InvalidArguments,
+        Self::InvalidConfig,
+        Self::MissingSecret,
+        Self::MissingApprover,
+        Self::NoRuntime,
+    ];
+
     /// The stable snake_case code, e.g. `access_request_denied`.
     pub const fn code(self) -> &'static str {
         match self {

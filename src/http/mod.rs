@@ -46,7 +46,7 @@
 //! | `access_request_not_found` | 404 |
 //! | `already_resolved` | 409 |
 //! | `scope_not_allowed` | 422 |
-//! | `service_failed` (the service's own error, not repeated) and anything else | 500 |
+//! | `service_failed` (the service's own error, not repeated), `invalid_config`, `missing_secret`, `no_runtime` | 500 |
 //!
 //! The body is `{"error": {"code", "message", "detail", "request_id", "retryable"}}`.
 //! [`handle_error`] gives the same answer for services that fail with a [`BoxError`], for axum's
@@ -599,7 +599,10 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::AccessRequestNotFound => StatusCode::NOT_FOUND,
         ErrorKind::AlreadyResolved => StatusCode::CONFLICT,
         ErrorKind::ScopeNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::ServiceFailed
+        | ErrorKind::InvalidConfig
+        | ErrorKind::MissingSecret
+        | ErrorKind::NoRuntime => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

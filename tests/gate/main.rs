@@ -965,24 +965,7 @@ fn outside_a_runtime_a_parked_call_fails_with_no_runtime() {
 #[test]
 fn every_error_kind_has_a_stable_distinct_snake_case_code() {
     use ErrorKind::*;
-    let kinds = [
-        AccessRequestDenied,
-        AccessRequestExpired,
-        AccessRequestCancelled,
-        AccessRequestNotFound,
-        AlreadyResolved,
-        TooManyAttempts,
-        ScopeNotAllowed,
-        TooManyPending,
-        TooManyAlerts,
-        NotificationFailed,
-        WaitTimedOut,
-        InvalidArguments,
-        InvalidConfig,
-        MissingSecret,
-        MissingApprover,
-        NoRuntime,
-    ];
+    let kinds = ErrorKind::ALL;
     let codes: std::collections::HashSet<_> = kinds.iter().map(|k| k.code()).collect();
     assert_eq!(codes.len(), kinds.len());
     for kind in kinds {
