@@ -582,7 +582,7 @@ impl Gate {
             now,
             self.shared.settings.limits,
             |request| {
-                if !Ask::admits(request.approvers(), &approver) {
+                if !request.admits(&approver) {
                     return Err(Error::new(ErrorKind::ApproverNotAllowed));
                 }
                 let ttl = allowed(request, ruling.scope, ruling.ttl)?;

@@ -161,6 +161,11 @@ impl AccessRequest {
     pub fn approvers(&self) -> Option<&[Box<str>]> {
         self.approvers.as_deref()
     }
+    /// Whether `approver` may decide this request.
+    pub(crate) fn admits(&self, approver: &str) -> bool {
+        self.approvers()
+            .is_none_or(|list| list.iter().any(|a| &**a == approver))
+    }
     /// When the request was made.
     pub fn created_at(&self) -> SystemTime {
         self.created_at

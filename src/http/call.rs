@@ -47,8 +47,8 @@ impl Operation {
     }
 }
 
-/// Where the principal, session and reason come from, and how much body is read.
-pub(crate) struct Reading {
+/// Where the principal, session and reason come from.
+pub(crate) struct Sources {
     pub(crate) principal_header: Option<HeaderName>,
     pub(crate) session_header: Option<HeaderName>,
     pub(crate) reason_header: Option<HeaderName>,
@@ -67,7 +67,7 @@ pub struct HttpCall<B> {
     pub(crate) route: Option<MatchedPath>,
     pub(crate) params: Option<RawPathParams>,
     pub(crate) body: Option<Value>,
-    pub(crate) reading: Arc<Reading>,
+    pub(crate) sources: Arc<Sources>,
 }
 
 impl<B> fmt::Debug for HttpCall<B> {
@@ -144,15 +144,15 @@ impl<B> Call for HttpCall<B> {
     }
 
     fn principal(&self) -> Option<&str> {
-        self.extension_or_header(|p: &Principal| &p.0, self.reading.principal_header.as_ref())
+        self.extension_or_header(|p: &Principal| &p.0, self.sources.principal_header.as_ref())
     }
 
     fn session(&self) -> Option<&str> {
-        self.extension_or_header(|s: &Session| &s.0, self.reading.session_header.as_ref())
+        self.extension_or_header(|s: &Session| &s.0, self.sources.session_header.as_ref())
     }
 
     fn reason(&self) -> Option<&str> {
-        self.extension_or_header(|r: &Reason| &r.0, self.reading.reason_header.as_ref())
+        self.extension_or_header(|r: &Reason| &r.0, self.sources.reason_header.as_ref())
     }
 }
 

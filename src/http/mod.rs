@@ -83,7 +83,7 @@ use tower_service::Service;
 
 pub use self::call::{HttpCall, Operation, Principal, Reason, Session};
 
-use self::call::{Reading, body_value};
+use self::call::{Sources, body_value};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::gate::Gate;
 use crate::policy::{Ask, Policy};
@@ -252,7 +252,7 @@ impl<S, P> Layer<S> for HttpApprovalLayer<P> {
             inner: RequireApproval::new(Forward(inner), self.gate.clone(), self.policy.clone()),
             settings: Arc::new(Settings {
                 capability: self.capability.clone(),
-                reading: Arc::new(Reading {
+                sources: Arc::new(Sources {
                     principal_header: self.principal_header.clone(),
                     session_header: self.session_header.clone(),
                     reason_header: self.reason_header.clone(),
@@ -266,7 +266,7 @@ impl<S, P> Layer<S> for HttpApprovalLayer<P> {
 
 struct Settings {
     capability: CapabilityFrom,
-    reading: Arc<Reading>,
+    sources: Arc<Sources>,
     body_limit: usize,
     read_body: bool,
 }
@@ -336,7 +336,7 @@ where
             route,
             params,
             body,
-            reading: settings.reading.clone(),
+            sources: settings.sources.clone(),
         };
         if !settings.read_body || Operation::of(&parts.method) == Operation::Receive {
             return ResponseFuture::gated(

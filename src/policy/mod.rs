@@ -188,11 +188,6 @@ impl Ask {
         self.approvers.as_deref()
     }
 
-    /// Whether `approver` may decide.
-    pub(crate) fn admits(approvers: Option<&[Box<str>]>, approver: &str) -> bool {
-        approvers.is_none_or(|list| list.iter().any(|a| &**a == approver))
-    }
-
     /// Both asks at once: the narrower grant, the approvers both accept, both reasonings.
     fn narrowed(self, other: Ask) -> Ask {
         let approvers = match (self.approvers, other.approvers) {
@@ -244,8 +239,8 @@ impl<R: ?Sized, F: Fn(&R) -> Decision> Policy<R> for PolicyFn<F> {
 pub struct AlwaysAsk(pub Ask);
 
 impl<R: ?Sized> Policy<R> for AlwaysAsk {
-    fn check(&self, _: &R) -> Decision {
-        Decision::Ask(self.0.clone())
+    fn check(&self, call: &R) -> Decision {
+        self.0.check(call)
     }
 }
 
