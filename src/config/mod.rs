@@ -653,19 +653,21 @@ impl Config {
                 let slack = with(slack, s.max_attempts, C::max_attempts);
                 Ok(builder.notifier(slack.build().map_err(|err| self.wrap(field, err))?))
             }
-            #[allow(unreachable_patterns)]
-            other => {
-                let (kind, feature) = match other {
-                    NotifierSettings::Email(_) => ("email", "email"),
-                    NotifierSettings::Webhook(_) => ("webhook", "webhook"),
-                    _ => ("slack", "webhook"),
-                };
-                Err(self.invalid(
-                    &format!("{field}.kind"),
-                    &format!("kind = \"{kind}\" needs tollgate's `{feature}` feature, which this build lacks"),
-                ))
-            }
+            #[cfg(not(feature = "email"))]
+            NotifierSettings::Email(_) => Err(self.needs_feature(field, "email", "email")),
+            #[cfg(not(feature = "webhook"))]
+            NotifierSettings::Webhook(_) => Err(self.needs_feature(field, "webhook", "webhook")),
+            #[cfg(not(feature = "webhook"))]
+            NotifierSettings::Slack(_) => Err(self.needs_feature(field, "slack", "webhook")),
         }
+    }
+
+    #[cfg(not(all(feature = "email", feature = "webhook")))]
+    fn needs_feature(&self, field: &str, kind: &str, feature: &str) -> Error {
+        let message = format!(
+            "kind = \"{kind}\" needs tollgate's `{feature}` feature, which this build lacks"
+        );
+        self.invalid(&format!("{field}.kind"), &message)
     }
 
     /// A secret's value; the value itself never appears in an error.
