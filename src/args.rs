@@ -52,6 +52,16 @@ impl ArgsDigest {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// The digest with these bytes, as a store reads it back.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        ArgsDigest(bytes)
+    }
+
+    /// Parses the 64 lowercase hex digits `Display` prints.
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
+        crate::hex::decode::<32>(text).map(ArgsDigest)
+    }
 }
 
 impl fmt::Display for ArgsDigest {

@@ -41,6 +41,8 @@ pub enum ErrorKind {
     AccessRequestNotFound,
     /// The request was already decided.
     AlreadyResolved,
+    /// The process that held the request stopped before it was decided; its caller is gone.
+    AccessRequestAbandoned,
     /// Too many wrong codes: the request was denied.
     TooManyAttempts,
     /// The approval asked for a wider scope or longer TTL than the request allows.
@@ -71,16 +73,21 @@ pub enum ErrorKind {
     MissingApprover,
     /// The gate was used outside a Tokio runtime.
     NoRuntime,
+    /// The store could not read or write; nothing was decided.
+    StoreFailed,
+    /// The store's data is not a tollgate database, is damaged, or is newer than this version.
+    StoreUnreadable,
 }
 
 impl ErrorKind {
     /// Every kind, for tables of codes and tests that must see each one.
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 23] = [
         Self::AccessRequestDenied,
         Self::AccessRequestExpired,
         Self::AccessRequestCancelled,
         Self::AccessRequestNotFound,
         Self::AlreadyResolved,
+        Self::AccessRequestAbandoned,
         Self::TooManyAttempts,
         Self::ScopeNotAllowed,
         Self::ApproverNotAllowed,
@@ -96,6 +103,8 @@ impl ErrorKind {
         Self::MissingSecret,
         Self::MissingApprover,
         Self::NoRuntime,
+        Self::StoreFailed,
+        Self::StoreUnreadable,
     ];
 
     /// The stable snake_case code, e.g. `access_request_denied`.
@@ -106,6 +115,7 @@ impl ErrorKind {
             Self::AccessRequestCancelled => "access_request_cancelled",
             Self::AccessRequestNotFound => "access_request_not_found",
             Self::AlreadyResolved => "already_resolved",
+            Self::AccessRequestAbandoned => "access_request_abandoned",
             Self::TooManyAttempts => "too_many_attempts",
             Self::ScopeNotAllowed => "scope_not_allowed",
             Self::ApproverNotAllowed => "approver_not_allowed",
@@ -121,6 +131,8 @@ impl ErrorKind {
             Self::MissingSecret => "missing_secret",
             Self::MissingApprover => "missing_approver",
             Self::NoRuntime => "no_runtime",
+            Self::StoreFailed => "store_failed",
+            Self::StoreUnreadable => "store_unreadable",
         }
     }
 
@@ -134,6 +146,7 @@ impl ErrorKind {
                 | Self::TooManyAlerts
                 | Self::NotificationFailed
                 | Self::WaitTimedOut
+                | Self::StoreFailed
         )
     }
 
@@ -151,6 +164,9 @@ impl ErrorKind {
             }
             Self::AccessRequestNotFound => "no pending access request has this id and code",
             Self::AlreadyResolved => "the access request was already decided",
+            Self::AccessRequestAbandoned => {
+                "the process holding the access request stopped before it was decided; its caller is gone and nothing ran"
+            }
             Self::TooManyAttempts => {
                 "too many wrong verification codes were entered; the access request was denied"
             }
@@ -184,6 +200,12 @@ impl ErrorKind {
             }
             Self::MissingApprover => "a decision must say who made it: call `.by(approver)`",
             Self::NoRuntime => "tollgate must run inside a Tokio runtime",
+            Self::StoreFailed => {
+                "the store could not be read or written, so nothing was decided and the call did not run; retrying may help"
+            }
+            Self::StoreUnreadable => {
+                "the store holds data this version cannot read: another program's database, a damaged one, or a newer schema"
+            }
         }
     }
 }

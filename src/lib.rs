@@ -113,13 +113,14 @@ pub mod future;
 pub mod http;
 pub mod notify;
 pub mod policy;
+pub mod store;
 
 pub use crate::args::{ArgsDigest, canonical_json};
 pub use crate::call::{Call, ToolCall};
 pub use crate::error::{BoxError, Error, ErrorKind};
 pub use crate::gate::{
     ANONYMOUS, AccessRequest, Approval, Approve, Denial, Deny, Gate, GateBuilder, Outcome,
-    RequestId, Rule, RuleEffect, RuleId, Stats, Status, VerificationCode,
+    RequestId, Revoke, Rule, RuleEffect, RuleId, Stats, Status, VerificationCode,
 };
 pub use crate::layer::RequireApprovalLayer;
 pub use crate::pending::{PendingCall, Submitted};

@@ -23,6 +23,7 @@
 //! ```
 
 mod code;
+mod journal;
 mod rate;
 mod registry;
 mod request;
@@ -43,8 +44,11 @@ pub use self::request::{AccessRequest, Outcome, RequestId, RuleId, Status};
 pub use self::rules::{Rule, RuleEffect};
 
 use self::code::CodeKey;
+use self::journal::{Journal, job};
 use self::rate::{AlertRate, RateLimiter};
-use self::registry::{Delivery, Effects, Limits, Registry, Resolved, Transition};
+use self::registry::{
+    Decided, Delivery, Effects, Limits, Refusal, Registry, Resolved, Write, already, step,
+};
 use self::rules::{RuleTable, Verdict};
 use crate::args::{ArgsDigest, canonical_json};
 use crate::call::Call;
@@ -53,6 +57,10 @@ use crate::layer::RequireApprovalLayer;
 use crate::notify::{Alert, FanOut, Notifier, Resolution};
 use crate::policy::Ask;
 use crate::scope::Scope;
+use crate::store::{
+    AuditEntry, AuditEvent, AuditFilter, BoxFuture, MemoryStore, Revocation, Store, is_finished,
+    to_millis,
+};
 
 /// The principal of calls that name none.
 pub const ANONYMOUS: &str = "anonymous";
@@ -79,6 +87,8 @@ struct Settings {
     approval_base_url: Option<String>,
     /// Park calls whose alert no notifier accepted, instead of failing them.
     park_unnotified: bool,
+    /// Whether audit entries carry the arguments, not only their digest.
+    audit_args: bool,
 }
 
 pub(crate) struct Shared {
@@ -91,6 +101,10 @@ pub(crate) struct Shared {
     /// Signalled on every status change, for `Gate::wait`.
     changed: Notify,
     wrong_codes: AtomicU64,
+    /// The store, behind the queue that keeps writes in order.
+    journal: Journal,
+    /// Requests an earlier process left unfinished, not yet announced to the notifiers.
+    unannounced: Mutex<Vec<AccessRequest>>,
 }
 
 /// Builds a [`Gate`]; see [`Gate::builder`].
@@ -110,6 +124,8 @@ pub struct GateBuilder {
     alert_concurrency: usize,
     alert_rate: Option<AlertRate>,
     park_unnotified: bool,
+    store: Option<Arc<dyn Store>>,
+    audit_args: bool,
 }
 
 impl fmt::Debug for GateBuilder {
@@ -123,6 +139,8 @@ impl fmt::Debug for GateBuilder {
             .field("notifiers", &self.notifiers.len())
             .field("alert_rate", &self.alert_rate)
             .field("park_unnotified", &self.park_unnotified)
+            .field("store", &self.store)
+            .field("audit_args", &self.audit_args)
             .finish_non_exhaustive()
     }
 }
@@ -222,6 +240,21 @@ impl GateBuilder {
         self
     }
 
+    /// Where requests, rules and the audit trail are kept; [`MemoryStore`] unless told otherwise.
+    /// With a durable store (`SqliteStore`), standing rules and the audit trail survive restarts;
+    /// see [`store`](crate::store) for the write-ahead order and what a restart does.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Whether audit entries record the call's arguments (canonical JSON) besides their digest.
+    /// Default: off, so the trail holds no argument values.
+    pub fn audit_args(mut self, record: bool) -> Self {
+        self.audit_args = record;
+        self
+    }
+
     /// Adds a notifier. Every alert goes to all of them at once; it fails only if none accepts
     /// it. Combine notifiers with [`NotifierExt`](crate::notify::NotifierExt) for fallbacks
     /// and per-notifier timeouts.
@@ -230,7 +263,12 @@ impl GateBuilder {
         self
     }
 
-    /// Checks the settings and builds the gate.
+    /// Checks the settings, recovers the store's state, and builds the gate.
+    ///
+    /// The store's [`recover`](Store::recover) runs here: requests an earlier process left
+    /// unfinished become `abandoned` (the notifiers hear so once the gate runs inside a Tokio
+    /// runtime), and standing rules apply again. Errors: `invalid_config`, `missing_secret`, and
+    /// the store's own (`store_unreadable`, `store_failed`).
     pub fn build(self) -> Result<Gate, Error> {
         let invalid =
             |detail: &'static str| Err(Error::new(ErrorKind::InvalidConfig).with_detail(detail));
@@ -266,7 +304,26 @@ impl GateBuilder {
             .notifiers
             .bounded(self.alert_concurrency)
             .within(self.notify_timeout);
-        Ok(Gate {
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn Store>);
+        let recovered = store.recover(to_millis(SystemTime::now()))?;
+        let mut rules = RuleTable::default();
+        let (wall, now) = (SystemTime::now(), Instant::now());
+        let recovered_rules = recovered.rules.len();
+        for rule in recovered.rules {
+            let left = rule.expires_at.duration_since(wall).unwrap_or_default();
+            rules.insert(rule, now + left.min(LONGEST_RULE));
+        }
+        if recovered_rules > 0 || !recovered.abandoned.is_empty() {
+            tracing::info!(
+                store = ?store,
+                rules = recovered_rules,
+                abandoned = recovered.abandoned.len(),
+                "store recovered"
+            );
+        }
+        let gate = Gate {
             shared: Arc::new(Shared {
                 settings: Settings {
                     request_ttl: self.request_ttl,
@@ -277,18 +334,26 @@ impl GateBuilder {
                     },
                     approval_base_url: self.approval_base_url,
                     park_unnotified: self.park_unnotified,
+                    audit_args: self.audit_args,
                 },
                 key,
                 notifiers,
                 registry: Mutex::new(Registry::new(
                     self.history,
                     self.alert_rate.map(RateLimiter::new),
+                    self.audit_args,
                 )),
-                rules: RwLock::default(),
+                rules: RwLock::new(rules),
                 changed: Notify::new(),
                 wrong_codes: AtomicU64::new(0),
+                journal: Journal::new(store),
+                unannounced: Mutex::new(recovered.abandoned),
             }),
-        })
+        };
+        if gate.shared.journal.start() {
+            gate.shared.announce_abandoned();
+        }
+        Ok(gate)
     }
 }
 
@@ -501,6 +566,8 @@ impl Gate {
                 window: Duration::from_secs(60),
             }),
             park_unnotified: false,
+            store: None,
+            audit_args: false,
         }
     }
 
@@ -512,15 +579,16 @@ impl Gate {
     /// Approves a pending request.
     ///
     /// Succeeds only if the code matches, the scope and TTL are within what the request allows,
-    /// the request is still pending, and a waiting call received the approval. Otherwise the error
-    /// says what happened: `access_request_not_found` (unknown id or wrong code, alike),
-    /// `too_many_attempts`, `scope_not_allowed`, `already_resolved`, `access_request_expired`,
-    /// `access_request_cancelled`, `missing_approver`.
+    /// the store recorded the approval, and a waiting call received it. Otherwise the error says
+    /// what happened: `access_request_not_found` (unknown id or wrong code, alike),
+    /// `too_many_attempts`, `scope_not_allowed`, `approver_not_allowed`, `already_resolved`,
+    /// `access_request_expired`, `access_request_cancelled`, `access_request_abandoned`,
+    /// `missing_approver`, `store_failed` (nothing was approved; the request is still pending).
     ///
     /// Once this future has been polled, the approval is on its way: dropping the future does not
     /// take it back, it only stops you from hearing whether a caller received it.
     pub async fn approve(&self, approve: Approve) -> Result<Approval, Error> {
-        let (ack, delivered) = oneshot::channel();
+        let (ack, acked) = oneshot::channel();
         let ruling = Ruling {
             effect: RuleEffect::Allow,
             scope: approve.scope,
@@ -528,15 +596,13 @@ impl Gate {
             approver: approve.approver,
             reason: None,
         };
-        let (request, rule) =
-            self.rule_on(approve.id, &approve.code, ruling, |outcome, rule| {
-                Transition::Approve(Delivery { outcome, rule, ack })
-            })?;
-        // The approval is final once a waiting call takes it; if every caller left first, the
-        // request was cancelled instead.
-        if delivered.await != Ok(true) {
-            return Err(Error::new(ErrorKind::AccessRequestCancelled).with_request(approve.id));
-        }
+        let (request, rule) = self
+            .rule_on(approve.id, &approve.code, ruling, |outcome, rule| {
+                Decided::Approve(Delivery { outcome, rule, ack })
+            })
+            .await?;
+        // Stored, and taken by a waiting caller; if every caller left first, it was cancelled.
+        acknowledged(approve.id, acked).await?;
         Ok(Approval {
             request,
             scope: approve.scope,
@@ -548,6 +614,7 @@ impl Gate {
     ///
     /// Errors as [`approve`](Self::approve) does, except that a denial needs no waiting caller.
     pub async fn deny(&self, deny: Deny) -> Result<Denial, Error> {
+        let (ack, acked) = oneshot::channel();
         let ruling = Ruling {
             effect: RuleEffect::Deny,
             scope: deny.remember,
@@ -555,61 +622,134 @@ impl Gate {
             approver: deny.approver,
             reason: deny.reason,
         };
-        let (request, rule) = self.rule_on(deny.id, &deny.code, ruling, |outcome, rule| {
-            Transition::Deny { outcome, rule }
-        })?;
+        let (request, rule) = self
+            .rule_on(deny.id, &deny.code, ruling, |outcome, rule| Decided::Deny {
+                outcome,
+                rule,
+                ack,
+            })
+            .await?;
+        acknowledged(deny.id, acked).await?;
         Ok(Denial { request, rule })
     }
 
-    /// What approve and deny share: the approver must be named, the code must match, the scope
-    /// and TTL must be allowed; then `transition` moves the pending request on. Returns the request
-    /// and the rule the decision makes, if any.
-    fn rule_on(
+    /// What approve and deny share: the approver must be named, the code must match, the
+    /// approver, scope and TTL must be allowed; then the decision goes to the store and takes
+    /// effect once stored. Returns the request and the rule the decision makes, if any.
+    async fn rule_on(
         &self,
         id: RequestId,
         code: &str,
         ruling: Ruling,
-        transition: impl FnOnce(Outcome, Option<(Rule, Instant)>) -> Transition,
+        decided: impl FnOnce(Outcome, Option<(Rule, Instant)>) -> Decided,
     ) -> Result<(Arc<AccessRequest>, Option<Rule>), Error> {
         let approver = ruling
             .approver
             .ok_or_else(|| Error::new(ErrorKind::MissingApprover))?;
         let now = Instant::now();
         let mut rule = None;
-        let (result, effects) = self.shared.registry().decide(
-            id,
-            |request| self.shared.verify(request, code),
-            now,
-            self.shared.settings.limits,
-            |request| {
-                if !request.admits(&approver) {
-                    return Err(Error::new(ErrorKind::ApproverNotAllowed));
+        let audit_args = self.shared.settings.audit_args;
+        let result = self.shared.locked(|registry| {
+            registry.decide(
+                id,
+                |request| self.shared.verify(request, code),
+                Some(&approver),
+                now,
+                self.shared.settings.limits,
+                |request| {
+                    if !request.admits(&approver) {
+                        return Err(Error::new(ErrorKind::ApproverNotAllowed));
+                    }
+                    let ttl = allowed(request, ruling.scope, ruling.ttl)?;
+                    rule = new_rule(
+                        request,
+                        ruling.effect,
+                        ruling.scope,
+                        ttl,
+                        &approver,
+                        ruling.reason.clone(),
+                    );
+                    let (outcome, event) = match ruling.effect {
+                        RuleEffect::Allow => (
+                            Outcome::Approved {
+                                approver: approver.clone(),
+                                scope: ruling.scope,
+                                until: rule.as_ref().map(|r| r.expires_at),
+                            },
+                            AuditEvent::Approved,
+                        ),
+                        RuleEffect::Deny => (
+                            Outcome::Denied {
+                                approver: approver.clone(),
+                                reason: ruling.reason.clone(),
+                            },
+                            AuditEvent::Denied,
+                        ),
+                    };
+                    let mut entry = registry::entry(audit_args, event, request);
+                    entry.approver = Some(approver.clone());
+                    entry.reason = ruling.reason.clone();
+                    entry.scope = Some(ruling.scope);
+                    let mut write = step(
+                        entry,
+                        Status::Pending,
+                        outcome.status(),
+                        Some(outcome.clone()),
+                    );
+                    // An approval's rule is filed when a caller takes it; a denial's at once.
+                    if ruling.effect == RuleEffect::Deny
+                        && let Some(rule) = &rule
+                    {
+                        let mut granted =
+                            AuditEntry::for_rule(AuditEvent::RuleGranted, write.audit[0].at, rule);
+                        granted.approver = Some(approver.clone());
+                        granted.reason = ruling.reason.clone();
+                        write.audit.push(granted);
+                        write.rule = Some(rule.clone());
+                    }
+                    let deadline = rule.as_ref().map(|_| now + ttl);
+                    let filed = rule.clone().zip(deadline);
+                    Ok((decided(outcome, filed), write))
+                },
+            )
+        });
+        match result {
+            Ok(request) => Ok((request, rule)),
+            Err(Refusal::Error(error)) => Err(error),
+            Err(Refusal::Unknown) => Err(self.stored_answer(id, code).await),
+        }
+    }
+
+    /// What an approver hears about a request this process does not hold in memory: the store
+    /// may know it, from before a restart or from another process.
+    async fn stored_answer(&self, id: RequestId, code: &str) -> Error {
+        let not_found = || Error::new(ErrorKind::AccessRequestNotFound);
+        match self.read(move |store| store.request(id)).await {
+            Ok(Some(stored)) if self.shared.verify(&stored.request, code) => {
+                if is_finished(stored.status) {
+                    already(stored.status, id)
+                } else {
+                    not_found().with_detail("another process holds this request")
                 }
-                let ttl = allowed(request, ruling.scope, ruling.ttl)?;
-                rule = new_rule(
-                    request,
-                    ruling.effect,
-                    ruling.scope,
-                    ttl,
-                    &approver,
-                    ruling.reason.clone(),
-                );
-                let outcome = match ruling.effect {
-                    RuleEffect::Allow => Outcome::Approved {
-                        approver: approver.clone(),
-                        scope: ruling.scope,
-                        until: rule.as_ref().map(|r| r.expires_at),
-                    },
-                    RuleEffect::Deny => Outcome::Denied {
-                        approver: approver.clone(),
-                        reason: ruling.reason.clone(),
-                    },
-                };
-                Ok(transition(outcome, rule.clone().map(|r| (r, now + ttl))))
-            },
-        );
-        self.shared.apply(effects);
-        Ok((result?, rule))
+            }
+            Ok(_) => not_found(),
+            Err(error) => error,
+        }
+    }
+
+    /// Runs a read on the store, after every write queued before it.
+    async fn read<T, F>(&self, op: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a dyn Store) -> BoxFuture<'a, Result<T, Error>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.shared.run(job(move |store| {
+            Box::pin(async move {
+                let _ = tx.send(op(store).await);
+            })
+        }));
+        rx.await.unwrap_or_else(|_| Err(queue_stopped()))
     }
 
     /// The requests waiting for a person, oldest first. Codes are never part of them.
@@ -661,27 +801,50 @@ impl Gate {
         self.shared.rules_table().list(Instant::now())
     }
 
-    /// Revokes one rule. Returns it, or `None` if there was no such rule.
-    pub fn revoke(&self, id: RuleId) -> Option<Rule> {
-        let rule = self.shared.rules_mut().remove(id);
-        if let Some(rule) = &rule {
-            tracing::info!(rule_id = %rule.id, capability = %rule.capability, "rule revoked");
-        }
-        rule
+    /// Revokes rules: one, a capability's, or all. The store deletes them first, with a
+    /// `rule_revoked` audit entry naming who revoked each; then they stop applying. Returns the
+    /// revoked rules, oldest first (none if there was no such rule).
+    ///
+    /// ```
+    /// # use tollgate::{Gate, Revoke};
+    /// # async fn revoke(gate: Gate) -> Result<(), tollgate::Error> {
+    /// let revoked = gate.revoke(Revoke::capability("payments.refund").by("alice")).await?;
+    /// println!("{} rules revoked", revoked.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn revoke(&self, revoke: Revoke) -> Result<Vec<Rule>, Error> {
+        let by = revoke
+            .by
+            .ok_or_else(|| Error::new(ErrorKind::MissingApprover))?;
+        let shared = self.shared.clone();
+        let which = revoke.which;
+        self.read(move |store| {
+            Box::pin(async move {
+                let at = to_millis(SystemTime::now());
+                let revoked = store.revoke(&which, &by, at).await?;
+                // The memory mirrors the store, in queue order: after this, no call sees them.
+                let mut rules = shared.rules_mut();
+                match &which {
+                    Revocation::Rule(id) => drop(rules.remove(*id)),
+                    Revocation::Capability(capability) => drop(rules.remove_capability(capability)),
+                    Revocation::All => drop(rules.clear()),
+                }
+                drop(rules);
+                for rule in &revoked {
+                    tracing::info!(rule_id = %rule.id, capability = %rule.capability, revoked_by = %by, "rule revoked");
+                }
+                shared.changed.notify_waiters();
+                Ok(revoked)
+            })
+        })
+        .await
     }
 
-    /// Revokes every rule for a capability. Returns how many there were.
-    pub fn revoke_capability(&self, capability: &str) -> usize {
-        let n = self.shared.rules_mut().remove_capability(capability).len();
-        tracing::info!(capability, rules = n, "rules revoked");
-        n
-    }
-
-    /// Revokes every rule. Returns how many there were.
-    pub fn revoke_all(&self) -> usize {
-        let n = self.shared.rules_mut().clear().len();
-        tracing::info!(rules = n, "all rules revoked");
-        n
+    /// The audit trail entries `filter` selects, oldest first. They include every transition
+    /// this gate made before the call.
+    pub async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, Error> {
+        self.read(move |store| Box::pin(async move { store.audit(&filter).await }))
+            .await
     }
 
     /// The gate's current load.
@@ -729,7 +892,8 @@ impl Gate {
         };
         let settings = &self.shared.settings;
         let id = RequestId::random();
-        let created_at = SystemTime::now();
+        // Whole milliseconds: what stores keep, and what the code is bound to.
+        let created_at = to_millis(SystemTime::now());
         let args = canonical_json(&call.args());
         let request = AccessRequest {
             id,
@@ -751,10 +915,9 @@ impl Gate {
                 .map(|base| format!("{base}/{id}").into_boxed_str()),
         };
         let deadline = now + settings.request_ttl;
-        let admitted =
-            self.shared
-                .registry()
-                .admit(request, now, deadline, runtime.clone(), settings.limits);
+        let admitted = self
+            .shared
+            .locked(|registry| registry.admit(request, now, deadline, runtime, settings.limits));
         let (request, key, created) = match admitted {
             Ok(admitted) => admitted,
             Err(error) => {
@@ -771,7 +934,6 @@ impl Gate {
                 args_digest = %request.args_digest,
                 "access request created"
             );
-            runtime.spawn(self.shared.clone().alert(request.clone()));
         } else {
             tracing::debug!(request_id = %request.id, capability, principal, "call joined a pending access request");
         }
@@ -786,9 +948,74 @@ impl Gate {
 
     /// Records how an approved call ended.
     pub(crate) fn finish(&self, id: RequestId, status: Status) {
-        self.shared.registry().finish(id, status);
+        self.shared.locked(|registry| {
+            let writes = registry.finish(id, status).into_iter().collect();
+            (
+                (),
+                Effects {
+                    writes,
+                    ..Effects::default()
+                },
+            )
+        });
         self.shared.changed.notify_waiters();
         tracing::debug!(request_id = %id, %status, "approved call finished");
+    }
+}
+
+/// Waits for the approver's acknowledgement: the decision is stored and, for an approval, taken.
+async fn acknowledged(
+    id: RequestId,
+    acked: oneshot::Receiver<Result<(), Error>>,
+) -> Result<(), Error> {
+    acked
+        .await
+        .unwrap_or_else(|_| Err(queue_stopped().with_request(id)))
+}
+
+/// The store queue's task is gone: its runtime shut down.
+fn queue_stopped() -> Error {
+    Error::new(ErrorKind::StoreFailed)
+        .with_detail("the gate's store queue stopped (its Tokio runtime shut down)")
+}
+
+/// Which rules to revoke, and who revokes them; see [`Gate::revoke`].
+#[derive(Clone, Debug)]
+pub struct Revoke {
+    which: Revocation,
+    by: Option<Arc<str>>,
+}
+
+impl Revoke {
+    /// Revokes one rule.
+    pub fn rule(id: RuleId) -> Self {
+        Revoke {
+            which: Revocation::Rule(id),
+            by: None,
+        }
+    }
+
+    /// Revokes every rule for `capability`.
+    pub fn capability(capability: impl Into<Arc<str>>) -> Self {
+        Revoke {
+            which: Revocation::Capability(capability.into()),
+            by: None,
+        }
+    }
+
+    /// Revokes every rule.
+    pub fn all() -> Self {
+        Revoke {
+            which: Revocation::All,
+            by: None,
+        }
+    }
+
+    /// Who revokes. Required: the audit trail records it.
+    #[must_use]
+    pub fn by(mut self, who: impl Into<Arc<str>>) -> Self {
+        self.by = Some(who.into());
+        self
     }
 }
 
@@ -888,7 +1115,97 @@ impl Shared {
         ok
     }
 
-    /// Carries out a transition's effects, outside the registry lock. The rule is filed before the
+    /// Runs one registry transition: its store writes are queued before the lock is released, so
+    /// the store sees transitions in the order the registry made them; its other effects are
+    /// applied after.
+    fn locked<T>(self: &Arc<Self>, transition: impl FnOnce(&mut Registry) -> (T, Effects)) -> T {
+        let (value, effects) = {
+            let mut registry = self.registry();
+            let (value, mut effects) = transition(&mut registry);
+            for write in effects.writes.drain(..) {
+                self.write(write);
+            }
+            (value, effects)
+        };
+        self.apply(effects);
+        value
+    }
+
+    /// Queues a job on the store; the first job inside a runtime starts the queue's task.
+    fn run(self: &Arc<Self>, job: journal::Job) {
+        if self.journal.run(job) {
+            self.announce_abandoned();
+        }
+    }
+
+    /// Queues a registry write, with what follows once the store has it.
+    fn write(self: &Arc<Self>, write: Write) {
+        let shared = self.clone();
+        self.run(match write {
+            Write::Insert(request, entry) => job(move |store| {
+                Box::pin(async move {
+                    let result = store.insert(&request, std::slice::from_ref(&entry)).await;
+                    let announce = shared.locked(|registry| registry.stored(request.id, result));
+                    if announce {
+                        tokio::spawn(shared.alert(request));
+                    }
+                })
+            }),
+            Write::Decide(change) => job(move |store| {
+                Box::pin(async move {
+                    let result = store.transition(&change).await;
+                    shared.locked(|registry| {
+                        ((), registry.decided(change.id, result, Instant::now()))
+                    });
+                })
+            }),
+            Write::Take(change) => job(move |store| {
+                Box::pin(async move {
+                    let result = store.transition(&change).await;
+                    shared.locked(|registry| ((), registry.taken(change.id, result)));
+                })
+            }),
+            Write::Record(change) => job(move |store| {
+                Box::pin(async move {
+                    match store.transition(&change).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::debug!(request_id = %change.id, from = %change.from, to = %change.to, "store transition did not apply"),
+                        Err(error) => tracing::error!(request_id = %change.id, to = %change.to, %error, "store transition failed"),
+                    }
+                })
+            }),
+            Write::Append(entry) => job(move |store| {
+                Box::pin(async move {
+                    if let Err(error) = store.append(std::slice::from_ref(&entry)).await {
+                        tracing::error!(event = %entry.event, %error, "audit entry not written");
+                    }
+                })
+            }),
+        });
+    }
+
+    /// Tells the notifiers about requests an earlier process left unfinished; once, inside a
+    /// runtime.
+    fn announce_abandoned(self: &Arc<Self>) {
+        let abandoned = std::mem::take(
+            &mut *self
+                .unannounced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let Ok(runtime) = Handle::try_current() else {
+            return;
+        };
+        for request in abandoned {
+            self.resolved(Resolved {
+                runtime: runtime.clone(),
+                request: Arc::new(request),
+                outcome: Outcome::Abandoned,
+            });
+        }
+    }
+
+    /// Carries out a transition's effects, outside the registry lock. A rule is filed before the
     /// approver hears of success, so a rule exists whenever `approve` says it does.
     fn apply(self: &Arc<Self>, effects: Effects) {
         let Effects {
@@ -896,6 +1213,7 @@ impl Shared {
             rule,
             ack,
             resolved,
+            writes: _,
         } = effects;
         let changed = !wake.is_empty() || rule.is_some() || ack.is_some() || resolved.is_some();
         if let Some((rule, deadline)) = rule {
@@ -909,8 +1227,8 @@ impl Shared {
             );
             self.rules_mut().insert(rule, deadline);
         }
-        if let Some((ack, delivered)) = ack {
-            let _ = ack.send(delivered);
+        if let Some((ack, result)) = ack {
+            let _ = ack.send(result);
         }
         for waker in wake {
             waker.wake();
@@ -949,6 +1267,12 @@ impl Shared {
             Outcome::NotificationFailed => {
                 tracing::warn!(request_id = %id, "access request failed: no notifier accepted the alert")
             }
+            Outcome::Abandoned => {
+                tracing::warn!(request_id = %id, "access request abandoned: the process that held it stopped")
+            }
+            Outcome::StoreFailed => {
+                tracing::error!(request_id = %id, "access request failed: the store did not record it")
+            }
         }
         let shared = self.clone();
         runtime.spawn(async move {
@@ -972,11 +1296,11 @@ impl Shared {
         report.log("notify", id);
         if report.accepted > 0 {
             tracing::debug!(request_id = %id, notifiers = report.accepted, "access request notified");
+            self.locked(|registry| ((), registry.notified(&request, report.accepted)));
         } else if self.settings.park_unnotified {
             tracing::warn!(request_id = %id, "no notifier accepted the alert; the request waits for an approver to find it");
         } else {
-            let effects = self.registry().close(id, Outcome::NotificationFailed);
-            self.apply(effects);
+            self.locked(|registry| ((), registry.close(id, Outcome::NotificationFailed)));
         }
     }
 }
@@ -1016,32 +1340,29 @@ impl Waiter {
 
     /// `Ready(Ok)` once an approval is this caller's to run; `Ready(Err)` once the request closed.
     pub(crate) fn poll_decision(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let (poll, effects) = self
+        let (id, key) = (self.request.id, self.key);
+        let poll = self
             .shared
-            .registry()
-            .poll(self.request.id, self.key, cx.waker());
+            .locked(|registry| registry.poll(id, key, cx.waker()));
         if poll.is_ready() {
             self.attached = false;
         }
-        self.shared.apply(effects);
         poll
     }
 
     /// The deadline passed: expire the request if nobody decided first.
     pub(crate) fn expire(&self) {
-        let effects = self
-            .shared
-            .registry()
-            .expire(self.request.id, Instant::now());
-        self.shared.apply(effects);
+        let id = self.request.id;
+        self.shared
+            .locked(|registry| ((), registry.expire(id, Instant::now())));
     }
 }
 
 impl Drop for Waiter {
     fn drop(&mut self) {
         if self.attached {
-            let effects = self.shared.registry().leave(self.request.id, self.key);
-            self.shared.apply(effects);
+            let (id, key) = (self.request.id, self.key);
+            self.shared.locked(|registry| ((), registry.leave(id, key)));
         }
     }
 }

@@ -19,11 +19,14 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use std::time::SystemTime;
+
 use super::rate::RateLimiter;
 use super::request::{AccessRequest, Outcome, RequestId, Status};
 use super::rules::Rule;
 use crate::args::ArgsDigest;
 use crate::error::{Error, ErrorKind};
+use crate::store::{AuditEntry, AuditEvent, Transition, to_millis};
 
 /// What identical calls share: a digest of (principal, session, capability, args digest).
 type Fingerprint = [u8; 32];
@@ -43,15 +46,20 @@ fn fingerprint(request: &AccessRequest) -> Fingerprint {
     hash.finalize().into()
 }
 
-/// Work to do once the registry lock is released.
+/// Work to do once the registry lock is released; `writes` go to the journal before it is.
 #[derive(Default)]
 #[must_use]
 pub(crate) struct Effects {
     pub(crate) wake: Vec<Waker>,
     pub(crate) rule: Option<(Rule, Instant)>,
-    pub(crate) ack: Option<(oneshot::Sender<bool>, bool)>,
+    pub(crate) ack: Option<(Ack, Result<(), Error>)>,
     pub(crate) resolved: Option<Resolved>,
+    pub(crate) writes: Vec<Write>,
 }
+
+/// Tells an approver how their decision ended: `Ok` once it is stored and, for an approval, a
+/// waiting caller has it.
+pub(crate) type Ack = oneshot::Sender<Result<(), Error>>;
 
 /// A request that reached its outcome: notifiers and the log hear of it.
 pub(crate) struct Resolved {
@@ -60,21 +68,55 @@ pub(crate) struct Resolved {
     pub(crate) outcome: Outcome,
 }
 
+/// What the registry asks the store to record, in the order it happened.
+pub(crate) enum Write {
+    /// A new request: once stored, it may be announced ([`Registry::stored`]).
+    Insert(Arc<AccessRequest>, AuditEntry),
+    /// A verified decision: once stored, it takes effect ([`Registry::decided`]).
+    Decide(Transition),
+    /// A caller took an approval: once stored, the callers run ([`Registry::taken`]).
+    Take(Transition),
+    /// A transition nobody waits for.
+    Record(Transition),
+    /// Audit entries that change no request.
+    Append(AuditEntry),
+}
+
 /// An approval waiting for a caller to take it.
 pub(crate) struct Delivery {
     pub(crate) outcome: Outcome,
     pub(crate) rule: Option<(Rule, Instant)>,
-    pub(crate) ack: oneshot::Sender<bool>,
+    pub(crate) ack: Ack,
 }
 
-/// What a verified approve or deny does to a pending request.
-pub(crate) enum Transition {
+/// What a verified approve or deny does to a pending request, once the store has it.
+pub(crate) enum Decided {
     Approve(Delivery),
     Deny {
         outcome: Outcome,
         rule: Option<(Rule, Instant)>,
+        ack: Ack,
     },
 }
+
+impl Decided {
+    fn ack(self) -> Ack {
+        match self {
+            Decided::Approve(delivery) => delivery.ack,
+            Decided::Deny { ack, .. } => ack,
+        }
+    }
+}
+
+/// Why `decide` refused.
+pub(crate) enum Refusal {
+    /// Neither live nor remembered: the store may know it.
+    Unknown,
+    Error(Error),
+}
+
+/// A parked caller: its request, its waiter key, and whether the request is new.
+pub(crate) type Admitted = (Arc<AccessRequest>, usize, bool);
 
 /// The caps on pending requests.
 #[derive(Clone, Copy, Debug)]
@@ -86,20 +128,32 @@ pub(crate) struct Limits {
 
 enum Phase {
     Pending,
-    // Boxed: a slot spends most of its life pending, and an approval carries a whole rule.
+    // Boxed: a slot spends most of its life pending, and a decision carries a whole rule.
+    /// A verified decision is being stored; nothing else can decide meanwhile.
+    Deciding(Box<Decided>),
+    /// Approved and stored; no caller has taken it yet.
     Approved(Box<Delivery>),
-    Executing { finished: Option<Status> },
+    /// A caller took the approval; the `executing` transition is being stored.
+    Taking(Box<Delivery>),
+    Executing {
+        finished: Option<Status>,
+    },
     Closed(Outcome),
 }
 
 impl Phase {
     fn status(&self) -> Status {
         match self {
-            Phase::Pending => Status::Pending,
-            Phase::Approved(_) => Status::Approved,
+            Phase::Pending | Phase::Deciding(_) => Status::Pending,
+            Phase::Approved(_) | Phase::Taking(_) => Status::Approved,
             Phase::Executing { finished } => finished.unwrap_or(Status::Executing),
             Phase::Closed(outcome) => outcome.status(),
         }
+    }
+
+    /// Whether a store write this request waits on is under way.
+    fn in_flight(&self) -> bool {
+        matches!(self, Phase::Deciding(_) | Phase::Taking(_))
     }
 }
 
@@ -108,6 +162,8 @@ struct Slot {
     deadline: Instant,
     runtime: Handle,
     phase: Phase,
+    /// Whether the store has the request; until then nobody hears of it or can decide it.
+    stored: bool,
     /// Indexed by waiter key; `None` is a waiter that left, `Some(None)` one not yet polled.
     waiters: Vec<Option<Option<Waker>>>,
     attached: usize,
@@ -130,6 +186,13 @@ impl Slot {
 
     fn wakers(&mut self) -> impl Iterator<Item = Waker> + '_ {
         self.waiters.iter_mut().filter_map(|w| w.as_mut()?.take())
+    }
+
+    fn register(&mut self, key: usize, waker: &Waker) {
+        let registered = self.waiters[key].get_or_insert(None);
+        if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *registered = Some(waker.clone());
+        }
     }
 
     fn resolved(&self, outcome: Outcome) -> Resolved {
@@ -192,6 +255,8 @@ pub(crate) struct Registry {
     parked: usize,
     /// How often each principal may open a new request, and so alert a person.
     alert_rate: Option<RateLimiter>,
+    /// Whether audit entries carry the arguments, not only their digest.
+    audit_args: bool,
 }
 
 /// The numbers behind [`Gate::stats`](crate::Gate::stats).
@@ -201,8 +266,46 @@ pub(crate) struct Counts {
     pub(crate) live: usize,
 }
 
+/// The store transition of `request` from `from` to `to`, with one audit entry of `event`.
+pub(crate) fn step(
+    entry: AuditEntry,
+    from: Status,
+    to: Status,
+    outcome: Option<Outcome>,
+) -> Transition {
+    Transition {
+        id: entry.request.expect("request entries name their request"),
+        from,
+        to,
+        outcome,
+        rule: None,
+        audit: vec![entry],
+    }
+}
+
+/// An audit entry about `request`, now; with its arguments if `audit_args`.
+pub(crate) fn entry(audit_args: bool, event: AuditEvent, request: &AccessRequest) -> AuditEntry {
+    let mut entry = AuditEntry::for_request(event, to_millis(SystemTime::now()), request);
+    if audit_args {
+        entry.args = Some(request.args.clone());
+    }
+    entry
+}
+
+/// The audit event of a request closed with `outcome`.
+fn event_of(outcome: &Outcome) -> AuditEvent {
+    match outcome {
+        Outcome::Approved { .. } => AuditEvent::Approved,
+        Outcome::Denied { .. } | Outcome::TooManyAttempts => AuditEvent::Denied,
+        Outcome::Expired => AuditEvent::Expired,
+        Outcome::Cancelled => AuditEvent::Cancelled,
+        Outcome::Abandoned => AuditEvent::Abandoned,
+        Outcome::NotificationFailed | Outcome::StoreFailed => AuditEvent::Failed,
+    }
+}
+
 impl Registry {
-    pub(crate) fn new(history: usize, alert_rate: Option<RateLimiter>) -> Self {
+    pub(crate) fn new(history: usize, alert_rate: Option<RateLimiter>, audit_args: bool) -> Self {
         Registry {
             live: HashMap::new(),
             index: PendingIndex::default(),
@@ -213,12 +316,14 @@ impl Registry {
             },
             parked: 0,
             alert_rate,
+            audit_args,
         }
     }
 
     /// Parks a caller on the pending request with this fingerprint, or on `request`, a new one.
     /// Returns the request, the waiter's key, and whether the request is new. Joining a pending
     /// request alerts nobody, so only a new request counts against the caps and the alert rate.
+    /// A new request is written to the store before anyone hears of it.
     pub(crate) fn admit(
         &mut self,
         request: AccessRequest,
@@ -226,23 +331,24 @@ impl Registry {
         deadline: Instant,
         runtime: Handle,
         limits: Limits,
-    ) -> Result<(Arc<AccessRequest>, usize, bool), Error> {
+    ) -> (Result<Admitted, Error>, Effects) {
+        let mut effects = Effects::default();
         let fingerprint = fingerprint(&request);
         if let Some(id) = self.index.by_fingerprint.get(&fingerprint) {
             let slot = self.live.get_mut(id).expect("indexed requests are live");
             self.parked += 1;
-            return Ok((slot.request.clone(), slot.attach(), false));
+            return (Ok((slot.request.clone(), slot.attach(), false)), effects);
         }
         let principal_pending = self.index.per_principal.get(&request.principal).copied();
         if self.index.total >= limits.total
             || principal_pending.unwrap_or(0) >= limits.per_principal
         {
-            return Err(Error::new(ErrorKind::TooManyPending));
+            return (Err(Error::new(ErrorKind::TooManyPending)), effects);
         }
         if let Some(rate) = &mut self.alert_rate
             && !rate.take(&request.principal, now)
         {
-            return Err(Error::new(ErrorKind::TooManyAlerts));
+            return (Err(Error::new(ErrorKind::TooManyAlerts)), effects);
         }
         let request = Arc::new(request);
         *self
@@ -257,6 +363,7 @@ impl Registry {
             deadline,
             runtime,
             phase: Phase::Pending,
+            stored: false,
             waiters: Vec::with_capacity(1),
             attached: 0,
             wrong_codes: 0,
@@ -264,7 +371,41 @@ impl Registry {
         let key = slot.attach();
         self.parked += 1;
         self.live.insert(request.id, slot);
-        Ok((request, key, true))
+        let mut requested = entry(self.audit_args, AuditEvent::Requested, &request);
+        requested.reason = request.reason.clone();
+        requested.detail = Some((*request.reasoning).into());
+        effects
+            .writes
+            .push(Write::Insert(request.clone(), requested));
+        (Ok((request, key, true)), effects)
+    }
+
+    /// The store has request `id`, or could not take it. Returns whether it should now be
+    /// announced; a request the store refused fails its callers with `store_failed`.
+    pub(crate) fn stored(&mut self, id: RequestId, result: Result<(), Error>) -> (bool, Effects) {
+        let Some(slot) = self.live.get_mut(&id) else {
+            return (false, Effects::default());
+        };
+        match result {
+            Ok(()) => {
+                slot.stored = true;
+                (matches!(slot.phase, Phase::Pending), Effects::default())
+            }
+            Err(error) => {
+                tracing::error!(request_id = %id, %error, "the store could not record an access request; its calls fail");
+                (false, self.close(id, Outcome::StoreFailed))
+            }
+        }
+    }
+
+    /// At least one notifier accepted the alert for `request`.
+    pub(crate) fn notified(&mut self, request: &AccessRequest, accepted: usize) -> Effects {
+        let mut notified = entry(self.audit_args, AuditEvent::Notified, request);
+        notified.detail = Some(format!("accepted by {accepted} notifier(s)").into());
+        Effects {
+            writes: vec![Write::Append(notified)],
+            ..Effects::default()
+        }
     }
 
     /// A waiter looks at its request: `Ok` once an approval is its to run, the request's error once
@@ -281,24 +422,28 @@ impl Registry {
             .get_mut(&id)
             .expect("an attached waiter's request is live");
         let result = match &mut slot.phase {
-            Phase::Pending => {
-                let registered = slot.waiters[key].get_or_insert(None);
-                if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                    *registered = Some(waker.clone());
-                }
+            Phase::Pending | Phase::Deciding(_) | Phase::Taking(_) => {
+                slot.register(key, waker);
                 return (Poll::Pending, effects);
             }
             Phase::Approved(_) => {
-                // This caller takes the approval: from here on it is final.
-                let Phase::Approved(delivery) =
-                    mem::replace(&mut slot.phase, Phase::Executing { finished: None })
+                // This caller takes the approval; the callers run once the store has that.
+                let Phase::Approved(delivery) = mem::replace(&mut slot.phase, Phase::Pending)
                 else {
                     unreachable!()
                 };
-                effects.rule = delivery.rule;
-                effects.ack = Some((delivery.ack, true));
-                effects.resolved = Some(slot.resolved(delivery.outcome));
-                Ok(())
+                let mut executing = entry(self.audit_args, AuditEvent::Executing, &slot.request);
+                let mut take = step(executing.clone(), Status::Approved, Status::Executing, None);
+                if let Some((rule, _)) = &delivery.rule {
+                    executing = AuditEntry::for_rule(AuditEvent::RuleGranted, executing.at, rule);
+                    executing.approver = Some(rule.granted_by.clone());
+                    take.audit.push(executing);
+                    take.rule = Some(rule.clone());
+                }
+                slot.phase = Phase::Taking(delivery);
+                slot.register(key, waker);
+                effects.writes.push(Write::Take(take));
+                return (Poll::Pending, effects);
             }
             Phase::Executing { .. } => Ok(()),
             Phase::Closed(outcome) => Err(outcome.error(id).expect("closed outcomes are errors")),
@@ -309,28 +454,96 @@ impl Registry {
         (Poll::Ready(result), effects)
     }
 
-    /// A waiter went away without taking a decision. The last one to leave a pending request
-    /// cancels it; the last one to leave an untaken approval turns it into a cancellation.
-    pub(crate) fn leave(&mut self, id: RequestId, key: usize) -> Effects {
+    /// The store has, or could not record, the `executing` transition of an approval a caller
+    /// took. On success every caller runs and the approver hears so; otherwise they all fail
+    /// with `store_failed`.
+    pub(crate) fn taken(&mut self, id: RequestId, result: Result<bool, Error>) -> Effects {
         let mut effects = Effects::default();
+        let Some(slot) = self.live.get_mut(&id) else {
+            return effects;
+        };
+        let Phase::Taking(_) = slot.phase else {
+            return effects;
+        };
+        let Phase::Taking(delivery) = mem::replace(&mut slot.phase, Phase::Pending) else {
+            unreachable!()
+        };
+        match result {
+            Ok(true) => {
+                slot.phase = Phase::Executing { finished: None };
+                effects.rule = delivery.rule;
+                effects.ack = Some((delivery.ack, Ok(())));
+                effects.wake.extend(slot.wakers());
+                effects.resolved = Some(slot.resolved(delivery.outcome));
+                if slot.attached == 0 {
+                    // Every caller went away while the store wrote: the call will not run.
+                    tracing::debug!(request_id = %id, "an approved call's callers left before it ran");
+                    effects.writes.extend(self.finish(id, Status::Failed));
+                }
+            }
+            Ok(false) | Err(_) => {
+                let error = store_error(
+                    result.err(),
+                    "the store did not record the approval being taken",
+                );
+                tracing::error!(request_id = %id, %error, "approved call failed: not recorded");
+                let failed = entry(self.audit_args, AuditEvent::Failed, &slot.request);
+                slot.phase = Phase::Closed(Outcome::StoreFailed);
+                effects.ack = Some((delivery.ack, Err(error.with_request(id))));
+                effects.wake.extend(slot.wakers());
+                effects.resolved = Some(slot.resolved(Outcome::StoreFailed));
+                effects.writes.push(Write::Record(step(
+                    failed,
+                    Status::Approved,
+                    Status::Failed,
+                    Some(Outcome::StoreFailed),
+                )));
+            }
+        }
+        self.retire_if_done(id);
+        effects
+    }
+
+    /// A waiter went away without taking a decision. The last one to leave a pending request
+    /// cancels it; the last one to leave an untaken approval turns it into a cancellation. While a
+    /// store write is under way, the write's completion decides instead.
+    pub(crate) fn leave(&mut self, id: RequestId, key: usize) -> Effects {
+        let effects = Effects::default();
         let Some(slot) = self.live.get_mut(&id) else {
             return effects;
         };
         slot.detach(key);
         self.parked -= 1;
         if slot.attached == 0 {
-            match mem::replace(&mut slot.phase, Phase::Closed(Outcome::Cancelled)) {
-                Phase::Pending => {
-                    self.index.leave(slot);
-                    effects.resolved = Some(slot.resolved(Outcome::Cancelled));
-                }
-                Phase::Approved(delivery) => {
-                    effects.ack = Some((delivery.ack, false));
-                    effects.resolved = Some(slot.resolved(Outcome::Cancelled));
-                }
-                other => slot.phase = other,
+            match slot.phase {
+                Phase::Pending => return self.close(id, Outcome::Cancelled),
+                Phase::Approved(_) => return self.cancel_approval(id),
+                _ => {}
             }
         }
+        self.retire_if_done(id);
+        effects
+    }
+
+    /// An approval nobody can take any more: the request ends cancelled, and the approver is told.
+    fn cancel_approval(&mut self, id: RequestId) -> Effects {
+        let mut effects = Effects::default();
+        let slot = self.live.get_mut(&id).expect("just seen");
+        let Phase::Approved(delivery) =
+            mem::replace(&mut slot.phase, Phase::Closed(Outcome::Cancelled))
+        else {
+            unreachable!("only approvals are cancelled here")
+        };
+        let cancelled = Error::new(ErrorKind::AccessRequestCancelled).with_request(id);
+        effects.ack = Some((delivery.ack, Err(cancelled)));
+        effects.resolved = Some(slot.resolved(Outcome::Cancelled));
+        let entry = entry(self.audit_args, AuditEvent::Cancelled, &slot.request);
+        effects.writes.push(Write::Record(step(
+            entry,
+            Status::Approved,
+            Status::Cancelled,
+            Some(Outcome::Cancelled),
+        )));
         self.retire_if_done(id);
         effects
     }
@@ -357,88 +570,182 @@ impl Registry {
         self.index.leave(slot);
         slot.phase = Phase::Closed(outcome.clone());
         effects.wake.extend(slot.wakers());
-        effects.resolved = Some(slot.resolved(outcome));
+        // A request the store never took was never announced, so there is nobody to tell.
+        if outcome != Outcome::StoreFailed {
+            effects.resolved = Some(slot.resolved(outcome.clone()));
+            let mut entry = entry(self.audit_args, event_of(&outcome), &slot.request);
+            entry.detail = match &outcome {
+                Outcome::TooManyAttempts => Some("too many wrong verification codes".into()),
+                Outcome::NotificationFailed => Some("no notifier accepted the alert".into()),
+                _ => None,
+            };
+            let to = outcome.status();
+            effects.writes.push(Write::Record(step(
+                entry,
+                Status::Pending,
+                to,
+                Some(outcome),
+            )));
+        }
+        self.retire_if_done(id);
         effects
     }
 
-    /// An approve or deny: `verify` checks the code first, then the request must still be pending
-    /// and unexpired, then `transition` (which checks scope and TTL) says what to do.
+    /// An approve or deny: `verify` checks the code first, then the request must still be pending,
+    /// stored and unexpired, then `transition` (which checks approver, scope and TTL) says what to
+    /// do and what to store. The decision takes effect once the store has it
+    /// ([`decided`](Self::decided)).
     ///
     /// A wrong code is counted against a pending request and answered exactly like an unknown id.
     pub(crate) fn decide(
         &mut self,
         id: RequestId,
         verify: impl Fn(&AccessRequest) -> bool,
+        attempt_by: Option<&Arc<str>>,
         now: Instant,
         limits: Limits,
-        transition: impl FnOnce(&AccessRequest) -> Result<Transition, Error>,
-    ) -> (Result<Arc<AccessRequest>, Error>, Effects) {
-        let not_found = || Error::new(ErrorKind::AccessRequestNotFound);
+        transition: impl FnOnce(&AccessRequest) -> Result<(Decided, Transition), Error>,
+    ) -> (Result<Arc<AccessRequest>, Refusal>, Effects) {
+        let not_found = || Refusal::Error(Error::new(ErrorKind::AccessRequestNotFound));
+        let mut effects = Effects::default();
         let Some(slot) = self.live.get_mut(&id) else {
             let result = match self.history.entries.get(&id) {
-                Some((request, status)) if verify(request) => Err(already(*status, id)),
-                _ => Err(not_found()),
+                Some((request, status)) if verify(request) => {
+                    Err(Refusal::Error(already(*status, id)))
+                }
+                Some(_) => Err(not_found()),
+                None => Err(Refusal::Unknown),
             };
-            return (result, Effects::default());
+            return (result, effects);
         };
+        if !slot.stored {
+            return (Err(not_found()), effects);
+        }
         if !verify(&slot.request) {
             if !matches!(slot.phase, Phase::Pending) {
-                return (Err(not_found()), Effects::default());
+                return (Err(not_found()), effects);
             }
             slot.wrong_codes += 1;
             tracing::warn!(request_id = %id, attempts = slot.wrong_codes, "wrong verification code");
-            if slot.wrong_codes >= limits.attempts {
+            let attempts = slot.wrong_codes;
+            let request = slot.request.clone();
+            let mut rejected = entry(self.audit_args, AuditEvent::CodeRejected, &request);
+            rejected.approver = attempt_by.cloned();
+            rejected.detail = Some(format!("wrong code {attempts} of {}", limits.attempts).into());
+            effects.writes.push(Write::Append(rejected));
+            if attempts >= limits.attempts {
                 tracing::warn!(request_id = %id, "access request locked after too many wrong codes");
-                let effects = self.close(id, Outcome::TooManyAttempts);
-                return (
-                    Err(Error::new(ErrorKind::TooManyAttempts).with_request(id)),
-                    effects,
-                );
+                let closed = self.close(id, Outcome::TooManyAttempts);
+                effects.merge(closed);
+                let error = Error::new(ErrorKind::TooManyAttempts).with_request(id);
+                return (Err(Refusal::Error(error)), effects);
             }
-            return (Err(not_found()), Effects::default());
+            return (Err(not_found()), effects);
         }
         if !matches!(slot.phase, Phase::Pending) {
-            return (Err(already(slot.phase.status(), id)), Effects::default());
+            return (
+                Err(Refusal::Error(already(slot.phase.status(), id))),
+                effects,
+            );
         }
         if now >= slot.deadline {
             let effects = self.close(id, Outcome::Expired);
             let error = Error::new(ErrorKind::AccessRequestExpired).with_request(id);
-            return (Err(error), effects);
+            return (Err(Refusal::Error(error)), effects);
         }
         let request = slot.request.clone();
         match transition(&request) {
-            Err(error) => (Err(error.with_request(id)), Effects::default()),
-            Ok(Transition::Deny { outcome, rule }) => {
-                let mut effects = self.close(id, outcome);
-                effects.rule = rule;
-                (Ok(request), effects)
-            }
-            Ok(Transition::Approve(delivery)) => {
-                self.index.leave(slot);
-                slot.phase = Phase::Approved(Box::new(delivery));
-                let effects = Effects {
-                    wake: slot.wakers().collect(),
-                    ..Effects::default()
-                };
+            Err(error) => (Err(Refusal::Error(error.with_request(id))), effects),
+            Ok((decided, write)) => {
+                slot.phase = Phase::Deciding(Box::new(decided));
+                effects.writes.push(Write::Decide(write));
                 (Ok(request), effects)
             }
         }
     }
 
-    /// Records how an approved call ended.
-    pub(crate) fn finish(&mut self, id: RequestId, status: Status) {
-        if let Some(slot) = self.live.get_mut(&id) {
-            if let Phase::Executing { finished } = &mut slot.phase {
-                *finished = Some(status);
+    /// The store has, or could not record, a decision. Stored, it takes effect: a denial closes
+    /// the request; an approval waits for a caller to take it, or ends cancelled if none is left.
+    /// Not stored, the request is pending again and the approver hears `store_failed`.
+    pub(crate) fn decided(
+        &mut self,
+        id: RequestId,
+        result: Result<bool, Error>,
+        now: Instant,
+    ) -> Effects {
+        let mut effects = Effects::default();
+        let Some(slot) = self.live.get_mut(&id) else {
+            return effects;
+        };
+        let Phase::Deciding(_) = slot.phase else {
+            return effects;
+        };
+        let Phase::Deciding(decided) = mem::replace(&mut slot.phase, Phase::Pending) else {
+            unreachable!()
+        };
+        match result {
+            Ok(true) => match *decided {
+                Decided::Approve(delivery) => {
+                    self.index.leave(slot);
+                    slot.phase = Phase::Approved(Box::new(delivery));
+                    if slot.attached == 0 {
+                        return self.cancel_approval(id);
+                    }
+                    effects.wake.extend(slot.wakers());
+                }
+                Decided::Deny { outcome, rule, ack } => {
+                    self.index.leave(slot);
+                    slot.phase = Phase::Closed(outcome.clone());
+                    effects.wake.extend(slot.wakers());
+                    effects.resolved = Some(slot.resolved(outcome));
+                    effects.rule = rule;
+                    effects.ack = Some((ack, Ok(())));
+                    self.retire_if_done(id);
+                }
+            },
+            Ok(false) | Err(_) => {
+                let error = store_error(
+                    result.err(),
+                    "the store no longer holds the request as pending",
+                );
+                tracing::error!(request_id = %id, %error, "decision not recorded; the request stays pending");
+                effects.ack = Some((decided.ack(), Err(error.with_request(id))));
+                if slot.attached == 0 {
+                    effects.merge(self.close(id, Outcome::Cancelled));
+                } else if now >= slot.deadline {
+                    effects.merge(self.close(id, Outcome::Expired));
+                }
             }
-        } else if let Some((_, current)) = self.history.entries.get_mut(&id)
-            && matches!(
-                *current,
-                Status::Executing | Status::Executed | Status::Failed
-            )
-        {
-            *current = status;
         }
+        effects
+    }
+
+    /// Records how an approved call ended. Returns the store write, the first time.
+    pub(crate) fn finish(&mut self, id: RequestId, status: Status) -> Option<Write> {
+        let request = if let Some(slot) = self.live.get_mut(&id) {
+            let Phase::Executing { finished } = &mut slot.phase else {
+                return None;
+            };
+            if finished.is_some() {
+                return None;
+            }
+            *finished = Some(status);
+            slot.request.clone()
+        } else {
+            let (request, current) = self.history.entries.get_mut(&id)?;
+            if *current != Status::Executing {
+                return None;
+            }
+            *current = status;
+            request.clone()
+        };
+        let event = if status == Status::Executed {
+            AuditEvent::Executed
+        } else {
+            AuditEvent::Failed
+        };
+        let entry = entry(self.audit_args, event, &request);
+        Some(Write::Record(step(entry, Status::Executing, status, None)))
     }
 
     pub(crate) fn status(&self, id: RequestId) -> Option<Status> {
@@ -452,17 +759,17 @@ impl Registry {
         let mut pending: Vec<AccessRequest> = self
             .live
             .values()
-            .filter(|slot| matches!(slot.phase, Phase::Pending))
+            .filter(|slot| slot.stored && matches!(slot.phase, Phase::Pending))
             .map(|slot| (*slot.request).clone())
             .collect();
         pending.sort_by_key(|r| r.created_at);
         pending
     }
 
-    /// Request `id`, if it is still pending.
+    /// Request `id`, if it is stored and still pending.
     pub(crate) fn pending_request(&self, id: RequestId) -> Option<Arc<AccessRequest>> {
         let slot = self.live.get(&id)?;
-        matches!(slot.phase, Phase::Pending).then(|| slot.request.clone())
+        (slot.stored && matches!(slot.phase, Phase::Pending)).then(|| slot.request.clone())
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -478,6 +785,7 @@ impl Registry {
         if let Some(slot) = self.live.get(&id)
             && slot.attached == 0
             && !matches!(slot.phase, Phase::Pending)
+            && !slot.phase.in_flight()
         {
             let slot = self.live.remove(&id).expect("just seen");
             self.history.insert(slot.request, slot.phase.status());
@@ -485,11 +793,38 @@ impl Registry {
     }
 }
 
+impl Effects {
+    /// Adds `other`'s work after this one's.
+    pub(crate) fn merge(&mut self, other: Effects) {
+        self.wake.extend(other.wake);
+        self.writes.extend(other.writes);
+        if other.rule.is_some() {
+            self.rule = other.rule;
+        }
+        if other.ack.is_some() {
+            self.ack = other.ack;
+        }
+        if other.resolved.is_some() {
+            self.resolved = other.resolved;
+        }
+    }
+}
+
+/// The error an approver hears when the store did not record their decision.
+fn store_error(cause: Option<Error>, otherwise: &'static str) -> Error {
+    match cause {
+        Some(cause) if cause.kind() == ErrorKind::StoreFailed => cause,
+        Some(cause) => Error::new(ErrorKind::StoreFailed).with_source(cause),
+        None => Error::new(ErrorKind::StoreFailed).with_detail(otherwise),
+    }
+}
+
 /// What a verified approve or deny of an already decided request hears.
-fn already(status: Status, id: RequestId) -> Error {
+pub(crate) fn already(status: Status, id: RequestId) -> Error {
     let kind = match status {
         Status::Expired => ErrorKind::AccessRequestExpired,
         Status::Cancelled => ErrorKind::AccessRequestCancelled,
+        Status::Abandoned => ErrorKind::AccessRequestAbandoned,
         _ => ErrorKind::AlreadyResolved,
     };
     Error::new(kind)

@@ -34,6 +34,11 @@ macro_rules! random_id {
             pub fn as_bytes(&self) -> &[u8; 16] {
                 &self.0
             }
+
+            /// The id with these 128 bits, as a store reads it back.
+            pub fn from_bytes(bytes: [u8; 16]) -> Self {
+                $name(bytes)
+            }
         }
 
         impl fmt::Display for $name {
@@ -226,6 +231,9 @@ pub enum Status {
     Expired,
     /// Every caller went away before an approval reached one of them.
     Cancelled,
+    /// The process stopped before the request finished; its callers are gone. If it was
+    /// executing, the call may have run in part.
+    Abandoned,
 }
 
 impl Status {
@@ -240,7 +248,26 @@ impl Status {
             Status::Denied => "denied",
             Status::Expired => "expired",
             Status::Cancelled => "cancelled",
+            Status::Abandoned => "abandoned",
         }
+    }
+
+    /// Every status.
+    pub const ALL: [Status; 9] = [
+        Status::Pending,
+        Status::Approved,
+        Status::Executing,
+        Status::Executed,
+        Status::Failed,
+        Status::Denied,
+        Status::Expired,
+        Status::Cancelled,
+        Status::Abandoned,
+    ];
+
+    /// The status named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
     /// Whether a person can still decide.
@@ -283,6 +310,10 @@ pub enum Outcome {
     Cancelled,
     /// No notifier accepted the alert.
     NotificationFailed,
+    /// The process stopped before the request was decided.
+    Abandoned,
+    /// The store could not record the request or its decision, so nothing ran.
+    StoreFailed,
 }
 
 /// The JSON form: `{"status": "approved", "approver": "alice", "scope": "value", "until": …}`,
@@ -307,7 +338,11 @@ impl Serialize for Outcome {
                 out.serialize_entry("reason", &reason.as_deref())?;
             }
             Outcome::TooManyAttempts => out.serialize_entry("reason", "too_many_attempts")?,
-            Outcome::Expired | Outcome::Cancelled | Outcome::NotificationFailed => {}
+            Outcome::Expired
+            | Outcome::Cancelled
+            | Outcome::NotificationFailed
+            | Outcome::Abandoned
+            | Outcome::StoreFailed => {}
         }
         out.end()
     }
@@ -321,7 +356,8 @@ impl Outcome {
             Outcome::Denied { .. } | Outcome::TooManyAttempts => Status::Denied,
             Outcome::Expired => Status::Expired,
             Outcome::Cancelled => Status::Cancelled,
-            Outcome::NotificationFailed => Status::Failed,
+            Outcome::NotificationFailed | Outcome::StoreFailed => Status::Failed,
+            Outcome::Abandoned => Status::Abandoned,
         }
     }
 
@@ -340,6 +376,8 @@ impl Outcome {
             Outcome::Expired => Error::new(ErrorKind::AccessRequestExpired),
             Outcome::Cancelled => Error::new(ErrorKind::AccessRequestCancelled),
             Outcome::NotificationFailed => Error::new(ErrorKind::NotificationFailed),
+            Outcome::Abandoned => Error::new(ErrorKind::AccessRequestAbandoned),
+            Outcome::StoreFailed => Error::new(ErrorKind::StoreFailed),
         };
         Some(error.with_request(id))
     }

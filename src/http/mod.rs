@@ -589,9 +589,10 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::TooManyPending | ErrorKind::TooManyAlerts | ErrorKind::TooManyAttempts => {
             StatusCode::TOO_MANY_REQUESTS
         }
-        ErrorKind::NotificationFailed | ErrorKind::AccessRequestCancelled => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorKind::NotificationFailed
+        | ErrorKind::AccessRequestCancelled
+        | ErrorKind::AccessRequestAbandoned
+        | ErrorKind::StoreFailed => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::ReasonRequired | ErrorKind::InvalidArguments | ErrorKind::MissingApprover => {
             StatusCode::BAD_REQUEST
         }
@@ -602,7 +603,8 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::ServiceFailed
         | ErrorKind::InvalidConfig
         | ErrorKind::MissingSecret
-        | ErrorKind::NoRuntime => StatusCode::INTERNAL_SERVER_ERROR,
+        | ErrorKind::NoRuntime
+        | ErrorKind::StoreUnreadable => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

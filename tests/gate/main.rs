@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio::time::advance;
 use tollgate::notify::{Alert, RecordingNotifier};
 use tollgate::{
-    Approve, BoxError, Deny, ErrorKind, Gate, Outcome, RequireApproval, RuleEffect, Scope, Status,
-    Submitted, ToolCall,
+    Approve, BoxError, Deny, ErrorKind, Gate, Outcome, RequireApproval, Revoke, RuleEffect, Scope,
+    Status, Submitted, ToolCall,
 };
 use tower::{Layer, ServiceExt};
 
@@ -548,14 +548,24 @@ async fn rules_can_be_listed_and_revoked() {
     );
 
     let first = rules.iter().find(|r| r.scope() == Scope::Value).unwrap();
-    assert_eq!(f.gate.revoke(first.id()).unwrap().id(), first.id());
-    assert!(f.gate.revoke(first.id()).is_none());
+    let revoked = f.gate.revoke(Revoke::rule(first.id()).by("bob")).await;
+    assert_eq!(revoked.unwrap()[0].id(), first.id());
+    let again = f.gate.revoke(Revoke::rule(first.id()).by("bob")).await;
+    assert!(again.unwrap().is_empty());
+    let anonymous = f.gate.revoke(Revoke::all()).await.unwrap_err();
+    assert_eq!(anonymous.kind(), ErrorKind::MissingApprover);
     assert!(f.parks(refund(1)).await);
     f.run(refund(7).principal("agent-8")).await.unwrap();
 
-    assert_eq!(f.gate.revoke_capability("payments.refund"), 1);
+    let revoked = f
+        .gate
+        .revoke(Revoke::capability("payments.refund").by("bob"));
+    assert_eq!(revoked.await.unwrap().len(), 1);
     assert!(f.parks(refund(7).principal("agent-8")).await);
-    assert_eq!(f.gate.revoke_all(), 1);
+    assert_eq!(
+        f.gate.revoke(Revoke::all().by("bob")).await.unwrap().len(),
+        1
+    );
     assert!(f.gate.rules().is_empty());
     assert_eq!(f.gate.stats().rules, 0);
 }

@@ -1,0 +1,255 @@
+//! The default store: everything in this process's memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use super::{
+    AuditEntry, AuditFilter, BoxFuture, Purged, Recovered, Revocation, ScopeKey, Store,
+    StoredRequest, Transition, is_finished,
+};
+use crate::error::Error;
+use crate::gate::{AccessRequest, RequestId, Rule, RuleId, Status};
+
+/// Keeps requests, rules and the audit trail in memory: fast, and gone when the process stops.
+///
+/// The default store of every gate. Clones share one state, so a gate built again on a clone
+/// sees what the first one left, as it would after a restart with a durable store. The audit
+/// trail keeps the most recent entries, 65,536 unless told otherwise.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug)]
+struct State {
+    requests: HashMap<RequestId, StoredRequest>,
+    rules: HashMap<ScopeKey, Rule>,
+    rule_keys: HashMap<RuleId, ScopeKey>,
+    audit: VecDeque<AuditEntry>,
+    audit_capacity: usize,
+    seq: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::with_audit_capacity(65_536)
+    }
+
+    /// An empty store whose audit trail keeps the `capacity` most recent entries.
+    pub fn with_audit_capacity(capacity: usize) -> Self {
+        MemoryStore {
+            state: Arc::new(Mutex::new(State {
+                requests: HashMap::new(),
+                rules: HashMap::new(),
+                rule_keys: HashMap::new(),
+                audit: VecDeque::new(),
+                audit_capacity: capacity,
+                seq: 0,
+            })),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn append(&mut self, entries: &[AuditEntry]) {
+        for entry in entries {
+            self.seq += 1;
+            if self.audit.len() == self.audit_capacity {
+                self.audit.pop_front();
+            }
+            if self.audit_capacity > 0 {
+                let mut entry = entry.clone();
+                entry.seq = self.seq;
+                self.audit.push_back(entry);
+            }
+        }
+    }
+
+    fn file(&mut self, rule: &Rule) {
+        let key = ScopeKey::of(rule);
+        if let Some(old) = self.rules.insert(key, rule.clone()) {
+            self.rule_keys.remove(&old.id);
+        }
+        self.rule_keys.insert(rule.id, key);
+    }
+
+    fn remove(&mut self, id: RuleId) -> Option<Rule> {
+        let key = self.rule_keys.remove(&id)?;
+        self.rules.remove(&key)
+    }
+
+    fn live_rules(&self, now: SystemTime) -> Vec<Rule> {
+        let mut rules: Vec<Rule> = self
+            .rules
+            .values()
+            .filter(|r| r.expires_at > now)
+            .cloned()
+            .collect();
+        rules.sort_by_key(|r| (r.granted_at, r.id));
+        rules
+    }
+}
+
+impl Store for MemoryStore {
+    fn recover(&self, now: SystemTime) -> Result<Recovered, Error> {
+        let mut state = self.state();
+        let mut abandoned = Vec::new();
+        for stored in state.requests.values_mut() {
+            if !is_finished(stored.status) {
+                stored.status = Status::Abandoned;
+                stored
+                    .outcome
+                    .get_or_insert(crate::gate::Outcome::Abandoned);
+                abandoned.push(stored.request.clone());
+            }
+        }
+        abandoned.sort_by_key(|r| r.created_at);
+        let entries: Vec<AuditEntry> = abandoned
+            .iter()
+            .map(|r| AuditEntry::abandoned(r, now))
+            .collect();
+        state.append(&entries);
+        Ok(Recovered::new(state.live_rules(now), abandoned))
+    }
+
+    fn insert<'a>(
+        &'a self,
+        request: &'a AccessRequest,
+        audit: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let mut state = self.state();
+        if state.requests.contains_key(&request.id) {
+            let error = Error::new(crate::ErrorKind::StoreFailed)
+                .with_detail(format!("request {} is already stored", request.id));
+            return Box::pin(std::future::ready(Err(error)));
+        }
+        state.requests.insert(
+            request.id,
+            StoredRequest::new(request.clone(), Status::Pending, None),
+        );
+        state.append(audit);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>> {
+        let mut state = self.state();
+        let applied = match state.requests.get_mut(&change.id) {
+            Some(stored) if stored.status == change.from => {
+                stored.status = change.to;
+                if let Some(outcome) = &change.outcome {
+                    stored.outcome = Some(outcome.clone());
+                }
+                if let Some(rule) = &change.rule {
+                    state.file(rule);
+                }
+                state.append(&change.audit);
+                true
+            }
+            _ => false,
+        };
+        Box::pin(std::future::ready(Ok(applied)))
+    }
+
+    fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>> {
+        self.state().append(audit);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {
+        let found = self.state().requests.get(&id).cloned();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn covering<'a>(
+        &'a self,
+        keys: &'a [ScopeKey],
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
+        let state = self.state();
+        let found = keys
+            .iter()
+            .filter_map(|key| state.rules.get(key))
+            .filter(|rule| rule.expires_at > now)
+            .cloned()
+            .collect();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn rules(&self, now: SystemTime) -> BoxFuture<'_, Result<Vec<Rule>, Error>> {
+        let rules = self.state().live_rules(now);
+        Box::pin(std::future::ready(Ok(rules)))
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        which: &'a Revocation,
+        by: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
+        let mut state = self.state();
+        let ids: Vec<RuleId> = match which {
+            Revocation::Rule(id) => vec![*id],
+            Revocation::Capability(capability) => state
+                .rules
+                .values()
+                .filter(|r| r.capability == *capability)
+                .map(|r| r.id)
+                .collect(),
+            Revocation::All => state.rule_keys.keys().copied().collect(),
+        };
+        let mut removed: Vec<Rule> = ids.into_iter().filter_map(|id| state.remove(id)).collect();
+        removed.sort_by_key(|r| (r.granted_at, r.id));
+        let entries: Vec<AuditEntry> = removed
+            .iter()
+            .map(|r| AuditEntry::rule_revoked(r, by, at))
+            .collect();
+        state.append(&entries);
+        Box::pin(std::future::ready(Ok(removed)))
+    }
+
+    fn purge(&self, now: SystemTime) -> BoxFuture<'_, Result<Purged, Error>> {
+        let mut state = self.state();
+        let expired: Vec<RuleId> = state
+            .rules
+            .values()
+            .filter(|r| r.expires_at <= now)
+            .map(|r| r.id)
+            .collect();
+        for id in &expired {
+            state.remove(*id);
+        }
+        let before = state.requests.len();
+        state
+            .requests
+            .retain(|_, s| !(is_finished(s.status) && s.request.expires_at <= now));
+        let purged = Purged::new(expired.len(), before - state.requests.len());
+        Box::pin(std::future::ready(Ok(purged)))
+    }
+
+    fn audit<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>> {
+        let state = self.state();
+        let found = state
+            .audit
+            .iter()
+            .filter(|e| e.matches(filter))
+            .take(filter.effective_limit())
+            .cloned()
+            .collect();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+}

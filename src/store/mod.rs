@@ -1,0 +1,775 @@
+//! Where access requests, standing rules and the audit trail live.
+//!
+//! A gate keeps its pending callers in memory, but everything a person decided goes through a
+//! [`Store`] first. [`MemoryStore`] is the default; `SqliteStore` (feature `sqlite`) keeps one
+//! file on disk, so standing approvals, remembered denials and the audit trail survive a restart.
+//! One line turns it on:
+//!
+#![cfg_attr(feature = "sqlite", doc = "```")]
+#![cfg_attr(not(feature = "sqlite"), doc = "```ignore")]
+//! # fn main() -> Result<(), tollgate::Error> {
+//! # let dir = std::env::temp_dir().join(format!("tollgate-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! # let path = dir.join("tollgate.db");
+//! use tollgate::Gate;
+//! use tollgate::store::SqliteStore;
+//!
+//! let gate = Gate::builder()
+//!     .secret("keep this out of the agent's reach")
+//!     .park_when_unnotified()
+//!     .store(SqliteStore::open(&path)?)
+//!     .build()?;
+//! # drop(gate); std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok(()) }
+//! ```
+//!
+//! # Write-ahead order
+//!
+//! The gate writes through one queue per gate, in the order things happen, and waits for the
+//! store where it matters:
+//!
+//! - a request is stored (with its `requested` entry) before any notifier hears of it, and
+//!   before it is listed by [`Gate::pending`](crate::Gate::pending);
+//! - an approval or denial is stored before the caller resumes and before `approve` or `deny`
+//!   returns; an approval's standing rule is stored, with the `executing` transition, before the
+//!   call runs;
+//! - every other transition (`notified`, `expired`, `cancelled`, `executed`, `failed`,
+//!   `code_rejected`) is appended in order without holding anyone up. If the process stops before
+//!   one is written, the next start finds the request unfinished and ends it as `abandoned`.
+//!
+//! A store that cannot write fails closed: the call does not run, and `approve` or `deny` returns
+//! `store_failed` with the store's error as its cause, leaving the request pending.
+//!
+//! # Restarts
+//!
+//! [`GateBuilder::build`](crate::GateBuilder::build) calls [`Store::recover`]: requests an
+//! earlier process left unfinished end as [`Status::Abandoned`] (their callers are gone), and the
+//! notifiers are told so; standing rules and remembered denials apply as before. An approval of
+//! [`Scope::Once`] makes no rule, so it can never be used again after a crash.
+//!
+//! # Writing a store
+//!
+//! Implement [`Store`] and run the [`conformance`] suite (feature `test-util`) against it. Keep
+//! requests, rules and outcomes as the text of their `to_record` methods, plus whatever columns
+//! your indexes need.
+
+mod memory;
+mod record;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "test-util")]
+pub mod conformance;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+pub use self::memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::SqliteStore;
+pub use crate::notify::BoxFuture;
+
+pub(crate) use self::record::to_millis;
+
+use crate::args::ArgsDigest;
+use crate::error::Error;
+use crate::gate::{AccessRequest, Outcome, RequestId, Rule, RuleId, Status};
+use crate::scope::Scope;
+use crate::text::rfc3339;
+
+/// Durable state for a [`Gate`](crate::Gate): access requests, rules, and the audit trail.
+///
+/// # Contract
+///
+/// Every implementation keeps these promises; the [`conformance`] suite checks them.
+///
+/// 1. **One decision per request.** [`transition`](Self::transition) is a compare-and-set: it
+///    applies only if the request's status is still [`Transition::from`], and then writes the new
+///    status, the outcome, the rule and the audit entries as one atomic step. Of two concurrent
+///    transitions from the same status, even from different processes, exactly one returns
+///    `Ok(true)`; the other returns `Ok(false)` and writes nothing.
+/// 2. **Nothing half-written.** A call that returns an error has changed nothing.
+/// 3. **Rules by key.** A rule occupies the slot of its [`ScopeKey`]: filing a rule replaces the
+///    rule with the same key. [`covering`](Self::covering) finds rules by key through an index,
+///    never by scanning, so a lookup costs the same with one rule or a million.
+/// 4. **Append-only audit.** Entries are numbered in the order they were written and never
+///    change; [`audit`](Self::audit) returns them in that order.
+/// 5. **Expiry.** [`purge`](Self::purge) deletes rules past their expiry and finished requests
+///    past theirs; expired rules are never returned by [`covering`](Self::covering) or
+///    [`recover`](Self::recover) even before they are purged.
+/// 6. **Restart.** [`recover`](Self::recover) ends every unfinished request as
+///    [`Status::Abandoned`].
+///
+/// Methods other than [`recover`](Self::recover) must not block the async runtime: run blocking
+/// I/O on `tokio::task::spawn_blocking` or a thread of the store's own.
+///
+/// # Across replicas
+///
+/// A store that several processes share also implements [`changes`](Self::changes), so that a
+/// decision made by one process wakes the caller another process parked.
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Prepares the store for a gate that is starting: ends every request that is not finished
+    /// (pending, approved, executing) as [`Status::Abandoned`] with an `abandoned` audit entry,
+    /// purges what has expired, and returns the live rules and the abandoned requests.
+    ///
+    /// Called once, by [`GateBuilder::build`](crate::GateBuilder::build), before the gate takes
+    /// calls. It may block: it is start-up.
+    fn recover(&self, now: SystemTime) -> Result<Recovered, Error>;
+
+    /// Files a new pending request with its audit entries.
+    fn insert<'a>(
+        &'a self,
+        request: &'a AccessRequest,
+        audit: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// Moves a request from [`Transition::from`] to [`Transition::to`], atomically with its
+    /// outcome, rule and audit entries. `Ok(false)` if the request is unknown or no longer in
+    /// `from`; nothing is written then.
+    fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// Appends audit entries that change no request (`notified`, `code_rejected`).
+    fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// A request and where it stands.
+    fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>>;
+
+    /// The live rules (unexpired at `now`) in the slots of `keys`, found by key.
+    fn covering<'a>(
+        &'a self,
+        keys: &'a [ScopeKey],
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>>;
+
+    /// Every live rule, oldest first.
+    fn rules(&self, now: SystemTime) -> BoxFuture<'_, Result<Vec<Rule>, Error>>;
+
+    /// Deletes the rules `which` names, each with a `rule_revoked` entry naming `by`
+    /// (see [`AuditEntry::rule_revoked`]); returns them.
+    fn revoke<'a>(
+        &'a self,
+        which: &'a Revocation,
+        by: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>>;
+
+    /// Deletes rules that expired before `now`, and finished requests whose expiry is before
+    /// `now`. The audit trail is kept.
+    fn purge(&self, now: SystemTime) -> BoxFuture<'_, Result<Purged, Error>>;
+
+    /// The audit entries `filter` selects, oldest first.
+    fn audit<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>>;
+
+    /// Changes other processes made, for a store that replicas share: the gate applies each to
+    /// its memory, waking the callers it parked. `None`, the default, for a store one process
+    /// owns. Called once, when the gate starts.
+    fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
+        None
+    }
+}
+
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn recover(&self, now: SystemTime) -> Result<Recovered, Error> {
+        (**self).recover(now)
+    }
+    fn insert<'a>(
+        &'a self,
+        request: &'a AccessRequest,
+        audit: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        (**self).insert(request, audit)
+    }
+    fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>> {
+        (**self).transition(change)
+    }
+    fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>> {
+        (**self).append(audit)
+    }
+    fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {
+        (**self).request(id)
+    }
+    fn covering<'a>(
+        &'a self,
+        keys: &'a [ScopeKey],
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
+        (**self).covering(keys, now)
+    }
+    fn rules(&self, now: SystemTime) -> BoxFuture<'_, Result<Vec<Rule>, Error>> {
+        (**self).rules(now)
+    }
+    fn revoke<'a>(
+        &'a self,
+        which: &'a Revocation,
+        by: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
+        (**self).revoke(which, by, at)
+    }
+    fn purge(&self, now: SystemTime) -> BoxFuture<'_, Result<Purged, Error>> {
+        (**self).purge(now)
+    }
+    fn audit<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>> {
+        (**self).audit(filter)
+    }
+    fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
+        (**self).changes()
+    }
+}
+
+/// A change another process made to a shared store; see [`Store::changes`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Change {
+    /// A request moved on: an approval, a denial, an expiry.
+    Request {
+        /// The request.
+        id: RequestId,
+        /// Its new status.
+        status: Status,
+        /// How it ended, once decided.
+        outcome: Option<Outcome>,
+    },
+    /// A rule was filed.
+    RuleGranted(Rule),
+    /// A rule was revoked.
+    RuleRevoked(RuleId),
+}
+
+/// The slot a rule occupies: its scope and the capability, principal, session or args digest
+/// that scope binds. Two rules with the same key cannot both stand; the later replaces the
+/// earlier.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScopeKey([u8; 32]);
+
+impl ScopeKey {
+    /// The key of `rule`'s slot.
+    pub fn of(rule: &Rule) -> Self {
+        Self::new(
+            rule.scope(),
+            rule.capability(),
+            rule.principal(),
+            rule.session(),
+            rule.args_digest(),
+        )
+    }
+
+    /// The keys of every slot whose rule would cover a call: global, capability, session (if the
+    /// call names one) and value.
+    pub fn covering(
+        capability: &str,
+        principal: &str,
+        session: Option<&str>,
+        args_digest: ArgsDigest,
+    ) -> Vec<ScopeKey> {
+        let mut keys = vec![
+            Self::new(Scope::Global, capability, None, None, None),
+            Self::new(Scope::Capability, capability, Some(principal), None, None),
+            Self::new(
+                Scope::Value,
+                capability,
+                Some(principal),
+                None,
+                Some(args_digest),
+            ),
+        ];
+        if let Some(session) = session {
+            keys.push(Self::new(
+                Scope::Session,
+                capability,
+                Some(principal),
+                Some(session),
+                None,
+            ));
+        }
+        keys
+    }
+
+    fn new(
+        scope: Scope,
+        capability: &str,
+        principal: Option<&str>,
+        session: Option<&str>,
+        digest: Option<ArgsDigest>,
+    ) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"tollgate/scope-key/v1");
+        hash.update([scope as u8]);
+        let principal = if scope == Scope::Global {
+            None
+        } else {
+            principal
+        };
+        let session = if scope == Scope::Session {
+            session
+        } else {
+            None
+        };
+        let digest = if scope == Scope::Value { digest } else { None };
+        for field in [Some(capability), principal, session] {
+            match field {
+                Some(text) => {
+                    hash.update([1]);
+                    hash.update((text.len() as u64).to_be_bytes());
+                    hash.update(text.as_bytes());
+                }
+                None => hash.update([0]),
+            }
+        }
+        if let Some(digest) = digest {
+            hash.update(digest.as_bytes());
+        }
+        ScopeKey(hash.finalize().into())
+    }
+
+    /// The 32 key bytes, for an index.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ScopeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ScopeKey({})", crate::hex::lower(&self.0[..8]))
+    }
+}
+
+/// One compare-and-set step of an access request, as [`Store::transition`] applies it.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    pub(crate) id: RequestId,
+    pub(crate) from: Status,
+    pub(crate) to: Status,
+    pub(crate) outcome: Option<Outcome>,
+    pub(crate) rule: Option<Rule>,
+    pub(crate) audit: Vec<AuditEntry>,
+}
+
+impl Transition {
+    /// The request.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+    /// The status the request must have for the step to apply.
+    pub fn from(&self) -> Status {
+        self.from
+    }
+    /// The status it moves to.
+    pub fn to(&self) -> Status {
+        self.to
+    }
+    /// The outcome to record with it, once the request is decided.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+    /// A rule to file in the same step, replacing the rule in its [`ScopeKey`]'s slot.
+    pub fn rule(&self) -> Option<&Rule> {
+        self.rule.as_ref()
+    }
+    /// The audit entries to append in the same step.
+    pub fn audit(&self) -> &[AuditEntry] {
+        &self.audit
+    }
+}
+
+/// A request as a store holds it: the request, where it stands, how it ended.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StoredRequest {
+    /// The request.
+    pub request: AccessRequest,
+    /// Where it stands.
+    pub status: Status,
+    /// How it ended, once decided.
+    pub outcome: Option<Outcome>,
+}
+
+impl StoredRequest {
+    /// A request with its status and outcome.
+    pub fn new(request: AccessRequest, status: Status, outcome: Option<Outcome>) -> Self {
+        StoredRequest {
+            request,
+            status,
+            outcome,
+        }
+    }
+}
+
+/// What [`Store::recover`] found.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Recovered {
+    /// The live rules and remembered denials.
+    pub rules: Vec<Rule>,
+    /// The requests an earlier process left unfinished, now abandoned.
+    pub abandoned: Vec<AccessRequest>,
+}
+
+impl Recovered {
+    /// What a store found at start-up.
+    pub fn new(rules: Vec<Rule>, abandoned: Vec<AccessRequest>) -> Self {
+        Recovered { rules, abandoned }
+    }
+}
+
+/// What [`Store::purge`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Purged {
+    /// Expired rules.
+    pub rules: usize,
+    /// Finished requests past their expiry.
+    pub requests: usize,
+}
+
+impl Purged {
+    /// Counts of deleted rows.
+    pub fn new(rules: usize, requests: usize) -> Self {
+        Purged { rules, requests }
+    }
+}
+
+/// Which rules to revoke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Revocation {
+    /// One rule.
+    Rule(RuleId),
+    /// Every rule for a capability.
+    Capability(Arc<str>),
+    /// Every rule.
+    All,
+}
+
+/// What happened, in an [`AuditEntry`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// A call asked and an access request was made.
+    Requested,
+    /// At least one notifier accepted the alert.
+    Notified,
+    /// A person approved.
+    Approved,
+    /// A person denied, or too many wrong codes were entered.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+    /// The callers went away before the call ran.
+    Cancelled,
+    /// An approved call started.
+    Executing,
+    /// An approved call completed.
+    Executed,
+    /// The request or its call failed: no notifier, the inner service, the store.
+    Failed,
+    /// A decision filed a standing rule or remembered denial.
+    RuleGranted,
+    /// A rule was revoked.
+    RuleRevoked,
+    /// A wrong verification code was entered.
+    CodeRejected,
+    /// The process stopped before the request finished.
+    Abandoned,
+}
+
+impl AuditEvent {
+    /// Every event, in the order of a request's life.
+    pub const ALL: [AuditEvent; 13] = [
+        Self::Requested,
+        Self::Notified,
+        Self::Approved,
+        Self::Denied,
+        Self::Expired,
+        Self::Cancelled,
+        Self::Executing,
+        Self::Executed,
+        Self::Failed,
+        Self::RuleGranted,
+        Self::RuleRevoked,
+        Self::CodeRejected,
+        Self::Abandoned,
+    ];
+
+    /// The snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Notified => "notified",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+            Self::Executing => "executing",
+            Self::Executed => "executed",
+            Self::Failed => "failed",
+            Self::RuleGranted => "rule_granted",
+            Self::RuleRevoked => "rule_revoked",
+            Self::CodeRejected => "code_rejected",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    /// The event named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+}
+
+impl fmt::Display for AuditEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of the audit trail: what happened, when, to which request or rule, and who decided.
+///
+/// Entries carry the args digest, never the arguments themselves unless the gate was built with
+/// [`audit_args`](crate::GateBuilder::audit_args). They never carry a verification code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditEntry {
+    /// The entry's place in the trail, from 1, given by the store when it is written; 0 before.
+    pub seq: u64,
+    /// When it happened (wall clock, to the millisecond).
+    pub at: SystemTime,
+    /// What happened.
+    pub event: AuditEvent,
+    /// The access request it concerns.
+    pub request: Option<RequestId>,
+    /// The rule it concerns.
+    pub rule: Option<RuleId>,
+    /// Who asked; `None` for a global rule.
+    pub principal: Option<Arc<str>>,
+    /// The capability.
+    pub capability: Arc<str>,
+    /// The digest of the call's arguments.
+    pub args_digest: Option<ArgsDigest>,
+    /// The arguments as canonical JSON, when the gate records them.
+    pub args: Option<Box<str>>,
+    /// Who decided, granted or revoked.
+    pub approver: Option<Arc<str>>,
+    /// The caller's reason for `requested`; the person's reason for `denied`.
+    pub reason: Option<Arc<str>>,
+    /// The scope of an approval or rule.
+    pub scope: Option<Scope>,
+    /// Anything else: why the policy asked, why a call failed.
+    pub detail: Option<Box<str>>,
+}
+
+impl AuditEntry {
+    /// An entry with just an event, a time and a capability; set the other fields as needed.
+    pub fn new(event: AuditEvent, at: SystemTime, capability: impl Into<Arc<str>>) -> Self {
+        AuditEntry {
+            seq: 0,
+            at,
+            event,
+            request: None,
+            rule: None,
+            principal: None,
+            capability: capability.into(),
+            args_digest: None,
+            args: None,
+            approver: None,
+            reason: None,
+            scope: None,
+            detail: None,
+        }
+    }
+
+    /// An entry about `request`: its id, principal, capability and args digest.
+    pub fn for_request(event: AuditEvent, at: SystemTime, request: &AccessRequest) -> Self {
+        let mut entry = Self::new(event, at, request.capability.clone());
+        entry.request = Some(request.id);
+        entry.principal = Some(request.principal.clone());
+        entry.args_digest = Some(request.args_digest);
+        entry
+    }
+
+    /// An entry about `rule`: its id, request, principal, capability, digest and scope.
+    pub fn for_rule(event: AuditEvent, at: SystemTime, rule: &Rule) -> Self {
+        let mut entry = Self::new(event, at, rule.capability.clone());
+        entry.request = Some(rule.request);
+        entry.rule = Some(rule.id);
+        entry.principal = rule.principal.clone();
+        entry.args_digest = rule.args_digest;
+        entry.scope = Some(rule.scope);
+        entry
+    }
+
+    /// The `rule_revoked` entry a store appends for each rule [`Store::revoke`] deletes.
+    pub fn rule_revoked(rule: &Rule, by: &str, at: SystemTime) -> Self {
+        let mut entry = Self::for_rule(AuditEvent::RuleRevoked, at, rule);
+        entry.approver = Some(by.into());
+        entry
+    }
+
+    /// The `abandoned` entry a store appends for each request [`Store::recover`] ends.
+    pub fn abandoned(request: &AccessRequest, at: SystemTime) -> Self {
+        let mut entry = Self::for_request(AuditEvent::Abandoned, at, request);
+        entry.detail = Some("the process stopped before the request finished".into());
+        entry
+    }
+
+    /// Whether `filter` selects this entry.
+    pub fn matches(&self, filter: &AuditFilter) -> bool {
+        filter.since.is_none_or(|t| self.at >= t)
+            && filter.until.is_none_or(|t| self.at < t)
+            && filter
+                .principal
+                .as_deref()
+                .is_none_or(|p| self.principal.as_deref() == Some(p))
+            && filter
+                .capability
+                .as_deref()
+                .is_none_or(|c| &*self.capability == c)
+            && filter.event.is_none_or(|e| self.event == e)
+            && filter.request.is_none_or(|r| self.request == Some(r))
+            && filter.after.is_none_or(|s| self.seq > s)
+    }
+}
+
+/// The JSON form: times in RFC 3339, absent fields left out.
+impl Serialize for AuditEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut out = s.serialize_map(None)?;
+        out.serialize_entry("seq", &self.seq)?;
+        out.serialize_entry("at", &rfc3339(self.at))?;
+        out.serialize_entry("event", &self.event)?;
+        out.serialize_entry("capability", &*self.capability)?;
+        macro_rules! some {
+            ($($name:ident),*) => {$(
+                if let Some(value) = &self.$name {
+                    out.serialize_entry(stringify!($name), &value.to_string())?;
+                }
+            )*};
+        }
+        some!(
+            request,
+            rule,
+            principal,
+            args_digest,
+            args,
+            approver,
+            reason,
+            scope,
+            detail
+        );
+        out.end()
+    }
+}
+
+/// Which audit entries to return; every field left `None` matches everything.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tollgate::store::{AuditEvent, AuditFilter};
+///
+/// let filter = AuditFilter::new()
+///     .since(SystemTime::now() - Duration::from_secs(3600))
+///     .principal("agent-7")
+///     .event(AuditEvent::Approved)
+///     .limit(100);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditFilter {
+    /// Entries at or after this time.
+    pub since: Option<SystemTime>,
+    /// Entries before this time.
+    pub until: Option<SystemTime>,
+    /// Entries about this principal.
+    pub principal: Option<String>,
+    /// Entries about this capability.
+    pub capability: Option<String>,
+    /// Entries of this event: the outcome (`approved`, `denied`, `expired`...) or any other.
+    pub event: Option<AuditEvent>,
+    /// Entries about this request.
+    pub request: Option<RequestId>,
+    /// Entries after this sequence number, for paging.
+    pub after: Option<u64>,
+    /// At most this many entries, the oldest that match. Default and most: 1,000.
+    pub limit: Option<usize>,
+}
+
+impl AuditFilter {
+    /// The most entries one query returns.
+    pub const MAX_LIMIT: usize = 1000;
+
+    /// Matches every entry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Entries at or after `time`.
+    #[must_use]
+    pub fn since(mut self, time: SystemTime) -> Self {
+        self.since = Some(time);
+        self
+    }
+    /// Entries before `time`.
+    #[must_use]
+    pub fn until(mut self, time: SystemTime) -> Self {
+        self.until = Some(time);
+        self
+    }
+    /// Entries about `principal`.
+    #[must_use]
+    pub fn principal(mut self, principal: impl Into<String>) -> Self {
+        self.principal = Some(principal.into());
+        self
+    }
+    /// Entries about `capability`.
+    #[must_use]
+    pub fn capability(mut self, capability: impl Into<String>) -> Self {
+        self.capability = Some(capability.into());
+        self
+    }
+    /// Entries of `event`.
+    #[must_use]
+    pub fn event(mut self, event: AuditEvent) -> Self {
+        self.event = Some(event);
+        self
+    }
+    /// Entries about request `id`.
+    #[must_use]
+    pub fn request(mut self, id: RequestId) -> Self {
+        self.request = Some(id);
+        self
+    }
+    /// Entries after sequence number `seq`.
+    #[must_use]
+    pub fn after(mut self, seq: u64) -> Self {
+        self.after = Some(seq);
+        self
+    }
+    /// At most `n` entries (capped at [`MAX_LIMIT`](Self::MAX_LIMIT)).
+    #[must_use]
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+    /// The limit in force.
+    pub fn effective_limit(&self) -> usize {
+        self.limit.unwrap_or(Self::MAX_LIMIT).min(Self::MAX_LIMIT)
+    }
+}
+
+/// Whether a request with `status` has finished: nothing more will happen to it.
+pub fn is_finished(status: Status) -> bool {
+    !matches!(
+        status,
+        Status::Pending | Status::Approved | Status::Executing
+    )
+}

@@ -1,0 +1,271 @@
+//! The lossless text form of requests, rules and outcomes that stores keep.
+//!
+//! Unlike the JSON the HTTP API and webhooks send (times to the second, for people), a record
+//! keeps times to the millisecond, which is what verification codes are bound to, so a request
+//! read back from a store verifies exactly as it did when it was made.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::args::{ArgsDigest, canonical_json, parse_strict};
+use crate::error::{Error, ErrorKind};
+use crate::gate::{AccessRequest, Outcome, RequestId, Rule, RuleEffect, RuleId};
+use crate::scope::Scope;
+
+/// Milliseconds since the Unix epoch; times before it count as the epoch.
+pub(crate) fn millis(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The time `ms` milliseconds after the Unix epoch.
+pub(crate) fn from_millis(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// `time` cut to whole milliseconds, the precision stores keep.
+pub(crate) fn to_millis(time: SystemTime) -> SystemTime {
+    from_millis(millis(time))
+}
+
+fn unreadable(what: &'static str, cause: impl Into<crate::BoxError>) -> Error {
+    Error::new(ErrorKind::StoreUnreadable)
+        .with_detail(format!("a stored {what} cannot be read"))
+        .with_source(cause)
+}
+
+#[derive(Serialize, Deserialize)]
+struct RequestRecord {
+    id: RequestId,
+    capability: String,
+    args: String,
+    args_digest: String,
+    principal: String,
+    session: Option<String>,
+    reason: Option<String>,
+    reasoning: String,
+    max_scope: Scope,
+    max_rule_ttl_ms: u64,
+    approvers: Option<Vec<String>>,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+    approval_url: Option<String>,
+}
+
+impl AccessRequest {
+    /// The request as lossless JSON text, for [`Store`](crate::store::Store) implementations to
+    /// keep. [`from_record`](Self::from_record) reads it back.
+    pub fn to_record(&self) -> String {
+        let record = RequestRecord {
+            id: self.id,
+            capability: self.capability.to_string(),
+            args: self.args.to_string(),
+            args_digest: self.args_digest.to_string(),
+            principal: self.principal.to_string(),
+            session: self.session.as_deref().map(Into::into),
+            reason: self.reason.as_deref().map(Into::into),
+            reasoning: self.reasoning.to_string(),
+            max_scope: self.max_scope,
+            max_rule_ttl_ms: u64::try_from(self.max_rule_ttl.as_millis()).unwrap_or(u64::MAX),
+            approvers: self
+                .approvers
+                .as_deref()
+                .map(|list| list.iter().map(|a| a.to_string()).collect()),
+            created_at_ms: millis(self.created_at),
+            expires_at_ms: millis(self.expires_at),
+            approval_url: self.approval_url.as_deref().map(Into::into),
+        };
+        serde_json::to_string(&record).expect("records serialize")
+    }
+
+    /// Reads a request written by [`to_record`](Self::to_record). The arguments must still match
+    /// their digest; anything else is `store_unreadable`.
+    pub fn from_record(text: &str) -> Result<Self, Error> {
+        let r: RequestRecord = serde_json::from_str(text).map_err(|e| unreadable("request", e))?;
+        let args = canonical_json(&parse_strict(&r.args).map_err(|e| unreadable("request", e))?);
+        let args_digest = ArgsDigest::of_canonical(&args);
+        if args_digest.to_string() != r.args_digest {
+            return Err(unreadable(
+                "request",
+                "its arguments do not match their digest",
+            ));
+        }
+        Ok(AccessRequest {
+            id: r.id,
+            capability: r.capability.into(),
+            args: args.into_boxed_str(),
+            args_digest,
+            principal: r.principal.into(),
+            session: r.session.map(Into::into),
+            reason: r.reason.map(Into::into),
+            reasoning: r.reasoning.into(),
+            max_scope: r.max_scope,
+            max_rule_ttl: Duration::from_millis(r.max_rule_ttl_ms),
+            approvers: r
+                .approvers
+                .map(|list| list.into_iter().map(String::into_boxed_str).collect()),
+            created_at: from_millis(r.created_at_ms),
+            expires_at: from_millis(r.expires_at_ms),
+            approval_url: r.approval_url.map(String::into_boxed_str),
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct RuleRecord {
+    id: RuleId,
+    effect: RuleEffect,
+    scope: Scope,
+    capability: String,
+    principal: Option<String>,
+    session: Option<String>,
+    args_digest: Option<String>,
+    granted_by: String,
+    granted_at_ms: i64,
+    expires_at_ms: i64,
+    request: RequestId,
+    reason: Option<String>,
+}
+
+impl Rule {
+    /// The rule as lossless JSON text, for [`Store`](crate::store::Store) implementations to keep.
+    pub fn to_record(&self) -> String {
+        let record = RuleRecord {
+            id: self.id,
+            effect: self.effect,
+            scope: self.scope,
+            capability: self.capability.to_string(),
+            principal: self.principal.as_deref().map(Into::into),
+            session: self.session.as_deref().map(Into::into),
+            args_digest: self.args_digest.map(|d| d.to_string()),
+            granted_by: self.granted_by.to_string(),
+            granted_at_ms: millis(self.granted_at),
+            expires_at_ms: millis(self.expires_at),
+            request: self.request,
+            reason: self.reason.as_deref().map(Into::into),
+        };
+        serde_json::to_string(&record).expect("records serialize")
+    }
+
+    /// Reads a rule written by [`to_record`](Self::to_record); anything else is
+    /// `store_unreadable`.
+    pub fn from_record(text: &str) -> Result<Self, Error> {
+        let r: RuleRecord = serde_json::from_str(text).map_err(|e| unreadable("rule", e))?;
+        let args_digest = match r.args_digest {
+            Some(hex) => Some(
+                ArgsDigest::from_hex(&hex)
+                    .ok_or_else(|| unreadable("rule", "its args digest is not 64 hex digits"))?,
+            ),
+            None => None,
+        };
+        let keyed = match r.scope {
+            Scope::Once => false,
+            Scope::Value => r.principal.is_some() && args_digest.is_some(),
+            Scope::Session => r.principal.is_some() && r.session.is_some(),
+            Scope::Capability => r.principal.is_some(),
+            Scope::Global => true,
+        };
+        if !keyed {
+            return Err(unreadable(
+                "rule",
+                "its scope lacks the principal, session or digest it needs",
+            ));
+        }
+        Ok(Rule {
+            id: r.id,
+            effect: r.effect,
+            scope: r.scope,
+            capability: r.capability.into(),
+            principal: r.principal.map(Into::into),
+            session: r.session.map(Into::into),
+            args_digest,
+            granted_by: r.granted_by.into(),
+            granted_at: from_millis(r.granted_at_ms),
+            expires_at: from_millis(r.expires_at_ms),
+            request: r.request,
+            reason: r.reason.map(Into::into),
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum OutcomeRecord {
+    Approved {
+        approver: String,
+        scope: Scope,
+        until_ms: Option<i64>,
+    },
+    Denied {
+        approver: String,
+        reason: Option<String>,
+    },
+    TooManyAttempts,
+    Expired,
+    Cancelled,
+    NotificationFailed,
+    Abandoned,
+    StoreFailed,
+}
+
+impl Outcome {
+    /// The outcome as lossless JSON text, for [`Store`](crate::store::Store) implementations to
+    /// keep.
+    pub fn to_record(&self) -> String {
+        let record = match self {
+            Outcome::Approved {
+                approver,
+                scope,
+                until,
+            } => OutcomeRecord::Approved {
+                approver: approver.to_string(),
+                scope: *scope,
+                until_ms: until.map(millis),
+            },
+            Outcome::Denied { approver, reason } => OutcomeRecord::Denied {
+                approver: approver.to_string(),
+                reason: reason.as_deref().map(Into::into),
+            },
+            Outcome::TooManyAttempts => OutcomeRecord::TooManyAttempts,
+            Outcome::Expired => OutcomeRecord::Expired,
+            Outcome::Cancelled => OutcomeRecord::Cancelled,
+            Outcome::NotificationFailed => OutcomeRecord::NotificationFailed,
+            Outcome::Abandoned => OutcomeRecord::Abandoned,
+            Outcome::StoreFailed => OutcomeRecord::StoreFailed,
+        };
+        serde_json::to_string(&record).expect("records serialize")
+    }
+
+    /// Reads an outcome written by [`to_record`](Self::to_record).
+    pub fn from_record(text: &str) -> Result<Self, Error> {
+        let record: OutcomeRecord =
+            serde_json::from_str(text).map_err(|e| unreadable("outcome", e))?;
+        let approver = |a: String| -> Arc<str> { a.into() };
+        Ok(match record {
+            OutcomeRecord::Approved {
+                approver: a,
+                scope,
+                until_ms,
+            } => Outcome::Approved {
+                approver: approver(a),
+                scope,
+                until: until_ms.map(from_millis),
+            },
+            OutcomeRecord::Denied {
+                approver: a,
+                reason,
+            } => Outcome::Denied {
+                approver: approver(a),
+                reason: reason.map(Into::into),
+            },
+            OutcomeRecord::TooManyAttempts => Outcome::TooManyAttempts,
+            OutcomeRecord::Expired => Outcome::Expired,
+            OutcomeRecord::Cancelled => Outcome::Cancelled,
+            OutcomeRecord::NotificationFailed => Outcome::NotificationFailed,
+            OutcomeRecord::Abandoned => Outcome::Abandoned,
+            OutcomeRecord::StoreFailed => Outcome::StoreFailed,
+        })
+    }
+}
