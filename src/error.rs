@@ -246,12 +246,17 @@ impl Error {
         self
     }
 
-    pub(crate) fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+    /// Adds a detail: which setting, which file, what the person said.
+    #[must_use]
+    pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
         self.inner.detail = Some(detail.into());
         self
     }
 
-    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+    /// Adds the cause, for plugins (a [`Store`](crate::store::Store)) that fail because
+    /// something beneath them did. [`source`](std::error::Error::source) returns it.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.inner.source = Some(source.into());
         self
     }

@@ -1,9 +1,27 @@
-//! The store conformance suite, run against every store tollgate ships.
+//! Stores: the conformance suite against every store tollgate ships, and the gate's use of a
+//! store: write-ahead order, the audit trail, failing closed, restarts, and unreadable files.
+
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::SystemTime;
 
-use tollgate::store::{MemoryStore, SqliteStore, conformance};
+use serde_json::json;
+use tollgate::notify::{RecordingNotifier, notifier_fn};
+use tollgate::store::{
+    AuditEntry, AuditEvent, AuditFilter, BoxFuture, MemoryStore, Purged, Recovered, Revocation,
+    ScopeKey, SqliteStore, Store, StoredRequest, Transition, conformance,
+};
+use tollgate::{
+    AccessRequest, Approve, Deny, Error, ErrorKind, Gate, Outcome, RequestId, Revoke, Rule, Scope,
+    Status,
+};
+use tower::{Layer, ServiceExt};
+
+use support::{Tools, code, gate, policy, refund};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
@@ -24,6 +42,518 @@ async fn sqlite_store_conforms() {
     .await;
 }
 
+/// Notifiers hear of a request only once the store has it; the caller resumes only once the
+/// store has the decision, its rule and the `executing` transition.
+#[tokio::test]
+async fn requests_and_decisions_are_stored_before_anyone_acts_on_them() {
+    let store = MemoryStore::new();
+    let alerts = RecordingNotifier::new();
+    let seen_at_alert = Arc::new(std::sync::Mutex::new(None));
+    let (checker, seen) = (store.clone(), seen_at_alert.clone());
+    let gate = gate(&alerts)
+        .notifier(notifier_fn(move |alert| {
+            let (store, seen) = (checker.clone(), seen.clone());
+            let id = alert.request().id();
+            async move {
+                let stored = store.request(id).await.unwrap().map(|s| s.status);
+                *seen.lock().unwrap() = Some(stored);
+                Ok(())
+            }
+        }))
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let checked_at_run = Arc::new(std::sync::Mutex::new(None));
+    let (checker, checked) = (store.clone(), checked_at_run.clone());
+    let inner = tower::service_fn(move |call: tollgate::ToolCall| {
+        let (store, checked) = (checker.clone(), checked.clone());
+        async move {
+            let executing = store
+                .audit(&AuditFilter::new().event(AuditEvent::Executing))
+                .await?;
+            let id = executing.last().and_then(|e| e.request).unwrap();
+            let status = store.request(id).await?.unwrap().status;
+            let rules = store.rules(SystemTime::now()).await?.len();
+            *checked.lock().unwrap() = Some((status, rules));
+            Ok::<_, tollgate::BoxError>(call.capability().to_owned())
+        }
+    });
+    let svc = gate.layer(policy(Scope::Value)).layer(inner);
+    let task = tokio::spawn(svc.clone().oneshot(refund(10)));
+    let alert = alerts.next_alert().await;
+    support::until(|| seen_at_alert.lock().unwrap().is_some()).await;
+    assert_eq!(
+        *seen_at_alert.lock().unwrap(),
+        Some(Some(Status::Pending)),
+        "the notifier found the request pending in the store"
+    );
+    gate.approve(
+        Approve::new(alert.request().id(), alert.code().reveal())
+            .scope(Scope::Value)
+            .by("alice"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(task.await.unwrap().unwrap(), "payments.refund");
+    assert_eq!(
+        *checked_at_run.lock().unwrap(),
+        Some((Status::Executing, 1)),
+        "when the call ran, the store had it executing, with its rule"
+    );
+}
+
+/// Every transition of a request is in the audit trail, in order, with the approver, the
+/// principal, the capability and the args digest, and never the arguments unless asked for.
+#[tokio::test]
+async fn the_audit_trail_records_every_transition() {
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).max_attempts(2).build().unwrap();
+    let tools = Tools::default();
+    let svc = gate.layer(policy(Scope::Value)).layer(tools.clone());
+    let events = |id: RequestId| {
+        let gate = gate.clone();
+        async move {
+            let trail = gate.audit(AuditFilter::new().request(id)).await.unwrap();
+            trail.into_iter().map(|e| e.event).collect::<Vec<_>>()
+        }
+    };
+    use AuditEvent::*;
+
+    // Approved with a value rule, after a wrong code.
+    let task = tokio::spawn(svc.clone().oneshot(refund(1)));
+    let alert = alerts.next_alert().await;
+    let id = alert.request().id();
+    let wrong = gate
+        .approve(Approve::new(id, "00000000").by("mallory"))
+        .await;
+    assert_eq!(wrong.unwrap_err().kind(), ErrorKind::AccessRequestNotFound);
+    let approval = Approve::new(id, alert.code().reveal())
+        .scope(Scope::Value)
+        .by("alice");
+    gate.approve(approval).await.unwrap();
+    task.await.unwrap().unwrap();
+    let trail = gate.audit(AuditFilter::new().request(id)).await.unwrap();
+    let kinds: Vec<_> = trail.iter().map(|e| e.event).collect();
+    assert_eq!(
+        kinds,
+        [
+            Requested,
+            Notified,
+            CodeRejected,
+            Approved,
+            Executing,
+            RuleGranted,
+            Executed
+        ]
+    );
+    assert!(
+        trail
+            .windows(2)
+            .all(|w| w[0].seq < w[1].seq && w[0].at <= w[1].at)
+    );
+    let rejected = &trail[2];
+    assert_eq!(
+        rejected.approver.as_deref(),
+        Some("mallory"),
+        "who tried is recorded"
+    );
+    let approved = &trail[3];
+    assert_eq!(approved.approver.as_deref(), Some("alice"));
+    assert_eq!(approved.scope, Some(Scope::Value));
+    assert_eq!(approved.principal.as_deref(), Some("agent-7"));
+    assert_eq!(&*approved.capability, "payments.refund");
+    assert_eq!(approved.args_digest, Some(alert.request().args_digest()));
+    assert_eq!(trail[0].reason.as_deref(), Some("customer ticket #4421"));
+    assert_eq!(trail[0].detail.as_deref(), Some("refunds move money"));
+    assert!(
+        trail.iter().all(|e| e.args.is_none()),
+        "no arguments unless asked for"
+    );
+    let json = serde_json::to_string(&trail).unwrap();
+    assert!(
+        !json.contains(alert.code().reveal()),
+        "the code is never in the trail"
+    );
+
+    // Denied and remembered; then the rule is revoked.
+    let task = tokio::spawn(svc.clone().oneshot(refund(2)));
+    let alert = alerts.next_alert().await;
+    let denial = Deny::new(alert.request().id(), alert.code().reveal())
+        .reason("not today")
+        .remember(Scope::Value)
+        .by("bob");
+    let rule = gate.deny(denial).await.unwrap().rule().unwrap().id();
+    assert_eq!(
+        code(&task.await.unwrap().unwrap_err()),
+        "access_request_denied"
+    );
+    gate.revoke(Revoke::rule(rule).by("carol")).await.unwrap();
+    let denied = events(alert.request().id()).await;
+    assert_eq!(
+        denied,
+        [Requested, Notified, Denied, RuleGranted, RuleRevoked]
+    );
+    let revoked = gate
+        .audit(AuditFilter::new().event(RuleRevoked))
+        .await
+        .unwrap();
+    assert_eq!(revoked[0].approver.as_deref(), Some("carol"));
+
+    // Too many wrong codes.
+    let task = tokio::spawn(svc.clone().oneshot(refund(3)));
+    let id = alerts.next_alert().await.request().id();
+    for _ in 0..2 {
+        let _ = gate
+            .approve(Approve::new(id, "00000000").by("mallory"))
+            .await;
+    }
+    assert_eq!(code(&task.await.unwrap().unwrap_err()), "too_many_attempts");
+    assert_eq!(
+        events(id).await,
+        [Requested, Notified, CodeRejected, CodeRejected, Denied]
+    );
+
+    // Cancelled by the caller going away.
+    let task = tokio::spawn(svc.clone().oneshot(refund(4)));
+    let id = alerts.next_alert().await.request().id();
+    task.abort();
+    let _ = task.await;
+    let gate2 = gate.clone();
+    let trail = async move || gate2.audit(AuditFilter::new().request(id)).await.unwrap();
+    assert_eq!(trail().await.last().map(|e| e.event), Some(Cancelled));
+
+    // Filters: by principal, capability and event.
+    let mine = gate
+        .audit(AuditFilter::new().principal("agent-7").event(Approved))
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    let other = gate
+        .audit(AuditFilter::new().principal("nobody"))
+        .await
+        .unwrap();
+    assert!(other.is_empty());
+    let all = gate.audit(AuditFilter::new()).await.unwrap();
+    assert!(all.iter().all(|e| &*e.capability == "payments.refund"));
+}
+
+/// Nobody waits in paused time for an expiry to be written: it is in the trail right after.
+#[tokio::test(start_paused = true)]
+async fn expiry_is_recorded_and_arguments_only_when_asked() {
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).audit_args(true).build().unwrap();
+    let svc = gate.layer(policy(Scope::Value)).layer(Tools::default());
+    let task = tokio::spawn(svc.oneshot(refund(5)));
+    let id = alerts.next_alert().await.request().id();
+    tokio::time::advance(support::TTL).await;
+    assert_eq!(
+        code(&task.await.unwrap().unwrap_err()),
+        "access_request_expired"
+    );
+    let trail = gate.audit(AuditFilter::new().request(id)).await.unwrap();
+    let kinds: Vec<_> = trail.iter().map(|e| e.event).collect();
+    assert_eq!(
+        kinds,
+        [
+            AuditEvent::Requested,
+            AuditEvent::Notified,
+            AuditEvent::Expired
+        ]
+    );
+    assert_eq!(
+        trail[0].args.as_deref(),
+        Some(r#"{"amount":5,"charge":"ch_1"}"#),
+        "audit_args records the canonical arguments"
+    );
+}
+
+/// A store that fails its writes on demand, around a memory store.
+#[derive(Clone, Debug, Default)]
+struct Flaky {
+    inner: MemoryStore,
+    fail_inserts: Arc<AtomicBool>,
+    fail_transitions: Arc<AtomicBool>,
+}
+
+fn broken() -> Error {
+    Error::new(ErrorKind::StoreFailed).with_source(std::io::Error::other("the disk is full"))
+}
+
+impl Store for Flaky {
+    fn recover(&self, now: SystemTime) -> Result<Recovered, Error> {
+        self.inner.recover(now)
+    }
+    fn insert<'a>(
+        &'a self,
+        request: &'a AccessRequest,
+        audit: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        if self.fail_inserts.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(broken()) });
+        }
+        self.inner.insert(request, audit)
+    }
+    fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>> {
+        if self.fail_transitions.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(broken()) });
+        }
+        self.inner.transition(change)
+    }
+    fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>> {
+        self.inner.append(audit)
+    }
+    fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {
+        self.inner.request(id)
+    }
+    fn covering<'a>(
+        &'a self,
+        keys: &'a [ScopeKey],
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
+        self.inner.covering(keys, now)
+    }
+    fn rules(&self, now: SystemTime) -> BoxFuture<'_, Result<Vec<Rule>, Error>> {
+        self.inner.rules(now)
+    }
+    fn revoke<'a>(
+        &'a self,
+        which: &'a Revocation,
+        by: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
+        self.inner.revoke(which, by, at)
+    }
+    fn purge(&self, now: SystemTime) -> BoxFuture<'_, Result<Purged, Error>> {
+        self.inner.purge(now)
+    }
+    fn audit<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>> {
+        self.inner.audit(filter)
+    }
+}
+
+/// A store that cannot write fails closed: a request it cannot take fails its call and alerts
+/// nobody; a decision it cannot take is not made, the request stays pending, and a retry works.
+#[tokio::test]
+async fn a_failing_store_fails_closed_and_loses_nothing() {
+    let store = Flaky::default();
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).store(store.clone()).build().unwrap();
+    let tools = Tools::default();
+    let svc = gate.layer(policy(Scope::Value)).layer(tools.clone());
+
+    store.fail_inserts.store(true, Ordering::SeqCst);
+    let refused = svc.clone().oneshot(refund(1)).await.unwrap_err();
+    assert_eq!(code(&refused), "store_failed");
+    assert!(
+        alerts.alerts().is_empty(),
+        "nobody hears of a request the store does not have"
+    );
+    store.fail_inserts.store(false, Ordering::SeqCst);
+
+    let task = tokio::spawn(svc.clone().oneshot(refund(2)));
+    let alert = alerts.next_alert().await;
+    let id = alert.request().id();
+    store.fail_transitions.store(true, Ordering::SeqCst);
+    let approval = || {
+        Approve::new(id, alert.code().reveal())
+            .scope(Scope::Value)
+            .by("alice")
+    };
+    let error = gate.approve(approval()).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::StoreFailed);
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the store's error is the cause"
+    );
+    assert_eq!(
+        gate.status(id).unwrap(),
+        Status::Pending,
+        "nothing was decided"
+    );
+    assert_eq!(gate.pending().len(), 1);
+    assert!(gate.rules().is_empty());
+    assert_eq!(tools.total(), 0, "the call did not run");
+    let denial = gate
+        .deny(Deny::new(id, alert.code().reveal()).by("bob"))
+        .await;
+    assert_eq!(denial.unwrap_err().kind(), ErrorKind::StoreFailed);
+    assert_eq!(gate.status(id).unwrap(), Status::Pending);
+
+    store.fail_transitions.store(false, Ordering::SeqCst);
+    gate.approve(approval()).await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(tools.total(), 1);
+    assert_eq!(gate.rules().len(), 1);
+}
+
+/// After a restart on the same file: the request that was pending is abandoned (an approve
+/// says so, and the notifiers hear it), standing rules and remembered denials apply, and a
+/// `once` approval is not used again.
+#[tokio::test]
+async fn a_restart_abandons_pending_requests_and_keeps_rules() {
+    let dir = TempDir::new("restart");
+    let path = dir.path.join("tollgate.db");
+    let alerts = RecordingNotifier::new();
+    let before = gate(&alerts)
+        .store(SqliteStore::open(&path).unwrap())
+        .build()
+        .unwrap();
+    let tools = Tools::default();
+    let svc = before.layer(policy(Scope::Capability)).layer(tools.clone());
+    let decide = async |call: tollgate::ToolCall, approve: Option<Scope>| {
+        let task = tokio::spawn(svc.clone().oneshot(call));
+        let alert = alerts.next_alert().await;
+        let (id, code) = (alert.request().id(), alert.code().reveal().to_owned());
+        match approve {
+            Some(scope) => {
+                let approval = Approve::new(id, &code).scope(scope).by("alice");
+                before.approve(approval).await.unwrap();
+                task.await.unwrap().unwrap();
+            }
+            None => {
+                let denial = Deny::new(id, &code).remember(Scope::Capability).by("bob");
+                before.deny(denial).await.unwrap();
+                task.await.unwrap().unwrap_err();
+            }
+        }
+    };
+    decide(refund(1), Some(Scope::Value)).await;
+    decide(refund(2), Some(Scope::Once)).await;
+    decide(refund(3).principal("agent-8"), None).await;
+    // A call left parked when the process stops: its future is never dropped or polled again.
+    let mut stranded = Box::pin(svc.clone().oneshot(refund(4)));
+    assert!(futures_poll_once(stranded.as_mut()).await.is_none());
+    let alert = alerts.next_alert().await;
+    let (stranded_id, stranded_code) = (alert.request().id(), alert.code().reveal().to_owned());
+    std::mem::forget(stranded);
+
+    let after_alerts = RecordingNotifier::new();
+    let after = gate(&after_alerts)
+        .store(SqliteStore::open(&path).unwrap())
+        .build()
+        .unwrap();
+    let resolution = after_alerts.next_resolution().await;
+    assert_eq!(resolution.request().id(), stranded_id);
+    assert_eq!(
+        resolution.outcome(),
+        &Outcome::Abandoned,
+        "the notifiers hear of it"
+    );
+    let late = after
+        .approve(Approve::new(stranded_id, &stranded_code).by("alice"))
+        .await;
+    assert_eq!(late.unwrap_err().kind(), ErrorKind::AccessRequestAbandoned);
+    let wrong = after
+        .approve(Approve::new(stranded_id, "00000000").by("alice"))
+        .await;
+    assert_eq!(wrong.unwrap_err().kind(), ErrorKind::AccessRequestNotFound);
+
+    let rules = after.rules();
+    assert_eq!(rules.len(), 2, "the value rule and the remembered denial");
+    let svc = after.layer(policy(Scope::Capability)).layer(tools.clone());
+    svc.clone()
+        .oneshot(refund(1))
+        .await
+        .expect("the value rule still allows");
+    let denied = svc.clone().oneshot(refund(9).principal("agent-8")).await;
+    assert_eq!(code(&denied.unwrap_err()), "access_request_denied");
+    assert_eq!(tools.calls_of(&refund(2)), 1);
+    let again = tokio::spawn(svc.clone().oneshot(refund(2)));
+    let asked = after_alerts.next_alert().await;
+    assert_eq!(
+        asked.request().args(),
+        json!({"charge": "ch_1", "amount": 2}),
+        "once asks again"
+    );
+    again.abort();
+    let entries = after
+        .audit(AuditFilter::new().request(stranded_id))
+        .await
+        .unwrap();
+    assert_eq!(entries.last().map(|e| e.event), Some(AuditEvent::Abandoned));
+}
+
+/// Polls a future once; `Some` if it finished.
+async fn futures_poll_once<F: Future + Unpin>(future: F) -> Option<F::Output> {
+    let mut future = future;
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// Files that are not tollgate databases are refused at open with `store_unreadable`, never a
+/// panic: garbage, another program's SQLite file, a newer schema, and a damaged database.
+#[test]
+fn unreadable_files_are_refused_at_open() {
+    let dir = TempDir::new("unreadable");
+    let refused = |path: &std::path::Path| {
+        let error = SqliteStore::open(path).expect_err("refused");
+        assert_eq!(error.kind(), ErrorKind::StoreUnreadable, "{error}");
+        error.to_string()
+    };
+
+    let garbage = dir.path.join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
+    assert!(refused(&garbage).contains("not a SQLite database"));
+
+    let foreign = dir.path.join("foreign.db");
+    let conn = rusqlite::Connection::open(&foreign).unwrap();
+    conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    drop(conn);
+    assert!(refused(&foreign).contains("another program"));
+
+    let newer = dir.path.join("newer.db");
+    drop(SqliteStore::open(&newer).unwrap());
+    let conn = rusqlite::Connection::open(&newer).unwrap();
+    conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(conn);
+    assert!(refused(&newer).contains("newer tollgate"));
+
+    // A real database with its pages overwritten in the middle.
+    let damaged = dir.path.join("damaged.db");
+    let store = SqliteStore::open(&damaged).unwrap();
+    let gate = Gate::builder()
+        .secret(support::SECRET)
+        .park_when_unnotified()
+        .store(store)
+        .build()
+        .unwrap();
+    drop(gate);
+    let conn = rusqlite::Connection::open(&damaged).unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    assert!(bytes.len() >= 3 * 4096, "the schema spans several pages");
+    for b in &mut bytes[4096..] {
+        *b = 0xa5;
+    }
+    std::fs::write(&damaged, &bytes).unwrap();
+    let error = refused(&damaged);
+    assert!(
+        error.contains("damaged") || error.contains("not a SQLite"),
+        "{error}"
+    );
+
+    // And a gate built on such a file reports the same, without a panic.
+    let error = SqliteStore::open(&garbage).map(|store| {
+        Gate::builder()
+            .secret(support::SECRET)
+            .park_when_unnotified()
+            .store(store)
+            .build()
+    });
+    assert!(error.is_err());
+}
+
 /// A directory under `target/`, removed when dropped.
 struct TempDir {
     path: PathBuf,
@@ -31,11 +561,11 @@ struct TempDir {
 
 impl TempDir {
     fn new(name: &str) -> Self {
-        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "{name}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
+        static MADE: AtomicUsize = AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("store-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir { path }
     }
@@ -45,9 +575,4 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
 }
