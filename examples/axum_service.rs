@@ -1,8 +1,9 @@
 //! An existing axum app put behind tollgate with a configuration file.
 //!
-//! The shop below knows nothing of approvals. Three lines in `main` load
-//! `examples/axum_service.toml`, build the gate, and layer it over the router: reads pass,
-//! refunds wait for a person, deletes are refused.
+//! The shop below knows nothing of approvals. A few lines in `main` load
+//! `examples/axum_service.toml`, build the gate on a SQLite store, and layer it over the router:
+//! reads pass, refunds wait for a person, deletes are refused. Approvals with `value` scope
+//! outlive a restart of the example.
 //!
 //! ```sh
 //! cargo run --example axum_service --features axum,toml
@@ -23,6 +24,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tollgate::config::Config;
+use tollgate::store::SqliteStore;
 use tollgate::{Approve, BoxError, Deny, Gate, Scope};
 
 /// The existing application: a few routes, one of them dangerous.
@@ -48,7 +50,9 @@ async fn main() -> Result<(), BoxError> {
         env!("CARGO_MANIFEST_DIR"),
         "/examples/axum_service.toml"
     ))?;
-    let gate = config.gate()?;
+    // Standing approvals and the audit trail live in one SQLite file, and survive restarts.
+    let store = SqliteStore::open(std::env::temp_dir().join("tollgate-shop.db"))?;
+    let gate = config.gate_builder()?.store(store).build()?;
     // A trusted proxy would set this header; here `curl -H 'x-agent: …'` plays the agent.
     let layer = gate
         .http(config.policy()?)

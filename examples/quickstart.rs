@@ -4,6 +4,10 @@
 //! each alert (as a person would read the terminal) and approves one refund with `value` scope, so
 //! the identical repeat passes without asking, denies another, and lets a third expire.
 //!
+//! Requests, standing rules and the audit trail are kept in a SQLite file in the temporary
+//! directory: run the example twice and the first refund passes without asking, on the approval
+//! the first run stored. Delete the file to start over.
+//!
 //! ```sh
 //! cargo run --example quickstart
 //! ```
@@ -13,6 +17,7 @@ use std::time::Duration;
 use serde_json::json;
 use tollgate::notify::{RecordingNotifier, TerminalNotifier};
 use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::store::{AuditFilter, SqliteStore};
 use tollgate::{Approve, BoxError, Deny, Error, Gate, Scope, ToolCall};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -21,7 +26,9 @@ async fn main() -> Result<(), BoxError> {
     // The approver's inbox. In production this is email, a webhook or a chat channel; here the
     // approver task reads it directly.
     let inbox = RecordingNotifier::new();
+    let path = std::env::temp_dir().join("tollgate-quickstart.db");
     let builder = Gate::builder()
+        .store(SqliteStore::open(&path)?)
         .request_ttl(Duration::from_secs(2)) // short, so the demo's third request expires quickly
         .notifier(TerminalNotifier::stdout())
         .notifier(inbox.clone());
@@ -31,6 +38,11 @@ async fn main() -> Result<(), BoxError> {
         Ok(secret) => builder.secret(secret).build()?,
         Err(_) => builder.random_secret().build()?,
     };
+    println!(
+        "store: {} ({} standing rules from earlier runs)\n",
+        path.display(),
+        gate.rules().len()
+    );
 
     let policy = CapabilityTable::new()
         .allow("search.web")
@@ -46,6 +58,7 @@ async fn main() -> Result<(), BoxError> {
         }));
 
     let approver = tokio::spawn(approve_as_alice(gate.clone(), inbox));
+    let started = std::time::SystemTime::now() - Duration::from_millis(1);
 
     // The agent: each await simply blocks until the call may run, or fails with a typed error.
     let refund = |charge: &str| {
@@ -77,6 +90,12 @@ async fn main() -> Result<(), BoxError> {
     }
 
     approver.abort();
+    println!("the audit trail of this run:");
+    for entry in gate.audit(AuditFilter::new().since(started)).await? {
+        let who = entry.approver.as_deref().unwrap_or("");
+        let request = entry.request.map(|id| id.to_string()).unwrap_or_default();
+        println!("  {:>3} {:<12} {request} {who}", entry.seq, entry.event.as_str());
+    }
     println!("standing rules: {}", gate.rules().len());
     for rule in gate.rules() {
         println!(
