@@ -5,6 +5,8 @@
 //! ```
 //!
 //! Before the timings it prints the memory one parked call costs, measured over 100,000 calls.
+//! The decision benches compare the memory store with SQLite (`synchronous = FULL`, one file in
+//! the temporary directory) in the same run.
 #![allow(missing_docs)]
 
 use std::alloc::System;
@@ -22,6 +24,7 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tokio::sync::mpsc;
 use tollgate::notify::{Alert, notifier_fn};
 use tollgate::policy::{Ask, CapabilityTable, Decision, policy_fn};
+use tollgate::store::SqliteStore;
 use tollgate::{Approve, Gate, GateBuilder, RequireApproval, Scope, ToolCall};
 use tower::{Layer, Service};
 
@@ -161,11 +164,11 @@ fn standing_rule(c: &mut Criterion) {
     group.bench_function("through the gate, 1 rule", |b| {
         b.iter(|| call_once::<_, &ToolCall>(&mut gated, &call))
     });
-    for i in 0..10_000 {
+    for i in 0..99_999 {
         grant(format!("other-{i}"));
     }
-    assert_eq!(gate.stats().rules, 10_001);
-    group.bench_function("through the gate, 10,001 rules", |b| {
+    assert_eq!(gate.stats().rules, 100_000);
+    group.bench_function("through the gate, 100,000 rules", |b| {
         b.iter(|| call_once::<_, &ToolCall>(&mut gated, &call))
     });
     group.finish();
@@ -173,29 +176,48 @@ fn standing_rule(c: &mut Criterion) {
 
 fn park_approve_resume(c: &mut Criterion) {
     let rt = runtime();
-    let (gate, inbox) = gate_with_inbox();
-    let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
-    let gated = gate.layer(policy()).layer(Echo);
-    let n = AtomicUsize::new(0);
-
-    c.bench_function("park, approve and resume", |b| {
-        b.to_async(&rt).iter(|| {
-            // Distinct arguments each time, so every call makes a new request.
-            let i = n.fetch_add(1, Ordering::Relaxed);
-            let call = ToolCall::new("payments.refund", json!({"n": i})).principal("agent-7");
-            let parked = tower::ServiceExt::oneshot(gated.clone(), call);
-            let (gate, inbox) = (gate.clone(), inbox.clone());
-            async move {
-                let approver = async {
-                    let alert = inbox.lock().await.recv().await.unwrap();
-                    let approve = Approve::new(alert.request().id(), alert.code().reveal());
-                    gate.approve(approve.by("bench")).await.unwrap();
-                };
-                let (result, ()) = tokio::join!(parked, approver);
-                result.unwrap();
-            }
-        })
-    });
+    let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = SqliteStore::open(dir.join("bench.db")).unwrap();
+    let mut group = c.benchmark_group("park, approve and resume");
+    for (name, store) in [
+        ("memory store", None),
+        ("SQLite store, synchronous=FULL", Some(sqlite)),
+    ] {
+        let _enter = rt.enter();
+        let (alerts, inbox) = mpsc::unbounded_channel();
+        let mut builder = builder().notifier(notifier_fn(move |alert| {
+            let _ = alerts.send(alert);
+            async { Ok(()) }
+        }));
+        if let Some(store) = store {
+            builder = builder.store(store);
+        }
+        let gate = builder.build().unwrap();
+        let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
+        let gated = gate.layer(policy()).layer(Echo);
+        let n = AtomicUsize::new(0);
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                // Distinct arguments each time, so every call makes a new request.
+                let i = n.fetch_add(1, Ordering::Relaxed);
+                let call = ToolCall::new("payments.refund", json!({"n": i})).principal("agent-7");
+                let parked = tower::ServiceExt::oneshot(gated.clone(), call);
+                let (gate, inbox) = (gate.clone(), inbox.clone());
+                async move {
+                    let approver = async {
+                        let alert = inbox.lock().await.recv().await.unwrap();
+                        let approve = Approve::new(alert.request().id(), alert.code().reveal());
+                        gate.approve(approve.by("bench")).await.unwrap();
+                    };
+                    let (result, ()) = tokio::join!(parked, approver);
+                    result.unwrap();
+                }
+            })
+        });
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Bytes held per parked call, everything included: the caller's boxed future, the request,
@@ -233,7 +255,8 @@ fn memory_per_parked_call() {
         }
         // Until every alert task has finished, not merely reached its notifier.
         let tasks = tokio::runtime::Handle::current().metrics();
-        while notified.load(Ordering::Relaxed) < CALLS || tasks.num_alive_tasks() > 0 {
+        // One task stays: the gate's store queue.
+        while notified.load(Ordering::Relaxed) < CALLS || tasks.num_alive_tasks() > 1 {
             tokio::task::yield_now().await;
         }
         let stats = region.change();

@@ -61,6 +61,8 @@
 //! 4. [`Gate::approve`] with the right code, [`Gate::deny`], the request's expiry, or the last
 //!    caller going away decides the request, once. An approval resumes every waiting caller, each
 //!    driving its own clone of the inner service.
+//! 5. Each step is written to the [`store`] in order, before anyone acts on it: the request before
+//!    the alert, the decision before the caller resumes. The audit trail records every one.
 //!
 //! [`RequireApproval::submit`] is the non-blocking form: the response, or a [`PendingCall`]
 //! handle to poll or wait on.
@@ -91,10 +93,13 @@
 //!   chat messages over HTTPS (reqwest, rustls on ring).
 //! - `toml`: [`config::Config::load`], the configuration file.
 //! - `axum`: `tollgate::http`, gating axum routers and tower HTTP services.
+//! - `sqlite` (default): [`store::SqliteStore`], requests, rules and the audit trail in one
+//!   SQLite file (rusqlite with SQLite bundled).
+//! - `test-util`: `tollgate::store::conformance`, the checks every [`store::Store`] passes.
 //!
 //! The core (the gate, policies and their [configuration](config) types, the terminal and
-//! recording notifiers, webhook signature checks for receivers) needs none of them. Stores and the
-//! HTTP approval API will arrive behind their own.
+//! recording notifiers, webhook signature checks for receivers, [`store::MemoryStore`]) needs none
+//! of them. The HTTP approval API will arrive behind its own.
 
 mod args;
 mod call;

@@ -60,7 +60,8 @@ fn now() -> SystemTime {
     to_millis(SystemTime::now())
 }
 
-/// A request for `principal` and `capability`, created `age` ago and expiring `ttl` after that.
+/// A pending request of `principal` for `capability`, with a session, a reason and two approvers,
+/// expiring in five minutes.
 pub fn request(principal: &str, capability: &str, args: serde_json::Value) -> AccessRequest {
     let args = canonical_json(&args);
     let created_at = now();
