@@ -94,7 +94,11 @@ async fn main() -> Result<(), BoxError> {
     for entry in gate.audit(AuditFilter::new().since(started)).await? {
         let who = entry.approver.as_deref().unwrap_or("");
         let request = entry.request.map(|id| id.to_string()).unwrap_or_default();
-        println!("  {:>3} {:<12} {request} {who}", entry.seq, entry.event.as_str());
+        println!(
+            "  {:>3} {:<12} {request} {who}",
+            entry.seq,
+            entry.event.as_str()
+        );
     }
     println!("standing rules: {}", gate.rules().len());
     for rule in gate.rules() {

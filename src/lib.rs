@@ -76,6 +76,9 @@
 //!   runs its own call. A person approving "the refund" approves all of its identical copies.
 //! - **`random_secret` codes die with the process.** Use a configured secret for codes that must
 //!   verify after a restart or on another replica.
+//! - **A gate lives in one runtime.** Its store queue runs as a task on the runtime it was first
+//!   used in (or built in); build the gate where it will be used, not in a runtime that ends
+//!   before it does.
 //! - **A Tokio runtime is required** once a call parks (timers and notifier tasks); outside one the
 //!   call fails with `no_runtime`. [`RequireApproval::submit`] also needs `Send + 'static` types,
 //!   because it drives the pending call on a spawned task.

@@ -642,6 +642,12 @@ impl Registry {
             }
             return (Err(not_found()), effects);
         }
+        if let Phase::Deciding(_) = slot.phase {
+            let error = Error::new(ErrorKind::AlreadyResolved)
+                .with_request(id)
+                .with_detail("another decision on this request is being recorded");
+            return (Err(Refusal::Error(error)), effects);
+        }
         if !matches!(slot.phase, Phase::Pending) {
             return (
                 Err(Refusal::Error(already(slot.phase.status(), id))),

@@ -78,9 +78,10 @@ CREATE INDEX audit_event ON audit (event, seq);
 /// newer tollgate, with `store_unreadable`. Queries run on Tokio's blocking threads, never on the
 /// async runtime's own. Clones share one connection.
 ///
-/// Several processes may open the same file: decisions stay single-winner, because each is a
-/// conditional update in an immediate transaction. Only the process that parked a caller can
-/// resume it, though; replicas that share decisions need a store with
+/// A file belongs to one running gate at a time. Building a gate recovers the file, which ends
+/// every unfinished request as abandoned, including those of another process still running on
+/// it. Decisions stay single-winner even so (each is a conditional update in an immediate
+/// transaction), but replicas that share requests need a store made for it, with
 /// [`changes`](super::Store::changes).
 #[derive(Clone)]
 pub struct SqliteStore {

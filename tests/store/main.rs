@@ -429,6 +429,14 @@ async fn a_restart_abandons_pending_requests_and_keeps_rules() {
     let alert = alerts.next_alert().await;
     let (stranded_id, stranded_code) = (alert.request().id(), alert.code().reveal().to_owned());
     std::mem::forget(stranded);
+    // The first gate is still alive here, unlike a stopped process: let its last write land.
+    for _ in 0..10_000 {
+        let trail = before.audit(AuditFilter::new().request(stranded_id)).await.unwrap();
+        if trail.iter().any(|e| e.event == AuditEvent::Notified) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
 
     let after_alerts = RecordingNotifier::new();
     let after = gate(&after_alerts)
