@@ -162,6 +162,16 @@ fn take(request: &AccessRequest, rule: Option<Rule>) -> Transition {
     }
 }
 
+/// Applies a transition that must apply.
+async fn applies(store: &impl Store, change: Transition) {
+    let applied = store.transition(&change).await.expect("a transition runs");
+    assert!(
+        applied,
+        "{} moves from {} to {}",
+        change.id, change.from, change.to
+    );
+}
+
 async fn insert(store: &impl Store, request: &AccessRequest) {
     store
         .insert(request, &[entry(AuditEvent::Requested, request)])
@@ -210,18 +220,8 @@ pub async fn records_round_trip(store: impl Store) {
 
     let ttl = Duration::from_secs(600);
     let value = rule(&request, RuleEffect::Allow, Scope::Value, ttl);
-    assert!(
-        store
-            .transition(&approval(&request, "alice"))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .transition(&take(&request, Some(value.clone())))
-            .await
-            .unwrap()
-    );
+    applies(&store, approval(&request, "alice")).await;
+    applies(&store, take(&request, Some(value.clone()))).await;
     let stored = store.request(request.id).await.unwrap().unwrap();
     assert_eq!(stored.status, Status::Executing);
     assert_eq!(
@@ -364,18 +364,8 @@ pub async fn rules_by_every_scope(store: impl Store) {
         request.capability = format!("cap.{i}").into();
         insert(&store, &request).await;
         let rule = rule(&request, RuleEffect::Allow, scope, hour);
-        assert!(
-            store
-                .transition(&approval(&request, "alice"))
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .transition(&take(&request, Some(rule.clone())))
-                .await
-                .unwrap()
-        );
+        applies(&store, approval(&request, "alice")).await;
+        applies(&store, take(&request, Some(rule.clone()))).await;
         filed.push((request, rule));
     }
     let digest = base.args_digest;
@@ -423,12 +413,7 @@ pub async fn rules_by_every_scope(store: impl Store) {
     again.id = RequestId::random();
     insert(&store, &again).await;
     let newer = rule(&again, RuleEffect::Deny, Scope::Capability, hour);
-    assert!(
-        store
-            .transition(&denial(&again, "bob", Some(newer.clone())))
-            .await
-            .unwrap()
-    );
+    applies(&store, denial(&again, "bob", Some(newer.clone()))).await;
     let keys = ScopeKey::covering(&request.capability, "agent-7", None, digest);
     assert_eq!(
         store.covering(&keys, now()).await.unwrap(),
@@ -454,12 +439,7 @@ pub async fn revocation(store: impl Store) {
         request.principal = format!("agent-{}", rules.len()).into();
         insert(&store, &request).await;
         let rule = rule(&request, RuleEffect::Deny, Scope::Capability, hour);
-        assert!(
-            store
-                .transition(&denial(&request, "alice", Some(rule.clone())))
-                .await
-                .unwrap()
-        );
+        applies(&store, denial(&request, "alice", Some(rule.clone()))).await;
         rules.push(rule);
     }
     let at = now();
@@ -525,18 +505,8 @@ pub async fn ttl_purge(store: impl Store) {
         Scope::Value,
         Duration::from_secs(3600),
     );
-    assert!(
-        store
-            .transition(&denial(&short, "alice", Some(brief)))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .transition(&denial(&long, "alice", Some(lasting.clone())))
-            .await
-            .unwrap()
-    );
+    applies(&store, denial(&short, "alice", Some(brief))).await;
+    applies(&store, denial(&long, "alice", Some(lasting.clone()))).await;
 
     let later = now() + Duration::from_secs(60);
     let purged = store.purge(later).await.unwrap();
@@ -576,9 +546,9 @@ pub async fn audit_order_and_filters(store: impl Store) {
     let mut rejected = entry(AuditEvent::CodeRejected, &a);
     rejected.approver = Some("mallory".into());
     store.append(&[rejected]).await.unwrap();
-    assert!(store.transition(&approval(&a, "alice")).await.unwrap());
-    assert!(store.transition(&denial(&b, "bob", None)).await.unwrap());
-    assert!(store.transition(&take(&a, None)).await.unwrap());
+    applies(&store, approval(&a, "alice")).await;
+    applies(&store, denial(&b, "bob", None)).await;
+    applies(&store, take(&a, None)).await;
 
     let all = store.audit(&AuditFilter::new()).await.unwrap();
     let events: Vec<_> = all.iter().map(|e| (e.event, e.request)).collect();
@@ -671,30 +641,10 @@ pub async fn restart<S: Store + Clone>(store: &S, reopen: &impl Fn(&S) -> S) {
     }
     let allow = rule(&executing, RuleEffect::Allow, Scope::Value, hour);
     let deny = rule(&denied, RuleEffect::Deny, Scope::Capability, hour);
-    assert!(
-        store
-            .transition(&approval(&approved, "alice"))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .transition(&approval(&executing, "alice"))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .transition(&take(&executing, Some(allow.clone())))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .transition(&denial(&denied, "bob", Some(deny.clone())))
-            .await
-            .unwrap()
-    );
+    applies(store, approval(&approved, "alice")).await;
+    applies(store, approval(&executing, "alice")).await;
+    applies(store, take(&executing, Some(allow.clone()))).await;
+    applies(store, denial(&denied, "bob", Some(deny.clone()))).await;
 
     let restarted = reopen(store);
     let recovered = restarted.recover(now()).expect("recover");

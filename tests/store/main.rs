@@ -431,7 +431,10 @@ async fn a_restart_abandons_pending_requests_and_keeps_rules() {
     std::mem::forget(stranded);
     // The first gate is still alive here, unlike a stopped process: let its last write land.
     for _ in 0..10_000 {
-        let trail = before.audit(AuditFilter::new().request(stranded_id)).await.unwrap();
+        let trail = before
+            .audit(AuditFilter::new().request(stranded_id))
+            .await
+            .unwrap();
         if trail.iter().any(|e| e.event == AuditEvent::Notified) {
             break;
         }
