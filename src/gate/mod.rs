@@ -1073,7 +1073,7 @@ fn new_rule(
     if scope == Scope::Once {
         return None;
     }
-    let granted_at = SystemTime::now();
+    let granted_at = to_millis(SystemTime::now());
     Some(Rule {
         id: RuleId::random(),
         effect,
