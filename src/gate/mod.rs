@@ -1174,6 +1174,15 @@ impl Shared {
                     }
                 })
             }),
+            Write::Withdraw(rule) => job(move |store| {
+                Box::pin(async move {
+                    let which = Revocation::Rule(rule);
+                    let at = to_millis(SystemTime::now());
+                    if let Err(error) = store.revoke(&which, "tollgate", at).await {
+                        tracing::error!(rule_id = %rule, %error, "rule of an unreceived approval not withdrawn");
+                    }
+                })
+            }),
             Write::Append(entry) => job(move |store| {
                 Box::pin(async move {
                     if let Err(error) = store.append(std::slice::from_ref(&entry)).await {

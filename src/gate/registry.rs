@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use std::time::SystemTime;
 
 use super::rate::RateLimiter;
+use super::request::RuleId;
 use super::request::{AccessRequest, Outcome, RequestId, Status};
 use super::rules::Rule;
 use crate::args::ArgsDigest;
@@ -80,6 +81,8 @@ pub(crate) enum Write {
     Record(Transition),
     /// Audit entries that change no request.
     Append(AuditEntry),
+    /// A rule filed for an approval nobody received, revoked again.
+    Withdraw(RuleId),
 }
 
 /// An approval waiting for a caller to take it.
@@ -469,17 +472,31 @@ impl Registry {
             unreachable!()
         };
         match result {
+            Ok(true) if slot.attached == 0 => {
+                // Every caller left while the store wrote: nobody received the approval, so it
+                // ends cancelled and its rule is withdrawn.
+                tracing::debug!(request_id = %id, "an approved call's callers left before it ran");
+                slot.phase = Phase::Closed(Outcome::Cancelled);
+                let cancelled = Error::new(ErrorKind::AccessRequestCancelled).with_request(id);
+                effects.ack = Some((delivery.ack, Err(cancelled)));
+                effects.resolved = Some(slot.resolved(Outcome::Cancelled));
+                let entry = entry(self.audit_args, AuditEvent::Cancelled, &slot.request);
+                effects.writes.push(Write::Record(step(
+                    entry,
+                    Status::Executing,
+                    Status::Cancelled,
+                    Some(Outcome::Cancelled),
+                )));
+                if let Some((rule, _)) = delivery.rule {
+                    effects.writes.push(Write::Withdraw(rule.id));
+                }
+            }
             Ok(true) => {
                 slot.phase = Phase::Executing { finished: None };
                 effects.rule = delivery.rule;
                 effects.ack = Some((delivery.ack, Ok(())));
                 effects.wake.extend(slot.wakers());
                 effects.resolved = Some(slot.resolved(delivery.outcome));
-                if slot.attached == 0 {
-                    // Every caller went away while the store wrote: the call will not run.
-                    tracing::debug!(request_id = %id, "an approved call's callers left before it ran");
-                    effects.writes.extend(self.finish(id, Status::Failed));
-                }
             }
             Ok(false) | Err(_) => {
                 let error = store_error(
