@@ -138,8 +138,11 @@ enum Phase {
     Approved(Box<Delivery>),
     /// A caller took the approval; the `executing` transition is being stored.
     Taking(Box<Delivery>),
+    /// Stored as executing; the callers run. `unreceived` holds the approval until the first
+    /// caller actually resumes with it: only then is the approver told.
     Executing {
         finished: Option<Status>,
+        unreceived: Option<Box<Delivery>>,
     },
     Closed(Outcome),
 }
@@ -149,7 +152,7 @@ impl Phase {
         match self {
             Phase::Pending | Phase::Deciding(_) => Status::Pending,
             Phase::Approved(_) | Phase::Taking(_) => Status::Approved,
-            Phase::Executing { finished } => finished.unwrap_or(Status::Executing),
+            Phase::Executing { finished, .. } => finished.unwrap_or(Status::Executing),
             Phase::Closed(outcome) => outcome.status(),
         }
     }
@@ -448,7 +451,19 @@ impl Registry {
                 effects.writes.push(Write::Take(take));
                 return (Poll::Pending, effects);
             }
-            Phase::Executing { .. } => Ok(()),
+            Phase::Executing { unreceived, .. } => {
+                // The first caller to resume receives the approval: the approver hears so now.
+                if let Some(delivery) = unreceived.take() {
+                    effects.rule = delivery.rule;
+                    effects.ack = Some((delivery.ack, Ok(())));
+                    effects.resolved = Some(Resolved {
+                        runtime: slot.runtime.clone(),
+                        request: slot.request.clone(),
+                        outcome: delivery.outcome,
+                    });
+                }
+                Ok(())
+            }
             Phase::Closed(outcome) => Err(outcome.error(id).expect("closed outcomes are errors")),
         };
         slot.detach(key);
@@ -473,30 +488,15 @@ impl Registry {
         };
         match result {
             Ok(true) if slot.attached == 0 => {
-                // Every caller left while the store wrote: nobody received the approval, so it
-                // ends cancelled and its rule is withdrawn.
-                tracing::debug!(request_id = %id, "an approved call's callers left before it ran");
                 slot.phase = Phase::Closed(Outcome::Cancelled);
-                let cancelled = Error::new(ErrorKind::AccessRequestCancelled).with_request(id);
-                effects.ack = Some((delivery.ack, Err(cancelled)));
-                effects.resolved = Some(slot.resolved(Outcome::Cancelled));
-                let entry = entry(self.audit_args, AuditEvent::Cancelled, &slot.request);
-                effects.writes.push(Write::Record(step(
-                    entry,
-                    Status::Executing,
-                    Status::Cancelled,
-                    Some(Outcome::Cancelled),
-                )));
-                if let Some((rule, _)) = delivery.rule {
-                    effects.writes.push(Write::Withdraw(rule.id));
-                }
+                effects.merge(self.unreceived(id, delivery));
             }
             Ok(true) => {
-                slot.phase = Phase::Executing { finished: None };
-                effects.rule = delivery.rule;
-                effects.ack = Some((delivery.ack, Ok(())));
+                slot.phase = Phase::Executing {
+                    finished: None,
+                    unreceived: Some(delivery),
+                };
                 effects.wake.extend(slot.wakers());
-                effects.resolved = Some(slot.resolved(delivery.outcome));
             }
             Ok(false) | Err(_) => {
                 let error = store_error(
@@ -532,13 +532,42 @@ impl Registry {
         slot.detach(key);
         self.parked -= 1;
         if slot.attached == 0 {
-            match slot.phase {
+            match &mut slot.phase {
                 Phase::Pending => return self.close(id, Outcome::Cancelled),
                 Phase::Approved(_) => return self.cancel_approval(id),
+                Phase::Executing { unreceived, .. } if unreceived.is_some() => {
+                    let delivery = unreceived.take().expect("just seen");
+                    slot.phase = Phase::Closed(Outcome::Cancelled);
+                    let effects = self.unreceived(id, delivery);
+                    self.retire_if_done(id);
+                    return effects;
+                }
                 _ => {}
             }
         }
         self.retire_if_done(id);
+        effects
+    }
+
+    /// An approval stored as executing that no caller received, because every caller left first:
+    /// it ends cancelled, the approver is told so, and its rule is withdrawn.
+    fn unreceived(&self, id: RequestId, delivery: Box<Delivery>) -> Effects {
+        let mut effects = Effects::default();
+        let slot = self.live.get(&id).expect("just seen");
+        tracing::debug!(request_id = %id, "an approval's callers left before receiving it");
+        let cancelled = Error::new(ErrorKind::AccessRequestCancelled).with_request(id);
+        effects.ack = Some((delivery.ack, Err(cancelled)));
+        effects.resolved = Some(slot.resolved(Outcome::Cancelled));
+        let entry = entry(self.audit_args, AuditEvent::Cancelled, &slot.request);
+        effects.writes.push(Write::Record(step(
+            entry,
+            Status::Executing,
+            Status::Cancelled,
+            Some(Outcome::Cancelled),
+        )));
+        if let Some((rule, _)) = delivery.rule {
+            effects.writes.push(Write::Withdraw(rule.id));
+        }
         effects
     }
 
@@ -746,7 +775,7 @@ impl Registry {
     /// Records how an approved call ended. Returns the store write, the first time.
     pub(crate) fn finish(&mut self, id: RequestId, status: Status) -> Option<Write> {
         let request = if let Some(slot) = self.live.get_mut(&id) {
-            let Phase::Executing { finished } = &mut slot.phase else {
+            let Phase::Executing { finished, .. } = &mut slot.phase else {
                 return None;
             };
             if finished.is_some() {
