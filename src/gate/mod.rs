@@ -948,16 +948,8 @@ impl Gate {
 
     /// Records how an approved call ended.
     pub(crate) fn finish(&self, id: RequestId, status: Status) {
-        self.shared.locked(|registry| {
-            let writes = registry.finish(id, status).into_iter().collect();
-            (
-                (),
-                Effects {
-                    writes,
-                    ..Effects::default()
-                },
-            )
-        });
+        self.shared
+            .locked(|registry| ((), registry.finish(id, status)));
         self.shared.changed.notify_waiters();
         tracing::debug!(request_id = %id, %status, "approved call finished");
     }
@@ -1196,15 +1188,15 @@ impl Shared {
     /// Tells the notifiers about requests an earlier process left unfinished; once, inside a
     /// runtime.
     fn announce_abandoned(self: &Arc<Self>) {
+        let Ok(runtime) = Handle::try_current() else {
+            return;
+        };
         let abandoned = std::mem::take(
             &mut *self
                 .unannounced
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        let Ok(runtime) = Handle::try_current() else {
-            return;
-        };
         for request in abandoned {
             self.resolved(Resolved {
                 runtime: runtime.clone(),

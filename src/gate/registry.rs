@@ -438,12 +438,13 @@ impl Registry {
                 else {
                     unreachable!()
                 };
-                let mut executing = entry(self.audit_args, AuditEvent::Executing, &slot.request);
-                let mut take = step(executing.clone(), Status::Approved, Status::Executing, None);
+                let executing = entry(self.audit_args, AuditEvent::Executing, &slot.request);
+                let at = executing.at;
+                let mut take = step(executing, Status::Approved, Status::Executing, None);
                 if let Some((rule, _)) = &delivery.rule {
-                    executing = AuditEntry::for_rule(AuditEvent::RuleGranted, executing.at, rule);
-                    executing.approver = Some(rule.granted_by.clone());
-                    take.audit.push(executing);
+                    let mut granted = AuditEntry::for_rule(AuditEvent::RuleGranted, at, rule);
+                    granted.approver = Some(rule.granted_by.clone());
+                    take.audit.push(granted);
                     take.rule = Some(rule.clone());
                 }
                 slot.phase = Phase::Taking(delivery);
@@ -473,24 +474,23 @@ impl Registry {
     }
 
     /// The store has, or could not record, the `executing` transition of an approval a caller
-    /// took. On success every caller runs and the approver hears so; otherwise they all fail
-    /// with `store_failed`.
+    /// took. On success the callers are woken to run, and the approver hears so when the first
+    /// resumes (or of a cancellation, if none is left); otherwise they all fail with
+    /// `store_failed`.
     pub(crate) fn taken(&mut self, id: RequestId, result: Result<bool, Error>) -> Effects {
         let mut effects = Effects::default();
         let Some(slot) = self.live.get_mut(&id) else {
             return effects;
         };
-        let Phase::Taking(_) = slot.phase else {
-            return effects;
-        };
-        let Phase::Taking(delivery) = mem::replace(&mut slot.phase, Phase::Pending) else {
-            unreachable!()
+        let delivery = match mem::replace(&mut slot.phase, Phase::Pending) {
+            Phase::Taking(delivery) => delivery,
+            other => {
+                slot.phase = other;
+                return effects;
+            }
         };
         match result {
-            Ok(true) if slot.attached == 0 => {
-                slot.phase = Phase::Closed(Outcome::Cancelled);
-                effects.merge(self.unreceived(id, delivery));
-            }
+            Ok(true) if slot.attached == 0 => return self.unreceived(id, delivery),
             Ok(true) => {
                 slot.phase = Phase::Executing {
                     finished: None,
@@ -535,12 +535,10 @@ impl Registry {
             match &mut slot.phase {
                 Phase::Pending => return self.close(id, Outcome::Cancelled),
                 Phase::Approved(_) => return self.cancel_approval(id),
-                Phase::Executing { unreceived, .. } if unreceived.is_some() => {
-                    let delivery = unreceived.take().expect("just seen");
-                    slot.phase = Phase::Closed(Outcome::Cancelled);
-                    let effects = self.unreceived(id, delivery);
-                    self.retire_if_done(id);
-                    return effects;
+                Phase::Executing { unreceived, .. } => {
+                    if let Some(delivery) = unreceived.take() {
+                        return self.unreceived(id, delivery);
+                    }
                 }
                 _ => {}
             }
@@ -551,9 +549,10 @@ impl Registry {
 
     /// An approval stored as executing that no caller received, because every caller left first:
     /// it ends cancelled, the approver is told so, and its rule is withdrawn.
-    fn unreceived(&self, id: RequestId, delivery: Box<Delivery>) -> Effects {
+    fn unreceived(&mut self, id: RequestId, delivery: Box<Delivery>) -> Effects {
         let mut effects = Effects::default();
-        let slot = self.live.get(&id).expect("just seen");
+        let slot = self.live.get_mut(&id).expect("just seen");
+        slot.phase = Phase::Closed(Outcome::Cancelled);
         tracing::debug!(request_id = %id, "an approval's callers left before receiving it");
         let cancelled = Error::new(ErrorKind::AccessRequestCancelled).with_request(id);
         effects.ack = Some((delivery.ack, Err(cancelled)));
@@ -568,6 +567,7 @@ impl Registry {
         if let Some((rule, _)) = delivery.rule {
             effects.writes.push(Write::Withdraw(rule.id));
         }
+        self.retire_if_done(id);
         effects
     }
 
@@ -729,11 +729,12 @@ impl Registry {
         let Some(slot) = self.live.get_mut(&id) else {
             return effects;
         };
-        let Phase::Deciding(_) = slot.phase else {
-            return effects;
-        };
-        let Phase::Deciding(decided) = mem::replace(&mut slot.phase, Phase::Pending) else {
-            unreachable!()
+        let decided = match mem::replace(&mut slot.phase, Phase::Pending) {
+            Phase::Deciding(decided) => decided,
+            other => {
+                slot.phase = other;
+                return effects;
+            }
         };
         match result {
             Ok(true) => match *decided {
@@ -772,21 +773,24 @@ impl Registry {
         effects
     }
 
-    /// Records how an approved call ended. Returns the store write, the first time.
-    pub(crate) fn finish(&mut self, id: RequestId, status: Status) -> Option<Write> {
+    /// Records how an approved call ended; the store hears of it the first time.
+    pub(crate) fn finish(&mut self, id: RequestId, status: Status) -> Effects {
+        let mut effects = Effects::default();
         let request = if let Some(slot) = self.live.get_mut(&id) {
             let Phase::Executing { finished, .. } = &mut slot.phase else {
-                return None;
+                return effects;
             };
             if finished.is_some() {
-                return None;
+                return effects;
             }
             *finished = Some(status);
             slot.request.clone()
         } else {
-            let (request, current) = self.history.entries.get_mut(&id)?;
+            let Some((request, current)) = self.history.entries.get_mut(&id) else {
+                return effects;
+            };
             if *current != Status::Executing {
-                return None;
+                return effects;
             }
             *current = status;
             request.clone()
@@ -797,7 +801,9 @@ impl Registry {
             AuditEvent::Failed
         };
         let entry = entry(self.audit_args, event, &request);
-        Some(Write::Record(step(entry, Status::Executing, status, None)))
+        let write = Write::Record(step(entry, Status::Executing, status, None));
+        effects.writes.push(write);
+        effects
     }
 
     pub(crate) fn status(&self, id: RequestId) -> Option<Status> {

@@ -65,8 +65,9 @@ fn now() -> SystemTime {
 pub fn request(principal: &str, capability: &str, args: serde_json::Value) -> AccessRequest {
     let args = canonical_json(&args);
     let created_at = now();
+    let id = RequestId::random();
     AccessRequest {
-        id: RequestId::random(),
+        id,
         capability: capability.into(),
         args_digest: ArgsDigest::of_canonical(&args),
         args: args.into_boxed_str(),
@@ -79,7 +80,7 @@ pub fn request(principal: &str, capability: &str, args: serde_json::Value) -> Ac
         approvers: Some(Arc::from(vec!["alice".into(), "bob".into()])),
         created_at,
         expires_at: created_at + Duration::from_secs(300),
-        approval_url: Some(format!("https://approvals.example/{}", RequestId::random()).into()),
+        approval_url: Some(format!("https://approvals.example/{id}").into()),
     }
 }
 
