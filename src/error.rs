@@ -77,11 +77,25 @@ pub enum ErrorKind {
     StoreFailed,
     /// The store's data is not a tollgate database, is damaged, or is newer than this version.
     StoreUnreadable,
+    /// The approval API could not tell who sent the request: no approver is signed in.
+    Unauthenticated,
+    /// This approver sent more decisions than the approval API's rate allows.
+    RateLimited,
+    /// The approval API's request body is not what the route takes (malformed JSON, a wrong type).
+    InvalidBody,
+    /// The approval API has no route at this path.
+    UnknownRoute,
+    /// The approval API's route does not take this method.
+    MethodNotAllowed,
+    /// A browser sent a form from another site; the approval API refused it.
+    CrossSiteRequest,
+    /// The approval API did not answer in time; a decision may still have been made.
+    RequestTimedOut,
 }
 
 impl ErrorKind {
     /// Every kind, for tables of codes and tests that must see each one.
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 30] = [
         Self::AccessRequestDenied,
         Self::AccessRequestExpired,
         Self::AccessRequestCancelled,
@@ -105,6 +119,13 @@ impl ErrorKind {
         Self::NoRuntime,
         Self::StoreFailed,
         Self::StoreUnreadable,
+        Self::Unauthenticated,
+        Self::RateLimited,
+        Self::InvalidBody,
+        Self::UnknownRoute,
+        Self::MethodNotAllowed,
+        Self::CrossSiteRequest,
+        Self::RequestTimedOut,
     ];
 
     /// The stable snake_case code, e.g. `access_request_denied`.
@@ -133,6 +154,13 @@ impl ErrorKind {
             Self::NoRuntime => "no_runtime",
             Self::StoreFailed => "store_failed",
             Self::StoreUnreadable => "store_unreadable",
+            Self::Unauthenticated => "unauthenticated",
+            Self::RateLimited => "rate_limited",
+            Self::InvalidBody => "invalid_body",
+            Self::UnknownRoute => "unknown_route",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::CrossSiteRequest => "cross_site_request",
+            Self::RequestTimedOut => "request_timed_out",
         }
     }
 
@@ -147,6 +175,8 @@ impl ErrorKind {
                 | Self::NotificationFailed
                 | Self::WaitTimedOut
                 | Self::StoreFailed
+                | Self::RateLimited
+                | Self::RequestTimedOut
         )
     }
 
@@ -205,6 +235,19 @@ impl ErrorKind {
             }
             Self::StoreUnreadable => {
                 "the store holds data this version cannot read: another program's database, a damaged one, or a newer schema"
+            }
+            Self::Unauthenticated => {
+                "no approver is signed in: send `Authorization: Bearer <token>` or sign in on the approval page"
+            }
+            Self::RateLimited => "this approver sent too many decisions; retry in a minute",
+            Self::InvalidBody => "the request body is not what this route takes",
+            Self::UnknownRoute => "the approval API has no route at this path",
+            Self::MethodNotAllowed => "this route does not take this method",
+            Self::CrossSiteRequest => {
+                "the form was sent from another site; decide from the approval page itself"
+            }
+            Self::RequestTimedOut => {
+                "the approval API did not answer in time; a decision may still have been made, so check the request's status"
             }
         }
     }

@@ -24,7 +24,7 @@
 
 mod code;
 mod journal;
-mod rate;
+pub(crate) mod rate;
 mod registry;
 mod request;
 mod rules;
@@ -364,7 +364,13 @@ pub struct Approve {
     scope: Scope,
     ttl: Option<Duration>,
     approver: Option<Arc<str>>,
+    check: Option<Check>,
 }
+
+/// A further check of the approver's rights over a request and scope, run once the code is
+/// verified: the HTTP API's [`Approver`](crate::http::Approver) limits.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) type Check = Box<dyn FnOnce(&AccessRequest, Scope) -> Result<(), Error> + Send>;
 
 impl fmt::Debug for Approve {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -388,7 +394,14 @@ impl Approve {
             scope: Scope::Once,
             ttl: None,
             approver: None,
+            check: None,
         }
+    }
+
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn check(mut self, check: Check) -> Self {
+        self.check = Some(check);
+        self
     }
 
     /// How far the approval reaches; at most the request's maximum scope.
@@ -421,6 +434,7 @@ pub struct Deny {
     approver: Option<Arc<str>>,
     remember: Scope,
     ttl: Option<Duration>,
+    check: Option<Check>,
 }
 
 impl fmt::Debug for Deny {
@@ -446,7 +460,14 @@ impl Deny {
             approver: None,
             remember: Scope::Once,
             ttl: None,
+            check: None,
         }
+    }
+
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn check(mut self, check: Check) -> Self {
+        self.check = Some(check);
+        self
     }
 
     /// The reason, given to the caller.
@@ -595,6 +616,7 @@ impl Gate {
             ttl: approve.ttl,
             approver: approve.approver,
             reason: None,
+            check: approve.check,
         };
         let (request, rule) = self
             .rule_on(approve.id, &approve.code, ruling, |outcome, rule| {
@@ -621,6 +643,7 @@ impl Gate {
             ttl: deny.ttl,
             approver: deny.approver,
             reason: deny.reason,
+            check: deny.check,
         };
         let (request, rule) = self
             .rule_on(deny.id, &deny.code, ruling, |outcome, rule| Decided::Deny {
@@ -659,6 +682,9 @@ impl Gate {
                 |request| {
                     if !request.admits(&approver) {
                         return Err(Error::new(ErrorKind::ApproverNotAllowed));
+                    }
+                    if let Some(check) = ruling.check {
+                        check(request, ruling.scope)?;
                     }
                     let ttl = allowed(request, ruling.scope, ruling.ttl)?;
                     rule = new_rule(
@@ -767,6 +793,13 @@ impl Gate {
     pub fn verification_code(&self, id: RequestId) -> Option<VerificationCode> {
         let request = self.shared.registry().pending_request(id)?;
         Some(self.shared.key.code(&request))
+    }
+
+    /// Request `id` and where it stands, for approval pages: pending requests once stored, and
+    /// decided ones up to the history capacity. Codes are never part of it.
+    pub fn request(&self, id: RequestId) -> Option<(AccessRequest, Status)> {
+        let (request, status) = self.shared.registry().request(id)?;
+        Some(((*request).clone(), status))
     }
 
     /// Where request `id` stands. Decided requests are remembered up to the history capacity;
@@ -1018,6 +1051,7 @@ struct Ruling {
     ttl: Option<Duration>,
     approver: Option<Arc<str>>,
     reason: Option<Arc<str>>,
+    check: Option<Check>,
 }
 
 /// The TTL a decision of `scope` gets, if the request allows that scope and TTL.

@@ -824,6 +824,16 @@ impl Registry {
         pending
     }
 
+    /// Request `id` and where it stands, once stored and while remembered.
+    pub(crate) fn request(&self, id: RequestId) -> Option<(Arc<AccessRequest>, Status)> {
+        match self.live.get(&id) {
+            Some(slot) => slot
+                .stored
+                .then(|| (slot.request.clone(), slot.phase.status())),
+            None => self.history.entries.get(&id).cloned(),
+        }
+    }
+
     /// Request `id`, if it is stored and still pending.
     pub(crate) fn pending_request(&self, id: RequestId) -> Option<Arc<AccessRequest>> {
         let slot = self.live.get(&id)?;

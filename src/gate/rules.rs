@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::request::{RequestId, RuleId};
 use crate::args::ArgsDigest;
 use crate::scope::Scope;
+use crate::text::rfc3339;
 
 /// Whether a rule lets calls through or refuses them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,6 +90,27 @@ impl Rule {
     /// The denial's reason, for deny rules.
     pub fn reason(&self) -> Option<&str> {
         self.reason.as_deref()
+    }
+}
+
+/// The JSON form, as the HTTP API lists rules: times in RFC 3339, absent fields as `null`.
+impl Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("Rule", 12)?;
+        out.serialize_field("id", &self.id)?;
+        out.serialize_field("effect", &self.effect)?;
+        out.serialize_field("scope", &self.scope)?;
+        out.serialize_field("capability", &*self.capability)?;
+        out.serialize_field("principal", &self.principal.as_deref())?;
+        out.serialize_field("session", &self.session.as_deref())?;
+        out.serialize_field("args_digest", &self.args_digest.map(|d| d.to_string()))?;
+        out.serialize_field("granted_by", &*self.granted_by)?;
+        out.serialize_field("granted_at", &rfc3339(self.granted_at))?;
+        out.serialize_field("expires_at", &rfc3339(self.expires_at))?;
+        out.serialize_field("request_id", &self.request)?;
+        out.serialize_field("reason", &self.reason.as_deref())?;
+        out.end()
     }
 }
 

@@ -61,7 +61,10 @@
 //!   with `ServiceBuilder` before `into_make_service`), the layer runs before routing and sees
 //!   only literal paths.
 
+mod api;
+mod approvers;
 mod call;
+mod page;
 
 use std::fmt;
 use std::future::Future;
@@ -81,6 +84,8 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub use self::api::{ApprovalApi, OPENAPI, approver_status, router};
+pub use self::approvers::{Approver, Approvers, TOKEN_COOKIE, Tokens};
 pub use self::call::{HttpCall, Operation, Principal, Reason, Session};
 
 use self::call::{Sources, body_value};
@@ -605,6 +610,13 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         | ErrorKind::MissingSecret
         | ErrorKind::NoRuntime
         | ErrorKind::StoreUnreadable => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::InvalidBody => StatusCode::BAD_REQUEST,
+        ErrorKind::UnknownRoute => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::CrossSiteRequest => StatusCode::FORBIDDEN,
+        ErrorKind::RequestTimedOut => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

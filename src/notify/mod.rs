@@ -98,7 +98,7 @@ mod recording;
 pub mod signature;
 #[cfg(feature = "webhook")]
 mod slack;
-mod template;
+pub(crate) mod template;
 mod terminal;
 #[cfg(feature = "webhook")]
 mod webhook;

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 pub struct Reply {
     pub status: StatusCode,
     pub content_type: Option<String>,
+    pub headers: http::HeaderMap,
     pub body: String,
 }
 
@@ -90,6 +91,7 @@ where
             .headers()
             .get(http::header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_owned());
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
@@ -99,6 +101,7 @@ where
         Reply {
             status,
             content_type,
+            headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         }
     });
