@@ -45,7 +45,10 @@ impl FromRequestParts<Shared> for Visit {
             .await
             .map(|nested| nested.as_str().trim_end_matches('/').to_owned())
             .unwrap_or_default();
-        let path = format!("{prefix}{}", parts.uri.path());
+        let path = match parts.uri.path() {
+            "/" if !prefix.is_empty() => prefix.clone(),
+            path => format!("{prefix}{path}"),
+        };
         Ok(Visit {
             approver: api.identify(parts).await,
             prefix,
@@ -84,8 +87,9 @@ impl Visit {
         html(StatusCode::UNAUTHORIZED, "Sign in", &body)
     }
 
-    fn home(&self) -> String {
-        format!("{}/", self.prefix)
+    /// The list page: the prefix itself when nested (axum matches `/approvals`, not `/approvals/`).
+    fn home(&self) -> &str {
+        if self.prefix.is_empty() { "/" } else { &self.prefix }
     }
 }
 
@@ -237,11 +241,11 @@ pub(super) async fn sign_in(
             {
                 form.next
             } else {
-                visit.home()
+                visit.home().to_owned()
             };
             let cookie = format!(
                 "{TOKEN_COOKIE}={token}; Path={}; HttpOnly; SameSite=Strict; Max-Age=43200",
-                cookie_path(&visit)
+                visit.home()
             );
             redirect(&next, &cookie)
         }
@@ -257,17 +261,9 @@ pub(super) async fn sign_in(
 pub(super) async fn sign_out(visit: Visit) -> Response {
     let cookie = format!(
         "{TOKEN_COOKIE}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
-        cookie_path(&visit)
+        visit.home()
     );
-    redirect(&visit.home(), &cookie)
-}
-
-fn cookie_path(visit: &Visit) -> &str {
-    if visit.prefix.is_empty() {
-        "/"
-    } else {
-        &visit.prefix
-    }
+    redirect(visit.home(), &cookie)
 }
 
 fn redirect(to: &str, cookie: &str) -> Response {
@@ -396,17 +392,23 @@ fn approved(visit: &Visit, approval: &Approval) -> Response {
     );
     match approval.rule() {
         Some(rule) => {
+            let covered = match approval.scope() {
+                Scope::Once => String::new(),
+                Scope::Value => "The same call with the same arguments passes".into(),
+                Scope::Session => "Its calls in this session pass".into(),
+                Scope::Capability => format!("Its calls from {} pass", esc(request.principal())),
+                Scope::Global => "Its calls from everyone pass".into(),
+            };
             let _ = write!(
                 body,
-                " Calls {} pass without asking until {}.",
-                scope_text(approval.scope()).to_lowercase(),
+                " {covered} without asking until {}.",
                 rfc3339(rule.expires_at()),
             );
         }
         None => body.push_str(" Only this call was approved."),
     }
     body.push_str("</p>");
-    let _ = write!(body, "<p><a href=\"{}\">Back to the list</a></p>", esc(&visit.home()));
+    let _ = write!(body, "<p><a href=\"{}\">Back to the list</a></p>", esc(visit.home()));
     html(StatusCode::OK, "Approved", &body)
 }
 
@@ -417,7 +419,7 @@ fn denied(visit: &Visit, denial: &Denial) -> Response {
         esc(request.capability()),
         esc(request.principal()),
     );
-    let _ = write!(body, "<p><a href=\"{}\">Back to the list</a></p>", esc(&visit.home()));
+    let _ = write!(body, "<p><a href=\"{}\">Back to the list</a></p>", esc(visit.home()));
     html(StatusCode::OK, "Denied", &body)
 }
 
@@ -451,7 +453,7 @@ fn footer(body: &mut String, visit: &Visit, approver: &Approver) {
          <a href=\"{home}\">All pending</a> <button class=\"link\" type=\"submit\">Sign out</button></form></footer>",
         prefix = esc(&visit.prefix),
         name = esc(approver.name()),
-        home = esc(&visit.home()),
+        home = esc(visit.home()),
     );
 }
 
