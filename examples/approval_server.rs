@@ -26,7 +26,10 @@ use tollgate::{BoxError, Gate, Scope};
 /// The agent's tools: searching is harmless, refunds move money.
 fn tools() -> Router {
     Router::new()
-        .route("/tools/search", get(|| async { Json(json!(["result 1", "result 2"])) }))
+        .route(
+            "/tools/search",
+            get(|| async { Json(json!(["result 1", "result 2"])) }),
+        )
         .route(
             "/tools/refund",
             post(|Json(body): Json<Value>| async move {
@@ -57,9 +60,10 @@ async fn main() -> Result<(), BoxError> {
             .max_scope(Scope::Capability)
             .max_rule_ttl(Duration::from_secs(8 * 3600)),
     );
-    let app = tools()
-        .layer(gate.http(policy))
-        .nest("/approvals", tollgate::http::router(gate.clone(), approvers));
+    let app = tools().layer(gate.http(policy)).nest(
+        "/approvals",
+        tollgate::http::router(gate.clone(), approvers),
+    );
 
     println!("tools:     {base}/tools/search (passes), POST {base}/tools/refund (asks you)");
     println!("approvals: {base}/approvals  (sign in with token {token})");

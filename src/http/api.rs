@@ -4,11 +4,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
+use axum::Router;
 use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
@@ -138,7 +138,9 @@ impl ApprovalApi {
             gate: self.gate,
             approvers: self.approvers,
             max_wait: self.max_wait,
-            decisions: self.decision_rate.map(|rate| Mutex::new(RateLimiter::new(rate))),
+            decisions: self
+                .decision_rate
+                .map(|rate| Mutex::new(RateLimiter::new(rate))),
         });
         let timed = Router::new()
             .route("/api/openapi.json", get(openapi))
@@ -162,7 +164,9 @@ impl ApprovalApi {
             .route("/api/requests/{id}/wait", get(wait))
             .merge(timed)
             .fallback(|| async { Answer(Error::new(ErrorKind::UnknownRoute)) })
-            .method_not_allowed_fallback(|| async { Answer(Error::new(ErrorKind::MethodNotAllowed)) })
+            .method_not_allowed_fallback(|| async {
+                Answer(Error::new(ErrorKind::MethodNotAllowed))
+            })
             .layer(RequestBodyLimitLayer::new(self.body_limit))
             .layer(CsrfLayer::new())
             .layer(axum::middleware::map_response(explain))
@@ -306,9 +310,7 @@ async fn explain(response: Response) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => ErrorKind::MethodNotAllowed,
         StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::BodyTooLarge,
         StatusCode::FORBIDDEN => ErrorKind::CrossSiteRequest,
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
-            ErrorKind::RequestTimedOut
-        }
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => ErrorKind::RequestTimedOut,
         status if status.is_client_error() => ErrorKind::InvalidBody,
         _ => ErrorKind::ServiceFailed,
     };
@@ -329,7 +331,10 @@ fn reply(value: Value) -> Response {
 /// A request id from the path; anything else is an unknown id.
 pub(super) fn request_id(path: Result<Path<String>, PathRejection>) -> Result<RequestId, Error> {
     let not_found = || Error::new(ErrorKind::AccessRequestNotFound);
-    path.map_err(|_| not_found())?.0.parse().map_err(|_| not_found())
+    path.map_err(|_| not_found())?
+        .0
+        .parse()
+        .map_err(|_| not_found())
 }
 
 pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Error> {

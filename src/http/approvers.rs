@@ -100,8 +100,13 @@ impl Approver {
     /// Refuses a decision of `scope` on `request` beyond this approver's rights.
     pub(crate) fn check(&self, request: &AccessRequest, scope: Scope) -> Result<(), Error> {
         if !self.may_decide(request.capability()) {
-            return Err(Error::new(ErrorKind::ApproverNotAllowed)
-                .with_detail(format!("{} may not decide {}", self.name, request.capability())));
+            return Err(
+                Error::new(ErrorKind::ApproverNotAllowed).with_detail(format!(
+                    "{} may not decide {}",
+                    self.name,
+                    request.capability()
+                )),
+            );
         }
         if scope > self.max_scope {
             return Err(Error::new(ErrorKind::ScopeNotAllowed).with_detail(format!(
@@ -139,21 +144,28 @@ impl Approver {
 pub trait Approvers: Send + Sync + 'static {
     /// The approver who sent `request`, or `None` when nobody is signed in (answered
     /// `401 unauthenticated`). An error is answered as it is, for lookups that can fail.
-    fn identify<'a>(&'a self, request: &'a Parts) -> BoxFuture<'a, Result<Option<Approver>, Error>>;
+    fn identify<'a>(&'a self, request: &'a Parts)
+    -> BoxFuture<'a, Result<Option<Approver>, Error>>;
 }
 
 impl<F> Approvers for F
 where
     F: Fn(&Parts) -> Option<Approver> + Send + Sync + 'static,
 {
-    fn identify<'a>(&'a self, request: &'a Parts) -> BoxFuture<'a, Result<Option<Approver>, Error>> {
+    fn identify<'a>(
+        &'a self,
+        request: &'a Parts,
+    ) -> BoxFuture<'a, Result<Option<Approver>, Error>> {
         let approver = self(request);
         Box::pin(async move { Ok(approver) })
     }
 }
 
 impl<A: Approvers + ?Sized> Approvers for Arc<A> {
-    fn identify<'a>(&'a self, request: &'a Parts) -> BoxFuture<'a, Result<Option<Approver>, Error>> {
+    fn identify<'a>(
+        &'a self,
+        request: &'a Parts,
+    ) -> BoxFuture<'a, Result<Option<Approver>, Error>> {
         (**self).identify(request)
     }
 }
@@ -213,7 +225,10 @@ impl fmt::Debug for Tokens {
 }
 
 impl Approvers for Tokens {
-    fn identify<'a>(&'a self, request: &'a Parts) -> BoxFuture<'a, Result<Option<Approver>, Error>> {
+    fn identify<'a>(
+        &'a self,
+        request: &'a Parts,
+    ) -> BoxFuture<'a, Result<Option<Approver>, Error>> {
         let approver = bearer(request)
             .or_else(|| cookie(request, TOKEN_COOKIE))
             .and_then(|token| self.lookup(token));
@@ -270,8 +285,14 @@ mod tests {
     #[test]
     fn tokens_sign_in_by_header_or_cookie() {
         let tokens = Tokens::new().token("t-alice", Approver::new("alice"));
-        assert_eq!(who(&tokens, &[("authorization", "Bearer t-alice")]).as_deref(), Some("alice"));
-        assert_eq!(who(&tokens, &[("authorization", "bearer  t-alice ")]).as_deref(), Some("alice"));
+        assert_eq!(
+            who(&tokens, &[("authorization", "Bearer t-alice")]).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            who(&tokens, &[("authorization", "bearer  t-alice ")]).as_deref(),
+            Some("alice")
+        );
         assert_eq!(
             who(&tokens, &[("cookie", "theme=dark; tollgate_token=t-alice")]).as_deref(),
             Some("alice")
@@ -284,7 +305,9 @@ mod tests {
 
     #[test]
     fn limits_apply_to_capability_and_scope() {
-        let bob = Approver::new("bob").capabilities(["fs.*", ""]).max_scope(Scope::Value);
+        let bob = Approver::new("bob")
+            .capabilities(["fs.*", ""])
+            .max_scope(Scope::Value);
         assert!(bob.may_decide("fs.write") && !bob.may_decide("payments.refund"));
         assert!(!bob.is_unrestricted() && Approver::new("root").is_unrestricted());
         let none = Approver::new("nobody").capabilities([""]);

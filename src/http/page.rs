@@ -72,7 +72,11 @@ impl Visit {
     fn sign_in_form(&self, problem: Option<&str>) -> Response {
         let mut body = String::from("<h1>Sign in to decide</h1>");
         if let Some(problem) = problem {
-            let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", esc(problem));
+            let _ = write!(
+                body,
+                "<p class=\"error\" role=\"alert\">{}</p>",
+                esc(problem)
+            );
         }
         let _ = write!(
             body,
@@ -89,7 +93,11 @@ impl Visit {
 
     /// The list page: the prefix itself when nested (axum matches `/approvals`, not `/approvals/`).
     fn home(&self) -> &str {
-        if self.prefix.is_empty() { "/" } else { &self.prefix }
+        if self.prefix.is_empty() {
+            "/"
+        } else {
+            &self.prefix
+        }
     }
 }
 
@@ -176,7 +184,9 @@ pub(super) async fn decide(
     let id = request.id();
     let form = match form_body(form) {
         Ok(form) => form,
-        Err(error) => return request_page(&visit, approver, &request, Status::Pending, Some(&error)),
+        Err(error) => {
+            return request_page(&visit, approver, &request, Status::Pending, Some(&error));
+        }
     };
     let decided = match form.action.as_str() {
         "approve" => {
@@ -408,7 +418,11 @@ fn approved(visit: &Visit, approval: &Approval) -> Response {
         None => body.push_str(" Only this call was approved."),
     }
     body.push_str("</p>");
-    let _ = write!(body, "<p><a href=\"{}\">Back to the list</a></p>", esc(visit.home()));
+    let _ = write!(
+        body,
+        "<p><a href=\"{}\">Back to the list</a></p>",
+        esc(visit.home())
+    );
     html(StatusCode::OK, "Approved", &body)
 }
 
@@ -419,7 +433,11 @@ fn denied(visit: &Visit, denial: &Denial) -> Response {
         esc(request.capability()),
         esc(request.principal()),
     );
-    let _ = write!(body, "<p><a href=\"{}\">Back to the list</a></p>", esc(visit.home()));
+    let _ = write!(
+        body,
+        "<p><a href=\"{}\">Back to the list</a></p>",
+        esc(visit.home())
+    );
     html(StatusCode::OK, "Denied", &body)
 }
 
@@ -537,7 +555,10 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response {
     );
     let mut response = (status, page).into_response();
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));

@@ -58,11 +58,9 @@ async fn server(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let alerts = RecordingNotifier::new();
-    let gate = build(
-        support::gate(&alerts).approval_base_url(format!("http://{addr}/approvals")),
-    )
-    .build()
-    .unwrap();
+    let gate = build(support::gate(&alerts).approval_base_url(format!("http://{addr}/approvals")))
+        .build()
+        .unwrap();
     let app = Router::new().nest(
         "/approvals",
         api(ApprovalApi::new(gate.clone(), tokens())).router(),
@@ -109,22 +107,36 @@ impl Server {
     async fn send(&self, request: http::Request<Full<bytes::Bytes>>) -> Reply {
         let reply = client::send(self.addr, request).await;
         for code in self.codes.lock().unwrap().iter() {
-            assert!(!reply.body.contains(code.as_str()), "a code leaked: {}", reply.body);
+            assert!(
+                !reply.body.contains(code.as_str()),
+                "a code leaked: {}",
+                reply.body
+            );
         }
         if reply.status.is_client_error() || reply.status.is_server_error() {
-            assert_eq!(reply.content_type.as_deref(), Some("application/json"), "{reply:?}");
+            assert_eq!(
+                reply.content_type.as_deref(),
+                Some("application/json"),
+                "{reply:?}"
+            );
             assert!(!reply.code().is_empty(), "{reply:?}");
         }
         reply
     }
 
     async fn get(&self, path: &str, token: Option<&str>) -> Reply {
-        let request = self.request("GET", path, token).body(Full::default()).unwrap();
+        let request = self
+            .request("GET", path, token)
+            .body(Full::default())
+            .unwrap();
         self.send(request).await
     }
 
     async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
-        let request = self.request("DELETE", path, token).body(Full::default()).unwrap();
+        let request = self
+            .request("DELETE", path, token)
+            .body(Full::default())
+            .unwrap();
         self.send(request).await
     }
 
@@ -172,17 +184,27 @@ async fn a_request_is_listed_read_approved_and_its_rule_revoked() {
 
     // The caller's own view needs only the id.
     let status = srv.get(&format!("/api/requests/{id}/status"), None).await;
-    assert_eq!(status.json(), json!({"id": id.to_string(), "status": "pending"}));
+    assert_eq!(
+        status.json(),
+        json!({"id": id.to_string(), "status": "pending"})
+    );
 
     let approved = srv
-        .approve(&alert, ALICE, json!({"code": code_of(&alert), "scope": "value", "ttl_secs": 600}))
+        .approve(
+            &alert,
+            ALICE,
+            json!({"code": code_of(&alert), "scope": "value", "ttl_secs": 600}),
+        )
         .await;
     assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
     let approved = approved.json();
     assert_eq!(approved["status"], "approved");
     assert_eq!(approved["scope"], "value");
     assert_eq!(approved["rule"]["granted_by"], "alice");
-    assert_eq!(task.await.unwrap().unwrap(), r#"ran payments.refund {"amount":10,"charge":"ch_1"}"#);
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        r#"ran payments.refund {"amount":10,"charge":"ch_1"}"#
+    );
 
     // The rule lets the same call through without asking.
     srv.svc.clone().oneshot(refund(10)).await.unwrap();
@@ -191,29 +213,46 @@ async fn a_request_is_listed_read_approved_and_its_rule_revoked() {
     let rules = srv.get("/api/rules", Some(ALICE)).await.json();
     let rule_id = rules["rules"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(rules["rules"][0]["capability"], "payments.refund");
-    let revoked = srv.delete(&format!("/api/rules/{rule_id}"), Some(ALICE)).await;
+    let revoked = srv
+        .delete(&format!("/api/rules/{rule_id}"), Some(ALICE))
+        .await;
     assert_eq!(revoked.status, StatusCode::OK);
     assert_eq!(revoked.json()["revoked"][0]["id"], rule_id.as_str());
-    let again = srv.delete(&format!("/api/rules/{rule_id}"), Some(ALICE)).await;
-    assert_eq!((again.status, again.code().as_str()), (StatusCode::NOT_FOUND, "access_request_not_found"));
+    let again = srv
+        .delete(&format!("/api/rules/{rule_id}"), Some(ALICE))
+        .await;
+    assert_eq!(
+        (again.status, again.code().as_str()),
+        (StatusCode::NOT_FOUND, "access_request_not_found")
+    );
     assert!(srv.gate.rules().is_empty());
 
-    let audit = srv.get(&format!("/api/audit?request={id}"), Some(ALICE)).await;
+    let audit = srv
+        .get(&format!("/api/audit?request={id}"), Some(ALICE))
+        .await;
     assert_eq!(audit.status, StatusCode::OK);
     let entries = audit.json()["entries"].as_array().unwrap().clone();
     let approved = entries.iter().find(|e| e["event"] == "approved").unwrap();
     assert_eq!(approved["approver"], "alice");
-    let revoked = srv.get("/api/audit?event=rule_revoked&limit=5", Some(ALICE)).await.json();
+    let revoked = srv
+        .get("/api/audit?event=rule_revoked&limit=5", Some(ALICE))
+        .await
+        .json();
     assert_eq!(revoked["entries"][0]["approver"], "alice");
     let bad = srv.get("/api/audit?event=nonsense", Some(ALICE)).await;
-    assert_eq!((bad.status, bad.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_body"));
+    assert_eq!(
+        (bad.status, bad.code().as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_body")
+    );
 }
 
 #[tokio::test]
 async fn wrong_codes_and_unknown_ids_look_the_same_and_deciding_twice_conflicts() {
     let srv = default_server().await;
     let (task, alert) = srv.park(refund(11)).await;
-    let wrong = srv.approve(&alert, ALICE, json!({"code": "00000000"})).await;
+    let wrong = srv
+        .approve(&alert, ALICE, json!({"code": "00000000"}))
+        .await;
     let unknown = srv
         .post(
             "/api/requests/areq_0123456789abcdef0123456789abcdef/approve",
@@ -221,7 +260,13 @@ async fn wrong_codes_and_unknown_ids_look_the_same_and_deciding_twice_conflicts(
             json!({"code": code_of(&alert)}),
         )
         .await;
-    let garbage = srv.post("/api/requests/not-an-id/approve", Some(ALICE), json!({"code": "x"})).await;
+    let garbage = srv
+        .post(
+            "/api/requests/not-an-id/approve",
+            Some(ALICE),
+            json!({"code": "x"}),
+        )
+        .await;
     for reply in [&wrong, &unknown, &garbage] {
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
         assert_eq!(reply.json(), wrong.json(), "nothing tells them apart");
@@ -229,10 +274,23 @@ async fn wrong_codes_and_unknown_ids_look_the_same_and_deciding_twice_conflicts(
     assert_eq!(wrong.code(), "access_request_not_found");
     assert_eq!(srv.gate.stats().wrong_codes, 1);
 
-    let too_wide = srv.approve(&alert, ALICE, json!({"code": code_of(&alert), "scope": "global"})).await;
-    assert_eq!((too_wide.status, too_wide.code().as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_allowed"));
+    let too_wide = srv
+        .approve(
+            &alert,
+            ALICE,
+            json!({"code": code_of(&alert), "scope": "global"}),
+        )
+        .await;
+    assert_eq!(
+        (too_wide.status, too_wide.code().as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_allowed")
+    );
     let too_long = srv
-        .approve(&alert, ALICE, json!({"code": code_of(&alert), "scope": "value", "ttl_secs": 7200}))
+        .approve(
+            &alert,
+            ALICE,
+            json!({"code": code_of(&alert), "scope": "value", "ttl_secs": 7200}),
+        )
         .await;
     assert_eq!(too_long.code(), "scope_not_allowed");
 
@@ -249,8 +307,13 @@ async fn wrong_codes_and_unknown_ids_look_the_same_and_deciding_twice_conflicts(
     assert_eq!(code(&error), "access_request_denied");
     assert!(error.to_string().contains("not this customer"));
 
-    let twice = srv.approve(&alert, ALICE, json!({"code": code_of(&alert)})).await;
-    assert_eq!((twice.status, twice.code().as_str()), (StatusCode::CONFLICT, "already_resolved"));
+    let twice = srv
+        .approve(&alert, ALICE, json!({"code": code_of(&alert)}))
+        .await;
+    assert_eq!(
+        (twice.status, twice.code().as_str()),
+        (StatusCode::CONFLICT, "already_resolved")
+    );
 }
 
 #[tokio::test]
@@ -258,11 +321,18 @@ async fn too_many_wrong_codes_deny_the_request() {
     let srv = default_server().await;
     let (task, alert) = srv.park(refund(12)).await;
     for _ in 0..4 {
-        let reply = srv.approve(&alert, ALICE, json!({"code": "FFFFFFFF"})).await;
+        let reply = srv
+            .approve(&alert, ALICE, json!({"code": "FFFFFFFF"}))
+            .await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
     }
-    let fifth = srv.approve(&alert, ALICE, json!({"code": "FFFFFFFF"})).await;
-    assert_eq!((fifth.status, fifth.code().as_str()), (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"));
+    let fifth = srv
+        .approve(&alert, ALICE, json!({"code": "FFFFFFFF"}))
+        .await;
+    assert_eq!(
+        (fifth.status, fifth.code().as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
+    );
     assert_eq!(code(&task.await.unwrap().unwrap_err()), "too_many_attempts");
 }
 
@@ -272,19 +342,34 @@ async fn expired_and_cancelled_requests_are_gone() {
     let (task, expiring) = srv.park(refund(13)).await;
     let id = expiring.request().id();
     // Waits on the gate's own signal, not a sleep: the long poll answers once it expires.
-    let waited = srv.get(&format!("/api/requests/{id}/wait?timeout_secs=30"), None).await;
+    let waited = srv
+        .get(&format!("/api/requests/{id}/wait?timeout_secs=30"), None)
+        .await;
     assert_eq!(waited.json()["status"], "expired");
-    assert_eq!(code(&task.await.unwrap().unwrap_err()), "access_request_expired");
-    let late = srv.approve(&expiring, ALICE, json!({"code": code_of(&expiring)})).await;
-    assert_eq!((late.status, late.code().as_str()), (StatusCode::GONE, "access_request_expired"));
+    assert_eq!(
+        code(&task.await.unwrap().unwrap_err()),
+        "access_request_expired"
+    );
+    let late = srv
+        .approve(&expiring, ALICE, json!({"code": code_of(&expiring)}))
+        .await;
+    assert_eq!(
+        (late.status, late.code().as_str()),
+        (StatusCode::GONE, "access_request_expired")
+    );
 
     let (task, cancelled) = srv.park(refund(14)).await;
     task.abort();
     let id = cancelled.request().id();
     let gate = srv.gate.clone();
     support::until(|| gate.status(id).ok() == Some(Status::Cancelled)).await;
-    let late = srv.approve(&cancelled, ALICE, json!({"code": code_of(&cancelled)})).await;
-    assert_eq!((late.status, late.code().as_str()), (StatusCode::GONE, "access_request_cancelled"));
+    let late = srv
+        .approve(&cancelled, ALICE, json!({"code": code_of(&cancelled)}))
+        .await;
+    assert_eq!(
+        (late.status, late.code().as_str()),
+        (StatusCode::GONE, "access_request_cancelled")
+    );
 }
 
 #[tokio::test]
@@ -293,28 +378,49 @@ async fn the_long_poll_answers_on_a_decision_or_with_pending() {
     let (task, alert) = srv.park(refund(15)).await;
     let id = alert.request().id();
     // Asks for an hour, gets at most max_wait, and hears it is still pending.
-    let pending = srv.get(&format!("/api/requests/{id}/wait?timeout_secs=3600"), None).await;
-    assert_eq!((pending.status, pending.json()["status"].clone()), (StatusCode::OK, json!("pending")));
+    let pending = srv
+        .get(&format!("/api/requests/{id}/wait?timeout_secs=3600"), None)
+        .await;
+    assert_eq!(
+        (pending.status, pending.json()["status"].clone()),
+        (StatusCode::OK, json!("pending"))
+    );
 
     let waiting = client::start(
         srv.addr,
-        srv.request("GET", &format!("/api/requests/{id}/wait?timeout_secs=30"), None)
-            .body(Full::<bytes::Bytes>::default())
-            .unwrap(),
+        srv.request(
+            "GET",
+            &format!("/api/requests/{id}/wait?timeout_secs=30"),
+            None,
+        )
+        .body(Full::<bytes::Bytes>::default())
+        .unwrap(),
     )
     .await;
     let srv_gate = srv.gate.clone();
-    let decided = srv.approve(&alert, ALICE, json!({"code": code_of(&alert)})).await;
+    let decided = srv
+        .approve(&alert, ALICE, json!({"code": code_of(&alert)}))
+        .await;
     assert_eq!(decided.status, StatusCode::OK);
     task.await.unwrap().unwrap();
     let answered = waiting.reply.await.unwrap();
     let status = answered.json()["status"].as_str().unwrap().to_owned();
-    assert!(["approved", "executing", "executed"].contains(&status.as_str()), "{status}");
+    assert!(
+        ["approved", "executing", "executed"].contains(&status.as_str()),
+        "{status}"
+    );
     assert!(srv_gate.status(id).is_ok());
 
-    let unknown = srv.get("/api/requests/areq_0123456789abcdef0123456789abcdef/wait", None).await;
+    let unknown = srv
+        .get(
+            "/api/requests/areq_0123456789abcdef0123456789abcdef/wait",
+            None,
+        )
+        .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
-    let bad = srv.get(&format!("/api/requests/{id}/wait?timeout_secs=soon"), None).await;
+    let bad = srv
+        .get(&format!("/api/requests/{id}/wait?timeout_secs=soon"), None)
+        .await;
     assert_eq!(bad.code(), "invalid_body");
 }
 
@@ -327,16 +433,31 @@ async fn only_signed_in_approvers_manage_approvals_and_only_within_their_rights(
 
     // Nobody signed in, or a token nobody gave: refused before anything else.
     for token in [None, Some("a-guess")] {
-        for path in ["/api/requests", &format!("/api/requests/{id}"), "/api/rules", "/api/audit"] {
+        for path in [
+            "/api/requests",
+            &format!("/api/requests/{id}"),
+            "/api/rules",
+            "/api/audit",
+        ] {
             let reply = srv.get(path, token).await;
-            assert_eq!((reply.status, reply.code().as_str()), (StatusCode::UNAUTHORIZED, "unauthenticated"), "{path}");
+            assert_eq!(
+                (reply.status, reply.code().as_str()),
+                (StatusCode::UNAUTHORIZED, "unauthenticated"),
+                "{path}"
+            );
         }
-        let approve = srv.approve(&alert, token.unwrap_or(""), json!({"code": code})).await;
+        let approve = srv
+            .approve(&alert, token.unwrap_or(""), json!({"code": code}))
+            .await;
         assert_eq!(approve.status, StatusCode::UNAUTHORIZED);
         let revoke = srv.delete("/api/rules", token).await;
         assert_eq!(revoke.status, StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(srv.gate.stats().wrong_codes, 0, "refused before the code was tried");
+    assert_eq!(
+        srv.gate.stats().wrong_codes,
+        0,
+        "refused before the code was tried"
+    );
 
     // bob may decide `fs.*` only: he does not see the refund, and cannot decide it.
     let bobs = srv.get("/api/requests", Some(BOB)).await.json();
@@ -344,30 +465,59 @@ async fn only_signed_in_approvers_manage_approvals_and_only_within_their_rights(
     let hidden = srv.get(&format!("/api/requests/{id}"), Some(BOB)).await;
     assert_eq!(hidden.status, StatusCode::NOT_FOUND);
     let refused = srv.approve(&alert, BOB, json!({"code": code})).await;
-    assert_eq!((refused.status, refused.code().as_str()), (StatusCode::FORBIDDEN, "approver_not_allowed"));
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (StatusCode::FORBIDDEN, "approver_not_allowed")
+    );
     for (path, method) in [("/api/audit", "GET"), ("/api/rules", "DELETE")] {
-        let request = srv.request(method, path, Some(BOB)).body(Full::default()).unwrap();
+        let request = srv
+            .request(method, path, Some(BOB))
+            .body(Full::default())
+            .unwrap();
         let reply = srv.send(request).await;
-        assert_eq!((reply.status, reply.code().as_str()), (StatusCode::FORBIDDEN, "approver_not_allowed"));
+        assert_eq!(
+            (reply.status, reply.code().as_str()),
+            (StatusCode::FORBIDDEN, "approver_not_allowed")
+        );
     }
 
     // carol may decide payments, but grant no more than `value`.
-    let wide = srv.approve(&alert, CAROL, json!({"code": code, "scope": "capability"})).await;
-    assert_eq!((wide.status, wide.code().as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_allowed"));
+    let wide = srv
+        .approve(&alert, CAROL, json!({"code": code, "scope": "capability"}))
+        .await;
+    assert_eq!(
+        (wide.status, wide.code().as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_allowed")
+    );
 
     // The body cannot name the approver: it is refused, and the token's approver is recorded.
-    let claimed = srv.approve(&alert, CAROL, json!({"code": code, "approver": "mallory"})).await;
-    assert_eq!((claimed.status, claimed.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_body"));
-    let approved = srv.approve(&alert, CAROL, json!({"code": code, "scope": "value"})).await;
+    let claimed = srv
+        .approve(&alert, CAROL, json!({"code": code, "approver": "mallory"}))
+        .await;
+    assert_eq!(
+        (claimed.status, claimed.code().as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_body")
+    );
+    let approved = srv
+        .approve(&alert, CAROL, json!({"code": code, "scope": "value"}))
+        .await;
     assert_eq!(approved.json()["rule"]["granted_by"], "carol");
     task.await.unwrap().unwrap();
-    let audit = srv.get(&format!("/api/audit?request={id}&event=approved"), Some(ALICE)).await.json();
+    let audit = srv
+        .get(
+            &format!("/api/audit?request={id}&event=approved"),
+            Some(ALICE),
+        )
+        .await
+        .json();
     assert_eq!(audit["entries"][0]["approver"], "carol");
 
     // carol can revoke her capability's rules, not everything.
     let all = srv.delete("/api/rules", Some(CAROL)).await;
     assert_eq!(all.status, StatusCode::FORBIDDEN);
-    let hers = srv.delete("/api/rules?capability=payments.refund", Some(CAROL)).await;
+    let hers = srv
+        .delete("/api/rules?capability=payments.refund", Some(CAROL))
+        .await;
     assert_eq!(hers.json()["revoked"].as_array().unwrap().len(), 1);
     let everything = srv.delete("/api/rules", Some(ALICE)).await;
     assert_eq!(everything.json()["revoked"], json!([]));
@@ -375,14 +525,27 @@ async fn only_signed_in_approvers_manage_approvals_and_only_within_their_rights(
 
 #[tokio::test]
 async fn bad_requests_get_json_errors_with_stable_codes() {
-    let srv = server(|b| b, |api| api.body_limit(1024).decision_rate(3, Duration::from_secs(3600))).await;
+    let srv = server(
+        |b| b,
+        |api| {
+            api.body_limit(1024)
+                .decision_rate(3, Duration::from_secs(3600))
+        },
+    )
+    .await;
     let (_task, alert) = srv.park(refund(17)).await;
     let approve_path = format!("/approvals/api/requests/{}/approve", alert.request().id());
 
     let unknown = srv.get("/api/nothing/here", Some(ALICE)).await;
-    assert_eq!((unknown.status, unknown.code().as_str()), (StatusCode::NOT_FOUND, "unknown_route"));
+    assert_eq!(
+        (unknown.status, unknown.code().as_str()),
+        (StatusCode::NOT_FOUND, "unknown_route")
+    );
     let method = srv.delete("/api/requests", Some(ALICE)).await;
-    assert_eq!((method.status, method.code().as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    assert_eq!(
+        (method.status, method.code().as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
 
     let huge = client::request("POST", &approve_path)
         .header("authorization", format!("Bearer {ALICE}"))
@@ -390,7 +553,10 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
         .body(Full::from(format!(r#"{{"code":"{}"}}"#, "A".repeat(4096))))
         .unwrap();
     let huge = srv.send(huge).await;
-    assert_eq!((huge.status, huge.code().as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+    assert_eq!(
+        (huge.status, huge.code().as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+    );
 
     for (content_type, body) in [
         ("application/json", "{not json"),
@@ -404,8 +570,15 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
             .body(Full::from(body))
             .unwrap();
         let reply = srv.send(request).await;
-        assert_eq!((reply.status, reply.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_body"), "{body}");
-        assert!(!reply.body.contains("12345678"), "the body is not repeated back");
+        assert_eq!(
+            (reply.status, reply.code().as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_body"),
+            "{body}"
+        );
+        assert!(
+            !reply.body.contains("12345678"),
+            "the body is not repeated back"
+        );
     }
 
     let cross_site = client::request("POST", &approve_path)
@@ -416,16 +589,31 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
         .body(Full::from(json!({"code": code_of(&alert)}).to_string()))
         .unwrap();
     let cross_site = srv.send(cross_site).await;
-    assert_eq!((cross_site.status, cross_site.code().as_str()), (StatusCode::FORBIDDEN, "cross_site_request"));
+    assert_eq!(
+        (cross_site.status, cross_site.code().as_str()),
+        (StatusCode::FORBIDDEN, "cross_site_request")
+    );
 
     // Three decisions an hour for each approver: the fourth is refused before the code is read.
     for _ in 0..3 {
-        assert_eq!(srv.approve(&alert, CAROL, json!({"code": "00000000"})).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            srv.approve(&alert, CAROL, json!({"code": "00000000"}))
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
     }
-    let limited = srv.approve(&alert, CAROL, json!({"code": code_of(&alert)})).await;
-    assert_eq!((limited.status, limited.code().as_str()), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+    let limited = srv
+        .approve(&alert, CAROL, json!({"code": code_of(&alert)}))
+        .await;
+    assert_eq!(
+        (limited.status, limited.code().as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
     assert!(limited.json()["error"]["retryable"].as_bool().unwrap());
-    let other = srv.approve(&alert, ALICE, json!({"code": code_of(&alert)})).await;
+    let other = srv
+        .approve(&alert, ALICE, json!({"code": code_of(&alert)}))
+        .await;
     assert_eq!(other.status, StatusCode::OK, "approvers are limited apart");
 }
 
@@ -433,7 +621,11 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
 async fn a_slow_approvers_hook_times_out_with_a_json_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let gate = Gate::builder().random_secret().park_when_unnotified().build().unwrap();
+    let gate = Gate::builder()
+        .random_secret()
+        .park_when_unnotified()
+        .build()
+        .unwrap();
     struct Never;
     impl tollgate::http::Approvers for Never {
         fn identify<'a>(
@@ -443,10 +635,21 @@ async fn a_slow_approvers_hook_times_out_with_a_json_error() {
             Box::pin(std::future::pending())
         }
     }
-    let app = ApprovalApi::new(gate, Never).timeout(Duration::from_millis(50)).router();
+    let app = ApprovalApi::new(gate, Never)
+        .timeout(Duration::from_millis(50))
+        .router();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let reply = client::send(addr, client::request("GET", "/api/requests").body(Full::<bytes::Bytes>::default()).unwrap()).await;
-    assert_eq!((reply.status, reply.code().as_str()), (StatusCode::SERVICE_UNAVAILABLE, "request_timed_out"));
+    let reply = client::send(
+        addr,
+        client::request("GET", "/api/requests")
+            .body(Full::<bytes::Bytes>::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "request_timed_out")
+    );
 }
 
 /// Every route the OpenAPI document lists, and no other: each answered by the server.
@@ -492,8 +695,10 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
             }
         }
     }
-    let mut expected: BTreeSet<(String, String)> =
-        ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let mut expected: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     expected.insert(("post".into(), "/sign-out".into()));
     assert_eq!(documented, expected);
 

@@ -1,0 +1,326 @@
+//! The approval page in a real headless Chromium, driven through chromedriver: a person opens
+//! the URL from the alert, signs in, types the code and decides, and the parked call returns.
+//!
+//! `scripts/test` installs Chromium and chromedriver and exports `TOLLGATE_TEST_WEBDRIVER`;
+//! without it these tests fail. A screenshot of the page, at a phone's width, is written to
+//! `target/tmp/approval-page.png`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use axum::Router;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tollgate::http::{Approver, Tokens};
+use tollgate::notify::{Alert, RecordingNotifier};
+use tollgate::policy::CapabilityTable;
+use tollgate::{BoxError, Gate, RequireApproval, Scope, Status};
+use tower::{Layer, ServiceExt};
+
+use support::{Tools, code, policy, refund};
+
+const TOKEN: &str = "alice-browser-token-0123456789";
+
+/// One browser at a time: two cores run one Chromium well, three badly.
+static BROWSER: Mutex<()> = Mutex::const_new(());
+
+struct Server {
+    gate: Gate,
+    alerts: RecordingNotifier,
+    svc: RequireApproval<Tools, CapabilityTable>,
+}
+
+async fn server(ttl: Duration) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let alerts = RecordingNotifier::new();
+    let gate = support::gate(&alerts)
+        .request_ttl(ttl)
+        .approval_base_url(format!("http://{addr}/approvals"))
+        .build()
+        .unwrap();
+    let approvers = Tokens::new().token(TOKEN, Approver::new("alice"));
+    let app = Router::new().nest(
+        "/approvals",
+        tollgate::http::router(gate.clone(), approvers),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let svc = gate
+        .layer(policy(Scope::Capability))
+        .layer(Tools::default());
+    Server { gate, alerts, svc }
+}
+
+impl Server {
+    async fn park(&self, amount: u64) -> (JoinHandle<Result<String, BoxError>>, Alert) {
+        let task = tokio::spawn(self.svc.clone().oneshot(refund(amount)));
+        (task, self.alerts.next_alert().await)
+    }
+}
+
+/// A fresh headless Chromium, with its own profile, at a phone's size.
+async fn browser() -> Client {
+    let webdriver = support::server_env("TOLLGATE_TEST_WEBDRIVER");
+    let profile = std::env::temp_dir().join(format!(
+        "tollgate-chromium-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let mut options = json!({
+        "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync",
+            format!("--user-data-dir={}", profile.display()),
+            "--window-size=390,844",
+        ],
+    });
+    if let Ok(binary) = std::env::var("TOLLGATE_TEST_CHROMIUM") {
+        options["binary"] = json!(binary);
+    }
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("browserName".into(), json!("chrome"));
+    capabilities.insert("goog:chromeOptions".into(), options);
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&webdriver)
+        .await
+        .unwrap_or_else(|e| panic!("no browser session at {webdriver}: {e}"))
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Opens the alert's approval URL and signs in on the form it shows first.
+async fn open_and_sign_in(browser: &Client, alert: &Alert) {
+    let url = alert
+        .request()
+        .approval_url()
+        .expect("the gate has a base URL");
+    browser.goto(url).await.unwrap();
+    browser
+        .find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Signed in, the sign-in sends the browser back to the request it asked for.
+    browser
+        .wait()
+        .for_element(Locator::Id("approver"))
+        .await
+        .unwrap();
+    assert_eq!(browser.current_url().await.unwrap().as_str(), url);
+}
+
+async fn text_of(browser: &Client, id: &str) -> String {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_person_approves_from_the_page_and_the_parked_call_returns() {
+    let _one = BROWSER.lock().await;
+    let srv = server(Duration::from_secs(300)).await;
+    let (task, alert) = srv.park(30).await;
+    let browser = browser().await;
+    open_and_sign_in(&browser, &alert).await;
+
+    let source = browser.source().await.unwrap();
+    for shown in [
+        "payments.refund",
+        "agent-7",
+        "conv-42",
+        "customer ticket #4421",
+        "refunds move money",
+        "\"amount\": 30",
+        "left",
+    ] {
+        assert!(source.contains(shown), "the page shows {shown}");
+    }
+    assert!(
+        !source.contains(alert.code().reveal()),
+        "the page never shows the code"
+    );
+    assert!(!source.contains("<script"), "the page needs no JavaScript");
+    // Readable on a phone: nothing wider than the screen.
+    let overflow = browser
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflow, json!(false));
+    let shot = browser.screenshot().await.unwrap();
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("approval-page.png");
+    std::fs::write(&path, &shot).unwrap();
+    assert!(shot.starts_with(b"\x89PNG"), "a PNG at {}", path.display());
+
+    // A wrong code: the form again, saying so, and nothing decided.
+    browser
+        .find(Locator::Id("code"))
+        .await
+        .unwrap()
+        .send_keys("00000000")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let error = browser
+        .wait()
+        .for_element(Locator::Css(".error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(error.contains("does not match"), "{error}");
+    assert_eq!(
+        srv.gate.status(alert.request().id()).unwrap(),
+        Status::Pending
+    );
+
+    browser
+        .find(Locator::Id("code"))
+        .await
+        .unwrap()
+        .send_keys(alert.code().reveal())
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("scope-value"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("ttl"))
+        .await
+        .unwrap()
+        .select_by_value("900")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .for_element(Locator::Id("outcome"))
+        .await
+        .unwrap();
+    assert!(text_of(&browser, "outcome").await.contains("is running"));
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        r#"ran payments.refund {"amount":30,"charge":"ch_1"}"#
+    );
+    let rule = &srv.gate.rules()[0];
+    assert_eq!((rule.scope(), rule.granted_by()), (Scope::Value, "alice"));
+
+    // Opened again, the decided request shows its state instead of the form.
+    browser
+        .goto(alert.request().approval_url().unwrap())
+        .await
+        .unwrap();
+    assert!(text_of(&browser, "outcome").await.contains("approved"));
+    assert!(browser.find(Locator::Id("code")).await.is_err());
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_person_denies_with_a_reason() {
+    let _one = BROWSER.lock().await;
+    let srv = server(Duration::from_secs(300)).await;
+    let (task, alert) = srv.park(31).await;
+    let browser = browser().await;
+    open_and_sign_in(&browser, &alert).await;
+    browser
+        .find(Locator::Id("code"))
+        .await
+        .unwrap()
+        .send_keys(alert.code().reveal())
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("reason"))
+        .await
+        .unwrap()
+        .send_keys("this customer was refunded already")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("deny"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .for_element(Locator::Id("outcome"))
+        .await
+        .unwrap();
+    assert!(text_of(&browser, "outcome").await.contains("was denied"));
+    let error = task.await.unwrap().unwrap_err();
+    assert_eq!(code(&error), "access_request_denied");
+    assert!(error.to_string().contains("refunded already"), "{error}");
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_request_shows_that_it_expired_instead_of_the_form() {
+    let _one = BROWSER.lock().await;
+    let srv = server(Duration::from_millis(300)).await;
+    let (task, alert) = srv.park(32).await;
+    let id = alert.request().id();
+    // The gate's own signal, not a sleep: returns once the request has expired.
+    assert_eq!(
+        srv.gate.wait(id, Duration::from_secs(30)).await.unwrap(),
+        Status::Expired
+    );
+    assert_eq!(
+        code(&task.await.unwrap().unwrap_err()),
+        "access_request_expired"
+    );
+
+    let browser = browser().await;
+    open_and_sign_in(&browser, &alert).await;
+    assert!(text_of(&browser, "outcome").await.contains("expired"));
+    assert!(
+        browser.find(Locator::Id("code")).await.is_err(),
+        "no form for an expired request"
+    );
+    browser.close().await.unwrap();
+}
