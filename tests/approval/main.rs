@@ -717,3 +717,168 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
         );
     }
 }
+
+mod fuzz {
+    //! Whatever arrives, the approval API answers it: never a 5xx, never a panic, never a code.
+
+    use std::sync::OnceLock;
+
+    use axum::body::Body;
+    use proptest::prelude::*;
+    use tokio::runtime::Runtime;
+
+    use super::*;
+
+    struct Fixture {
+        runtime: Runtime,
+        app: Router,
+        id: String,
+        code: String,
+        _task: JoinHandle<Result<String, BoxError>>,
+    }
+
+    /// One runtime, one gate with a parked call, one router, shared by every case.
+    fn fixture() -> &'static Fixture {
+        static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (app, task, alert) = runtime.block_on(async {
+                let alerts = RecordingNotifier::new();
+                let gate = support::gate(&alerts).max_attempts(u32::MAX).build().unwrap();
+                let svc = gate.layer(policy(Scope::Capability)).layer(Tools::default());
+                let task = tokio::spawn(svc.oneshot(refund(1)));
+                let alert = alerts.next_alert().await;
+                let api = ApprovalApi::new(gate, tokens())
+                    .body_limit(4096)
+                    .max_wait(Duration::from_millis(5))
+                    .unlimited_decisions();
+                (Router::new().nest("/approvals", api.router()), task, alert)
+            });
+            Fixture {
+                runtime,
+                app,
+                id: alert.request().id().to_string(),
+                code: alert.code().reveal().to_owned(),
+                _task: task,
+            }
+        })
+    }
+
+    fn percent_encoded(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                b => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    const SEGMENTS: [&str; 12] = [
+        "api", "requests", "rules", "audit", "approve", "deny", "status", "wait", "openapi.json",
+        "sign-in", "sign-out", "{id}",
+    ];
+    const PARAMS: [&str; 10] = [
+        "timeout_secs", "limit", "after", "event", "since_ms", "until_ms", "request", "capability",
+        "principal", "other",
+    ];
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => (0..SEGMENTS.len()).prop_map(|i| SEGMENTS[i].to_owned()),
+            1 => any::<String>().prop_map(|s| percent_encoded(&s)),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            2 => any::<u64>().prop_map(|n| n.to_string()),
+            1 => (0u64..100).prop_map(|n| n.to_string()),
+            1 => any::<i64>().prop_map(|n| n.to_string()),
+            1 => Just("approved".to_owned()),
+            1 => Just("{id}".to_owned()),
+            1 => any::<String>().prop_map(|s| percent_encoded(&s)),
+        ]
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let json_value = prop_oneof![
+            Just(json!(null)),
+            any::<bool>().prop_map(|b| json!(b)),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|n| json!(n)),
+            ".*".prop_map(|s| json!(s)),
+            Just(json!("{code}")),
+            Just(json!("global")),
+            Just(json!(u64::MAX)),
+        ];
+        let field = prop_oneof![
+            Just("code"), Just("scope"), Just("ttl_secs"), Just("reason"), Just("remember"),
+            Just("approver"), Just("action"),
+        ];
+        prop_oneof![
+            3 => proptest::collection::btree_map(field, json_value, 0..5)
+                .prop_map(|fields| serde_json::to_vec(&fields).unwrap()),
+            1 => proptest::collection::vec(any::<u8>(), 0..256),
+            1 => (1usize..20_000).prop_map(|n| vec![b'{'; n]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_input_gets_a_5xx_a_panic_or_a_code(
+            (method, route) in prop_oneof![
+                3 => (0..ROUTES.len()).prop_map(|i| {
+                    (ROUTES[i].0.to_uppercase(), ROUTES[i].1.trim_start_matches('/').to_owned())
+                }),
+                1 => (
+                    prop_oneof![Just("GET"), Just("POST"), Just("DELETE"), Just("PUT")].prop_map(str::to_owned),
+                    proptest::collection::vec(segment(), 0..5).prop_map(|s| s.join("/")),
+                ),
+            ],
+            params in proptest::collection::vec(((0..PARAMS.len()), value()), 0..4),
+            body in body(),
+            content_type in prop_oneof![
+                Just("application/json"), Just("application/x-www-form-urlencoded"),
+                Just("text/plain"), Just(""),
+            ],
+            auth in 0..4usize,
+            cross_site in any::<bool>(),
+        ) {
+            let fx = fixture();
+            let fill = |s: &str| s.replace("{id}", &fx.id);
+            let path = fill(&route);
+            let query = params
+                .iter()
+                .map(|(k, v)| format!("{}={}", PARAMS[*k], fill(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+            let uri = format!("/approvals/{path}?{query}");
+            let body = String::from_utf8_lossy(&body).replace("{code}", &fx.code).into_bytes();
+            let mut request = http::Request::builder().method(method.as_str()).uri(&uri);
+            if !content_type.is_empty() {
+                request = request.header("content-type", content_type);
+            }
+            if let Some(token) = [None, Some(ALICE), Some(CAROL), Some("nobody")][auth] {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            if cross_site {
+                request = request.header("sec-fetch-site", "cross-site").header("origin", "https://elsewhere.example");
+            }
+            let request = request.body(Body::from(body)).unwrap();
+            let (status, text) = fx.runtime.block_on(async {
+                let response = fx.app.clone().oneshot(request).await.unwrap();
+                let status = response.status();
+                let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&bytes).into_owned())
+            });
+            prop_assert!(!status.is_server_error(), "{method} {uri}: {status} {text}");
+            prop_assert!(!text.contains(&fx.code), "{method} {uri}: the code in {text}");
+        }
+    }
+}
