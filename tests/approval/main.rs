@@ -748,8 +748,13 @@ mod fuzz {
                 .unwrap();
             let (app, task, alert) = runtime.block_on(async {
                 let alerts = RecordingNotifier::new();
-                let gate = support::gate(&alerts).max_attempts(u32::MAX).build().unwrap();
-                let svc = gate.layer(policy(Scope::Capability)).layer(Tools::default());
+                let gate = support::gate(&alerts)
+                    .max_attempts(u32::MAX)
+                    .build()
+                    .unwrap();
+                let svc = gate
+                    .layer(policy(Scope::Capability))
+                    .layer(Tools::default());
                 let task = tokio::spawn(svc.oneshot(refund(1)));
                 let alert = alerts.next_alert().await;
                 let api = ApprovalApi::new(gate, tokens())
@@ -771,19 +776,39 @@ mod fuzz {
     fn percent_encoded(text: &str) -> String {
         text.bytes()
             .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
                 b => format!("%{b:02X}"),
             })
             .collect()
     }
 
     const SEGMENTS: [&str; 12] = [
-        "api", "requests", "rules", "audit", "approve", "deny", "status", "wait", "openapi.json",
-        "sign-in", "sign-out", "{id}",
+        "api",
+        "requests",
+        "rules",
+        "audit",
+        "approve",
+        "deny",
+        "status",
+        "wait",
+        "openapi.json",
+        "sign-in",
+        "sign-out",
+        "{id}",
     ];
     const PARAMS: [&str; 10] = [
-        "timeout_secs", "limit", "after", "event", "since_ms", "until_ms", "request", "capability",
-        "principal", "other",
+        "timeout_secs",
+        "limit",
+        "after",
+        "event",
+        "since_ms",
+        "until_ms",
+        "request",
+        "capability",
+        "principal",
+        "other",
     ];
 
     fn segment() -> impl Strategy<Value = String> {
@@ -816,8 +841,13 @@ mod fuzz {
             Just(json!(u64::MAX)),
         ];
         let field = prop_oneof![
-            Just("code"), Just("scope"), Just("ttl_secs"), Just("reason"), Just("remember"),
-            Just("approver"), Just("action"),
+            Just("code"),
+            Just("scope"),
+            Just("ttl_secs"),
+            Just("reason"),
+            Just("remember"),
+            Just("approver"),
+            Just("action"),
         ];
         prop_oneof![
             3 => proptest::collection::btree_map(field, json_value, 0..5)
