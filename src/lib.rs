@@ -95,7 +95,8 @@
 //! - `webhook`: [`notify::WebhookNotifier`] and [`notify::SlackNotifier`], signed JSON events and
 //!   chat messages over HTTPS (reqwest, rustls on ring).
 //! - `toml`: [`config::Config::load`], the configuration file.
-//! - `axum`: `tollgate::http`, gating axum routers and tower HTTP services.
+//! - `axum`: `tollgate::http`, gating axum routers and tower HTTP services, and the approval
+//!   page and JSON API ([`http::router`]).
 //! - `sqlite` (default): [`store::SqliteStore`], requests, rules and the audit trail in one
 //!   SQLite file (rusqlite with SQLite bundled).
 //! - `test-util`: `tollgate::store::conformance`, the checks every [`store::Store`] passes.

@@ -802,6 +802,12 @@ impl Gate {
         Some(((*request).clone(), status))
     }
 
+    /// The base of approval URLs, if configured.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn approval_base_url(&self) -> Option<&str> {
+        self.shared.settings.approval_base_url.as_deref()
+    }
+
     /// Where request `id` stands. Decided requests are remembered up to the history capacity;
     /// beyond it, and for unknown ids, the answer is `access_request_not_found`.
     pub fn status(&self, id: RequestId) -> Result<Status, Error> {

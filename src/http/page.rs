@@ -253,9 +253,15 @@ pub(super) async fn sign_in(
             } else {
                 visit.home().to_owned()
             };
+            // `Secure` when approvals are served over HTTPS, as the base URL says.
+            let secure = api
+                .gate
+                .approval_base_url()
+                .is_some_and(|base| base.starts_with("https://"));
             let cookie = format!(
-                "{TOKEN_COOKIE}={token}; Path={}; HttpOnly; SameSite=Strict; Max-Age=43200",
-                visit.home()
+                "{TOKEN_COOKIE}={token}; Path={}; HttpOnly; SameSite=Strict; Max-Age=43200{}",
+                visit.home(),
+                if secure { "; Secure" } else { "" }
             );
             redirect(&next, &cookie)
         }
