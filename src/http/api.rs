@@ -250,6 +250,13 @@ impl Api {
         }
         self.gate.deny(deny).await
     }
+
+    /// Revokes as `approver`, who may revoke these rules, and answers with the revoked rules.
+    async fn revoke(&self, approver: &Approver, revoke: Revoke) -> Result<Response, Answer> {
+        self.take_decision(approver)?;
+        let revoked = self.gate.revoke(revoke.by(approver.name_arc())).await?;
+        Ok(reply(json!({ "revoked": revoked })))
+    }
 }
 
 /// The approver who sent the request, for routes that need one.
@@ -404,9 +411,7 @@ async fn get_request(
 #[serde(deny_unknown_fields)]
 struct ApproveBody {
     code: String,
-    #[serde(default)]
     scope: Option<Scope>,
-    #[serde(default)]
     ttl_secs: Option<u64>,
 }
 
@@ -414,11 +419,8 @@ struct ApproveBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct DenyBody {
     pub(super) code: String,
-    #[serde(default)]
     pub(super) reason: Option<String>,
-    #[serde(default)]
     pub(super) remember: Option<Scope>,
-    #[serde(default)]
     pub(super) ttl_secs: Option<u64>,
 }
 
@@ -471,7 +473,6 @@ async fn status(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WaitQuery {
-    #[serde(default)]
     timeout_secs: Option<u64>,
 }
 
@@ -520,18 +521,12 @@ async fn revoke_rule(
     if !visible {
         return Err(not_found().into());
     }
-    api.take_decision(&approver)?;
-    let revoked = api
-        .gate
-        .revoke(Revoke::rule(id).by(approver.name_arc()))
-        .await?;
-    Ok(reply(json!({ "revoked": revoked })))
+    api.revoke(&approver, Revoke::rule(id)).await
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevokeQuery {
-    #[serde(default)]
     capability: Option<String>,
 }
 
@@ -547,29 +542,19 @@ async fn revoke_all(
         None if approver.is_unrestricted() => Revoke::all(),
         _ => return Err(Error::new(ErrorKind::ApproverNotAllowed).into()),
     };
-    api.take_decision(&approver)?;
-    let revoked = api.gate.revoke(revoke.by(approver.name_arc())).await?;
-    Ok(reply(json!({ "revoked": revoked })))
+    api.revoke(&approver, revoke).await
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
-    #[serde(default)]
     since_ms: Option<u64>,
-    #[serde(default)]
     until_ms: Option<u64>,
-    #[serde(default)]
     principal: Option<String>,
-    #[serde(default)]
     capability: Option<String>,
-    #[serde(default)]
     event: Option<String>,
-    #[serde(default)]
     request: Option<String>,
-    #[serde(default)]
     after: Option<u64>,
-    #[serde(default)]
     limit: Option<usize>,
 }
 

@@ -158,11 +158,8 @@ pub(super) async fn show(
 pub(super) struct DecisionForm {
     code: String,
     action: String,
-    #[serde(default)]
     scope: Option<Scope>,
-    #[serde(default)]
     ttl_secs: Option<u64>,
-    #[serde(default)]
     reason: Option<String>,
 }
 
@@ -401,50 +398,46 @@ fn decision_form(body: &mut String, visit: &Visit, approver: &Approver, request:
 
 fn approved(visit: &Visit, approval: &Approval) -> Response {
     let request = approval.request();
-    let mut body = format!(
-        "<h1>Approved</h1><p class=\"outcome\" id=\"outcome\">The call <code>{}</code> from {} is running.",
+    let mut outcome = format!(
+        "The call <code>{}</code> from {} is running.",
         esc(request.capability()),
         esc(request.principal()),
     );
+    let covered = match approval.scope() {
+        Scope::Once => String::new(), // no rule
+        Scope::Value => "The same call with the same arguments passes".into(),
+        Scope::Session => "Its calls in this session pass".into(),
+        Scope::Capability => format!("Its calls from {} pass", esc(request.principal())),
+        Scope::Global => "Its calls from everyone pass".into(),
+    };
     match approval.rule() {
         Some(rule) => {
-            let covered = match approval.scope() {
-                Scope::Once => String::new(),
-                Scope::Value => "The same call with the same arguments passes".into(),
-                Scope::Session => "Its calls in this session pass".into(),
-                Scope::Capability => format!("Its calls from {} pass", esc(request.principal())),
-                Scope::Global => "Its calls from everyone pass".into(),
-            };
-            let _ = write!(
-                body,
-                " {covered} without asking until {}.",
-                rfc3339(rule.expires_at()),
-            );
+            let until = rfc3339(rule.expires_at());
+            let _ = write!(outcome, " {covered} without asking until {until}.");
         }
-        None => body.push_str(" Only this call was approved."),
+        None => outcome.push_str(" Only this call was approved."),
     }
-    body.push_str("</p>");
-    let _ = write!(
-        body,
-        "<p><a href=\"{}\">Back to the list</a></p>",
-        esc(visit.home())
-    );
-    html(StatusCode::OK, "Approved", &body)
+    decided_page(visit, "Approved", &outcome)
 }
 
 fn denied(visit: &Visit, denial: &Denial) -> Response {
     let request = denial.request();
-    let mut body = format!(
-        "<h1>Denied</h1><p class=\"outcome\" id=\"outcome\">The call <code>{}</code> from {} was denied and did not run.</p>",
+    let outcome = format!(
+        "The call <code>{}</code> from {} was denied and did not run.",
         esc(request.capability()),
         esc(request.principal()),
     );
-    let _ = write!(
-        body,
-        "<p><a href=\"{}\">Back to the list</a></p>",
+    decided_page(visit, "Denied", &outcome)
+}
+
+/// The page after a decision: what happened, in HTML already escaped, and the way back.
+fn decided_page(visit: &Visit, title: &str, outcome: &str) -> Response {
+    let body = format!(
+        "<h1>{title}</h1><p class=\"outcome\" id=\"outcome\">{outcome}</p>\
+         <p><a href=\"{}\">Back to the list</a></p>",
         esc(visit.home())
     );
-    html(StatusCode::OK, "Denied", &body)
+    html(StatusCode::OK, title, &body)
 }
 
 fn error_page(error: &Error) -> Response {

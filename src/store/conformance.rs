@@ -5,7 +5,7 @@
 //! message naming the promise of the [`Store`] contract that was broken.
 //!
 #![cfg_attr(feature = "sqlite", doc = "```")]
-#![cfg_attr(not(feature = "sqlite"), doc = "```ignore")]
+#![cfg_attr(not(feature = "sqlite"), doc = "```text")]
 //! use tollgate::store::{SqliteStore, conformance};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -6,7 +6,7 @@
 //! One line turns it on:
 //!
 #![cfg_attr(feature = "sqlite", doc = "```")]
-#![cfg_attr(not(feature = "sqlite"), doc = "```ignore")]
+#![cfg_attr(not(feature = "sqlite"), doc = "```text")]
 //! # fn main() -> Result<(), tollgate::Error> {
 //! # let dir = std::env::temp_dir().join(format!("tollgate-doc-{}", std::process::id()));
 //! # std::fs::create_dir_all(&dir).unwrap();

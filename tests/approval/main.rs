@@ -155,6 +155,16 @@ impl Server {
     }
 }
 
+/// Asserts an error answer's status and stable code.
+#[track_caller]
+fn refused(reply: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (status, code),
+        "{reply:?}"
+    );
+}
+
 fn code_of(alert: &Alert) -> String {
     alert.code().reveal().to_owned()
 }
@@ -221,10 +231,7 @@ async fn a_request_is_listed_read_approved_and_its_rule_revoked() {
     let again = srv
         .delete(&format!("/api/rules/{rule_id}"), Some(ALICE))
         .await;
-    assert_eq!(
-        (again.status, again.code().as_str()),
-        (StatusCode::NOT_FOUND, "access_request_not_found")
-    );
+    refused(&again, StatusCode::NOT_FOUND, "access_request_not_found");
     assert!(srv.gate.rules().is_empty());
 
     let audit = srv
@@ -240,10 +247,7 @@ async fn a_request_is_listed_read_approved_and_its_rule_revoked() {
         .json();
     assert_eq!(revoked["entries"][0]["approver"], "alice");
     let bad = srv.get("/api/audit?event=nonsense", Some(ALICE)).await;
-    assert_eq!(
-        (bad.status, bad.code().as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_body")
-    );
+    refused(&bad, StatusCode::BAD_REQUEST, "invalid_body");
 }
 
 #[tokio::test]
@@ -281,9 +285,10 @@ async fn wrong_codes_and_unknown_ids_look_the_same_and_deciding_twice_conflicts(
             json!({"code": code_of(&alert), "scope": "global"}),
         )
         .await;
-    assert_eq!(
-        (too_wide.status, too_wide.code().as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_allowed")
+    refused(
+        &too_wide,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "scope_not_allowed",
     );
     let too_long = srv
         .approve(
@@ -310,10 +315,7 @@ async fn wrong_codes_and_unknown_ids_look_the_same_and_deciding_twice_conflicts(
     let twice = srv
         .approve(&alert, ALICE, json!({"code": code_of(&alert)}))
         .await;
-    assert_eq!(
-        (twice.status, twice.code().as_str()),
-        (StatusCode::CONFLICT, "already_resolved")
-    );
+    refused(&twice, StatusCode::CONFLICT, "already_resolved");
 }
 
 #[tokio::test]
@@ -329,10 +331,7 @@ async fn too_many_wrong_codes_deny_the_request() {
     let fifth = srv
         .approve(&alert, ALICE, json!({"code": "FFFFFFFF"}))
         .await;
-    assert_eq!(
-        (fifth.status, fifth.code().as_str()),
-        (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
-    );
+    refused(&fifth, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts");
     assert_eq!(code(&task.await.unwrap().unwrap_err()), "too_many_attempts");
 }
 
@@ -353,10 +352,7 @@ async fn expired_and_cancelled_requests_are_gone() {
     let late = srv
         .approve(&expiring, ALICE, json!({"code": code_of(&expiring)}))
         .await;
-    assert_eq!(
-        (late.status, late.code().as_str()),
-        (StatusCode::GONE, "access_request_expired")
-    );
+    refused(&late, StatusCode::GONE, "access_request_expired");
 
     let (task, cancelled) = srv.park(refund(14)).await;
     task.abort();
@@ -366,10 +362,7 @@ async fn expired_and_cancelled_requests_are_gone() {
     let late = srv
         .approve(&cancelled, ALICE, json!({"code": code_of(&cancelled)}))
         .await;
-    assert_eq!(
-        (late.status, late.code().as_str()),
-        (StatusCode::GONE, "access_request_cancelled")
-    );
+    refused(&late, StatusCode::GONE, "access_request_cancelled");
 }
 
 #[tokio::test]
@@ -440,11 +433,7 @@ async fn only_signed_in_approvers_manage_approvals_and_only_within_their_rights(
             "/api/audit",
         ] {
             let reply = srv.get(path, token).await;
-            assert_eq!(
-                (reply.status, reply.code().as_str()),
-                (StatusCode::UNAUTHORIZED, "unauthenticated"),
-                "{path}"
-            );
+            refused(&reply, StatusCode::UNAUTHORIZED, "unauthenticated");
         }
         let approve = srv
             .approve(&alert, token.unwrap_or(""), json!({"code": code}))
@@ -464,40 +453,28 @@ async fn only_signed_in_approvers_manage_approvals_and_only_within_their_rights(
     assert_eq!(bobs["requests"], json!([]));
     let hidden = srv.get(&format!("/api/requests/{id}"), Some(BOB)).await;
     assert_eq!(hidden.status, StatusCode::NOT_FOUND);
-    let refused = srv.approve(&alert, BOB, json!({"code": code})).await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (StatusCode::FORBIDDEN, "approver_not_allowed")
-    );
+    let bobs_approval = srv.approve(&alert, BOB, json!({"code": code})).await;
+    refused(&bobs_approval, StatusCode::FORBIDDEN, "approver_not_allowed");
     for (path, method) in [("/api/audit", "GET"), ("/api/rules", "DELETE")] {
         let request = srv
             .request(method, path, Some(BOB))
             .body(Full::default())
             .unwrap();
         let reply = srv.send(request).await;
-        assert_eq!(
-            (reply.status, reply.code().as_str()),
-            (StatusCode::FORBIDDEN, "approver_not_allowed")
-        );
+        refused(&reply, StatusCode::FORBIDDEN, "approver_not_allowed");
     }
 
     // carol may decide payments, but grant no more than `value`.
     let wide = srv
         .approve(&alert, CAROL, json!({"code": code, "scope": "capability"}))
         .await;
-    assert_eq!(
-        (wide.status, wide.code().as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_allowed")
-    );
+    refused(&wide, StatusCode::UNPROCESSABLE_ENTITY, "scope_not_allowed");
 
     // The body cannot name the approver: it is refused, and the token's approver is recorded.
     let claimed = srv
         .approve(&alert, CAROL, json!({"code": code, "approver": "mallory"}))
         .await;
-    assert_eq!(
-        (claimed.status, claimed.code().as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_body")
-    );
+    refused(&claimed, StatusCode::BAD_REQUEST, "invalid_body");
     let approved = srv
         .approve(&alert, CAROL, json!({"code": code, "scope": "value"}))
         .await;
@@ -537,14 +514,12 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
     let approve_path = format!("/approvals/api/requests/{}/approve", alert.request().id());
 
     let unknown = srv.get("/api/nothing/here", Some(ALICE)).await;
-    assert_eq!(
-        (unknown.status, unknown.code().as_str()),
-        (StatusCode::NOT_FOUND, "unknown_route")
-    );
+    refused(&unknown, StatusCode::NOT_FOUND, "unknown_route");
     let method = srv.delete("/api/requests", Some(ALICE)).await;
-    assert_eq!(
-        (method.status, method.code().as_str()),
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    refused(
+        &method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
     );
 
     let huge = client::request("POST", &approve_path)
@@ -553,10 +528,7 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
         .body(Full::from(format!(r#"{{"code":"{}"}}"#, "A".repeat(4096))))
         .unwrap();
     let huge = srv.send(huge).await;
-    assert_eq!(
-        (huge.status, huge.code().as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
-    );
+    refused(&huge, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 
     for (content_type, body) in [
         ("application/json", "{not json"),
@@ -570,11 +542,7 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
             .body(Full::from(body))
             .unwrap();
         let reply = srv.send(request).await;
-        assert_eq!(
-            (reply.status, reply.code().as_str()),
-            (StatusCode::BAD_REQUEST, "invalid_body"),
-            "{body}"
-        );
+        refused(&reply, StatusCode::BAD_REQUEST, "invalid_body");
         assert!(
             !reply.body.contains("12345678"),
             "the body is not repeated back"
@@ -589,10 +557,7 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
         .body(Full::from(json!({"code": code_of(&alert)}).to_string()))
         .unwrap();
     let cross_site = srv.send(cross_site).await;
-    assert_eq!(
-        (cross_site.status, cross_site.code().as_str()),
-        (StatusCode::FORBIDDEN, "cross_site_request")
-    );
+    refused(&cross_site, StatusCode::FORBIDDEN, "cross_site_request");
 
     // Three decisions an hour for each approver: the fourth is refused before the code is read.
     for _ in 0..3 {
@@ -606,10 +571,7 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
     let limited = srv
         .approve(&alert, CAROL, json!({"code": code_of(&alert)}))
         .await;
-    assert_eq!(
-        (limited.status, limited.code().as_str()),
-        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
-    );
+    refused(&limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(limited.json()["error"]["retryable"].as_bool().unwrap());
     let other = srv
         .approve(&alert, ALICE, json!({"code": code_of(&alert)}))
@@ -646,10 +608,7 @@ async fn a_slow_approvers_hook_times_out_with_a_json_error() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (reply.status, reply.code().as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, "request_timed_out")
-    );
+    refused(&reply, StatusCode::SERVICE_UNAVAILABLE, "request_timed_out");
 }
 
 /// Every route the OpenAPI document lists, and no other: each answered by the server.

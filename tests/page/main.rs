@@ -107,27 +107,31 @@ async fn open_and_sign_in(browser: &Client, alert: &Alert) {
         .approval_url()
         .expect("the gate has a base URL");
     browser.goto(url).await.unwrap();
+    type_into(browser, "token", TOKEN).await;
+    click(browser, "sign-in").await;
+    // Signed in, the sign-in sends the browser back to the request it asked for.
+    wait_for(browser, "approver").await;
+    assert_eq!(browser.current_url().await.unwrap().as_str(), url);
+}
+
+async fn type_into(browser: &Client, id: &str, text: &str) {
+    let field = browser.find(Locator::Id(id)).await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(browser: &Client, id: &str) {
     browser
-        .find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("sign-in"))
+        .find(Locator::Id(id))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    // Signed in, the sign-in sends the browser back to the request it asked for.
-    browser
-        .wait()
-        .for_element(Locator::Id("approver"))
-        .await
-        .unwrap();
-    assert_eq!(browser.current_url().await.unwrap().as_str(), url);
+}
+
+/// Waits for the next page to show element `id`.
+async fn wait_for(browser: &Client, id: &str) {
+    browser.wait().for_element(Locator::Id(id)).await.unwrap();
 }
 
 async fn text_of(browser: &Client, id: &str) -> String {
@@ -180,20 +184,8 @@ async fn a_person_approves_from_the_page_and_the_parked_call_returns() {
     assert!(shot.starts_with(b"\x89PNG"), "a PNG at {}", path.display());
 
     // A wrong code: the form again, saying so, and nothing decided.
-    browser
-        .find(Locator::Id("code"))
-        .await
-        .unwrap()
-        .send_keys("00000000")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, "code", "00000000").await;
+    click(&browser, "approve").await;
     let error = browser
         .wait()
         .for_element(Locator::Css(".error"))
@@ -208,20 +200,8 @@ async fn a_person_approves_from_the_page_and_the_parked_call_returns() {
         Status::Pending
     );
 
-    browser
-        .find(Locator::Id("code"))
-        .await
-        .unwrap()
-        .send_keys(alert.code().reveal())
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("scope-value"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, "code", alert.code().reveal()).await;
+    click(&browser, "scope-value").await;
     browser
         .find(Locator::Id("ttl"))
         .await
@@ -229,18 +209,8 @@ async fn a_person_approves_from_the_page_and_the_parked_call_returns() {
         .select_by_value("900")
         .await
         .unwrap();
-    browser
-        .find(Locator::Id("approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Id("outcome"))
-        .await
-        .unwrap();
+    click(&browser, "approve").await;
+    wait_for(&browser, "outcome").await;
     assert!(text_of(&browser, "outcome").await.contains("is running"));
     assert_eq!(
         task.await.unwrap().unwrap(),
@@ -266,32 +236,10 @@ async fn a_person_denies_with_a_reason() {
     let (task, alert) = srv.park(31).await;
     let browser = browser().await;
     open_and_sign_in(&browser, &alert).await;
-    browser
-        .find(Locator::Id("code"))
-        .await
-        .unwrap()
-        .send_keys(alert.code().reveal())
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("reason"))
-        .await
-        .unwrap()
-        .send_keys("this customer was refunded already")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("deny"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Id("outcome"))
-        .await
-        .unwrap();
+    type_into(&browser, "code", alert.code().reveal()).await;
+    type_into(&browser, "reason", "this customer was refunded already").await;
+    click(&browser, "deny").await;
+    wait_for(&browser, "outcome").await;
     assert!(text_of(&browser, "outcome").await.contains("was denied"));
     let error = task.await.unwrap().unwrap_err();
     assert_eq!(code(&error), "access_request_denied");
