@@ -454,7 +454,11 @@ async fn only_signed_in_approvers_manage_approvals_and_only_within_their_rights(
     let hidden = srv.get(&format!("/api/requests/{id}"), Some(BOB)).await;
     assert_eq!(hidden.status, StatusCode::NOT_FOUND);
     let bobs_approval = srv.approve(&alert, BOB, json!({"code": code})).await;
-    refused(&bobs_approval, StatusCode::FORBIDDEN, "approver_not_allowed");
+    refused(
+        &bobs_approval,
+        StatusCode::FORBIDDEN,
+        "approver_not_allowed",
+    );
     for (path, method) in [("/api/audit", "GET"), ("/api/rules", "DELETE")] {
         let request = srv
             .request(method, path, Some(BOB))
