@@ -164,9 +164,6 @@ impl ApprovalApi {
             .route("/api/requests/{id}/wait", get(wait))
             .merge(timed)
             .fallback(|| async { Answer(Error::new(ErrorKind::UnknownRoute)) })
-            .method_not_allowed_fallback(|| async {
-                Answer(Error::new(ErrorKind::MethodNotAllowed))
-            })
             .layer(RequestBodyLimitLayer::new(self.body_limit))
             .layer(CsrfLayer::new())
             .layer(axum::middleware::map_response(explain))

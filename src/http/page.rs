@@ -28,20 +28,19 @@ use crate::notify::template::Escape;
 use crate::scope::Scope;
 use crate::text::{human_duration, pretty_args, rfc3339};
 
-/// Who is looking, and where the routes are mounted.
-pub(super) struct Visit {
-    approver: Result<Approver, Error>,
+/// Where the routes are mounted, and which page was asked for.
+pub(super) struct Mount {
     /// Where the router is nested (`/approvals`), or empty at the root.
     prefix: String,
     /// This page's own path, for the sign-in to come back to.
     path: String,
 }
 
-impl FromRequestParts<Shared> for Visit {
+impl<S: Send + Sync> FromRequestParts<S> for Mount {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, api: &Shared) -> Result<Self, Infallible> {
-        let prefix = NestedPath::from_request_parts(parts, api)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
+        let prefix = NestedPath::from_request_parts(parts, state)
             .await
             .map(|nested| nested.as_str().trim_end_matches('/').to_owned())
             .unwrap_or_default();
@@ -49,26 +48,11 @@ impl FromRequestParts<Shared> for Visit {
             "/" if !prefix.is_empty() => prefix.clone(),
             path => format!("{prefix}{path}"),
         };
-        Ok(Visit {
-            approver: api.identify(parts).await,
-            prefix,
-            path,
-        })
+        Ok(Mount { prefix, path })
     }
 }
 
-impl Visit {
-    /// The signed-in approver, or the page to show instead.
-    fn approver(&self) -> Result<&Approver, Box<Response>> {
-        match &self.approver {
-            Ok(approver) => Ok(approver),
-            Err(error) if error.kind() == ErrorKind::Unauthenticated => {
-                Err(Box::new(self.sign_in_form(None)))
-            }
-            Err(error) => Err(Box::new(error_page(error))),
-        }
-    }
-
+impl Mount {
     fn sign_in_form(&self, problem: Option<&str>) -> Response {
         let mut body = String::from("<h1>Sign in to decide</h1>");
         if let Some(problem) = problem {
@@ -101,6 +85,37 @@ impl Visit {
     }
 }
 
+/// Who is looking, on which page.
+pub(super) struct Visit {
+    mount: Mount,
+    approver: Result<Approver, Error>,
+}
+
+impl FromRequestParts<Shared> for Visit {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Shared) -> Result<Self, Infallible> {
+        let Ok(mount) = Mount::from_request_parts(parts, api).await;
+        Ok(Visit {
+            mount,
+            approver: api.identify(parts).await,
+        })
+    }
+}
+
+impl Visit {
+    /// The signed-in approver, or the page to show instead.
+    fn approver(&self) -> Result<&Approver, Box<Response>> {
+        match &self.approver {
+            Ok(approver) => Ok(approver),
+            Err(error) if error.kind() == ErrorKind::Unauthenticated => {
+                Err(Box::new(self.mount.sign_in_form(None)))
+            }
+            Err(error) => Err(Box::new(error_page(error))),
+        }
+    }
+}
+
 /// `GET /`: the pending requests this approver may decide.
 pub(super) async fn list(State(api): State<Shared>, visit: Visit) -> Response {
     let approver = match visit.approver() {
@@ -124,7 +139,7 @@ pub(super) async fn list(State(api): State<Shared>, visit: Visit) -> Response {
                 body,
                 "<li><a href=\"{prefix}/{id}\"><code>{capability}</code></a> \
                  <span class=\"meta\">by {principal}, {left}</span></li>",
-                prefix = esc(&visit.prefix),
+                prefix = esc(&visit.mount.prefix),
                 id = request.id(),
                 capability = esc(request.capability()),
                 principal = esc(request.principal()),
@@ -133,7 +148,7 @@ pub(super) async fn list(State(api): State<Shared>, visit: Visit) -> Response {
         }
         body.push_str("</ul>");
     }
-    footer(&mut body, &visit, approver);
+    footer(&mut body, &visit.mount, approver);
     html(StatusCode::OK, "Pending requests", &body)
 }
 
@@ -148,7 +163,7 @@ pub(super) async fn show(
         Err(page) => return *page,
     };
     match visible(&api, approver, id) {
-        Ok((request, status)) => request_page(&visit, approver, &request, status, None),
+        Ok((request, status)) => request_page(&visit.mount, approver, &request, status, None),
         Err(error) => error_page(&error),
     }
 }
@@ -182,7 +197,13 @@ pub(super) async fn decide(
     let form = match form_body(form) {
         Ok(form) => form,
         Err(error) => {
-            return request_page(&visit, approver, &request, Status::Pending, Some(&error));
+            return request_page(
+                &visit.mount,
+                approver,
+                &request,
+                Status::Pending,
+                Some(&error),
+            );
         }
     };
     let decided = match form.action.as_str() {
@@ -191,7 +212,7 @@ pub(super) async fn decide(
             let ttl = form.ttl_secs.map(Duration::from_secs);
             api.approve(approver, id, form.code, scope, ttl)
                 .await
-                .map(|approval| approved(&visit, &approval))
+                .map(|approval| approved(&visit.mount, &approval))
         }
         "deny" => {
             let decision = DenyBody {
@@ -202,14 +223,14 @@ pub(super) async fn decide(
             };
             api.deny(approver, id, decision)
                 .await
-                .map(|denial| denied(&visit, &denial))
+                .map(|denial| denied(&visit.mount, &denial))
         }
         _ => Err(Error::new(ErrorKind::InvalidBody).with_detail("choose Approve or Deny")),
     };
     decided.unwrap_or_else(|error| {
         // Still pending (a wrong code, a scope too wide): the form again, with what went wrong.
         let status = api.gate.status(id).unwrap_or(Status::Pending);
-        request_page(&visit, approver, &request, status, Some(&error))
+        request_page(&visit.mount, approver, &request, status, Some(&error))
     })
 }
 
@@ -223,12 +244,12 @@ pub(super) struct SignInForm {
 /// `POST /sign-in`: checks the token with the approvers hook, then keeps it in a cookie.
 pub(super) async fn sign_in(
     State(api): State<Shared>,
-    visit: Visit,
+    mount: Mount,
     mut parts: Parts,
     form: Result<Form<SignInForm>, FormRejection>,
 ) -> Response {
     let Ok(form) = form_body(form) else {
-        return visit.sign_in_form(Some("Type your approver token."));
+        return mount.sign_in_form(Some("Type your approver token."));
     };
     let token = form.token.trim();
     let cookie_safe = !token.is_empty()
@@ -236,19 +257,19 @@ pub(super) async fn sign_in(
             .bytes()
             .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'));
     let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {token}")) else {
-        return visit.sign_in_form(Some("That token is not known."));
+        return mount.sign_in_form(Some("That token is not known."));
     };
     parts.headers.remove(COOKIE);
     parts.headers.insert(AUTHORIZATION, bearer);
     match api.identify(&parts).await {
         Ok(_) if cookie_safe => {
-            let next = if form.next.starts_with(&format!("{}/", visit.prefix))
+            let next = if form.next.starts_with(&format!("{}/", mount.prefix))
                 && !form.next.starts_with("//")
                 && !form.next.contains(['\\', '\r', '\n'])
             {
                 form.next
             } else {
-                visit.home().to_owned()
+                mount.home().to_owned()
             };
             // `Secure` when approvals are served over HTTPS, as the base URL says.
             let secure = api
@@ -257,26 +278,26 @@ pub(super) async fn sign_in(
                 .is_some_and(|base| base.starts_with("https://"));
             let cookie = format!(
                 "{TOKEN_COOKIE}={token}; Path={}; HttpOnly; SameSite=Strict; Max-Age=43200{}",
-                visit.home(),
+                mount.home(),
                 if secure { "; Secure" } else { "" }
             );
             redirect(&next, &cookie)
         }
-        Ok(_) => visit.sign_in_form(Some("This token cannot be kept in a browser cookie.")),
+        Ok(_) => mount.sign_in_form(Some("This token cannot be kept in a browser cookie.")),
         Err(error) if error.kind() == ErrorKind::Unauthenticated => {
-            visit.sign_in_form(Some("That token is not known."))
+            mount.sign_in_form(Some("That token is not known."))
         }
         Err(error) => error_page(&error),
     }
 }
 
 /// `POST /sign-out`: forgets the cookie.
-pub(super) async fn sign_out(visit: Visit) -> Response {
+pub(super) async fn sign_out(mount: Mount) -> Response {
     let cookie = format!(
         "{TOKEN_COOKIE}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
-        visit.home()
+        mount.home()
     );
-    redirect(visit.home(), &cookie)
+    redirect(mount.home(), &cookie)
 }
 
 fn redirect(to: &str, cookie: &str) -> Response {
@@ -306,7 +327,7 @@ fn visible(
 }
 
 fn request_page(
-    visit: &Visit,
+    mount: &Mount,
     approver: &Approver,
     request: &AccessRequest,
     status: Status,
@@ -325,7 +346,7 @@ fn request_page(
         let _ = write!(
             body,
             "<p class=\"error\" role=\"alert\">{}</p>",
-            esc(&explain(error))
+            esc(&in_words(error))
         );
     }
     body.push_str("<dl>");
@@ -343,7 +364,7 @@ fn request_page(
     body.push_str("</dl><h2>Arguments</h2>");
     let _ = write!(body, "<pre>{}</pre>", esc(&pretty_args(request)));
     if status.is_pending() {
-        decision_form(&mut body, visit, approver, request);
+        decision_form(&mut body, mount, approver, request);
     } else {
         let _ = write!(
             body,
@@ -351,11 +372,11 @@ fn request_page(
             esc(settled(status))
         );
     }
-    footer(&mut body, visit, approver);
+    footer(&mut body, mount, approver);
     html(status_code, request.capability(), &body)
 }
 
-fn decision_form(body: &mut String, visit: &Visit, approver: &Approver, request: &AccessRequest) {
+fn decision_form(body: &mut String, mount: &Mount, approver: &Approver, request: &AccessRequest) {
     let widest = request.max_scope().min(approver.widest_scope());
     let _ = write!(
         body,
@@ -363,7 +384,7 @@ fn decision_form(body: &mut String, visit: &Visit, approver: &Approver, request:
          <label for=\"code\">Verification code</label>\
          <input id=\"code\" name=\"code\" required autocomplete=\"one-time-code\" autocapitalize=\"characters\" spellcheck=\"false\">\
          <fieldset><legend>Approve for</legend>",
-        prefix = esc(&visit.prefix),
+        prefix = esc(&mount.prefix),
         id = request.id(),
     );
     for scope in Scope::ALL {
@@ -396,7 +417,7 @@ fn decision_form(body: &mut String, visit: &Visit, approver: &Approver, request:
     );
 }
 
-fn approved(visit: &Visit, approval: &Approval) -> Response {
+fn approved(mount: &Mount, approval: &Approval) -> Response {
     let request = approval.request();
     let mut outcome = format!(
         "The call <code>{}</code> from {} is running.",
@@ -417,25 +438,25 @@ fn approved(visit: &Visit, approval: &Approval) -> Response {
         }
         None => outcome.push_str(" Only this call was approved."),
     }
-    decided_page(visit, "Approved", &outcome)
+    decided_page(mount, "Approved", &outcome)
 }
 
-fn denied(visit: &Visit, denial: &Denial) -> Response {
+fn denied(mount: &Mount, denial: &Denial) -> Response {
     let request = denial.request();
     let outcome = format!(
         "The call <code>{}</code> from {} was denied and did not run.",
         esc(request.capability()),
         esc(request.principal()),
     );
-    decided_page(visit, "Denied", &outcome)
+    decided_page(mount, "Denied", &outcome)
 }
 
 /// The page after a decision: what happened, in HTML already escaped, and the way back.
-fn decided_page(visit: &Visit, title: &str, outcome: &str) -> Response {
+fn decided_page(mount: &Mount, title: &str, outcome: &str) -> Response {
     let body = format!(
         "<h1>{title}</h1><p class=\"outcome\" id=\"outcome\">{outcome}</p>\
          <p><a href=\"{}\">Back to the list</a></p>",
-        esc(visit.home())
+        esc(mount.home())
     );
     html(StatusCode::OK, title, &body)
 }
@@ -447,13 +468,13 @@ fn error_page(error: &Error) -> Response {
             ErrorKind::AccessRequestNotFound => "No such request",
             _ => "Something went wrong",
         },
-        esc(&explain(error)),
+        esc(&in_words(error)),
     );
     html(approver_status(error.kind()), "tollgate", &body)
 }
 
 /// The error in words, with its code: never a verification code.
-fn explain(error: &Error) -> String {
+fn in_words(error: &Error) -> String {
     match error.kind() {
         ErrorKind::AccessRequestNotFound => {
             "That code does not match this request, or the request is unknown. (access_request_not_found)"
@@ -463,14 +484,14 @@ fn explain(error: &Error) -> String {
     }
 }
 
-fn footer(body: &mut String, visit: &Visit, approver: &Approver) {
+fn footer(body: &mut String, mount: &Mount, approver: &Approver) {
     let _ = write!(
         body,
         "<footer><form method=\"post\" action=\"{prefix}/sign-out\">Signed in as <strong id=\"approver\">{name}</strong>. \
          <a href=\"{home}\">All pending</a> <button class=\"link\" type=\"submit\">Sign out</button></form></footer>",
-        prefix = esc(&visit.prefix),
+        prefix = esc(&mount.prefix),
         name = esc(approver.name()),
-        home = esc(visit.home()),
+        home = esc(mount.home()),
     );
 }
 
