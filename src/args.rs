@@ -1,9 +1,17 @@
 //! Canonical JSON and the args digest: the one meaning of "the same arguments".
 //!
 //! The digest is SHA-256 over the canonical JSON form of the arguments: object keys sorted
-//! bytewise, no insignificant whitespace, numbers in one form (`1`, `1.0` and `1e0` are the same
-//! number and print as `1`), strings escaped as `serde_json` escapes them. Text with duplicate
-//! object keys is rejected rather than silently resolved, so what an approver saw is what runs.
+//! bytewise, no insignificant whitespace, numbers in one exact form (`1`, `1.0` and `1e0` are the
+//! same number and print as `1`; `0.25` and `2.5e-1` print as `0.25`), strings escaped as
+//! `serde_json` escapes them.
+//!
+//! What an approver saw is what runs, so parsing text is strict:
+//! - duplicate object keys are refused rather than silently resolved;
+//! - a number that the parsed value does not hold exactly is refused: `serde_json` keeps a
+//!   number as a 64-bit integer or an `f64`, so `18446744073709551617` or
+//!   `0.1000000000000000000001` would reach the approver as a different number than a handler
+//!   reading the text (as `u128` or an arbitrary-precision decimal) gets. Send such values as
+//!   strings.
 //!
 //! ```
 //! use serde_json::json;
@@ -43,7 +51,8 @@ impl ArgsDigest {
 
     /// Parses JSON text, rejecting duplicate object keys, and digests it.
     ///
-    /// Returns [`ErrorKind::InvalidArguments`] for text that is not JSON or repeats a key.
+    /// Returns [`ErrorKind::InvalidArguments`] for text that is not JSON, repeats a key, or holds
+    /// a number that cannot be kept exactly.
     pub fn from_json_str(text: &str) -> Result<Self, Error> {
         parse_strict(text).map(|value| Self::of(&value))
     }
@@ -83,13 +92,56 @@ pub fn canonical_json(args: &Value) -> String {
     String::from_utf8(out).expect("canonical JSON is UTF-8")
 }
 
-/// Parses JSON text into a [`Value`], rejecting duplicate object keys.
+/// Parses JSON text into a [`Value`], rejecting duplicate object keys and numbers the value
+/// would not hold exactly.
 pub(crate) fn parse_strict(text: &str) -> Result<Value, Error> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value = StrictValue::deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v.0))
         .map_err(|e| Error::new(ErrorKind::InvalidArguments).with_source(e))?;
+    exact_numbers(text)?;
     Ok(value)
+}
+
+/// Refuses valid JSON `text` if one of its number literals is not exactly the number it parses
+/// to: compared as canonical decimals, the literal's and the parsed value's.
+fn exact_numbers(text: &str) -> Result<(), Error> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => {
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    i += if c == b'\\' { 2 } else { 1 };
+                    if c == b'"' {
+                        break;
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while bytes
+                    .get(i)
+                    .is_some_and(|c| matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    i += 1;
+                }
+                let literal = &text[start..i];
+                let parsed: Number = serde_json::from_str(literal)
+                    .map_err(|e| Error::new(ErrorKind::InvalidArguments).with_source(e))?;
+                if canonical_number(literal) != canonical_number(&parsed.to_string()) {
+                    let shown: String = literal.chars().take(40).collect();
+                    return Err(Error::new(ErrorKind::InvalidArguments).with_detail(format!(
+                        "the number {shown} cannot be kept exactly (more digits than a 64-bit \
+                         integer or a double holds); send it as a string"
+                    )));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
 }
 
 struct HashSink(Sha256);
@@ -144,23 +196,85 @@ fn write_string(out: &mut impl Write, s: &str) -> io::Result<()> {
     serde_json::to_writer(out, s).map_err(io::Error::other)
 }
 
-/// One form per number: integers print as integers whatever their JSON spelling (`1.0` is `1`),
-/// `-0` is `0`, other floats print in Rust's shortest round-trip decimal form.
+/// One form per number, exact: the decimal value of the number's own text, so nothing is
+/// folded into an `f64` on the way (with `serde_json`'s `arbitrary_precision` feature a number
+/// keeps all its digits, and so does its canonical form).
 fn write_number(out: &mut impl Write, n: &Number) -> io::Result<()> {
     if let Some(u) = n.as_u64() {
         write!(out, "{u}")
     } else if let Some(i) = n.as_i64() {
         write!(out, "{i}")
     } else {
-        let f = n.as_f64().unwrap_or(0.0);
-        if f == 0.0 {
-            out.write_all(b"0")
-        } else {
-            // `Display` for f64 never uses an exponent and prints integral floats without `.0`,
-            // so 1e3, 1000.0 and the integer 1000 share one text.
-            write!(out, "{f}")
-        }
+        out.write_all(canonical_number(&n.to_string()).as_bytes())
     }
+}
+
+/// The canonical text of a JSON number literal: its exact decimal value with no exponent, no
+/// leading or trailing zeros and no `.0` (`-0` is `0`, `1e3` is `1000`, `2.50` is `2.5`); in
+/// scientific form (`1.5e900`) only where the plain form would pass 400 digits, which no `f64`
+/// does. A double gets the digits `serde_json` writes for it (the shortest that read back as the
+/// same double), which are also the digits an approver is shown. Text that is not a number
+/// literal is kept as it is.
+pub(crate) fn canonical_number(literal: &str) -> String {
+    const PLAIN_DIGITS: i64 = 400;
+    let (negative, unsigned) = match literal.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, literal),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], &unsigned[at + 1..]),
+        None => (unsigned, "0"),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let well_formed = !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit());
+    let Some(exponent) = exponent
+        .strip_prefix('+')
+        .unwrap_or(exponent)
+        .parse::<i64>()
+        .ok()
+        .filter(|e| well_formed && e.unsigned_abs() < 1 << 60)
+    else {
+        return literal.to_owned();
+    };
+    // value = digits × 10^exp, with digits free of leading and trailing zeros.
+    let all: String = [whole, fraction].concat();
+    let digits = all.trim_start_matches('0');
+    let trailing = digits.len() - digits.trim_end_matches('0').len();
+    let digits = &digits[..digits.len() - trailing];
+    if digits.is_empty() {
+        return "0".to_owned();
+    }
+    let exp = exponent - fraction.len() as i64 + trailing as i64;
+    let point = digits.len() as i64 + exp; // digits before the decimal point
+    let mut text = String::with_capacity(digits.len() + 8);
+    if negative {
+        text.push('-');
+    }
+    if exp >= 0 && exp <= PLAIN_DIGITS {
+        text.push_str(digits);
+        text.extend(std::iter::repeat_n('0', exp as usize));
+    } else if exp < 0 && point > 0 {
+        let (int, frac) = digits.split_at(point as usize);
+        text.push_str(int);
+        text.push('.');
+        text.push_str(frac);
+    } else if exp < 0 && -point <= PLAIN_DIGITS {
+        text.push_str("0.");
+        text.extend(std::iter::repeat_n('0', (-point) as usize));
+        text.push_str(digits);
+    } else {
+        let (first, rest) = digits.split_at(1);
+        text.push_str(first);
+        if !rest.is_empty() {
+            text.push('.');
+            text.push_str(rest);
+        }
+        text.push('e');
+        text.push_str(&(point - 1).to_string());
+    }
+    text
 }
 
 /// A `Value` whose objects may not repeat a key.
@@ -249,6 +363,73 @@ mod tests {
             ArgsDigest::of(&v),
             ArgsDigest::of_canonical(&canonical_json(&v))
         );
+    }
+
+    #[test]
+    fn numbers_print_exactly() {
+        for (literal, canonical) in [
+            ("0", "0"),
+            ("-0", "0"),
+            ("-0.000e5", "0"),
+            ("1.0", "1"),
+            ("1e3", "1000"),
+            ("1E+3", "1000"),
+            ("2.50", "2.5"),
+            ("2.5e-1", "0.25"),
+            ("-120.5e-3", "-0.1205"),
+            ("18446744073709551617", "18446744073709551617"),
+            ("0.1000000000000000000001", "0.1000000000000000000001"),
+            ("1e900", "1e900"),
+            ("-12.5e-900", "-1.25e-899"),
+            ("1e99999999999999999999", "1e99999999999999999999"),
+        ] {
+            assert_eq!(canonical_number(literal), canonical, "{literal}");
+        }
+    }
+
+    #[test]
+    fn a_double_prints_as_digits_that_read_back_as_itself() {
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let f = f64::from_bits(x);
+            if !f.is_finite() {
+                continue;
+            }
+            let text = canonical_number(&Number::from_f64(f).unwrap().to_string());
+            assert!(!text.contains(['e', 'E']), "{text}");
+            assert_eq!(
+                text.parse::<f64>().unwrap(),
+                if f == 0.0 { 0.0 } else { f },
+                "{f:e}"
+            );
+            // The text a strict parse accepts back for that double.
+            parse_strict(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
+    fn numbers_that_would_not_survive_parsing_are_refused() {
+        for text in [
+            r#"{"amount": 18446744073709551616}"#,
+            r#"[-9223372036854775809]"#,
+            r#"{"amount": 100000000000000000001}"#,
+            r#"{"rate": 0.1000000000000000055511151231257827}"#,
+            r#"{"n": 9007199254740993.0}"#,
+            r#"{"tiny": 1e-400}"#,
+        ] {
+            let err = parse_strict(text).unwrap_err();
+            assert_eq!(err.code(), "invalid_arguments", "{text}");
+        }
+        for text in [
+            r#"{"amount": 18446744073709551615, "i": -9223372036854775808}"#,
+            r#"{"rate": 0.1, "x": 1e300, "y": -0.0, "s": "1e-400 \" 99999999999999999999"}"#,
+            r#"[1.5, 2.50, 1e3, 12345678901234567]"#,
+        ] {
+            parse_strict(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
     }
 
     #[test]

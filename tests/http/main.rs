@@ -346,6 +346,29 @@ async fn bad_json_is_a_400_and_nobody_is_asked() {
 }
 
 #[tokio::test]
+async fn a_number_no_double_holds_is_refused_not_shown_rounded() {
+    let app = app().await;
+    // Parsed into an f64 these would read 100000000000000000000 and 0.1 to the approver, while
+    // a handler reading the text as u128 or a decimal gets other numbers; a `value` rule for
+    // one would then let the other through.
+    for body in [
+        r#"{"amount": 100000000000000000001}"#,
+        r#"{"amount": 18446744073709551616}"#,
+        r#"{"rate": 0.1000000000000000000001}"#,
+    ] {
+        let call = start(app.addr, json_post("/v1/refunds/r_6", body)).await;
+        let reply = tokio::time::timeout(Duration::from_secs(10), call.reply)
+            .await
+            .expect("answered at once, not parked")
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.code(), "invalid_arguments", "{body}");
+    }
+    assert!(app.inbox.alerts().is_empty());
+    assert_eq!(app.ran.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn an_expired_request_is_a_504() {
     let config = POLICY.replace("request_ttl = \"1m\"", "request_ttl = \"300ms\"");
     let app = serve(&config, |gate, config| gate.http(config.policy().unwrap())).await;
