@@ -1,5 +1,7 @@
-//! Text shared by notifiers: times, durations, arguments, outcomes.
+//! Text shared by notifiers and the approval page: times, durations, arguments, outcomes, and
+//! caller text made safe to show a person.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
@@ -50,12 +52,74 @@ pub(crate) fn human_duration(d: Duration) -> String {
     parts.join(" ")
 }
 
-/// The arguments as indented JSON.
+/// The arguments as indented JSON, with what JSON escaping leaves raw (DEL, C1 controls,
+/// bidirectional overrides) shown escaped. Its line breaks are the printer's own: JSON escapes
+/// every line break inside a string.
 pub(crate) fn pretty_args(request: &AccessRequest) -> String {
-    serde_json::to_string_pretty(&request.args()).unwrap_or_else(|_| request.args_json().into())
+    let pretty = serde_json::to_string_pretty(&request.args())
+        .unwrap_or_else(|_| request.args_json().into());
+    match visible_lines(&pretty) {
+        Cow::Borrowed(_) => pretty,
+        Cow::Owned(shown) => shown,
+    }
 }
 
-/// One line on how a request ended: `approved by alice, scope value, until …`.
+/// Caller text as one line a person can safely read: every control character and line or
+/// paragraph separator (line breaks included), DEL, C1 controls, and the bidirectional
+/// overrides, isolates and marks are shown
+/// escaped (`\n`, `\u{1b}`, `\u{202e}`), so the text cannot move the cursor, recolour or hide
+/// what follows, write to the clipboard, reorder what a person reads, or forge a line of the
+/// alert around it. Everything else, other scripts and emoji included, is left as it is.
+///
+/// Notifiers written outside this crate use it for every field a caller chose before showing it
+/// to a person; the shipped ones already do.
+///
+/// ```
+/// use tollgate::notify::visible;
+///
+/// assert_eq!(visible("refund\n│ code  00000000"), "refund\\n│ code  00000000");
+/// assert_eq!(visible("\u{1b}]52;c;cm0gLXJm\u{7}"), "\\u{1b}]52;c;cm0gLXJm\\u{7}");
+/// assert_eq!(visible("txt.exe\u{202e}fdp"), "txt.exe\\u{202e}fdp");
+/// assert_eq!(visible("Zoë 👍"), "Zoë 👍");
+/// ```
+pub fn visible(text: &str) -> Cow<'_, str> {
+    neutralise(text, false)
+}
+
+/// [`visible`], keeping line breaks: for text whose line breaks are the writer's own (pretty
+/// JSON), and as the last step of every markup escape.
+pub(crate) fn visible_lines(text: &str) -> Cow<'_, str> {
+    neutralise(text, true)
+}
+
+fn neutralise(text: &str, keep_newlines: bool) -> Cow<'_, str> {
+    let hidden = |c: char| {
+        matches!(c,
+            '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
+            | '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}'
+            | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            && !(keep_newlines && c == '\n')
+    };
+    if !text.contains(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' if !keep_newlines => shown.push_str("\\n"),
+            '\r' => shown.push_str("\\r"),
+            '\t' => shown.push_str("\\t"),
+            c if hidden(c) => {
+                let _ = write!(shown, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => shown.push(c),
+        }
+    }
+    Cow::Owned(shown)
+}
+
+/// One line on how a request ended: `approved by alice, scope value, until …`; the approver's
+/// name and reason shown [`visible`].
 pub(crate) fn describe(outcome: &Outcome) -> String {
     let mut line = String::new();
     match outcome {
@@ -64,15 +128,15 @@ pub(crate) fn describe(outcome: &Outcome) -> String {
             scope,
             until,
         } => {
-            let _ = write!(line, "approved by {approver}, scope {scope}");
+            let _ = write!(line, "approved by {}, scope {scope}", visible(approver));
             if let Some(until) = until {
                 let _ = write!(line, ", until {}", rfc3339(*until));
             }
         }
         Outcome::Denied { approver, reason } => {
-            let _ = write!(line, "denied by {approver}");
+            let _ = write!(line, "denied by {}", visible(approver));
             if let Some(reason) = reason {
-                let _ = write!(line, ": {reason}");
+                let _ = write!(line, ": {}", visible(reason));
             }
         }
         Outcome::TooManyAttempts => line.push_str("denied: too many wrong codes"),
@@ -87,7 +151,31 @@ pub(crate) fn describe(outcome: &Outcome) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{human_duration, rfc3339};
+    use super::{human_duration, rfc3339, visible, visible_lines};
+
+    #[test]
+    fn hidden_characters_are_shown_escaped() {
+        assert_eq!(
+            visible("a\r\nb\tc\u{0}\u{7f}\u{85}\u{9b}31m"),
+            "a\\r\\nb\\tc\\u{0}\\u{7f}\\u{85}\\u{9b}31m"
+        );
+        for c in [
+            '\u{2028}', '\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}', '\u{200f}', '\u{61c}',
+        ] {
+            assert_eq!(
+                visible(&c.to_string()),
+                format!("\\u{{{:x}}}", u32::from(c))
+            );
+        }
+        assert_eq!(
+            visible_lines("{\n  \"a\": \"\u{1b}[8m\"\n}"),
+            "{\n  \"a\": \"\\u{1b}[8m\"\n}"
+        );
+        assert!(matches!(
+            visible("plain, ünïcode, 漢字"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
     use std::time::{Duration, SystemTime};
 
     #[test]

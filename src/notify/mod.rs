@@ -123,6 +123,7 @@ pub use self::template::Template;
 pub use self::terminal::TerminalNotifier;
 #[cfg(feature = "webhook")]
 pub use self::webhook::{CREATED, DeliveryFailed, RESOLVED, WebhookBuilder, WebhookNotifier};
+pub use crate::text::visible;
 
 use crate::error::BoxError;
 use crate::gate::{AccessRequest, Outcome, VerificationCode};

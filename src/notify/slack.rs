@@ -9,7 +9,7 @@ use super::template::{Escape, Values};
 use super::webhook::{DeliveryBuilder, Redacted, parse_url};
 use super::{Alert, BoxFuture, IncludeCode, Notifier, NotifyError, Resolution, Template};
 use crate::error::Error;
-use crate::text::{human_duration, pretty_args, rfc3339};
+use crate::text::{human_duration, pretty_args, rfc3339, visible};
 
 /// Posts each alert to a chat channel through an incoming webhook: a line of text and the
 /// request's fields; and a line when the request ends.
@@ -69,16 +69,16 @@ impl SlackNotifier {
     fn alert_message(&self, alert: &Alert) -> Value {
         let request = alert.request();
         let mut fields = vec![
-            field("Capability", request.capability(), true),
-            field("Principal", request.principal(), true),
+            field("Capability", &visible(request.capability()), true),
+            field("Principal", &visible(request.principal()), true),
         ];
         if let Some(session) = request.session() {
-            fields.push(field("Session", session, true));
+            fields.push(field("Session", &visible(session), true));
         }
         if let Some(reason) = request.reason() {
-            fields.push(field("Reason", reason, false));
+            fields.push(field("Reason", &visible(reason), false));
         }
-        fields.push(field("Policy", request.reasoning(), false));
+        fields.push(field("Policy", &visible(request.reasoning()), false));
         fields.push(field(
             "Arguments",
             &format!("```{}```", pretty_args(request)),
@@ -117,7 +117,7 @@ impl SlackNotifier {
 }
 
 /// A field; its value escaped as chat markup requires (`&`, `<`, `>`), so that no caller-given
-/// text can become a link or a mention.
+/// text can become a link or a mention, and with control characters shown escaped.
 fn field(title: &str, value: &str, short: bool) -> Value {
     let mut escaped = String::with_capacity(value.len());
     Escape::Chat.write(value, &mut escaped);

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use super::{Alert, Resolution};
 use crate::error::{Error, ErrorKind};
 use crate::gate::{AccessRequest, Outcome};
-use crate::text::{describe, human_duration, pretty_args, rfc3339};
+use crate::text::{describe, human_duration, pretty_args, rfc3339, visible, visible_lines};
 
 /// A message template, checked when it is made.
 ///
@@ -206,10 +206,12 @@ fn render(pieces: &[Piece], values: &Values<'_>, escape: Escape, out: &mut Strin
 }
 
 impl Escape {
-    /// Writes `value` into `out`, escaped for this markup.
+    /// Writes `value` into `out`, escaped for this markup, with control characters and
+    /// bidirectional overrides shown escaped whatever the markup ([`visible_lines`]).
     pub(crate) fn write(self, value: &str, out: &mut String) {
+        let value = visible_lines(value);
         if self == Escape::None {
-            return out.push_str(value);
+            return out.push_str(&value);
         }
         for c in value.chars() {
             match c {
@@ -252,12 +254,13 @@ impl<'a> Values<'a> {
         let r = self.request;
         match field {
             Field::Id => r.id().to_string().into(),
-            Field::Capability => r.capability().into(),
+            // Caller text on one line: a line break in it cannot forge a line of the message.
+            Field::Capability => visible(r.capability()),
             Field::Args => pretty_args(r).into(),
-            Field::Principal => r.principal().into(),
-            Field::Session => r.session().unwrap_or("").into(),
-            Field::Reason => r.reason().unwrap_or("").into(),
-            Field::Reasoning => r.reasoning().into(),
+            Field::Principal => visible(r.principal()),
+            Field::Session => visible(r.session().unwrap_or("")),
+            Field::Reason => visible(r.reason().unwrap_or("")),
+            Field::Reasoning => visible(r.reasoning()),
             Field::Code => self.code.unwrap_or("").into(),
             Field::ExpiresAt => rfc3339(r.expires_at()).into(),
             Field::ExpiresIn => {
@@ -269,7 +272,7 @@ impl<'a> Values<'a> {
             }
             Field::MaxScope => r.max_scope().as_str().into(),
             Field::MaxRuleTtl => human_duration(r.max_rule_ttl()).into(),
-            Field::ApprovalUrl => r.approval_url().unwrap_or("").into(),
+            Field::ApprovalUrl => visible(r.approval_url().unwrap_or("")),
             Field::Outcome => self.outcome.map(describe).unwrap_or_default().into(),
         }
     }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use super::{Alert, BoxFuture, Notifier, NotifyError, Resolution};
-use crate::text::{describe, pretty_args, rfc3339};
+use crate::text::{describe, pretty_args, rfc3339, visible, visible_lines};
 
 /// Prints each alert as a clear block on a terminal: capability, arguments, principal, reason,
 /// id, code and expiry; and one line when the request ends.
@@ -66,25 +66,32 @@ impl TerminalNotifier {
 fn render(alert: &Alert) -> String {
     let request = alert.request();
     let mut s = format!("┌─ tollgate: approval needed {}\n", "─".repeat(32));
+    // Every value is shown `visible`: the arguments keep the JSON printer's own line breaks;
+    // a line break in caller text is shown as `\n`, so it cannot forge a row.
     let mut row = |label: &str, value: &str| {
-        let mut lines = value.lines();
+        let value = visible_lines(value);
+        let mut lines = value.split('\n');
         let _ = writeln!(s, "│ {label:<11} {}", lines.next().unwrap_or(""));
         for line in lines {
             let _ = writeln!(s, "│ {:<11} {line}", "");
         }
     };
-    row("capability", request.capability());
+    row("capability", &visible(request.capability()));
+    let principal = visible(request.principal());
     match request.session() {
         Some(session) => row(
             "principal",
-            &format!("{} (session {session})", request.principal()),
+            &format!("{principal} (session {})", visible(session)),
         ),
-        None => row("principal", request.principal()),
+        None => row("principal", &principal),
     }
-    row("reason", request.reason().unwrap_or("(none given)"));
-    row("policy", request.reasoning());
+    row(
+        "reason",
+        &visible(request.reason().unwrap_or("(none given)")),
+    );
+    row("policy", &visible(request.reasoning()));
     if let Some(approvers) = request.approvers() {
-        row("approvers", &approvers.join(", "));
+        row("approvers", &visible(&approvers.join(", ")));
     }
     row("arguments", &pretty_args(request));
     row("request", &request.id().to_string());
@@ -107,7 +114,7 @@ fn render(alert: &Alert) -> String {
         ),
     );
     if let Some(url) = request.approval_url() {
-        row("approve at", url);
+        row("approve at", &visible(url));
     }
     s.push('└');
     s.push_str(&"─".repeat(60));
