@@ -271,6 +271,8 @@ pub struct GateSettings {
     pub max_pending: Option<usize>,
     /// Pending requests one principal may have at once. Default: 16.
     pub max_pending_per_principal: Option<usize>,
+    /// Callers that may wait on one request at once (identical calls join it). Default: 256.
+    pub max_waiters_per_request: Option<usize>,
     /// How long the notifiers may take to accept an alert. Default: `10s`.
     #[serde(default, deserialize_with = "duration::optional")]
     pub notify_timeout: Option<Duration>,
@@ -561,6 +563,11 @@ impl Config {
             builder,
             g.max_pending_per_principal,
             GateBuilder::max_pending_per_principal,
+        );
+        builder = with(
+            builder,
+            g.max_waiters_per_request,
+            GateBuilder::max_waiters_per_request,
         );
         builder = with(builder, g.notify_timeout, GateBuilder::notify_timeout);
         builder = with(builder, g.alert_concurrency, GateBuilder::alert_concurrency);

@@ -117,6 +117,7 @@ pub struct GateBuilder {
     max_attempts: u32,
     max_pending_per_principal: usize,
     max_pending: usize,
+    max_waiters_per_request: usize,
     notify_timeout: Duration,
     approval_base_url: Option<String>,
     history: usize,
@@ -186,6 +187,14 @@ impl GateBuilder {
     /// Pending requests the gate holds at once. Default: 10,000.
     pub fn max_pending(mut self, max: usize) -> Self {
         self.max_pending = max;
+        self
+    }
+
+    /// Callers that may wait on one access request at once: calls identical to a pending one
+    /// join it rather than alerting anyone again, and past this many the next fails at once with
+    /// `too_many_pending`. A caller that goes away frees its place. Default: 256.
+    pub fn max_waiters_per_request(mut self, max: usize) -> Self {
+        self.max_waiters_per_request = max;
         self
     }
 
@@ -284,8 +293,13 @@ impl GateBuilder {
         if self.max_attempts == 0 {
             return invalid("max_attempts must be at least 1");
         }
-        if self.max_pending == 0 || self.max_pending_per_principal == 0 {
-            return invalid("max_pending and max_pending_per_principal must be at least 1");
+        if self.max_pending == 0
+            || self.max_pending_per_principal == 0
+            || self.max_waiters_per_request == 0
+        {
+            return invalid(
+                "max_pending, max_pending_per_principal and max_waiters_per_request must be at least 1",
+            );
         }
         if self.notifiers.is_empty() && !self.park_unnotified {
             return invalid(
@@ -331,6 +345,7 @@ impl GateBuilder {
                         per_principal: self.max_pending_per_principal,
                         total: self.max_pending,
                         attempts: self.max_attempts,
+                        waiters: self.max_waiters_per_request,
                     },
                     approval_base_url: self.approval_base_url,
                     park_unnotified: self.park_unnotified,
@@ -364,13 +379,20 @@ pub struct Approve {
     scope: Scope,
     ttl: Option<Duration>,
     approver: Option<Arc<str>>,
-    check: Option<Check>,
+    authority: Option<Box<dyn Authority>>,
 }
 
-/// A further check of the approver's rights over a request and scope, run once the code is
-/// verified: the HTTP API's [`Approver`](crate::http::Approver) limits.
+/// What one approver may do beyond what the request itself allows: the approval API's
+/// [`Approver`](crate::http::Approver) limits. Who may decide a request is asked before its code
+/// is looked at, so someone who may not decide cannot spend its attempts; how far they may
+/// grant is asked once the code is verified.
 #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-pub(crate) type Check = Box<dyn FnOnce(&AccessRequest, Scope) -> Result<(), Error> + Send>;
+pub(crate) trait Authority: Send + Sync {
+    /// Whether this approver may decide `request` at all.
+    fn decides(&self, request: &AccessRequest) -> bool;
+    /// Refuses a decision of `scope` beyond this approver's rights.
+    fn grants(&self, scope: Scope) -> Result<(), Error>;
+}
 
 impl fmt::Debug for Approve {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -394,13 +416,13 @@ impl Approve {
             scope: Scope::Once,
             ttl: None,
             approver: None,
-            check: None,
+            authority: None,
         }
     }
 
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn check(mut self, check: Check) -> Self {
-        self.check = Some(check);
+    pub(crate) fn authority(mut self, authority: impl Authority + 'static) -> Self {
+        self.authority = Some(Box::new(authority));
         self
     }
 
@@ -434,7 +456,7 @@ pub struct Deny {
     approver: Option<Arc<str>>,
     remember: Scope,
     ttl: Option<Duration>,
-    check: Option<Check>,
+    authority: Option<Box<dyn Authority>>,
 }
 
 impl fmt::Debug for Deny {
@@ -460,13 +482,13 @@ impl Deny {
             approver: None,
             remember: Scope::Once,
             ttl: None,
-            check: None,
+            authority: None,
         }
     }
 
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn check(mut self, check: Check) -> Self {
-        self.check = Some(check);
+    pub(crate) fn authority(mut self, authority: impl Authority + 'static) -> Self {
+        self.authority = Some(Box::new(authority));
         self
     }
 
@@ -577,6 +599,7 @@ impl Gate {
             max_attempts: 5,
             max_pending_per_principal: 16,
             max_pending: 10_000,
+            max_waiters_per_request: 256,
             notify_timeout: Duration::from_secs(10),
             approval_base_url: None,
             history: 4096,
@@ -616,7 +639,7 @@ impl Gate {
             ttl: approve.ttl,
             approver: approve.approver,
             reason: None,
-            check: approve.check,
+            authority: approve.authority,
         };
         let (request, rule) = self
             .rule_on(approve.id, &approve.code, ruling, |outcome, rule| {
@@ -643,7 +666,7 @@ impl Gate {
             ttl: deny.ttl,
             approver: deny.approver,
             reason: deny.reason,
-            check: deny.check,
+            authority: deny.authority,
         };
         let (request, rule) = self
             .rule_on(deny.id, &deny.code, ruling, |outcome, rule| Decided::Deny {
@@ -656,9 +679,11 @@ impl Gate {
         Ok(Denial { request, rule })
     }
 
-    /// What approve and deny share: the approver must be named, the code must match, the
-    /// approver, scope and TTL must be allowed; then the decision goes to the store and takes
-    /// effect once stored. Returns the request and the rule the decision makes, if any.
+    /// What approve and deny share: the approver must be named and may decide the request (asked
+    /// before the code is looked at: someone who may not decide hears what an unknown id hears,
+    /// and spends none of the request's attempts), the code must match, the scope and TTL must be
+    /// allowed; then the decision goes to the store and takes effect once stored. Returns the
+    /// request and the rule the decision makes, if any.
     async fn rule_on(
         &self,
         id: RequestId,
@@ -672,19 +697,21 @@ impl Gate {
         let now = Instant::now();
         let mut rule = None;
         let audit_args = self.shared.settings.audit_args;
+        let authority = ruling.authority;
+        let may_decide = |request: &AccessRequest| {
+            request.admits(&approver) && authority.as_ref().is_none_or(|a| a.decides(request))
+        };
         let result = self.shared.locked(|registry| {
             registry.decide(
                 id,
+                &may_decide,
                 |request| self.shared.verify(request, code),
                 Some(&approver),
                 now,
                 self.shared.settings.limits,
                 |request| {
-                    if !request.admits(&approver) {
-                        return Err(Error::new(ErrorKind::ApproverNotAllowed));
-                    }
-                    if let Some(check) = ruling.check {
-                        check(request, ruling.scope)?;
+                    if let Some(authority) = &authority {
+                        authority.grants(ruling.scope)?;
                     }
                     let ttl = allowed(request, ruling.scope, ruling.ttl)?;
                     rule = new_rule(
@@ -742,16 +769,23 @@ impl Gate {
         match result {
             Ok(request) => Ok((request, rule)),
             Err(Refusal::Error(error)) => Err(error),
-            Err(Refusal::Unknown) => Err(self.stored_answer(id, code).await),
+            Err(Refusal::Unknown) => Err(self.stored_answer(id, &may_decide, code).await),
         }
     }
 
     /// What an approver hears about a request this process does not hold in memory: the store
     /// may know it, from before a restart or from another process.
-    async fn stored_answer(&self, id: RequestId, code: &str) -> Error {
+    async fn stored_answer(
+        &self,
+        id: RequestId,
+        may_decide: impl Fn(&AccessRequest) -> bool,
+        code: &str,
+    ) -> Error {
         let not_found = || Error::new(ErrorKind::AccessRequestNotFound);
         match self.read(move |store| store.request(id)).await {
-            Ok(Some(stored)) if self.shared.verify(&stored.request, code) => {
+            Ok(Some(stored))
+                if may_decide(&stored.request) && self.shared.verify(&stored.request, code) =>
+            {
                 if is_finished(stored.status) {
                     already(stored.status, id)
                 } else {
@@ -1057,7 +1091,7 @@ struct Ruling {
     ttl: Option<Duration>,
     approver: Option<Arc<str>>,
     reason: Option<Arc<str>>,
-    check: Option<Check>,
+    authority: Option<Box<dyn Authority>>,
 }
 
 /// The TTL a decision of `scope` gets, if the request allows that scope and TTL.

@@ -127,6 +127,8 @@ pub(crate) struct Limits {
     pub(crate) per_principal: usize,
     pub(crate) total: usize,
     pub(crate) attempts: u32,
+    /// Callers waiting on one request at once.
+    pub(crate) waiters: usize,
 }
 
 enum Phase {
@@ -165,6 +167,8 @@ impl Phase {
 
 struct Slot {
     request: Arc<AccessRequest>,
+    /// The gate's count of requests made before this one: listings are ordered by it.
+    seq: u64,
     deadline: Instant,
     runtime: Handle,
     phase: Phase,
@@ -172,21 +176,32 @@ struct Slot {
     stored: bool,
     /// Indexed by waiter key; `None` is a waiter that left, `Some(None)` one not yet polled.
     waiters: Vec<Option<Option<Waker>>>,
+    /// Keys of waiters that left, reused by the next to join: the list grows with the callers
+    /// waiting at once, not with every caller that ever joined.
+    free: Vec<usize>,
     attached: usize,
     wrong_codes: u32,
 }
 
 impl Slot {
     fn attach(&mut self) -> usize {
-        // Keys are not reused: the list lives only as long as its request.
         self.attached += 1;
-        self.waiters.push(Some(None));
-        self.waiters.len() - 1
+        match self.free.pop() {
+            Some(key) => {
+                self.waiters[key] = Some(None);
+                key
+            }
+            None => {
+                self.waiters.push(Some(None));
+                self.waiters.len() - 1
+            }
+        }
     }
 
     fn detach(&mut self, key: usize) {
         if self.waiters.get_mut(key).and_then(Option::take).is_some() {
             self.attached -= 1;
+            self.free.push(key);
         }
     }
 
@@ -259,6 +274,8 @@ pub(crate) struct Registry {
     index: PendingIndex,
     history: History,
     parked: usize,
+    /// Requests made so far: the next request's `seq`.
+    made: u64,
     /// How often each principal may open a new request, and so alert a person.
     alert_rate: Option<RateLimiter>,
     /// Whether audit entries carry the arguments, not only their digest.
@@ -321,6 +338,7 @@ impl Registry {
                 entries: HashMap::new(),
             },
             parked: 0,
+            made: 0,
             alert_rate,
             audit_args,
         }
@@ -328,8 +346,9 @@ impl Registry {
 
     /// Parks a caller on the pending request with this fingerprint, or on `request`, a new one.
     /// Returns the request, the waiter's key, and whether the request is new. Joining a pending
-    /// request alerts nobody, so only a new request counts against the caps and the alert rate.
-    /// A new request is written to the store before anyone hears of it.
+    /// request alerts nobody, so only a new request counts against the caps and the alert rate;
+    /// a join counts only against the cap on callers waiting on one request. A new request is
+    /// written to the store before anyone hears of it.
     pub(crate) fn admit(
         &mut self,
         request: AccessRequest,
@@ -342,6 +361,15 @@ impl Registry {
         let fingerprint = fingerprint(&request);
         if let Some(id) = self.index.by_fingerprint.get(&fingerprint) {
             let slot = self.live.get_mut(id).expect("indexed requests are live");
+            if slot.attached >= limits.waiters {
+                let error = Error::new(ErrorKind::TooManyPending)
+                    .with_request(*id)
+                    .with_detail(format!(
+                        "{} callers already wait on this request",
+                        slot.attached
+                    ));
+                return (Err(error), effects);
+            }
             self.parked += 1;
             return (Ok((slot.request.clone(), slot.attach(), false)), effects);
         }
@@ -366,15 +394,18 @@ impl Registry {
         self.index.by_fingerprint.insert(fingerprint, request.id);
         let mut slot = Slot {
             request: request.clone(),
+            seq: self.made,
             deadline,
             runtime,
             phase: Phase::Pending,
             stored: false,
             waiters: Vec::with_capacity(1),
+            free: Vec::new(),
             attached: 0,
             wrong_codes: 0,
         };
         let key = slot.attach();
+        self.made += 1;
         self.parked += 1;
         self.live.insert(request.id, slot);
         let mut requested = entry(self.audit_args, AuditEvent::Requested, &request);
@@ -637,15 +668,19 @@ impl Registry {
         effects
     }
 
-    /// An approve or deny: `verify` checks the code first, then the request must still be pending,
-    /// stored and unexpired, then `transition` (which checks approver, scope and TTL) says what to
-    /// do and what to store. The decision takes effect once the store has it
-    /// ([`decided`](Self::decided)).
+    /// An approve or deny: `may_decide` asks whether this approver may decide the request at
+    /// all, `verify` checks the code, then the request must still be pending, stored and
+    /// unexpired, then `transition` (which checks scope and TTL) says what to do and what to
+    /// store. The decision takes effect once the store has it ([`decided`](Self::decided)).
     ///
-    /// A wrong code is counted against a pending request and answered exactly like an unknown id.
+    /// Someone who may not decide is answered exactly like an unknown id, before the code is
+    /// looked at, so they spend none of the request's attempts. A wrong code is counted against
+    /// a pending request and answered exactly like an unknown id.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn decide(
         &mut self,
         id: RequestId,
+        may_decide: impl Fn(&AccessRequest) -> bool,
         verify: impl Fn(&AccessRequest) -> bool,
         attempt_by: Option<&Arc<str>>,
         now: Instant,
@@ -656,7 +691,7 @@ impl Registry {
         let mut effects = Effects::default();
         let Some(slot) = self.live.get_mut(&id) else {
             let result = match self.history.entries.get(&id) {
-                Some((request, status)) if verify(request) => {
+                Some((request, status)) if may_decide(request) && verify(request) => {
                     Err(Refusal::Error(already(*status, id)))
                 }
                 Some(_) => Err(not_found()),
@@ -664,7 +699,7 @@ impl Registry {
             };
             return (result, effects);
         };
-        if !slot.stored {
+        if !slot.stored || !may_decide(&slot.request) {
             return (Err(not_found()), effects);
         }
         if !verify(&slot.request) {
@@ -813,15 +848,18 @@ impl Registry {
         }
     }
 
+    /// The pending requests, in the order they were made (many share a millisecond).
     pub(crate) fn pending(&self) -> Vec<AccessRequest> {
-        let mut pending: Vec<AccessRequest> = self
+        let mut pending: Vec<&Slot> = self
             .live
             .values()
             .filter(|slot| slot.stored && matches!(slot.phase, Phase::Pending))
-            .map(|slot| (*slot.request).clone())
             .collect();
-        pending.sort_by_key(|r| r.created_at);
+        pending.sort_unstable_by_key(|slot| slot.seq);
         pending
+            .into_iter()
+            .map(|slot| (*slot.request).clone())
+            .collect()
     }
 
     /// Request `id` and where it stands, once stored and while remembered.

@@ -213,11 +213,10 @@ impl Api {
         ttl: Option<Duration>,
     ) -> Result<crate::gate::Approval, Error> {
         self.take_decision(approver)?;
-        let limits = approver.clone();
         let mut approve = Approve::new(id, code)
             .scope(scope)
             .by(approver.name_arc())
-            .check(Box::new(move |request, scope| limits.check(request, scope)));
+            .authority(approver.clone());
         if let Some(ttl) = ttl {
             approve = approve.ttl(ttl);
         }
@@ -232,10 +231,9 @@ impl Api {
         decision: DenyBody,
     ) -> Result<crate::gate::Denial, Error> {
         self.take_decision(approver)?;
-        let limits = approver.clone();
         let mut deny = Deny::new(id, decision.code)
             .by(approver.name_arc())
-            .check(Box::new(move |request, scope| limits.check(request, scope)));
+            .authority(approver.clone());
         if let Some(reason) = decision.reason.filter(|r| !r.trim().is_empty()) {
             deny = deny.reason(reason);
         }

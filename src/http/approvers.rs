@@ -9,7 +9,7 @@ use http::request::Parts;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind};
-use crate::gate::AccessRequest;
+use crate::gate::{AccessRequest, Authority};
 use crate::notify::BoxFuture;
 use crate::policy::Pattern;
 use crate::scope::Scope;
@@ -97,17 +97,19 @@ impl Approver {
         self.may_decide(request.capability()) && request.admits(&self.name)
     }
 
-    /// Refuses a decision of `scope` on `request` beyond this approver's rights.
-    pub(crate) fn check(&self, request: &AccessRequest, scope: Scope) -> Result<(), Error> {
-        if !self.may_decide(request.capability()) {
-            return Err(
-                Error::new(ErrorKind::ApproverNotAllowed).with_detail(format!(
-                    "{} may not decide {}",
-                    self.name,
-                    request.capability()
-                )),
-            );
-        }
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
+    }
+}
+
+/// The gate asks whether this approver may decide a request before it looks at the code, so an
+/// approver who may not decide cannot spend the request's attempts.
+impl Authority for Approver {
+    fn decides(&self, request: &AccessRequest) -> bool {
+        self.may_see(request)
+    }
+
+    fn grants(&self, scope: Scope) -> Result<(), Error> {
         if scope > self.max_scope {
             return Err(Error::new(ErrorKind::ScopeNotAllowed).with_detail(format!(
                 "{} may grant at most scope `{}`",
@@ -115,10 +117,6 @@ impl Approver {
             )));
         }
         Ok(())
-    }
-
-    pub(crate) fn name_arc(&self) -> Arc<str> {
-        self.name.clone()
     }
 }
 

@@ -16,6 +16,9 @@ use tower::{Layer, Service, ServiceExt};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
+/// The counters are process-wide: the tests of this file take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A request and a service that themselves allocate nothing.
 #[derive(Clone, Copy)]
 struct Op(&'static str);
@@ -69,6 +72,7 @@ fn round<S: Service<Op, Response = &'static str>>(svc: &mut S, op: Op, n: usize)
 
 #[tokio::test(flavor = "current_thread")]
 async fn allowed_calls_allocate_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let alerts = RecordingNotifier::new();
     let gate = Gate::builder()
         .secret("a test secret of at least sixteen bytes")
@@ -106,4 +110,46 @@ async fn allowed_calls_allocate_nothing() {
         0,
         "allowed by a standing rule"
     );
+}
+
+/// Bytes still held after `n` calls of `op` each joined a pending request and went away: the
+/// fewest of three rounds.
+fn held_after_joins<S: Service<Op>>(svc: &mut S, op: Op, n: usize) -> isize {
+    let mut cx = Context::from_waker(Waker::noop());
+    (0..3)
+        .map(|_| {
+            let region = Region::new(GLOBAL);
+            for _ in 0..n {
+                assert!(svc.poll_ready(&mut cx).is_ready());
+                drop(svc.call(op));
+            }
+            let change = region.change();
+            change.bytes_allocated as isize + change.bytes_reallocated
+                - change.bytes_deallocated as isize
+        })
+        .min()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn callers_that_join_and_leave_hold_no_memory() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let alerts = RecordingNotifier::new();
+    let gate = Gate::builder()
+        .secret("a test secret of at least sixteen bytes")
+        .notifier(alerts.clone())
+        .build()
+        .unwrap();
+    let policy = CapabilityTable::new().ask("write", Ask::new("writes need a person"));
+    let mut svc = gate.layer(policy).layer(Echo);
+    let first = tokio::spawn(svc.clone().oneshot(Op("write")));
+    alerts.next_alert().await;
+
+    // An agent joins the pending request and drops the call, over and over: what the request
+    // holds grows with the callers waiting now (one), not with those who ever joined.
+    held_after_joins(&mut svc, Op("write"), 100);
+    let held = held_after_joins(&mut svc, Op("write"), 20_000);
+    assert!(held < 4096, "{held} bytes held after 20,000 joins");
+    assert_eq!(gate.stats().parked, 1);
+    first.abort();
 }

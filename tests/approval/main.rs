@@ -453,11 +453,12 @@ async fn only_signed_in_approvers_manage_approvals_and_only_within_their_rights(
     assert_eq!(bobs["requests"], json!([]));
     let hidden = srv.get(&format!("/api/requests/{id}"), Some(BOB)).await;
     assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    // Even with the right code he hears what an unknown id hears.
     let bobs_approval = srv.approve(&alert, BOB, json!({"code": code})).await;
     refused(
         &bobs_approval,
-        StatusCode::FORBIDDEN,
-        "approver_not_allowed",
+        StatusCode::NOT_FOUND,
+        "access_request_not_found",
     );
     for (path, method) in [("/api/audit", "GET"), ("/api/rules", "DELETE")] {
         let request = srv
@@ -502,6 +503,91 @@ async fn only_signed_in_approvers_manage_approvals_and_only_within_their_rights(
     assert_eq!(hers.json()["revoked"].as_array().unwrap().len(), 1);
     let everything = srv.delete("/api/rules", Some(ALICE)).await;
     assert_eq!(everything.json()["revoked"], json!([]));
+}
+
+#[tokio::test]
+async fn an_approver_who_may_not_decide_spends_none_of_the_attempts() {
+    let srv = server(|b| b.max_attempts(2), |api| api.unlimited_decisions()).await;
+    let (task, alert) = srv.park(refund(17)).await;
+    let id = alert.request().id();
+    let unknown = srv
+        .post(
+            "/api/requests/areq_00000000000000000000000000000000/approve",
+            Some(BOB),
+            json!({"code": "00000000"}),
+        )
+        .await;
+    refused(&unknown, StatusCode::NOT_FOUND, "access_request_not_found");
+
+    // bob decides `fs.*` only; the id is in every approval URL. Wrong codes, the right one,
+    // approve or deny, JSON or the page's form: all answered as an unknown id, none counted.
+    for attempt in 0..10 {
+        let guess = format!("{attempt:08X}");
+        let path = format!("/api/requests/{id}/deny");
+        for reply in [
+            srv.approve(&alert, BOB, json!({"code": guess})).await,
+            srv.post(&path, Some(BOB), json!({"code": guess})).await,
+            srv.approve(&alert, BOB, json!({"code": code_of(&alert)}))
+                .await,
+        ] {
+            assert_eq!((reply.status, &reply.body), (unknown.status, &unknown.body));
+        }
+        let form = srv
+            .request("POST", &format!("/{id}"), Some(BOB))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::<bytes::Bytes>::from(format!(
+                "action=deny&code={guess}"
+            )))
+            .unwrap();
+        let page = client::send(srv.addr, form).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(srv.gate.status(id).unwrap(), Status::Pending);
+    assert_eq!(srv.gate.stats().wrong_codes, 0);
+    let rejected = srv
+        .get(
+            &format!("/api/audit?request={id}&event=code_rejected"),
+            Some(ALICE),
+        )
+        .await
+        .json();
+    assert_eq!(rejected["entries"], json!([]));
+
+    // Those who may decide still can.
+    let approved = srv
+        .approve(&alert, CAROL, json!({"code": code_of(&alert)}))
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_page_shows_caller_text_with_controls_and_bidi_overrides_escaped() {
+    let srv = default_server().await;
+    let call = ToolCall::new(
+        "payments.refund",
+        json!({"to": "invoice\u{202e}fdp.exe\u{7f}", "amount": 1}),
+    )
+    .principal("agent\u{2066}7")
+    .reason("urgent\u{1b}[8m\u{9b}hidden\u{85}");
+    let (task, alert) = srv.park(call).await;
+    let page = srv
+        .get(&format!("/{}", alert.request().id()), Some(ALICE))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let hidden = |c: char| {
+        matches!(c, '\u{0}'..='\u{8}' | '\u{b}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
+            | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    assert!(!page.body.chars().any(hidden), "{:?}", page.body);
+    for shown in [
+        r"invoice\u{202e}fdp.exe\u{7f}",
+        r"agent\u{2066}7",
+        r"urgent\u{1b}[8m\u{9b}hidden\u{85}",
+    ] {
+        assert!(page.body.contains(shown), "{shown} in {}", page.body);
+    }
+    task.abort();
 }
 
 #[tokio::test]
