@@ -6,7 +6,8 @@
 //!
 //! Requests, standing rules and the audit trail are kept in a SQLite file in the temporary
 //! directory: run the example twice and the first refund passes without asking, on the approval
-//! the first run stored. Delete the file to start over.
+//! the first run stored. Stored rules are sealed with the gate's secret, so the demo keeps its
+//! secret in a file beside the database (or takes `TOLLGATE_SECRET`); delete both to start over.
 //!
 //! ```sh
 //! cargo run --example quickstart
@@ -32,12 +33,8 @@ async fn main() -> Result<(), BoxError> {
         .request_ttl(Duration::from_secs(2)) // short, so the demo's third request expires quickly
         .notifier(TerminalNotifier::stdout())
         .notifier(inbox.clone());
-    // Codes are derived from a secret the agent never sees. Without one configured, the demo opts
-    // in to a per-process random secret explicitly.
-    let gate = match std::env::var("TOLLGATE_SECRET") {
-        Ok(secret) => builder.secret(secret).build()?,
-        Err(_) => builder.random_secret().build()?,
-    };
+    // Codes and the seals on stored rules are derived from a secret the agent never sees.
+    let gate = builder.secret(demo_secret()?).build()?;
     println!(
         "store: {} ({} standing rules from earlier runs)\n",
         path.display(),
@@ -112,6 +109,25 @@ async fn main() -> Result<(), BoxError> {
         );
     }
     Ok(())
+}
+
+/// `TOLLGATE_SECRET`, or a random secret made on the first run and kept in a file readable only
+/// by its owner, as a deployment keeps it in a secrets file.
+fn demo_secret() -> Result<Vec<u8>, BoxError> {
+    if let Ok(secret) = std::env::var("TOLLGATE_SECRET") {
+        return Ok(secret.into_bytes());
+    }
+    let path = std::env::temp_dir().join("tollgate-quickstart.secret");
+    if let Ok(secret) = std::fs::read(&path) {
+        return Ok(secret);
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| e.to_string())?;
+    let mut file = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    std::io::Write::write_all(&mut file.write(true).create_new(true).open(&path)?, &secret)?;
+    Ok(secret.to_vec())
 }
 
 /// Approves the first refund with `value` scope, denies the second, ignores the mass mail.

@@ -15,6 +15,17 @@ const DOMAIN: &[u8] = b"tollgate/verification-code/v1";
 /// The shortest secret accepted, in bytes.
 pub(crate) const MIN_SECRET_LEN: usize = 16;
 
+/// A secret made for this process, for `random_secret`.
+pub(crate) fn random_secret() -> Result<Box<[u8]>, Error> {
+    let mut secret = vec![0u8; 32].into_boxed_slice();
+    getrandom::fill(&mut secret).map_err(|e| {
+        Error::new(ErrorKind::InvalidConfig)
+            .with_detail("the operating system's random source failed")
+            .with_source(e.to_string())
+    })?;
+    Ok(secret)
+}
+
 /// The HMAC key codes are derived from, keyed once: each code clones the keyed state.
 pub(crate) struct CodeKey {
     mac: Hmac<Sha256>,
@@ -31,7 +42,7 @@ impl fmt::Debug for CodeKey {
 }
 
 impl CodeKey {
-    pub(crate) fn new(secret: Box<[u8]>, length: usize) -> Result<Self, Error> {
+    pub(crate) fn new(secret: &[u8], length: usize) -> Result<Self, Error> {
         if secret.len() < MIN_SECRET_LEN {
             return Err(Error::new(ErrorKind::InvalidConfig).with_detail(format!(
                 "the secret must be at least {MIN_SECRET_LEN} bytes"
@@ -41,18 +52,8 @@ impl CodeKey {
             return Err(Error::new(ErrorKind::InvalidConfig)
                 .with_detail("code_length must be between 6 and 64 hex characters"));
         }
-        let mac = Hmac::<Sha256>::new_from_slice(&secret).expect("HMAC takes any key length");
+        let mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
         Ok(CodeKey { mac, length })
-    }
-
-    pub(crate) fn random(length: usize) -> Result<Self, Error> {
-        let mut secret = vec![0u8; 32].into_boxed_slice();
-        getrandom::fill(&mut secret).map_err(|e| {
-            Error::new(ErrorKind::InvalidConfig)
-                .with_detail("the operating system's random source failed")
-                .with_source(e.to_string())
-        })?;
-        Self::new(secret, length)
     }
 
     /// `HMAC-SHA256(secret, domain ‖ id ‖ principal ‖ session ‖ capability ‖ args digest ‖

@@ -28,6 +28,7 @@ pub(crate) mod rate;
 mod registry;
 mod request;
 mod rules;
+mod seal;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +51,7 @@ use self::registry::{
     Decided, Delivery, Effects, Limits, Refusal, Registry, Resolved, Write, already, step,
 };
 use self::rules::{RuleTable, Verdict};
+pub(crate) use self::seal::SealKey;
 use crate::args::{ArgsDigest, canonical_json};
 use crate::call::Call;
 use crate::error::{Error, ErrorKind};
@@ -94,6 +96,8 @@ struct Settings {
 pub(crate) struct Shared {
     settings: Settings,
     key: CodeKey,
+    /// Seals the rules this gate makes, and checks those it reads back.
+    seals: SealKey,
     /// Every notifier, each bounded in concurrency, all within the notify timeout.
     notifiers: FanOut,
     registry: Mutex<Registry>,
@@ -281,12 +285,15 @@ impl GateBuilder {
     pub fn build(self) -> Result<Gate, Error> {
         let invalid =
             |detail: &'static str| Err(Error::new(ErrorKind::InvalidConfig).with_detail(detail));
-        let key = match (self.secret, self.random_secret) {
-            (Some(secret), false) => CodeKey::new(secret, self.code_length)?,
-            (None, true) => CodeKey::random(self.code_length)?,
+        let secret = match (self.secret, self.random_secret) {
+            (Some(secret), false) => secret,
+            (None, true) => code::random_secret()?,
             (Some(_), true) => return invalid("give either `secret` or `random_secret`, not both"),
             (None, false) => return Err(Error::new(ErrorKind::MissingSecret)),
         };
+        let key = CodeKey::new(&secret, self.code_length)?;
+        let seals = SealKey::new(&secret);
+        drop(secret);
         if self.request_ttl.is_zero() || self.request_ttl > LONGEST_REQUEST {
             return invalid("request_ttl must be more than zero and at most a year");
         }
@@ -324,15 +331,20 @@ impl GateBuilder {
         let recovered = store.recover(to_millis(SystemTime::now()))?;
         let mut rules = RuleTable::default();
         let (wall, now) = (SystemTime::now(), Instant::now());
-        let recovered_rules = recovered.rules.len();
-        for rule in recovered.rules {
+        let (honoured, rejected): (Vec<Rule>, Vec<Rule>) = recovered
+            .rules
+            .into_iter()
+            .partition(|rule| seals.verifies(rule));
+        let recovered_rules = honoured.len();
+        for rule in honoured {
             let left = rule.expires_at.duration_since(wall).unwrap_or_default();
             rules.insert(rule, now + left.min(LONGEST_RULE));
         }
-        if recovered_rules > 0 || !recovered.abandoned.is_empty() {
+        if recovered_rules > 0 || !recovered.abandoned.is_empty() || !rejected.is_empty() {
             tracing::info!(
                 store = ?store,
                 rules = recovered_rules,
+                rejected = rejected.len(),
                 abandoned = recovered.abandoned.len(),
                 "store recovered"
             );
@@ -352,6 +364,7 @@ impl GateBuilder {
                     audit_args: self.audit_args,
                 },
                 key,
+                seals,
                 notifiers,
                 registry: Mutex::new(Registry::new(
                     self.history,
@@ -365,6 +378,9 @@ impl GateBuilder {
                 unannounced: Mutex::new(recovered.abandoned),
             }),
         };
+        for rule in rejected {
+            gate.shared.reject(&rule);
+        }
         if gate.shared.journal.start() {
             gate.shared.announce_abandoned();
         }
@@ -715,6 +731,7 @@ impl Gate {
                     }
                     let ttl = allowed(request, ruling.scope, ruling.ttl)?;
                     rule = new_rule(
+                        &self.shared.seals,
                         request,
                         ruling.effect,
                         ruling.scope,
@@ -1127,8 +1144,9 @@ const LONGEST_RULE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// The longest request TTL the builder accepts.
 const LONGEST_REQUEST: Duration = Duration::from_secs(366 * 24 * 3600);
 
-/// The rule a decision of `scope` makes; none for [`Scope::Once`].
+/// The rule a decision of `scope` makes, sealed; none for [`Scope::Once`].
 fn new_rule(
+    seals: &SealKey,
     request: &AccessRequest,
     effect: RuleEffect,
     scope: Scope,
@@ -1140,7 +1158,7 @@ fn new_rule(
         return None;
     }
     let granted_at = to_millis(SystemTime::now());
-    Some(Rule {
+    let mut rule = Rule {
         id: RuleId::random(),
         effect,
         scope,
@@ -1157,7 +1175,10 @@ fn new_rule(
         expires_at: granted_at + ttl,
         request: request.id,
         reason,
-    })
+        seal: None,
+    };
+    seals.seal(&mut rule);
+    Some(rule)
 }
 
 impl Shared {
@@ -1171,6 +1192,23 @@ impl Shared {
 
     fn rules_mut(&self) -> std::sync::RwLockWriteGuard<'_, RuleTable> {
         self.rules.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A rule read from the store whose seal does not verify: not honoured, logged once, and
+    /// written to the audit trail. The log names the rule, never its contents' secrets.
+    fn reject(self: &Arc<Self>, rule: &Rule) {
+        tracing::warn!(
+            rule_id = %rule.id,
+            scope = %rule.scope,
+            capability = %rule.capability,
+            "stored rule not honoured: its seal does not verify (made with another secret, or changed in the store)"
+        );
+        let mut entry =
+            AuditEntry::for_rule(AuditEvent::RuleRejected, to_millis(SystemTime::now()), rule);
+        entry.detail = Some(
+            "its seal does not verify: made with another secret, or changed in the store".into(),
+        );
+        self.write(Write::Append(entry));
     }
 
     fn verify(&self, request: &AccessRequest, attempt: &str) -> bool {

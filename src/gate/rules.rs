@@ -40,6 +40,8 @@ pub struct Rule {
     pub(crate) expires_at: SystemTime,
     pub(crate) request: RequestId,
     pub(crate) reason: Option<Arc<str>>,
+    /// The gate's MAC over every other field; see `seal.rs`. `None` until sealed.
+    pub(crate) seal: Option<[u8; 32]>,
 }
 
 impl Rule {

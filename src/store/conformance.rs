@@ -34,7 +34,9 @@ use super::{
     AuditEntry, AuditEvent, AuditFilter, Revocation, ScopeKey, Store, Transition, is_finished,
 };
 use crate::args::{ArgsDigest, canonical_json};
-use crate::gate::{AccessRequest, Outcome, RequestId, Rule, RuleEffect, RuleId, Status};
+use crate::gate::{
+    AccessRequest, Gate, Outcome, RequestId, Rule, RuleEffect, RuleId, SealKey, Status,
+};
 use crate::scope::Scope;
 use crate::store::to_millis;
 
@@ -54,6 +56,7 @@ where
     ttl_purge(fresh()).await;
     audit_order_and_filters(fresh()).await;
     restart(&fresh(), &reopen).await;
+    sealed_rules(&fresh(), &reopen).await;
 }
 
 fn now() -> SystemTime {
@@ -88,6 +91,7 @@ pub fn request(principal: &str, capability: &str, args: serde_json::Value) -> Ac
 pub fn rule(request: &AccessRequest, effect: RuleEffect, scope: Scope, ttl: Duration) -> Rule {
     let granted_at = now();
     Rule {
+        seal: None,
         id: RuleId::random(),
         effect,
         scope,
@@ -691,4 +695,96 @@ pub async fn restart<S: Store + Clone>(store: &S, reopen: &impl Fn(&S) -> S) {
     assert!(!pending_again, "an abandoned request cannot be approved");
     let twice = reopen(store).recover(now()).expect("recover again");
     assert!(twice.abandoned.is_empty(), "a request is abandoned once");
+}
+
+/// Sealed rules: a gate started on the store honours only the rules its own secret sealed and
+/// nobody changed since; every other rule the store returns (one written into it directly, one
+/// widened or retargeted there, one sealed with another secret) is not honoured and is written
+/// to the audit trail as `rule_rejected`. A gate with another secret honours none.
+///
+/// The store's part is to keep a rule's record exactly, seal included.
+pub async fn sealed_rules<S: Store + Clone>(store: &S, reopen: &impl Fn(&S) -> S) {
+    const SECRET: &str = "the conformance suite's secret, sixteen bytes and more";
+    let seals = SealKey::new(SECRET.as_bytes());
+    let hour = Duration::from_secs(3600);
+    let file = |capability: &'static str, make: Box<dyn FnOnce(&AccessRequest) -> Rule>| {
+        let request = request("agent-7", capability, json!({"charge": "ch_1"}));
+        let rule = make(&request);
+        async move {
+            insert(store, &request).await;
+            applies(store, approval(&request, "alice")).await;
+            applies(store, take(&request, Some(rule.clone()))).await;
+            rule
+        }
+    };
+    let genuine = file(
+        "sealed.value",
+        Box::new(|request| {
+            let mut rule = rule(request, RuleEffect::Allow, Scope::Value, hour);
+            seals.seal(&mut rule);
+            rule
+        }),
+    )
+    .await;
+    let forged = file(
+        "forged.global",
+        Box::new(|request| rule(request, RuleEffect::Allow, Scope::Global, hour)),
+    )
+    .await;
+    let widened = file(
+        "widened.value",
+        Box::new(|request| {
+            let mut rule = rule(request, RuleEffect::Allow, Scope::Capability, hour);
+            seals.seal(&mut rule);
+            rule.principal = Some("agent-8".into());
+            rule.expires_at += hour * 24;
+            rule
+        }),
+    )
+    .await;
+    let foreign = file(
+        "foreign.deny",
+        Box::new(|request| {
+            let mut rule = rule(request, RuleEffect::Deny, Scope::Capability, hour);
+            SealKey::new(b"another secret of sixteen bytes and more").seal(&mut rule);
+            rule
+        }),
+    )
+    .await;
+
+    let gate = Gate::builder()
+        .secret(SECRET)
+        .park_when_unnotified()
+        .store(reopen(store))
+        .build()
+        .expect("a gate starts on the store");
+    let honoured: Vec<RuleId> = gate.rules().iter().map(Rule::id).collect();
+    assert_eq!(
+        honoured,
+        vec![genuine.id],
+        "Sealed rules: only the rule this secret sealed is honoured"
+    );
+    let rejected = gate
+        .audit(AuditFilter::new().event(AuditEvent::RuleRejected))
+        .await
+        .expect("read the audit trail");
+    let mut rejected: Vec<RuleId> = rejected.iter().filter_map(|e| e.rule).collect();
+    let mut expected = vec![forged.id, widened.id, foreign.id];
+    rejected.sort_by_key(|id| id.to_string());
+    expected.sort_by_key(|id| id.to_string());
+    assert_eq!(
+        rejected, expected,
+        "Sealed rules: each rule not honoured is audited as rule_rejected"
+    );
+
+    let other = Gate::builder()
+        .secret("a secret the rules were not sealed with")
+        .park_when_unnotified()
+        .store(reopen(store))
+        .build()
+        .expect("a gate starts on the store");
+    assert!(
+        other.rules().is_empty(),
+        "Sealed rules: a gate with another secret honours none"
+    );
 }

@@ -47,6 +47,32 @@
 //! notifiers are told so; standing rules and remembered denials apply as before. An approval of
 //! [`Scope::Once`] makes no rule, so it can never be used again after a crash.
 //!
+//! # Who can write the store
+//!
+//! Every standing rule and remembered denial is sealed: a MAC over all of its fields, under a
+//! key derived from the gate's secret (and separated from the key codes are derived with). When
+//! a gate reads rules from its store, it honours only those whose seal verifies; any other is
+//! not honoured, is written to the audit trail as `rule_rejected`, and is logged once at `warn`
+//! with its id, scope and capability.
+//!
+//! So someone who can write the database (an agent with the SQLite file in reach) **cannot**:
+//! - make the gate honour a rule they wrote, or widen one (scope, principal, session,
+//!   capability, arguments), extend its expiry, or turn a denial into an approval;
+//! - carry rules over to a gate with another secret: it honours none of them (and so a gate with
+//!   `random_secret` honours no rule from an earlier process);
+//! - learn or forge a verification code: codes are derived from the secret, never stored;
+//! - approve a pending request: a decision needs the code, and waiting callers wait in memory.
+//!
+//! They **can** still:
+//! - delete rules and remembered denials: a call a deleted denial refused asks a person again;
+//! - put back a rule that was revoked, sealed as it was, until its original expiry;
+//! - rewrite or delete the audit trail, and read what it holds (arguments too, with
+//!   [`audit_args`](crate::GateBuilder::audit_args));
+//! - stop the gate from starting by damaging the file (`store_unreadable`, failing closed).
+//!
+//! Keep the database, like the secret, out of the reach of the agents the gate guards.
+//! Someone who has the secret can do everything a gate can.
+//!
 //! # Writing a store
 //!
 //! Implement [`Store`] and run the [`conformance`] suite (feature `test-util`) against it. Keep
@@ -73,7 +99,7 @@ pub use self::memory::MemoryStore;
 pub use self::sqlite::SqliteStore;
 pub use crate::notify::BoxFuture;
 
-pub(crate) use self::record::to_millis;
+pub(crate) use self::record::{millis, to_millis};
 
 use crate::args::ArgsDigest;
 use crate::error::Error;
@@ -103,6 +129,8 @@ use crate::text::rfc3339;
 ///    [`recover`](Self::recover) even before they are purged.
 /// 6. **Restart.** [`recover`](Self::recover) ends every unfinished request as
 ///    [`Status::Abandoned`].
+/// 7. **Records kept exactly.** A rule comes back exactly as it was filed, its seal included;
+///    the gate honours no rule whose seal does not verify (see the module docs).
 ///
 /// Methods other than [`recover`](Self::recover) must not block the async runtime: run blocking
 /// I/O on `tokio::task::spawn_blocking` or a thread of the store's own.
@@ -482,11 +510,14 @@ pub enum AuditEvent {
     CodeRejected,
     /// The process stopped before the request finished.
     Abandoned,
+    /// A rule read from the store was not honoured: its seal does not verify (not made with this
+    /// gate's secret, or changed since).
+    RuleRejected,
 }
 
 impl AuditEvent {
     /// Every event, in the order of a request's life.
-    pub const ALL: [AuditEvent; 13] = [
+    pub const ALL: [AuditEvent; 14] = [
         Self::Requested,
         Self::Notified,
         Self::Approved,
@@ -500,6 +531,7 @@ impl AuditEvent {
         Self::RuleRevoked,
         Self::CodeRejected,
         Self::Abandoned,
+        Self::RuleRejected,
     ];
 
     /// The snake_case name.
@@ -518,6 +550,7 @@ impl AuditEvent {
             Self::RuleRevoked => "rule_revoked",
             Self::CodeRejected => "code_rejected",
             Self::Abandoned => "abandoned",
+            Self::RuleRejected => "rule_rejected",
         }
     }
 

@@ -127,6 +127,9 @@ struct RuleRecord {
     expires_at_ms: i64,
     request: RequestId,
     reason: Option<String>,
+    /// Hex; absent on rules no gate sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seal: Option<String>,
 }
 
 impl Rule {
@@ -145,6 +148,7 @@ impl Rule {
             expires_at_ms: millis(self.expires_at),
             request: self.request,
             reason: self.reason.as_deref().map(Into::into),
+            seal: self.seal.map(|seal| crate::hex::lower(&seal)),
         };
         serde_json::to_string(&record).expect("records serialize")
     }
@@ -186,6 +190,8 @@ impl Rule {
             expires_at: from_millis(r.expires_at_ms),
             request: r.request,
             reason: r.reason.map(Into::into),
+            // A malformed seal is no seal: the rule is read, and refused by the gate.
+            seal: r.seal.and_then(|hex| crate::hex::decode::<32>(&hex)),
         })
     }
 }

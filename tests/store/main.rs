@@ -565,6 +565,93 @@ fn unreadable_files_are_refused_at_open() {
     assert!(error.is_err());
 }
 
+#[tokio::test]
+async fn rules_written_into_the_file_or_made_with_another_secret_are_not_honoured() {
+    let dir = TempDir::new("forged");
+    let path = dir.path.join("tollgate.db");
+    let alerts = RecordingNotifier::new();
+    let build = |secret: &str| {
+        gate(&alerts)
+            .secret(secret)
+            .store(SqliteStore::open(&path).unwrap())
+            .build()
+            .unwrap()
+    };
+    let by = |principal: &str| refund(5).principal(principal);
+
+    // agent-7's refunds are approved for the capability: a sealed rule in the file.
+    let first = build(support::SECRET);
+    let svc = first.layer(policy(Scope::Global)).layer(Tools::default());
+    let task = tokio::spawn(svc.oneshot(by("agent-7")));
+    let alert = alerts.next_alert().await;
+    let approval = first
+        .approve(
+            Approve::new(alert.request().id(), alert.code().reveal())
+                .scope(Scope::Capability)
+                .by("alice"),
+        )
+        .await
+        .unwrap();
+    task.await.unwrap().unwrap();
+    let genuine = approval.rule().unwrap().clone();
+    drop(first);
+
+    // An agent with the file in reach copies the rule into a `global` one for every principal.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let record: String = conn
+        .query_row("SELECT record FROM rules", [], |row| row.get(0))
+        .unwrap();
+    let mut forged: serde_json::Value = serde_json::from_str(&record).unwrap();
+    let seal = forged["seal"]
+        .as_str()
+        .expect("stored rules carry a seal")
+        .to_owned();
+    let forged_id = format!("rule_{}", "ab".repeat(16));
+    forged["id"] = json!(forged_id);
+    forged["scope"] = json!("global");
+    forged["principal"] = json!(null);
+    let forged = forged.to_string();
+    let key = ScopeKey::of(&Rule::from_record(&forged).unwrap());
+    conn.execute(
+        "INSERT INTO rules (id, scope_key, capability, granted_at, expires_at, record)
+         SELECT ?1, ?2, capability, granted_at, expires_at, ?3 FROM rules",
+        rusqlite::params![[0xab_u8; 16].as_slice(), key.as_bytes().as_slice(), forged],
+    )
+    .unwrap();
+    drop(conn);
+
+    // The gate started again honours its own rule and not the forged one: agent-9 is asked.
+    let (logs, _guard) = support::capture_logs();
+    let second = build(support::SECRET);
+    let rules: Vec<String> = second.rules().iter().map(|r| r.id().to_string()).collect();
+    assert_eq!(rules, [genuine.id().to_string()]);
+    let svc = second.layer(policy(Scope::Global)).layer(Tools::default());
+    svc.clone().oneshot(by("agent-7")).await.unwrap();
+    let asked = tokio::spawn(svc.oneshot(by("agent-9")));
+    let alert = alerts.next_alert().await;
+    assert_eq!(alert.request().principal(), "agent-9");
+    asked.abort();
+    let rejected = second
+        .audit(AuditFilter::new().event(AuditEvent::RuleRejected))
+        .await
+        .unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].rule.unwrap().to_string(), forged_id);
+    let logs = logs.text();
+    assert_eq!(
+        logs.matches("stored rule not honoured").count(),
+        1,
+        "{logs}"
+    );
+    assert!(logs.contains(&forged_id) && logs.contains("WARN"), "{logs}");
+    assert!(!logs.contains(&seal), "the log never carries a seal");
+    drop(second);
+
+    // A gate with another secret honours none of them.
+    let third = build("a different secret of sixteen bytes or more");
+    assert!(third.rules().is_empty());
+}
+
 /// A directory under `target/`, removed when dropped.
 struct TempDir {
     path: PathBuf,
