@@ -67,8 +67,20 @@ async fn main() -> Result<(), BoxError> {
 
     println!("tools:     {base}/tools/search (passes), POST {base}/tools/refund (asks you)");
     println!("approvals: {base}/approvals  (sign in with token {token})");
-    axum::serve(listener, app).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(on_ctrl_c(gate))
+        .await?;
     Ok(())
+}
+
+/// On Ctrl-C the gate shuts down first: parked requests are answered `503 gate_shut_down` and
+/// abandoned in the store, so the server's graceful shutdown has no call left waiting.
+async fn on_ctrl_c(gate: Gate) {
+    tokio::signal::ctrl_c().await.ok();
+    eprintln!("shutting down: calls waiting for a person are let go");
+    if let Err(error) = gate.shutdown().await {
+        eprintln!("the gate did not shut down cleanly: {error}");
+    }
 }
 
 /// 32 hex characters from the operating system's randomness.

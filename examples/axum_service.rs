@@ -59,14 +59,26 @@ async fn main() -> Result<(), BoxError> {
         .principal_header(HeaderName::from_static("x-agent"));
     let app = shop().layer(layer);
 
-    tokio::spawn(approve_from_stdin(gate));
+    tokio::spawn(approve_from_stdin(gate.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!(
         "the shop listens on http://{}; approve here with `approve <id> <code>`",
         listener.local_addr()?
     );
-    axum::serve(listener, app).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(on_ctrl_c(gate))
+        .await?;
     Ok(())
+}
+
+/// On Ctrl-C the gate shuts down first: parked requests are answered `503 gate_shut_down` and
+/// abandoned in the store, so the server's graceful shutdown has no call left waiting.
+async fn on_ctrl_c(gate: Gate) {
+    tokio::signal::ctrl_c().await.ok();
+    println!("shutting down: calls waiting for a person are let go");
+    if let Err(error) = gate.shutdown().await {
+        println!("the gate did not shut down cleanly: {error}");
+    }
 }
 
 /// The approver's console: `approve <id> <code> [scope]` or `deny <id> <code> [reason…]`.

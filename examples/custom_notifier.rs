@@ -108,7 +108,13 @@ async fn main() -> Result<(), BoxError> {
 
     let call =
         ToolCall::new("deploy.production", json!({"version": "2.4.1"})).principal("ci-agent");
-    let out = tools.oneshot(call).await?;
+    let out = tokio::select! {
+        out = tools.oneshot(call) => out?,
+        _ = tokio::signal::ctrl_c() => {
+            gate.shutdown().await?;
+            return Ok(());
+        }
+    };
     println!("agent: {out}");
     let approval = approver.await??;
     println!(
@@ -130,6 +136,7 @@ async fn main() -> Result<(), BoxError> {
         println!("{line}");
     }
     tokio::fs::remove_file(&path).await?;
+    gate.shutdown().await?;
     Ok(())
 }
 

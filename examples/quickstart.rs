@@ -74,19 +74,27 @@ async fn main() -> Result<(), BoxError> {
         refund("ch_2"),
         ToolCall::new("email.send_all", json!({"subject": "Sorry!"})).principal("agent-7"),
     ];
-    for call in calls {
-        let what = format!("{} {}", call.capability(), call.args());
-        println!("agent: calling {what}");
-        match tools.clone().oneshot(call).await {
-            Ok(out) => println!("agent: ok: {out}\n"),
-            Err(error) => match error.downcast_ref::<Error>() {
-                Some(e) => println!("agent: refused: {e}\n"),
-                None => println!("agent: the tool failed: {error}\n"),
-            },
+    let agent = async {
+        for call in calls {
+            let what = format!("{} {}", call.capability(), call.args());
+            println!("agent: calling {what}");
+            match tools.clone().oneshot(call).await {
+                Ok(out) => println!("agent: ok: {out}\n"),
+                Err(error) => match error.downcast_ref::<Error>() {
+                    Some(e) => println!("agent: refused: {e}\n"),
+                    None => println!("agent: the tool failed: {error}\n"),
+                },
+            }
         }
+    };
+    tokio::select! {
+        () = agent => {}
+        _ = tokio::signal::ctrl_c() => println!("interrupted"),
     }
 
+    // Let waiting calls go, and let the store take every write, before the process exits.
     approver.abort();
+    gate.shutdown().await?;
     println!("the audit trail of this run:");
     for entry in gate.audit(AuditFilter::new().since(started)).await? {
         let who = entry.approver.as_deref().unwrap_or("");

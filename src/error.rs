@@ -77,6 +77,8 @@ pub enum ErrorKind {
     StoreFailed,
     /// The store's data is not a tollgate database, is damaged, or is newer than this version.
     StoreUnreadable,
+    /// The gate is shutting down: it parks no new call, and calls it held were let go.
+    ShutDown,
     /// The approval API could not tell who sent the request: no approver is signed in.
     Unauthenticated,
     /// This approver sent more decisions than the approval API's rate allows.
@@ -95,7 +97,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tables of codes and tests that must see each one.
-    pub const ALL: [ErrorKind; 30] = [
+    pub const ALL: [ErrorKind; 31] = [
         Self::AccessRequestDenied,
         Self::AccessRequestExpired,
         Self::AccessRequestCancelled,
@@ -119,6 +121,7 @@ impl ErrorKind {
         Self::NoRuntime,
         Self::StoreFailed,
         Self::StoreUnreadable,
+        Self::ShutDown,
         Self::Unauthenticated,
         Self::RateLimited,
         Self::InvalidBody,
@@ -154,6 +157,7 @@ impl ErrorKind {
             Self::NoRuntime => "no_runtime",
             Self::StoreFailed => "store_failed",
             Self::StoreUnreadable => "store_unreadable",
+            Self::ShutDown => "gate_shut_down",
             Self::Unauthenticated => "unauthenticated",
             Self::RateLimited => "rate_limited",
             Self::InvalidBody => "invalid_body",
@@ -175,6 +179,7 @@ impl ErrorKind {
                 | Self::NotificationFailed
                 | Self::WaitTimedOut
                 | Self::StoreFailed
+                | Self::ShutDown
                 | Self::RateLimited
                 | Self::RequestTimedOut
         )
@@ -235,6 +240,9 @@ impl ErrorKind {
             }
             Self::StoreUnreadable => {
                 "the store holds data this version cannot read: another program's database, a damaged one, or a newer schema"
+            }
+            Self::ShutDown => {
+                "the gate is shutting down and parks no call for a person; retry once it is back, or against another instance"
             }
             Self::Unauthenticated => {
                 "no approver is signed in: send `Authorization: Bearer <token>` or sign in on the approval page"

@@ -143,7 +143,7 @@ pub(crate) fn describe(outcome: &Outcome) -> String {
         Outcome::Expired => line.push_str("expired: nobody decided in time"),
         Outcome::Cancelled => line.push_str("cancelled: the caller went away"),
         Outcome::NotificationFailed => line.push_str("failed: no approver could be notified"),
-        Outcome::Abandoned => line.push_str("abandoned: the process stopped before a decision"),
+        Outcome::Abandoned => line.push_str("abandoned: the gate stopped before a decision"),
         Outcome::StoreFailed => line.push_str("failed: the decision could not be stored"),
     }
     line

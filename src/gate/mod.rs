@@ -31,7 +31,8 @@ mod rules;
 mod seal;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -109,6 +110,31 @@ pub(crate) struct Shared {
     journal: Journal,
     /// Requests an earlier process left unfinished, not yet announced to the notifiers.
     unannounced: Mutex<Vec<AccessRequest>>,
+    /// Alerts and resolutions being delivered, for shutdown to wait on.
+    deliveries: Deliveries,
+}
+
+/// Counts notifier deliveries under way: shutdown waits until none is left. Each is bounded by
+/// the notify timeout.
+#[derive(Default)]
+struct Deliveries {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+impl Deliveries {
+    /// Returns once no delivery is under way.
+    async fn idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
 }
 
 /// Builds a [`Gate`]; see [`Gate::builder`].
@@ -376,6 +402,7 @@ impl GateBuilder {
                 wrong_codes: AtomicU64::new(0),
                 journal: Journal::new(store),
                 unannounced: Mutex::new(recovered.abandoned),
+                deliveries: Deliveries::default(),
             }),
         };
         for rule in rejected {
@@ -937,6 +964,47 @@ impl Gate {
             .await
     }
 
+    /// Shuts the gate down, as a server does before it exits.
+    ///
+    /// From the first poll on, a call that needs a person fails at once with `gate_shut_down`
+    /// (retryable: against another instance, or once this one is back), and every parked caller
+    /// fails with it too. Pending requests end as [`Status::Abandoned`] in the store, with an
+    /// `abandoned` audit entry, and the notifiers are told. Returns once the store has every
+    /// write queued before, and every notifier delivery under way has ended.
+    ///
+    /// What needs no person keeps working: calls the policy allows, and calls a standing rule
+    /// covers (a remembered denial still refuses). A decision already being recorded when the
+    /// shutdown starts takes effect as usual. An approver deciding an abandoned request hears
+    /// `access_request_abandoned`. Calling it again does no harm.
+    ///
+    /// ```
+    /// # use tollgate::Gate;
+    /// # async fn serve(gate: Gate) -> Result<(), tollgate::Error> {
+    /// tokio::signal::ctrl_c().await.ok();
+    /// gate.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let pending = self
+            .shared
+            .locked(|registry| (registry.shut_down(), Effects::default()));
+        for &id in &pending {
+            self.shared
+                .locked(|registry| ((), registry.close(id, Outcome::Abandoned)));
+        }
+        self.shared.changed.notify_waiters();
+        // A write that lands may queue another (an approval's take): flush until none is left.
+        loop {
+            self.read(|_| Box::pin(async { Ok(()) })).await?;
+            if !self.shared.registry().writing() {
+                break;
+            }
+        }
+        self.shared.deliveries.idle().await;
+        tracing::info!(abandoned = pending.len(), "gate shut down");
+        Ok(())
+    }
+
     /// The gate's current load.
     pub fn stats(&self) -> Stats {
         let counts = self.shared.registry().counts();
@@ -1194,6 +1262,29 @@ impl Shared {
         self.rules.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Runs a notifier delivery on `runtime`, counted, so that shutdown can wait for it.
+    fn deliver(
+        self: &Arc<Self>,
+        runtime: &Handle,
+        delivery: impl Future<Output = ()> + Send + 'static,
+    ) {
+        /// Counts the delivery as ended however it ends: finished, panicked, or dropped.
+        struct Running(Arc<Shared>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                if self.0.deliveries.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.0.deliveries.idle.notify_waiters();
+                }
+            }
+        }
+        self.deliveries.running.fetch_add(1, Ordering::AcqRel);
+        let running = Running(self.clone());
+        runtime.spawn(async move {
+            let _running = running;
+            delivery.await;
+        });
+    }
+
     /// A rule read from the store whose seal does not verify: not honoured, logged once, and
     /// written to the audit trail. The log names the rule, never its contents' secrets.
     fn reject(self: &Arc<Self>, rule: &Rule) {
@@ -1251,7 +1342,7 @@ impl Shared {
                     let result = store.insert(&request, std::slice::from_ref(&entry)).await;
                     let announce = shared.locked(|registry| registry.stored(request.id, result));
                     if announce {
-                        tokio::spawn(shared.alert(request));
+                        shared.deliver(&Handle::current(), shared.clone().alert(request));
                     }
                 })
             }),
@@ -1388,7 +1479,7 @@ impl Shared {
             }
         }
         let shared = self.clone();
-        runtime.spawn(async move {
+        self.deliver(&runtime, async move {
             let resolution = Resolution::new(request, outcome);
             let resolution = &resolution;
             let report = shared

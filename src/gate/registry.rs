@@ -276,6 +276,8 @@ pub(crate) struct Registry {
     parked: usize,
     /// Requests made so far: the next request's `seq`.
     made: u64,
+    /// Set by shutdown: no call is parked any more.
+    shut: bool,
     /// How often each principal may open a new request, and so alert a person.
     alert_rate: Option<RateLimiter>,
     /// Whether audit entries carry the arguments, not only their digest.
@@ -339,6 +341,7 @@ impl Registry {
             },
             parked: 0,
             made: 0,
+            shut: false,
             alert_rate,
             audit_args,
         }
@@ -358,6 +361,9 @@ impl Registry {
         limits: Limits,
     ) -> (Result<Admitted, Error>, Effects) {
         let mut effects = Effects::default();
+        if self.shut {
+            return (Err(Error::new(ErrorKind::ShutDown)), effects);
+        }
         let fingerprint = fingerprint(&request);
         if let Some(id) = self.index.by_fingerprint.get(&fingerprint) {
             let slot = self.live.get_mut(id).expect("indexed requests are live");
@@ -654,6 +660,7 @@ impl Registry {
             entry.detail = match &outcome {
                 Outcome::TooManyAttempts => Some("too many wrong verification codes".into()),
                 Outcome::NotificationFailed => Some("no notifier accepted the alert".into()),
+                Outcome::Abandoned => Some("the gate shut down before anyone decided".into()),
                 _ => None,
             };
             let to = outcome.status();
@@ -806,6 +813,22 @@ impl Registry {
             }
         }
         effects
+    }
+
+    /// Parks no call from now on, and returns the requests still pending, for the gate to close
+    /// as abandoned one by one. Decisions and takes already being written finish as usual.
+    pub(crate) fn shut_down(&mut self) -> Vec<RequestId> {
+        self.shut = true;
+        self.live
+            .iter()
+            .filter(|(_, slot)| matches!(slot.phase, Phase::Pending))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Whether a store write some request waits on (a decision, a take) is under way.
+    pub(crate) fn writing(&self) -> bool {
+        self.live.values().any(|slot| slot.phase.in_flight())
     }
 
     /// Records how an approved call ended; the store hears of it the first time.

@@ -362,6 +362,7 @@ impl Outcome {
     }
 
     /// The error a caller waiting on a request with this outcome gets; `None` for approvals.
+    /// The error the callers waiting on a request that ended this way fail with.
     pub(crate) fn error(&self, id: RequestId) -> Option<Error> {
         let error = match self {
             Outcome::Approved { .. } => return None,
@@ -376,7 +377,9 @@ impl Outcome {
             Outcome::Expired => Error::new(ErrorKind::AccessRequestExpired),
             Outcome::Cancelled => Error::new(ErrorKind::AccessRequestCancelled),
             Outcome::NotificationFailed => Error::new(ErrorKind::NotificationFailed),
-            Outcome::Abandoned => Error::new(ErrorKind::AccessRequestAbandoned),
+            // A live caller's request is abandoned only when its gate shuts down.
+            Outcome::Abandoned => Error::new(ErrorKind::ShutDown)
+                .with_detail("the gate shut down before anyone decided"),
             Outcome::StoreFailed => Error::new(ErrorKind::StoreFailed),
         };
         Some(error.with_request(id))

@@ -644,7 +644,8 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotificationFailed
         | ErrorKind::AccessRequestCancelled
         | ErrorKind::AccessRequestAbandoned
-        | ErrorKind::StoreFailed => StatusCode::SERVICE_UNAVAILABLE,
+        | ErrorKind::StoreFailed
+        | ErrorKind::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::ReasonRequired | ErrorKind::InvalidArguments | ErrorKind::MissingApprover => {
             StatusCode::BAD_REQUEST
         }

@@ -217,3 +217,70 @@ async fn pending_requests_are_listed_in_the_order_they_were_made() {
         task.abort();
     }
 }
+
+#[tokio::test]
+async fn a_gate_shut_down_lets_its_callers_go_and_parks_no_new_call() {
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).build().unwrap();
+    let tools = Tools::default();
+    let svc = gate.layer(policy(Scope::Capability)).layer(tools.clone());
+
+    // Charges are approved capability-wide before the shutdown: a standing rule.
+    let charge = || ToolCall::new("payments.charge", json!({"amount": 3})).principal("agent-7");
+    let task = tokio::spawn(svc.clone().oneshot(charge()));
+    let alert = alerts.next_alert().await;
+    gate.approve(
+        Approve::new(alert.request().id(), alert.code().reveal())
+            .scope(Scope::Capability)
+            .by("alice"),
+    )
+    .await
+    .unwrap();
+    task.await.unwrap().unwrap();
+
+    // Two refunds wait for a person, one of them with a second caller.
+    let parked = [1, 2, 1].map(|amount| tokio::spawn(svc.clone().oneshot(refund(amount))));
+    let waiting = [alerts.next_alert().await, alerts.next_alert().await];
+    until(|| gate.stats().parked == 3).await;
+
+    gate.shutdown().await.unwrap();
+    for task in parked {
+        let error = task.await.unwrap().unwrap_err();
+        assert_eq!(code(&error), "gate_shut_down");
+        assert!(
+            error
+                .downcast_ref::<tollgate::Error>()
+                .unwrap()
+                .is_retryable()
+        );
+    }
+    for alert in &waiting {
+        let id = alert.request().id();
+        assert_eq!(gate.status(id).unwrap(), Status::Abandoned);
+        // Stored as abandoned, and the notifiers were told, before shutdown returned.
+        let trail = gate.audit(AuditFilter::new().request(id)).await.unwrap();
+        assert_eq!(trail.last().unwrap().event, AuditEvent::Abandoned);
+        assert!(
+            alerts
+                .resolutions()
+                .iter()
+                .any(|r| r.request().id() == id && *r.outcome() == tollgate::Outcome::Abandoned)
+        );
+        // An approver who comes too late hears what happened.
+        let late = gate
+            .approve(Approve::new(id, alert.code().reveal()).by("alice"))
+            .await
+            .unwrap_err();
+        assert_eq!(late.kind(), ErrorKind::AccessRequestAbandoned);
+    }
+
+    // A call that needs a person fails at once, and nobody is alerted.
+    let refused = svc.clone().oneshot(refund(9)).await.unwrap_err();
+    assert_eq!(code(&refused), "gate_shut_down");
+    assert_eq!(alerts.alerts().len(), 3);
+    // What needs no person still runs: allowed by policy, or covered by a standing rule.
+    svc.clone().oneshot(support::search("x")).await.unwrap();
+    svc.clone().oneshot(charge()).await.unwrap();
+    assert_eq!(tools.calls_of(&charge()), 2);
+    gate.shutdown().await.unwrap();
+}
