@@ -65,7 +65,24 @@
 //!    the alert, the decision before the caller resumes. The audit trail records every one.
 //!
 //! [`RequireApproval::submit`] is the non-blocking form: the response, or a [`PendingCall`]
-//! handle to poll or wait on.
+//! handle to poll or wait on. [`Gate::shutdown`] lets every parked caller go with
+//! `gate_shut_down` and flushes the store, for a process about to exit.
+//!
+//! # Against hostile callers and approvers
+//!
+//! - **Only who may decide spends attempts.** The approver's rights (the policy's `approvers`,
+//!   the approval API's capability limits) are checked before the code is looked at; anyone else
+//!   hears what an unknown id hears, and spends none of the request's five attempts.
+//! - **Numbers are exact.** Arguments are digested by their exact value; JSON text with a number
+//!   a 64-bit integer or a double would not hold exactly is refused (`invalid_arguments`), so
+//!   the number an approver reads is the number that runs.
+//! - **Caller text cannot steer a screen.** Control characters, line separators and
+//!   bidirectional overrides in anything a caller chose are shown escaped by every shipped
+//!   notifier and the approval page ([`notify::visible`] for your own).
+//! - **Joins are bounded.** At most 256 callers (configurable) wait on one request; one that
+//!   leaves frees its place.
+//! - **Stored rules are sealed** with a key derived from the secret: a rule written into the store
+//!   by anyone else, or changed there, is not honoured (see [`store`]).
 //!
 //! # Pitfalls
 //!
@@ -74,8 +91,9 @@
 //! - **Identical calls share a request.** Calls with the same principal, session, capability and
 //!   arguments made while one is pending join it: one alert, and on approval every one of them
 //!   runs its own call. A person approving "the refund" approves all of its identical copies.
-//! - **`random_secret` codes die with the process.** Use a configured secret for codes that must
-//!   verify after a restart or on another replica.
+//! - **`random_secret` codes and rules die with the process.** Codes stop verifying and stored
+//!   rules are no longer honoured (their seals were made with the old secret). Use a configured
+//!   secret for anything that must outlive the process or be shared by replicas.
 //! - **A gate lives in one runtime.** Its store queue runs as a task on the runtime it was first
 //!   used in (or built in); build the gate where it will be used, not in a runtime that ends
 //!   before it does.
@@ -103,7 +121,7 @@
 //!
 //! The core (the gate, policies and their [configuration](config) types, the terminal and
 //! recording notifiers, webhook signature checks for receivers, [`store::MemoryStore`]) needs none
-//! of them. The HTTP approval API will arrive behind its own.
+//! of them.
 
 mod args;
 mod call;

@@ -948,7 +948,7 @@ impl Gate {
                 }
                 drop(rules);
                 for rule in &revoked {
-                    tracing::info!(rule_id = %rule.id, capability = %rule.capability, revoked_by = %by, "rule revoked");
+                    tracing::info!(rule_id = %rule.id, capability = ?rule.capability, revoked_by = ?by, "rule revoked");
                 }
                 shared.changed.notify_waiters();
                 Ok(revoked)
@@ -1291,7 +1291,7 @@ impl Shared {
         tracing::warn!(
             rule_id = %rule.id,
             scope = %rule.scope,
-            capability = %rule.capability,
+            capability = ?rule.capability,
             "stored rule not honoured: its seal does not verify (made with another secret, or changed in the store)"
         );
         let mut entry =
@@ -1425,8 +1425,8 @@ impl Shared {
                 rule_id = %rule.id,
                 effect = ?rule.effect,
                 scope = %rule.scope,
-                capability = %rule.capability,
-                granted_by = %rule.granted_by,
+                capability = ?rule.capability,
+                granted_by = ?rule.granted_by,
                 "rule granted"
             );
             self.rules_mut().insert(rule, deadline);
@@ -1458,10 +1458,10 @@ impl Shared {
             Outcome::Approved {
                 approver, scope, ..
             } => {
-                tracing::info!(request_id = %id, %approver, %scope, "access request approved")
+                tracing::info!(request_id = %id, ?approver, %scope, "access request approved")
             }
             Outcome::Denied { approver, reason } => {
-                tracing::info!(request_id = %id, %approver, reason = reason.as_deref(), "access request denied")
+                tracing::info!(request_id = %id, ?approver, reason = reason.as_deref(), "access request denied")
             }
             Outcome::TooManyAttempts => {
                 tracing::warn!(request_id = %id, "access request denied: too many attempts")

@@ -41,7 +41,7 @@
 //! | `access_request_denied`, `approver_not_allowed` | 403 |
 //! | `access_request_expired`, `wait_timed_out` | 504 |
 //! | `too_many_pending`, `too_many_alerts`, `too_many_attempts` | 429 |
-//! | `notification_failed`, `access_request_cancelled` | 503 |
+//! | `notification_failed`, `access_request_cancelled`, `gate_shut_down` | 503 |
 //! | `reason_required`, `invalid_arguments`, `missing_approver` | 400 |
 //! | `body_too_large` | 413 |
 //! | `access_request_not_found` | 404 |

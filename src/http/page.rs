@@ -513,7 +513,7 @@ fn settled(status: Status) -> &'static str {
         Status::Denied => "it was denied and did not run",
         Status::Expired => "nobody decided in time; the call did not run",
         Status::Cancelled => "the caller went away; the call did not run",
-        Status::Abandoned => "the process stopped before a decision; the call did not run",
+        Status::Abandoned => "the gate stopped before a decision; the call did not run",
         _ => "it can no longer be decided",
     }
 }
