@@ -970,7 +970,8 @@ impl Gate {
     /// (retryable: against another instance, or once this one is back), and every parked caller
     /// fails with it too. Pending requests end as [`Status::Abandoned`] in the store, with an
     /// `abandoned` audit entry, and the notifiers are told. Returns once the store has every
-    /// write queued before, and every notifier delivery under way has ended.
+    /// write queued before, and every notifier delivery under way has ended (each within the
+    /// notify timeout).
     ///
     /// What needs no person keeps working: calls the policy allows, and calls a standing rule
     /// covers (a remembered denial still refuses). A decision already being recorded when the
