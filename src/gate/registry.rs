@@ -174,19 +174,24 @@ struct Slot {
     phase: Phase,
     /// Whether the store has the request; until then nobody hears of it or can decide it.
     stored: bool,
-    /// Indexed by waiter key; `None` is a waiter that left, `Some(None)` one not yet polled.
+    /// Indexed by waiter key; `None` is a place a waiter left, `Some(None)` a waiter not yet
+    /// polled. The next caller to join takes a free place, so the list grows with the callers
+    /// waiting at once (at most the cap), not with every caller that ever joined.
     waiters: Vec<Option<Option<Waker>>>,
-    /// Keys of waiters that left, reused by the next to join: the list grows with the callers
-    /// waiting at once, not with every caller that ever joined.
-    free: Vec<usize>,
-    attached: usize,
+    /// Waiters attached now; at most `Limits::waiters`, which is checked before a join.
+    attached: u32,
     wrong_codes: u32,
 }
 
 impl Slot {
     fn attach(&mut self) -> usize {
+        let free = (self.attached as usize) < self.waiters.len();
         self.attached += 1;
-        match self.free.pop() {
+        // A scan of at most the cap's length, only when someone left: joins are the cold path.
+        match free
+            .then(|| self.waiters.iter().position(Option::is_none))
+            .flatten()
+        {
             Some(key) => {
                 self.waiters[key] = Some(None);
                 key
@@ -201,7 +206,6 @@ impl Slot {
     fn detach(&mut self, key: usize) {
         if self.waiters.get_mut(key).and_then(Option::take).is_some() {
             self.attached -= 1;
-            self.free.push(key);
         }
     }
 
@@ -367,7 +371,7 @@ impl Registry {
         let fingerprint = fingerprint(&request);
         if let Some(id) = self.index.by_fingerprint.get(&fingerprint) {
             let slot = self.live.get_mut(id).expect("indexed requests are live");
-            if slot.attached >= limits.waiters {
+            if slot.attached as usize >= limits.waiters {
                 let error = Error::new(ErrorKind::TooManyPending)
                     .with_request(*id)
                     .with_detail(format!(
@@ -406,7 +410,6 @@ impl Registry {
             phase: Phase::Pending,
             stored: false,
             waiters: Vec::with_capacity(1),
-            free: Vec::new(),
             attached: 0,
             wrong_codes: 0,
         };
