@@ -47,7 +47,10 @@ pub enum ErrorKind {
     TooManyAttempts,
     /// The approval asked for a wider scope or longer TTL than the request allows.
     ScopeNotAllowed,
-    /// The approver is not among those the policy lets decide this request.
+    /// The approver's rights do not cover this: revoking rules of a capability they may not
+    /// decide, revoking every rule or reading the audit trail without rights over every
+    /// capability. (An approver who may not decide a request hears `access_request_not_found`,
+    /// as for an unknown id.)
     ApproverNotAllowed,
     /// The policy requires the caller to say why, and the call gave no reason.
     ReasonRequired,
@@ -208,7 +211,7 @@ impl ErrorKind {
             Self::ScopeNotAllowed => {
                 "the approval asks for a wider scope or a longer TTL than this access request allows"
             }
-            Self::ApproverNotAllowed => "this approver may not decide this access request",
+            Self::ApproverNotAllowed => "this approver's rights do not cover this",
             Self::ReasonRequired => {
                 "this capability needs a reason from the caller; the call did not run, retry it with a reason"
             }

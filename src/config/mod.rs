@@ -265,7 +265,7 @@ pub struct GateSettings {
     pub request_ttl: Option<Duration>,
     /// Hex characters in a code, 6 to 64. Default: 8.
     pub code_length: Option<usize>,
-    /// Wrong codes a request accepts before it is denied. Default: 5.
+    /// Wrong codes a request accepts before it is denied, 1 to 1,000. Default: 5.
     pub max_attempts: Option<u32>,
     /// Pending requests the gate holds at once. Default: 10,000.
     pub max_pending: Option<usize>,

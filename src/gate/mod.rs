@@ -202,7 +202,8 @@ impl GateBuilder {
         self
     }
 
-    /// Wrong codes a request accepts before it is denied with `too_many_attempts`. Default: 5.
+    /// Wrong codes a request accepts before it is denied with `too_many_attempts`, 1 to 1,000.
+    /// Default: 5.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
         self
@@ -323,8 +324,9 @@ impl GateBuilder {
         if self.request_ttl.is_zero() || self.request_ttl > LONGEST_REQUEST {
             return invalid("request_ttl must be more than zero and at most a year");
         }
-        if self.max_attempts == 0 {
-            return invalid("max_attempts must be at least 1");
+        // Each wrong code is a guess: past a thousand, a short code stops being a secret.
+        if !(1..=MOST_ATTEMPTS).contains(&self.max_attempts) {
+            return invalid("max_attempts must be between 1 and 1,000");
         }
         if self.max_pending == 0
             || self.max_pending_per_principal == 0
@@ -1209,6 +1211,9 @@ fn allowed(
 
 /// The longest a rule can last, whatever the policy allows: a hundred years.
 const LONGEST_RULE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The most wrong codes a request may accept.
+const MOST_ATTEMPTS: u32 = 1000;
 
 /// The longest request TTL the builder accepts.
 const LONGEST_REQUEST: Duration = Duration::from_secs(366 * 24 * 3600);

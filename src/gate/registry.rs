@@ -180,7 +180,8 @@ struct Slot {
     waiters: Vec<Option<Option<Waker>>>,
     /// Waiters attached now; at most `Limits::waiters`, which is checked before a join.
     attached: u32,
-    wrong_codes: u32,
+    /// At most `Limits::attempts`, itself at most 1,000: the request closes when it is reached.
+    wrong_codes: u16,
 }
 
 impl Slot {
@@ -718,7 +719,7 @@ impl Registry {
             }
             slot.wrong_codes += 1;
             tracing::warn!(request_id = %id, attempts = slot.wrong_codes, "wrong verification code");
-            let attempts = slot.wrong_codes;
+            let attempts = u32::from(slot.wrong_codes);
             let request = slot.request.clone();
             let mut rejected = entry(self.audit_args, AuditEvent::CodeRejected, &request);
             rejected.approver = attempt_by.cloned();

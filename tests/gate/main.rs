@@ -888,7 +888,20 @@ fn building_a_gate_checks_its_settings() {
         ErrorKind::InvalidConfig
     );
     assert_eq!(
+        kind(base().secret(support::SECRET).max_attempts(1001)),
+        ErrorKind::InvalidConfig
+    );
+    base()
+        .secret(support::SECRET)
+        .max_attempts(1000)
+        .build()
+        .unwrap();
+    assert_eq!(
         kind(base().secret(support::SECRET).max_pending(0)),
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(
+        kind(base().secret(support::SECRET).max_waiters_per_request(0)),
         ErrorKind::InvalidConfig
     );
     assert_eq!(
