@@ -252,7 +252,7 @@ pub(crate) fn canonical_number(literal: &str) -> String {
     if negative {
         text.push('-');
     }
-    if exp >= 0 && exp <= PLAIN_DIGITS {
+    if (0..=PLAIN_DIGITS).contains(&exp) {
         text.push_str(digits);
         text.extend(std::iter::repeat_n('0', exp as usize));
     } else if exp < 0 && point > 0 {

@@ -749,7 +749,7 @@ impl Gate {
         let result = self.shared.locked(|registry| {
             registry.decide(
                 id,
-                &may_decide,
+                may_decide,
                 |request| self.shared.verify(request, code),
                 Some(&approver),
                 now,

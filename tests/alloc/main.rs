@@ -19,6 +19,15 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 /// The counters are process-wide: the tests of this file take turns.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A gate that alerts `alerts`.
+fn gate(alerts: &RecordingNotifier) -> Gate {
+    Gate::builder()
+        .secret("a test secret of at least sixteen bytes")
+        .notifier(alerts.clone())
+        .build()
+        .unwrap()
+}
+
 /// A request and a service that themselves allocate nothing.
 #[derive(Clone, Copy)]
 struct Op(&'static str);
@@ -74,11 +83,7 @@ fn round<S: Service<Op, Response = &'static str>>(svc: &mut S, op: Op, n: usize)
 async fn allowed_calls_allocate_nothing() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let alerts = RecordingNotifier::new();
-    let gate = Gate::builder()
-        .secret("a test secret of at least sixteen bytes")
-        .notifier(alerts.clone())
-        .build()
-        .unwrap();
+    let gate = gate(&alerts);
     let policy = CapabilityTable::new().allow("read").ask(
         "write",
         Ask::new("writes need a person").max_scope(Scope::Capability),
@@ -130,11 +135,7 @@ fn held_after_joins<S: Service<Op>>(svc: &mut S, op: Op, n: usize) -> isize {
 async fn callers_that_join_and_leave_hold_no_memory() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let alerts = RecordingNotifier::new();
-    let gate = Gate::builder()
-        .secret("a test secret of at least sixteen bytes")
-        .notifier(alerts.clone())
-        .build()
-        .unwrap();
+    let gate = gate(&alerts);
     let policy = CapabilityTable::new().ask("write", Ask::new("writes need a person"));
     let mut svc = gate.layer(policy).layer(Echo);
     let first = tokio::spawn(svc.clone().oneshot(Op("write")));
