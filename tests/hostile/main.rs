@@ -102,7 +102,6 @@ async fn numbers_an_f64_would_fold_are_refused_as_arguments() {
 
 #[tokio::test]
 async fn caller_text_is_shown_escaped_and_cannot_forge_a_row_of_the_alert() {
-    let (logs, _guard) = support::capture_logs();
     let (alerts, screen) = (RecordingNotifier::new(), Buffer::default());
     let gate = gate(&alerts)
         .notifier(TerminalNotifier::writer(screen.clone()))
@@ -153,11 +152,6 @@ async fn caller_text_is_shown_escaped_and_cannot_forge_a_row_of_the_alert() {
         "{text}"
     );
     assert!(text.contains(r"denied by alice: no\n│ code"), "{text}");
-
-    // The logs, which people read on terminals too, carry none of it raw either.
-    let logs = logs.text();
-    assert!(logs.contains("access request created"), "{logs}");
-    assert!(!logs.chars().any(hidden), "{logs:?}");
 
     // Templates (email, chat, custom notifiers) show the same fields the same way.
     let template = Template::new("{reason}|{principal}|{session}|{args}").unwrap();

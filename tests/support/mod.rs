@@ -228,3 +228,28 @@ pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+/// What an agent with write access to a gate's SQLite file at `path` can do: copy the one rule in
+/// it into a `global` rule for every principal, under a new id. Returns the forged rule's id and
+/// the seal the copied record carried, if any.
+pub fn forge_global_rule(path: &std::path::Path) -> (String, Option<String>) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let record: String = conn
+        .query_row("SELECT record FROM rules", [], |row| row.get(0))
+        .unwrap();
+    let mut forged: serde_json::Value = serde_json::from_str(&record).unwrap();
+    let seal = forged["seal"].as_str().map(str::to_owned);
+    let forged_id = format!("rule_{}", "ab".repeat(16));
+    forged["id"] = json!(forged_id);
+    forged["scope"] = json!("global");
+    forged["principal"] = json!(null);
+    let forged = forged.to_string();
+    let key = tollgate::store::ScopeKey::of(&tollgate::Rule::from_record(&forged).unwrap());
+    conn.execute(
+        "INSERT INTO rules (id, scope_key, capability, granted_at, expires_at, record)
+         SELECT ?1, ?2, capability, granted_at, expires_at, ?3 FROM rules",
+        rusqlite::params![[0xab_u8; 16].as_slice(), key.as_bytes().as_slice(), forged],
+    )
+    .unwrap();
+    (forged_id, seal)
+}
