@@ -52,6 +52,11 @@ impl IncludeCode {
 /// `Retry-After`); any other 4xx is final. Redirects are not followed, so a payload never goes
 /// anywhere but the configured URL.
 ///
+/// The payload is data for a program: the caller's text (capability, principal, session, reason,
+/// arguments) is in it as the caller sent it, JSON-escaped and nothing more. A receiver that shows
+/// it to a person passes each field through [`visible`](super::visible) first, as the shipped
+/// notifiers do.
+///
 /// ```no_run
 /// use tollgate::notify::WebhookNotifier;
 ///

@@ -797,10 +797,7 @@ mod fuzz {
                 .unwrap();
             let (app, task, alert) = runtime.block_on(async {
                 let alerts = RecordingNotifier::new();
-                let gate = support::gate(&alerts)
-                    .max_attempts(u32::MAX)
-                    .build()
-                    .unwrap();
+                let gate = support::gate(&alerts).max_attempts(1000).build().unwrap();
                 let svc = gate
                     .layer(policy(Scope::Capability))
                     .layer(Tools::default());
