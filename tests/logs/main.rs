@@ -82,6 +82,7 @@ async fn hostile_text_is_logged_escaped_and_a_forged_rule_once_without_its_seal(
     .await
     .unwrap();
     task.await.unwrap().unwrap();
+    gate.shutdown().await.unwrap(); // every write is in the file
     drop((gate, svc));
     let (forged_id, seal) = support::forge_global_rule(&path);
     let again = build();

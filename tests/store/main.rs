@@ -651,6 +651,7 @@ async fn rules_written_into_the_file_or_made_with_another_secret_are_not_honoure
         .unwrap();
     task.await.unwrap().unwrap();
     let genuine = approval.rule().unwrap().clone();
+    first.shutdown().await.unwrap(); // every write is in the file
     drop(first);
 
     // An agent with the file in reach copies the rule into a `global` one for every principal.

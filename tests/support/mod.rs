@@ -234,6 +234,7 @@ pub fn closed_port() -> u16 {
 /// the seal the copied record carried, if any.
 pub fn forge_global_rule(path: &std::path::Path) -> (String, Option<String>) {
     let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
     let record: String = conn
         .query_row("SELECT record FROM rules", [], |row| row.get(0))
         .unwrap();
