@@ -575,11 +575,7 @@ async fn the_page_shows_caller_text_with_controls_and_bidi_overrides_escaped() {
         .get(&format!("/{}", alert.request().id()), Some(ALICE))
         .await;
     assert_eq!(page.status, StatusCode::OK);
-    let hidden = |c: char| {
-        matches!(c, '\u{0}'..='\u{8}' | '\u{b}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
-            | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    assert!(!page.body.chars().any(hidden), "{:?}", page.body);
+    assert!(!page.body.chars().any(support::hidden), "{:?}", page.body);
     for shown in [
         r"invoice\u{202e}fdp.exe\u{7f}",
         r"agent\u{2066}7",

@@ -12,14 +12,7 @@ use tollgate::store::{AuditEvent, AuditFilter};
 use tollgate::{Approve, Deny, ErrorKind, RequestId, Scope, Status, ToolCall};
 use tower::{Layer, ServiceExt};
 
-use support::{Buffer, Tools, code, gate, policy, refund, until};
-
-/// Whether a person's screen could be steered by `c`: what [`tollgate::notify::visible`] escapes.
-fn hidden(c: char) -> bool {
-    matches!(c,
-        '\u{0}'..='\u{9}' | '\u{b}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
-        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
-}
+use support::{Buffer, Tools, code, gate, hidden, policy, refund, until};
 
 #[tokio::test]
 async fn who_may_not_decide_spends_no_attempts_and_hears_what_an_unknown_id_hears() {

@@ -109,11 +109,7 @@ async fn hostile_text_is_logged_escaped_and_a_forged_rule_once_without_its_seal(
     ] {
         assert!(logs.contains(line), "{line} in {logs}");
     }
-    let hidden = |c: char| {
-        matches!(c, '\u{0}'..='\u{9}' | '\u{b}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
-            | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    assert!(!logs.chars().any(hidden), "{logs:?}");
+    assert!(!logs.chars().any(support::hidden), "{logs:?}");
     assert!(
         !logs.lines().any(|l| l.starts_with("INFO forged")),
         "{logs}"

@@ -254,3 +254,11 @@ pub fn forge_global_rule(path: &std::path::Path) -> (String, Option<String>) {
     .unwrap();
     (forged_id, seal)
 }
+
+/// Whether `c` could steer a person's screen if shown raw: what `tollgate::notify::visible`
+/// escapes, less the line break, which a screen's own lines use.
+pub fn hidden(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{9}' | '\u{b}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
+        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
