@@ -177,11 +177,24 @@ fn write_value(out: &mut impl Write, value: &Value) -> io::Result<()> {
 }
 
 fn write_object(out: &mut impl Write, map: &Map<String, Value>) -> io::Result<()> {
-    // Sorted explicitly: `serde_json`'s `preserve_order` feature may be on in the user's graph.
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    // Keys come sorted from serde_json's default map (a `BTreeMap`, ordered bytewise as `str`
+    // is), so a digest allocates nothing; `preserve_order` may be on in the user's graph, and
+    // then they are sorted here.
+    if map.keys().is_sorted() {
+        write_entries(out, map.iter())
+    } else {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        write_entries(out, entries.into_iter())
+    }
+}
+
+fn write_entries<'a>(
+    out: &mut impl Write,
+    entries: impl Iterator<Item = (&'a String, &'a Value)>,
+) -> io::Result<()> {
     out.write_all(b"{")?;
-    for (i, (key, value)) in entries.into_iter().enumerate() {
+    for (i, (key, value)) in entries.enumerate() {
         if i > 0 {
             out.write_all(b",")?;
         }
@@ -198,14 +211,48 @@ fn write_string(out: &mut impl Write, s: &str) -> io::Result<()> {
 
 /// One form per number, exact: the decimal value of the number's own text, so nothing is
 /// folded into an `f64` on the way (with `serde_json`'s `arbitrary_precision` feature a number
-/// keeps all its digits, and so does its canonical form).
+/// keeps all its digits, and so does its canonical form). Allocates nothing for any number a
+/// double or a 64-bit integer holds: a standing `value` rule digests arguments on every call.
 fn write_number(out: &mut impl Write, n: &Number) -> io::Result<()> {
     if let Some(u) = n.as_u64() {
         write!(out, "{u}")
     } else if let Some(i) = n.as_i64() {
         write!(out, "{i}")
     } else {
-        out.write_all(canonical_number(&n.to_string()).as_bytes())
+        let mut text = StackText::new();
+        match fmt::Write::write_fmt(&mut text, format_args!("{n}")) {
+            Ok(()) => write_canonical(out, text.as_str()),
+            Err(_) => write_canonical(out, &n.to_string()), // a longer arbitrary-precision text
+        }
+    }
+}
+
+/// Up to 64 bytes of text on the stack: a double's text takes at most 24.
+struct StackText {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl StackText {
+    fn new() -> Self {
+        StackText {
+            bytes: [0; 64],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("written from str")
+    }
+}
+
+impl fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -216,6 +263,13 @@ fn write_number(out: &mut impl Write, n: &Number) -> io::Result<()> {
 /// same double), which are also the digits an approver is shown. Text that is not a number
 /// literal is kept as it is.
 pub(crate) fn canonical_number(literal: &str) -> String {
+    let mut text = Vec::with_capacity(literal.len() + 8);
+    write_canonical(&mut text, literal).expect("writing to a Vec never fails");
+    String::from_utf8(text).expect("canonical numbers are ASCII, or the literal itself")
+}
+
+/// Writes [`canonical_number`]'s text of `literal` to `out`, without allocating.
+fn write_canonical(out: &mut impl Write, literal: &str) -> io::Result<()> {
     const PLAIN_DIGITS: i64 = 400;
     let (negative, unsigned) = match literal.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -236,45 +290,64 @@ pub(crate) fn canonical_number(literal: &str) -> String {
         .ok()
         .filter(|e| well_formed && e.unsigned_abs() < 1 << 60)
     else {
-        return literal.to_owned();
+        return out.write_all(literal.as_bytes());
     };
-    // value = digits × 10^exp, with digits free of leading and trailing zeros.
-    let all: String = [whole, fraction].concat();
-    let digits = all.trim_start_matches('0');
-    let trailing = digits.len() - digits.trim_end_matches('0').len();
-    let digits = &digits[..digits.len() - trailing];
-    if digits.is_empty() {
-        return "0".to_owned();
+    // value = digits × 10^exp, the digits free of leading and trailing zeros. They are the
+    // whole part's and the fraction's digits run together: kept as the two slices `a` and `b`.
+    let lead = whole.len() - whole.trim_start_matches('0').len();
+    let (mut a, mut b) = if lead < whole.len() {
+        (&whole[lead..], fraction)
+    } else {
+        ("", fraction.trim_start_matches('0'))
+    };
+    if a.is_empty() && b.is_empty() {
+        return out.write_all(b"0");
     }
+    let trailing = b.len() - b.trim_end_matches('0').len();
+    let trailing = if trailing < b.len() {
+        b = &b[..b.len() - trailing];
+        trailing
+    } else {
+        let in_a = a.len() - a.trim_end_matches('0').len();
+        let all = b.len() + in_a;
+        (a, b) = (&a[..a.len() - in_a], "");
+        all
+    };
+    let count = (a.len() + b.len()) as i64;
     let exp = exponent - fraction.len() as i64 + trailing as i64;
-    let point = digits.len() as i64 + exp; // digits before the decimal point
-    let mut text = String::with_capacity(digits.len() + 8);
+    let point = count + exp; // digits before the decimal point
+    // Writes digits `from..to` of `a` then `b`.
+    let digits = |out: &mut dyn Write, from: usize, to: usize| -> io::Result<()> {
+        let split = a.len();
+        out.write_all(&a.as_bytes()[from.min(split)..to.min(split)])?;
+        out.write_all(&b.as_bytes()[from.max(split) - split..to.max(split) - split])
+    };
+    let zeros = |out: &mut dyn Write, n: i64| -> io::Result<()> {
+        (0..n).try_for_each(|_| out.write_all(b"0"))
+    };
+    let count = count as usize;
     if negative {
-        text.push('-');
+        out.write_all(b"-")?;
     }
     if (0..=PLAIN_DIGITS).contains(&exp) {
-        text.push_str(digits);
-        text.extend(std::iter::repeat_n('0', exp as usize));
+        digits(out, 0, count)?;
+        zeros(out, exp)
     } else if exp < 0 && point > 0 {
-        let (int, frac) = digits.split_at(point as usize);
-        text.push_str(int);
-        text.push('.');
-        text.push_str(frac);
+        digits(out, 0, point as usize)?;
+        out.write_all(b".")?;
+        digits(out, point as usize, count)
     } else if exp < 0 && -point <= PLAIN_DIGITS {
-        text.push_str("0.");
-        text.extend(std::iter::repeat_n('0', (-point) as usize));
-        text.push_str(digits);
+        out.write_all(b"0.")?;
+        zeros(out, -point)?;
+        digits(out, 0, count)
     } else {
-        let (first, rest) = digits.split_at(1);
-        text.push_str(first);
-        if !rest.is_empty() {
-            text.push('.');
-            text.push_str(rest);
+        digits(out, 0, 1)?;
+        if count > 1 {
+            out.write_all(b".")?;
+            digits(out, 1, count)?;
         }
-        text.push('e');
-        text.push_str(&(point - 1).to_string());
+        write!(out, "e{}", point - 1)
     }
-    text
 }
 
 /// A `Value` whose objects may not repeat a key.
@@ -377,6 +450,13 @@ mod tests {
             ("2.50", "2.5"),
             ("2.5e-1", "0.25"),
             ("-120.5e-3", "-0.1205"),
+            ("100.00", "100"),
+            ("1200e-2", "12"),
+            ("1200.0e-5", "0.012"),
+            ("0.0100", "0.01"),
+            ("10.5e1", "105"),
+            ("000.000120e2", "0.012"),
+            ("5e-1", "0.5"),
             ("18446744073709551617", "18446744073709551617"),
             ("0.1000000000000000000001", "0.1000000000000000000001"),
             ("1e900", "1e900"),

@@ -32,9 +32,19 @@ fn gate(alerts: &RecordingNotifier) -> Gate {
 #[derive(Clone, Copy)]
 struct Op(&'static str);
 
+/// The arguments of `price` calls: decimals, which a `value` rule digests on every call.
+static PRICE: std::sync::LazyLock<serde_json::Value> =
+    std::sync::LazyLock::new(|| serde_json::json!({"rate": 0.25, "amount": 1234.5, "n": 3}));
+
 impl Call for Op {
     fn capability(&self) -> &str {
         self.0
+    }
+    fn args(&self) -> std::borrow::Cow<'_, serde_json::Value> {
+        match self.0 {
+            "price" => std::borrow::Cow::Borrowed(&PRICE),
+            _ => std::borrow::Cow::Owned(serde_json::Value::Null),
+        }
     }
     fn principal(&self) -> Option<&str> {
         Some("agent")
@@ -73,7 +83,7 @@ fn round<S: Service<Op, Response = &'static str>>(svc: &mut S, op: Op, n: usize)
         let future = pin!(svc.call(op));
         assert!(matches!(
             future.poll(&mut cx),
-            Poll::Ready(Ok("read") | Ok("write"))
+            Poll::Ready(Ok("read" | "write" | "price"))
         ));
     }
     region.change().allocations
@@ -84,10 +94,16 @@ async fn allowed_calls_allocate_nothing() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let alerts = RecordingNotifier::new();
     let gate = gate(&alerts);
-    let policy = CapabilityTable::new().allow("read").ask(
-        "write",
-        Ask::new("writes need a person").max_scope(Scope::Capability),
-    );
+    let policy = CapabilityTable::new()
+        .allow("read")
+        .ask(
+            "write",
+            Ask::new("writes need a person").max_scope(Scope::Capability),
+        )
+        .ask(
+            "price",
+            Ask::new("prices need a person").max_scope(Scope::Value),
+        );
     let mut svc = gate.layer(policy).layer(Echo);
 
     // Warm up lazily initialised runtime state.
@@ -114,6 +130,24 @@ async fn allowed_calls_allocate_nothing() {
         allocations(&mut svc, Op("write"), 1000),
         0,
         "allowed by a standing rule"
+    );
+
+    // A `value` rule digests the arguments on every call, decimals included, allocating nothing.
+    let parked = tokio::spawn(svc.clone().oneshot(Op("price")));
+    let alert = alerts.next_alert().await;
+    gate.approve(
+        Approve::new(alert.request().id(), alert.code().reveal())
+            .scope(Scope::Value)
+            .by("alice"),
+    )
+    .await
+    .unwrap();
+    parked.await.unwrap().unwrap();
+    allocations(&mut svc, Op("price"), 10);
+    assert_eq!(
+        allocations(&mut svc, Op("price"), 1000),
+        0,
+        "allowed by a standing value rule"
     );
 }
 
