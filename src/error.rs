@@ -21,8 +21,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::str::FromStr;
 
-use crate::gate::RequestId;
+use crate::id::{RequestId, RuleId};
 
 /// The error type of boxed errors at the middleware boundary, as in tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -406,3 +407,23 @@ impl std::error::Error for Error {
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
+
+/// The ids parse from their printed form; anything else is `access_request_not_found`, the same
+/// answer a well-formed unknown id gets. (These impls live here so that the ids need nothing
+/// above them.)
+macro_rules! parse_id {
+    ($($name:ident),*) => {$(
+        impl FromStr for $name {
+            type Err = Error;
+
+            fn from_str(s: &str) -> Result<Self, Error> {
+                s.strip_prefix($name::PREFIX)
+                    .and_then(crate::hex::decode::<16>)
+                    .map($name)
+                    .ok_or_else(|| Error::new(ErrorKind::AccessRequestNotFound))
+            }
+        }
+    )*};
+}
+
+parse_id!(RequestId, RuleId);

@@ -13,7 +13,9 @@ use tower::util::Oneshot;
 use tower_service::Service;
 
 use crate::error::{BoxError, Error, ErrorKind};
-use crate::gate::{AccessRequest, Gate, RequestId, Status, Waiter};
+use crate::gate::{Gate, Waiter};
+use crate::id::RequestId;
+use crate::request::{AccessRequest, Status};
 
 pin_project! {
     /// Response future of [`RequireApproval`](crate::RequireApproval): the inner service's

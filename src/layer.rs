@@ -1,3 +1,5 @@
+//! The tower [`Layer`] that wraps a service in [`RequireApproval`].
+
 use std::fmt;
 
 use tower_layer::Layer;
@@ -36,5 +38,14 @@ impl<S, P: Clone> Layer<S> for RequireApprovalLayer<P> {
 
     fn layer(&self, inner: S) -> Self::Service {
         RequireApproval::new(inner, self.gate.clone(), self.policy.clone())
+    }
+}
+
+/// The layer is made from the gate's side; the method lives here, with the middleware, so that
+/// the engine needs nothing from the layer above it.
+impl Gate {
+    /// A layer that puts this gate, with `policy`, in front of a service.
+    pub fn layer<P>(&self, policy: P) -> RequireApprovalLayer<P> {
+        RequireApprovalLayer::new(self.clone(), policy)
     }
 }

@@ -123,16 +123,26 @@
 //! recording notifiers, webhook signature checks for receivers, [`store::MemoryStore`]) needs none
 //! of them.
 
+// The data the whole crate speaks; each depends on nothing above it.
 mod args;
+mod audit;
+mod boxed;
 mod call;
+mod code;
 mod error;
-mod gate;
 mod hex;
+mod id;
+mod request;
+mod rule;
+mod scope;
+mod text;
+mod time;
+
+// The engine, then the tower middleware on it.
+mod gate;
 mod layer;
 mod pending;
-mod scope;
 mod service;
-mod text;
 
 pub mod config;
 pub mod future;
@@ -142,14 +152,20 @@ pub mod notify;
 pub mod policy;
 pub mod store;
 
+#[cfg(test)]
+mod layers;
+
 pub use crate::args::{ArgsDigest, canonical_json};
 pub use crate::call::{Call, ToolCall};
+pub use crate::code::VerificationCode;
 pub use crate::error::{BoxError, Error, ErrorKind};
 pub use crate::gate::{
-    ANONYMOUS, AccessRequest, Approval, Approve, Denial, Deny, Gate, GateBuilder, Outcome,
-    RequestId, Revoke, Rule, RuleEffect, RuleId, Stats, Status, VerificationCode,
+    ANONYMOUS, Approval, Approve, Denial, Deny, Gate, GateBuilder, Revoke, Stats,
 };
+pub use crate::id::{RequestId, RuleId};
 pub use crate::layer::RequireApprovalLayer;
 pub use crate::pending::{PendingCall, Submitted};
+pub use crate::request::{AccessRequest, Outcome, Status};
+pub use crate::rule::{Rule, RuleEffect};
 pub use crate::scope::Scope;
 pub use crate::service::RequireApproval;

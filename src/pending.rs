@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
 
 use crate::error::{BoxError, Error, ErrorKind};
-use crate::gate::{AccessRequest, Gate, RequestId, Status};
+use crate::gate::Gate;
+use crate::id::RequestId;
+use crate::request::{AccessRequest, Status};
 
 /// What [`RequireApproval::submit`](crate::RequireApproval::submit) returns.
 #[derive(Debug)]

@@ -6,8 +6,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::request::AccessRequest;
+use crate::code::VerificationCode;
 use crate::error::{Error, ErrorKind};
+use crate::request::AccessRequest;
 
 /// Domain separation: a code can never be confused with another HMAC made from the same secret.
 const DOMAIN: &[u8] = b"tollgate/verification-code/v1";
@@ -90,23 +91,5 @@ impl CodeKey {
         let expected = self.code(request);
         let attempt = attempt.trim().to_ascii_uppercase();
         bool::from(expected.0.as_bytes().ct_eq(attempt.as_bytes()))
-    }
-}
-
-/// The code a person types to decide an access request. A bearer secret: its `Debug` output is
-/// redacted and it has no `Display`; call [`reveal`](Self::reveal) in the one place it is shown.
-#[derive(Clone, PartialEq, Eq)]
-pub struct VerificationCode(String);
-
-impl VerificationCode {
-    /// The code's text, for the notifier's own channel only.
-    pub fn reveal(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for VerificationCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("VerificationCode(<redacted>)")
     }
 }

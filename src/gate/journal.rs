@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use crate::notify::BoxFuture;
+use crate::boxed::BoxFuture;
 use crate::store::Store;
 
 /// One unit of work on the store.

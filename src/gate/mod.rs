@@ -26,7 +26,6 @@ mod code;
 mod journal;
 pub(crate) mod rate;
 mod registry;
-mod request;
 mod rules;
 mod seal;
 
@@ -41,10 +40,6 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-pub use self::code::VerificationCode;
-pub use self::request::{AccessRequest, Outcome, RequestId, RuleId, Status};
-pub use self::rules::{Rule, RuleEffect};
-
 use self::code::CodeKey;
 use self::journal::{Journal, job};
 use self::rate::{AlertRate, RateLimiter};
@@ -54,16 +49,19 @@ use self::registry::{
 use self::rules::{RuleTable, Verdict};
 pub(crate) use self::seal::SealKey;
 use crate::args::{ArgsDigest, canonical_json};
+use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
+use crate::boxed::BoxFuture;
 use crate::call::Call;
+use crate::code::VerificationCode;
 use crate::error::{Error, ErrorKind};
-use crate::layer::RequireApprovalLayer;
+use crate::id::{RequestId, RuleId};
 use crate::notify::{Alert, FanOut, Notifier, Resolution};
 use crate::policy::Ask;
+use crate::request::{AccessRequest, Outcome, Status};
+use crate::rule::{Rule, RuleEffect};
 use crate::scope::Scope;
-use crate::store::{
-    AuditEntry, AuditEvent, AuditFilter, BoxFuture, MemoryStore, Revocation, Store, is_finished,
-    to_millis,
-};
+use crate::store::{MemoryStore, Revocation, Store, is_finished};
+use crate::time::to_millis;
 
 /// The principal of calls that name none.
 pub const ANONYMOUS: &str = "anonymous";
@@ -658,11 +656,6 @@ impl Gate {
             store: None,
             audit_args: false,
         }
-    }
-
-    /// A layer that puts this gate, with `policy`, in front of a service.
-    pub fn layer<P>(&self, policy: P) -> RequireApprovalLayer<P> {
-        RequireApprovalLayer::new(self.clone(), policy)
     }
 
     /// Approves a pending request.

@@ -22,12 +22,15 @@ use tokio::time::Instant;
 use std::time::SystemTime;
 
 use super::rate::RateLimiter;
-use super::request::RuleId;
-use super::request::{AccessRequest, Outcome, RequestId, Status};
-use super::rules::Rule;
 use crate::args::ArgsDigest;
+use crate::audit::{AuditEntry, AuditEvent};
 use crate::error::{Error, ErrorKind};
-use crate::store::{AuditEntry, AuditEvent, Transition, to_millis};
+use crate::id::RequestId;
+use crate::id::RuleId;
+use crate::request::{AccessRequest, Outcome, Status};
+use crate::rule::Rule;
+use crate::store::Transition;
+use crate::time::to_millis;
 
 /// What identical calls share: a digest of (principal, session, capability, args digest).
 type Fingerprint = [u8; 32];

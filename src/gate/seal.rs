@@ -13,8 +13,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::rules::Rule;
-use crate::store::millis;
+use crate::rule::Rule;
+use crate::time::millis;
 
 /// Derives the seal key from the secret: `HMAC-SHA256(secret, KEY_DOMAIN)`.
 const KEY_DOMAIN: &[u8] = b"tollgate/rule-seal-key/v1";
@@ -84,8 +84,8 @@ impl SealKey {
 
 fn effect_name(rule: &Rule) -> &'static str {
     match rule.effect {
-        super::rules::RuleEffect::Allow => "allow",
-        super::rules::RuleEffect::Deny => "deny",
+        crate::rule::RuleEffect::Allow => "allow",
+        crate::rule::RuleEffect::Deny => "deny",
     }
 }
 
@@ -95,9 +95,10 @@ mod tests {
 
     use super::*;
     use crate::args::ArgsDigest;
-    use crate::gate::{RequestId, RuleEffect, RuleId};
+    use crate::id::{RequestId, RuleId};
+    use crate::rule::RuleEffect;
     use crate::scope::Scope;
-    use crate::store::to_millis;
+    use crate::time::to_millis;
 
     fn rule() -> Rule {
         let at = to_millis(SystemTime::now());

@@ -21,11 +21,12 @@ use tower_http::timeout::TimeoutLayer;
 
 use super::approvers::{Approver, Approvers};
 use super::page;
+use crate::audit::{AuditEvent, AuditFilter};
 use crate::error::{Error, ErrorKind};
 use crate::gate::rate::{AlertRate, RateLimiter};
-use crate::gate::{Approve, Deny, Gate, RequestId, Revoke, RuleId};
+use crate::gate::{Approve, Deny, Gate, Revoke};
+use crate::id::{RequestId, RuleId};
 use crate::scope::Scope;
-use crate::store::{AuditEvent, AuditFilter};
 
 /// The approval API's OpenAPI 3.1 document, as served at `GET {prefix}/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -8,10 +8,11 @@ use http::header::{AUTHORIZATION, COOKIE};
 use http::request::Parts;
 use sha2::{Digest, Sha256};
 
+use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
-use crate::gate::{AccessRequest, Authority};
-use crate::notify::BoxFuture;
+use crate::gate::Authority;
 use crate::policy::Pattern;
+use crate::request::AccessRequest;
 use crate::scope::Scope;
 
 /// The cookie the approval page's sign-in sets, holding the approver's token.

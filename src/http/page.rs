@@ -23,10 +23,13 @@ use serde::Deserialize;
 use super::api::{DenyBody, Shared, approver_status, form_body, request_id};
 use super::approvers::{Approver, TOKEN_COOKIE};
 use crate::error::{Error, ErrorKind};
-use crate::gate::{AccessRequest, Approval, Denial, RequestId, Status};
+use crate::gate::{Approval, Denial};
+use crate::id::RequestId;
 use crate::notify::template::Escape;
+use crate::request::{AccessRequest, Status};
 use crate::scope::Scope;
-use crate::text::{human_duration, pretty_args, rfc3339};
+use crate::text::pretty_args;
+use crate::time::{human_duration, rfc3339};
 
 /// Where the routes are mounted, and which page was asked for.
 pub(super) struct Mount {

@@ -11,8 +11,10 @@ use std::time::Duration;
 use rustc_hash::FxHashSet;
 use tokio::sync::Notify;
 
-use super::{Alert, BoxFuture, Notifier, NotifyError, Resolution};
-use crate::gate::RequestId;
+use super::{Alert, Notifier, NotifyError, Resolution};
+
+use crate::boxed::BoxFuture;
+use crate::id::RequestId;
 
 /// Combinators on every [`Notifier`].
 ///

@@ -8,7 +8,8 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::template::{Escape, Values};
-use super::{Alert, BoxFuture, Notifier, NotifyError, Resolution, Sent, Template};
+use super::{Alert, Notifier, NotifyError, Resolution, Sent, Template};
+use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
 
 /// The SMTP transport [`EmailNotifier::smtp`] builds: lettre's, on Tokio with rustls.

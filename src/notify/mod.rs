@@ -105,7 +105,6 @@ mod webhook;
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 #[cfg(feature = "email")]
@@ -125,11 +124,10 @@ pub use self::terminal::TerminalNotifier;
 pub use self::webhook::{CREATED, DeliveryFailed, RESOLVED, WebhookBuilder, WebhookNotifier};
 pub use crate::text::visible;
 
+pub use crate::boxed::BoxFuture;
+pub use crate::code::VerificationCode;
 use crate::error::BoxError;
-use crate::gate::{AccessRequest, Outcome, VerificationCode};
-
-/// A boxed future, as notifier methods return.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::request::{AccessRequest, Outcome};
 
 /// Whether webhook payloads carry the verification code.
 ///

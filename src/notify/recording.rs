@@ -3,8 +3,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
-use super::{Alert, BoxFuture, Notifier, NotifyError, Resolution};
-use crate::gate::{RequestId, VerificationCode};
+use super::{Alert, Notifier, NotifyError, Resolution};
+
+use crate::boxed::BoxFuture;
+use crate::code::VerificationCode;
+use crate::id::RequestId;
 
 /// A notifier that keeps what it is sent, for tests and in-process approvers.
 ///

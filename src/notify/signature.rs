@@ -29,7 +29,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::hex;
-use crate::text::unix_secs;
+use crate::time::unix_secs;
 
 /// The header that carries the signature.
 pub const HEADER: &str = "Tollgate-Signature";

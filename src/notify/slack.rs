@@ -7,9 +7,11 @@ use serde_json::{Value, json};
 
 use super::template::{Escape, Values};
 use super::webhook::{DeliveryBuilder, Redacted, parse_url};
-use super::{Alert, BoxFuture, IncludeCode, Notifier, NotifyError, Resolution, Template};
+use super::{Alert, IncludeCode, Notifier, NotifyError, Resolution, Template};
+use crate::boxed::BoxFuture;
 use crate::error::Error;
-use crate::text::{human_duration, pretty_args, rfc3339, visible};
+use crate::text::{pretty_args, visible};
+use crate::time::{human_duration, rfc3339};
 
 /// Posts each alert to a chat channel through an incoming webhook: a line of text and the
 /// request's fields; and a line when the request ends.

@@ -5,8 +5,9 @@ use std::time::SystemTime;
 
 use super::{Alert, Resolution};
 use crate::error::{Error, ErrorKind};
-use crate::gate::{AccessRequest, Outcome};
-use crate::text::{describe, human_duration, pretty_args, rfc3339, visible, visible_lines};
+use crate::request::{AccessRequest, Outcome};
+use crate::text::{describe, pretty_args, visible, visible_lines};
+use crate::time::{human_duration, rfc3339};
 
 /// A message template, checked when it is made.
 ///

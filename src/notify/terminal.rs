@@ -3,8 +3,11 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use super::{Alert, BoxFuture, Notifier, NotifyError, Resolution};
-use crate::text::{describe, pretty_args, rfc3339, visible, visible_lines};
+use super::{Alert, Notifier, NotifyError, Resolution};
+
+use crate::boxed::BoxFuture;
+use crate::text::{describe, pretty_args, visible, visible_lines};
+use crate::time::rfc3339;
 
 /// Prints each alert as a clear block on a terminal: capability, arguments, principal, reason,
 /// id, code and expiry; and one line when the request ends.

@@ -11,11 +11,13 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::signature::{self, sign};
-use super::{Alert, BoxFuture, IncludeCode, Notifier, NotifyError, Resolution};
+use super::{Alert, IncludeCode, Notifier, NotifyError, Resolution};
+use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
-use crate::gate::{AccessRequest, Outcome, RequestId};
 use crate::hex;
-use crate::text::unix_secs;
+use crate::id::RequestId;
+use crate::request::{AccessRequest, Outcome};
+use crate::time::unix_secs;
 
 impl IncludeCode {
     pub(crate) fn applies_to(self, url: &Url) -> bool {

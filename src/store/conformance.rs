@@ -30,15 +30,16 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use super::{
-    AuditEntry, AuditEvent, AuditFilter, Revocation, ScopeKey, Store, Transition, is_finished,
-};
+use super::{Revocation, ScopeKey, Store, Transition, is_finished};
+
 use crate::args::{ArgsDigest, canonical_json};
-use crate::gate::{
-    AccessRequest, Gate, Outcome, RequestId, Rule, RuleEffect, RuleId, SealKey, Status,
-};
+use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
+use crate::gate::{Gate, SealKey};
+use crate::id::{RequestId, RuleId};
+use crate::request::{AccessRequest, Outcome, Status};
+use crate::rule::{Rule, RuleEffect};
 use crate::scope::Scope;
-use crate::store::to_millis;
+use crate::time::to_millis;
 
 /// Runs every check. `fresh` makes an empty store; `reopen` opens the same data as `store` in a
 /// new handle, as a restarted process would (for an in-memory store, a clone).

@@ -5,11 +5,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use super::{
-    AuditEntry, AuditFilter, BoxFuture, Purged, Recovered, Revocation, ScopeKey, Store,
-    StoredRequest, Transition, is_finished,
+    Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition, is_finished,
 };
+
+use crate::audit::{AuditEntry, AuditFilter};
+
+use crate::boxed::BoxFuture;
 use crate::error::Error;
-use crate::gate::{AccessRequest, RequestId, Rule, RuleId, Status};
+use crate::id::{RequestId, RuleId};
+use crate::request::{AccessRequest, Status};
+use crate::rule::Rule;
 
 /// Keeps requests, rules and the audit trail in memory: fast, and gone when the process stops.
 ///
@@ -111,7 +116,7 @@ impl Store for MemoryStore {
                 stored.status = Status::Abandoned;
                 stored
                     .outcome
-                    .get_or_insert(crate::gate::Outcome::Abandoned);
+                    .get_or_insert(crate::request::Outcome::Abandoned);
                 abandoned.push(stored.request.clone());
             }
         }

@@ -5,30 +5,17 @@
 //! read back from a store verifies exactly as it did when it was made.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::args::{ArgsDigest, canonical_json, parse_strict};
 use crate::error::{Error, ErrorKind};
-use crate::gate::{AccessRequest, Outcome, RequestId, Rule, RuleEffect, RuleId};
+use crate::id::{RequestId, RuleId};
+use crate::request::{AccessRequest, Outcome};
+use crate::rule::{Rule, RuleEffect};
 use crate::scope::Scope;
-
-/// Milliseconds since the Unix epoch; times before it count as the epoch.
-pub(crate) fn millis(time: SystemTime) -> i64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The time `ms` milliseconds after the Unix epoch.
-pub(crate) fn from_millis(ms: i64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-/// `time` cut to whole milliseconds, the precision stores keep.
-pub(crate) fn to_millis(time: SystemTime) -> SystemTime {
-    from_millis(millis(time))
-}
+use crate::time::{from_millis, millis};
 
 fn unreadable(what: &'static str, cause: impl Into<crate::BoxError>) -> Error {
     Error::new(ErrorKind::StoreUnreadable)

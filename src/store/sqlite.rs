@@ -8,15 +8,16 @@ use std::time::{Duration, SystemTime};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
-use super::record::{from_millis, millis};
-use super::{
-    AuditEntry, AuditEvent, AuditFilter, BoxFuture, Purged, Recovered, Revocation, ScopeKey, Store,
-    StoredRequest, Transition,
-};
+use super::{Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition};
 use crate::args::ArgsDigest;
+use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
+use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
-use crate::gate::{AccessRequest, Outcome, RequestId, Rule, RuleId, Status};
+use crate::id::{RequestId, RuleId};
+use crate::request::{AccessRequest, Outcome, Status};
+use crate::rule::Rule;
 use crate::scope::Scope;
+use crate::time::{from_millis, millis};
 
 /// `PRAGMA application_id`: "Toll". A file with another id belongs to some other program.
 const APPLICATION_ID: i64 = 0x546f_6c6c;

@@ -1,8 +1,7 @@
-//! Access requests, their ids, statuses and outcomes.
+//! Access requests, their statuses and outcomes.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,87 +10,9 @@ use serde_json::Value;
 
 use crate::args::ArgsDigest;
 use crate::error::{Error, ErrorKind};
+use crate::id::RequestId;
 use crate::scope::Scope;
-use crate::text::rfc3339;
-
-macro_rules! random_id {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name([u8; 16]);
-
-        impl $name {
-            /// The printed prefix.
-            pub const PREFIX: &'static str = $prefix;
-
-            pub(crate) fn random() -> Self {
-                let mut bytes = [0u8; 16];
-                getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-                $name(bytes)
-            }
-
-            /// The 128 random bits.
-            pub fn as_bytes(&self) -> &[u8; 16] {
-                &self.0
-            }
-
-            /// The id with these 128 bits, as a store reads it back.
-            pub fn from_bytes(bytes: [u8; 16]) -> Self {
-                $name(bytes)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str($prefix)?;
-                crate::hex::write_lower(f, &self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(self, f)
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = Error;
-
-            /// Parses the printed form; anything else is `access_request_not_found`, the same
-            /// answer a well-formed unknown id gets.
-            fn from_str(s: &str) -> Result<Self, Error> {
-                s.strip_prefix($prefix)
-                    .and_then(crate::hex::decode::<16>)
-                    .map($name)
-                    .ok_or_else(|| Error::new(ErrorKind::AccessRequestNotFound))
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                text.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-
-random_id!(
-    /// An access request's id: 128 random bits, printed `areq_` and 32 hex digits.
-    RequestId,
-    "areq_"
-);
-random_id!(
-    /// A rule's id: 128 random bits, printed `rule_` and 32 hex digits.
-    RuleId,
-    "rule_"
-);
+use crate::time::rfc3339;
 
 /// A question to a person: may this call run?
 ///

@@ -1,0 +1,74 @@
+//! The ids of access requests and rules: 128 random bits with a printed prefix.
+//!
+//! Parsing an id (`FromStr`) answers with [`Error`](crate::Error); that impl lives beside the
+//! error type, so the ids depend on nothing above them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! random_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub(crate) [u8; 16]);
+
+        impl $name {
+            /// The printed prefix.
+            pub const PREFIX: &'static str = $prefix;
+
+            pub(crate) fn random() -> Self {
+                let mut bytes = [0u8; 16];
+                getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+                $name(bytes)
+            }
+
+            /// The 128 random bits.
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                &self.0
+            }
+
+            /// The id with these 128 bits, as a store reads it back.
+            pub fn from_bytes(bytes: [u8; 16]) -> Self {
+                $name(bytes)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($prefix)?;
+                crate::hex::write_lower(f, &self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+random_id!(
+    /// An access request's id: 128 random bits, printed `areq_` and 32 hex digits.
+    RequestId,
+    "areq_"
+);
+random_id!(
+    /// A rule's id: 128 random bits, printed `rule_` and 32 hex digits.
+    RuleId,
+    "rule_"
+);

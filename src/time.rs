@@ -1,0 +1,88 @@
+//! Times as the crate writes them: whole milliseconds for stores and codes, RFC 3339 and short
+//! durations for people.
+
+use std::time::{Duration, SystemTime};
+
+/// Milliseconds since the Unix epoch; times before it count as the epoch.
+pub(crate) fn millis(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The time `ms` milliseconds after the Unix epoch.
+pub(crate) fn from_millis(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// `time` cut to whole milliseconds, the precision stores keep.
+pub(crate) fn to_millis(time: SystemTime) -> SystemTime {
+    from_millis(millis(time))
+}
+
+/// Whole seconds since the Unix epoch; 0 for earlier times.
+pub(crate) fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `2026-11-21T14:05:00Z`, from days since the epoch by the civil calendar.
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    let secs = unix_secs(time);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `1h 30m`, `4m 59s`, `0s`: the two largest units, as a person reads them.
+pub(crate) fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let units = [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut rest = secs;
+    for (size, unit) in units {
+        if rest >= size || (parts.is_empty() && size == 1) {
+            parts.push(format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_wall_clock_times() {
+        let at = |secs| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_795_265_100), "2026-11-21T12:45:00Z");
+    }
+
+    #[test]
+    fn durations_read_like_a_person_writes_them() {
+        let d = Duration::from_secs;
+        assert_eq!(human_duration(d(0)), "0s");
+        assert_eq!(human_duration(d(299)), "4m 59s");
+        assert_eq!(human_duration(d(5400)), "1h 30m");
+        assert_eq!(human_duration(d(3600)), "1h");
+        assert_eq!(human_duration(d(90_061)), "1d 1h");
+    }
+}
