@@ -282,7 +282,6 @@ impl Outcome {
         }
     }
 
-    /// The error a caller waiting on a request with this outcome gets; `None` for approvals.
     /// The error the callers waiting on a request that ended this way fail with.
     pub(crate) fn error(&self, id: RequestId) -> Option<Error> {
         let error = match self {

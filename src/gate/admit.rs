@@ -1,0 +1,181 @@
+//! Admission: a call the policy asked about meets the standing rules, then the registry, and
+//! either runs, is refused, or parks its caller on an access request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::rules::Verdict;
+use super::{ANONYMOUS, Gate, Shared};
+use crate::args::{ArgsDigest, canonical_json};
+use crate::call::Call;
+use crate::error::{Error, ErrorKind};
+use crate::id::RequestId;
+use crate::policy::Ask;
+use crate::request::AccessRequest;
+use crate::time::to_millis;
+
+/// How the gate answers a call that the policy asked about.
+pub(crate) enum Admission {
+    /// A standing rule allows it.
+    Run,
+    /// Refused without parking.
+    Refuse(Error),
+    /// Parked on an access request.
+    Park(Waiter),
+}
+
+impl Gate {
+    /// Standing rules first, then the registry: run, refuse, or park the call.
+    pub(crate) fn admit<R: Call>(&self, call: &R, ask: Ask) -> Admission {
+        let capability = call.capability();
+        if ask.require_reason && call.reason().is_none_or(|r| r.trim().is_empty()) {
+            return Admission::Refuse(Error::new(ErrorKind::ReasonRequired));
+        }
+        let principal = call.principal().unwrap_or(ANONYMOUS);
+        let session = call.session();
+        // Computed at most once, and only if a value rule or a new request needs it.
+        let digest_cell = std::cell::OnceCell::new();
+        let digest = || *digest_cell.get_or_init(|| ArgsDigest::of(&call.args()));
+        let now = Instant::now();
+        let verdict = self
+            .shared
+            .rules_table()
+            .lookup(capability, principal, session, digest, now);
+        match verdict {
+            Some(Verdict::Allow) => return Admission::Run,
+            Some(Verdict::Deny(rule, reason)) => {
+                let detail = match reason {
+                    Some(reason) => format!("remembered denial {rule}: {reason}"),
+                    None => format!("remembered denial {rule}"),
+                };
+                let error = Error::new(ErrorKind::AccessRequestDenied).with_detail(detail);
+                return Admission::Refuse(error);
+            }
+            None => {}
+        }
+        let Ok(runtime) = Handle::try_current() else {
+            return Admission::Refuse(Error::new(ErrorKind::NoRuntime));
+        };
+        let settings = &self.shared.settings;
+        let id = RequestId::random();
+        // Whole milliseconds: what stores keep, and what the code is bound to.
+        let created_at = to_millis(SystemTime::now());
+        let args = canonical_json(&call.args());
+        let request = AccessRequest {
+            id,
+            capability: capability.into(),
+            args_digest: *digest_cell.get_or_init(|| ArgsDigest::of_canonical(&args)),
+            args: args.into_boxed_str(),
+            principal: principal.into(),
+            session: session.map(Into::into),
+            reason: call.reason().map(Into::into),
+            reasoning: ask.reasoning,
+            max_scope: ask.max_scope,
+            max_rule_ttl: ask.max_rule_ttl,
+            approvers: ask.approvers,
+            created_at,
+            expires_at: created_at + settings.request_ttl,
+            approval_url: settings
+                .approval_base_url
+                .as_ref()
+                .map(|base| format!("{base}/{id}").into_boxed_str()),
+        };
+        let deadline = now + settings.request_ttl;
+        let admitted = self
+            .shared
+            .locked(|registry| registry.admit(request, now, deadline, runtime, settings.limits));
+        let (request, key, created) = match admitted {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                tracing::warn!(capability, principal, code = error.code(), "call refused");
+                return Admission::Refuse(error);
+            }
+        };
+        if created {
+            tracing::info!(
+                request_id = %request.id,
+                capability,
+                principal,
+                session,
+                args_digest = %request.args_digest,
+                "access request created"
+            );
+        } else {
+            tracing::debug!(request_id = %request.id, capability, principal, "call joined a pending access request");
+        }
+        Admission::Park(Waiter {
+            shared: self.shared.clone(),
+            request,
+            key,
+            deadline,
+            attached: true,
+        })
+    }
+}
+
+/// A caller parked on an access request. Dropping it leaves the request, cancelling it if this
+/// was the last caller.
+pub(crate) struct Waiter {
+    shared: Arc<Shared>,
+    request: Arc<AccessRequest>,
+    key: usize,
+    deadline: Instant,
+    attached: bool,
+}
+
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiter")
+            .field("id", &self.request.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Waiter {
+    pub(crate) fn request(&self) -> &Arc<AccessRequest> {
+        &self.request
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    pub(crate) fn gate(&self) -> Gate {
+        Gate {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// `Ready(Ok)` once an approval is this caller's to run; `Ready(Err)` once the request closed.
+    pub(crate) fn poll_decision(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let (id, key) = (self.request.id, self.key);
+        let poll = self
+            .shared
+            .locked(|registry| registry.poll(id, key, cx.waker()));
+        if poll.is_ready() {
+            self.attached = false;
+        }
+        poll
+    }
+
+    /// The deadline passed: expire the request if nobody decided first.
+    pub(crate) fn expire(&self) {
+        let id = self.request.id;
+        self.shared
+            .locked(|registry| ((), registry.expire(id, Instant::now())));
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.attached {
+            let (id, key) = (self.request.id, self.key);
+            self.shared.locked(|registry| ((), registry.leave(id, key)));
+        }
+    }
+}

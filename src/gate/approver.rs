@@ -1,0 +1,243 @@
+//! The approver's side of the gate: the decisions they send ([`Approve`], [`Deny`],
+//! [`Revoke`]) and the answers they get back ([`Approval`], [`Denial`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::id::{RequestId, RuleId};
+use crate::request::AccessRequest;
+use crate::rule::Rule;
+use crate::scope::Scope;
+use crate::store::Revocation;
+
+/// An approval: who, which request, how far it reaches.
+pub struct Approve {
+    pub(super) id: RequestId,
+    pub(super) code: String,
+    pub(super) scope: Scope,
+    pub(super) ttl: Option<Duration>,
+    pub(super) approver: Option<Arc<str>>,
+    pub(super) authority: Option<Box<dyn Authority>>,
+}
+
+/// What one approver may do beyond what the request itself allows: the approval API's
+/// [`Approver`](crate::http::Approver) limits. Who may decide a request is asked before its code
+/// is looked at, so someone who may not decide cannot spend its attempts; how far they may
+/// grant is asked once the code is verified.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) trait Authority: Send + Sync {
+    /// Whether this approver may decide `request` at all.
+    fn decides(&self, request: &AccessRequest) -> bool;
+    /// Refuses a decision of `scope` beyond this approver's rights.
+    fn grants(&self, scope: Scope) -> Result<(), Error>;
+}
+
+impl fmt::Debug for Approve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Approve")
+            .field("id", &self.id)
+            .field("code", &"<redacted>")
+            .field("scope", &self.scope)
+            .field("ttl", &self.ttl)
+            .field("approver", &self.approver)
+            .finish()
+    }
+}
+
+impl Approve {
+    /// Approves request `id` with the code its alert carried. The scope defaults to
+    /// [`Scope::Once`].
+    pub fn new(id: RequestId, code: impl Into<String>) -> Self {
+        Approve {
+            id,
+            code: code.into(),
+            scope: Scope::Once,
+            ttl: None,
+            approver: None,
+            authority: None,
+        }
+    }
+
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn authority(mut self, authority: impl Authority + 'static) -> Self {
+        self.authority = Some(Box::new(authority));
+        self
+    }
+
+    /// How far the approval reaches; at most the request's maximum scope.
+    #[must_use]
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// How long the rule lasts; at most, and by default, the request's maximum rule TTL.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Who approves. Required: every decision records its approver.
+    #[must_use]
+    pub fn by(mut self, approver: impl Into<Arc<str>>) -> Self {
+        self.approver = Some(approver.into());
+        self
+    }
+}
+
+/// A denial: who, which request, why, and whether to remember it.
+pub struct Deny {
+    pub(super) id: RequestId,
+    pub(super) code: String,
+    pub(super) reason: Option<Arc<str>>,
+    pub(super) approver: Option<Arc<str>>,
+    pub(super) remember: Scope,
+    pub(super) ttl: Option<Duration>,
+    pub(super) authority: Option<Box<dyn Authority>>,
+}
+
+impl fmt::Debug for Deny {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deny")
+            .field("id", &self.id)
+            .field("code", &"<redacted>")
+            .field("reason", &self.reason)
+            .field("approver", &self.approver)
+            .field("remember", &self.remember)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl Deny {
+    /// Denies request `id` with the code its alert carried.
+    pub fn new(id: RequestId, code: impl Into<String>) -> Self {
+        Deny {
+            id,
+            code: code.into(),
+            reason: None,
+            approver: None,
+            remember: Scope::Once,
+            ttl: None,
+            authority: None,
+        }
+    }
+
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn authority(mut self, authority: impl Authority + 'static) -> Self {
+        self.authority = Some(Box::new(authority));
+        self
+    }
+
+    /// The reason, given to the caller.
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<Arc<str>>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Who denies. Required: every decision records its approver.
+    #[must_use]
+    pub fn by(mut self, approver: impl Into<Arc<str>>) -> Self {
+        self.approver = Some(approver.into());
+        self
+    }
+
+    /// Remembers the denial as a rule of this scope, so covered calls fail without asking.
+    #[must_use]
+    pub fn remember(mut self, scope: Scope) -> Self {
+        self.remember = scope;
+        self
+    }
+
+    /// How long a remembered denial lasts; at most, and by default, the request's maximum rule TTL.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// A successful approval: a waiting call received it.
+#[derive(Clone, Debug)]
+pub struct Approval {
+    pub(super) request: Arc<AccessRequest>,
+    pub(super) scope: Scope,
+    pub(super) rule: Option<Rule>,
+}
+
+impl Approval {
+    /// The approved request.
+    pub fn request(&self) -> &AccessRequest {
+        &self.request
+    }
+    /// What the approval covers.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+    /// The standing rule it made; `None` for [`Scope::Once`].
+    pub fn rule(&self) -> Option<&Rule> {
+        self.rule.as_ref()
+    }
+}
+
+/// A successful denial.
+#[derive(Clone, Debug)]
+pub struct Denial {
+    pub(super) request: Arc<AccessRequest>,
+    pub(super) rule: Option<Rule>,
+}
+
+impl Denial {
+    /// The denied request.
+    pub fn request(&self) -> &AccessRequest {
+        &self.request
+    }
+    /// The remembered denial, if one was asked for.
+    pub fn rule(&self) -> Option<&Rule> {
+        self.rule.as_ref()
+    }
+}
+
+/// Which rules to revoke, and who revokes them; see [`Gate::revoke`].
+#[derive(Clone, Debug)]
+pub struct Revoke {
+    pub(super) which: Revocation,
+    pub(super) by: Option<Arc<str>>,
+}
+
+impl Revoke {
+    /// Revokes one rule.
+    pub fn rule(id: RuleId) -> Self {
+        Revoke {
+            which: Revocation::Rule(id),
+            by: None,
+        }
+    }
+
+    /// Revokes every rule for `capability`.
+    pub fn capability(capability: impl Into<Arc<str>>) -> Self {
+        Revoke {
+            which: Revocation::Capability(capability.into()),
+            by: None,
+        }
+    }
+
+    /// Revokes every rule.
+    pub fn all() -> Self {
+        Revoke {
+            which: Revocation::All,
+            by: None,
+        }
+    }
+
+    /// Who revokes. Required: the audit trail records it.
+    #[must_use]
+    pub fn by(mut self, who: impl Into<Arc<str>>) -> Self {
+        self.by = Some(who.into());
+        self
+    }
+}

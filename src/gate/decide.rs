@@ -1,0 +1,323 @@
+//! Decisions: approve, deny and revoke.
+//!
+//! Everything that can be checked or built without the registry runs before its lock is taken:
+//! whether the approver may decide the request (asked before the code is looked at, so someone
+//! who may not decide spends none of its attempts), the code, the scope and TTL caps, and the
+//! sealed rule. The registry then only checks that the request is still pending and takes the
+//! [`Ruling`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::Gate;
+use super::approver::{Approval, Approve, Authority, Denial, Deny, Revoke};
+use super::registry::{Ack, Known, Ruling, already};
+use super::seal::SealKey;
+use super::writer::queue_stopped;
+use crate::error::{Error, ErrorKind};
+use crate::id::{RequestId, RuleId};
+use crate::request::{AccessRequest, Outcome};
+use crate::rule::{Rule, RuleEffect};
+use crate::scope::Scope;
+use crate::store::{Revocation, is_finished};
+use crate::time::to_millis;
+
+/// What an approver asked for, before anything is checked.
+struct Asked {
+    effect: RuleEffect,
+    scope: Scope,
+    ttl: Option<Duration>,
+    approver: Option<Arc<str>>,
+    reason: Option<Arc<str>>,
+    authority: Option<Box<dyn Authority>>,
+}
+
+impl Gate {
+    /// Approves a pending request.
+    ///
+    /// Succeeds only if the code matches, the scope and TTL are within what the request allows,
+    /// the store recorded the approval, and a waiting call received it. Otherwise the error says
+    /// what happened: `access_request_not_found` (unknown id or wrong code, alike),
+    /// `too_many_attempts`, `scope_not_allowed`, `approver_not_allowed`, `already_resolved`,
+    /// `access_request_expired`, `access_request_cancelled`, `access_request_abandoned`,
+    /// `missing_approver`, `store_failed` (nothing was approved; the request is still pending).
+    ///
+    /// Once this future has been polled, the approval is on its way: dropping the future does not
+    /// take it back, it only stops you from hearing whether a caller received it.
+    pub async fn approve(&self, approve: Approve) -> Result<Approval, Error> {
+        let (ack, acked) = oneshot::channel();
+        let asked = Asked {
+            effect: RuleEffect::Allow,
+            scope: approve.scope,
+            ttl: approve.ttl,
+            approver: approve.approver,
+            reason: None,
+            authority: approve.authority,
+        };
+        let (request, rule) = self.rule_on(approve.id, &approve.code, asked, ack).await?;
+        // Stored, and taken by a waiting caller; if every caller left first, it was cancelled.
+        acknowledged(approve.id, acked).await?;
+        Ok(Approval {
+            request,
+            scope: approve.scope,
+            rule,
+        })
+    }
+
+    /// Denies a pending request; its callers fail with `access_request_denied`.
+    ///
+    /// Errors as [`approve`](Self::approve) does, except that a denial needs no waiting caller.
+    pub async fn deny(&self, deny: Deny) -> Result<Denial, Error> {
+        let (ack, acked) = oneshot::channel();
+        let asked = Asked {
+            effect: RuleEffect::Deny,
+            scope: deny.remember,
+            ttl: deny.ttl,
+            approver: deny.approver,
+            reason: deny.reason,
+            authority: deny.authority,
+        };
+        let (request, rule) = self.rule_on(deny.id, &deny.code, asked, ack).await?;
+        acknowledged(deny.id, acked).await?;
+        Ok(Denial { request, rule })
+    }
+
+    /// What approve and deny share: the approver must be named and may decide the request, the
+    /// code must match, the scope and TTL must be allowed; then the registry takes the ruling if
+    /// the request is still pending, and it takes effect once stored. Returns the request and the
+    /// rule the decision makes, if any.
+    async fn rule_on(
+        &self,
+        id: RequestId,
+        code: &str,
+        asked: Asked,
+        ack: Ack,
+    ) -> Result<(Arc<AccessRequest>, Option<Rule>), Error> {
+        let shared = &self.shared;
+        let approver = asked
+            .approver
+            .clone()
+            .ok_or_else(|| Error::new(ErrorKind::MissingApprover))?;
+        let may_decide = |request: &AccessRequest| {
+            request.admits(&approver) && asked.authority.as_ref().is_none_or(|a| a.decides(request))
+        };
+        let known = shared.registry().look(id);
+        let request = match known {
+            Known::Live(request) => request,
+            Known::Remembered(request, status) => {
+                return Err(if may_decide(&request) && shared.verify(&request, code) {
+                    already(status, id)
+                } else {
+                    not_found()
+                });
+            }
+            Known::Nowhere => return Err(self.stored_answer(id, &may_decide, code).await),
+        };
+        if !may_decide(&request) {
+            return Err(not_found());
+        }
+        if !shared.verify(&request, code) {
+            let limit = shared.settings.limits.attempts;
+            return Err(shared.locked(|registry| registry.wrong_code(id, &approver, limit)));
+        }
+        let now = Instant::now();
+        let ruling = asked.rule(&request, &approver, &shared.seals, now, ack);
+        let rule = match &ruling {
+            Ok(ruling) => ruling.rule.as_ref().map(|(rule, _)| rule.clone()),
+            Err(_) => None,
+        };
+        let request = shared.locked(|registry| registry.decide(id, ruling, now))?;
+        Ok((request, rule))
+    }
+
+    /// What an approver hears about a request this process does not hold in memory: the store
+    /// may know it, from before a restart or from another process.
+    async fn stored_answer(
+        &self,
+        id: RequestId,
+        may_decide: impl Fn(&AccessRequest) -> bool,
+        code: &str,
+    ) -> Error {
+        let not_found = || Error::new(ErrorKind::AccessRequestNotFound);
+        match self.queued(move |store| store.request(id)).await {
+            Ok(Some(stored))
+                if may_decide(&stored.request) && self.shared.verify(&stored.request, code) =>
+            {
+                if is_finished(stored.status) {
+                    already(stored.status, id)
+                } else {
+                    not_found().with_detail("another process holds this request")
+                }
+            }
+            Ok(_) => not_found(),
+            Err(error) => error,
+        }
+    }
+
+    /// Revokes rules: one, a capability's, or all. The store deletes them first, with a
+    /// `rule_revoked` audit entry naming who revoked each; then they stop applying. Returns the
+    /// revoked rules, oldest first (none if there was no such rule).
+    ///
+    /// ```
+    /// # use tollgate::{Gate, Revoke};
+    /// # async fn revoke(gate: Gate) -> Result<(), tollgate::Error> {
+    /// let revoked = gate.revoke(Revoke::capability("payments.refund").by("alice")).await?;
+    /// println!("{} rules revoked", revoked.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn revoke(&self, revoke: Revoke) -> Result<Vec<Rule>, Error> {
+        let by = revoke
+            .by
+            .ok_or_else(|| Error::new(ErrorKind::MissingApprover))?;
+        let shared = self.shared.clone();
+        let which = revoke.which;
+        self.queued(move |store| {
+            Box::pin(async move {
+                let at = to_millis(SystemTime::now());
+                let revoked = store.revoke(&which, &by, at).await?;
+                // The memory mirrors the store, in queue order: after this, no call sees them.
+                let mut rules = shared.rules_mut();
+                match &which {
+                    Revocation::Rule(id) => drop(rules.remove(*id)),
+                    Revocation::Capability(capability) => drop(rules.remove_capability(capability)),
+                    Revocation::All => drop(rules.clear()),
+                }
+                drop(rules);
+                for rule in &revoked {
+                    tracing::info!(rule_id = %rule.id, capability = ?rule.capability, revoked_by = ?by, "rule revoked");
+                }
+                shared.changed.notify_waiters();
+                Ok(revoked)
+            })
+        })
+        .await
+    }
+}
+
+fn not_found() -> Error {
+    Error::new(ErrorKind::AccessRequestNotFound)
+}
+
+impl Asked {
+    /// The ruling this asks for on `request`, if this approver may grant it and the request
+    /// allows its scope and TTL: its outcome, and its rule, sealed.
+    fn rule(
+        &self,
+        request: &AccessRequest,
+        approver: &Arc<str>,
+        seals: &SealKey,
+        now: Instant,
+        ack: Ack,
+    ) -> Result<Ruling, Error> {
+        if let Some(authority) = &self.authority {
+            authority.grants(self.scope)?;
+        }
+        let ttl = allowed(request, self.scope, self.ttl)?;
+        let rule = new_rule(
+            seals,
+            request,
+            self.effect,
+            self.scope,
+            ttl,
+            approver,
+            self.reason.clone(),
+        );
+        let outcome = match self.effect {
+            RuleEffect::Allow => Outcome::Approved {
+                approver: approver.clone(),
+                scope: self.scope,
+                until: rule.as_ref().map(|r| r.expires_at),
+            },
+            RuleEffect::Deny => Outcome::Denied {
+                approver: approver.clone(),
+                reason: self.reason.clone(),
+            },
+        };
+        Ok(Ruling {
+            outcome,
+            scope: self.scope,
+            rule: rule.map(|rule| (rule, now + ttl)),
+            ack,
+        })
+    }
+}
+
+/// Waits for the approver's acknowledgement: the decision is stored and, for an approval, taken.
+async fn acknowledged(
+    id: RequestId,
+    acked: oneshot::Receiver<Result<(), Error>>,
+) -> Result<(), Error> {
+    acked
+        .await
+        .unwrap_or_else(|_| Err(queue_stopped().with_request(id)))
+}
+
+/// The TTL a decision of `scope` gets, if the request allows that scope and TTL.
+fn allowed(
+    request: &AccessRequest,
+    scope: Scope,
+    ttl: Option<Duration>,
+) -> Result<Duration, Error> {
+    let refuse = |detail: String| Err(Error::new(ErrorKind::ScopeNotAllowed).with_detail(detail));
+    if scope > request.max_scope {
+        return refuse(format!(
+            "this request allows at most scope `{}`",
+            request.max_scope
+        ));
+    }
+    if scope == Scope::Session && request.session.is_none() {
+        return refuse("scope `session` needs a call that names its session".into());
+    }
+    let ttl = ttl.unwrap_or(request.max_rule_ttl);
+    if ttl > request.max_rule_ttl {
+        return refuse(format!(
+            "this request allows rules of at most {} s",
+            request.max_rule_ttl.as_secs()
+        ));
+    }
+    // A policy may allow "no limit" (`Duration::MAX`); deadlines must stay representable.
+    Ok(ttl.min(LONGEST_RULE))
+}
+
+/// The longest a rule can last, whatever the policy allows: a hundred years.
+pub(super) const LONGEST_RULE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The rule a decision of `scope` makes, sealed; none for [`Scope::Once`].
+fn new_rule(
+    seals: &SealKey,
+    request: &AccessRequest,
+    effect: RuleEffect,
+    scope: Scope,
+    ttl: Duration,
+    approver: &Arc<str>,
+    reason: Option<Arc<str>>,
+) -> Option<Rule> {
+    if scope == Scope::Once {
+        return None;
+    }
+    let granted_at = to_millis(SystemTime::now());
+    let mut rule = Rule {
+        id: RuleId::random(),
+        effect,
+        scope,
+        capability: request.capability.clone(),
+        principal: (scope != Scope::Global).then(|| request.principal.clone()),
+        session: if scope == Scope::Session {
+            request.session.clone()
+        } else {
+            None
+        },
+        args_digest: (scope == Scope::Value).then_some(request.args_digest),
+        granted_by: approver.clone(),
+        granted_at,
+        expires_at: granted_at + ttl,
+        request: request.id,
+        reason,
+        seal: None,
+    };
+    seals.seal(&mut rule);
+    Some(rule)
+}

@@ -1,0 +1,187 @@
+//! What follows a registry transition, outside its lock: callers woken, the approver answered, a
+//! rule filed, notifiers told; and the alert that announces a new request.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+use super::Shared;
+use super::record;
+use super::registry::{Effects, Resolved};
+use crate::notify::{Alert, Resolution};
+use crate::request::{AccessRequest, Outcome};
+
+/// Counts notifier deliveries under way: shutdown waits until none is left. Each is bounded by
+/// the notify timeout.
+#[derive(Default)]
+pub(super) struct Deliveries {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+impl Deliveries {
+    /// Returns once no delivery is under way.
+    pub(super) async fn idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Shared {
+    /// Runs a notifier delivery on `runtime`, counted, so that shutdown can wait for it.
+    pub(super) fn deliver(
+        self: &Arc<Self>,
+        runtime: &Handle,
+        delivery: impl Future<Output = ()> + Send + 'static,
+    ) {
+        /// Counts the delivery as ended however it ends: finished, panicked, or dropped.
+        struct Running(Arc<Shared>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                if self.0.deliveries.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.0.deliveries.idle.notify_waiters();
+                }
+            }
+        }
+        self.deliveries.running.fetch_add(1, Ordering::AcqRel);
+        let running = Running(self.clone());
+        runtime.spawn(async move {
+            let _running = running;
+            delivery.await;
+        });
+    }
+
+    /// Tells the notifiers about requests an earlier process left unfinished; once, inside a
+    /// runtime.
+    pub(super) fn announce_abandoned(self: &Arc<Self>) {
+        let Ok(runtime) = Handle::try_current() else {
+            return;
+        };
+        let abandoned = std::mem::take(
+            &mut *self
+                .unannounced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for request in abandoned {
+            self.resolved(Resolved {
+                runtime: runtime.clone(),
+                request: Arc::new(request),
+                outcome: Outcome::Abandoned,
+            });
+        }
+    }
+
+    /// Carries out a transition's effects, outside the registry lock. A rule is filed before the
+    /// approver hears of success, so a rule exists whenever `approve` says it does.
+    pub(super) fn apply(self: &Arc<Self>, effects: Effects) {
+        let Effects {
+            wake,
+            rule,
+            ack,
+            resolved,
+            events: _,
+        } = effects;
+        let changed = !wake.is_empty() || rule.is_some() || ack.is_some() || resolved.is_some();
+        if let Some((rule, deadline)) = rule {
+            tracing::info!(
+                rule_id = %rule.id,
+                effect = ?rule.effect,
+                scope = %rule.scope,
+                capability = ?rule.capability,
+                granted_by = ?rule.granted_by,
+                "rule granted"
+            );
+            self.rules_mut().insert(rule, deadline);
+        }
+        if let Some((ack, result)) = ack {
+            let _ = ack.send(result);
+        }
+        for waker in wake {
+            waker.wake();
+        }
+        if let Some(resolved) = resolved {
+            self.resolved(resolved);
+        }
+        if changed {
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub(super) fn resolved(
+        self: &Arc<Self>,
+        Resolved {
+            runtime,
+            request,
+            outcome,
+        }: Resolved,
+    ) {
+        let id = request.id;
+        match &outcome {
+            Outcome::Approved {
+                approver, scope, ..
+            } => {
+                tracing::info!(request_id = %id, ?approver, %scope, "access request approved")
+            }
+            Outcome::Denied { approver, reason } => {
+                tracing::info!(request_id = %id, ?approver, reason = reason.as_deref(), "access request denied")
+            }
+            Outcome::TooManyAttempts => {
+                tracing::warn!(request_id = %id, "access request denied: too many attempts")
+            }
+            Outcome::Expired => tracing::info!(request_id = %id, "access request expired"),
+            Outcome::Cancelled => tracing::info!(request_id = %id, "access request cancelled"),
+            Outcome::NotificationFailed => {
+                tracing::warn!(request_id = %id, "access request failed: no notifier accepted the alert")
+            }
+            Outcome::Abandoned => {
+                tracing::warn!(request_id = %id, "access request abandoned: the process that held it stopped")
+            }
+            Outcome::StoreFailed => {
+                tracing::error!(request_id = %id, "access request failed: the store did not record it")
+            }
+        }
+        let shared = self.clone();
+        self.deliver(&runtime, async move {
+            let resolution = Resolution::new(request, outcome);
+            let resolution = &resolution;
+            let report = shared
+                .notifiers
+                .each(|notifier| notifier.on_resolved(resolution))
+                .await;
+            report.log("on_resolved", id);
+        });
+    }
+
+    /// Alerts every notifier at once; if none accepts within the notify timeout, the request
+    /// fails closed, unless the gate parks unnotified requests for pull approvals.
+    pub(super) async fn alert(self: Arc<Self>, request: Arc<AccessRequest>) {
+        let id = request.id;
+        let alert = Alert::new(request.clone(), self.key.code(&request));
+        let alert = &alert;
+        let report = self.notifiers.each(|notifier| notifier.notify(alert)).await;
+        report.log("notify", id);
+        if report.accepted > 0 {
+            tracing::debug!(request_id = %id, notifiers = report.accepted, "access request notified");
+            self.write(record::notified(
+                &request,
+                report.accepted,
+                self.settings.audit_args,
+            ));
+        } else if self.settings.park_unnotified {
+            tracing::warn!(request_id = %id, "no notifier accepted the alert; the request waits for an approver to find it");
+        } else {
+            self.locked(|registry| ((), registry.close(id, Outcome::NotificationFailed)));
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! What the registry says happened: the [`Event`]s the gate records, the [`Effects`] it carries
+//! out once the lock is released, and the [`Ruling`] a decision hands in.
+
+use std::sync::Arc;
+use std::task::Waker;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::id::RuleId;
+use crate::request::{AccessRequest, Outcome, Status};
+use crate::rule::Rule;
+use crate::scope::Scope;
+
+/// Tells an approver how their decision ended: `Ok` once it is stored and, for an approval, a
+/// waiting caller has it.
+pub(crate) type Ack = oneshot::Sender<Result<(), Error>>;
+
+/// A person's verified decision on its way to the callers: its outcome (approved or denied), the
+/// scope asked for, the rule it files with that rule's deadline, and the approver waiting to hear
+/// how it ended. Built, with its rule, before the registry lock is taken.
+pub(crate) struct Ruling {
+    pub(crate) outcome: Outcome,
+    pub(crate) scope: Scope,
+    pub(crate) rule: Option<(Rule, Instant)>,
+    pub(crate) ack: Ack,
+}
+
+impl Ruling {
+    pub(super) fn approves(&self) -> bool {
+        matches!(self.outcome, Outcome::Approved { .. })
+    }
+}
+
+/// What happened, in the order it happened. The gate writes each to the store, with its audit
+/// entries, before the registry lock is released.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A new request: once stored ([`Registry::stored`]), it may be announced.
+    Requested(Arc<AccessRequest>),
+    /// A wrong code was entered for a pending request: the `attempt`th of at most `of`.
+    CodeRejected {
+        request: Arc<AccessRequest>,
+        attempt: u32,
+        of: u32,
+        by: Arc<str>,
+    },
+    /// A verified decision: once stored ([`Registry::decided`]), it takes effect. `rule` is a
+    /// denial's remembered rule, filed at once; an approval's is filed when it is taken.
+    Decided {
+        request: Arc<AccessRequest>,
+        outcome: Outcome,
+        scope: Scope,
+        rule: Option<Rule>,
+    },
+    /// A caller took an approval: once stored ([`Registry::taken`]), the callers run.
+    Taken {
+        request: Arc<AccessRequest>,
+        rule: Option<Rule>,
+    },
+    /// The request ended `outcome`, from `from`.
+    Closed {
+        request: Arc<AccessRequest>,
+        from: Status,
+        outcome: Outcome,
+    },
+    /// An approved call ended.
+    Finished {
+        request: Arc<AccessRequest>,
+        status: Status,
+    },
+    /// The rule of an approval nobody received, to revoke again.
+    Withdrawn(RuleId),
+}
+
+/// What a transition calls for once the lock is released; its `events` are recorded before.
+#[derive(Default)]
+#[must_use]
+pub(crate) struct Effects {
+    pub(crate) events: Vec<Event>,
+    pub(crate) wake: Vec<Waker>,
+    /// A rule to file, with its deadline.
+    pub(crate) rule: Option<(Rule, Instant)>,
+    pub(crate) ack: Option<(Ack, Result<(), Error>)>,
+    pub(crate) resolved: Option<Resolved>,
+}
+
+impl Effects {
+    /// Adds `other`'s work after this one's.
+    pub(super) fn merge(&mut self, other: Effects) {
+        self.events.extend(other.events);
+        self.wake.extend(other.wake);
+        self.rule = other.rule.or(self.rule.take());
+        self.ack = other.ack.or(self.ack.take());
+        self.resolved = other.resolved.or(self.resolved.take());
+    }
+}
+
+/// A request that reached its outcome: notifiers and the log hear of it.
+pub(crate) struct Resolved {
+    /// Where the request's callers ran: the notifiers are told from there.
+    pub(crate) runtime: Handle,
+    pub(crate) request: Arc<AccessRequest>,
+    pub(crate) outcome: Outcome,
+}

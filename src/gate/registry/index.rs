@@ -1,0 +1,93 @@
+//! The registry's bookkeeping beside the requests themselves: which pending request identical
+//! calls join, how many each principal has, and the decided requests still remembered.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::args::ArgsDigest;
+use crate::id::RequestId;
+use crate::request::{AccessRequest, Status};
+
+/// What identical calls share: a digest of (principal, session, capability, args digest).
+pub(super) type Fingerprint = [u8; 32];
+
+pub(super) fn fingerprint(request: &AccessRequest) -> Fingerprint {
+    let mut hash = Sha256::new();
+    for field in [
+        request.principal.as_bytes(),
+        request.session.as_deref().unwrap_or("").as_bytes(),
+        request.capability.as_bytes(),
+    ] {
+        hash.update((field.len() as u64).to_be_bytes());
+        hash.update(field);
+    }
+    hash.update([u8::from(request.session.is_some())]);
+    hash.update(ArgsDigest::as_bytes(&request.args_digest));
+    hash.finalize().into()
+}
+
+/// Counts and indexes that exist only for pending requests.
+#[derive(Default)]
+pub(super) struct PendingIndex {
+    pub(super) by_fingerprint: HashMap<Fingerprint, RequestId>,
+    pub(super) per_principal: HashMap<Arc<str>, usize>,
+    pub(super) total: usize,
+}
+
+impl PendingIndex {
+    /// Counts a new pending request.
+    pub(super) fn enter(&mut self, fingerprint: Fingerprint, request: &AccessRequest) {
+        *self
+            .per_principal
+            .entry(request.principal.clone())
+            .or_default() += 1;
+        self.total += 1;
+        self.by_fingerprint.insert(fingerprint, request.id);
+    }
+
+    /// Forgets a request that is no longer pending.
+    pub(super) fn leave(&mut self, request: &AccessRequest) {
+        self.by_fingerprint.remove(&fingerprint(request));
+        self.total -= 1;
+        let principal = &request.principal;
+        if let Some(n) = self.per_principal.get_mut(principal) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_principal.remove(principal);
+            }
+        }
+    }
+}
+
+/// Decided requests kept for `status` and for telling a late approver what happened, oldest
+/// forgotten first.
+pub(super) struct History {
+    capacity: usize,
+    order: VecDeque<RequestId>,
+    pub(super) entries: HashMap<RequestId, (Arc<AccessRequest>, Status)>,
+}
+
+impl History {
+    pub(super) fn new(capacity: usize) -> Self {
+        History {
+            capacity,
+            order: VecDeque::new(),
+            entries: HashMap::new(),
+        }
+    }
+
+    pub(super) fn insert(&mut self, request: Arc<AccessRequest>, status: Status) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.entries.remove(&oldest);
+        }
+        self.order.push_back(request.id);
+        self.entries.insert(request.id, (request, status));
+    }
+}

@@ -1,0 +1,449 @@
+//! The pending registry: one decision cell per access request, as a synchronous state machine.
+//!
+//! Everything here runs under the gate's one registry lock, so each transition is a single atomic
+//! step. Nothing here awaits, wakes a task, logs, reads a clock, checks a code or an approver's
+//! rights, or builds a store record: a transition returns [`Effects`], the [`Event`]s that
+//! happened and the work they call for, which the gate records and carries out.
+//!
+//! A request's life (its [`Phase`]):
+//!
+//! ```text
+//!  Pending ──decide──▶ Deciding ──decided(ok)──▶ Approved ──poll──▶ Taking ──taken(ok)──▶ Executing
+//!     │                   │  └── decided(ok), a denial ──▶ Closed          │                   │
+//!     │                   └── decided(err): Pending again                  └── taken(err) ──▶ Closed
+//!     └── expire, close, too many wrong codes, last caller leaves ──▶ Closed
+//! ```
+//!
+//! An approval becomes final only when a waiting caller takes it (`Executing`); if every caller
+//! leaves first, the request ends cancelled and the approver is told so.
+
+mod decide;
+mod event;
+mod index;
+mod slot;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+pub(crate) use self::event::{Ack, Effects, Event, Resolved, Ruling};
+use self::index::{History, PendingIndex, fingerprint};
+use self::slot::{Phase, Slot};
+use super::rate::RateLimiter;
+use crate::error::{Error, ErrorKind};
+use crate::id::RequestId;
+use crate::request::{AccessRequest, Outcome, Status};
+
+/// A parked caller: its request, its waiter key, and whether the request is new.
+pub(crate) type Admitted = (Arc<AccessRequest>, usize, bool);
+
+/// What the registry knows of a request, before an approver's code is checked.
+pub(crate) enum Known {
+    /// Neither live nor remembered: the store may know it.
+    Nowhere,
+    /// Held here, pending or on its way out.
+    Live(Arc<AccessRequest>),
+    /// Decided, and remembered with where it ended.
+    Remembered(Arc<AccessRequest>, Status),
+}
+
+/// The caps on pending requests.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) per_principal: usize,
+    pub(crate) total: usize,
+    pub(crate) attempts: u32,
+    /// Callers waiting on one request at once.
+    pub(crate) waiters: usize,
+}
+
+pub(crate) struct Registry {
+    live: std::collections::HashMap<RequestId, Slot>,
+    index: PendingIndex,
+    history: History,
+    parked: usize,
+    /// Requests made so far: the next request's `seq`.
+    made: u64,
+    /// Set by shutdown: no call is parked any more.
+    shut: bool,
+    /// How often each principal may open a new request, and so alert a person.
+    alert_rate: Option<RateLimiter>,
+}
+
+/// The numbers behind [`Gate::stats`](crate::Gate::stats).
+pub(crate) struct Counts {
+    pub(crate) pending: usize,
+    pub(crate) parked: usize,
+    pub(crate) live: usize,
+}
+
+fn not_found() -> Error {
+    Error::new(ErrorKind::AccessRequestNotFound)
+}
+
+/// What a verified approve or deny of an already decided request hears.
+pub(crate) fn already(status: Status, id: RequestId) -> Error {
+    let kind = match status {
+        Status::Expired => ErrorKind::AccessRequestExpired,
+        Status::Cancelled => ErrorKind::AccessRequestCancelled,
+        Status::Abandoned => ErrorKind::AccessRequestAbandoned,
+        _ => ErrorKind::AlreadyResolved,
+    };
+    Error::new(kind)
+        .with_request(id)
+        .with_detail(format!("status: {status}"))
+}
+
+impl Registry {
+    pub(crate) fn new(history: usize, alert_rate: Option<RateLimiter>) -> Self {
+        Registry {
+            live: Default::default(),
+            index: PendingIndex::default(),
+            history: History::new(history),
+            parked: 0,
+            made: 0,
+            shut: false,
+            alert_rate,
+        }
+    }
+
+    /// Parks a caller on the pending request with this fingerprint, or on `request`, a new one.
+    /// Returns the request, the waiter's key, and whether the request is new. Joining a pending
+    /// request alerts nobody, so only a new request counts against the caps and the alert rate;
+    /// a join counts only against the cap on callers waiting on one request. A new request is
+    /// written to the store before anyone hears of it.
+    pub(crate) fn admit(
+        &mut self,
+        request: AccessRequest,
+        now: Instant,
+        deadline: Instant,
+        runtime: Handle,
+        limits: Limits,
+    ) -> (Result<Admitted, Error>, Effects) {
+        let mut effects = Effects::default();
+        if self.shut {
+            return (Err(Error::new(ErrorKind::ShutDown)), effects);
+        }
+        let fingerprint = fingerprint(&request);
+        if let Some(id) = self.index.by_fingerprint.get(&fingerprint) {
+            let slot = self.live.get_mut(id).expect("indexed requests are live");
+            if slot.attached as usize >= limits.waiters {
+                let error = Error::new(ErrorKind::TooManyPending)
+                    .with_request(*id)
+                    .with_detail(format!(
+                        "{} callers already wait on this request",
+                        slot.attached
+                    ));
+                return (Err(error), effects);
+            }
+            self.parked += 1;
+            return (Ok((slot.request.clone(), slot.attach(), false)), effects);
+        }
+        let principal_pending = self.index.per_principal.get(&request.principal).copied();
+        if self.index.total >= limits.total
+            || principal_pending.unwrap_or(0) >= limits.per_principal
+        {
+            return (Err(Error::new(ErrorKind::TooManyPending)), effects);
+        }
+        if let Some(rate) = &mut self.alert_rate
+            && !rate.take(&request.principal, now)
+        {
+            return (Err(Error::new(ErrorKind::TooManyAlerts)), effects);
+        }
+        let request = Arc::new(request);
+        self.index.enter(fingerprint, &request);
+        let mut slot = Slot {
+            request: request.clone(),
+            seq: self.made,
+            deadline,
+            runtime,
+            phase: Phase::Pending,
+            stored: false,
+            waiters: Vec::with_capacity(1),
+            attached: 0,
+            wrong_codes: 0,
+        };
+        let key = slot.attach();
+        self.made += 1;
+        self.parked += 1;
+        self.live.insert(request.id, slot);
+        effects.events.push(Event::Requested(request.clone()));
+        (Ok((request, key, true)), effects)
+    }
+
+    /// The store has request `id` (`true`), or could not take it. Returns whether it should now
+    /// be announced; a request the store refused fails its callers with `store_failed`.
+    pub(crate) fn stored(&mut self, id: RequestId, stored: bool) -> (bool, Effects) {
+        let Some(slot) = self.live.get_mut(&id) else {
+            return (false, Effects::default());
+        };
+        if stored {
+            slot.stored = true;
+            (matches!(slot.phase, Phase::Pending), Effects::default())
+        } else {
+            (false, self.close(id, Outcome::StoreFailed))
+        }
+    }
+
+    /// A waiter looks at its request: `Ok` once an approval is its to run, the request's error once
+    /// it is closed. A waiter that gets `Ready` is detached.
+    pub(crate) fn poll(
+        &mut self,
+        id: RequestId,
+        key: usize,
+        waker: &Waker,
+    ) -> (Poll<Result<(), Error>>, Effects) {
+        let mut effects = Effects::default();
+        let slot = self
+            .live
+            .get_mut(&id)
+            .expect("an attached waiter's request is live");
+        let result = match &mut slot.phase {
+            Phase::Pending | Phase::Deciding(_) | Phase::Taking(_) => {
+                slot.register(key, waker);
+                return (Poll::Pending, effects);
+            }
+            Phase::Approved(_) => {
+                // This caller takes the approval; the callers run once the store has that.
+                let ruling = slot
+                    .phase
+                    .take(|p| matches!(p, Phase::Approved(_)))
+                    .expect("just seen");
+                effects.events.push(Event::Taken {
+                    request: slot.request.clone(),
+                    rule: ruling.rule.as_ref().map(|(rule, _)| rule.clone()),
+                });
+                slot.phase = Phase::Taking(ruling);
+                slot.register(key, waker);
+                return (Poll::Pending, effects);
+            }
+            Phase::Executing { unreceived, .. } => {
+                // The first caller to resume receives the approval: the approver hears so now.
+                if let Some(ruling) = unreceived.take() {
+                    effects.rule = ruling.rule;
+                    effects.ack = Some((ruling.ack, Ok(())));
+                    effects.resolved = Some(slot.resolved(ruling.outcome));
+                }
+                Ok(())
+            }
+            Phase::Closed(outcome) => Err(outcome.error(id).expect("closed outcomes are errors")),
+        };
+        slot.detach(key);
+        self.parked -= 1;
+        self.retire_if_done(id);
+        (Poll::Ready(result), effects)
+    }
+
+    /// The store has, or could not record, the `executing` transition of an approval a caller
+    /// took. On success the callers are woken to run, and the approver hears so when the first
+    /// resumes (or of a cancellation, if none is left); otherwise they all fail with
+    /// `store_failed`, and the approver hears `error`.
+    pub(crate) fn taken(&mut self, id: RequestId, result: Result<(), Error>) -> Effects {
+        let mut effects = Effects::default();
+        let Some(slot) = self.live.get_mut(&id) else {
+            return effects;
+        };
+        let Some(ruling) = slot.phase.take(|p| matches!(p, Phase::Taking(_))) else {
+            return effects;
+        };
+        match result {
+            Ok(()) if slot.attached == 0 => return self.unreceived(id, ruling),
+            Ok(()) => {
+                slot.phase = Phase::Executing {
+                    finished: None,
+                    unreceived: Some(ruling),
+                };
+                effects.wake.extend(slot.wakers());
+            }
+            Err(error) => {
+                effects.ack = Some((ruling.ack, Err(error.with_request(id))));
+                effects.wake.extend(slot.wakers());
+                slot.closed(Status::Approved, Outcome::StoreFailed, &mut effects);
+            }
+        }
+        self.retire_if_done(id);
+        effects
+    }
+
+    /// A waiter went away without taking a decision. The last one to leave a pending request
+    /// cancels it; the last one to leave an untaken approval turns it into a cancellation. While a
+    /// store write is under way, the write's completion decides instead.
+    pub(crate) fn leave(&mut self, id: RequestId, key: usize) -> Effects {
+        let Some(slot) = self.live.get_mut(&id) else {
+            return Effects::default();
+        };
+        slot.detach(key);
+        self.parked -= 1;
+        if slot.attached == 0 {
+            match &mut slot.phase {
+                Phase::Pending => return self.close(id, Outcome::Cancelled),
+                Phase::Approved(_) => {
+                    let ruling = slot.phase.take(|p| matches!(p, Phase::Approved(_)));
+                    return self.cancel(id, Status::Approved, ruling.expect("just seen"));
+                }
+                Phase::Executing { unreceived, .. } => {
+                    if let Some(ruling) = unreceived.take() {
+                        return self.unreceived(id, ruling);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.retire_if_done(id);
+        Effects::default()
+    }
+
+    /// An approval stored as executing that no caller received, because every caller left first:
+    /// it ends cancelled, the approver is told so, and its rule is withdrawn.
+    fn unreceived(&mut self, id: RequestId, ruling: Box<Ruling>) -> Effects {
+        let withdrawn = ruling.rule.as_ref().map(|(rule, _)| rule.id);
+        let mut effects = self.cancel(id, Status::Executing, ruling);
+        effects.events.extend(withdrawn.map(Event::Withdrawn));
+        effects
+    }
+
+    /// An approval nobody can take any more: the request ends cancelled, and the approver is told.
+    fn cancel(&mut self, id: RequestId, from: Status, ruling: Box<Ruling>) -> Effects {
+        let mut effects = Effects::default();
+        let slot = self.live.get_mut(&id).expect("just seen");
+        let cancelled = Error::new(ErrorKind::AccessRequestCancelled).with_request(id);
+        effects.ack = Some((ruling.ack, Err(cancelled)));
+        slot.closed(from, Outcome::Cancelled, &mut effects);
+        self.retire_if_done(id);
+        effects
+    }
+
+    /// Expires the request if it is still pending at `now`.
+    pub(crate) fn expire(&mut self, id: RequestId, now: Instant) -> Effects {
+        match self.live.get(&id) {
+            Some(slot) if matches!(slot.phase, Phase::Pending) && now >= slot.deadline => {
+                self.close(id, Outcome::Expired)
+            }
+            _ => Effects::default(),
+        }
+    }
+
+    /// Closes a pending request with a non-approval outcome and wakes its callers.
+    pub(crate) fn close(&mut self, id: RequestId, outcome: Outcome) -> Effects {
+        let mut effects = Effects::default();
+        let Some(slot) = self.live.get_mut(&id) else {
+            return effects;
+        };
+        if !matches!(slot.phase, Phase::Pending) {
+            return effects;
+        }
+        self.index.leave(&slot.request);
+        effects.wake.extend(slot.wakers());
+        if outcome == Outcome::StoreFailed {
+            // A request the store never took was never announced, so there is nobody to tell.
+            slot.phase = Phase::Closed(outcome);
+        } else {
+            slot.closed(Status::Pending, outcome, &mut effects);
+        }
+        self.retire_if_done(id);
+        effects
+    }
+
+    /// Parks no call from now on, and returns the requests still pending, for the gate to close
+    /// as abandoned one by one. Decisions and takes already being written finish as usual.
+    pub(crate) fn shut_down(&mut self) -> Vec<RequestId> {
+        self.shut = true;
+        self.live
+            .iter()
+            .filter(|(_, slot)| matches!(slot.phase, Phase::Pending))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Whether a store write some request waits on (a decision, a take) is under way.
+    pub(crate) fn writing(&self) -> bool {
+        self.live.values().any(|slot| slot.phase.in_flight())
+    }
+
+    /// Records how an approved call ended; the store hears of it the first time.
+    pub(crate) fn finish(&mut self, id: RequestId, status: Status) -> Effects {
+        let mut effects = Effects::default();
+        let request = if let Some(slot) = self.live.get_mut(&id) {
+            let Phase::Executing { finished, .. } = &mut slot.phase else {
+                return effects;
+            };
+            if finished.is_some() {
+                return effects;
+            }
+            *finished = Some(status);
+            slot.request.clone()
+        } else {
+            let Some((request, current)) = self.history.entries.get_mut(&id) else {
+                return effects;
+            };
+            if *current != Status::Executing {
+                return effects;
+            }
+            *current = status;
+            request.clone()
+        };
+        effects.events.push(Event::Finished { request, status });
+        effects
+    }
+
+    pub(crate) fn status(&self, id: RequestId) -> Option<Status> {
+        match self.live.get(&id) {
+            Some(slot) => Some(slot.phase.status()),
+            None => self.history.entries.get(&id).map(|(_, status)| *status),
+        }
+    }
+
+    /// The pending requests, in the order they were made (many share a millisecond).
+    pub(crate) fn pending(&self) -> Vec<AccessRequest> {
+        let mut pending: Vec<&Slot> = self
+            .live
+            .values()
+            .filter(|slot| slot.stored && matches!(slot.phase, Phase::Pending))
+            .collect();
+        pending.sort_unstable_by_key(|slot| slot.seq);
+        pending
+            .into_iter()
+            .map(|slot| (*slot.request).clone())
+            .collect()
+    }
+
+    /// Request `id` and where it stands, once stored and while remembered.
+    pub(crate) fn request(&self, id: RequestId) -> Option<(Arc<AccessRequest>, Status)> {
+        match self.live.get(&id) {
+            Some(slot) => slot
+                .stored
+                .then(|| (slot.request.clone(), slot.phase.status())),
+            None => self.history.entries.get(&id).cloned(),
+        }
+    }
+
+    /// Request `id`, if it is stored and still pending.
+    pub(crate) fn pending_request(&self, id: RequestId) -> Option<Arc<AccessRequest>> {
+        let slot = self.live.get(&id)?;
+        (slot.stored && matches!(slot.phase, Phase::Pending)).then(|| slot.request.clone())
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        Counts {
+            pending: self.index.total,
+            parked: self.parked,
+            live: self.live.len(),
+        }
+    }
+
+    /// Moves a request nobody waits on any more from the live table to the history.
+    fn retire_if_done(&mut self, id: RequestId) {
+        if let Some(slot) = self.live.get(&id)
+            && slot.attached == 0
+            && !matches!(slot.phase, Phase::Pending)
+            && !slot.phase.in_flight()
+        {
+            let slot = self.live.remove(&id).expect("just seen");
+            self.history.insert(slot.request, slot.phase.status());
+        }
+    }
+}

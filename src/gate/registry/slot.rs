@@ -1,0 +1,136 @@
+//! One live request in the registry: where it is in its life, and the callers parked on it.
+
+use std::mem;
+use std::sync::Arc;
+use std::task::Waker;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::event::{Effects, Event, Resolved, Ruling};
+use crate::request::{AccessRequest, Outcome, Status};
+
+/// Where a live request is in its life; see the module docs.
+pub(super) enum Phase {
+    Pending,
+    // Boxed: a slot spends most of its life pending, and a ruling carries a whole rule.
+    /// A verified decision is being stored; nothing else can decide meanwhile.
+    Deciding(Box<Ruling>),
+    /// Approved and stored; no caller has taken it yet.
+    Approved(Box<Ruling>),
+    /// A caller took the approval; the `executing` transition is being stored.
+    Taking(Box<Ruling>),
+    /// Stored as executing; the callers run. `unreceived` holds the approval until the first
+    /// caller actually resumes with it: only then is the approver told.
+    Executing {
+        finished: Option<Status>,
+        unreceived: Option<Box<Ruling>>,
+    },
+    Closed(Outcome),
+}
+
+impl Phase {
+    pub(super) fn status(&self) -> Status {
+        match self {
+            Phase::Pending | Phase::Deciding(_) => Status::Pending,
+            Phase::Approved(_) | Phase::Taking(_) => Status::Approved,
+            Phase::Executing { finished, .. } => finished.unwrap_or(Status::Executing),
+            Phase::Closed(outcome) => outcome.status(),
+        }
+    }
+
+    /// Whether a store write this request waits on is under way.
+    pub(super) fn in_flight(&self) -> bool {
+        matches!(self, Phase::Deciding(_) | Phase::Taking(_))
+    }
+
+    /// Takes the ruling out of the phase `which` picks, leaving `Pending` for the caller to
+    /// replace; any other phase is left as it was.
+    pub(super) fn take(&mut self, which: fn(&Phase) -> bool) -> Option<Box<Ruling>> {
+        if !which(self) {
+            return None;
+        }
+        match mem::replace(self, Phase::Pending) {
+            Phase::Deciding(ruling) | Phase::Approved(ruling) | Phase::Taking(ruling) => {
+                Some(ruling)
+            }
+            _ => unreachable!("`which` picks a phase that holds a ruling"),
+        }
+    }
+}
+
+pub(super) struct Slot {
+    pub(super) request: Arc<AccessRequest>,
+    /// The gate's count of requests made before this one: listings are ordered by it.
+    pub(super) seq: u64,
+    pub(super) deadline: Instant,
+    pub(super) runtime: Handle,
+    pub(super) phase: Phase,
+    /// Whether the store has the request; until then nobody hears of it or can decide it.
+    pub(super) stored: bool,
+    /// Indexed by waiter key; `None` is a place a waiter left, `Some(None)` a waiter not yet
+    /// polled. The next caller to join takes a free place, so the list grows with the callers
+    /// waiting at once (at most the cap), not with every caller that ever joined.
+    pub(super) waiters: Vec<Option<Option<Waker>>>,
+    /// Waiters attached now; at most `Limits::waiters`, which is checked before a join.
+    pub(super) attached: u32,
+    /// At most `Limits::attempts`, itself at most 1,000: the request closes when it is reached.
+    pub(super) wrong_codes: u16,
+}
+
+impl Slot {
+    pub(super) fn attach(&mut self) -> usize {
+        let free = (self.attached as usize) < self.waiters.len();
+        self.attached += 1;
+        // A scan of at most the cap's length, only when someone left: joins are the cold path.
+        match free
+            .then(|| self.waiters.iter().position(Option::is_none))
+            .flatten()
+        {
+            Some(key) => {
+                self.waiters[key] = Some(None);
+                key
+            }
+            None => {
+                self.waiters.push(Some(None));
+                self.waiters.len() - 1
+            }
+        }
+    }
+
+    pub(super) fn detach(&mut self, key: usize) {
+        if self.waiters.get_mut(key).and_then(Option::take).is_some() {
+            self.attached -= 1;
+        }
+    }
+
+    pub(super) fn wakers(&mut self) -> impl Iterator<Item = Waker> + '_ {
+        self.waiters.iter_mut().filter_map(|w| w.as_mut()?.take())
+    }
+
+    pub(super) fn register(&mut self, key: usize, waker: &Waker) {
+        let registered = self.waiters[key].get_or_insert(None);
+        if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *registered = Some(waker.clone());
+        }
+    }
+
+    pub(super) fn resolved(&self, outcome: Outcome) -> Resolved {
+        Resolved {
+            runtime: self.runtime.clone(),
+            request: self.request.clone(),
+            outcome,
+        }
+    }
+
+    /// The request ends `outcome` from `from`: recorded, and announced.
+    pub(super) fn closed(&mut self, from: Status, outcome: Outcome, effects: &mut Effects) {
+        self.phase = Phase::Closed(outcome.clone());
+        effects.resolved = Some(self.resolved(outcome.clone()));
+        effects.events.push(Event::Closed {
+            request: self.request.clone(),
+            from,
+            outcome,
+        });
+    }
+}
