@@ -25,7 +25,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
-use tollgate::http::{ApprovalApi, Approver, Tokens};
+use tollgate::approval::{ApprovalApi, Approver, Tokens};
 use tollgate::notify::{Alert, RecordingNotifier};
 use tollgate::policy::{Ask, CapabilityTable};
 use tollgate::{Gate, RequireApproval, ToolCall};

@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tollgate::http::{Approver, Tokens};
+use tollgate::approval::{Approver, Tokens};
 use tollgate::notify::TerminalNotifier;
 use tollgate::policy::{Ask, CapabilityTable};
 use tollgate::{BoxError, Gate, Scope};
@@ -62,7 +62,7 @@ async fn main() -> Result<(), BoxError> {
     );
     let app = tools().layer(gate.http(policy)).nest(
         "/approvals",
-        tollgate::http::router(gate.clone(), approvers),
+        tollgate::approval::router(gate.clone(), approvers),
     );
 
     println!("tools:     {base}/tools/search (passes), POST {base}/tools/refund (asks you)");

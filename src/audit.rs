@@ -51,7 +51,7 @@ pub enum AuditEvent {
 
 impl AuditEvent {
     /// Every event, in the order of a request's life.
-    pub const ALL: [AuditEvent; 14] = [
+    pub const ALL: &'static [AuditEvent] = &[
         Self::Requested,
         Self::Notified,
         Self::Approved,
@@ -90,7 +90,7 @@ impl AuditEvent {
 
     /// The event named `name`, if any.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.as_str() == name)
+        Self::ALL.iter().copied().find(|e| e.as_str() == name)
     }
 }
 
@@ -175,14 +175,14 @@ impl AuditEntry {
         entry
     }
 
-    /// The `rule_revoked` entry a store appends for each rule [`Store::revoke`] deletes.
+    /// The `rule_revoked` entry a store appends for each rule [`Store::revoke`](crate::store::Store::revoke) deletes.
     pub fn rule_revoked(rule: &Rule, by: &str, at: SystemTime) -> Self {
         let mut entry = Self::for_rule(AuditEvent::RuleRevoked, at, rule);
         entry.approver = Some(by.into());
         entry
     }
 
-    /// The `abandoned` entry a store appends for each request [`Store::recover`] ends.
+    /// The `abandoned` entry a store appends for each request [`Store::recover`](crate::store::Store::recover) ends.
     pub fn abandoned(request: &AccessRequest, at: SystemTime) -> Self {
         let mut entry = Self::for_request(AuditEvent::Abandoned, at, request);
         entry.detail = Some("the process stopped before the request finished".into());

@@ -113,8 +113,8 @@
 //! - `webhook`: [`notify::WebhookNotifier`] and [`notify::SlackNotifier`], signed JSON events and
 //!   chat messages over HTTPS (reqwest, rustls on ring).
 //! - `toml`: [`config::Config::load`], the configuration file.
-//! - `axum`: `tollgate::http`, gating axum routers and tower HTTP services, and the approval
-//!   page and JSON API ([`http::router`]).
+//! - `axum`: [`http`], gating axum routers and tower HTTP services; and [`approval`], the
+//!   approval page and JSON API people and bots decide through ([`approval::router`]).
 //! - `sqlite` (default): [`store::SqliteStore`], requests, rules and the audit trail in one
 //!   SQLite file (rusqlite with SQLite bundled).
 //! - `test-util`: `tollgate::store::conformance`, the checks every [`store::Store`] passes.
@@ -144,6 +144,8 @@ mod layer;
 mod pending;
 mod service;
 
+#[cfg(feature = "axum")]
+pub mod approval;
 pub mod config;
 pub mod future;
 #[cfg(feature = "axum")]

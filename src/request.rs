@@ -174,7 +174,7 @@ impl Status {
     }
 
     /// Every status.
-    pub const ALL: [Status; 9] = [
+    pub const ALL: &'static [Status] = &[
         Status::Pending,
         Status::Approved,
         Status::Executing,
@@ -188,7 +188,7 @@ impl Status {
 
     /// The status named `name`, if any.
     pub fn from_name(name: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| s.as_str() == name)
+        Status::ALL.iter().copied().find(|s| s.as_str() == name)
     }
 
     /// Whether a person can still decide.

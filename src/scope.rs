@@ -37,7 +37,7 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope, narrowest first.
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: &'static [Scope] = &[
         Scope::Once,
         Scope::Value,
         Scope::Session,
@@ -68,7 +68,8 @@ impl FromStr for Scope {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         Scope::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|scope| scope.as_str() == s)
             .ok_or_else(|| {
                 Error::new(ErrorKind::ScopeNotAllowed)

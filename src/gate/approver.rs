@@ -23,7 +23,7 @@ pub struct Approve {
 }
 
 /// What one approver may do beyond what the request itself allows: the approval API's
-/// [`Approver`](crate::http::Approver) limits. Who may decide a request is asked before its code
+/// [`Approver`](crate::approval::Approver) limits. Who may decide a request is asked before its code
 /// is looked at, so someone who may not decide cannot spend its attempts; how far they may
 /// grant is asked once the code is verified.
 #[cfg_attr(not(feature = "axum"), allow(dead_code))]
@@ -202,7 +202,7 @@ impl Denial {
     }
 }
 
-/// Which rules to revoke, and who revokes them; see [`Gate::revoke`].
+/// Which rules to revoke, and who revokes them; see [`Gate::revoke`](crate::Gate::revoke).
 #[derive(Clone, Debug)]
 pub struct Revoke {
     pub(super) which: Revocation,

@@ -60,6 +60,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub(crate) use self::admit::{Admission, Waiter};
+#[cfg(feature = "axum")]
 pub(crate) use self::approver::Authority;
 pub use self::approver::{Approval, Approve, Denial, Deny, Revoke};
 pub use self::builder::GateBuilder;

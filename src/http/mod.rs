@@ -1,5 +1,4 @@
-//! Gating HTTP services (axum routers, handlers, any tower service of `http::Request`), and the
-//! approval page and JSON API people and bots decide through.
+//! Gating HTTP services: axum routers, handlers, any tower service of `http::Request`.
 //!
 //! [`Gate::http`] makes a layer that reads each request as a [`HttpCall`] and asks the policy
 //! about it; [`Gate::require`] makes one for a single route with a fixed capability. A call the
@@ -53,54 +52,11 @@
 //! [`handle_error`] gives the same answer for services that fail with a [`BoxError`], for axum's
 //! `HandleErrorLayer`.
 //!
-//! # The approval page and API
-//!
-//! [`router`] serves them; nest it where the gate's
-//! [`approval_base_url`](crate::GateBuilder::approval_base_url) points, and every alert carries
-//! `{base}/{id}`, the request's page. [`Approvers`] names who sends each request; [`Tokens`] is a
-//! ready one.
-//!
-//! ```
-//! use axum::Router;
-//! use tollgate::http::{Approver, Tokens};
-//! use tollgate::{Gate, Scope};
-//!
-//! # fn app(tools: Router, token: &str) -> Result<Router, tollgate::Error> {
-//! let gate = Gate::builder()
-//!     .random_secret()
-//!     .approval_base_url("https://ops.example.com/approvals")
-//!     .park_when_unnotified()
-//!     .build()?;
-//! let approvers = Tokens::new().token(token, Approver::new("alice").max_scope(Scope::Value));
-//! Ok(tools.nest("/approvals", tollgate::http::router(gate, approvers)))
-//! # }
-//! ```
-//!
-//! | route | who | what |
-//! |---|---|---|
-//! | `GET /` | approver | the page listing pending requests |
-//! | `GET /{id}`, `POST /{id}` | approver | a request's page; its form decides |
-//! | `POST /sign-in`, `POST /sign-out` | anyone | the page's sign-in, a `SameSite=Strict` cookie |
-//! | `GET /api/requests`, `GET /api/requests/{id}` | approver | pending requests, one request |
-//! | `POST /api/requests/{id}/approve`, `…/deny` | approver | decide: `{"code", "scope", "ttl_secs"}`, `{"code", "reason", "remember", "ttl_secs"}` |
-//! | `GET /api/requests/{id}/status`, `…/wait?timeout_secs=` | the id's holder | the status; the long poll |
-//! | `GET /api/rules`, `DELETE /api/rules[?capability=]`, `DELETE /api/rules/{id}` | approver | list and revoke rules |
-//! | `GET /api/audit?since_ms=&until_ms=&principal=&capability=&event=&request=&after=&limit=` | approver of everything | the audit trail |
-//! | `GET /api/openapi.json` | anyone | [`OPENAPI`] |
-//!
-//! Approvers see and decide only requests of capabilities they may decide; a wrong code and an
-//! unknown id both answer `404 access_request_not_found`; a request that expired, was cancelled
-//! or abandoned answers `410` ([`approver_status`]). Codes appear in no answer: only notifiers
-//! carry them.
+//! The approval page and JSON API people and bots decide through are the
+//! [`approval`](crate::approval) module.
 //!
 //! # Pitfalls
 //!
-//! - **The list page is at the nest path itself**, `/approvals`: axum does not match
-//!   `/approvals/` for a nested `/`.
-//! - **Cross-site checks trust `Origin` and `Host`.** Behind a proxy, forward both unchanged, or
-//!   browsers' forms may be refused or the check weakened (see `tower_http::csrf`).
-//! - **Status and wait need only the id**, which is 128 random bits the caller was given: they are
-//!   for the caller that submitted the request, and say nothing but the status.
 //! - **Bodies of sending methods are buffered** up to the limit before the policy runs, allowed
 //!   calls included. Put the layer on the routes that need it, or call
 //!   [`skip_body`](HttpApprovalLayer::skip_body) for uploads the policy need not read.
@@ -108,10 +64,7 @@
 //!   with `ServiceBuilder` before `into_make_service`), the layer runs before routing and sees
 //!   only literal paths.
 
-mod api;
-mod approvers;
 mod call;
-mod page;
 
 use std::fmt;
 use std::future::Future;
@@ -131,8 +84,6 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use self::api::{ApprovalApi, OPENAPI, approver_status, router};
-pub use self::approvers::{Approver, Approvers, TOKEN_COOKIE, Tokens};
 pub use self::call::{HttpCall, Operation, Principal, Reason, Session};
 
 use self::call::{Sources, body_value};
@@ -658,13 +609,6 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         | ErrorKind::MissingSecret
         | ErrorKind::NoRuntime
         | ErrorKind::StoreUnreadable => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::InvalidBody => StatusCode::BAD_REQUEST,
-        ErrorKind::UnknownRoute => StatusCode::NOT_FOUND,
-        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        ErrorKind::CrossSiteRequest => StatusCode::FORBIDDEN,
-        ErrorKind::RequestTimedOut => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

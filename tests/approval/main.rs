@@ -15,7 +15,7 @@ use http_body_util::Full;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tollgate::http::{ApprovalApi, Approver, Tokens};
+use tollgate::approval::{ApprovalApi, Approver, Tokens};
 use tollgate::notify::{Alert, RecordingNotifier};
 use tollgate::policy::CapabilityTable;
 use tollgate::{BoxError, Gate, RequireApproval, Scope, Status, ToolCall};
@@ -675,7 +675,7 @@ async fn a_slow_approvers_hook_times_out_with_a_json_error() {
         .build()
         .unwrap();
     struct Never;
-    impl tollgate::http::Approvers for Never {
+    impl tollgate::approval::Approvers for Never {
         fn identify<'a>(
             &'a self,
             _: &'a http::request::Parts,
@@ -734,7 +734,10 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
             for code in operation["x-error-codes"].as_array().into_iter().flatten() {
                 let code = code.as_str().unwrap();
                 assert!(
-                    tollgate::ErrorKind::ALL.iter().any(|k| k.code() == code),
+                    tollgate::ErrorKind::ALL.iter().any(|k| k.code() == code)
+                        || tollgate::approval::ApiErrorKind::ALL
+                            .iter()
+                            .any(|k| k.code() == code),
                     "{method} {path}: unknown code {code}"
                 );
             }

@@ -991,7 +991,7 @@ fn every_error_kind_has_a_stable_distinct_snake_case_code() {
     let kinds = ErrorKind::ALL;
     let codes: std::collections::HashSet<_> = kinds.iter().map(|k| k.code()).collect();
     assert_eq!(codes.len(), kinds.len());
-    for kind in kinds {
+    for &kind in kinds {
         let code = kind.code();
         assert!(
             code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
-use tollgate::http::{Approver, Tokens};
+use tollgate::approval::{Approver, Tokens};
 use tollgate::notify::{Alert, RecordingNotifier};
 use tollgate::policy::CapabilityTable;
 use tollgate::{BoxError, Gate, RequireApproval, Scope, Status};
@@ -48,7 +48,7 @@ async fn server(ttl: Duration) -> Server {
     let approvers = Tokens::new().token(TOKEN, Approver::new("alice"));
     let app = Router::new().nest(
         "/approvals",
-        tollgate::http::router(gate.clone(), approvers),
+        tollgate::approval::router(gate.clone(), approvers),
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let svc = gate

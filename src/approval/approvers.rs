@@ -21,7 +21,7 @@ pub const TOKEN_COOKIE: &str = "tollgate_token";
 /// A person the approval API has identified, and what they may decide.
 ///
 /// ```
-/// use tollgate::http::Approver;
+/// use tollgate::approval::Approver;
 /// use tollgate::Scope;
 ///
 /// let alice = Approver::new("alice").capabilities(["payments.*"]).max_scope(Scope::Value);
@@ -130,14 +130,14 @@ impl Authority for Approver {
 ///
 /// ```
 /// use http::request::Parts;
-/// use tollgate::http::Approver;
+/// use tollgate::approval::Approver;
 ///
 /// // Behind a proxy that authenticates people and sets `x-user`; strip it from outside traffic.
 /// let approvers = |parts: &Parts| {
 ///     let user = parts.headers.get("x-user")?.to_str().ok()?;
 ///     Some(Approver::new(user).capabilities(["payments.*"]))
 /// };
-/// # fn takes(_: impl tollgate::http::Approvers) {}
+/// # fn takes(_: impl tollgate::approval::Approvers) {}
 /// # takes(approvers);
 /// ```
 pub trait Approvers: Send + Sync + 'static {
@@ -176,7 +176,7 @@ impl<A: Approvers + ?Sized> Approvers for Arc<A> {
 /// tells anything about them. Use long random tokens (32 bytes of hex, say).
 ///
 /// ```
-/// use tollgate::http::{Approver, Tokens};
+/// use tollgate::approval::{Approver, Tokens};
 ///
 /// let approvers = Tokens::new()
 ///     .token("6f1c…a long random secret…", Approver::new("alice"))

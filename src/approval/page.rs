@@ -1,0 +1,458 @@
+//! The approval page: plain server-rendered HTML, a little inline CSS, no JavaScript.
+//!
+//! Only a `POST` decides, so mail scanners that open links decide nothing. Forms from other sites
+//! are refused by the router's cross-site check, the sign-in cookie is `SameSite=Strict`, and the
+//! page may not be framed.
+//!
+//! Pages are [`maud`] templates: text is escaped as it goes in, and whatever a caller or an
+//! approver chose goes through [`shown`] first, so hidden characters are visible too.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime};
+
+use axum::Form;
+use axum::extract::rejection::{FormRejection, PathRejection};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_FRAME_OPTIONS};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, StatusCode};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use super::Shared;
+use super::api::{DenyBody, form_body, request_id};
+use super::approvers::Approver;
+use super::error::{Answer, ApiErrorKind};
+use super::sign_in::Mount;
+use crate::error::{Error, ErrorKind};
+use crate::gate::{Approval, Denial};
+use crate::request::{AccessRequest, Status};
+use crate::scope::Scope;
+use crate::text::{pretty_args, visible_lines};
+use crate::time::{human_duration, rfc3339};
+
+/// Who is looking, on which page.
+pub(super) struct Visit {
+    mount: Mount,
+    approver: Result<Approver, Answer>,
+}
+
+impl FromRequestParts<Shared> for Visit {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Shared) -> Result<Self, Infallible> {
+        let Ok(mount) = Mount::from_request_parts(parts, api).await;
+        Ok(Visit {
+            mount,
+            approver: api.identify(parts).await,
+        })
+    }
+}
+
+impl Visit {
+    /// The signed-in approver, or the page to show instead.
+    fn approver(&self) -> Result<&Approver, Box<Response>> {
+        match &self.approver {
+            Ok(approver) => Ok(approver),
+            Err(answer) if answer.is(ApiErrorKind::Unauthenticated) => {
+                Err(Box::new(self.mount.sign_in_form(None)))
+            }
+            Err(answer) => Err(Box::new(error_page(answer))),
+        }
+    }
+}
+
+/// `GET /`: the pending requests this approver may decide.
+pub(super) async fn list(State(api): State<Shared>, visit: Visit) -> Response {
+    let approver = match visit.approver() {
+        Ok(approver) => approver,
+        Err(page) => return *page,
+    };
+    let now = SystemTime::now();
+    let pending: Vec<AccessRequest> = api
+        .gate
+        .pending()
+        .into_iter()
+        .filter(|request| approver.may_see(request))
+        .collect();
+    let prefix = shown(&visit.mount.prefix);
+    let body = html! {
+        h1 { "Waiting for you" }
+        @if pending.is_empty() {
+            p { "Nothing is waiting for a decision." }
+        } @else {
+            ul.requests {
+                @for request in &pending {
+                    li {
+                        a href={ (prefix) "/" (request.id()) } { code { (shown(request.capability())) } }
+                        " "
+                        span.meta { "by " (shown(request.principal())) ", " (time_left(request, now)) }
+                    }
+                }
+            }
+        }
+        (footer(&visit.mount, approver))
+    };
+    layout(StatusCode::OK, "Pending requests", body)
+}
+
+/// `GET /{id}`: the request and, while it is pending, the form to decide it.
+pub(super) async fn show(
+    State(api): State<Shared>,
+    visit: Visit,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let approver = match visit.approver() {
+        Ok(approver) => approver,
+        Err(page) => return *page,
+    };
+    match visible(&api, approver, id) {
+        Ok((request, status)) => request_page(&visit.mount, approver, &request, status, None),
+        Err(answer) => error_page(&answer),
+    }
+}
+
+/// What the decision form sends.
+#[derive(Deserialize)]
+pub(super) struct DecisionForm {
+    code: String,
+    action: String,
+    scope: Option<Scope>,
+    ttl_secs: Option<u64>,
+    reason: Option<String>,
+}
+
+/// `POST /{id}`: approve or deny, then show the outcome.
+pub(super) async fn decide(
+    State(api): State<Shared>,
+    visit: Visit,
+    id: Result<Path<String>, PathRejection>,
+    form: Result<Form<DecisionForm>, FormRejection>,
+) -> Response {
+    let approver = match visit.approver() {
+        Ok(approver) => approver,
+        Err(page) => return *page,
+    };
+    let (request, _) = match visible(&api, approver, id) {
+        Ok(found) => found,
+        Err(answer) => return error_page(&answer),
+    };
+    let id = request.id();
+    let form = match form_body(form) {
+        Ok(form) => form,
+        Err(answer) => {
+            return request_page(
+                &visit.mount,
+                approver,
+                &request,
+                Status::Pending,
+                Some(&answer),
+            );
+        }
+    };
+    let decided = match form.action.as_str() {
+        "approve" => {
+            let scope = form.scope.unwrap_or(Scope::Once);
+            let ttl = form.ttl_secs.map(Duration::from_secs);
+            api.approve(approver, id, form.code, scope, ttl)
+                .await
+                .map(|approval| approved(&visit.mount, &approval))
+        }
+        "deny" => {
+            let decision = DenyBody {
+                code: form.code,
+                reason: form.reason,
+                remember: None,
+                ttl_secs: None,
+            };
+            api.deny(approver, id, decision)
+                .await
+                .map(|denial| denied(&visit.mount, &denial))
+        }
+        _ => Err(Answer::api(
+            ApiErrorKind::InvalidBody,
+            "choose Approve or Deny",
+        )),
+    };
+    decided.unwrap_or_else(|answer| {
+        // Still pending (a wrong code, a scope too wide): the form again, with what went wrong.
+        let status = api.gate.status(id).unwrap_or(Status::Pending);
+        request_page(&visit.mount, approver, &request, status, Some(&answer))
+    })
+}
+
+/// Request `id`, if this approver may see it.
+fn visible(
+    api: &Shared,
+    approver: &Approver,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<(AccessRequest, Status), Answer> {
+    let id = request_id(id)?;
+    match api.gate.request(id) {
+        Some((request, status)) if approver.may_see(&request) => Ok((request, status)),
+        _ => Err(Error::new(ErrorKind::AccessRequestNotFound).into()),
+    }
+}
+
+fn request_page(
+    mount: &Mount,
+    approver: &Approver,
+    request: &AccessRequest,
+    status: Status,
+    problem: Option<&Answer>,
+) -> Response {
+    let now = SystemTime::now();
+    let status_code = problem.map_or(StatusCode::OK, Answer::status);
+    let id = request.id().to_string();
+    let mut rows = vec![
+        ("Principal", request.principal()),
+        ("Session", request.session().unwrap_or("none")),
+        ("Reason given", request.reason().unwrap_or("none")),
+        ("Why you are asked", request.reasoning()),
+        ("Request", &id),
+    ];
+    let left = time_left(request, now);
+    if status.is_pending() {
+        rows.push(("Time left", &left));
+    }
+    let body = html! {
+        h1 {
+            "May " span.who { (shown(request.principal())) } " use "
+            code { (shown(request.capability())) } "?"
+        }
+        @if let Some(problem) = problem {
+            p.error role="alert" { (shown(&in_words(problem))) }
+        }
+        dl {
+            @for (name, value) in &rows {
+                dt { (name) }
+                dd { (shown(value)) }
+            }
+        }
+        h2 { "Arguments" }
+        pre { (shown(&pretty_args(request))) }
+        @if status.is_pending() {
+            (decision_form(mount, approver, request))
+        } @else {
+            p.outcome #outcome {
+                "This request is " strong { (status) } ": " (settled(status))
+            }
+        }
+        (footer(mount, approver))
+    };
+    layout(status_code, request.capability(), body)
+}
+
+fn decision_form(mount: &Mount, approver: &Approver, request: &AccessRequest) -> Markup {
+    let widest = request.max_scope().min(approver.widest_scope());
+    let offered = Scope::ALL.iter().copied().filter(|&scope| {
+        scope <= widest && (scope != Scope::Session || request.session().is_some())
+    });
+    html! {
+        form method="post" action={ (shown(&mount.prefix)) "/" (request.id()) } {
+            label for="code" { "Verification code" }
+            input #code name="code" required autocomplete="one-time-code"
+                autocapitalize="characters" spellcheck="false";
+            fieldset {
+                legend { "Approve for" }
+                @for scope in offered {
+                    label.choice {
+                        input type="radio" name="scope" id={ "scope-" (scope) } value=(scope)
+                            checked[scope == Scope::Once];
+                        " " (scope_text(scope))
+                    }
+                }
+            }
+            @if widest > Scope::Once {
+                label for="ttl" { "A wider approval lasts" }
+                select #ttl name="ttl_secs" {
+                    @for (secs, label) in ttl_choices(request.max_rule_ttl()) {
+                        option value=(secs) { (label) }
+                    }
+                }
+            }
+            button #approve .approve type="submit" name="action" value="approve" { "Approve" }
+            label for="reason" { "Reason for denying (told to the caller)" }
+            textarea #reason name="reason" rows="2" {}
+            button #deny .deny type="submit" name="action" value="deny" { "Deny" }
+        }
+    }
+}
+
+fn approved(mount: &Mount, approval: &Approval) -> Response {
+    let request = approval.request();
+    let principal = shown(request.principal());
+    let covered = match approval.scope() {
+        Scope::Once => html! {}, // no rule
+        Scope::Value => html! { "The same call with the same arguments passes" },
+        Scope::Session => html! { "Its calls in this session pass" },
+        Scope::Capability => html! { "Its calls from " (principal) " pass" },
+        Scope::Global => html! { "Its calls from everyone pass" },
+    };
+    let outcome = html! {
+        "The call " code { (shown(request.capability())) } " from " (principal) " is running."
+        @match approval.rule() {
+            Some(rule) => { " " (covered) " without asking until " (rfc3339(rule.expires_at())) "." }
+            None => { " Only this call was approved." }
+        }
+    };
+    decided_page(mount, "Approved", outcome)
+}
+
+fn denied(mount: &Mount, denial: &Denial) -> Response {
+    let request = denial.request();
+    let outcome = html! {
+        "The call " code { (shown(request.capability())) } " from " (shown(request.principal()))
+        " was denied and did not run."
+    };
+    decided_page(mount, "Denied", outcome)
+}
+
+/// The page after a decision: what happened, and the way back.
+fn decided_page(mount: &Mount, title: &str, outcome: Markup) -> Response {
+    let body = html! {
+        h1 { (title) }
+        p.outcome #outcome { (outcome) }
+        p { a href=(shown(mount.home())) { "Back to the list" } }
+    };
+    layout(StatusCode::OK, title, body)
+}
+
+pub(super) fn error_page(answer: &Answer) -> Response {
+    let title = if answer.is_not_found() {
+        "No such request"
+    } else {
+        "Something went wrong"
+    };
+    let body = html! {
+        h1 { (title) }
+        p.error role="alert" { (shown(&in_words(answer))) }
+    };
+    layout(answer.status(), "tollgate", body)
+}
+
+/// The error in words, with its code: never a verification code.
+fn in_words(answer: &Answer) -> String {
+    if answer.is_not_found() {
+        "That code does not match this request, or the request is unknown. (access_request_not_found)"
+            .into()
+    } else {
+        answer.to_string()
+    }
+}
+
+fn footer(mount: &Mount, approver: &Approver) -> Markup {
+    html! {
+        footer {
+            form method="post" action={ (shown(&mount.prefix)) "/sign-out" } {
+                "Signed in as " strong #approver { (shown(approver.name())) } ". "
+                a href=(shown(mount.home())) { "All pending" } " "
+                button.link type="submit" { "Sign out" }
+            }
+        }
+    }
+}
+
+fn scope_text(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Once => "Just this call",
+        Scope::Value => "The same call with the same arguments",
+        Scope::Session => "Any arguments, in this session",
+        Scope::Capability => "Any arguments, from this principal",
+        Scope::Global => "Any arguments, from everyone",
+    }
+}
+
+fn settled(status: Status) -> &'static str {
+    match status {
+        Status::Approved | Status::Executing => "it was approved and runs",
+        Status::Executed => "it was approved and ran",
+        Status::Failed => "it did not complete",
+        Status::Denied => "it was denied and did not run",
+        Status::Expired => "nobody decided in time; the call did not run",
+        Status::Cancelled => "the caller went away; the call did not run",
+        Status::Abandoned => "the gate stopped before a decision; the call did not run",
+        _ => "it can no longer be decided",
+    }
+}
+
+/// The rule lengths offered, shortest first, up to what the request allows.
+fn ttl_choices(max: Duration) -> Vec<(u64, String)> {
+    const CHOICES: [u64; 6] = [15 * 60, 3600, 8 * 3600, 86_400, 7 * 86_400, 30 * 86_400];
+    let max_secs = max.as_secs();
+    let mut choices: Vec<(u64, String)> = CHOICES
+        .into_iter()
+        .filter(|&secs| secs < max_secs)
+        .map(|secs| (secs, human_duration(Duration::from_secs(secs))))
+        .collect();
+    let longest = if max_secs >= 100 * 365 * 86_400 {
+        "no limit".to_owned()
+    } else {
+        human_duration(max)
+    };
+    choices.push((max_secs, longest));
+    choices
+}
+
+fn time_left(request: &AccessRequest, now: SystemTime) -> String {
+    match request.expires_at().duration_since(now) {
+        Ok(left) => format!(
+            "{} left (until {})",
+            human_duration(left),
+            rfc3339(request.expires_at())
+        ),
+        Err(_) => "expiring now".into(),
+    }
+}
+
+/// Text someone else chose, as a person should see it: hidden characters (controls, line
+/// separators, bidirectional overrides) shown escaped. The template escapes it for HTML.
+pub(super) fn shown(text: &str) -> Cow<'_, str> {
+    visible_lines(text)
+}
+
+const STYLE: &str = "\
+body{font:16px/1.5 system-ui,sans-serif;margin:0 auto;max-width:40rem;padding:1rem;color:#1b1b1b;background:#fff}\
+h1{font-size:1.4rem;line-height:1.3}code,pre{font-family:ui-monospace,monospace}\
+pre{background:#f4f4f4;padding:.75rem;overflow-x:auto;border-radius:4px}\
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}dt{color:#555}dd{margin:0;overflow-wrap:anywhere}\
+label{display:block;margin-top:.75rem}input,select,textarea{font:inherit;width:100%;box-sizing:border-box;padding:.5rem}\
+input[type=radio]{width:auto}fieldset{margin-top:.75rem;border:1px solid #ccc}.choice{margin:.25rem 0}\
+button{font:inherit;padding:.6rem 1.2rem;margin-top:.75rem;border:0;border-radius:4px;cursor:pointer}\
+.approve{background:#1a7f37;color:#fff}.deny{background:#b42318;color:#fff}button.link{background:none;padding:0;margin:0;color:#0645ad;text-decoration:underline}\
+.error{background:#fdecea;padding:.5rem;border-radius:4px}.outcome{background:#eef6ee;padding:.5rem;border-radius:4px}\
+.meta{color:#555}footer{margin-top:2rem;color:#555;font-size:.9rem}";
+
+/// A whole page, with the headers that keep it out of caches, frames and other sites' hands.
+pub(super) fn layout(status: StatusCode, title: &str, body: Markup) -> Response {
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                title { (shown(title)) " · tollgate" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { (body) }
+        }
+    };
+    let mut response = (status, page.into_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    response
+}
