@@ -22,10 +22,11 @@ use criterion::{Criterion, criterion_group};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tokio::sync::mpsc;
+use tollgate::gate::GateBuilder;
 use tollgate::notify::{Alert, notifier_fn};
 use tollgate::policy::{Ask, CapabilityTable, Decision, policy_fn};
 use tollgate::store::SqliteStore;
-use tollgate::{Approve, Gate, GateBuilder, RequireApproval, Scope, ToolCall};
+use tollgate::{Approve, Gate, RequireApproval, Scope, ToolCall};
 use tower::{Layer, Service};
 
 #[global_allocator]

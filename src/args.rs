@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use serde_json::json;
-//! use tollgate::ArgsDigest;
+//! use tollgate::args::ArgsDigest;
 //!
 //! let a = ArgsDigest::of(&json!({"amount": 10, "charge": "ch_1"}));
 //! let b = ArgsDigest::from_json_str(r#"{ "charge": "ch_1", "amount": 10.0 }"#).unwrap();

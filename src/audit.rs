@@ -103,7 +103,7 @@ impl fmt::Display for AuditEvent {
 /// One line of the audit trail: what happened, when, to which request or rule, and who decided.
 ///
 /// Entries carry the args digest, never the arguments themselves unless the gate was built with
-/// [`audit_args`](crate::GateBuilder::audit_args). They never carry a verification code.
+/// [`audit_args`](crate::gate::GateBuilder::audit_args). They never carry a verification code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AuditEntry {

@@ -31,7 +31,7 @@ pub trait Call {
     /// The name of what is being done, e.g. `payments.refund` or `POST /v1/refunds`.
     fn capability(&self) -> &str;
 
-    /// The arguments, as JSON. Their [`ArgsDigest`](crate::ArgsDigest) decides what "the same
+    /// The arguments, as JSON. Their [`ArgsDigest`](crate::args::ArgsDigest) decides what "the same
     /// arguments" means, for joining identical calls and for rules of scope `value`.
     fn args(&self) -> Cow<'_, Value> {
         Cow::Owned(Value::Null)

@@ -1,4 +1,5 @@
-//! The response future of [`RequireApproval`](crate::RequireApproval).
+//! What [`RequireApproval`](crate::RequireApproval) returns: its response future, and for
+//! [`submit`](crate::RequireApproval::submit) the response or a handle on the pending request.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,6 +12,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::util::Oneshot;
 use tower_service::Service;
+
+pub use crate::pending::{PendingCall, Submitted};
 
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::gate::{Gate, Waiter};

@@ -64,7 +64,7 @@
 //! 5. Each step is written to the [`store`] in order, before anyone acts on it: the request before
 //!    the alert, the decision before the caller resumes. The audit trail records every one.
 //!
-//! [`RequireApproval::submit`] is the non-blocking form: the response, or a [`PendingCall`]
+//! [`RequireApproval::submit`] is the non-blocking form: the response, or a [`PendingCall`](future::PendingCall)
 //! handle to poll or wait on. [`Gate::shutdown`] lets every parked caller go with
 //! `gate_shut_down` and flushes the store, for a process about to exit.
 //!
@@ -123,8 +123,10 @@
 //! recording notifiers, webhook signature checks for receivers, [`store::MemoryStore`]) needs none
 //! of them.
 
-// The data the whole crate speaks; each depends on nothing above it.
-mod args;
+// The layers, bottom up (`layers.rs` checks them): the data the whole crate speaks; the plugin
+// traits and their implementations (`policy`, `notify`, `store`); the engine (`gate`); the tower
+// middleware; the adapters (`http`, `approval`, `config`).
+pub mod args;
 mod audit;
 mod boxed;
 mod call;
@@ -132,14 +134,19 @@ mod code;
 mod error;
 mod hex;
 mod id;
-mod request;
-mod rule;
+pub mod request;
+pub mod rule;
 mod scope;
 mod text;
 mod time;
 
-// The engine, then the tower middleware on it.
-mod gate;
+pub mod notify;
+pub mod policy;
+pub mod store;
+
+pub mod gate;
+
+pub mod future;
 mod layer;
 mod pending;
 mod service;
@@ -147,27 +154,17 @@ mod service;
 #[cfg(feature = "axum")]
 pub mod approval;
 pub mod config;
-pub mod future;
 #[cfg(feature = "axum")]
 pub mod http;
-pub mod notify;
-pub mod policy;
-pub mod store;
 
 #[cfg(test)]
 mod layers;
 
-pub use crate::args::{ArgsDigest, canonical_json};
 pub use crate::call::{Call, ToolCall};
-pub use crate::code::VerificationCode;
 pub use crate::error::{BoxError, Error, ErrorKind};
-pub use crate::gate::{
-    ANONYMOUS, Approval, Approve, Denial, Deny, Gate, GateBuilder, Revoke, Stats,
-};
-pub use crate::id::{RequestId, RuleId};
+pub use crate::gate::{Approve, Deny, Gate, Revoke};
 pub use crate::layer::RequireApprovalLayer;
-pub use crate::pending::{PendingCall, Submitted};
-pub use crate::request::{AccessRequest, Outcome, Status};
-pub use crate::rule::{Rule, RuleEffect};
+pub use crate::request::{AccessRequest, Outcome, RequestId, Status};
+pub use crate::rule::Rule;
 pub use crate::scope::Scope;
 pub use crate::service::RequireApproval;

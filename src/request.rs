@@ -1,4 +1,5 @@
-//! Access requests, their statuses and outcomes.
+//! Access requests: the question a parked call asks a person, its id, where it stands
+//! ([`Status`]) and how it ended ([`Outcome`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -10,7 +11,7 @@ use serde_json::Value;
 
 use crate::args::ArgsDigest;
 use crate::error::{Error, ErrorKind};
-use crate::id::RequestId;
+pub use crate::id::RequestId;
 use crate::scope::Scope;
 use crate::time::rfc3339;
 

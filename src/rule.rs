@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::args::ArgsDigest;
-use crate::id::{RequestId, RuleId};
+use crate::id::RequestId;
+pub use crate::id::RuleId;
 use crate::scope::Scope;
 use crate::time::rfc3339;
 

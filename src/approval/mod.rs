@@ -1,7 +1,7 @@
 //! The approval web app: the page people decide on, and the JSON API dashboards and bots use.
 //!
 //! [`router`] serves them; nest it where the gate's
-//! [`approval_base_url`](crate::GateBuilder::approval_base_url) points, and every alert carries
+//! [`approval_base_url`](crate::gate::GateBuilder::approval_base_url) points, and every alert carries
 //! `{base}/{id}`, the request's page. [`Approvers`] names who sends each request; [`Tokens`] is a
 //! ready one.
 //!
@@ -85,7 +85,7 @@ use crate::scope::Scope;
 
 /// The approval routes for `gate`, with `approvers` telling who is deciding; the defaults of
 /// [`ApprovalApi`]. Nest it where the gate's
-/// [`approval_base_url`](crate::GateBuilder::approval_base_url) points.
+/// [`approval_base_url`](crate::gate::GateBuilder::approval_base_url) points.
 ///
 /// ```
 /// use axum::Router;

@@ -3,8 +3,8 @@
 //! A [`Notifier`] delivers an [`Alert`] (the access request and its verification code) to
 //! whoever may approve, and hears the [`Resolution`] when the request ends. The gate alerts all
 //! its notifiers at once, off the caller's path, each with at most
-//! [`alert_concurrency`](crate::GateBuilder::alert_concurrency) deliveries in flight, all within
-//! the [`notify_timeout`](crate::GateBuilder::notify_timeout). If none accepts, the call fails
+//! [`alert_concurrency`](crate::gate::GateBuilder::alert_concurrency) deliveries in flight, all within
+//! the [`notify_timeout`](crate::gate::GateBuilder::notify_timeout). If none accepts, the call fails
 //! closed with `notification_failed`: nothing waits unseen.
 //!
 //! | notifier | feature | channel |

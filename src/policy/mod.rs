@@ -120,6 +120,8 @@ impl<R: ?Sized> Policy<R> for Decision {
 ///
 /// Defaults are the safe ones: an approval covers only the waiting request ([`Scope::Once`]),
 /// any rule it makes lasts at most an hour, and every approver the gate accepts may decide.
+///
+/// An `Ask` is itself a policy: every call asks, with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ask {
     pub(crate) reasoning: Cow<'static, str>,
@@ -231,16 +233,6 @@ impl<F> fmt::Debug for PolicyFn<F> {
 impl<R: ?Sized, F: Fn(&R) -> Decision> Policy<R> for PolicyFn<F> {
     fn check(&self, call: &R) -> Decision {
         (self.f)(call)
-    }
-}
-
-/// Every call asks, with this [`Ask`]. The same as using the `Ask` itself as the policy.
-#[derive(Clone, Debug)]
-pub struct AlwaysAsk(pub Ask);
-
-impl<R: ?Sized> Policy<R> for AlwaysAsk {
-    fn check(&self, call: &R) -> Decision {
-        self.0.check(call)
     }
 }
 

@@ -42,7 +42,7 @@
 //!
 //! # Restarts
 //!
-//! [`GateBuilder::build`](crate::GateBuilder::build) calls [`Store::recover`]: requests an
+//! [`GateBuilder::build`](crate::gate::GateBuilder::build) calls [`Store::recover`]: requests an
 //! earlier process left unfinished end as [`Status::Abandoned`] (their callers are gone), and the
 //! notifiers are told so; standing rules and remembered denials apply as before. An approval of
 //! [`Scope::Once`] makes no rule, so it can never be used again after a crash.
@@ -67,7 +67,7 @@
 //! - delete rules and remembered denials: a call a deleted denial refused asks a person again;
 //! - put back a rule that was revoked, sealed as it was, until its original expiry;
 //! - rewrite or delete the audit trail, and read what it holds (arguments too, with
-//!   [`audit_args`](crate::GateBuilder::audit_args));
+//!   [`audit_args`](crate::gate::GateBuilder::audit_args));
 //! - stop the gate from starting by damaging the file (`store_unreadable`, failing closed).
 //!
 //! Keep the database, like the secret, out of the reach of the agents the gate guards.
@@ -143,7 +143,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// (pending, approved, executing) as [`Status::Abandoned`] with an `abandoned` audit entry,
     /// purges what has expired, and returns the live rules and the abandoned requests.
     ///
-    /// Called once, by [`GateBuilder::build`](crate::GateBuilder::build), before the gate takes
+    /// Called once, by [`GateBuilder::build`](crate::gate::GateBuilder::build), before the gate takes
     /// calls. It may block: it is start-up.
     fn recover(&self, now: SystemTime) -> Result<Recovered, Error>;
 

@@ -52,7 +52,7 @@ struct Server {
 }
 
 async fn server(
-    build: impl FnOnce(tollgate::GateBuilder) -> tollgate::GateBuilder,
+    build: impl FnOnce(tollgate::gate::GateBuilder) -> tollgate::gate::GateBuilder,
     api: impl FnOnce(ApprovalApi) -> ApprovalApi,
 ) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

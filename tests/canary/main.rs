@@ -7,8 +7,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+use tollgate::future::Submitted;
 use tollgate::notify::{RecordingNotifier, TerminalNotifier};
-use tollgate::{Approve, Deny, Scope, Submitted};
+use tollgate::{Approve, Deny, Scope};
 use tower::{Layer, ServiceExt};
 
 use support::{Buffer, Tools, policy, refund};

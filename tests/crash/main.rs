@@ -21,10 +21,10 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 use tollgate::notify::RecordingNotifier;
 use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::rule::RuleId;
 use tollgate::store::{SqliteStore, Store};
 use tollgate::{
-    Approve, BoxError, Deny, ErrorKind, Gate, Outcome, RequestId, Revoke, RuleId, Scope, Status,
-    ToolCall,
+    Approve, BoxError, Deny, ErrorKind, Gate, Outcome, RequestId, Revoke, Scope, Status, ToolCall,
 };
 use tower::{Layer, ServiceExt};
 
@@ -349,8 +349,12 @@ async fn check(db: &Path, told: &Told, round: usize) {
     for rule in live.values() {
         let stored = store.request(rule.request()).await.unwrap().unwrap();
         let matches = match rule.effect() {
-            tollgate::RuleEffect::Allow => matches!(stored.outcome, Some(Outcome::Approved { .. })),
-            tollgate::RuleEffect::Deny => matches!(stored.outcome, Some(Outcome::Denied { .. })),
+            tollgate::rule::RuleEffect::Allow => {
+                matches!(stored.outcome, Some(Outcome::Approved { .. }))
+            }
+            tollgate::rule::RuleEffect::Deny => {
+                matches!(stored.outcome, Some(Outcome::Denied { .. }))
+            }
         };
         assert!(matches, "{}", ctx("a rule's request was decided its way"));
     }

@@ -9,10 +9,12 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio::time::advance;
+use tollgate::future::Submitted;
 use tollgate::notify::{Alert, RecordingNotifier};
+use tollgate::rule::RuleEffect;
 use tollgate::{
-    Approve, BoxError, Deny, ErrorKind, Gate, Outcome, RequireApproval, Revoke, RuleEffect, Scope,
-    Status, Submitted, ToolCall,
+    Approve, BoxError, Deny, ErrorKind, Gate, Outcome, RequireApproval, Revoke, Scope, Status,
+    ToolCall,
 };
 use tower::{Layer, ServiceExt};
 
@@ -29,7 +31,7 @@ struct Fixture {
 
 fn fixture_with(
     max_scope: Scope,
-    configure: impl FnOnce(tollgate::GateBuilder) -> tollgate::GateBuilder,
+    configure: impl FnOnce(tollgate::gate::GateBuilder) -> tollgate::gate::GateBuilder,
 ) -> Fixture {
     let alerts = RecordingNotifier::new();
     let gate = configure(gate(&alerts)).build().unwrap();
@@ -58,7 +60,7 @@ impl Fixture {
         &self,
         alert: &Alert,
         scope: Scope,
-    ) -> Result<tollgate::Approval, tollgate::Error> {
+    ) -> Result<tollgate::gate::Approval, tollgate::Error> {
         self.gate
             .approve(
                 Approve::new(alert.request().id(), alert.code().reveal())
@@ -496,11 +498,9 @@ async fn rules_end_on_time() {
 async fn a_policy_without_a_ttl_limit_makes_long_rules_not_panics() {
     let alerts = RecordingNotifier::new();
     let gate = gate(&alerts).build().unwrap();
-    let unlimited = tollgate::policy::AlwaysAsk(
-        tollgate::policy::Ask::new("forever is allowed")
-            .max_scope(Scope::Global)
-            .max_rule_ttl(Duration::MAX),
-    );
+    let unlimited = tollgate::policy::Ask::new("forever is allowed")
+        .max_scope(Scope::Global)
+        .max_rule_ttl(Duration::MAX);
     let svc = gate.layer(unlimited).layer(Tools::default());
     let task = tokio::spawn(svc.clone().oneshot(refund(1)));
     let alert = alerts.next_alert().await;
@@ -858,7 +858,7 @@ async fn decisions_must_name_their_approver() {
 
 #[test]
 fn building_a_gate_checks_its_settings() {
-    let kind = |b: tollgate::GateBuilder| b.build().unwrap_err().kind();
+    let kind = |b: tollgate::gate::GateBuilder| b.build().unwrap_err().kind();
     let recorder = RecordingNotifier::new();
     let base = || Gate::builder().notifier(recorder.clone());
     assert_eq!(kind(base()), ErrorKind::MissingSecret);

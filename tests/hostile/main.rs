@@ -81,15 +81,15 @@ async fn numbers_an_f64_would_fold_are_refused_as_arguments() {
     ] {
         let error = ToolCall::from_json("payments.refund", args).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::InvalidArguments, "{args}");
-        let error = tollgate::ArgsDigest::from_json_str(args).unwrap_err();
+        let error = tollgate::args::ArgsDigest::from_json_str(args).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::InvalidArguments, "{args}");
     }
     // Numbers that are exactly what they read still digest alike whatever their spelling.
     let a = ToolCall::from_json("x", r#"{"a": 18446744073709551615, "b": 1.50, "c": 1e2}"#);
     let b = ToolCall::from_json("x", r#"{"c": 100, "b": 1.5, "a": 18446744073709551615}"#);
     assert_eq!(
-        tollgate::ArgsDigest::of(a.unwrap().args()),
-        tollgate::ArgsDigest::of(b.unwrap().args())
+        tollgate::args::ArgsDigest::of(a.unwrap().args()),
+        tollgate::args::ArgsDigest::of(b.unwrap().args())
     );
 }
 

@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tollgate::notify::RecordingNotifier;
-use tollgate::policy::{AlwaysAsk, Ask, Decision, policy_fn};
+use tollgate::policy::{Ask, Decision, policy_fn};
 use tollgate::{Approve, Call, Deny, Gate, Scope, ToolCall};
 use tower::limit::ConcurrencyLimitLayer;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
@@ -34,7 +34,7 @@ fn mocked<P>(policy: P) -> Mocked<P> {
 
 #[tokio::test]
 async fn the_inner_service_is_not_called_before_approval_and_once_after() {
-    let (gate, alerts, svc, mut handle) = mocked(AlwaysAsk(Ask::new("test")));
+    let (gate, alerts, svc, mut handle) = mocked(Ask::new("test"));
 
     let call = tokio::spawn(svc.oneshot(refund(100)));
     let alert = alerts.next_alert().await;
@@ -70,7 +70,7 @@ async fn the_inner_service_is_not_called_before_approval_and_once_after() {
 
 #[tokio::test]
 async fn a_denied_call_never_reaches_the_inner_service() {
-    let (gate, alerts, svc, mut handle) = mocked(AlwaysAsk(Ask::new("test")));
+    let (gate, alerts, svc, mut handle) = mocked(Ask::new("test"));
     let call = tokio::spawn(svc.oneshot(refund(100)));
     let alert = alerts.next_alert().await;
     gate.deny(Deny::new(alert.request().id(), alert.code().reveal()).by("bob"))
@@ -161,7 +161,7 @@ async fn closures_decide_on_the_call_and_its_arguments() {
     assert_eq!(alert.request().session(), Some("conv-42"));
     assert_eq!(
         alert.request().args_digest(),
-        tollgate::ArgsDigest::of(refund(101).args())
+        tollgate::args::ArgsDigest::of(refund(101).args())
     );
     assert_eq!(
         alert.request().args_json(),
@@ -191,13 +191,13 @@ async fn user_request_types_work_through_the_call_trait() {
     let alerts = RecordingNotifier::new();
     let gate = gate(&alerts).build().unwrap();
     let bank = tower::service_fn(|t: Transfer| async move { Ok::<_, tollgate::BoxError>(t.cents) });
-    let svc = gate.layer(AlwaysAsk(Ask::new("money leaves"))).layer(bank);
+    let svc = gate.layer(Ask::new("money leaves")).layer(bank);
     let call = tokio::spawn(svc.oneshot(Transfer {
         to: "acct_9".into(),
         cents: 500,
     }));
     let alert = alerts.next_alert().await;
-    assert_eq!(alert.request().principal(), tollgate::ANONYMOUS);
+    assert_eq!(alert.request().principal(), tollgate::gate::ANONYMOUS);
     assert_eq!(alert.request().args()["to"], "acct_9");
     gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice"))
         .await

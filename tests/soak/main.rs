@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::task::{AbortHandle, JoinHandle};
 use tollgate::notify::{Alert, RecordingNotifier};
-use tollgate::policy::{AlwaysAsk, Ask};
+use tollgate::policy::Ask;
 use tollgate::{Approve, BoxError, Deny, Gate, RequestId, Scope, Status, ToolCall};
 use tower::{Layer, ServiceExt};
 
@@ -50,7 +50,7 @@ async fn soak(seed: u64, paused: bool) {
         .build()
         .unwrap();
     let tools = Tools::default();
-    let policy = AlwaysAsk(Ask::new("soak").max_scope(Scope::Value));
+    let policy = Ask::new("soak").max_scope(Scope::Value);
     let svc = gate.layer(policy).layer(tools.clone());
     let mut rng = Rng::new(seed);
 
@@ -259,7 +259,7 @@ async fn act(
     let approve = || Approve::new(id, code_.clone()).scope(scope).by("alice");
     let deny = || Deny::new(id, code_.clone()).reason("soak").by("bob");
     let mut d = Decisions::default();
-    let record_approve = |result: Result<tollgate::Approval, tollgate::Error>,
+    let record_approve = |result: Result<tollgate::gate::Approval, tollgate::Error>,
                           d: &mut Decisions| match result {
         Ok(_) => d.approved += 1,
         Err(e) => d.approve_errors.push(e.code()),

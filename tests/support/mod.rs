@@ -13,9 +13,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde_json::json;
+use tollgate::gate::GateBuilder;
 use tollgate::notify::RecordingNotifier;
 use tollgate::policy::{Ask, CapabilityTable};
-use tollgate::{BoxError, Error, GateBuilder, Scope, ToolCall};
+use tollgate::{BoxError, Error, Scope, ToolCall};
 use tower::Service;
 
 pub const SECRET: &str = "a test secret of at least sixteen bytes";
