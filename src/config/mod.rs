@@ -39,15 +39,9 @@
 //! use tollgate::config::{CapabilitySettings, Config, DecisionKind, Mode};
 //! use tollgate::Scope;
 //!
-//! let mut config = Config { mode: Mode::AllCapabilities, ..Config::default() };
-//! config.capabilities.insert(
-//!     "payments.*".into(),
-//!     CapabilitySettings { max_scope: Some(Scope::Value), ..CapabilitySettings::default() },
-//! );
-//! config.capabilities.insert(
-//!     "fs.delete".into(),
-//!     CapabilitySettings { decision: Some(DecisionKind::Deny), ..CapabilitySettings::default() },
-//! );
+//! let config = Config::new(Mode::AllCapabilities)
+//!     .capability("payments.*", CapabilitySettings::new().max_scope(Scope::Value))
+//!     .capability("fs.delete", CapabilitySettings::new().decision(DecisionKind::Deny));
 //! let policy = config.policy()?;
 //! # Ok::<(), tollgate::Error>(())
 //! ```
@@ -55,7 +49,7 @@
 //! # Reference
 //!
 //! Every key, with its default. Unknown keys are errors; durations are written `90s`, `5m`,
-//! `1h 30m` (units `ms`, `s`, `m`, `h`, `d`). This file is loaded by the crate's tests, so it
+//! `1h 30m`, `250ms`, `2d`, as the `humantime` crate reads them (`m` is minutes, `M` months). This file is loaded by the crate's tests, so it
 //! stays true.
 //!
 //! ```toml
@@ -107,6 +101,7 @@ use crate::scope::Scope;
 /// A whole configuration; see the [module docs](self) for the file format.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// `disabled`, `selective` or `all_capabilities`.
     #[serde(default)]
@@ -131,6 +126,7 @@ pub struct Config {
 /// The global approval mode (Osprey's `global_mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Mode {
     /// Every call runs without asking; a warning is logged when the policy is built.
     Disabled,
@@ -144,6 +140,7 @@ pub enum Mode {
 /// What a capability's calls get.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum DecisionKind {
     /// A person decides (the default).
     #[default]
@@ -157,6 +154,7 @@ pub enum DecisionKind {
 /// One `[capabilities."…"]` entry, or `[defaults]`. Fields left out are inherited.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct CapabilitySettings {
     /// `ask` (default), `allow` or `deny`.
     pub decision: Option<DecisionKind>,
@@ -176,6 +174,60 @@ pub struct CapabilitySettings {
 }
 
 impl CapabilitySettings {
+    /// Settings that name nothing: every field is inherited from `[defaults]`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `ask`, `allow` or `deny`.
+    #[must_use]
+    pub fn decision(mut self, decision: DecisionKind) -> Self {
+        self.decision = Some(decision);
+        self
+    }
+
+    /// The widest scope an approval may grant.
+    #[must_use]
+    pub fn max_scope(mut self, scope: Scope) -> Self {
+        self.max_scope = Some(scope);
+        self
+    }
+
+    /// The longest rule TTL.
+    #[must_use]
+    pub fn max_rule_ttl(mut self, ttl: Duration) -> Self {
+        self.max_rule_ttl = Some(ttl);
+        self
+    }
+
+    /// Whether calls must give a reason.
+    #[must_use]
+    pub fn require_reason(mut self, required: bool) -> Self {
+        self.require_reason = Some(required);
+        self
+    }
+
+    /// Who may approve or deny.
+    #[must_use]
+    pub fn approvers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.approvers = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The text shown to the approver.
+    #[must_use]
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
+    }
+
+    /// The reason given to callers of a `deny` entry.
+    #[must_use]
+    pub fn deny_reason(mut self, reason: impl Into<String>) -> Self {
+        self.deny_reason = Some(reason.into());
+        self
+    }
+
     /// These settings, with fields left out taken from `defaults`.
     fn or(&self, defaults: &CapabilitySettings) -> CapabilitySettings {
         CapabilitySettings {
@@ -251,6 +303,7 @@ impl CapabilitySettings {
 /// The `[gate]` section: each field left out keeps the [`GateBuilder`] default.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct GateSettings {
     /// The secret codes are derived from, at least 16 bytes.
     pub secret: Option<Secret>,
@@ -295,6 +348,7 @@ pub struct GateSettings {
 /// `alert_rate = { alerts = 20, window = "1m" }`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AlertRateSettings {
     /// New requests allowed per window.
     pub alerts: u32,
@@ -360,6 +414,7 @@ impl<'de> Deserialize<'de> for Secret {
 /// One `[[notifiers]]` entry, chosen by `kind`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum NotifierSettings {
     /// Prints alerts to the terminal.
     Terminal(TerminalSettings),
@@ -374,6 +429,7 @@ pub enum NotifierSettings {
 /// `kind = "terminal"`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TerminalSettings {
     /// `stderr` (default) or `stdout`.
     #[serde(default)]
@@ -383,6 +439,7 @@ pub struct TerminalSettings {
 /// A terminal stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Stream {
     /// Standard error.
     #[default]
@@ -394,6 +451,7 @@ pub enum Stream {
 /// `kind = "email"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct EmailSettings {
     /// `smtps://user@host:465` or `smtp://user@host:587?tls=required`, without the password.
     pub url: String,
@@ -411,6 +469,7 @@ pub struct EmailSettings {
 /// `kind = "webhook"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct WebhookSettings {
     /// Where events are posted.
     pub url: String,
@@ -428,6 +487,7 @@ pub struct WebhookSettings {
 /// `kind = "slack"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SlackSettings {
     /// The incoming-webhook URL, a secret.
     pub url: Secret,
@@ -440,7 +500,82 @@ pub struct SlackSettings {
     pub max_attempts: Option<u32>,
 }
 
+impl AlertRateSettings {
+    /// At most `alerts` new requests per `window` for one principal.
+    pub fn new(alerts: u32, window: Duration) -> Self {
+        AlertRateSettings { alerts, window }
+    }
+}
+
+impl TerminalSettings {
+    /// Alerts printed to `stream`.
+    pub fn new(stream: Stream) -> Self {
+        TerminalSettings { stream }
+    }
+}
+
+impl EmailSettings {
+    /// Mail from `from` to the `to` mailboxes, through the SMTP server at `url`; no password and
+    /// no copies until set.
+    pub fn new(url: impl Into<String>, from: impl Into<String>, to: Vec<String>) -> Self {
+        EmailSettings {
+            url: url.into(),
+            password: None,
+            from: from.into(),
+            to,
+            cc: Vec::new(),
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// Events posted to `url`, signed with `secret`; the other settings at their defaults.
+    pub fn new(url: impl Into<String>, secret: Secret) -> Self {
+        WebhookSettings {
+            url: url.into(),
+            secret,
+            include_code: None,
+            attempt_timeout: None,
+            max_attempts: None,
+        }
+    }
+}
+
+impl SlackSettings {
+    /// Messages posted to the incoming-webhook `url`; the other settings at their defaults.
+    pub fn new(url: Secret) -> Self {
+        SlackSettings {
+            url,
+            include_code: None,
+            attempt_timeout: None,
+            max_attempts: None,
+        }
+    }
+}
+
 impl Config {
+    /// A configuration in `mode`, with no capability listed and every setting at its default.
+    pub fn new(mode: Mode) -> Self {
+        Config {
+            mode,
+            ..Config::default()
+        }
+    }
+
+    /// Lists the capabilities matching `pattern` (a name or a `*` glob) with `settings`.
+    #[must_use]
+    pub fn capability(mut self, pattern: impl Into<String>, settings: CapabilitySettings) -> Self {
+        self.capabilities.insert(pattern.into(), settings);
+        self
+    }
+
+    /// The `[defaults]` every listed capability inherits from.
+    #[must_use]
+    pub fn defaults(mut self, settings: CapabilitySettings) -> Self {
+        self.defaults = settings;
+        self
+    }
+
     /// Reads and validates the TOML file at `path`.
     #[cfg(feature = "toml")]
     pub fn load(path: impl AsRef<Path>) -> Result<Config, Error> {

@@ -182,7 +182,7 @@ const BAD: &[(&str, &str, &str)] = &[
         "unknown field `moed`, expected one of `mode`",
     ),
     (
-        "[gate]\nrequest_ttl = \"5 minutes\"",
+        "[gate]\nrequest_ttl = \"five minutes\"",
         "gate.request_ttl",
         "expected a duration like `90s`, `5m` or `1h 30m`",
     ),
