@@ -68,6 +68,32 @@
 //! handle to poll or wait on. [`Gate::shutdown`] lets every parked caller go with
 //! `gate_shut_down` and flushes the store, for a process about to exit.
 //!
+//! # Words
+//!
+//! One name per idea, in the docs and the code alike:
+//!
+//! | word | what it names |
+//! |---|---|
+//! | call | what a caller sends through the middleware ([`Call`], [`ToolCall`]) |
+//! | capability | the name of what a call does, `payments.refund` or `POST /v1/refunds/{id}` |
+//! | decision | the [policy]'s first answer about a call: allow, deny, or ask ([`policy::Decision`]) |
+//! | ask | what a person is asked, and the most an approval may grant ([`policy::Ask`]) |
+//! | access request | a call's question to a person, and every identical call waiting on it ([`AccessRequest`]) |
+//! | status | where a request stands: pending, approved, denied, … ([`Status`]) |
+//! | outcome | how a request ended, and who ended it ([`Outcome`]) |
+//! | verification code | the code an alert carries; the proof a person saw the request |
+//! | approve, deny | a person's decision on a request ([`Approve`], [`Deny`]); what they get back is an [`Approval`](gate::Approval) or a [`Denial`](gate::Denial) |
+//! | scope, TTL | how far and how long an approval reaches ([`Scope`]) |
+//! | rule | a standing approval or remembered denial that outlives its request ([`Rule`], its [`effect`](rule::RuleEffect)) |
+//! | alert, resolution | what notifiers hear: a new request with its code, and how it ended |
+//! | audit entry | one line of the trail, written with the change it records |
+//! | store | where requests, rules and the audit trail are kept ([`store::Store`]) |
+//!
+//! Inside the gate, for contributors: *admission* is how the gate answers a call (run it, refuse
+//! it, or park it); a *ruling* is a verified approval or denial on its way to the callers; the
+//! registry's *events* say what happened, and its *effects* are the work that follows once its
+//! lock is released.
+//!
 //! # Against hostile callers and approvers
 //!
 //! - **Only who may decide spends attempts.** The approver's rights (the policy's `approvers`,

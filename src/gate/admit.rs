@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-use super::rules::Verdict;
 use super::{ANONYMOUS, Gate, Shared};
 use crate::args::{ArgsDigest, canonical_json};
 use crate::call::Call;
@@ -42,21 +41,12 @@ impl Gate {
         let digest_cell = std::cell::OnceCell::new();
         let digest = || *digest_cell.get_or_init(|| ArgsDigest::of(&call.args()));
         let now = Instant::now();
-        let verdict = self
+        let covered = self
             .shared
             .rules_table()
             .lookup(capability, principal, session, digest, now);
-        match verdict {
-            Some(Verdict::Allow) => return Admission::Run,
-            Some(Verdict::Deny(rule, reason)) => {
-                let detail = match reason {
-                    Some(reason) => format!("remembered denial {rule}: {reason}"),
-                    None => format!("remembered denial {rule}"),
-                };
-                let error = Error::new(ErrorKind::AccessRequestDenied).with_detail(detail);
-                return Admission::Refuse(error);
-            }
-            None => {}
+        if let Some(answer) = covered {
+            return answer;
         }
         let Ok(runtime) = Handle::try_current() else {
             return Admission::Refuse(Error::new(ErrorKind::NoRuntime));

@@ -8,17 +8,12 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::admit::Admission;
 use crate::args::ArgsDigest;
+use crate::error::{Error, ErrorKind};
 use crate::id::RuleId;
 use crate::rule::{Rule, RuleEffect};
 use crate::scope::Scope;
-
-/// What the rules say about a call.
-#[derive(Debug)]
-pub(crate) enum Verdict {
-    Allow,
-    Deny(RuleId, Option<Arc<str>>),
-}
 
 #[derive(Debug)]
 struct Entry {
@@ -60,9 +55,19 @@ pub(crate) struct RuleTable {
     sweep_at: usize,
 }
 
+/// What a call a remembered denial covers hears.
+fn remembered(rule: &Rule) -> Error {
+    let detail = match &rule.reason {
+        Some(reason) => format!("remembered denial {}: {reason}", rule.id),
+        None => format!("remembered denial {}", rule.id),
+    };
+    Error::new(ErrorKind::AccessRequestDenied).with_detail(detail)
+}
+
 impl RuleTable {
-    /// The verdict of the live rules covering a call, if any; a denial beats an approval.
-    /// `digest` is called only when value rules exist for the principal.
+    /// How the live rules covering a call answer it, if any covers it: run it, or refuse it
+    /// with `access_request_denied`; a denial beats an approval. `digest` is called only when
+    /// value rules exist for the principal.
     pub(crate) fn lookup(
         &self,
         capability: &str,
@@ -70,7 +75,7 @@ impl RuleTable {
         session: Option<&str>,
         digest: impl FnOnce() -> ArgsDigest,
         now: Instant,
-    ) -> Option<Verdict> {
+    ) -> Option<Admission> {
         let rules = self.by_capability.get(capability)?;
         let mine = rules.principals.get(principal);
         let candidates = [
@@ -80,14 +85,14 @@ impl RuleTable {
             mine.filter(|p| !p.values.is_empty())
                 .and_then(|p| p.values.get(&digest())),
         ];
-        let mut verdict = None;
+        let mut answer = None;
         for rule in candidates.into_iter().flatten().filter_map(|e| e.live(now)) {
             match rule.effect {
-                RuleEffect::Deny => return Some(Verdict::Deny(rule.id, rule.reason.clone())),
-                RuleEffect::Allow => verdict = Some(Verdict::Allow),
+                RuleEffect::Deny => return Some(Admission::Refuse(remembered(rule))),
+                RuleEffect::Allow => answer = Some(Admission::Run),
             }
         }
-        verdict
+        answer
     }
 
     /// Files `rule` until `deadline`, replacing any rule with the same key. Returns the replaced one.

@@ -136,12 +136,14 @@ use crate::scope::Scope;
 ///
 /// # Across replicas
 ///
-/// A store that several processes share also implements [`changes`](Self::changes), so that a
-/// decision made by one process wakes the caller another process parked.
+/// Not yet: a gate assumes it is its store's only writer. [`changes`](Self::changes) is the
+/// hook a shared store will use to tell one process of the decisions another made.
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Prepares the store for a gate that is starting: ends every request that is not finished
     /// (pending, approved, executing) as [`Status::Abandoned`] with an `abandoned` audit entry,
-    /// purges what has expired, and returns the live rules and the abandoned requests.
+    /// and returns the rules that have not expired and the abandoned requests. A store may also
+    /// purge what has expired here (`SqliteStore` does). The gate then honours only the
+    /// returned rules whose seal verifies.
     ///
     /// Called once, by [`GateBuilder::build`](crate::gate::GateBuilder::build), before the gate takes
     /// calls. It may block: it is start-up.
@@ -194,9 +196,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         filter: &'a AuditFilter,
     ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>>;
 
-    /// Changes other processes made, for a store that replicas share: the gate applies each to
-    /// its memory, waking the callers it parked. `None`, the default, for a store one process
-    /// owns. Called once, when the gate starts.
+    /// Changes other processes made, for a store that replicas share. `None`, the default, for
+    /// a store one process owns. The gate does not read it yet: it is the hook shared stores
+    /// will use to wake, in one process, the callers a decision made in another concerns.
     fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
         None
     }
