@@ -48,7 +48,6 @@ impl Gate {
     /// Once this future has been polled, the approval is on its way: dropping the future does not
     /// take it back, it only stops you from hearing whether a caller received it.
     pub async fn approve(&self, approve: Approve) -> Result<Approval, Error> {
-        let (ack, acked) = oneshot::channel();
         let asked = Asked {
             effect: RuleEffect::Allow,
             scope: approve.scope,
@@ -57,9 +56,7 @@ impl Gate {
             reason: None,
             authority: approve.authority,
         };
-        let (request, rule) = self.rule_on(approve.id, &approve.code, asked, ack).await?;
-        // Stored, and taken by a waiting caller; if every caller left first, it was cancelled.
-        acknowledged(approve.id, acked).await?;
+        let (request, rule) = self.rule_on(approve.id, &approve.code, asked).await?;
         Ok(Approval {
             request,
             scope: approve.scope,
@@ -71,7 +68,6 @@ impl Gate {
     ///
     /// Errors as [`approve`](Self::approve) does, except that a denial needs no waiting caller.
     pub async fn deny(&self, deny: Deny) -> Result<Denial, Error> {
-        let (ack, acked) = oneshot::channel();
         let asked = Asked {
             effect: RuleEffect::Deny,
             scope: deny.remember,
@@ -80,21 +76,20 @@ impl Gate {
             reason: deny.reason,
             authority: deny.authority,
         };
-        let (request, rule) = self.rule_on(deny.id, &deny.code, asked, ack).await?;
-        acknowledged(deny.id, acked).await?;
+        let (request, rule) = self.rule_on(deny.id, &deny.code, asked).await?;
         Ok(Denial { request, rule })
     }
 
     /// What approve and deny share: the approver must be named and may decide the request, the
     /// code must match, the scope and TTL must be allowed; then the registry takes the ruling if
-    /// the request is still pending, and it takes effect once stored. Returns the request and the
-    /// rule the decision makes, if any.
+    /// the request is still pending, and it takes effect once stored (and, for an approval, once
+    /// a waiting caller took it; if every caller left first, it was cancelled). Returns the
+    /// request and the rule the decision made, if any.
     async fn rule_on(
         &self,
         id: RequestId,
         code: &str,
         asked: Asked,
-        ack: Ack,
     ) -> Result<(Arc<AccessRequest>, Option<Rule>), Error> {
         let shared = &self.shared;
         let approver = asked
@@ -124,12 +119,14 @@ impl Gate {
             return Err(shared.locked(|registry| registry.wrong_code(id, &approver, limit)));
         }
         let now = Instant::now();
+        let (ack, acked) = oneshot::channel();
         let ruling = asked.rule(&request, &approver, &shared.seals, now, ack);
         let rule = match &ruling {
             Ok(ruling) => ruling.rule.as_ref().map(|(rule, _)| rule.clone()),
             Err(_) => None,
         };
         let request = shared.locked(|registry| registry.decide(id, ruling, now))?;
+        acknowledged(id, acked).await?;
         Ok((request, rule))
     }
 
