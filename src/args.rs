@@ -1,5 +1,7 @@
 //! Canonical JSON and the args digest: the one meaning of "the same arguments".
 //!
+//! Long by design: the canonical form, its exact numbers and their tests are one idea.
+//!
 //! The digest is SHA-256 over the canonical JSON form of the arguments: object keys sorted
 //! bytewise, no insignificant whitespace, numbers in one exact form (`1`, `1.0` and `1e0` are the
 //! same number and print as `1`; `0.25` and `2.5e-1` print as `0.25`), strings escaped as

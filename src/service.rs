@@ -1,3 +1,6 @@
+//! The tower [`Service`](tower_service::Service) that gates calls: the policy first, then
+//! the gate, then the inner service.
+
 use std::fmt;
 use std::mem;
 use std::task::{Context, Poll};

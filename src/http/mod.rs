@@ -1,5 +1,8 @@
 //! Gating HTTP services: axum routers, handlers, any tower service of `http::Request`.
 //!
+//! Long by design: the layer, its service and the response future share private state and read
+//! best together.
+//!
 //! [`Gate::http`] makes a layer that reads each request as a [`HttpCall`] and asks the policy
 //! about it; [`Gate::require`] makes one for a single route with a fixed capability. A call the
 //! policy does not allow parks until a person decides, exactly as for any other service; when it

@@ -1,4 +1,6 @@
 //! Notifiers made of notifiers: fan-out, fallback, timeout, naming, and bounded concurrency.
+//!
+//! Long by design: five small combinators, each with its own future.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -1,3 +1,5 @@
+//! A notifier that keeps its alerts in memory, for tests and for approval UIs built in code.
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 

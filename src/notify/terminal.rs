@@ -1,3 +1,5 @@
+//! Alerts printed to the terminal: the notifier for a person at the process's own console.
+
 use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,5 +1,7 @@
 //! The checks every [`Store`] implementation must pass (feature `test-util`).
 //!
+//! Long by design: one self-contained check per promise of the `Store` trait.
+//!
 //! Call [`run`] from a test with two functions: one that makes an empty store, and one that
 //! opens the same data again, as a process restarting on it would. Each check panics with a
 //! message naming the promise of the [`Store`] contract that was broken.

@@ -1,4 +1,7 @@
 //! `SqliteStore`: one SQLite file, WAL mode, every commit synced.
+//!
+//! Long by design: the schema, its checks and every statement stay beside the `Store` methods
+//! that run them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use sha2::{Digest as _, Sha256};
 
 use crate::args::ArgsDigest;
@@ -66,7 +67,8 @@ impl PendingIndex {
 pub(super) struct History {
     capacity: usize,
     order: VecDeque<RequestId>,
-    pub(super) entries: HashMap<RequestId, (Arc<AccessRequest>, Status)>,
+    /// FxHash, as for the live requests: the keys are the gate's own random ids.
+    pub(super) entries: FxHashMap<RequestId, (Arc<AccessRequest>, Status)>,
 }
 
 impl History {
@@ -74,7 +76,7 @@ impl History {
         History {
             capacity,
             order: VecDeque::new(),
-            entries: HashMap::new(),
+            entries: FxHashMap::default(),
         }
     }
 

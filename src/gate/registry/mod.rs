@@ -27,6 +27,7 @@ mod tests;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
+use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
@@ -62,7 +63,9 @@ pub(crate) struct Limits {
 }
 
 pub(crate) struct Registry {
-    live: std::collections::HashMap<RequestId, Slot>,
+    /// Keyed by request id, hashed with FxHash: ids are 128 random bits the gate chose, so
+    /// nobody can pick keys that collide, and a lookup by a made-up id only probes.
+    live: FxHashMap<RequestId, Slot>,
     index: PendingIndex,
     history: History,
     parked: usize,

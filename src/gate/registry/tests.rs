@@ -1,6 +1,8 @@
-//! The registry alone (long: one test per transition, and tables of every order): every transition, and every order in which an approval, a denial, the
+//! The registry alone: every transition, and every order in which an approval, a denial, the
 //! expiry, wrong codes and the last caller leaving can arrive, with and without a store write
 //! in flight. No runtime drives anything here; the clock is passed in.
+//!
+//! Longer than the crate's other files: one test per transition, and tables of every order.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
