@@ -55,6 +55,7 @@
 mod api;
 mod approvers;
 mod error;
+mod html;
 mod page;
 mod sign_in;
 

@@ -5,32 +5,32 @@
 //! page may not be framed.
 //!
 //! Pages are [`maud`] templates: text is escaped as it goes in, and whatever a caller or an
-//! approver chose goes through [`shown`] first, so hidden characters are visible too.
+//! approver chose goes through `shown` (in `html.rs`) first, so hidden characters are visible
+//! too.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime};
 
 use axum::Form;
 use axum::extract::rejection::{FormRejection, PathRejection};
 use axum::extract::{FromRequestParts, Path, State};
-use axum::response::{IntoResponse, Response};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_FRAME_OPTIONS};
+use axum::response::Response;
+use http::StatusCode;
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, StatusCode};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::Shared;
 use super::api::{DenyBody, form_body, request_id};
 use super::approvers::Approver;
 use super::error::{Answer, ApiErrorKind};
+use super::html::{error_page, in_words, layout, shown};
 use super::sign_in::Mount;
 use crate::error::{Error, ErrorKind};
 use crate::gate::{Approval, Denial};
 use crate::request::{AccessRequest, Status};
 use crate::scope::Scope;
-use crate::text::{pretty_args, visible_lines};
+use crate::text::pretty_args;
 use crate::time::{human_duration, rfc3339};
 
 /// Who is looking, on which page.
@@ -320,29 +320,6 @@ fn decided_page(mount: &Mount, title: &str, outcome: Markup) -> Response {
     layout(StatusCode::OK, title, body)
 }
 
-pub(super) fn error_page(answer: &Answer) -> Response {
-    let title = if answer.is_not_found() {
-        "No such request"
-    } else {
-        "Something went wrong"
-    };
-    let body = html! {
-        h1 { (title) }
-        p.error role="alert" { (shown(&in_words(answer))) }
-    };
-    layout(answer.status(), "tollgate", body)
-}
-
-/// The error in words, with its code: never a verification code.
-fn in_words(answer: &Answer) -> String {
-    if answer.is_not_found() {
-        "That code does not match this request, or the request is unknown. (access_request_not_found)"
-            .into()
-    } else {
-        answer.to_string()
-    }
-}
-
 fn footer(mount: &Mount, approver: &Approver) -> Markup {
     html! {
         footer {
@@ -405,54 +382,4 @@ fn time_left(request: &AccessRequest, now: SystemTime) -> String {
         ),
         Err(_) => "expiring now".into(),
     }
-}
-
-/// Text someone else chose, as a person should see it: hidden characters (controls, line
-/// separators, bidirectional overrides) shown escaped. The template escapes it for HTML.
-pub(super) fn shown(text: &str) -> Cow<'_, str> {
-    visible_lines(text)
-}
-
-const STYLE: &str = "\
-body{font:16px/1.5 system-ui,sans-serif;margin:0 auto;max-width:40rem;padding:1rem;color:#1b1b1b;background:#fff}\
-h1{font-size:1.4rem;line-height:1.3}code,pre{font-family:ui-monospace,monospace}\
-pre{background:#f4f4f4;padding:.75rem;overflow-x:auto;border-radius:4px}\
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}dt{color:#555}dd{margin:0;overflow-wrap:anywhere}\
-label{display:block;margin-top:.75rem}input,select,textarea{font:inherit;width:100%;box-sizing:border-box;padding:.5rem}\
-input[type=radio]{width:auto}fieldset{margin-top:.75rem;border:1px solid #ccc}.choice{margin:.25rem 0}\
-button{font:inherit;padding:.6rem 1.2rem;margin-top:.75rem;border:0;border-radius:4px;cursor:pointer}\
-.approve{background:#1a7f37;color:#fff}.deny{background:#b42318;color:#fff}button.link{background:none;padding:0;margin:0;color:#0645ad;text-decoration:underline}\
-.error{background:#fdecea;padding:.5rem;border-radius:4px}.outcome{background:#eef6ee;padding:.5rem;border-radius:4px}\
-.meta{color:#555}footer{margin-top:2rem;color:#555;font-size:.9rem}";
-
-/// A whole page, with the headers that keep it out of caches, frames and other sites' hands.
-pub(super) fn layout(status: StatusCode, title: &str, body: Markup) -> Response {
-    let page = html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width,initial-scale=1";
-                title { (shown(title)) " · tollgate" }
-                style { (PreEscaped(STYLE)) }
-            }
-            body { (body) }
-        }
-    };
-    let mut response = (status, page.into_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(
-        HeaderName::from_static("content-security-policy"),
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    response
 }

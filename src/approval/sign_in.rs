@@ -17,7 +17,7 @@ use super::Shared;
 use super::api::form_body;
 use super::approvers::TOKEN_COOKIE;
 use super::error::ApiErrorKind;
-use super::page::{error_page, layout, shown};
+use super::html::{error_page, layout, shown};
 
 /// Where the routes are mounted, and which page was asked for.
 pub(super) struct Mount {
