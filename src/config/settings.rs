@@ -13,7 +13,7 @@ use super::duration;
 use crate::notify::IncludeCode;
 use crate::scope::Scope;
 
-/// A whole configuration; see the [module docs](self) for the file format.
+/// A whole configuration; see the [module docs](super) for the file format.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -215,7 +215,7 @@ impl CapabilitySettings {
     }
 }
 
-/// The `[gate]` section: each field left out keeps the [`GateBuilder`] default.
+/// The `[gate]` section: each field left out keeps the [`GateBuilder`](crate::gate::GateBuilder) default.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
