@@ -5,14 +5,18 @@
 //! rights, or builds a store record: a transition returns [`Effects`], the [`Event`]s that
 //! happened and the work they call for, which the gate records and carries out.
 //!
-//! A request's life (its [`Phase`]):
+//! A request's life (its `Phase`):
 //!
-//! ```text
-//!  Pending ──decide──▶ Deciding ──decided(ok)──▶ Approved ──poll──▶ Taking ──taken(ok)──▶ Executing
-//!     │                   │  └── decided(ok), a denial ──▶ Closed          │                   │
-//!     │                   └── decided(err): Pending again                  └── taken(err) ──▶ Closed
-//!     └── expire, close, too many wrong codes, last caller leaves ──▶ Closed
-//! ```
+//! - `Pending` → `Deciding` when a verified ruling arrives ([`Registry::decide`]); → `Closed`
+//!   on expiry, a close (no notifier, shutdown), too many wrong codes, or the last caller leaving.
+//! - `Deciding` → `Approved` once the store has an approval, `Closed` once it has a denial, and
+//!   `Pending` again if the store refused it ([`Registry::decided`]).
+//! - `Approved` → `Taking` when a waiting caller polls; → `Closed` (cancelled) if the last
+//!   caller leaves first.
+//! - `Taking` → `Executing` once the store has the take, `Closed` (failed) if it refused it
+//!   ([`Registry::taken`]).
+//! - `Executing`: the callers run; if every one left before any resumed, `Closed` (cancelled)
+//!   and the approval's rule withdrawn.
 //!
 //! An approval becomes final only when a waiting caller takes it (`Executing`); if every caller
 //! leaves first, the request ends cancelled and the approver is told so.
