@@ -12,7 +12,8 @@
 //!    conformance suite (which drives real gates).
 //!
 //! The check reads the source's `crate::…` paths outside comments, which is every way one module
-//! names another here (`super::` stays inside a module).
+//! names another here. Inside a module, the files it is split into name each other with
+//! `super::…`; those must not form a cycle either (a directory's `mod.rs` is their parent).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -189,9 +190,8 @@ fn no_module_imports_from_a_layer_above_it() {
     );
 }
 
-#[test]
-fn modules_import_each_other_in_no_cycle() {
-    let graph = graph();
+/// A cycle in `graph`, if there is one, as the modules round it.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     // Depth-first, with the path so far: a module met again on its own path closes a cycle.
     fn visit<'a>(
         module: &'a str,
@@ -217,10 +217,15 @@ fn modules_import_each_other_in_no_cycle() {
         None
     }
     let mut done = BTreeSet::new();
-    for module in graph.keys() {
-        if let Some(cycle) = visit(module, &graph, &mut Vec::new(), &mut done) {
-            panic!("an import cycle: {}", cycle.join(" → "));
-        }
+    graph
+        .keys()
+        .find_map(|module| visit(module, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn modules_import_each_other_in_no_cycle() {
+    if let Some(cycle) = find_cycle(&graph()) {
+        panic!("an import cycle: {}", cycle.join(" → "));
     }
 }
 
@@ -230,4 +235,81 @@ fn the_check_reads_imports_as_written() {
                   // crate::http is a comment\n    crate::store::conformance::run();";
     let found: Vec<String> = imports(source).into_iter().collect();
     assert_eq!(found, ["args", "call", "gate", "store::conformance"]);
+}
+
+/// The files of one directory module, each with the sibling files it names (`super::name`); the
+/// directory's `mod.rs` is their parent, not a sibling.
+fn siblings(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for entry in fs::read_dir(dir).expect("src is readable") {
+        let path = entry.expect("src is readable").path();
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        match name {
+            Some(name)
+                if name != "mod"
+                    && (path.is_dir() || path.extension().is_some_and(|e| e == "rs")) =>
+            {
+                names.insert(name);
+            }
+            _ => {}
+        }
+    }
+    let mut graph = BTreeMap::new();
+    for name in &names {
+        let file = dir.join(format!("{name}.rs"));
+        let file = if file.exists() {
+            file
+        } else {
+            dir.join(name).join("mod.rs")
+        };
+        let source = fs::read_to_string(&file).expect("source is readable");
+        let mut used = BTreeSet::new();
+        for line in source.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            let mut rest = code;
+            while let Some(at) = rest.find("super::") {
+                rest = &rest[at + "super::".len()..];
+                let listed: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(list) => list.split('}').next().unwrap_or("").split(',').collect(),
+                    None => vec![rest],
+                };
+                for item in listed {
+                    let first = item
+                        .trim()
+                        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .next()
+                        .unwrap_or("");
+                    if first != name && names.contains(first) {
+                        used.insert(first.to_owned());
+                    }
+                }
+            }
+        }
+        graph.insert(name.clone(), used);
+    }
+    graph
+}
+
+#[test]
+fn files_of_one_module_import_each_other_in_no_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut dirs = vec![src];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).expect("src is readable") {
+            let path = entry.expect("src is readable").path();
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+        if dir.join("mod.rs").exists() {
+            let graph = siblings(&dir);
+            if let Some(cycle) = find_cycle(&graph) {
+                panic!(
+                    "{}: the files {} import each other",
+                    dir.display(),
+                    cycle.join(" → ")
+                );
+            }
+        }
+    }
 }
