@@ -21,22 +21,22 @@
 //! assert_eq!(approval.scope(), Scope::Value);
 //! # Ok(()) }
 //! ```
-//!
-//! The gate's files, in the order a call meets them:
-//!
-//! - `admit`: a call the policy asks about: a standing rule, else a new or joined request,
-//!   and the `Waiter` the caller parks on;
-//! - `approver`: what an approver sends (approve, deny, revoke) and gets back;
-//! - `decide`: carrying those out, checked and built outside the registry lock;
-//! - `registry`: the state machine of pending requests, synchronous and pure;
-//! - `record`: what the registry's events write to the store and the audit trail;
-//! - `writer`: the one queue every store operation goes through, in registry order;
-//! - `effects`: what follows a transition: wake callers, answer approvers, file rules, alert;
-//! - `builder`: settings, and recovery from the store;
-//! - `code`, `seal`, `rules`, `rate`: verification codes, rule seals, the rule table, the
-//!   alert rate.
-//!
-//! This file holds the handle and its queries.
+
+// The gate's files, in the order a call meets them:
+//
+// - `admit`: a call the policy asks about: a standing rule, else a new or joined request,
+//   and the `Waiter` the caller parks on;
+// - `approver`: what an approver sends (approve, deny, revoke) and gets back;
+// - `decide`: carrying those out, checked and built outside the registry lock;
+// - `registry`: the state machine of pending requests, synchronous and pure;
+// - `record`: what the registry's events write to the store and the audit trail;
+// - `writer`: the one queue every store operation goes through, in registry order;
+// - `effects`: what follows a transition: wake callers, answer approvers, file rules, alert;
+// - `builder`: settings, and recovery from the store;
+// - `code`, `seal`, `rules`, `rate`: verification codes, rule seals, the rule table, the
+//   alert rate.
+//
+// This file holds the handle and its queries.
 
 mod admit;
 mod approver;
