@@ -91,22 +91,21 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Every `crate::a` or `crate::a::b` a file's code names, as the module it resolves to
-/// (`crate::{a, b}` lists included).
-fn imports(source: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
+/// Every path a file's code names after `prefix` (`crate::` or `super::`), outside comments,
+/// as its segments: `crate::gate::{Gate, Waiter}` gives `[gate, Gate]` and `[gate, Waiter]`,
+/// `crate::{args, call::Call}` gives `[args]` and `[call, Call]`.
+fn paths_after<'a>(source: &'a str, prefix: &str) -> Vec<Vec<&'a str>> {
+    let mut paths = Vec::new();
     for line in source.lines() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            rest = &rest[at + "crate::".len()..];
-            let names: Vec<&str> = if let Some(list) = rest.strip_prefix('{') {
-                list.split('}').next().unwrap_or("").split(',').collect()
-            } else {
-                vec![rest]
+        let mut rest = line.split("//").next().unwrap_or("");
+        while let Some(at) = rest.find(prefix) {
+            rest = &rest[at + prefix.len()..];
+            let listed: Vec<&str> = match rest.strip_prefix('{') {
+                Some(list) => list.split('}').next().unwrap_or("").split(',').collect(),
+                None => vec![rest],
             };
-            for name in names {
-                let path: Vec<&str> = name
+            for item in listed {
+                let path = item
                     .trim()
                     .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
                     .next()
@@ -114,22 +113,29 @@ fn imports(source: &str) -> BTreeSet<String> {
                     .split("::")
                     .filter(|p| !p.is_empty())
                     .collect();
-                // Only module paths count: the root's re-exports are not imported from here.
-                if let Some(top) = path.first()
-                    && top.chars().next().is_some_and(char::is_lowercase)
-                {
-                    let sub = path.get(1).filter(|s| {
-                        s.chars().next().is_some_and(char::is_lowercase)
-                            && layer_of(&format!("{top}::{s}"))
-                                .is_some_and(|(n, _)| n.contains(':'))
-                    });
-                    found.insert(match sub {
-                        Some(sub) => format!("{top}::{sub}"),
-                        None => (*top).to_owned(),
-                    });
-                }
+                paths.push(path);
             }
         }
+    }
+    paths
+}
+
+/// Every `crate::a` or `crate::a::b` a file's code names, as the module it resolves to.
+fn imports(source: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for path in paths_after(source, "crate::") {
+        // Only module paths count: the root's re-exports are not imported from here.
+        let Some(top) = path.first().filter(|t| t.starts_with(char::is_lowercase)) else {
+            continue;
+        };
+        let sub = path.get(1).filter(|s| {
+            s.starts_with(char::is_lowercase)
+                && layer_of(&format!("{top}::{s}")).is_some_and(|(n, _)| n.contains(':'))
+        });
+        found.insert(match sub {
+            Some(sub) => format!("{top}::{sub}"),
+            None => (*top).to_owned(),
+        });
     }
     found
 }
@@ -263,28 +269,12 @@ fn siblings(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
             dir.join(name).join("mod.rs")
         };
         let source = fs::read_to_string(&file).expect("source is readable");
-        let mut used = BTreeSet::new();
-        for line in source.lines() {
-            let code = line.split("//").next().unwrap_or("");
-            let mut rest = code;
-            while let Some(at) = rest.find("super::") {
-                rest = &rest[at + "super::".len()..];
-                let listed: Vec<&str> = match rest.strip_prefix('{') {
-                    Some(list) => list.split('}').next().unwrap_or("").split(',').collect(),
-                    None => vec![rest],
-                };
-                for item in listed {
-                    let first = item
-                        .trim()
-                        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                        .next()
-                        .unwrap_or("");
-                    if first != name && names.contains(first) {
-                        used.insert(first.to_owned());
-                    }
-                }
-            }
-        }
+        let used = paths_after(&source, "super::")
+            .into_iter()
+            .filter_map(|path| path.first().copied())
+            .filter(|first| first != name && names.contains(*first))
+            .map(str::to_owned)
+            .collect();
         graph.insert(name.clone(), used);
     }
     graph
