@@ -183,12 +183,7 @@ impl serde::Serialize for Answer {
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self });
-        let mut response = (self.status(), axum::Json(body)).into_response();
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
+        (self.status(), axum::Json(body)).into_response()
     }
 }
 

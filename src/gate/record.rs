@@ -29,10 +29,10 @@ pub(super) enum Write {
 
 /// The write `event` calls for; audit entries carry the arguments if `audit_args`.
 pub(super) fn write(event: Event, audit_args: bool) -> Write {
-    let entry = |event, request: &AccessRequest| entry(audit_args, event, request);
+    let audit = |event, request: &AccessRequest| entry(audit_args, event, request);
     match event {
         Event::Requested(request) => {
-            let mut requested = entry(AuditEvent::Requested, &request);
+            let mut requested = audit(AuditEvent::Requested, &request);
             requested.reason = request.reason.clone();
             requested.detail = Some((*request.reasoning).into());
             Write::Insert(request, requested)
@@ -47,7 +47,7 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             if attempt >= of {
                 tracing::warn!(request_id = %request.id, "access request locked after too many wrong codes");
             }
-            let mut rejected = entry(AuditEvent::CodeRejected, &request);
+            let mut rejected = audit(AuditEvent::CodeRejected, &request);
             rejected.approver = Some(by);
             rejected.detail = Some(format!("wrong code {attempt} of {of}").into());
             Write::Append(rejected)
@@ -64,7 +64,7 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
                 _ => unreachable!("a person's decision approves or denies"),
             };
             let (approver, reason) = (approver.clone(), reason.clone());
-            let mut decided = entry(event, &request);
+            let mut decided = audit(event, &request);
             decided.approver = Some(approver.clone());
             decided.reason = reason.clone();
             decided.scope = Some(scope);
@@ -82,7 +82,7 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             Write::Decide(write)
         }
         Event::Taken { request, rule } => {
-            let executing = entry(AuditEvent::Executing, &request);
+            let executing = audit(AuditEvent::Executing, &request);
             let at = executing.at;
             let mut take = step(executing, Status::Approved, Status::Executing, None);
             if let Some(rule) = rule {
@@ -98,7 +98,7 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             from,
             outcome,
         } => {
-            let mut closed = entry(event_of(&outcome), &request);
+            let mut closed = audit(event_of(&outcome), &request);
             closed.detail = match &outcome {
                 Outcome::TooManyAttempts => Some("too many wrong verification codes".into()),
                 Outcome::NotificationFailed => Some("no notifier accepted the alert".into()),
@@ -114,7 +114,7 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             } else {
                 AuditEvent::Failed
             };
-            let finished = entry(event, &request);
+            let finished = audit(event, &request);
             Write::Record(step(finished, Status::Executing, status, None))
         }
         Event::Withdrawn(rule) => Write::Withdraw(rule),

@@ -375,7 +375,6 @@ impl fmt::Debug for ScopeKey {
 
 /// One compare-and-set step of an access request, as [`Store::transition`] applies it.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct Transition {
     pub(crate) id: RequestId,
     pub(crate) from: Status,
