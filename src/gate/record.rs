@@ -137,6 +137,7 @@ fn step(entry: AuditEntry, from: Status, to: Status, outcome: Option<Outcome>) -
         outcome,
         rule: None,
         audit: vec![entry],
+        verdict: None,
     }
 }
 

@@ -131,6 +131,7 @@ fn approval(request: &AccessRequest, approver: &str) -> Transition {
         }),
         rule: None,
         audit: vec![approved],
+        verdict: None,
     }
 }
 
@@ -151,6 +152,7 @@ fn denial(request: &AccessRequest, approver: &str, remember: Option<Rule>) -> Tr
         }),
         rule: remember,
         audit,
+        verdict: None,
     }
 }
 
@@ -167,6 +169,7 @@ fn take(request: &AccessRequest, rule: Option<Rule>) -> Transition {
         outcome: None,
         rule,
         audit,
+        verdict: None,
     }
 }
 

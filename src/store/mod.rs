@@ -80,6 +80,8 @@
 //! your indexes need.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -94,6 +96,8 @@ use std::time::SystemTime;
 use sha2::{Digest as _, Sha256};
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 pub use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
@@ -136,8 +140,18 @@ use crate::scope::Scope;
 ///
 /// # Across replicas
 ///
-/// Not yet: a gate assumes it is its store's only writer. [`changes`](Self::changes) is the
-/// hook a shared store will use to tell one process of the decisions another made.
+/// A store that several processes share (replicas of one service) says so with
+/// [`shared`](Self::shared), and then also keeps these promises:
+///
+/// 8. **Owners.** [`insert`](Self::insert) records which process holds the request's callers;
+///    [`recover`](Self::recover) abandons only the requests of this process (from an earlier
+///    run under the same name) and of processes that stopped renewing their lease, never those
+///    of a live replica.
+/// 9. **Changes.** [`changes`](Self::changes) delivers, in the order they were stored, every
+///    transition, rule and revocation another process made, each [`Transition::verdict`]
+///    included, and the requests this process found abandoned by a stopped replica.
+/// 10. **Counted once.** [`wrong_code`](Self::wrong_code) counts wrong codes in the store, so
+///     that the limit holds across every replica together.
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Prepares the store for a gate that is starting: ends every request that is not finished
     /// (pending, approved, executing) as [`Status::Abandoned`] with an `abandoned` audit entry,
@@ -196,11 +210,31 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         filter: &'a AuditFilter,
     ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>>;
 
-    /// Changes other processes made, for a store that replicas share. `None`, the default, for
-    /// a store one process owns. The gate does not read it yet: it is the hook shared stores
-    /// will use to wake, in one process, the callers a decision made in another concerns.
+    /// Changes other processes made, for a store that replicas share: the gate takes the
+    /// receiver once, when it is built, and applies every change it receives (see the promises
+    /// above). `None`, the default, for a store one process owns.
     fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
         None
+    }
+
+    /// Whether other processes decide this store's requests too. A gate on a shared store
+    /// decides requests it does not hold through the store, and counts wrong codes with
+    /// [`wrong_code`](Self::wrong_code). `false`, the default.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Counts a wrong code against request `id` while it is pending, appending `entry` in the
+    /// same step, and returns how many it has had; `None` if the request is not pending. A store
+    /// one process owns may leave counting to the gate's memory: the default returns `None`
+    /// without writing anything, and the gate then counts and appends the entry itself.
+    fn wrong_code<'a>(
+        &'a self,
+        id: RequestId,
+        entry: &'a AuditEntry,
+    ) -> BoxFuture<'a, Result<Option<u32>, Error>> {
+        let _ = (id, entry);
+        Box::pin(std::future::ready(Ok(None)))
     }
 }
 
@@ -254,13 +288,23 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
         (**self).changes()
     }
+    fn shared(&self) -> bool {
+        (**self).shared()
+    }
+    fn wrong_code<'a>(
+        &'a self,
+        id: RequestId,
+        entry: &'a AuditEntry,
+    ) -> BoxFuture<'a, Result<Option<u32>, Error>> {
+        (**self).wrong_code(id, entry)
+    }
 }
 
 /// A change another process made to a shared store; see [`Store::changes`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Change {
-    /// A request moved on: an approval, a denial, an expiry.
+    /// A request moved on: an approval, a denial, an expiry, a caller taking an approval.
     Request {
         /// The request.
         id: RequestId,
@@ -268,11 +312,16 @@ pub enum Change {
         status: Status,
         /// How it ended, once decided.
         outcome: Option<Outcome>,
+        /// The transition's [`verdict`](Transition::verdict), as it was stored.
+        verdict: Option<Arc<str>>,
     },
     /// A rule was filed.
     RuleGranted(Rule),
     /// A rule was revoked.
     RuleRevoked(RuleId),
+    /// This process found a request whose owner stopped renewing its lease, and abandoned it
+    /// (with its `abandoned` audit entry): the notifiers are told, by this process only.
+    Abandoned(AccessRequest),
 }
 
 /// The slot a rule occupies: its scope and the capability, principal, session or args digest
@@ -382,6 +431,7 @@ pub struct Transition {
     pub(crate) outcome: Option<Outcome>,
     pub(crate) rule: Option<Rule>,
     pub(crate) audit: Vec<AuditEntry>,
+    pub(crate) verdict: Option<Arc<str>>,
 }
 
 impl Transition {
@@ -408,6 +458,13 @@ impl Transition {
     /// The audit entries to append in the same step.
     pub fn audit(&self) -> &[AuditEntry] {
         &self.audit
+    }
+    /// A decision made by a process that does not hold the request's callers: opaque text,
+    /// sealed by the gate, that a shared store keeps with the request and hands on in
+    /// [`Change::Request`], so the process that does hold them can check and carry it out.
+    /// `None` for every other transition; a store one process owns may ignore it.
+    pub fn verdict(&self) -> Option<&str> {
+        self.verdict.as_deref()
     }
 }
 

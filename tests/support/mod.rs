@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod client;
+pub mod postgres;
 pub mod receiver;
 
 use std::collections::HashMap;

@@ -5,28 +5,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use sha2::{Digest as _, Sha256};
 
-use crate::args::ArgsDigest;
 use crate::id::RequestId;
 use crate::request::{AccessRequest, Status};
 
-/// What identical calls share: a digest of (principal, session, capability, args digest).
+/// What identical calls share; see [`AccessRequest::fingerprint`].
 pub(super) type Fingerprint = [u8; 32];
 
 pub(super) fn fingerprint(request: &AccessRequest) -> Fingerprint {
-    let mut hash = Sha256::new();
-    for field in [
-        request.principal.as_bytes(),
-        request.session.as_deref().unwrap_or("").as_bytes(),
-        request.capability.as_bytes(),
-    ] {
-        hash.update((field.len() as u64).to_be_bytes());
-        hash.update(field);
-    }
-    hash.update([u8::from(request.session.is_some())]);
-    hash.update(ArgsDigest::as_bytes(&request.args_digest));
-    hash.finalize().into()
+    request.fingerprint()
 }
 
 /// Counts and indexes that exist only for pending requests.
