@@ -87,10 +87,13 @@ pub(super) async fn openapi() -> Response {
     response
 }
 
-pub(super) async fn list_pending(State(api): State<Shared>, Signed(approver): Signed) -> Response {
-    let mut requests = api.gate.pending();
+pub(super) async fn list_pending(
+    State(api): State<Shared>,
+    Signed(approver): Signed,
+) -> Result<Response, Answer> {
+    let mut requests = api.gate.pending_anywhere().await?;
     requests.retain(|request| approver.may_see(request));
-    reply(json!({ "requests": requests }))
+    Ok(reply(json!({ "requests": requests })))
 }
 
 pub(super) async fn get_request(
@@ -99,10 +102,11 @@ pub(super) async fn get_request(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Answer> {
     let id = request_id(id)?;
-    match api.gate.request(id) {
-        Some((request, status)) if approver.may_see(&request) => {
+    match api.gate.lookup(id).await {
+        Ok((request, status)) if approver.may_see(&request) => {
             Ok(reply(json!({ "request": request, "status": status })))
         }
+        Err(error) if error.kind() == ErrorKind::StoreFailed => Err(error.into()),
         _ => Err(Error::new(ErrorKind::AccessRequestNotFound).into()),
     }
 }
@@ -166,7 +170,10 @@ pub(super) async fn status(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Answer> {
     let id = request_id(id)?;
-    let status = api.gate.status(id)?;
+    let status = match api.gate.status(id) {
+        Ok(status) => status,
+        Err(_) => api.gate.lookup(id).await?.1,
+    };
     Ok(reply(json!({ "id": id, "status": status })))
 }
 
@@ -190,7 +197,10 @@ pub(super) async fn wait(
         .min(api.max_wait);
     let status = match api.gate.wait(id, timeout).await {
         Ok(status) => status,
-        Err(error) if error.kind() == ErrorKind::WaitTimedOut => api.gate.status(id)?,
+        Err(error) if error.kind() == ErrorKind::WaitTimedOut => match api.gate.status(id) {
+            Ok(status) => status,
+            Err(_) => api.gate.lookup(id).await?.1,
+        },
         Err(error) => return Err(error.into()),
     };
     Ok(reply(json!({ "id": id, "status": status })))

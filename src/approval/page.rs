@@ -108,7 +108,7 @@ pub(super) async fn show(
         Ok(approver) => approver,
         Err(page) => return *page,
     };
-    match visible(&api, approver, id) {
+    match visible(&api, approver, id).await {
         Ok((request, status)) => request_page(&visit.mount, approver, &request, status, None),
         Err(answer) => error_page(&answer),
     }
@@ -135,7 +135,7 @@ pub(super) async fn decide(
         Ok(approver) => approver,
         Err(page) => return *page,
     };
-    let (request, _) = match visible(&api, approver, id) {
+    let (request, _) = match visible(&api, approver, id).await {
         Ok(found) => found,
         Err(answer) => return error_page(&answer),
     };
@@ -176,22 +176,34 @@ pub(super) async fn decide(
             "choose Approve or Deny",
         )),
     };
-    decided.unwrap_or_else(|answer| {
-        // Still pending (a wrong code, a scope too wide): the form again, with what went wrong.
-        let status = api.gate.status(id).unwrap_or(Status::Pending);
-        request_page(&visit.mount, approver, &request, status, Some(&answer))
-    })
+    match decided {
+        Ok(page) => page,
+        Err(answer) => {
+            // Still pending (a wrong code, a scope too wide): the form again, with what went
+            // wrong.
+            let status = match api.gate.status(id) {
+                Ok(status) => status,
+                Err(_) => api
+                    .gate
+                    .lookup(id)
+                    .await
+                    .map_or(Status::Pending, |(_, s)| s),
+            };
+            request_page(&visit.mount, approver, &request, status, Some(&answer))
+        }
+    }
 }
 
 /// Request `id`, if this approver may see it.
-fn visible(
+async fn visible(
     api: &Shared,
     approver: &Approver,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<(AccessRequest, Status), Answer> {
     let id = request_id(id)?;
-    match api.gate.request(id) {
-        Some((request, status)) if approver.may_see(&request) => Ok((request, status)),
+    match api.gate.lookup(id).await {
+        Ok((request, status)) if approver.may_see(&request) => Ok((request, status)),
+        Err(error) if error.kind() == ErrorKind::StoreFailed => Err(error.into()),
         _ => Err(Error::new(ErrorKind::AccessRequestNotFound).into()),
     }
 }

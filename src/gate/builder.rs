@@ -6,15 +6,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use super::code::{self, CodeKey};
-use super::decide::LONGEST_RULE;
 use super::effects::Deliveries;
 use super::rate::{AlertRate, RateLimiter};
 use super::record::Write;
 use super::registry::{Limits, Registry};
-use super::rules::RuleTable;
+use super::rules::{RuleTable, deadline_of};
 use super::seal::SealKey;
 use super::writer::StoreWriter;
 use super::{Gate, Settings, Shared};
@@ -246,15 +244,15 @@ impl GateBuilder {
             .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn Store>);
         let recovered = store.recover(to_millis(SystemTime::now()))?;
         let mut rules = RuleTable::default();
-        let (wall, now) = (SystemTime::now(), Instant::now());
         let (honoured, rejected): (Vec<Rule>, Vec<Rule>) = recovered
             .rules
             .into_iter()
             .partition(|rule| seals.verifies(rule));
         let recovered_rules = honoured.len();
         for rule in honoured {
-            let left = rule.expires_at.duration_since(wall).unwrap_or_default();
-            rules.insert(rule, now + left.min(LONGEST_RULE));
+            if let Some(deadline) = deadline_of(&rule) {
+                rules.insert(rule, deadline);
+            }
         }
         if recovered_rules > 0 || !recovered.abandoned.is_empty() || !rejected.is_empty() {
             tracing::info!(
@@ -278,6 +276,7 @@ impl GateBuilder {
                     approval_base_url: self.approval_base_url,
                     park_unnotified: self.park_unnotified,
                     audit_args: self.audit_args,
+                    shared_store: store.shared(),
                 },
                 key,
                 seals,
@@ -289,6 +288,8 @@ impl GateBuilder {
                 rules: RwLock::new(rules),
                 changed: Notify::new(),
                 wrong_codes: AtomicU64::new(0),
+                feed: Mutex::new(store.changes()),
+                elsewhere: Mutex::default(),
                 writer: StoreWriter::new(store),
                 unannounced: Mutex::new(recovered.abandoned),
                 deliveries: Deliveries::default(),
@@ -299,6 +300,7 @@ impl GateBuilder {
         }
         if gate.shared.writer.start() {
             gate.shared.announce_abandoned();
+            gate.shared.follow();
         }
         Ok(gate)
     }
@@ -341,7 +343,7 @@ impl Gate {
 impl Shared {
     /// A rule read from the store whose seal does not verify: not honoured, logged once, and
     /// written to the audit trail. The log names the rule, never its contents' secrets.
-    fn reject(self: &Arc<Self>, rule: &Rule) {
+    pub(super) fn reject(self: &Arc<Self>, rule: &Rule) {
         tracing::warn!(
             rule_id = %rule.id,
             scope = %rule.scope,

@@ -12,14 +12,16 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::Gate;
 use super::approver::{Approval, Approve, Authority, Denial, Deny, Revoke};
 use super::registry::{Ack, Known, Ruling, already};
+use super::replicas::{RECHECK, settled, settles};
+use super::rules::{LONGEST_RULE, deadline_of};
 use super::seal::SealKey;
 use super::writer::queue_stopped;
+use super::{Gate, record, verdict};
 use crate::error::{Error, ErrorKind};
 use crate::id::{RequestId, RuleId};
-use crate::request::{AccessRequest, Outcome};
+use crate::request::{AccessRequest, Outcome, Status};
 use crate::rule::{Rule, RuleEffect};
 use crate::scope::Scope;
 use crate::store::{Revocation, is_finished};
@@ -109,12 +111,20 @@ impl Gate {
                     not_found()
                 });
             }
+            Known::Nowhere if shared.settings.shared_store => {
+                return self
+                    .rule_elsewhere(id, code, &asked, &approver, may_decide)
+                    .await;
+            }
             Known::Nowhere => return Err(self.stored_answer(id, &may_decide, code).await),
         };
         if !may_decide(&request) {
             return Err(not_found());
         }
         if !shared.verify(&request, code) {
+            if shared.settings.shared_store {
+                return Err(self.wrong_code_stored(&request, &approver).await);
+            }
             let limit = shared.settings.limits.attempts;
             return Err(shared.locked(|registry| registry.wrong_code(id, &approver, limit)));
         }
@@ -128,6 +138,145 @@ impl Gate {
         let request = shared.locked(|registry| registry.decide(id, ruling, now))?;
         acknowledged(id, acked).await?;
         Ok((request, rule))
+    }
+
+    /// A decision on a request whose callers wait on another replica, made through the store
+    /// replicas share: the same checks as here, then one conditional update. An approval carries
+    /// its sealed verdict, and succeeds once the replica holding the callers records one taking
+    /// it (`executing`); if they all left, it was cancelled; if that replica stopped, abandoned.
+    async fn rule_elsewhere(
+        &self,
+        id: RequestId,
+        code: &str,
+        asked: &Asked,
+        approver: &Arc<str>,
+        may_decide: impl Fn(&AccessRequest) -> bool,
+    ) -> Result<(Arc<AccessRequest>, Option<Rule>), Error> {
+        let shared = &self.shared;
+        let stored = self
+            .queued(move |store| store.request(id))
+            .await?
+            .ok_or_else(not_found)?;
+        let request = Arc::new(stored.request);
+        if !may_decide(&request) {
+            return Err(not_found());
+        }
+        if !shared.verify(&request, code) {
+            return Err(self.wrong_code_stored(&request, approver).await);
+        }
+        if stored.status != Status::Pending {
+            return Err(already(stored.status, id));
+        }
+        if SystemTime::now() >= request.expires_at {
+            return Err(Error::new(ErrorKind::AccessRequestExpired).with_request(id));
+        }
+        let ruling = asked.rule(
+            &request,
+            approver,
+            &shared.seals,
+            Instant::now(),
+            oneshot::channel().0,
+        )?;
+        let approves = ruling.approves();
+        let rule = ruling.rule.map(|(rule, _)| rule);
+        let verdict =
+            approves.then(|| verdict::seal(&shared.seals, id, &ruling.outcome, rule.as_ref()));
+        let mut change = record::decision(
+            &request,
+            ruling.outcome,
+            ruling.scope,
+            rule.clone().filter(|_| !approves),
+            shared.settings.audit_args,
+        );
+        change.verdict = verdict;
+        // Listening before the write: the replica holding the callers may answer at once.
+        let answer = approves.then(|| shared.await_settled(id));
+        let won = self
+            .queued(move |store| Box::pin(async move { store.transition(&change).await }))
+            .await?;
+        if !won {
+            let now = self.queued(move |store| store.request(id)).await?;
+            return Err(now.map_or_else(not_found, |s| already(s.status, id)));
+        }
+        match answer {
+            Some(answer) => self.settled_elsewhere(id, answer).await?,
+            None => {
+                // A remembered denial applies here at once; other replicas learn of it from the
+                // store.
+                if let Some(rule) = &rule
+                    && let Some(deadline) = deadline_of(rule)
+                {
+                    shared.rules_mut().insert(rule.clone(), deadline);
+                }
+                shared.changed.notify_waiters();
+            }
+        }
+        Ok((request, rule))
+    }
+
+    /// Waits until an approval made here settles on the replica holding its callers, as the
+    /// change feed tells, re-reading the store every [`RECHECK`] in case that change was lost.
+    async fn settled_elsewhere(
+        &self,
+        id: RequestId,
+        mut answer: oneshot::Receiver<Status>,
+    ) -> Result<(), Error> {
+        loop {
+            match tokio::time::timeout(RECHECK, &mut answer).await {
+                Ok(Ok(status)) => return settled(id, status),
+                // The feed's task ended with its store: keep reading the store.
+                Ok(Err(_)) => answer = self.shared.await_settled(id),
+                Err(_) => {}
+            }
+            let stored = self.queued(move |store| store.request(id)).await?;
+            match stored.map(|s| s.status) {
+                Some(status) if settles(status) => return settled(id, status),
+                Some(_) => {}
+                None => return Err(not_found()),
+            }
+        }
+    }
+
+    /// A wrong code for a request in a store replicas share: counted there, so the limit holds
+    /// across every replica together; at the limit the request is locked, through this process's
+    /// registry if its callers wait here, else through the store.
+    async fn wrong_code_stored(&self, request: &Arc<AccessRequest>, by: &Arc<str>) -> Error {
+        let shared = &self.shared;
+        let (id, limit, audit_args) = (
+            request.id,
+            shared.settings.limits.attempts,
+            shared.settings.audit_args,
+        );
+        let entry = record::code_rejected(request, None, limit, by.clone(), audit_args);
+        let counted = self
+            .queued(move |store| Box::pin(async move { store.wrong_code(id, &entry).await }))
+            .await;
+        match counted {
+            Ok(Some(attempts)) if attempts >= limit => {
+                tracing::warn!(request_id = %id, attempts, "access request locked after too many wrong codes");
+                if shared.registry().pending_request(id).is_some() {
+                    shared.locked(|registry| ((), registry.close(id, Outcome::TooManyAttempts)));
+                } else {
+                    let change = record::closed(
+                        request,
+                        Status::Pending,
+                        Outcome::TooManyAttempts,
+                        audit_args,
+                    );
+                    if let Err(error) = self
+                        .queued(move |store| {
+                            Box::pin(async move { store.transition(&change).await })
+                        })
+                        .await
+                    {
+                        return error;
+                    }
+                }
+                Error::new(ErrorKind::TooManyAttempts).with_request(id)
+            }
+            Ok(_) => not_found(),
+            Err(error) => error,
+        }
     }
 
     /// What an approver hears about a request this process does not hold in memory: the store
@@ -278,9 +427,6 @@ fn allowed(
     // A policy may allow "no limit" (`Duration::MAX`); deadlines must stay representable.
     Ok(ttl.min(LONGEST_RULE))
 }
-
-/// The longest a rule can last, whatever the policy allows: a hundred years.
-pub(super) const LONGEST_RULE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The rule a decision of `scope` makes, sealed; none for [`Scope::Once`].
 fn new_rule(

@@ -32,6 +32,7 @@
 // - `record`: what the registry's events write to the store and the audit trail;
 // - `writer`: the one queue every store operation goes through, in registry order;
 // - `effects`: what follows a transition: wake callers, answer approvers, file rules, alert;
+// - `replicas`, `verdict`: what other processes sharing the store did, carried out here;
 // - `builder`: settings, and recovery from the store;
 // - `code`, `seal`, `rules`, `rate`: verification codes, rule seals, the rule table, the
 //   alert rate.
@@ -47,8 +48,10 @@ mod effects;
 pub(crate) mod rate;
 mod record;
 mod registry;
+mod replicas;
 mod rules;
 mod seal;
+mod verdict;
 mod writer;
 
 use std::fmt;
@@ -105,6 +108,8 @@ struct Settings {
     park_unnotified: bool,
     /// Whether audit entries carry the arguments, not only their digest.
     audit_args: bool,
+    /// Whether other processes share the store, and so decide its requests too.
+    shared_store: bool,
 }
 
 pub(crate) struct Shared {
@@ -125,6 +130,10 @@ pub(crate) struct Shared {
     unannounced: Mutex<Vec<AccessRequest>>,
     /// Alerts and resolutions being delivered, for shutdown to wait on.
     deliveries: Deliveries,
+    /// What other processes did in a shared store; taken by the task that applies it.
+    feed: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::store::Change>>>,
+    /// Approvers waiting for callers on another replica to take their approval.
+    elsewhere: Mutex<rustc_hash::FxHashMap<RequestId, Vec<tokio::sync::oneshot::Sender<Status>>>>,
 }
 
 /// A snapshot of the gate's load.
@@ -183,19 +192,61 @@ impl Gate {
             .ok_or_else(|| Error::new(ErrorKind::AccessRequestNotFound).with_request(id))
     }
 
+    /// Request `id` and where it stands, wherever it is held: as [`request`](Self::request)
+    /// finds it in this process, else, with a store replicas share, as the store has it (a
+    /// request whose callers wait on another replica). `access_request_not_found` if neither
+    /// knows it; `store_failed` if the store cannot be read.
+    pub async fn lookup(&self, id: RequestId) -> Result<(AccessRequest, Status), Error> {
+        if let Some(found) = self.request(id) {
+            return Ok(found);
+        }
+        let not_found = || Error::new(ErrorKind::AccessRequestNotFound).with_request(id);
+        if !self.shared.settings.shared_store {
+            return Err(not_found());
+        }
+        match self.queued(move |store| store.request(id)).await? {
+            Some(stored) => Ok((stored.request, stored.status)),
+            None => Err(not_found()),
+        }
+    }
+
+    /// The requests waiting for a person, oldest first: this process's, and with a store
+    /// replicas share, every replica's. Codes are never part of them.
+    pub async fn pending_anywhere(&self) -> Result<Vec<AccessRequest>, Error> {
+        let mut pending = self.pending();
+        if self.shared.settings.shared_store {
+            let stored = self.queued(|store| store.pending()).await?;
+            let here: rustc_hash::FxHashSet<RequestId> = pending.iter().map(|r| r.id).collect();
+            pending.extend(stored.into_iter().filter(|r| !here.contains(&r.id)));
+            pending.sort_by_key(|r| r.created_at);
+        }
+        Ok(pending)
+    }
+
     /// Waits until request `id` is no longer pending and returns its status. Gives up after
-    /// `timeout` with `wait_timed_out`, leaving the request pending.
+    /// `timeout` with `wait_timed_out`, leaving the request pending. With a store replicas
+    /// share, a request held by another replica is followed through the store.
     pub async fn wait(&self, id: RequestId, timeout: Duration) -> Result<Status, Error> {
         let deadline = Instant::now() + timeout;
         loop {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let status = self.status(id)?;
+            let (status, here) = match self.status(id) {
+                Ok(status) => (status, true),
+                Err(_) if self.shared.settings.shared_store => (self.lookup(id).await?.1, false),
+                Err(error) => return Err(error),
+            };
             if !status.is_pending() {
                 return Ok(status);
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            // Held elsewhere, a change may come by the store's re-scan only: look again then.
+            let wake = if here {
+                deadline
+            } else {
+                deadline.min(Instant::now() + replicas::RECHECK)
+            };
+            if tokio::time::timeout_at(wake, changed).await.is_err() && Instant::now() >= deadline {
                 return Err(Error::new(ErrorKind::WaitTimedOut).with_request(id));
             }
         }

@@ -42,45 +42,13 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             attempt,
             of,
             by,
-        } => {
-            tracing::warn!(request_id = %request.id, attempts = attempt, "wrong verification code");
-            if attempt >= of {
-                tracing::warn!(request_id = %request.id, "access request locked after too many wrong codes");
-            }
-            let mut rejected = audit(AuditEvent::CodeRejected, &request);
-            rejected.approver = Some(by);
-            rejected.detail = Some(format!("wrong code {attempt} of {of}").into());
-            Write::Append(rejected)
-        }
+        } => Write::Append(code_rejected(&request, Some(attempt), of, by, audit_args)),
         Event::Decided {
             request,
             outcome,
             scope,
             rule,
-        } => {
-            let (event, approver, reason) = match &outcome {
-                Outcome::Approved { approver, .. } => (AuditEvent::Approved, approver, &None),
-                Outcome::Denied { approver, reason } => (AuditEvent::Denied, approver, reason),
-                _ => unreachable!("a person's decision approves or denies"),
-            };
-            let (approver, reason) = (approver.clone(), reason.clone());
-            let mut decided = audit(event, &request);
-            decided.approver = Some(approver.clone());
-            decided.reason = reason.clone();
-            decided.scope = Some(scope);
-            let to = outcome.status();
-            let mut write = step(decided, Status::Pending, to, Some(outcome));
-            // A denial's remembered rule is filed at once; an approval's when it is taken.
-            if let Some(rule) = rule {
-                let mut granted =
-                    AuditEntry::for_rule(AuditEvent::RuleGranted, write.audit[0].at, &rule);
-                granted.approver = Some(approver);
-                granted.reason = reason;
-                write.audit.push(granted);
-                write.rule = Some(rule);
-            }
-            Write::Decide(write)
-        }
+        } => Write::Decide(decision(&request, outcome, scope, rule, audit_args)),
         Event::Taken { request, rule } => {
             let executing = audit(AuditEvent::Executing, &request);
             let at = executing.at;
@@ -97,17 +65,7 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             request,
             from,
             outcome,
-        } => {
-            let mut closed = audit(event_of(&outcome), &request);
-            closed.detail = match &outcome {
-                Outcome::TooManyAttempts => Some("too many wrong verification codes".into()),
-                Outcome::NotificationFailed => Some("no notifier accepted the alert".into()),
-                Outcome::Abandoned => Some("the gate shut down before anyone decided".into()),
-                _ => None,
-            };
-            let to = outcome.status();
-            Write::Record(step(closed, from, to, Some(outcome)))
-        }
+        } => Write::Record(closed(&request, from, outcome, audit_args)),
         Event::Finished { request, status } => {
             let event = if status == Status::Executed {
                 AuditEvent::Executed
@@ -119,6 +77,83 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
         }
         Event::Withdrawn(rule) => Write::Withdraw(rule),
     }
+}
+
+/// The `code_rejected` entry, and its log lines: `attempt` of at most `of`, if known (a shared
+/// store counts attempts itself).
+pub(super) fn code_rejected(
+    request: &AccessRequest,
+    attempt: Option<u32>,
+    of: u32,
+    by: Arc<str>,
+    audit_args: bool,
+) -> AuditEntry {
+    let mut rejected = entry(audit_args, AuditEvent::CodeRejected, request);
+    rejected.approver = Some(by);
+    rejected.detail = Some(match attempt {
+        Some(attempt) => {
+            tracing::warn!(request_id = %request.id, attempts = attempt, "wrong verification code");
+            if attempt >= of {
+                tracing::warn!(request_id = %request.id, "access request locked after too many wrong codes");
+            }
+            format!("wrong code {attempt} of {of}").into()
+        }
+        None => {
+            tracing::warn!(request_id = %request.id, "wrong verification code");
+            format!("wrong code (at most {of})").into()
+        }
+    });
+    rejected
+}
+
+/// The transition that records a person's decision, with its audit entries and, for a denial,
+/// its remembered rule (an approval's is filed when it is taken).
+pub(super) fn decision(
+    request: &AccessRequest,
+    outcome: Outcome,
+    scope: crate::scope::Scope,
+    rule: Option<crate::rule::Rule>,
+    audit_args: bool,
+) -> Transition {
+    let (event, approver, reason) = match &outcome {
+        Outcome::Approved { approver, .. } => (AuditEvent::Approved, approver, &None),
+        Outcome::Denied { approver, reason } => (AuditEvent::Denied, approver, reason),
+        _ => unreachable!("a person's decision approves or denies"),
+    };
+    let (approver, reason) = (approver.clone(), reason.clone());
+    let mut decided = entry(audit_args, event, request);
+    decided.approver = Some(approver.clone());
+    decided.reason = reason.clone();
+    decided.scope = Some(scope);
+    let to = outcome.status();
+    let mut write = step(decided, Status::Pending, to, Some(outcome));
+    if let Some(rule) = rule {
+        let mut granted = AuditEntry::for_rule(AuditEvent::RuleGranted, write.audit[0].at, &rule);
+        granted.approver = Some(approver);
+        granted.reason = reason;
+        write.audit.push(granted);
+        write.rule = Some(rule);
+    }
+    write
+}
+
+/// The transition that closes a pending request with `outcome`, as the registry's `Closed`
+/// event writes it.
+pub(super) fn closed(
+    request: &AccessRequest,
+    from: Status,
+    outcome: Outcome,
+    audit_args: bool,
+) -> Transition {
+    let mut closed = entry(audit_args, event_of(&outcome), request);
+    closed.detail = match &outcome {
+        Outcome::TooManyAttempts => Some("too many wrong verification codes".into()),
+        Outcome::NotificationFailed => Some("no notifier accepted the alert".into()),
+        Outcome::Abandoned => Some("the gate shut down before anyone decided".into()),
+        _ => None,
+    };
+    let to = outcome.status();
+    step(closed, from, to, Some(outcome))
 }
 
 /// The `notified` entry: `accepted` notifiers took the alert for `request`.

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -218,4 +219,13 @@ impl RuleTable {
             self.remove(id);
         }
     }
+}
+
+/// The longest a rule can last, whatever the policy allows: a hundred years.
+pub(super) const LONGEST_RULE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// When `rule` stops applying, on this process's clock; `None` if it already has.
+pub(super) fn deadline_of(rule: &Rule) -> Option<Instant> {
+    let left = rule.expires_at.duration_since(SystemTime::now()).ok()?;
+    Some(Instant::now() + left.min(LONGEST_RULE))
 }

@@ -70,6 +70,17 @@ impl SealKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// A MAC over `parts` under this key, each length-prefixed after `domain`: for other sealed
+    /// records (a verdict), never confusable with a rule's seal, whose domain differs.
+    pub(crate) fn mac(&self, domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        for part in std::iter::once(domain).chain(parts.iter().copied()) {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
     /// Seals a rule this gate made.
     pub(crate) fn seal(&self, rule: &mut Rule) {
         rule.seal = Some(self.seal_of(rule));

@@ -127,6 +127,7 @@ impl Shared {
     fn run(self: &Arc<Self>, job: Job) {
         if self.writer.run(job) {
             self.announce_abandoned();
+            self.follow();
         }
     }
 
@@ -154,15 +155,24 @@ impl Shared {
             }),
             Write::Decide(change) => job(move |store| {
                 Box::pin(async move {
-                    let result = applied(
-                        store.transition(&change).await,
-                        "the store no longer holds the request as pending",
-                    );
-                    if let Err(error) = &result {
+                    let stored = store.transition(&change).await;
+                    // In a store replicas share, another replica may have decided first: that
+                    // decision stands, and is carried out here once read back.
+                    let elsewhere = matches!(stored, Ok(false)) && store.shared();
+                    let result = if elsewhere {
+                        Err(Error::new(ErrorKind::AlreadyResolved)
+                            .with_detail("another replica decided this request first"))
+                    } else {
+                        applied(stored, "the store no longer holds the request as pending")
+                    };
+                    if let (Err(error), false) = (&result, elsewhere) {
                         tracing::error!(request_id = %change.id, %error, "decision not recorded; the request stays pending");
                     }
-                    let now = tokio::time::Instant::now();
-                    shared.locked(|registry| ((), registry.decided(change.id, result, now)));
+                    let (id, now) = (change.id, tokio::time::Instant::now());
+                    shared.locked(|registry| ((), registry.decided(id, result, now)));
+                    if elsewhere && let Ok(Some(now)) = store.request(id).await {
+                        shared.apply_remote(id, now.status, now.outcome, now.verdict.as_deref());
+                    }
                 })
             }),
             Write::Take(change) => job(move |store| {

@@ -217,6 +217,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// For a store replicas share: every pending request, oldest first, whichever process holds
+    /// it, for approval pages served by any replica. The default lists none; a gate lists the
+    /// requests it holds from its own memory.
+    fn pending(&self) -> BoxFuture<'_, Result<Vec<AccessRequest>, Error>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
     /// Whether other processes decide this store's requests too. A gate on a shared store
     /// decides requests it does not hold through the store, and counts wrong codes with
     /// [`wrong_code`](Self::wrong_code). `false`, the default.
@@ -290,6 +297,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn shared(&self) -> bool {
         (**self).shared()
+    }
+    fn pending(&self) -> BoxFuture<'_, Result<Vec<AccessRequest>, Error>> {
+        (**self).pending()
     }
     fn wrong_code<'a>(
         &'a self,
@@ -478,6 +488,8 @@ pub struct StoredRequest {
     pub status: Status,
     /// How it ended, once decided.
     pub outcome: Option<Outcome>,
+    /// The [`verdict`](Transition::verdict) of its decision, for a store replicas share.
+    pub verdict: Option<Arc<str>>,
 }
 
 impl StoredRequest {
@@ -487,7 +499,14 @@ impl StoredRequest {
             request,
             status,
             outcome,
+            verdict: None,
         }
+    }
+
+    /// The same, with the verdict its decision was stored with.
+    pub fn with_verdict(mut self, verdict: Option<Arc<str>>) -> Self {
+        self.verdict = verdict;
+        self
     }
 }
 

@@ -784,7 +784,7 @@ impl Store for PostgresStore {
             let client = self.client().await?;
             let query = client
                 .prepare_cached(
-                    "SELECT record, status, outcome FROM tollgate_requests WHERE id = $1",
+                    "SELECT record, status, outcome, verdict FROM tollgate_requests WHERE id = $1",
                 )
                 .await
                 .map_err(failed)?;
@@ -799,10 +799,13 @@ impl Store for PostgresStore {
                 .get::<_, Option<&str>>(2)
                 .map(Outcome::from_record)
                 .transpose()?;
-            Ok(Some(StoredRequest::new(
+            let stored = StoredRequest::new(
                 AccessRequest::from_record(row.get(0))?,
                 status_of(row.get(1))?,
                 outcome,
+            );
+            Ok(Some(stored.with_verdict(
+                row.get::<_, Option<&str>>(3).map(Into::into),
             )))
         })
     }
@@ -946,6 +949,24 @@ impl Store for PostgresStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn pending(&self) -> BoxFuture<'_, Result<Vec<AccessRequest>, Error>> {
+        Box::pin(async move {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT record FROM tollgate_requests WHERE status = 'pending'
+                     ORDER BY created_at, id LIMIT 10000",
+                    &[],
+                )
+                .await
+                .map_err(failed)?;
+            rows.iter()
+                .map(|row| AccessRequest::from_record(row.get(0)))
+                .collect()
+        })
     }
 
     fn wrong_code<'a>(

@@ -6,9 +6,13 @@ mod support;
 
 use std::time::Duration;
 
+use tollgate::notify::RecordingNotifier;
 use tollgate::store::{PostgresOptions, PostgresStore, conformance};
+use tollgate::{Approve, Deny, ErrorKind, Gate, Scope, Status};
+use tower::{Layer, ServiceExt};
 
 use support::postgres::{database, url};
+use support::{Tools, code, policy, refund};
 
 fn block<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
@@ -30,4 +34,120 @@ async fn postgres_store_conforms() {
         |store| open(store.instance()),
     )
     .await;
+}
+
+/// Two gates on one database, as two replicas in one process: for the decisions' logic. The
+/// replicas as separate processes are tested in `replicas`.
+async fn pair(name: &str, listen: bool) -> (Gate, RecordingNotifier, Gate, RecordingNotifier) {
+    let db = database(name).await;
+    let mut gates = Vec::new();
+    for instance in ["a", "b"] {
+        let store = PostgresStore::connect_with(&url(&db), options(instance).listen(listen))
+            .await
+            .expect("connect");
+        let alerts = RecordingNotifier::new();
+        let gate = support::gate(&alerts)
+            .unlimited_alert_rate()
+            .store(store)
+            .build()
+            .expect("build");
+        gates.push((gate, alerts));
+    }
+    let (b, a) = (gates.pop().unwrap(), gates.pop().unwrap());
+    (a.0, a.1, b.0, b.1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_parked_on_one_replica_is_approved_on_another() {
+    for listen in [true, false] {
+        let (a, alerts, b, _) = pair("approve_elsewhere", listen).await;
+        let tools = Tools::default();
+        let svc = a.layer(policy(Scope::Capability)).layer(tools.clone());
+        let call = tokio::spawn(svc.oneshot(refund(40)));
+        let alert = alerts.next_alert().await;
+        let id = alert.request().id();
+        let approval = b
+            .approve(
+                Approve::new(id, alert.code().reveal())
+                    .scope(Scope::Capability)
+                    .by("alice"),
+            )
+            .await
+            .expect("approved on the other replica");
+        let rule = approval.rule().expect("a capability rule").clone();
+        assert!(
+            call.await.unwrap().is_ok(),
+            "the caller on the first replica ran"
+        );
+        assert_eq!(tools.total(), 1);
+        assert_eq!(a.status(id).unwrap(), Status::Executed);
+        // The rule reaches both replicas: B filed... A filed it with the take; B from the feed.
+        assert!(a.rules().iter().any(|r| r.id() == rule.id()));
+        assert!(
+            b.rules().iter().any(|r| r.id() == rule.id()),
+            "listen: {listen}"
+        );
+        // A call on B now passes by the rule, without asking.
+        let on_b = b.layer(policy(Scope::Capability)).layer(tools.clone());
+        on_b.oneshot(refund(41))
+            .await
+            .expect("allowed by the rule on B");
+        assert_eq!(tools.total(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_and_wrong_codes_on_other_replicas_count_once() {
+    let (a, alerts, b, _) = pair("deny_elsewhere", true).await;
+    let tools = Tools::default();
+    let svc = a.layer(policy(Scope::Capability)).layer(tools.clone());
+    let call = tokio::spawn(svc.clone().oneshot(refund(40)));
+    let alert = alerts.next_alert().await;
+    let id = alert.request().id();
+    // Four wrong codes on A and B together, then a fifth on B: locked, for everyone.
+    for (i, gate) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let error = gate
+            .approve(Approve::new(id, format!("wrong-{i}")).by("alice"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::AccessRequestNotFound);
+    }
+    let error = b
+        .approve(Approve::new(id, "wrong-5").by("alice"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::TooManyAttempts);
+    let error = call.await.unwrap().unwrap_err();
+    assert_eq!(code(&error), "too_many_attempts");
+
+    // A denial on B fails the caller on A.
+    let call = tokio::spawn(svc.oneshot(refund(50)));
+    let alert = alerts.next_alert().await;
+    b.deny(Deny::new(alert.request().id(), alert.code().reveal()).by("bob"))
+        .await
+        .expect("denied on B");
+    let error = call.await.unwrap().unwrap_err();
+    assert_eq!(code(&error), "access_request_denied");
+    assert_eq!(tools.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_decision_wins_when_both_replicas_decide_at_once() {
+    let (a, alerts, b, _) = pair("race", true).await;
+    let tools = Tools::default();
+    let svc = a.layer(policy(Scope::Capability)).layer(tools.clone());
+    for round in 0..10 {
+        let call = tokio::spawn(svc.clone().oneshot(refund(100 + round)));
+        let alert = alerts.next_alert().await;
+        let (id, code_) = (alert.request().id(), alert.code().reveal().to_owned());
+        let on_a = a.approve(Approve::new(id, code_.clone()).by("alice"));
+        let on_b = b.approve(Approve::new(id, code_).by("bob"));
+        let (ra, rb) = tokio::join!(on_a, on_b);
+        let won = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "exactly one approval wins: {ra:?} {rb:?}");
+        let lost = if ra.is_ok() { rb } else { ra }.unwrap_err();
+        assert_eq!(lost.kind(), ErrorKind::AlreadyResolved, "{lost:?}");
+        assert!(call.await.unwrap().is_ok());
+    }
+    assert_eq!(tools.total(), 10);
 }

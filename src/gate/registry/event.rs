@@ -29,7 +29,7 @@ pub(crate) struct Ruling {
 }
 
 impl Ruling {
-    pub(super) fn approves(&self) -> bool {
+    pub(crate) fn approves(&self) -> bool {
         matches!(self.outcome, Outcome::Approved { .. })
     }
 }

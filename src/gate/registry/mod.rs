@@ -24,6 +24,7 @@
 mod decide;
 mod event;
 mod index;
+mod remote;
 mod slot;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ use tokio::time::Instant;
 
 pub(crate) use self::event::{Ack, Effects, Event, Resolved, Ruling};
 use self::index::{History, PendingIndex, fingerprint};
+pub(crate) use self::remote::Remote;
 use self::slot::{Phase, Slot};
 use super::rate::RateLimiter;
 use crate::error::{Error, ErrorKind};

@@ -1,0 +1,178 @@
+//! Replicas: what other processes sharing the store did, carried out here.
+//!
+//! A store replicas share ([`Store::shared`](crate::store::Store::shared)) hands the gate a feed
+//! of [`Change`]s. One task per gate applies them in order: rules filed elsewhere join the rule
+//! table (if their seal verifies), revoked ones leave it, a decision on a request whose callers
+//! wait here moves them on (an approval only if its verdict's seal verifies), and an approver
+//! here waiting for a caller elsewhere to take an approval hears how it went.
+
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use super::registry::{Remote, Resolved, Ruling};
+use super::rules::deadline_of;
+use super::{Shared, verdict};
+use crate::error::{Error, ErrorKind};
+use crate::id::RequestId;
+use crate::request::{Outcome, Status};
+use crate::rule::Rule;
+use crate::store::{Change, is_finished};
+
+/// How often an approver waiting for a caller on another replica re-reads the store, in case
+/// the change that would have told it was lost.
+pub(super) const RECHECK: Duration = Duration::from_secs(1);
+
+impl Shared {
+    /// Starts applying the store's changes: once, inside a runtime. The task ends with the gate.
+    pub(super) fn follow(self: &Arc<Self>) {
+        let Ok(runtime) = Handle::try_current() else {
+            return;
+        };
+        let Some(mut changes) = self
+            .feed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let shared = Arc::downgrade(self);
+        runtime.spawn(async move {
+            while let Some(change) = changes.recv().await {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                shared.apply_change(change);
+            }
+        });
+    }
+
+    fn apply_change(self: &Arc<Self>, change: Change) {
+        match change {
+            Change::RuleGranted(rule) => self.file_remote_rule(rule),
+            Change::RuleRevoked(id) => {
+                if let Some(rule) = self.rules_mut().remove(id) {
+                    tracing::info!(rule_id = %id, capability = ?rule.capability, "rule revoked on another replica");
+                }
+            }
+            Change::Request {
+                id,
+                status,
+                outcome,
+                verdict,
+            } => {
+                self.settle(id, status);
+                self.apply_remote(id, status, outcome, verdict.as_deref());
+            }
+            Change::Abandoned(request) => {
+                let id = request.id;
+                self.settle(id, Status::Abandoned);
+                self.locked(|registry| {
+                    ((), registry.remote(id, Remote::Closed(Outcome::Abandoned)))
+                });
+                self.resolved(Resolved {
+                    runtime: Handle::current(),
+                    request: Arc::new(request),
+                    outcome: Outcome::Abandoned,
+                });
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// A rule another replica filed: honoured only if its seal verifies.
+    fn file_remote_rule(self: &Arc<Self>, rule: Rule) {
+        if !self.seals.verifies(&rule) {
+            self.reject(&rule);
+            return;
+        }
+        let Some(deadline) = deadline_of(&rule) else {
+            return;
+        };
+        tracing::info!(rule_id = %rule.id, effect = ?rule.effect, scope = %rule.scope, capability = ?rule.capability, "rule granted on another replica");
+        self.rules_mut().insert(rule, deadline);
+    }
+
+    /// Carries out what the store holds for request `id` on its callers here, if they wait here:
+    /// an approval whose verdict verifies, or an ending.
+    pub(super) fn apply_remote(
+        self: &Arc<Self>,
+        id: RequestId,
+        status: Status,
+        outcome: Option<Outcome>,
+        verdict: Option<&str>,
+    ) {
+        let remote = match (status, outcome) {
+            (Status::Approved, _) => {
+                let opened = verdict.and_then(|v| verdict::open(&self.seals, id, v));
+                let Some((outcome @ Outcome::Approved { scope, .. }, rule)) = opened else {
+                    if self.registry().pending_request(id).is_some() {
+                        tracing::warn!(request_id = %id, "approval not honoured: its verdict is missing or its seal does not verify");
+                    }
+                    return;
+                };
+                let rule = rule.and_then(|rule| deadline_of(&rule).map(|d| (rule, d)));
+                Remote::Approved(Box::new(Ruling {
+                    outcome,
+                    scope,
+                    rule,
+                    ack: oneshot::channel().0,
+                }))
+            }
+            (status, Some(outcome)) if is_finished(status) && outcome.status() == status => {
+                Remote::Closed(outcome)
+            }
+            _ => return,
+        };
+        self.locked(|registry| ((), registry.remote(id, remote)));
+    }
+
+    /// An approver here waits for request `id`'s callers on another replica to take the approval:
+    /// the receiver hears the status that settles it.
+    pub(super) fn await_settled(&self, id: RequestId) -> oneshot::Receiver<Status> {
+        let (tx, rx) = oneshot::channel();
+        self.elsewhere
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id)
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    /// Tells the approvers waiting on request `id` that it reached `status`, if that settles an
+    /// approval.
+    fn settle(&self, id: RequestId, status: Status) {
+        if !settles(status) {
+            return;
+        }
+        let waiting = self
+            .elsewhere
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        for waiter in waiting.into_iter().flatten() {
+            let _ = waiter.send(status);
+        }
+    }
+}
+
+/// Whether an approval's request reaching `status` tells its approver how it went.
+pub(super) fn settles(status: Status) -> bool {
+    !matches!(status, Status::Pending | Status::Approved)
+}
+
+/// What the approver of a request that reached `status` hears: success once a caller took it.
+pub(super) fn settled(id: RequestId, status: Status) -> Result<(), Error> {
+    match status {
+        Status::Executing | Status::Executed | Status::Failed => Ok(()),
+        Status::Cancelled => Err(Error::new(ErrorKind::AccessRequestCancelled).with_request(id)),
+        Status::Abandoned => Err(Error::new(ErrorKind::AccessRequestAbandoned)
+            .with_request(id)
+            .with_detail("the replica its callers waited on stopped")),
+        status => Err(super::registry::already(status, id)),
+    }
+}
