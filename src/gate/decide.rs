@@ -130,7 +130,14 @@ impl Gate {
         }
         let now = Instant::now();
         let (ack, acked) = oneshot::channel();
-        let ruling = asked.rule(&request, &approver, &shared.seals, now, ack);
+        let mut ruling = asked.rule(&request, &approver, &shared.seals, now, ack);
+        if let Ok(ruling) = &mut ruling
+            && shared.settings.shared_store
+            && ruling.approves()
+        {
+            let rule = ruling.rule.as_ref().map(|(rule, _)| rule);
+            ruling.verdict = Some(verdict::seal(&shared.seals, id, &ruling.outcome, rule));
+        }
         let rule = match &ruling {
             Ok(ruling) => ruling.rule.as_ref().map(|(rule, _)| rule.clone()),
             Err(_) => None,
@@ -383,6 +390,7 @@ impl Asked {
             },
         };
         Ok(Ruling {
+            verdict: None,
             outcome,
             scope: self.scope,
             rule: rule.map(|rule| (rule, now + ttl)),

@@ -146,6 +146,9 @@ pub struct Stats {
     pub parked: usize,
     /// Requests still held in memory: pending, or decided with callers not yet resumed.
     pub live: usize,
+    /// With a store replicas share: calls here that joined an identical request pending on
+    /// another replica, and follow it (each group counted once).
+    pub following: usize,
     /// Standing rules, including expired ones not yet swept out.
     pub rules: usize,
     /// Wrong codes entered since the gate started.
@@ -313,6 +316,7 @@ impl Gate {
             pending: counts.pending,
             parked: counts.parked,
             live: counts.live,
+            following: counts.following,
             rules: self.shared.rules_table().len(),
             wrong_codes: self.shared.wrong_codes.load(Ordering::Relaxed),
         }

@@ -48,7 +48,12 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             outcome,
             scope,
             rule,
-        } => Write::Decide(decision(&request, outcome, scope, rule, audit_args)),
+            verdict,
+        } => {
+            let mut decision = decision(&request, outcome, scope, rule, audit_args);
+            decision.verdict = verdict;
+            Write::Decide(decision)
+        }
         Event::Taken { request, rule } => {
             let executing = audit(AuditEvent::Executing, &request);
             let at = executing.at;

@@ -12,14 +12,15 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use super::registry::{Remote, Resolved, Ruling};
+use super::registry::{Effects, Remote, Resolved, Ruling};
 use super::rules::deadline_of;
 use super::{Shared, verdict};
 use crate::error::{Error, ErrorKind};
 use crate::id::RequestId;
+use crate::request::AccessRequest;
 use crate::request::{Outcome, Status};
 use crate::rule::Rule;
-use crate::store::{Change, is_finished};
+use crate::store::{Change, Store, is_finished};
 
 /// How often an approver waiting for a caller on another replica re-reads the store, in case
 /// the change that would have told it was lost.
@@ -105,9 +106,22 @@ impl Shared {
         outcome: Option<Outcome>,
         verdict: Option<&str>,
     ) {
+        let opened = || verdict.and_then(|v| verdict::open(&self.seals, id, v));
+        // Callers here that joined the request run only on a verified approval.
+        let taken = matches!(
+            status,
+            Status::Executing | Status::Executed | Status::Failed
+        );
+        let approved = taken && matches!(opened(), Some((Outcome::Approved { .. }, _)));
+        self.locked(|registry| {
+            (
+                (),
+                registry.followed(id, status, outcome.as_ref(), approved),
+            )
+        });
         let remote = match (status, outcome) {
             (Status::Approved, _) => {
-                let opened = verdict.and_then(|v| verdict::open(&self.seals, id, v));
+                let opened = opened();
                 let Some((outcome @ Outcome::Approved { scope, .. }, rule)) = opened else {
                     if self.registry().pending_request(id).is_some() {
                         tracing::warn!(request_id = %id, "approval not honoured: its verdict is missing or its seal does not verify");
@@ -120,6 +134,7 @@ impl Shared {
                     scope,
                     rule,
                     ack: oneshot::channel().0,
+                    verdict: None,
                 }))
             }
             (status, Some(outcome)) if is_finished(status) && outcome.status() == status => {
@@ -128,6 +143,25 @@ impl Shared {
             _ => return,
         };
         self.locked(|registry| ((), registry.remote(id, remote)));
+    }
+
+    /// Callers of request `id` join `other`, an identical request another replica holds, and
+    /// follow it from now on; if it moved on before they joined, they follow that at once.
+    pub(super) async fn join(
+        self: &Arc<Self>,
+        store: &dyn Store,
+        id: RequestId,
+        other: AccessRequest,
+    ) {
+        tracing::debug!(request_id = %id, joined = %other.id, "call joined an identical request on another replica");
+        let other = other.id;
+        self.locked(|registry| {
+            registry.joined(id, other);
+            ((), Effects::default())
+        });
+        if let Ok(Some(now)) = store.request(other).await {
+            self.apply_remote(other, now.status, now.outcome, now.verdict.as_deref());
+        }
     }
 
     /// An approver here waits for request `id`'s callers on another replica to take the approval:

@@ -142,12 +142,18 @@ impl Shared {
         self.run(match write {
             Write::Insert(request, entry) => job(move |store| {
                 Box::pin(async move {
-                    let result = store.insert(&request, std::slice::from_ref(&entry)).await;
-                    if let Err(error) = &result {
+                    let filed = store
+                        .insert_or_join(&request, std::slice::from_ref(&entry))
+                        .await;
+                    if let Ok(Some(other)) = filed {
+                        shared.join(store, request.id, other).await;
+                        return;
+                    }
+                    if let Err(error) = &filed {
                         tracing::error!(request_id = %request.id, %error, "the store could not record an access request; its calls fail");
                     }
                     let announce =
-                        shared.locked(|registry| registry.stored(request.id, result.is_ok()));
+                        shared.locked(|registry| registry.stored(request.id, filed.is_ok()));
                     if announce {
                         shared.deliver(&Handle::current(), shared.clone().alert(request));
                     }

@@ -170,6 +170,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<(), Error>>;
 
+    /// Files `request` as [`insert`](Self::insert) does, unless, in a store replicas share, an
+    /// identical request (the same principal, session, capability and arguments) is pending:
+    /// then it files nothing and returns that request, whose callers this one's join. The
+    /// default always files it.
+    fn insert_or_join<'a>(
+        &'a self,
+        request: &'a AccessRequest,
+        audit: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<Option<AccessRequest>, Error>> {
+        Box::pin(async move { self.insert(request, audit).await.map(|()| None) })
+    }
+
     /// Moves a request from [`Transition::from`] to [`Transition::to`], atomically with its
     /// outcome, rule and audit entries. `Ok(false)` if the request is unknown or no longer in
     /// `from`; nothing is written then.
@@ -255,6 +267,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<(), Error>> {
         (**self).insert(request, audit)
+    }
+    fn insert_or_join<'a>(
+        &'a self,
+        request: &'a AccessRequest,
+        audit: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<Option<AccessRequest>, Error>> {
+        (**self).insert_or_join(request, audit)
     }
     fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>> {
         (**self).transition(change)

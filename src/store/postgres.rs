@@ -686,33 +686,69 @@ impl Store for PostgresStore {
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(failed)?;
-            let insert = tx
-                .prepare_cached(
-                    "INSERT INTO tollgate_requests (id, status, owner, fingerprint, capability,
-                                                    principal, created_at, expires_at, record)
-                     VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .await
-                .map_err(failed)?;
-            tx.execute(
-                &insert,
-                &[
-                    &&request.id.as_bytes()[..],
-                    &&*self.inner.instance,
-                    &&request.fingerprint()[..],
-                    &&*request.capability,
-                    &&*request.principal,
-                    &millis(request.created_at),
-                    &millis(request.expires_at),
-                    &request.to_record(),
-                ],
-            )
-            .await
-            .map_err(failed)?;
-            append(&tx, audit).await?;
-            tx.commit().await.map_err(failed)
+            match self.insert_or_join(request, audit).await? {
+                None => Ok(()),
+                Some(other) => Err(Error::new(ErrorKind::StoreFailed)
+                    .with_detail(format!("an identical request is pending: {}", other.id))),
+            }
+        })
+    }
+
+    fn insert_or_join<'a>(
+        &'a self,
+        request: &'a AccessRequest,
+        audit: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<Option<AccessRequest>, Error>> {
+        Box::pin(async move {
+            let fingerprint = request.fingerprint();
+            // Twice at most: an identical request found pending may be decided before it is read.
+            for _ in 0..2 {
+                let mut client = self.client().await?;
+                let tx = client.transaction().await.map_err(failed)?;
+                let insert = tx
+                    .prepare_cached(
+                        "INSERT INTO tollgate_requests (id, status, owner, fingerprint, capability,
+                                                        principal, created_at, expires_at, record)
+                         VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8)
+                         ON CONFLICT (fingerprint) WHERE status = 'pending' DO NOTHING",
+                    )
+                    .await
+                    .map_err(failed)?;
+                let inserted = tx
+                    .execute(
+                        &insert,
+                        &[
+                            &&request.id.as_bytes()[..],
+                            &&*self.inner.instance,
+                            &&fingerprint[..],
+                            &&*request.capability,
+                            &&*request.principal,
+                            &millis(request.created_at),
+                            &millis(request.expires_at),
+                            &request.to_record(),
+                        ],
+                    )
+                    .await
+                    .map_err(failed)?;
+                if inserted == 1 {
+                    append(&tx, audit).await?;
+                    tx.commit().await.map_err(failed)?;
+                    return Ok(None);
+                }
+                let pending = tx
+                    .query_opt(
+                        "SELECT record FROM tollgate_requests
+                         WHERE fingerprint = $1 AND status = 'pending'",
+                        &[&&fingerprint[..]],
+                    )
+                    .await
+                    .map_err(failed)?;
+                if let Some(row) = pending {
+                    return Ok(Some(AccessRequest::from_record(row.get(0))?));
+                }
+            }
+            Err(Error::new(ErrorKind::StoreFailed)
+                .with_detail("an identical request kept being filed and decided meanwhile"))
         })
     }
 
@@ -724,13 +760,14 @@ impl Store for PostgresStore {
                 .prepare_cached(
                     "UPDATE tollgate_requests
                      SET status = $1, outcome = coalesce($2, outcome), verdict = coalesce($3, verdict)
-                     WHERE id = $4 AND status = $5",
+                     WHERE id = $4 AND status = $5
+                     RETURNING verdict",
                 )
                 .await
                 .map_err(failed)?;
             let outcome = change.outcome.as_ref().map(Outcome::to_record);
             let updated = tx
-                .execute(
+                .query_opt(
                     &update,
                     &[
                         &change.to.as_str(),
@@ -742,9 +779,12 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(failed)?;
-            if updated == 0 {
+            let Some(updated) = updated else {
                 return Ok(false);
-            }
+            };
+            // Every later change of an approved request carries its verdict, so a replica whose
+            // callers joined it can check that a person approved it.
+            let verdict: Option<&str> = updated.get(0);
             let origin = &*self.inner.instance;
             // An approval's rule travels in its verdict and is filed when a caller takes it.
             if let Some(rule) = change
@@ -760,7 +800,7 @@ impl Store for PostgresStore {
                 request: Some(change.id.as_bytes()),
                 status: Some(change.to.as_str()),
                 outcome: outcome.as_deref(),
-                verdict: change.verdict.as_deref(),
+                verdict,
                 ..FeedRow::default()
             }
             .append(&tx, origin)

@@ -151,3 +151,50 @@ async fn one_decision_wins_when_both_replicas_decide_at_once() {
     }
     assert_eq!(tools.total(), 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identical_call_on_another_replica_joins_the_pending_request() {
+    let (a, alerts_a, b, alerts_b) = pair("join", true).await;
+    let tools = Tools::default();
+    let on_a = a.layer(policy(Scope::Capability)).layer(tools.clone());
+    let on_b = b.layer(policy(Scope::Capability)).layer(tools.clone());
+    let first = tokio::spawn(on_a.oneshot(refund(7)));
+    let alert = alerts_a.next_alert().await;
+    let second = tokio::spawn(on_b.clone().oneshot(refund(7)));
+    // The second call is filed (as a join) before anything is decided: B lists nothing of its
+    // own, and nobody was alerted twice.
+    support::within(Duration::from_secs(10), || b.stats().following == 1).await;
+    let pending = b.pending_anywhere().await.unwrap();
+    assert_eq!(pending.len(), 1, "one request across both replicas");
+    assert_eq!(pending[0].id(), alert.request().id());
+    b.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice"))
+        .await
+        .expect("approved");
+    assert!(first.await.unwrap().is_ok());
+    assert!(second.await.unwrap().is_ok(), "the joined call ran too");
+    assert_eq!(tools.total(), 2);
+    assert!(alerts_b.alerts().is_empty(), "B alerted nobody");
+    assert_eq!(alerts_a.alerts().len(), 1);
+
+    // A denial ends the joined call the same way.
+    let first = tokio::spawn(
+        a.layer(policy(Scope::Capability))
+            .layer(tools.clone())
+            .oneshot(refund(8)),
+    );
+    let alert = alerts_a.next_alert().await;
+    let second = tokio::spawn(on_b.oneshot(refund(8)));
+    support::within(Duration::from_secs(10), || b.stats().following == 1).await;
+    a.deny(Deny::new(alert.request().id(), alert.code().reveal()).by("bob"))
+        .await
+        .expect("denied");
+    assert_eq!(
+        code(&first.await.unwrap().unwrap_err()),
+        "access_request_denied"
+    );
+    assert_eq!(
+        code(&second.await.unwrap().unwrap_err()),
+        "access_request_denied"
+    );
+    assert_eq!(tools.total(), 2);
+}

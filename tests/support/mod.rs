@@ -111,6 +111,18 @@ pub async fn until(mut done: impl FnMut() -> bool) {
     panic!("condition not reached");
 }
 
+/// Yields until `done` holds, for conditions that wait on real I/O (a database on another
+/// connection); fails after `limit` of real time rather than hang. No sleep: it only yields.
+pub async fn within(limit: Duration, mut done: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(limit, async {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "condition not reached within {limit:?}");
+}
+
 /// A writer that keeps what it is given, for capturing logs and terminal output.
 #[derive(Clone, Default)]
 pub struct Buffer(Arc<Mutex<Vec<u8>>>);

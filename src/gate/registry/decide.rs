@@ -89,6 +89,7 @@ impl Registry {
                         Some((rule, _)) if !ruling.approves() => Some(rule.clone()),
                         _ => None,
                     },
+                    verdict: ruling.verdict.clone(),
                 });
                 slot.phase = Phase::Deciding(Box::new(ruling));
                 slot.request.clone()

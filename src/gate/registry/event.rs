@@ -26,6 +26,9 @@ pub(crate) struct Ruling {
     pub(crate) scope: Scope,
     pub(crate) rule: Option<(Rule, Instant)>,
     pub(crate) ack: Ack,
+    /// With a store replicas share, an approval's sealed verdict, stored with it: the proof that
+    /// a person approved, for replicas whose callers joined the request.
+    pub(crate) verdict: Option<Arc<str>>,
 }
 
 impl Ruling {
@@ -54,6 +57,7 @@ pub(crate) enum Event {
         outcome: Outcome,
         scope: Scope,
         rule: Option<Rule>,
+        verdict: Option<Arc<str>>,
     },
     /// A caller took an approval: once stored ([`Registry::taken`]), the callers run.
     Taken {

@@ -81,6 +81,8 @@ pub(crate) struct Registry {
     shut: bool,
     /// How often each principal may open a new request, and so alert a person.
     alert_rate: Option<RateLimiter>,
+    /// For each request of another replica that callers here joined, their requests here.
+    followers: FxHashMap<RequestId, Vec<RequestId>>,
 }
 
 /// The numbers behind [`Gate::stats`](crate::Gate::stats).
@@ -88,6 +90,7 @@ pub(crate) struct Counts {
     pub(crate) pending: usize,
     pub(crate) parked: usize,
     pub(crate) live: usize,
+    pub(crate) following: usize,
 }
 
 fn not_found() -> Error {
@@ -117,6 +120,7 @@ impl Registry {
             made: 0,
             shut: false,
             alert_rate,
+            followers: Default::default(),
         }
     }
 
@@ -172,6 +176,7 @@ impl Registry {
             runtime,
             phase: Phase::Pending,
             stored: false,
+            follows: None,
             waiters: Vec::with_capacity(1),
             attached: 0,
             wrong_codes: 0,
@@ -347,8 +352,9 @@ impl Registry {
         }
         self.index.leave(&slot.request);
         effects.wake.extend(slot.wakers());
-        if outcome == Outcome::StoreFailed {
-            // A request the store never took was never announced, so there is nobody to tell.
+        if outcome == Outcome::StoreFailed || slot.follows.is_some() {
+            // A request the store never took was never announced, so there is nobody to tell;
+            // the callers of one that joined another replica's request just leave it.
             slot.phase = Phase::Closed(outcome);
         } else {
             slot.closed(Status::Pending, outcome, &mut effects);
@@ -384,6 +390,10 @@ impl Registry {
                 return effects;
             }
             *finished = Some(status);
+            if slot.follows.is_some() {
+                // The replica that holds the request records how it ended.
+                return effects;
+            }
             slot.request.clone()
         } else {
             let Some((request, current)) = self.history.entries.get_mut(&id) else {
@@ -437,10 +447,17 @@ impl Registry {
     }
 
     pub(crate) fn counts(&self) -> Counts {
+        // A scan, but only of live requests, and only when someone asks for the numbers.
+        let following = self
+            .live
+            .values()
+            .filter(|slot| slot.follows.is_some() && matches!(slot.phase, Phase::Pending))
+            .count();
         Counts {
-            pending: self.index.total,
+            pending: self.index.total - following,
             parked: self.parked,
             live: self.live.len(),
+            following,
         }
     }
 

@@ -53,3 +53,68 @@ impl Registry {
         effects
     }
 }
+
+impl Registry {
+    /// The store had a request identical to `id` pending, held by another replica: `id`'s
+    /// callers join it instead, and follow it ([`followed`](Self::followed)).
+    pub(crate) fn joined(&mut self, id: RequestId, other: RequestId) {
+        let Some(slot) = self.live.get_mut(&id) else {
+            return;
+        };
+        if slot.stored || !matches!(slot.phase, Phase::Pending) {
+            return;
+        }
+        slot.follows = Some(other);
+        self.followers.entry(other).or_default().push(id);
+    }
+
+    /// Another replica's request `other`, which callers here joined, reached `status`. Taken
+    /// there after an approval whose verdict verified (`approved`), they run; ended otherwise,
+    /// they end the same way. Nothing is written: the store has it.
+    pub(crate) fn followed(
+        &mut self,
+        other: RequestId,
+        status: Status,
+        outcome: Option<&Outcome>,
+        approved: bool,
+    ) -> Effects {
+        let mut effects = Effects::default();
+        let ran = approved
+            && matches!(
+                status,
+                Status::Executing | Status::Executed | Status::Failed
+            );
+        let ended = match outcome {
+            Some(outcome) if crate::store::is_finished(status) && outcome.status() == status => {
+                Some(outcome)
+            }
+            _ => None,
+        };
+        if !ran && ended.is_none() {
+            return effects;
+        }
+        let Some(followers) = self.followers.remove(&other) else {
+            return effects;
+        };
+        for id in followers {
+            let Some(slot) = self.live.get_mut(&id) else {
+                continue;
+            };
+            if !matches!(slot.phase, Phase::Pending) {
+                continue;
+            }
+            self.index.leave(&slot.request);
+            effects.wake.extend(slot.wakers());
+            slot.phase = match (ran, ended) {
+                (true, _) => Phase::Executing {
+                    finished: None,
+                    unreceived: None,
+                },
+                (false, Some(outcome)) => Phase::Closed(outcome.clone()),
+                (false, None) => unreachable!("checked above"),
+            };
+            self.retire_if_done(id);
+        }
+        effects
+    }
+}

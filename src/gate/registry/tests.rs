@@ -149,6 +149,7 @@ fn ruling(
         scope: Scope::Capability,
         rule,
         ack,
+        verdict: None,
     };
     (ruling, acked)
 }
