@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::{self, Write};
-use super::registry::Event;
+use super::registry::{Event, already};
 use super::{Gate, Shared};
 use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
@@ -164,19 +164,21 @@ impl Shared {
                     let stored = store.transition(&change).await;
                     // In a store replicas share, another replica may have decided first: that
                     // decision stands, and is carried out here once read back.
-                    let elsewhere = matches!(stored, Ok(false)) && store.shared();
-                    let result = if elsewhere {
-                        Err(Error::new(ErrorKind::AlreadyResolved)
-                            .with_detail("another replica decided this request first"))
-                    } else {
-                        applied(stored, "the store no longer holds the request as pending")
+                    let id = change.id;
+                    let elsewhere = match stored {
+                        Ok(false) if store.shared() => Some(store.request(id).await),
+                        _ => None,
                     };
-                    if let (Err(error), false) = (&result, elsewhere) {
-                        tracing::error!(request_id = %change.id, %error, "decision not recorded; the request stays pending");
+                    let result = match &elsewhere {
+                        Some(Ok(Some(now))) => Err(already(now.status, id)),
+                        _ => applied(stored, "the store no longer holds the request as pending"),
+                    };
+                    if let (Err(error), None) = (&result, &elsewhere) {
+                        tracing::error!(request_id = %id, %error, "decision not recorded; the request stays pending");
                     }
-                    let (id, now) = (change.id, tokio::time::Instant::now());
+                    let now = tokio::time::Instant::now();
                     shared.locked(|registry| ((), registry.decided(id, result, now)));
-                    if elsewhere && let Ok(Some(now)) = store.request(id).await {
+                    if let Some(Ok(Some(now))) = elsewhere {
                         shared.apply_remote(id, now.status, now.outcome, now.verdict.as_deref());
                     }
                 })
