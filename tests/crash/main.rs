@@ -1,20 +1,22 @@
-//! Crash test: a child process runs a gate on a SQLite file through a scripted approve, deny,
-//! grant and revoke workload and is killed with SIGKILL at random points, over and over. After
-//! each kill a fresh gate on the same file must show every decision the approver was told about,
+//! Crash test: a child process runs a gate on a SQLite file (then on a PostgreSQL database)
+//! through a scripted approve, deny, grant and revoke workload and is killed with SIGKILL at
+//! random points, over and over. After each kill a fresh gate on the same data must show every
+//! decision the approver was told about,
 //! every rule the approver was told was granted (unless its revocation was under way, and none
 //! they were told was revoked), no half-
 //! written row, every unfinished request abandoned, and no approved call run twice.
 //!
 //! Runs as its own harness: `cargo test --test crash` is the parent; the parent starts this same
-//! binary with `--child` for the workload. `TOLLGATE_CRASH_KILLS` sets the number of kills
-//! (default 200).
+//! binary with `--child` for the workload. `TOLLGATE_CRASH_KILLS` sets the number of kills on
+//! SQLite (default 200), `TOLLGATE_CRASH_KILLS_POSTGRES` on PostgreSQL (default 60; the database
+//! is the one `scripts/test` starts).
 
 #[path = "../support/mod.rs"]
 mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +24,7 @@ use serde_json::json;
 use tollgate::notify::RecordingNotifier;
 use tollgate::policy::{Ask, CapabilityTable};
 use tollgate::rule::RuleId;
-use tollgate::store::{SqliteStore, Store};
+use tollgate::store::{PostgresOptions, PostgresStore, SqliteStore, Store};
 use tollgate::{
     Approve, BoxError, Deny, ErrorKind, Gate, Outcome, RequestId, Revoke, Scope, Status, ToolCall,
 };
@@ -33,9 +35,9 @@ use support::{Rng, SECRET};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--child") {
-        let db = PathBuf::from(&args[at + 1]);
+        let backend = Backend::parse(&args[at + 1]);
         let seed: u64 = args[at + 2].parse().unwrap();
-        child(&db, seed);
+        child(&backend, seed);
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -61,13 +63,78 @@ fn policy() -> CapabilityTable {
     CapabilityTable::new().ask("payments.refund", ask)
 }
 
-fn gate(path: &Path, alerts: &RecordingNotifier) -> Gate {
+/// Where the workload keeps its data.
+enum Backend {
+    Sqlite(PathBuf),
+    /// A database on the test server; every process on it is the instance `crash`, so a fresh
+    /// one abandons what a killed one left unfinished.
+    Postgres(String),
+}
+
+impl Backend {
+    fn parse(arg: &str) -> Backend {
+        match arg.split_once(':') {
+            Some(("sqlite", path)) => Backend::Sqlite(PathBuf::from(path)),
+            Some(("postgres", db)) => Backend::Postgres(db.to_owned()),
+            _ => panic!("unknown backend {arg}"),
+        }
+    }
+
+    fn arg(&self) -> String {
+        match self {
+            Backend::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Backend::Postgres(db) => format!("postgres:{db}"),
+        }
+    }
+
+    async fn store(&self) -> std::sync::Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(path) => {
+                std::sync::Arc::new(SqliteStore::open(path).expect("open the store"))
+            }
+            Backend::Postgres(db) => std::sync::Arc::new(
+                PostgresStore::connect_with(
+                    &support::postgres::url(db),
+                    PostgresOptions::new().instance("crash"),
+                )
+                .await
+                .expect("connect to the store"),
+            ),
+        }
+    }
+
+    /// One number from a query over the store's tables, written with `{requests}` and `{audit}`.
+    async fn count(&self, sql: &str) -> i64 {
+        match self {
+            Backend::Sqlite(path) => {
+                let sql = sql
+                    .replace("{requests}", "requests")
+                    .replace("{audit}", "audit");
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.query_row(&sql, [], |r| r.get(0)).unwrap()
+            }
+            Backend::Postgres(db) => {
+                let sql = sql
+                    .replace("{requests}", "tollgate_requests")
+                    .replace("{audit}", "tollgate_audit");
+                let (client, connection) =
+                    tokio_postgres::connect(&support::postgres::url(db), tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                tokio::spawn(connection);
+                client.query_one(&sql, &[]).await.unwrap().get(0)
+            }
+        }
+    }
+}
+
+async fn gate(store: std::sync::Arc<dyn Store>, alerts: &RecordingNotifier) -> Gate {
     Gate::builder()
         .secret(SECRET)
         .request_ttl(Duration::from_secs(3600))
         .unlimited_alert_rate()
         .notifier(alerts.clone())
-        .store(SqliteStore::open(path).expect("open the store"))
+        .store(store)
         .build()
         .expect("build the gate")
 }
@@ -81,10 +148,10 @@ fn say(line: std::fmt::Arguments<'_>) {
 
 /// The workload: one request at a time, each from its own principal, decided at random. Every
 /// line is printed only after what it reports has returned.
-fn child(db: &Path, seed: u64) {
+fn child(backend: &Backend, seed: u64) {
     runtime().block_on(async {
         let alerts = RecordingNotifier::new();
-        let gate = gate(db, &alerts);
+        let gate = gate(backend.store().await, &alerts).await;
         say(format_args!("READY"));
         let inner = tower::service_fn(|call: ToolCall| async move {
             say(format_args!(
@@ -200,31 +267,42 @@ impl Told {
 }
 
 fn parent() {
-    let kills: usize = std::env::var("TOLLGATE_CRASH_KILLS").ok().map_or(200, |n| {
-        n.parse().expect("TOLLGATE_CRASH_KILLS is a number")
-    });
+    let kills = |var: &str, default: usize| {
+        std::env::var(var)
+            .ok()
+            .map_or(default, |n| n.parse().expect("the number of kills"))
+    };
     let dir =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("tollgate.db");
+    let sqlite = Backend::Sqlite(dir.join("tollgate.db"));
+    run(&sqlite, kills("TOLLGATE_CRASH_KILLS", 200));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let db = runtime().block_on(support::postgres::database("crash"));
+    run(
+        &Backend::Postgres(db),
+        kills("TOLLGATE_CRASH_KILLS_POSTGRES", 60),
+    );
+    println!("test result: ok. 1 passed; 0 failed");
+}
+
+/// Kills a child working on `backend` `kills` times, checking the data after each kill.
+fn run(backend: &Backend, kills: usize) {
     let exe = std::env::current_exe().unwrap();
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    println!("crash test: {kills} kills, seed {seed}");
+    let name = backend.arg();
+    println!("crash test on {name}: {kills} kills, seed {seed}");
     let mut rng = Rng::new(seed);
     let mut told = Told::default();
     let runtime = runtime();
     let started = std::time::Instant::now();
     for round in 0..kills {
         let mut child = Command::new(&exe)
-            .args([
-                "--child",
-                db.to_str().unwrap(),
-                &(seed ^ (round as u64 + 1)).to_string(),
-            ])
+            .args(["--child", &name, &(seed ^ (round as u64 + 1)).to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -250,10 +328,10 @@ fn parent() {
         for line in lines {
             told.read(&line.unwrap());
         }
-        runtime.block_on(check(&db, &told, round));
+        runtime.block_on(check(backend, &told, round));
     }
     println!(
-        "crash test: {kills} kills, {} requests decided, {} rules told, {:.1?}",
+        "crash test on {name}: {kills} kills, {} requests decided, {} rules told, {:.1?}",
         told.approved.len() + told.denied.len(),
         told.rules.len(),
         started.elapsed()
@@ -263,31 +341,27 @@ fn parent() {
         "the workload approved enough to test"
     );
     assert!(!told.denied.is_empty() && !told.revoked.is_empty());
-    std::fs::remove_dir_all(&dir).unwrap();
-    println!("test result: ok. 1 passed; 0 failed");
 }
 
-/// A fresh gate on the file, after a kill, shows everything the approver was told.
-async fn check(db: &Path, told: &Told, round: usize) {
+/// A fresh gate on the data, after a kill, shows everything the approver was told.
+async fn check(backend: &Backend, told: &Told, round: usize) {
     let ctx = |what: &str| format!("round {round}: {what}");
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok", "{}", ctx("the file is intact"));
-    drop(conn);
+    if let Backend::Sqlite(db) = backend {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok", "{}", ctx("the file is intact"));
+    }
 
     let alerts = RecordingNotifier::new();
-    let gate = gate(db, &alerts);
-    let store = SqliteStore::open(db).unwrap();
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let unfinished: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM requests WHERE status IN ('pending', 'approved', 'executing')",
-            [],
-            |r| r.get(0),
+    let store = backend.store().await;
+    let gate = gate(store.clone(), &alerts).await;
+    let unfinished = backend
+        .count(
+            "SELECT count(*) FROM {requests} WHERE status IN ('pending', 'approved', 'executing')",
         )
-        .unwrap();
+        .await;
     assert_eq!(
         unfinished,
         0,
@@ -358,32 +432,24 @@ async fn check(db: &Path, told: &Told, round: usize) {
         };
         assert!(matches, "{}", ctx("a rule's request was decided its way"));
     }
-    let total: i64 = conn
-        .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
-        .unwrap();
-    let requested_all: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM audit WHERE event = 'requested'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let total = backend.count("SELECT count(*) FROM {requests}").await;
+    let requested_all = backend
+        .count("SELECT count(*) FROM {audit} WHERE event = 'requested'")
+        .await;
     assert_eq!(
         total,
         requested_all,
         "{}",
         ctx("each request row has its requested entry")
     );
-    let orphans: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM requests r WHERE r.status IN ('executed', 'failed', 'denied')
-               AND r.outcome IS NOT NULL AND NOT EXISTS (SELECT 1 FROM audit a
+    let orphans = backend
+        .count(
+            "SELECT count(*) FROM {requests} r WHERE r.status IN ('executed', 'failed', 'denied')
+               AND r.outcome IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {audit} a
                  WHERE a.request = r.id AND a.event IN ('approved', 'denied'))
                AND r.outcome NOT LIKE '%notification_failed%' AND r.outcome NOT LIKE '%store_failed%'",
-            [],
-            |r| r.get(0),
         )
-        .unwrap();
+        .await;
     assert_eq!(orphans, 0, "{}", ctx("every decision has its audit entry"));
 
     // No approval ran twice, and none can run again: a late approve with the code is refused.
