@@ -88,6 +88,10 @@
 //! | alert, resolution | what notifiers hear: a new request with its code, and how it ended |
 //! | audit entry | one line of the trail, written with the change it records |
 //! | store | where requests, rules and the audit trail are kept ([`store::Store`]) |
+//! | replica | one of several processes of a service sharing one store; each holds its own callers |
+//! | verdict | an approval made on one replica for callers on another, sealed with the secret |
+//! | instance, lease | a replica's name in a shared store, and the time it stays alive there unless renewed |
+//! | change feed | what a shared store tells each replica of what the others stored, in commit order |
 //!
 //! Inside the gate, for contributors: *admission* is how the gate answers a call (run it, refuse
 //! it, or park it); a *ruling* is a verified approval or denial on its way to the callers; the
@@ -108,7 +112,8 @@
 //! - **Joins are bounded.** At most 256 callers (configurable) wait on one request; one that
 //!   leaves frees its place.
 //! - **Stored rules are sealed** with a key derived from the secret: a rule written into the store
-//!   by anyone else, or changed there, is not honoured (see [`store`]).
+//!   by anyone else, or changed there, is not honoured (see [`store`]). Across replicas, an
+//!   approval travels as a sealed verdict: editing a request's row approves nothing.
 //!
 //! # Pitfalls
 //!
@@ -143,6 +148,8 @@
 //!   approval page and JSON API people and bots decide through ([`approval::router`]).
 //! - `sqlite` (default): [`store::SqliteStore`], requests, rules and the audit trail in one
 //!   SQLite file (rusqlite with SQLite bundled).
+//! - `postgres`: `store::PostgresStore`, one PostgreSQL database that replicas of a service
+//!   share: decide on any replica, resume where the caller waits (tokio-postgres, deadpool).
 //! - `test-util`: `tollgate::store::conformance`, the checks every [`store::Store`] passes.
 //!
 //! The core (the gate, policies and their [configuration](config) types, the terminal and

@@ -2,8 +2,9 @@
 //!
 //! A gate keeps its pending callers in memory, but everything a person decided goes through a
 //! [`Store`] first. [`MemoryStore`] is the default; `SqliteStore` (feature `sqlite`) keeps one
-//! file on disk, so standing approvals, remembered denials and the audit trail survive a restart.
-//! One line turns it on:
+//! file on disk, so standing approvals, remembered denials and the audit trail survive a restart;
+//! `PostgresStore` (feature `postgres`) keeps them in a database that replicas of a service
+//! share (see "Across replicas" below). One line turns SQLite on:
 //!
 #![cfg_attr(feature = "sqlite", doc = "```")]
 #![cfg_attr(not(feature = "sqlite"), doc = "```text")]
@@ -72,6 +73,17 @@
 //!
 //! Keep the database, like the secret, out of the reach of the agents the gate guards.
 //! Someone who has the secret can do everything a gate can.
+//!
+//! # Across replicas
+//!
+//! With a store replicas share ([`Store::shared`]), each replica holds its own callers in memory
+//! and the store holds everything else. A replica decides a request whose callers wait on another
+//! through the store (one conditional update: one winner among every replica), and the one that
+//! holds them learns of it from [`Store::changes`] and lets them run. Such an approval is stored
+//! with a [`verdict`](Transition::verdict) sealed under a key derived from the secret, and a
+//! replica carries out only a verdict whose seal verifies: someone who can write the database
+//! still cannot approve a request, or make callers that joined one run, by editing its row. They
+//! can end requests (deny, abandon) and delete rules, as above: the gate fails closed.
 //!
 //! # Writing a store
 //!

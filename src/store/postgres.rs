@@ -1102,21 +1102,26 @@ impl Watcher {
             ))
         }));
         let mut renewed = tokio::time::Instant::now();
-        let mut down = false;
+        // Since when this replica has reached the database without a break. It sweeps up other
+        // replicas' requests only once that is a whole lease: after an outage every replica's
+        // lease has run out on the database's clock, and each must have had the time to renew
+        // before any calls another dead.
+        let mut connected = Some(tokio::time::Instant::now());
         loop {
             let wake = self.wake.clone();
             let woken = wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let result = self.round(&mut renewed).await;
-            match (&result, down) {
-                (Err(error), false) => {
-                    tracing::warn!(instance = %self.instance, %error, "postgres store: cannot read changes; retrying");
-                    down = true;
+            let sweep = connected.is_some_and(|since| since.elapsed() >= self.options.lease);
+            let result = self.round(&mut renewed, sweep).await;
+            match (&result, connected) {
+                (Err(error), Some(_)) => {
+                    tracing::warn!(instance = %self.instance, %error, "postgres store: cannot reach the database; retrying");
+                    connected = None;
                 }
-                (Ok(()), true) => {
-                    tracing::info!(instance = %self.instance, "postgres store: reading changes again");
-                    down = false;
+                (Ok(()), None) => {
+                    tracing::info!(instance = %self.instance, "postgres store: reaching the database again");
+                    connected = Some(tokio::time::Instant::now());
                 }
                 _ => {}
             }
@@ -1127,8 +1132,13 @@ impl Watcher {
         }
     }
 
-    /// One round: renew the lease if a third of it has passed, read the feed, sweep.
-    async fn round(&mut self, renewed: &mut tokio::time::Instant) -> Result<(), Error> {
+    /// One round: renew the lease if a third of it has passed, read the feed, and `sweep` up
+    /// the requests of replicas whose lease ran out.
+    async fn round(
+        &mut self,
+        renewed: &mut tokio::time::Instant,
+        sweep: bool,
+    ) -> Result<(), Error> {
         let connection = client(&self.pool).await?;
         if renewed.elapsed() >= self.options.lease / 3 {
             renew(&connection, &self.instance, self.options.lease).await?;
@@ -1136,6 +1146,9 @@ impl Watcher {
         }
         self.read(&connection).await?;
         drop(connection);
+        if !sweep {
+            return Ok(());
+        }
         let mut client = client(&self.pool).await?;
         let tx = client.transaction().await.map_err(failed)?;
         let abandoned = abandon(&tx, &self.instance, None, SystemTime::now()).await?;

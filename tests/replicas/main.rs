@@ -483,8 +483,12 @@ async fn the_database_stops_and_starts_mid_run() {
     assert_eq!(revoked.status, StatusCode::OK);
     time_until(&a, RESCAN + SLACK, |rules| !rules.contains(&rule)).await;
 
+    // Down for longer than a lease: on the database's clock every replica's lease runs out,
+    // and no replica may take another for dead when it comes back. Meanwhile every attempt to
+    // decide fails closed.
     let (call, id, code) = a.park(2).await;
     pg("stop");
+    let down = Instant::now();
     let refused = b.approve(&id, &code, "once").await;
     assert_eq!(
         refused.status,
@@ -493,6 +497,20 @@ async fn the_database_stops_and_starts_mid_run() {
         refused.body
     );
     assert_eq!(refused.code(), "store_failed", "{}", refused.body);
+    // (Decisions are rate limited per approver: reads show the same meanwhile.)
+    let mut attempts = 1;
+    while down.elapsed() < LEASE * 2 {
+        let refused = b.api("GET", &format!("/requests/{id}"), None).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            refused.body
+        );
+        assert_eq!(refused.code(), "store_failed", "{}", refused.body);
+        attempts += 1;
+    }
+    println!("restart: {attempts} answers were store_failed while the database was down");
     pg("start");
     // The pools reconnect: the first attempts may still meet a connection the restart broke.
     let started = Instant::now();
