@@ -50,7 +50,7 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             rule,
             verdict,
         } => {
-            let mut decision = decision(&request, outcome, scope, rule, audit_args);
+            let mut decision = decision(&request, outcome, scope, rule.map(|r| *r), audit_args);
             decision.verdict = verdict;
             Write::Decide(decision)
         }
@@ -62,7 +62,7 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
                 let mut granted = AuditEntry::for_rule(AuditEvent::RuleGranted, at, &rule);
                 granted.approver = Some(rule.granted_by.clone());
                 take.audit.push(granted);
-                take.rule = Some(rule);
+                take.rule = Some(*rule);
             }
             Write::Take(take)
         }

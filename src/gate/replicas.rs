@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use super::registry::{Effects, Remote, Resolved, Ruling};
+use super::registry::{Effects, Remote, Resolved, Ruling, already};
 use super::rules::deadline_of;
 use super::{Shared, verdict};
 use crate::error::{Error, ErrorKind};
@@ -145,16 +145,41 @@ impl Shared {
         self.locked(|registry| ((), registry.remote(id, remote)));
     }
 
-    /// Callers of request `id` join `other`, an identical request another replica holds, and
-    /// follow it from now on; if it moved on before they joined, they follow that at once.
-    pub(super) async fn join(
+    /// In a store replicas share, another replica decided request `id` before this process's
+    /// decision could be stored: the approver here hears where it stands, and the decision
+    /// that won is carried out on the callers here.
+    pub(super) async fn decided_elsewhere(self: &Arc<Self>, store: &dyn Store, id: RequestId) {
+        let now = store.request(id).await;
+        let result = match &now {
+            Ok(Some(stored)) => Err(already(stored.status, id)),
+            Ok(None) => Err(Error::new(ErrorKind::AccessRequestNotFound).with_request(id)),
+            Err(error) => Err(Error::new(ErrorKind::StoreFailed)
+                .with_request(id)
+                .with_detail(format!(
+                    "another replica decided first; reading it back failed: {error}"
+                ))),
+        };
+        let at = tokio::time::Instant::now();
+        self.locked(|registry| ((), registry.decided(id, result, at)));
+        if let Ok(Some(now)) = now {
+            self.apply_remote(id, now.status, now.outcome, now.verdict.as_deref());
+        }
+    }
+
+    /// Files a new request in a store replicas share: `Ok(true)` if it was filed; `Ok(false)` if
+    /// an identical request another replica holds was pending, and its callers here joined that
+    /// one instead (following it from now on, and at once if it moved on meanwhile).
+    pub(super) async fn file_or_join(
         self: &Arc<Self>,
         store: &dyn Store,
-        id: RequestId,
-        other: AccessRequest,
-    ) {
-        tracing::debug!(request_id = %id, joined = %other.id, "call joined an identical request on another replica");
-        let other = other.id;
+        request: &AccessRequest,
+        audit: &[crate::audit::AuditEntry],
+    ) -> Result<bool, Error> {
+        let Some(other) = store.insert_or_join(request, audit).await? else {
+            return Ok(true);
+        };
+        let (id, other) = (request.id, other.id);
+        tracing::debug!(request_id = %id, joined = %other, "call joined an identical request on another replica");
         self.locked(|registry| {
             registry.joined(id, other);
             ((), Effects::default())
@@ -162,6 +187,7 @@ impl Shared {
         if let Ok(Some(now)) = store.request(other).await {
             self.apply_remote(other, now.status, now.outcome, now.verdict.as_deref());
         }
+        Ok(false)
     }
 
     /// An approver here waits for request `id`'s callers on another replica to take the approval:
@@ -207,6 +233,6 @@ pub(super) fn settled(id: RequestId, status: Status) -> Result<(), Error> {
         Status::Abandoned => Err(Error::new(ErrorKind::AccessRequestAbandoned)
             .with_request(id)
             .with_detail("the replica its callers waited on stopped")),
-        status => Err(super::registry::already(status, id)),
+        status => Err(already(status, id)),
     }
 }

@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::{self, Write};
-use super::registry::{Event, already};
+use super::registry::Event;
 use super::{Gate, Shared};
 use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
@@ -142,13 +142,16 @@ impl Shared {
         self.run(match write {
             Write::Insert(request, entry) => job(move |store| {
                 Box::pin(async move {
-                    let filed = store
-                        .insert_or_join(&request, std::slice::from_ref(&entry))
-                        .await;
-                    if let Ok(Some(other)) = filed {
-                        shared.join(store, request.id, other).await;
-                        return;
-                    }
+                    let audit = std::slice::from_ref(&entry);
+                    let filed = if store.shared() {
+                        // Boxed: the common path's future stays small.
+                        match Box::pin(shared.file_or_join(store, &request, audit)).await {
+                            Ok(false) => return,
+                            filed => filed.map(drop),
+                        }
+                    } else {
+                        store.insert(&request, audit).await
+                    };
                     if let Err(error) = &filed {
                         tracing::error!(request_id = %request.id, %error, "the store could not record an access request; its calls fail");
                     }
@@ -162,25 +165,16 @@ impl Shared {
             Write::Decide(change) => job(move |store| {
                 Box::pin(async move {
                     let stored = store.transition(&change).await;
-                    // In a store replicas share, another replica may have decided first: that
-                    // decision stands, and is carried out here once read back.
-                    let id = change.id;
-                    let elsewhere = match stored {
-                        Ok(false) if store.shared() => Some(store.request(id).await),
-                        _ => None,
-                    };
-                    let result = match &elsewhere {
-                        Some(Ok(Some(now))) => Err(already(now.status, id)),
-                        _ => applied(stored, "the store no longer holds the request as pending"),
-                    };
-                    if let (Err(error), None) = (&result, &elsewhere) {
-                        tracing::error!(request_id = %id, %error, "decision not recorded; the request stays pending");
+                    if matches!(stored, Ok(false)) && store.shared() {
+                        // Boxed: the common path's future stays small.
+                        return Box::pin(shared.decided_elsewhere(store, change.id)).await;
+                    }
+                    let result = applied(stored, "the store no longer holds the request as pending");
+                    if let Err(error) = &result {
+                        tracing::error!(request_id = %change.id, %error, "decision not recorded; the request stays pending");
                     }
                     let now = tokio::time::Instant::now();
-                    shared.locked(|registry| ((), registry.decided(id, result, now)));
-                    if let Some(Ok(Some(now))) = elsewhere {
-                        shared.apply_remote(id, now.status, now.outcome, now.verdict.as_deref());
-                    }
+                    shared.locked(|registry| ((), registry.decided(change.id, result, now)));
                 })
             }),
             Write::Take(change) => job(move |store| {

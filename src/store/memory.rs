@@ -13,7 +13,7 @@ use crate::audit::{AuditEntry, AuditFilter};
 use crate::boxed::BoxFuture;
 use crate::error::Error;
 use crate::id::{RequestId, RuleId};
-use crate::request::{AccessRequest, Status};
+use crate::request::{AccessRequest, Outcome, Status};
 use crate::rule::Rule;
 
 /// Keeps requests, rules and the audit trail in memory: fast, and gone when the process stops.
@@ -28,12 +28,21 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct State {
-    requests: HashMap<RequestId, StoredRequest>,
+    requests: HashMap<RequestId, Row>,
     rules: HashMap<ScopeKey, Rule>,
     rule_keys: HashMap<RuleId, ScopeKey>,
     audit: VecDeque<AuditEntry>,
     audit_capacity: usize,
     seq: u64,
+}
+
+/// A request as this store keeps it: a [`StoredRequest`] without the verdict, which only a store
+/// replicas share keeps.
+#[derive(Clone, Debug)]
+struct Row {
+    request: AccessRequest,
+    status: Status,
+    outcome: Option<Outcome>,
 }
 
 impl Default for MemoryStore {
@@ -142,7 +151,11 @@ impl Store for MemoryStore {
         }
         state.requests.insert(
             request.id,
-            StoredRequest::new(request.clone(), Status::Pending, None),
+            Row {
+                request: request.clone(),
+                status: Status::Pending,
+                outcome: None,
+            },
         );
         state.append(audit);
         Box::pin(std::future::ready(Ok(())))
@@ -173,7 +186,10 @@ impl Store for MemoryStore {
     }
 
     fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {
-        let found = self.state().requests.get(&id).cloned();
+        let found =
+            self.state().requests.get(&id).map(|row| {
+                StoredRequest::new(row.request.clone(), row.status, row.outcome.clone())
+            });
         Box::pin(std::future::ready(Ok(found)))
     }
 

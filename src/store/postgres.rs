@@ -1107,13 +1107,19 @@ impl Watcher {
         // lease has run out on the database's clock, and each must have had the time to renew
         // before any calls another dead.
         let mut connected = Some(tokio::time::Instant::now());
+        let mut swept = tokio::time::Instant::now();
         loop {
             let wake = self.wake.clone();
             let woken = wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let sweep = connected.is_some_and(|since| since.elapsed() >= self.options.lease);
+            // Sweeping is a write: once a re-scan interval, not on every notification.
+            let sweep = connected.is_some_and(|since| since.elapsed() >= self.options.lease)
+                && swept.elapsed() >= self.options.rescan;
             let result = self.round(&mut renewed, sweep).await;
+            if sweep && result.is_ok() {
+                swept = tokio::time::Instant::now();
+            }
             match (&result, connected) {
                 (Err(error), Some(_)) => {
                     tracing::warn!(instance = %self.instance, %error, "postgres store: cannot reach the database; retrying");

@@ -86,7 +86,7 @@ impl Registry {
                     outcome: ruling.outcome.clone(),
                     scope: ruling.scope,
                     rule: match &ruling.rule {
-                        Some((rule, _)) if !ruling.approves() => Some(rule.clone()),
+                        Some((rule, _)) if !ruling.approves() => Some(Box::new(rule.clone())),
                         _ => None,
                     },
                     verdict: ruling.verdict.clone(),

@@ -38,7 +38,8 @@ impl Ruling {
 }
 
 /// What happened, in the order it happened. The gate writes each to the store, with its audit
-/// entries, before the registry lock is released.
+/// entries, before the registry lock is released. Rules are boxed: most decisions make none, and
+/// every event moves through a vector.
 #[derive(Debug)]
 pub(crate) enum Event {
     /// A new request: once stored ([`Registry::stored`]), it may be announced.
@@ -56,13 +57,13 @@ pub(crate) enum Event {
         request: Arc<AccessRequest>,
         outcome: Outcome,
         scope: Scope,
-        rule: Option<Rule>,
+        rule: Option<Box<Rule>>,
         verdict: Option<Arc<str>>,
     },
     /// A caller took an approval: once stored ([`Registry::taken`]), the callers run.
     Taken {
         request: Arc<AccessRequest>,
-        rule: Option<Rule>,
+        rule: Option<Box<Rule>>,
     },
     /// The request ended `outcome`, from `from`.
     Closed {

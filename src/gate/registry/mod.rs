@@ -176,7 +176,7 @@ impl Registry {
             runtime,
             phase: Phase::Pending,
             stored: false,
-            follows: None,
+            joined: false,
             waiters: Vec::with_capacity(1),
             attached: 0,
             wrong_codes: 0,
@@ -229,7 +229,7 @@ impl Registry {
                     .expect("just seen");
                 effects.events.push(Event::Taken {
                     request: slot.request.clone(),
-                    rule: ruling.rule.as_ref().map(|(rule, _)| rule.clone()),
+                    rule: ruling.rule.as_ref().map(|(rule, _)| Box::new(rule.clone())),
                 });
                 slot.phase = Phase::Taking(ruling);
                 slot.register(key, waker);
@@ -352,7 +352,7 @@ impl Registry {
         }
         self.index.leave(&slot.request);
         effects.wake.extend(slot.wakers());
-        if outcome == Outcome::StoreFailed || slot.follows.is_some() {
+        if outcome == Outcome::StoreFailed || slot.joined {
             // A request the store never took was never announced, so there is nobody to tell;
             // the callers of one that joined another replica's request just leave it.
             slot.phase = Phase::Closed(outcome);
@@ -390,7 +390,7 @@ impl Registry {
                 return effects;
             }
             *finished = Some(status);
-            if slot.follows.is_some() {
+            if slot.joined {
                 // The replica that holds the request records how it ended.
                 return effects;
             }
@@ -451,7 +451,7 @@ impl Registry {
         let following = self
             .live
             .values()
-            .filter(|slot| slot.follows.is_some() && matches!(slot.phase, Phase::Pending))
+            .filter(|slot| slot.joined && matches!(slot.phase, Phase::Pending))
             .count();
         Counts {
             pending: self.index.total - following,

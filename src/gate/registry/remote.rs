@@ -64,7 +64,7 @@ impl Registry {
         if slot.stored || !matches!(slot.phase, Phase::Pending) {
             return;
         }
-        slot.follows = Some(other);
+        slot.joined = true;
         self.followers.entry(other).or_default().push(id);
     }
 

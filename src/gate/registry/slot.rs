@@ -8,7 +8,6 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::event::{Effects, Event, Resolved, Ruling};
-use crate::id::RequestId;
 use crate::request::{AccessRequest, Outcome, Status};
 
 /// Where a live request is in its life; see the module docs.
@@ -69,10 +68,10 @@ pub(super) struct Slot {
     pub(super) phase: Phase,
     /// Whether the store has the request; until then nobody hears of it or can decide it.
     pub(super) stored: bool,
-    /// The request of another replica these callers joined instead (a store replicas share had
-    /// an identical one pending): this one is never stored, announced or decided; its callers
-    /// follow that one.
-    pub(super) follows: Option<RequestId>,
+    /// Whether these callers joined another replica's identical request instead (a store
+    /// replicas share had one pending): this one is then never stored, announced or decided;
+    /// its callers follow that one (the registry's `followers` says which).
+    pub(super) joined: bool,
     /// Indexed by waiter key; `None` is a place a waiter left, `Some(None)` a waiter not yet
     /// polled. The next caller to join takes a free place, so the list grows with the callers
     /// waiting at once (at most the cap), not with every caller that ever joined.
