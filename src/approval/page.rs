@@ -71,9 +71,11 @@ pub(super) async fn list(State(api): State<Shared>, visit: Visit) -> Response {
         Err(page) => return *page,
     };
     let now = SystemTime::now();
-    let pending: Vec<AccessRequest> = api
-        .gate
-        .pending()
+    let pending = match api.gate.pending_anywhere().await {
+        Ok(pending) => pending,
+        Err(error) => return error_page(&error.into()),
+    };
+    let pending: Vec<AccessRequest> = pending
         .into_iter()
         .filter(|request| approver.may_see(request))
         .collect();

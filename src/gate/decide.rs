@@ -206,7 +206,10 @@ impl Gate {
             return Err(now.map_or_else(not_found, |s| already(s.status, id)));
         }
         match answer {
-            Some(answer) => self.settled_elsewhere(id, answer).await?,
+            Some(answer) => {
+                self.settled_elsewhere(id, request.expires_at, answer)
+                    .await?
+            }
             None => {
                 // A remembered denial applies here at once; other replicas learn of it from the
                 // store.
@@ -223,9 +226,12 @@ impl Gate {
 
     /// Waits until an approval made here settles on the replica holding its callers, as the
     /// change feed tells, re-reading the store every [`RECHECK`] in case that change was lost.
+    /// If it is still not taken when the request would have expired (its callers have given up;
+    /// their replica did not carry out the verdict), the approver hears it expired.
     async fn settled_elsewhere(
         &self,
         id: RequestId,
+        expires_at: SystemTime,
         mut answer: oneshot::Receiver<Status>,
     ) -> Result<(), Error> {
         loop {
@@ -238,6 +244,11 @@ impl Gate {
             let stored = self.queued(move |store| store.request(id)).await?;
             match stored.map(|s| s.status) {
                 Some(status) if settles(status) => return settled(id, status),
+                Some(_) if SystemTime::now() > expires_at + RECHECK => {
+                    return Err(Error::new(ErrorKind::AccessRequestExpired)
+                        .with_request(id)
+                        .with_detail("no replica took the approval before the request expired"));
+                }
                 Some(_) => {}
                 None => return Err(not_found()),
             }

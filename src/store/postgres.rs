@@ -23,8 +23,11 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, NoTls, Row, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{Change, Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition};
 use crate::args::ArgsDigest;
@@ -137,6 +140,8 @@ pub struct PostgresOptions {
     listen: bool,
     pool_size: usize,
     connect_timeout: Duration,
+    /// Extra trusted roots, PEM, for a server whose certificate a private CA signed.
+    tls_roots: Vec<u8>,
 }
 
 impl Default for PostgresOptions {
@@ -148,6 +153,7 @@ impl Default for PostgresOptions {
             listen: true,
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
+            tls_roots: Vec::new(),
         }
     }
 }
@@ -193,6 +199,22 @@ impl PostgresOptions {
     /// The most connections the store's pool opens (16 by default).
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
+        self
+    }
+
+    /// Trusts the certificates in `pem` (PEM text, one or more) as roots for the server's TLS
+    /// certificate, beside the public roots that are always trusted: for a server whose
+    /// certificate a private CA signed.
+    ///
+    /// TLS (rustls with ring) is used when the connection string says `sslmode=require`, or
+    /// when roots are given here; the server's certificate must then verify against the public
+    /// roots or these, for the host named in the connection string, or nothing connects (with
+    /// `require` that is stricter than libpq's, which does not verify). Otherwise connections
+    /// are plain: `sslmode=prefer`, the default, is taken as `disable`, since a certificate
+    /// nobody said how to verify proves nothing.
+    pub fn tls_roots(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls_roots.extend_from_slice(pem.as_ref());
+        self.tls_roots.push(b'\n');
         self
     }
 
@@ -250,6 +272,28 @@ fn unreadable(why: impl fmt::Display) -> Error {
     Error::new(ErrorKind::StoreUnreadable).with_detail(why.to_string())
 }
 
+/// The TLS connector: the public roots and `pem`'s, rustls with ring.
+fn tls(pem: &[u8]) -> Result<MakeRustlsConnect, Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let invalid = |detail: String| Error::new(ErrorKind::InvalidConfig).with_detail(detail);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| invalid(format!("tls_roots: not PEM certificates: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| invalid(format!("tls_roots: not a usable root certificate: {e}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 /// A random instance name: 16 hex digits.
 fn random_instance() -> String {
     let mut bytes = [0u8; 8];
@@ -267,21 +311,33 @@ impl PostgresStore {
     /// string), brings its schema up to date, registers this instance, recovers, and starts
     /// watching for changes. Must be called inside a Tokio runtime.
     ///
-    /// Errors: `store_failed` if the database cannot be reached or written, `store_unreadable`
-    /// if its schema is newer than this version knows, or `url` does not parse.
+    /// Errors: `invalid_config` if `url` does not parse, `store_failed` if the database cannot be
+    /// reached or written, `store_unreadable` if its schema is newer than this version knows.
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, Error> {
         let mut config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| unreadable("not a PostgreSQL connection string").with_source(e))?;
+            // The parser's error is not kept: it may quote the string, password and all.
+            .map_err(|_| {
+                Error::new(ErrorKind::InvalidConfig)
+                    .with_detail("not a PostgreSQL connection string")
+            })?;
         config.connect_timeout(options.connect_timeout);
         config.application_name("tollgate");
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        // TLS, verified, when asked for: `sslmode=require`, or roots of its own. Otherwise
+        // plain, as `sslmode=prefer` cannot verify a server it was told nothing about.
+        let tls = (config.get_ssl_mode() == SslMode::Require || !options.tls_roots.is_empty())
+            .then(|| tls(&options.tls_roots))
+            .transpose()?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), manager_config),
+            None => {
+                config.ssl_mode(SslMode::Disable);
+                Manager::from_config(config.clone(), NoTls, manager_config)
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
             .runtime(Runtime::Tokio1)
@@ -301,6 +357,7 @@ impl PostgresStore {
         let watcher = Watcher {
             pool: pool.clone(),
             config,
+            tls,
             instance: instance.clone(),
             options,
             seen,
@@ -1074,6 +1131,7 @@ fn read_entry(row: &Row) -> Result<AuditEntry, Error> {
 struct Watcher {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
     instance: Arc<str>,
     options: PostgresOptions,
     /// The last change number read.
@@ -1097,6 +1155,7 @@ impl Watcher {
         let _listener = Listener(self.options.listen.then(|| {
             tokio::spawn(listen(
                 self.config.clone(),
+                self.tls.clone(),
                 self.wake.clone(),
                 self.options.rescan,
             ))
@@ -1228,41 +1287,57 @@ fn change_of(row: &Row) -> Result<Option<Change>, Error> {
 /// Holds a connection that `LISTEN`s on the channel and wakes the watcher on each notification;
 /// reconnects when the connection drops (each reconnect wakes the watcher too, to re-scan what
 /// was missed meanwhile).
-async fn listen(config: tokio_postgres::Config, wake: Arc<Notify>, retry: Duration) {
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+    wake: Arc<Notify>,
+    retry: Duration,
+) {
     loop {
-        match config.connect(NoTls).await {
-            Ok((client, mut connection)) => {
-                // The connection carries the notifications; it must be polled for the LISTEN
-                // itself to be sent, so it runs as its own task until it drops.
-                let woken = wake.clone();
-                let driver = tokio::spawn(async move {
-                    while let Some(message) =
-                        std::future::poll_fn(|cx| connection.poll_message(cx)).await
-                    {
-                        match message {
-                            Ok(AsyncMessage::Notification(_)) => woken.notify_one(),
-                            Ok(_) => {}
-                            Err(error) => {
-                                tracing::debug!(%error, "postgres store: LISTEN connection lost");
-                                return;
-                            }
-                        }
-                    }
-                });
-                if client
-                    .batch_execute(&format!("LISTEN {CHANNEL}"))
-                    .await
-                    .is_ok()
-                {
-                    // Whatever was missed while not listening is read now.
-                    wake.notify_one();
-                }
-                let _ = driver.await;
-                drop(client);
-            }
-            Err(error) => tracing::debug!(%error, "postgres store: cannot connect to LISTEN"),
+        match &tls {
+            Some(tls) => listen_once(&config, tls.clone(), &wake).await,
+            None => listen_once(&config, NoTls, &wake).await,
         }
         wake.notify_one();
         tokio::time::sleep(retry).await;
     }
+}
+
+/// One `LISTEN` connection, until it drops.
+async fn listen_once<T>(config: &tokio_postgres::Config, tls: T, wake: &Arc<Notify>)
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = match config.connect(tls).await {
+        Ok(connected) => connected,
+        Err(error) => {
+            tracing::debug!(%error, "postgres store: cannot connect to LISTEN");
+            return;
+        }
+    };
+    // The connection carries the notifications; it must be polled for the LISTEN itself to be
+    // sent, so it runs as its own task until it drops.
+    let woken = wake.clone();
+    let driver = tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => woken.notify_one(),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "postgres store: LISTEN connection lost");
+                    return;
+                }
+            }
+        }
+    });
+    if client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .is_ok()
+    {
+        // Whatever was missed while not listening is read now.
+        wake.notify_one();
+    }
+    let _ = driver.await;
 }

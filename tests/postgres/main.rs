@@ -198,3 +198,98 @@ async fn an_identical_call_on_another_replica_joins_the_pending_request() {
     );
     assert_eq!(tools.total(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_the_schema_once() {
+    let db = database("migrate").await;
+    let starts = (0..6).map(|i| {
+        let url = url(&db);
+        tokio::spawn(
+            async move { PostgresStore::connect_with(&url, options(&format!("r{i}"))).await },
+        )
+    });
+    let mut stores = Vec::new();
+    for start in starts.collect::<Vec<_>>() {
+        stores.push(start.await.unwrap().expect("every replica starts"));
+    }
+    let (client, connection) = tokio_postgres::connect(&url(&db), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM tollgate_schema", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1], "one schema row, at the latest version");
+    // A schema from a newer tollgate is refused, not written over.
+    client
+        .execute("UPDATE tollgate_schema SET version = 99", &[])
+        .await
+        .unwrap();
+    let error = PostgresStore::connect_with(&url(&db), options("newer"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::StoreUnreadable);
+    drop(stores);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_a_typed_error() {
+    let options = PostgresOptions::new().connect_timeout(Duration::from_secs(2));
+    let refused = format!(
+        "host=127.0.0.1 port={} user=postgres",
+        support::closed_port()
+    );
+    let error = PostgresStore::connect_with(&refused, options.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::StoreFailed, "{error}");
+    let error = PostgresStore::connect_with("postgres://u:secret-pw@[bad", options)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidConfig, "{error}");
+    assert!(
+        !format!("{error:?} {error}").contains("secret-pw"),
+        "the password is not repeated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_verify_the_server_against_the_given_roots() {
+    let db = database("tls").await;
+    let ca = std::fs::read(support::server_env("TOLLGATE_TEST_POSTGRES_CA")).unwrap();
+    let required = format!("{} sslmode=require", url(&db));
+    let store = PostgresStore::connect_with(&required, options("tls").tls_roots(&ca))
+        .await
+        .expect("TLS to a server whose certificate the given root signed");
+    // The store's own connections are encrypted, as the server sees them.
+    let (client, connection) = tokio_postgres::connect(&url(&db), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let encrypted: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'tollgate' AND a.datname = $1 AND s.ssl",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "the store's connections use TLS");
+    // Without that root the certificate does not verify, and nothing connects.
+    let error = PostgresStore::connect_with(&required, options("tls-untrusted"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::StoreFailed, "{error}");
+    // A root that is not a certificate is a configuration error.
+    let garbled = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n";
+    let error = PostgresStore::connect_with(&required, options("tls-bad").tls_roots(garbled))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidConfig, "{error}");
+    drop(store);
+}

@@ -22,7 +22,7 @@ use http::StatusCode;
 use http_body_util::Full;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tollgate::approval::{Approver, Tokens};
+use tollgate::approval::{Approver, TOKEN_COOKIE, Tokens};
 use tollgate::notify::{Alert, BoxFuture, Notifier, NotifyError, Resolution};
 use tollgate::policy::{Ask, CapabilityTable};
 use tollgate::store::{PostgresOptions, PostgresStore};
@@ -243,6 +243,15 @@ impl Replica {
         .await
     }
 
+    /// A page of the approval UI, signed in (the sign-in cookie holds the token).
+    async fn page(&self, path: &str) -> Reply {
+        let request = client::request("GET", &format!("/approvals{path}"))
+            .header("cookie", format!("{TOKEN_COOKIE}={TOKEN}"))
+            .body(Full::<bytes::Bytes>::default())
+            .unwrap();
+        client::send(self.addr, request).await
+    }
+
     async fn approve(&self, id: &str, code: &str, scope: &str) -> Reply {
         let body = json!({"code": code, "scope": scope});
         self.api("POST", &format!("/requests/{id}/approve"), Some(body))
@@ -361,8 +370,40 @@ async fn decisions_and_rules_across_replicas(listen: bool) {
         revoked_at.elapsed()
     );
 
-    // Parked on A, denied through C.
+    // Parked on A, denied through C; first, C's API and page list it and show it.
     let (call, id, code) = a.park(3).await;
+    let listed = c.api("GET", "/requests", None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let ids: Vec<String> = listed.json()["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        [id.clone()],
+        "{mode}: C's API lists the request A holds"
+    );
+    let shown = c.api("GET", &format!("/requests/{id}"), None).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert_eq!(shown.json()["status"], "pending");
+    assert!(
+        !shown.body.contains(&code),
+        "the code is never in an answer"
+    );
+    let page = c.page("").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains(&id),
+        "{mode}: C's page lists the request A holds"
+    );
+    let page = c.page(&format!("/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("Approve"),
+        "{mode}: and offers the decision"
+    );
     let denied = c
         .api(
             "POST",
