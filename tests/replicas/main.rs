@@ -380,7 +380,11 @@ async fn decisions_and_rules_across_replicas(listen: bool) {
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ids, [&id], "{mode}: C's API lists the request A holds");
+    assert_eq!(
+        ids,
+        std::slice::from_ref(&id),
+        "{mode}: C's API lists the request A holds"
+    );
     let shown = c.api("GET", &format!("/requests/{id}"), None).await;
     assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
     assert_eq!(shown.json()["status"], "pending");
