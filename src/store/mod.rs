@@ -95,6 +95,8 @@ mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod record;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

@@ -29,6 +29,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::sql::{Param, audit_query};
 use super::{Change, Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition};
 use crate::args::ArgsDigest;
 use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
@@ -990,44 +991,17 @@ impl Store for PostgresStore {
         filter: &'a AuditFilter,
     ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>> {
         Box::pin(async move {
-            let mut clauses = Vec::new();
-            let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-            let mut add = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
-                values.push(value);
-                clauses.push(clause.replace('?', &format!("${}", values.len())));
-            };
-            if let Some(t) = filter.since {
-                add("at >= ?", Box::new(millis(t)));
-            }
-            if let Some(t) = filter.until {
-                add("at < ?", Box::new(millis(t)));
-            }
-            if let Some(p) = &filter.principal {
-                add("principal = ?", Box::new(p.clone()));
-            }
-            if let Some(c) = &filter.capability {
-                add("capability = ?", Box::new(c.clone()));
-            }
-            if let Some(e) = filter.event {
-                add("event = ?", Box::new(e.as_str()));
-            }
-            if let Some(r) = filter.request {
-                add("request = ?", Box::new(r.as_bytes().to_vec()));
-            }
-            if let Some(s) = filter.after {
-                add("seq > ?", Box::new(i64::try_from(s).unwrap_or(i64::MAX)));
-            }
-            let filter_sql = if clauses.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", clauses.join(" AND "))
-            };
-            let sql = format!(
-                "SELECT seq, at, event, request, rule, principal, capability, args_digest, args,
-                        approver, reason, scope, detail
-                 FROM tollgate_audit {filter_sql} ORDER BY seq LIMIT {}",
-                filter.effective_limit()
-            );
+            let (sql, values) = audit_query(filter, "tollgate_audit", |n| format!("${n}"));
+            let values: Vec<Box<dyn ToSql + Sync + Send>> = values
+                .into_iter()
+                .map(|value| -> Box<dyn ToSql + Sync + Send> {
+                    match value {
+                        Param::Int(n) => Box::new(n),
+                        Param::Text(text) => Box::new(text),
+                        Param::Bytes(bytes) => Box::new(bytes),
+                    }
+                })
+                .collect();
             let params: Vec<&(dyn ToSql + Sync)> =
                 values.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
             let client = self.client().await?;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
+use super::sql::{Param, audit_query};
 use super::{Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition};
 use crate::args::ArgsDigest;
 use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
@@ -503,47 +504,12 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>> {
         let filter = filter.clone();
         self.blocking(move |conn| {
-            let mut clauses = Vec::new();
-            let mut values: Vec<SqlValue> = Vec::new();
-            let mut add = |clause: &str, value: SqlValue| {
-                values.push(value);
-                clauses.push(clause.replace('?', &format!("?{}", values.len())));
-            };
-            if let Some(t) = filter.since {
-                add("at >= ?", SqlValue::Integer(millis(t)));
-            }
-            if let Some(t) = filter.until {
-                add("at < ?", SqlValue::Integer(millis(t)));
-            }
-            if let Some(p) = &filter.principal {
-                add("principal = ?", SqlValue::Text(p.clone()));
-            }
-            if let Some(c) = &filter.capability {
-                add("capability = ?", SqlValue::Text(c.clone()));
-            }
-            if let Some(e) = filter.event {
-                add("event = ?", SqlValue::Text(e.as_str().into()));
-            }
-            if let Some(r) = filter.request {
-                add("request = ?", SqlValue::Blob(r.as_bytes().to_vec()));
-            }
-            if let Some(s) = filter.after {
-                add(
-                    "seq > ?",
-                    SqlValue::Integer(i64::try_from(s).unwrap_or(i64::MAX)),
-                );
-            }
-            let filter_sql = if clauses.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", clauses.join(" AND "))
-            };
-            let sql = format!(
-                "SELECT seq, at, event, request, rule, principal, capability, args_digest, args,
-                        approver, reason, scope, detail
-                 FROM audit {filter_sql} ORDER BY seq LIMIT {}",
-                filter.effective_limit()
-            );
+            let (sql, values) = audit_query(&filter, "audit", |n| format!("?{n}"));
+            let values = values.into_iter().map(|value| match value {
+                Param::Int(n) => SqlValue::Integer(n),
+                Param::Text(text) => SqlValue::Text(text),
+                Param::Bytes(bytes) => SqlValue::Blob(bytes),
+            });
             let mut query = conn.prepare_cached(&sql).map_err(failed)?;
             let rows = query
                 .query_map(rusqlite::params_from_iter(values), read_entry)
