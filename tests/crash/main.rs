@@ -30,7 +30,7 @@ use tollgate::{
 };
 use tower::{Layer, ServiceExt};
 
-use support::{Rng, SECRET};
+use support::{Rng, SECRET, runtime};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -46,14 +46,6 @@ fn main() {
         return;
     }
     parent();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn policy() -> CapabilityTable {

@@ -30,6 +30,7 @@ use tollgate::{Gate, Scope};
 
 use support::client::{self, Reply};
 use support::postgres::{database, url};
+use support::runtime;
 
 const TOKEN: &str = "replica-test-token-0123456789";
 /// Short, so the tests of lost notifications and stopped replicas run quickly.
@@ -51,14 +52,6 @@ fn main() {
     }
     runtime().block_on(parent());
     println!("test result: ok. 1 passed; 0 failed");
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn say(line: std::fmt::Arguments<'_>) {
@@ -530,25 +523,20 @@ async fn the_database_stops_and_starts_mid_run() {
     let (call, id, code) = a.park(2).await;
     pg("stop");
     let down = Instant::now();
-    let refused = b.approve(&id, &code, "once").await;
-    assert_eq!(
-        refused.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        refused.body
-    );
-    assert_eq!(refused.code(), "store_failed", "{}", refused.body);
+    let fails_closed = |reply: Reply| {
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.body
+        );
+        assert_eq!(reply.code(), "store_failed", "{}", reply.body);
+    };
+    fails_closed(b.approve(&id, &code, "once").await);
     // (Decisions are rate limited per approver: reads show the same meanwhile.)
     let mut attempts = 1;
     while down.elapsed() < LEASE * 2 {
-        let refused = b.api("GET", &format!("/requests/{id}"), None).await;
-        assert_eq!(
-            refused.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{}",
-            refused.body
-        );
-        assert_eq!(refused.code(), "store_failed", "{}", refused.body);
+        fails_closed(b.api("GET", &format!("/requests/{id}"), None).await);
         attempts += 1;
     }
     println!("restart: {attempts} answers were store_failed while the database was down");

@@ -100,6 +100,16 @@ impl Service<ToolCall> for Tools {
     }
 }
 
+/// The runtime of a harness that runs its own `main` (the crash test, the replicas test), and of
+/// the child processes it starts.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Yields until `done` holds, so spawned tasks can run; fails after many rounds rather than hang.
 pub async fn until(mut done: impl FnMut() -> bool) {
     for _ in 0..10_000 {
