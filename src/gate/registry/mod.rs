@@ -20,6 +20,11 @@
 //!
 //! An approval becomes final only when a waiting caller takes it (`Executing`); if every caller
 //! leaves first, the request ends cancelled and the approver is told so.
+//!
+//! With a store replicas share, a pending request may also move on because another replica
+//! decided or ended it ([`Registry::remote`]: `Approved` or `Closed`, writing nothing), and the
+//! callers of a request the store found already pending on another replica follow that one
+//! instead ([`Registry::joined`], [`Registry::followed`]: `Executing` or `Closed`).
 
 mod decide;
 mod event;
@@ -391,7 +396,7 @@ impl Registry {
             }
             *finished = Some(status);
             if slot.joined {
-                // The replica that holds the request records how it ended.
+                // The replica that holds the request it joined records how that ended.
                 return effects;
             }
             slot.request.clone()
@@ -469,7 +474,11 @@ impl Registry {
             && !slot.phase.in_flight()
         {
             let slot = self.live.remove(&id).expect("just seen");
-            self.history.insert(slot.request, slot.phase.status());
+            // A request that joined another replica's is not remembered: nobody knows its id,
+            // and the replica that holds the one it joined records how it ends.
+            if !slot.joined {
+                self.history.insert(slot.request, slot.phase.status());
+            }
         }
     }
 }

@@ -105,13 +105,12 @@ impl Registry {
             }
             self.index.leave(&slot.request);
             effects.wake.extend(slot.wakers());
-            slot.phase = match (ran, ended) {
-                (true, _) => Phase::Executing {
+            slot.phase = match ended {
+                Some(outcome) if !ran => Phase::Closed(outcome.clone()),
+                _ => Phase::Executing {
                     finished: None,
                     unreceived: None,
                 },
-                (false, Some(outcome)) => Phase::Closed(outcome.clone()),
-                (false, None) => unreachable!("checked above"),
             };
             self.retire_if_done(id);
         }

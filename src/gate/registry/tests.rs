@@ -794,3 +794,144 @@ fn wakers_are_woken_once_per_change_and_kept_when_unchanged() {
     );
     assert_eq!(world.status(parked.id), Some(Status::Pending));
 }
+
+/// Another replica's approval of a pending request: the caller here takes it as it would a
+/// local one (its take is written here), and nothing is written for the approval itself.
+#[test]
+fn an_approval_stored_elsewhere_is_taken_here() {
+    let mut w = world();
+    let parked = w.parked();
+    let (ruling, _acked) = ruling(true, &w.request(parked.id), true);
+    let effects = w
+        .registry
+        .remote(parked.id, Remote::Approved(Box::new(ruling)));
+    assert!(events(&effects).is_empty(), "the other replica wrote it");
+    assert_eq!(effects.wake.len(), 1);
+    let (poll, effects) = w.poll_effects(&parked);
+    assert!(poll.is_pending());
+    assert_eq!(events(&effects), ["taken rule=true"]);
+    assert_eq!(w.status(parked.id), Some(Status::Approved));
+}
+
+/// Another replica's denial ends the request here without a write; the callers fail with it
+/// and the notifiers hear it from here. An abandonment by another replica is told by that one.
+#[test]
+fn an_ending_stored_elsewhere_closes_the_request_here() {
+    for (outcome, told) in [
+        (
+            Outcome::Denied {
+                approver: "bob".into(),
+                reason: None,
+            },
+            true,
+        ),
+        (Outcome::Abandoned, false),
+    ] {
+        let mut w = world();
+        let parked = w.parked();
+        let effects = w
+            .registry
+            .remote(parked.id, Remote::Closed(outcome.clone()));
+        assert!(events(&effects).is_empty());
+        assert_eq!(effects.resolved.is_some(), told, "{outcome:?}");
+        let Poll::Ready(Err(error)) = w.poll(&parked) else {
+            panic!("the caller hears the ending");
+        };
+        assert_eq!(
+            Some(error.kind()),
+            outcome.error(parked.id).map(|e| e.kind())
+        );
+        // Once closed, a late change from elsewhere changes nothing.
+        let (ruling, _acked) = ruling(true, &w.request(parked.id), false);
+        let late = w
+            .registry
+            .remote(parked.id, Remote::Approved(Box::new(ruling)));
+        assert!(late.wake.is_empty() && late.events.is_empty());
+    }
+}
+
+/// A decision of this process being written is not overtaken by one from elsewhere: the gate
+/// reads the store again once that write fails.
+#[test]
+fn a_change_from_elsewhere_waits_for_a_local_write() {
+    let mut w = world();
+    let parked = w.parked();
+    let (result, _, _acked) = w.decide(parked.id, true, 1);
+    assert!(result.is_ok());
+    let effects = w.registry.remote(
+        parked.id,
+        Remote::Closed(Outcome::Denied {
+            approver: "bob".into(),
+            reason: None,
+        }),
+    );
+    assert!(effects.wake.is_empty() && effects.resolved.is_none());
+    assert_eq!(w.status(parked.id), Some(Status::Pending), "still deciding");
+}
+
+/// Callers that joined another replica's request: never stored or announced; they run once that
+/// request is taken after a verified approval, end as it ends otherwise, and leave silently.
+#[test]
+fn callers_following_another_replicas_request() {
+    let other = RequestId::random();
+    // Taken elsewhere, approved: they run.
+    let mut w = world();
+    let (admitted, _) = w.admit(request("agent-7", "{}"));
+    let (req, key, _) = admitted.expect("admitted");
+    w.registry.joined(req.id, other);
+    assert_eq!(w.registry.counts().following, 1);
+    assert_eq!(
+        w.registry.counts().pending,
+        0,
+        "not a request of this replica"
+    );
+    assert!(w.registry.pending().is_empty(), "never listed here");
+    let parked = Parked {
+        id: req.id,
+        key,
+        waker: Arc::default(),
+    };
+    assert!(w.poll(&parked).is_pending());
+    // An `executing` whose verdict did not verify moves nobody.
+    let unverified = w.registry.followed(other, Status::Executing, None, false);
+    assert!(unverified.wake.is_empty());
+    assert!(w.poll(&parked).is_pending());
+    let taken = w.registry.followed(other, Status::Executing, None, true);
+    assert_eq!(taken.wake.len(), 1);
+    assert!(taken.events.is_empty());
+    assert!(matches!(w.poll(&parked), Poll::Ready(Ok(()))));
+    let finished = w.registry.finish(req.id, Status::Executed);
+    assert!(finished.events.is_empty(), "the owner records how it ended");
+
+    // Denied elsewhere: they fail the same way.
+    let mut w = world();
+    let (admitted, _) = w.admit(request("agent-7", "{}"));
+    let (req, key, _) = admitted.expect("admitted");
+    w.registry.joined(req.id, other);
+    let parked = Parked {
+        id: req.id,
+        key,
+        waker: Arc::default(),
+    };
+    let denied = Outcome::Denied {
+        approver: "bob".into(),
+        reason: None,
+    };
+    let effects = w
+        .registry
+        .followed(other, Status::Denied, Some(&denied), false);
+    assert!(effects.events.is_empty() && effects.resolved.is_none());
+    let Poll::Ready(Err(error)) = w.poll(&parked) else {
+        panic!("the follower fails");
+    };
+    assert_eq!(error.kind(), ErrorKind::AccessRequestDenied);
+
+    // The last follower leaving writes and tells nothing.
+    let mut w = world();
+    let (admitted, _) = w.admit(request("agent-7", "{}"));
+    let (req, key, _) = admitted.expect("admitted");
+    w.registry.joined(req.id, other);
+    let effects = w.registry.leave(req.id, key);
+    assert!(effects.events.is_empty() && effects.resolved.is_none());
+    assert_eq!(w.registry.counts().following, 0);
+}
