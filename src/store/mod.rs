@@ -186,7 +186,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Files `request` as [`insert`](Self::insert) does, unless, in a store replicas share, an
     /// identical request (the same principal, session, capability and arguments) is pending:
-    /// then it files nothing and returns that request, whose callers this one's join. The
+    /// then it files nothing and returns that request, for this one's callers to join. The
     /// default always files it.
     fn insert_or_join<'a>(
         &'a self,
