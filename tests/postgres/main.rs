@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use tollgate::notify::RecordingNotifier;
-use tollgate::store::{PostgresOptions, PostgresStore, conformance};
+use tollgate::store::{PostgresOptions, PostgresStore, Store, conformance};
 use tollgate::{Approve, Deny, ErrorKind, Gate, Scope, Status};
 use tower::{Layer, ServiceExt};
 
@@ -292,4 +292,37 @@ async fn tls_connections_verify_the_server_against_the_given_roots() {
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidConfig, "{error}");
     drop(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_replica_abandons_nothing_of_a_live_one() {
+    let db = database("late").await;
+    let store = PostgresStore::connect_with(&url(&db), options("a"))
+        .await
+        .unwrap();
+    let alerts = RecordingNotifier::new();
+    let a = support::gate(&alerts).store(store).build().unwrap();
+    let tools = Tools::default();
+    let call = tokio::spawn(
+        a.layer(policy(Scope::Capability))
+            .layer(tools)
+            .oneshot(refund(1)),
+    );
+    let alert = alerts.next_alert().await;
+    let late = PostgresStore::connect_with(&url(&db), options("late"))
+        .await
+        .expect("a replica starts beside a live one");
+    let recovered = late.recover(std::time::SystemTime::now()).unwrap();
+    assert!(
+        recovered.abandoned.is_empty(),
+        "nothing of a live replica is abandoned"
+    );
+    let b = support::gate(&RecordingNotifier::new())
+        .store(late)
+        .build()
+        .unwrap();
+    b.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice"))
+        .await
+        .expect("the request is still pending, and the new replica decides it");
+    assert!(call.await.unwrap().is_ok());
 }
