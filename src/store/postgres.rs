@@ -727,15 +727,9 @@ impl Store for PostgresStore {
             .recovered
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match recovered.as_mut() {
-            Some(first) => {
-                let rules = first.rules.clone();
-                Ok(recovered
-                    .replace(Recovered::new(rules, Vec::new()))
-                    .expect("just seen"))
-            }
-            None => Ok(Recovered::default()),
-        }
+        let first = recovered.take().unwrap_or_default();
+        *recovered = Some(Recovered::new(first.rules.clone(), Vec::new()));
+        Ok(first)
     }
 
     fn insert<'a>(
