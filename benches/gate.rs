@@ -9,13 +9,15 @@
 //! the temporary directory) in the same run.
 #![allow(missing_docs)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::alloc::System;
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group};
@@ -29,24 +31,10 @@ use tollgate::store::SqliteStore;
 use tollgate::{Approve, Gate, RequireApproval, Scope, ToolCall};
 use tower::{Layer, Service};
 
+use support::Echo;
+
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// A service that answers at once: any cost measured is the gate's.
-#[derive(Clone, Copy)]
-struct Echo;
-
-impl<R> Service<R> for Echo {
-    type Response = ();
-    type Error = Infallible;
-    type Future = Ready<Result<(), Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: R) -> Self::Future {
-        ready(Ok(()))
-    }
-}
 
 fn builder() -> GateBuilder {
     Gate::builder()

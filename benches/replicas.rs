@@ -19,11 +19,13 @@
 //!   database round trip.
 #![allow(missing_docs)]
 
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -36,20 +38,7 @@ use tollgate::store::{PostgresOptions, PostgresStore};
 use tollgate::{Approve, Gate, RequireApproval, Scope, ToolCall};
 use tower::{Layer, Service, ServiceExt};
 
-#[derive(Clone, Copy)]
-struct Echo;
-
-impl<R> Service<R> for Echo {
-    type Response = ();
-    type Error = Infallible;
-    type Future = Ready<Result<(), Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: R) -> Self::Future {
-        ready(Ok(()))
-    }
-}
+use support::Echo;
 
 fn server() -> String {
     std::env::var("TOLLGATE_BENCH_POSTGRES")

@@ -258,9 +258,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Counts a wrong code against request `id` while it is pending, appending `entry` in the
-    /// same step, and returns how many it has had; `None` if the request is not pending. A store
-    /// one process owns may leave counting to the gate's memory: the default returns `None`
-    /// without writing anything, and the gate then counts and appends the entry itself.
+    /// same step, and returns how many it has had; `None` if the request is not pending. The gate
+    /// calls it only for a store that is [`shared`](Self::shared); with any other it counts in
+    /// memory, so the default, which writes nothing and returns `None`, serves them.
     fn wrong_code<'a>(
         &'a self,
         id: RequestId,
