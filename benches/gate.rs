@@ -1,14 +1,18 @@
-//! Benchmarks of the gate against a bare service, in the same run.
+//! Benchmarks of the gate against a bare service and against the naive floor
+//! (`support/floor.rs`), in the same run.
 //!
 //! ```sh
 //! cargo bench --bench gate
 //! ```
 //!
-//! Before the timings it prints the memory one parked call costs, measured over 100,000 calls.
-//! The decision benches compare the memory store with SQLite (`synchronous = FULL`, one file in
-//! the temporary directory) in the same run.
+//! Before the timings it prints what criterion does not measure, for the gate and the floor:
+//! the memory one parked call costs (over 100,000 calls), the allocations of one round trip,
+//! and the p99 from call to resume with 1,000 calls at once. The decision benches compare the
+//! memory store with SQLite (`synchronous = FULL`, one file in the temporary directory).
 #![allow(missing_docs)]
 
+#[path = "support/floor.rs"]
+mod floor;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -18,7 +22,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use serde_json::json;
@@ -31,6 +35,7 @@ use tollgate::store::SqliteStore;
 use tollgate::{Approve, Gate, RequireApproval, Scope, ToolCall};
 use tower::{Layer, Service};
 
+use floor::{Floor, FloorAlert, FloorService};
 use support::Echo;
 
 #[global_allocator]
@@ -114,6 +119,11 @@ fn allowed(c: &mut Criterion) {
     group.bench_function("bare service", |b| {
         b.iter(|| call_once(&mut bare, search()))
     });
+    group.bench_function("naive floor", |b| {
+        let (floor, _inbox) = Floor::new("payments.refund");
+        let mut floor = floor.layer(Echo);
+        b.iter(|| call_once(&mut floor, search()))
+    });
     group.bench_function("through the gate, closure policy", |b| {
         let mut always = gate
             .layer(policy_fn(|_: &ToolCall| Decision::allow("always")))
@@ -169,6 +179,29 @@ fn park_approve_resume(c: &mut Criterion) {
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = SqliteStore::open(dir.join("bench.db")).unwrap();
     let mut group = c.benchmark_group("park, approve and resume");
+    {
+        let _enter = rt.enter();
+        let (floor, inbox) = Floor::new("payments.refund");
+        let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
+        let gated = floor.layer(Echo);
+        let n = AtomicUsize::new(0);
+        group.bench_function("naive floor", |b| {
+            b.to_async(&rt).iter(|| {
+                let i = n.fetch_add(1, Ordering::Relaxed);
+                let call = ToolCall::new("payments.refund", json!({"n": i})).principal("agent-7");
+                let parked = tower::ServiceExt::oneshot(gated.clone(), call);
+                let (floor, inbox) = (floor.clone(), inbox.clone());
+                async move {
+                    let approver = async {
+                        let alert = inbox.lock().await.recv().await.unwrap();
+                        assert!(floor.approve(alert.id, &alert.code));
+                    };
+                    let (result, ()) = tokio::join!(parked, approver);
+                    result.unwrap();
+                }
+            })
+        });
+    }
     for (name, store) in [
         ("memory store", None),
         ("SQLite store, synchronous=FULL", Some(sqlite)),
@@ -209,11 +242,217 @@ fn park_approve_resume(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Bytes held per parked call, everything included: the caller's boxed future, the request,
-/// the registry's slot and indexes, and the alert task's leftovers.
-fn memory_per_parked_call() {
-    const CALLS: usize = 100_000;
+/// The approver's side of the gate or of the floor: what an alert is, and approving it.
+trait Approver: Clone + Send + Sync + 'static {
+    type Alert: Send + 'static;
+    fn approve(&self, alert: Self::Alert) -> impl Future<Output = ()> + Send;
+}
+
+impl Approver for Gate {
+    type Alert = Alert;
+    async fn approve(&self, alert: Alert) {
+        let approve = Approve::new(alert.request().id(), alert.code().reveal());
+        Gate::approve(self, approve.by("bench")).await.unwrap();
+    }
+}
+
+impl Approver for Floor {
+    type Alert = FloorAlert;
+    async fn approve(&self, alert: FloorAlert) {
+        assert!(Floor::approve(self, alert.id, &alert.code));
+    }
+}
+
+/// A gated service under test, with its approver and the alerts they read.
+struct Subject<S, A: Approver> {
+    service: S,
+    approver: A,
+    inbox: mpsc::UnboundedReceiver<A::Alert>,
+}
+
+fn gate_subject() -> Subject<RequireApproval<Echo, CapabilityTable>, Gate> {
+    let (gate, inbox) = gate_with_inbox();
+    Subject {
+        service: gate.layer(policy()).layer(Echo),
+        approver: gate,
+        inbox,
+    }
+}
+
+fn floor_subject() -> Subject<FloorService<Echo>, Floor> {
+    let (floor, inbox) = Floor::new("payments.refund");
+    Subject {
+        service: floor.layer(Echo),
+        approver: floor,
+        inbox,
+    }
+}
+
+/// A call that needs a person, distinct from every other one.
+fn distinct(i: usize) -> ToolCall {
+    ToolCall::new("payments.refund", json!({"n": i})).principal("agent-7")
+}
+
+impl<S, A> Subject<S, A>
+where
+    S: Service<ToolCall> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send,
+    S::Error: std::fmt::Debug + Send,
+    A: Approver,
+{
+    /// `calls` calls parked, then approved one at a time as their alerts arrive; each approval
+    /// awaited, then every caller. The time from the first approval to the last caller resumed.
+    async fn approve_one_by_one(&mut self, calls: usize, first: usize) -> Duration {
+        let parked: Vec<_> = (0..calls)
+            .map(|i| {
+                tokio::spawn(tower::ServiceExt::oneshot(
+                    self.service.clone(),
+                    distinct(first + i),
+                ))
+            })
+            .collect();
+        let mut alerts = Vec::with_capacity(calls);
+        while alerts.len() < calls {
+            alerts.push(self.inbox.recv().await.unwrap());
+        }
+        let start = Instant::now();
+        for alert in alerts {
+            self.approver.approve(alert).await;
+        }
+        for call in parked {
+            call.await.unwrap().unwrap();
+        }
+        start.elapsed()
+    }
+
+    /// `calls` calls made at once, each timed from its call to its resumption, approved one at a
+    /// time in the order their alerts arrive: the 99th percentile.
+    async fn p99_at_once(&mut self, calls: usize, first: usize) -> Duration {
+        let parked: Vec<_> = (0..calls)
+            .map(|i| {
+                let call = tower::ServiceExt::oneshot(self.service.clone(), distinct(first + i));
+                tokio::spawn(async move {
+                    let start = Instant::now();
+                    call.await.unwrap();
+                    start.elapsed()
+                })
+            })
+            .collect();
+        for _ in 0..calls {
+            let alert = self.inbox.recv().await.unwrap();
+            self.approver.approve(alert).await;
+        }
+        let mut latencies = Vec::with_capacity(calls);
+        for call in parked {
+            latencies.push(call.await.unwrap());
+        }
+        latencies.sort();
+        latencies[calls * 99 / 100]
+    }
+
+    /// One call parked, approved and resumed; everything is dropped by the end.
+    async fn round_trip(&mut self, i: usize) {
+        let parked = tower::ServiceExt::oneshot(self.service.clone(), distinct(i));
+        let approver = async {
+            let alert = self.inbox.recv().await.unwrap();
+            self.approver.approve(alert).await;
+        };
+        let (result, ()) = tokio::join!(parked, approver);
+        result.unwrap();
+    }
+}
+
+fn one_by_one(c: &mut Criterion) {
+    const PARKED: usize = 1_000;
     let rt = runtime();
+    let mut group = c.benchmark_group("1,000 parked, approved one by one, per decision");
+    let next = AtomicUsize::new(0);
+    let _enter = rt.enter();
+    let mut floor = floor_subject();
+    let mut gate = gate_subject();
+    fn per_decision<S, A>(
+        rt: &tokio::runtime::Runtime,
+        subject: &mut Subject<S, A>,
+        next: &AtomicUsize,
+        iters: u64,
+    ) -> Duration
+    where
+        S: Service<ToolCall> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Response: Send,
+        S::Error: std::fmt::Debug + Send,
+        A: Approver,
+    {
+        // An iteration is one decision; whole batches of 1,000, scaled to `iters`.
+        let batches = iters.div_ceil(PARKED as u64);
+        let mut total = Duration::ZERO;
+        for _ in 0..batches {
+            let first = next.fetch_add(PARKED, Ordering::Relaxed);
+            total += rt.block_on(subject.approve_one_by_one(PARKED, first));
+        }
+        total.mul_f64(iters as f64 / (batches * PARKED as u64) as f64)
+    }
+    group.bench_function("naive floor", |b| {
+        b.iter_custom(|iters| per_decision(&rt, &mut floor, &next, iters))
+    });
+    group.bench_function("memory store", |b| {
+        b.iter_custom(|iters| per_decision(&rt, &mut gate, &next, iters))
+    });
+    group.finish();
+}
+
+/// What criterion does not measure, printed for the gate and the floor side by side: the p99
+/// with 1,000 calls at once, allocations per round trip, and memory per parked call.
+fn report() {
+    let rt = runtime();
+    let _enter = rt.enter();
+    let (mut floor, mut gate) = (floor_subject(), gate_subject());
+    let mut next = 0;
+    // p99 from call to resume: the median over 9 rounds of 1,000 calls, after one to warm up.
+    let mut p99 = |run: &mut dyn FnMut(usize) -> Duration| {
+        let mut rounds: Vec<Duration> = (0..10)
+            .map(|_| {
+                next += 1_000;
+                run(next)
+            })
+            .skip(1)
+            .collect();
+        rounds.sort();
+        rounds[rounds.len() / 2]
+    };
+    let floor_p99 = p99(&mut |first| rt.block_on(floor.p99_at_once(1_000, first)));
+    let gate_p99 = p99(&mut |first| rt.block_on(gate.p99_at_once(1_000, first)));
+    println!(
+        "p99 call to resume, 1,000 calls at once: floor {floor_p99:.2?}, gate {gate_p99:.2?}, ratio {:.2}",
+        gate_p99.as_secs_f64() / floor_p99.as_secs_f64()
+    );
+
+    // Allocations of one round trip, averaged over 1,000 after 1,000 to warm up.
+    const ROUNDS: usize = 1_000;
+    let allocations = |run: &mut dyn FnMut(usize)| {
+        for i in 0..ROUNDS {
+            run(i);
+        }
+        let region = Region::new(GLOBAL);
+        for i in ROUNDS..2 * ROUNDS {
+            run(i);
+        }
+        let stats = region.change();
+        (stats.allocations / ROUNDS, stats.bytes_allocated / ROUNDS)
+    };
+    let (floor_n, floor_bytes) = allocations(&mut |i| rt.block_on(floor.round_trip(next + i)));
+    let (gate_n, gate_bytes) = allocations(&mut |i| rt.block_on(gate.round_trip(next + i)));
+    println!(
+        "allocations per round trip: floor {floor_n} ({floor_bytes} bytes), gate {gate_n} ({gate_bytes} bytes)"
+    );
+    drop(_enter);
+    drop(rt);
+    let (floor, mut floor_inbox) = Floor::new("payments.refund");
+    let floor_bytes = memory_per_parked_call(floor.layer(Echo), || {
+        while floor_inbox.try_recv().is_ok() {}
+        true
+    });
     let notified = Arc::new(AtomicUsize::new(0));
     let gate = builder()
         .notifier(notifier_fn({
@@ -225,48 +464,67 @@ fn memory_per_parked_call() {
         }))
         .build()
         .unwrap();
-    let mut gated = gate.layer(policy()).layer(Echo);
-    let calls: Vec<ToolCall> = (0..CALLS)
+    let gate_bytes = memory_per_parked_call(gate.layer(policy()).layer(Echo), || {
+        // Until every alert task has finished, not merely reached its notifier; one task
+        // stays: the gate's store queue.
+        let tasks = tokio::runtime::Handle::current().metrics();
+        notified.load(Ordering::Relaxed) == PARKED && tasks.num_alive_tasks() <= 1
+    });
+    assert_eq!(gate.stats().parked, 0);
+    println!(
+        "memory per parked call, over {PARKED} parked calls: floor {floor_bytes} bytes, gate {gate_bytes} bytes \
+         (the call itself, {} bytes plus its strings and args, is the caller's)",
+        std::mem::size_of::<ToolCall>()
+    );
+}
+
+const PARKED: usize = 100_000;
+
+/// Bytes held per parked call, everything included: the caller's boxed future, the request,
+/// the registry's slot and indexes, and the alert task's leftovers, once `settled` says the
+/// alerts are out.
+fn memory_per_parked_call<S>(mut gated: S, mut settled: impl FnMut() -> bool) -> isize
+where
+    S: Service<ToolCall>,
+{
+    let rt = runtime();
+    let calls: Vec<ToolCall> = (0..PARKED)
         .map(|i| {
             ToolCall::new("payments.refund", json!({"n": i}))
                 .principal(format!("agent-{}", i % 100))
         })
         .collect();
-    let size_of_call = std::mem::size_of::<ToolCall>();
     rt.block_on(async {
         let region = Region::new(GLOBAL);
-        let mut parked: Vec<Pin<Box<_>>> = Vec::with_capacity(CALLS);
+        let mut parked: Vec<Pin<Box<_>>> = Vec::with_capacity(PARKED);
         let mut cx = Context::from_waker(Waker::noop());
         for call in calls {
             let mut future = Box::pin(gated.call(call));
             assert!(future.as_mut().poll(&mut cx).is_pending());
             parked.push(future);
         }
-        // Until every alert task has finished, not merely reached its notifier.
-        let tasks = tokio::runtime::Handle::current().metrics();
-        // One task stays: the gate's store queue.
-        while notified.load(Ordering::Relaxed) < CALLS || tasks.num_alive_tasks() > 1 {
+        while !settled() {
             tokio::task::yield_now().await;
         }
         let stats = region.change();
         let held = stats.bytes_allocated as isize - stats.bytes_deallocated as isize
             + stats.bytes_reallocated;
-        let vec = (CALLS * std::mem::size_of::<Pin<Box<()>>>()) as isize;
-        assert_eq!(gate.stats().parked, CALLS);
-        println!(
-            "memory per parked call, over {CALLS} parked calls: {} bytes \
-             (the call itself, {size_of_call} bytes plus its strings and args, is the caller's)",
-            (held - vec) / CALLS as isize
-        );
+        let vec = (PARKED * std::mem::size_of::<Pin<Box<()>>>()) as isize;
         drop(parked);
-        assert_eq!(gate.stats().parked, 0);
-    });
+        (held - vec) / PARKED as isize
+    })
 }
 
-criterion_group!(benches, allowed, standing_rule, park_approve_resume);
+criterion_group!(
+    benches,
+    allowed,
+    standing_rule,
+    park_approve_resume,
+    one_by_one
+);
 
 fn main() {
-    memory_per_parked_call();
+    report();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
