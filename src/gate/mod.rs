@@ -354,17 +354,21 @@ impl Shared {
 
     /// Runs one registry transition: its store writes are queued before the lock is released, so
     /// the store sees transitions in the order the registry made them; its other effects are
-    /// applied after.
+    /// applied after, then the store queue is run.
     fn locked<T>(self: &Arc<Self>, transition: impl FnOnce(&mut Registry) -> (T, Effects)) -> T {
-        let (value, effects) = {
+        let (value, effects, wrote) = {
             let mut registry = self.registry();
             let (value, mut effects) = transition(&mut registry);
+            let wrote = !effects.events.is_empty();
             for event in effects.events.drain(..) {
                 self.record(event);
             }
-            (value, effects)
+            (value, effects, wrote)
         };
         self.apply(effects);
+        if wrote {
+            self.drain();
+        }
         value
     }
 }

@@ -1,16 +1,24 @@
 //! The store writer: the write-ahead queue between a gate and its store.
 //!
-//! Every store operation of a gate goes through one queue, served by one task, in the order the
-//! gate's registry made the changes: a request's insert is written before its expiry, a decision
-//! before the transition that follows it. Writes are queued while the registry lock is held, so
-//! queue order is registry order. Reads go through the same queue and so see every earlier write.
+//! Every store operation of a gate goes through one queue, in the order the gate's registry made
+//! the changes: a request's insert is written before its expiry, a decision before the transition
+//! that follows it. Writes are queued while the registry lock is held, so queue order is registry
+//! order. Reads go through the same queue and so see every earlier write.
+//!
+//! One runner at a time takes jobs off the queue, in order. The runner is whoever queued work
+//! when nobody was running: it runs jobs on the spot, after the registry lock is released, for as
+//! long as each finishes on its first poll (a store in memory always does), so the common path
+//! takes no hop through another task. A job that has to wait (a database round trip) is handed
+//! to the writer's task, which finishes it and then runs the queue until it is empty.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use super::record::{self, Write};
 use super::registry::Event;
@@ -21,80 +29,181 @@ use crate::store::{Revocation, Store};
 use crate::time::to_millis;
 
 /// One unit of work on the store.
-pub(super) type Job = Box<dyn for<'a> FnOnce(&'a dyn Store) -> BoxFuture<'a, ()> + Send>;
+pub(super) type Job = Box<dyn FnOnce(Arc<dyn Store>) -> BoxFuture<'static, ()> + Send>;
 
 /// How often the writer deletes expired rules and finished requests, at most.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
+/// Jobs between two looks at the clock for the purge.
+const PURGE_CHECK: u32 = 64;
+
 pub(super) struct StoreWriter {
-    store: Arc<dyn Store>,
-    queue: mpsc::UnboundedSender<Job>,
-    /// Taken by the writer when it starts, on the first use inside a runtime.
-    pending: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+    core: Arc<Core>,
     started: AtomicBool,
+}
+
+/// What the writer's task shares with the gate.
+struct Core {
+    store: Arc<dyn Store>,
+    queue: Mutex<Queue>,
+    /// Signalled when a job is handed to the task, or the writer is dropped.
+    handed: Notify,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Someone runs the queue: a caller on the spot, or the task. Whoever set it takes every
+    /// job until the queue is empty, then clears it.
+    running: bool,
+    /// A job that did not finish on its first poll, for the task to finish.
+    handed: Option<BoxFuture<'static, ()>>,
+    /// The gate is gone: the task ends once nothing is left.
+    closed: bool,
+    /// Jobs taken since the clock was last read, and when the store was last purged.
+    since_check: u32,
+    purged: Instant,
 }
 
 impl StoreWriter {
     pub(super) fn new(store: Arc<dyn Store>) -> Self {
-        let (queue, pending) = mpsc::unbounded_channel();
         StoreWriter {
-            store,
-            queue,
-            pending: Mutex::new(Some(pending)),
+            core: Arc::new(Core {
+                store,
+                queue: Mutex::new(Queue {
+                    jobs: VecDeque::new(),
+                    running: false,
+                    handed: None,
+                    closed: false,
+                    since_check: 0,
+                    purged: Instant::now(),
+                }),
+                handed: Notify::new(),
+            }),
             started: AtomicBool::new(false),
         }
     }
 
-    /// Queues `job`. The writer starts on the first job queued inside a Tokio runtime; jobs
-    /// queued before then wait for it. Returns whether this call started the writer.
-    pub(super) fn run(&self, job: Job) -> bool {
-        // The receiver lives until the writer ends, which needs every sender gone: never here.
-        let _ = self.queue.send(job);
-        self.start()
+    /// Queues `job` behind every job queued before it. Nothing runs it until [`drain`](Self::drain).
+    pub(super) fn push(&self, job: Job) {
+        self.core.queue().jobs.push_back(job);
     }
 
-    /// Starts the writer if it has not started and a runtime is at hand. Returns whether this
-    /// call started it.
-    pub(super) fn start(&self) -> bool {
-        if self.started.load(Ordering::Acquire) {
-            return false;
-        }
+    /// Runs the queue on the spot if nobody runs it, inside a Tokio runtime: jobs that finish on
+    /// their first poll here, the first that does not in the writer's task, with the rest after
+    /// it. Outside a runtime jobs wait for the first drain inside one. Returns whether this call
+    /// started the writer's task. Never call it with the registry lock held: jobs take it.
+    pub(super) fn drain(&self) -> bool {
         let Ok(runtime) = Handle::try_current() else {
             return false;
         };
-        let Some(mut jobs) = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        else {
-            return false;
-        };
-        self.started.store(true, Ordering::Release);
-        let store = self.store.clone();
-        runtime.spawn(async move {
-            let mut purged = Instant::now();
-            while let Some(job) = jobs.recv().await {
-                job(&*store).await;
-                if purged.elapsed() >= PURGE_EVERY {
-                    purged = Instant::now();
-                    match store.purge(SystemTime::now()).await {
-                        Ok(n) => {
-                            tracing::debug!(rules = n.rules, requests = n.requests, "store purged")
-                        }
-                        Err(error) => tracing::warn!(%error, "store purge failed"),
-                    }
-                }
+        let started = self.start_on(&runtime);
+        let core = &self.core;
+        let mut next = core.next(false);
+        while let Some(job) = next {
+            let mut work = job(core.store.clone());
+            let mut cx = Context::from_waker(Waker::noop());
+            if work.as_mut().poll(&mut cx).is_pending() {
+                // The task polls it again, with a waker of its own.
+                core.queue().handed = Some(work);
+                core.handed.notify_one();
+                break;
             }
-        });
+            next = core.next(true);
+        }
+        started
+    }
+
+    /// Starts the writer's task if it has not started and a runtime is at hand. Returns whether
+    /// this call started it.
+    pub(super) fn start(&self) -> bool {
+        match Handle::try_current() {
+            Ok(runtime) => self.start_on(&runtime),
+            Err(_) => false,
+        }
+    }
+
+    fn start_on(&self, runtime: &Handle) -> bool {
+        if self.started.load(Ordering::Acquire) || self.started.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        runtime.spawn(serve(self.core.clone()));
         true
     }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        self.core.queue().closed = true;
+        self.core.handed.notify_one();
+    }
+}
+
+impl Core {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next job, for a runner (`running`) or for a caller that would become one. A runner
+    /// that finds the queue empty stops being one. Every so often a purge is queued first.
+    fn next(&self, running: bool) -> Option<Job> {
+        let mut queue = self.queue();
+        if !running && queue.running {
+            return None;
+        }
+        let Some(job) = queue.jobs.pop_front() else {
+            if running {
+                queue.running = false;
+            }
+            return None;
+        };
+        queue.running = true;
+        queue.since_check += 1;
+        if queue.since_check >= PURGE_CHECK {
+            queue.since_check = 0;
+            if queue.purged.elapsed() >= PURGE_EVERY {
+                queue.purged = Instant::now();
+                queue.jobs.push_back(Box::new(purge));
+            }
+        }
+        Some(job)
+    }
+}
+
+/// The writer's task: finishes each job handed to it, then runs the queue until it is empty.
+async fn serve(core: Arc<Core>) {
+    loop {
+        let handed = {
+            let mut queue = core.queue();
+            match queue.handed.take() {
+                Some(work) => Some(work),
+                None if queue.closed && !queue.running => return,
+                None => None,
+            }
+        };
+        let Some(work) = handed else {
+            core.handed.notified().await;
+            continue;
+        };
+        work.await;
+        while let Some(job) = core.next(true) {
+            job(core.store.clone()).await;
+        }
+    }
+}
+
+fn purge(store: Arc<dyn Store>) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        match store.purge(SystemTime::now()).await {
+            Ok(n) => tracing::debug!(rules = n.rules, requests = n.requests, "store purged"),
+            Err(error) => tracing::warn!(%error, "store purge failed"),
+        }
+    })
 }
 
 /// Makes a [`Job`] from a closure, so that its signature is inferred from the bound.
 fn job<F>(work: F) -> Job
 where
-    F: for<'a> FnOnce(&'a dyn Store) -> BoxFuture<'a, ()> + Send + 'static,
+    F: FnOnce(Arc<dyn Store>) -> BoxFuture<'static, ()> + Send + 'static,
 {
     Box::new(work)
 }
@@ -109,7 +218,7 @@ impl Gate {
         let (tx, rx) = oneshot::channel();
         self.shared.run(job(move |store| {
             Box::pin(async move {
-                let _ = tx.send(op(store).await);
+                let _ = tx.send(op(&*store).await);
             })
         }));
         rx.await.unwrap_or_else(|_| Err(queue_stopped()))
@@ -123,29 +232,43 @@ pub(super) fn queue_stopped() -> Error {
 }
 
 impl Shared {
-    /// Queues a job on the store; the first job inside a runtime starts the queue's task.
+    /// Queues a job on the store and runs the queue.
     fn run(self: &Arc<Self>, job: Job) {
-        if self.writer.run(job) {
+        self.writer.push(job);
+        self.drain();
+    }
+
+    /// Runs the store queue on the spot (see [`StoreWriter::drain`]); the first drain inside a
+    /// runtime also starts what runs in the background.
+    pub(super) fn drain(self: &Arc<Self>) {
+        if self.writer.drain() {
             self.announce_abandoned();
             self.follow();
         }
     }
 
-    /// Queues the write a registry event calls for.
+    /// Queues the write a registry event calls for, under the registry lock; the caller drains
+    /// the queue once the lock is released.
     pub(super) fn record(self: &Arc<Self>, event: Event) {
-        self.write(record::write(event, self.settings.audit_args));
+        self.writer
+            .push(self.job(record::write(event, self.settings.audit_args)));
     }
 
-    /// Queues a write, with the registry step that follows once the store has it.
+    /// Queues a write and runs the queue.
     pub(super) fn write(self: &Arc<Self>, write: Write) {
+        self.run(self.job(write));
+    }
+
+    /// The job of a write, with the registry step that follows once the store has it.
+    fn job(self: &Arc<Self>, write: Write) -> Job {
         let shared = self.clone();
-        self.run(match write {
+        match write {
             Write::Insert(request, entry) => job(move |store| {
                 Box::pin(async move {
                     let audit = std::slice::from_ref(&entry);
                     let filed = if store.shared() {
                         // Boxed: the common path's future stays small.
-                        match Box::pin(shared.file_or_join(store, &request, audit)).await {
+                        match Box::pin(shared.file_or_join(&*store, &request, audit)).await {
                             Ok(false) => return,
                             filed => filed.map(drop),
                         }
@@ -167,9 +290,10 @@ impl Shared {
                     let stored = store.transition(&change).await;
                     if matches!(stored, Ok(false)) && store.shared() {
                         // Boxed: the common path's future stays small.
-                        return Box::pin(shared.decided_elsewhere(store, change.id)).await;
+                        return Box::pin(shared.decided_elsewhere(&*store, change.id)).await;
                     }
-                    let result = applied(stored, "the store no longer holds the request as pending");
+                    let result =
+                        applied(stored, "the store no longer holds the request as pending");
                     if let Err(error) = &result {
                         tracing::error!(request_id = %change.id, %error, "decision not recorded; the request stays pending");
                     }
@@ -193,8 +317,12 @@ impl Shared {
                 Box::pin(async move {
                     match store.transition(&change).await {
                         Ok(true) => {}
-                        Ok(false) => tracing::debug!(request_id = %change.id, from = %change.from, to = %change.to, "store transition did not apply"),
-                        Err(error) => tracing::error!(request_id = %change.id, to = %change.to, %error, "store transition failed"),
+                        Ok(false) => {
+                            tracing::debug!(request_id = %change.id, from = %change.from, to = %change.to, "store transition did not apply")
+                        }
+                        Err(error) => {
+                            tracing::error!(request_id = %change.id, to = %change.to, %error, "store transition failed")
+                        }
                     }
                 })
             }),
@@ -214,7 +342,7 @@ impl Shared {
                     }
                 })
             }),
-        });
+        }
     }
 }
 
