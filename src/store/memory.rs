@@ -19,8 +19,14 @@ use crate::rule::Rule;
 /// Keeps requests, rules and the audit trail in memory: fast, and gone when the process stops.
 ///
 /// The default store of every gate. Clones share one state, so a gate built again on a clone
-/// sees what the first one left, as it would after a restart with a durable store. The audit
-/// trail keeps the most recent entries, 65,536 unless told otherwise.
+/// sees what the first one left, as it would after a restart with a durable store.
+///
+/// Its memory is bounded, so that a process deciding calls for months stays the size it was
+/// after the first minutes: the audit trail keeps the most recent entries (65,536 unless told
+/// otherwise, [`with_audit_capacity`](Self::with_audit_capacity)), and the store keeps the most
+/// recently finished requests (4,096 unless told otherwise,
+/// [`keep_finished`](Self::keep_finished)) besides every request still pending, approved or
+/// executing. Rules are kept until they expire or are revoked.
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
@@ -33,6 +39,9 @@ struct State {
     rule_keys: HashMap<RuleId, ScopeKey>,
     audit: VecDeque<AuditEntry>,
     audit_capacity: usize,
+    /// Finished requests, oldest first: beyond `finished_capacity` the oldest are dropped.
+    finished: VecDeque<RequestId>,
+    finished_capacity: usize,
     seq: u64,
 }
 
@@ -66,9 +75,26 @@ impl MemoryStore {
                 rule_keys: HashMap::new(),
                 audit: VecDeque::new(),
                 audit_capacity: capacity,
+                finished: VecDeque::new(),
+                finished_capacity: 4096,
                 seq: 0,
             })),
         }
+    }
+
+    /// Keeps at most `capacity` finished requests (executed, denied, expired, failed, ...), the
+    /// most recently finished; older ones are forgotten, as [`purge`](Store::purge) forgets them
+    /// once they are past their expiry. Requests not yet finished are always kept.
+    ///
+    /// ```
+    /// use tollgate::store::MemoryStore;
+    ///
+    /// let store = MemoryStore::with_audit_capacity(1_000).keep_finished(100);
+    /// # let _ = store;
+    /// ```
+    pub fn keep_finished(self, capacity: usize) -> Self {
+        self.state().finished_capacity = capacity;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -87,6 +113,23 @@ impl State {
                 let mut entry = entry.clone();
                 entry.seq = self.seq;
                 self.audit.push_back(entry);
+            }
+        }
+    }
+
+    /// Request `id` just finished: the oldest finished requests beyond the capacity go.
+    fn finished(&mut self, id: RequestId) {
+        self.finished.push_back(id);
+        while self.finished.len() > self.finished_capacity {
+            let Some(oldest) = self.finished.pop_front() else {
+                break;
+            };
+            if self
+                .requests
+                .get(&oldest)
+                .is_some_and(|r| is_finished(r.status))
+            {
+                self.requests.remove(&oldest);
             }
         }
     }
@@ -130,6 +173,9 @@ impl Store for MemoryStore {
             }
         }
         abandoned.sort_by_key(|r| r.created_at);
+        for request in &abandoned {
+            state.finished(request.id);
+        }
         let entries: Vec<AuditEntry> = abandoned
             .iter()
             .map(|r| AuditEntry::abandoned(r, now))
@@ -173,6 +219,9 @@ impl Store for MemoryStore {
                     state.file(rule);
                 }
                 state.append(&change.audit);
+                if is_finished(change.to) {
+                    state.finished(change.id);
+                }
                 true
             }
             _ => false,

@@ -703,3 +703,41 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// The memory store keeps the most recently finished requests up to its bound, and every
+/// request not yet finished: a gate deciding calls for months does not grow without end.
+#[tokio::test]
+async fn the_memory_store_forgets_the_oldest_finished_requests_beyond_its_bound() {
+    let store = MemoryStore::new().keep_finished(2);
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).store(store.clone()).build().unwrap();
+    let svc = gate.layer(policy(Scope::Once)).layer(Tools::default());
+    let mut ids = Vec::new();
+    for amount in 1..=3 {
+        let task = tokio::spawn(svc.clone().oneshot(refund(amount)));
+        let alert = alerts.next_alert().await;
+        ids.push(alert.request().id());
+        gate.deny(Deny::new(alert.request().id(), alert.code().reveal()).by("bob"))
+            .await
+            .unwrap();
+        assert_eq!(
+            code(&task.await.unwrap().unwrap_err()),
+            "access_request_denied"
+        );
+    }
+    let pending = tokio::spawn(svc.clone().oneshot(refund(4)));
+    let waiting = alerts.next_alert().await.request().id();
+    let status = |id| {
+        let store = store.clone();
+        async move { store.request(id).await.unwrap().map(|s| s.status) }
+    };
+    assert_eq!(
+        status(ids[0]).await,
+        None,
+        "the oldest finished is forgotten"
+    );
+    assert_eq!(status(ids[1]).await, Some(Status::Denied));
+    assert_eq!(status(ids[2]).await, Some(Status::Denied));
+    assert_eq!(status(waiting).await, Some(Status::Pending));
+    pending.abort();
+}
