@@ -36,8 +36,8 @@ impl PendingIndex {
     }
 
     /// Forgets a request that is no longer pending.
-    pub(super) fn leave(&mut self, request: &AccessRequest) {
-        self.by_fingerprint.remove(&fingerprint(request));
+    pub(super) fn leave(&mut self, fingerprint: &Fingerprint, request: &AccessRequest) {
+        self.by_fingerprint.remove(fingerprint);
         self.total -= 1;
         let principal = &request.principal;
         if let Some(n) = self.per_principal.get_mut(principal) {

@@ -176,6 +176,7 @@ impl Registry {
         self.index.enter(fingerprint, &request);
         let mut slot = Slot {
             request: request.clone(),
+            fingerprint,
             seq: self.made,
             deadline,
             runtime,
@@ -355,7 +356,7 @@ impl Registry {
         if !matches!(slot.phase, Phase::Pending) {
             return effects;
         }
-        self.index.leave(&slot.request);
+        self.index.leave(&slot.fingerprint, &slot.request);
         effects.wake.extend(slot.wakers());
         if outcome == Outcome::StoreFailed || slot.joined {
             // A request the store never took was never announced, so there is nobody to tell;
