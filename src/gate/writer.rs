@@ -273,7 +273,7 @@ impl Shared {
                             filed => filed.map(drop),
                         }
                     } else {
-                        store.insert(&request, audit).await
+                        store.insert_arc(&request, audit).await
                     };
                     if let Err(error) = &filed {
                         tracing::error!(request_id = %request.id, %error, "the store could not record an access request; its calls fail");

@@ -1,6 +1,9 @@
 //! The default store: everything in this process's memory.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -34,7 +37,8 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct State {
-    requests: HashMap<RequestId, Row>,
+    /// FxHash: request ids are 128 random bits, so a lookup by a made-up id only probes.
+    requests: FxHashMap<RequestId, Row>,
     rules: HashMap<ScopeKey, Rule>,
     rule_keys: HashMap<RuleId, ScopeKey>,
     audit: VecDeque<AuditEntry>,
@@ -46,12 +50,13 @@ struct State {
 }
 
 /// A request as this store keeps it: a [`StoredRequest`] without the verdict, which only a store
-/// replicas share keeps.
+/// replicas share keeps. The request is the gate's own `Arc` when it came by
+/// [`insert_arc`](Store::insert_arc), so that a parked call's request is held once.
 #[derive(Clone, Debug)]
 struct Row {
-    request: AccessRequest,
+    request: Arc<AccessRequest>,
     status: Status,
-    outcome: Option<Outcome>,
+    outcome: Option<Box<Outcome>>,
 }
 
 impl Default for MemoryStore {
@@ -70,7 +75,7 @@ impl MemoryStore {
     pub fn with_audit_capacity(capacity: usize) -> Self {
         MemoryStore {
             state: Arc::new(Mutex::new(State {
-                requests: HashMap::new(),
+                requests: FxHashMap::default(),
                 rules: HashMap::new(),
                 rule_keys: HashMap::new(),
                 audit: VecDeque::new(),
@@ -99,6 +104,26 @@ impl MemoryStore {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Files a new pending request, as `insert` and `insert_arc` do.
+    fn file_request(&self, request: Arc<AccessRequest>, audit: &[AuditEntry]) -> Result<(), Error> {
+        let mut state = self.state();
+        match state.requests.entry(request.id) {
+            Entry::Occupied(_) => {
+                return Err(Error::new(crate::ErrorKind::StoreFailed)
+                    .with_detail(format!("request {} is already stored", request.id)));
+            }
+            Entry::Vacant(place) => {
+                place.insert(Row {
+                    request,
+                    status: Status::Pending,
+                    outcome: None,
+                });
+            }
+        }
+        state.append(audit);
+        Ok(())
     }
 }
 
@@ -168,8 +193,8 @@ impl Store for MemoryStore {
                 stored.status = Status::Abandoned;
                 stored
                     .outcome
-                    .get_or_insert(crate::request::Outcome::Abandoned);
-                abandoned.push(stored.request.clone());
+                    .get_or_insert_with(|| Box::new(Outcome::Abandoned));
+                abandoned.push((*stored.request).clone());
             }
         }
         abandoned.sort_by_key(|r| r.created_at);
@@ -189,22 +214,17 @@ impl Store for MemoryStore {
         request: &'a AccessRequest,
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<(), Error>> {
-        let mut state = self.state();
-        if state.requests.contains_key(&request.id) {
-            let error = Error::new(crate::ErrorKind::StoreFailed)
-                .with_detail(format!("request {} is already stored", request.id));
-            return Box::pin(std::future::ready(Err(error)));
-        }
-        state.requests.insert(
-            request.id,
-            Row {
-                request: request.clone(),
-                status: Status::Pending,
-                outcome: None,
-            },
-        );
-        state.append(audit);
-        Box::pin(std::future::ready(Ok(())))
+        let filed = self.file_request(Arc::new(request.clone()), audit);
+        Box::pin(std::future::ready(filed))
+    }
+
+    fn insert_arc<'a>(
+        &'a self,
+        request: &'a Arc<AccessRequest>,
+        audit: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let filed = self.file_request(request.clone(), audit);
+        Box::pin(std::future::ready(filed))
     }
 
     fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>> {
@@ -213,7 +233,7 @@ impl Store for MemoryStore {
             Some(stored) if stored.status == change.from => {
                 stored.status = change.to;
                 if let Some(outcome) = &change.outcome {
-                    stored.outcome = Some(outcome.clone());
+                    stored.outcome = Some(Box::new(outcome.clone()));
                 }
                 if let Some(rule) = &change.rule {
                     state.file(rule);
@@ -235,10 +255,13 @@ impl Store for MemoryStore {
     }
 
     fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {
-        let found =
-            self.state().requests.get(&id).map(|row| {
-                StoredRequest::new(row.request.clone(), row.status, row.outcome.clone())
-            });
+        let found = self.state().requests.get(&id).map(|row| {
+            StoredRequest::new(
+                (*row.request).clone(),
+                row.status,
+                row.outcome.as_deref().cloned(),
+            )
+        });
         Box::pin(std::future::ready(Ok(found)))
     }
 

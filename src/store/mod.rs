@@ -184,6 +184,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<(), Error>>;
 
+    /// [`insert`](Self::insert), from a caller that holds the request in an `Arc`, as the gate
+    /// does: a store that keeps requests in memory may keep a clone of the `Arc` rather than a
+    /// copy of the request. The default calls `insert`.
+    fn insert_arc<'a>(
+        &'a self,
+        request: &'a Arc<AccessRequest>,
+        audit: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        self.insert(request, audit)
+    }
+
     /// Files `request` as [`insert`](Self::insert) does, unless, in a store replicas share, an
     /// identical request (the same principal, session, capability and arguments) is pending:
     /// then it files nothing and returns that request, for this one's callers to join. The
@@ -281,6 +292,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<(), Error>> {
         (**self).insert(request, audit)
+    }
+    fn insert_arc<'a>(
+        &'a self,
+        request: &'a Arc<AccessRequest>,
+        audit: &'a [AuditEntry],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        (**self).insert_arc(request, audit)
     }
     fn insert_or_join<'a>(
         &'a self,
