@@ -7,6 +7,28 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// 128 bits from the operating system's random source, read 64 ids at a time per thread: one
+/// system call per 64 requests instead of one each.
+fn random_bits() -> [u8; 16] {
+    use std::cell::RefCell;
+    const IDS: usize = 64;
+    thread_local! {
+        static POOL: RefCell<([[u8; 16]; IDS], usize)> = const { RefCell::new(([[0; 16]; IDS], IDS)) };
+    }
+    POOL.with_borrow_mut(|(pool, used)| {
+        if *used == IDS {
+            getrandom::fill(pool.as_flattened_mut())
+                .expect("the operating system's random source failed");
+            *used = 0;
+        }
+        let bits = pool[*used];
+        // Not kept once handed out.
+        pool[*used] = [0; 16];
+        *used += 1;
+        bits
+    })
+}
+
 macro_rules! random_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
@@ -18,9 +40,7 @@ macro_rules! random_id {
             pub const PREFIX: &'static str = $prefix;
 
             pub(crate) fn random() -> Self {
-                let mut bytes = [0u8; 16];
-                getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-                $name(bytes)
+                $name(random_bits())
             }
 
             /// The 128 random bits.
