@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
+use std::task::{Context, Waker};
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -55,6 +56,13 @@ impl Shared {
         }
         self.deliveries.running.fetch_add(1, Ordering::AcqRel);
         let running = Running(self.clone());
+        // Polled once on the spot: a delivery every notifier finishes at once (a channel send,
+        // a notifier with nothing to do on resolution) needs no task of its own.
+        let mut delivery = Box::pin(delivery);
+        let mut cx = Context::from_waker(Waker::noop());
+        if delivery.as_mut().poll(&mut cx).is_ready() {
+            return;
+        }
         runtime.spawn(async move {
             let _running = running;
             delivery.await;
