@@ -92,3 +92,28 @@ random_id!(
     RuleId,
     "rule_"
 );
+
+#[cfg(test)]
+mod pool_tests {
+    use std::collections::HashSet;
+
+    use super::{RequestId, RuleId};
+
+    #[test]
+    fn ids_from_the_pool_are_distinct_across_refills_and_threads() {
+        let here: Vec<RequestId> = (0..1_000).map(|_| RequestId::random()).collect();
+        let there: Vec<RequestId> =
+            std::thread::spawn(|| (0..1_000).map(|_| RequestId::random()).collect())
+                .join()
+                .unwrap();
+        let rules = (0..1_000).map(|_| RuleId::random().0);
+        let all: HashSet<[u8; 16]> = here
+            .iter()
+            .chain(&there)
+            .map(|id| id.0)
+            .chain(rules)
+            .collect();
+        assert_eq!(all.len(), 3_000);
+        assert!(!all.contains(&[0; 16]), "a used place is never handed out");
+    }
+}

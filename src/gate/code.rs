@@ -61,6 +61,13 @@ impl CodeKey {
     /// max scope ‖ max rule TTL ‖ expiry)`, every field length-prefixed, cut to `length` uppercase
     /// hex characters.
     pub(crate) fn code(&self, request: &AccessRequest) -> VerificationCode {
+        let mut text = crate::hex::upper(&self.mac_of(request));
+        text.truncate(self.length);
+        VerificationCode(text)
+    }
+
+    /// The HMAC a code is cut from.
+    fn mac_of(&self, request: &AccessRequest) -> [u8; 32] {
         let mut mac = self.mac.clone();
         let expires_ms = request
             .expires_at
@@ -81,15 +88,78 @@ impl CodeKey {
             mac.update(&(field.len() as u64).to_be_bytes());
             mac.update(field);
         }
-        let mut text = crate::hex::upper(&mac.finalize().into_bytes());
-        text.truncate(self.length);
-        VerificationCode(text)
+        mac.finalize().into_bytes().into()
     }
 
     /// Constant-time check of what a person typed; case and surrounding space do not matter.
     pub(crate) fn verify(&self, request: &AccessRequest, attempt: &str) -> bool {
-        let expected = self.code(request);
-        let attempt = attempt.trim().to_ascii_uppercase();
-        bool::from(expected.0.as_bytes().ct_eq(attempt.as_bytes()))
+        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        let attempt = attempt.trim().as_bytes();
+        // The length is the configuration's, not a secret.
+        if attempt.len() != self.length {
+            return false;
+        }
+        let (mut expected, mut typed) = ([0u8; 64], [0u8; 64]);
+        for (i, byte) in self.mac_of(request).iter().enumerate() {
+            expected[2 * i] = DIGITS[usize::from(byte >> 4)];
+            expected[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        for (typed, c) in typed.iter_mut().zip(attempt) {
+            *typed = c.to_ascii_uppercase();
+        }
+        bool::from(expected[..self.length].ct_eq(&typed[..self.length]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::time::{Duration, SystemTime};
+
+    use super::CodeKey;
+    use crate::args::ArgsDigest;
+    use crate::id::RequestId;
+    use crate::request::AccessRequest;
+    use crate::scope::Scope;
+
+    fn request() -> AccessRequest {
+        let now = SystemTime::now();
+        AccessRequest {
+            id: RequestId::random(),
+            capability: "payments.refund".into(),
+            args: "{}".into(),
+            args_digest: ArgsDigest::of_canonical("{}"),
+            principal: "agent-7".into(),
+            session: None,
+            reason: None,
+            reasoning: Cow::Borrowed("refunds move money"),
+            max_scope: Scope::Once,
+            max_rule_ttl: Duration::from_secs(60),
+            approvers: None,
+            created_at: now,
+            expires_at: now + Duration::from_secs(60),
+            approval_url: None,
+        }
+    }
+
+    #[test]
+    fn only_the_whole_code_verifies_in_any_case_with_surrounding_space() {
+        let request = request();
+        for length in [6, 8, 63, 64] {
+            let key = CodeKey::new(b"a test secret of sixteen bytes", length).unwrap();
+            let code = key.code(&request);
+            let code = code.reveal();
+            assert_eq!(code.len(), length);
+            assert!(key.verify(&request, code));
+            assert!(key.verify(&request, &format!(" {} ", code.to_lowercase())));
+            assert!(!key.verify(&request, &code[..length - 1]), "a prefix");
+            assert!(!key.verify(&request, &format!("{code}0")), "one more");
+            assert!(!key.verify(&request, ""));
+            let last = if code.ends_with('0') { "1" } else { "0" };
+            let wrong = format!("{}{last}", &code[..length - 1]);
+            assert!(!key.verify(&request, &wrong), "one character off");
+            let other = CodeKey::new(b"another secret of sixteen bytes", length).unwrap();
+            assert!(!other.verify(&request, code), "another secret");
+        }
     }
 }

@@ -360,7 +360,7 @@ impl Shared {
             let mut registry = self.registry();
             let (value, mut effects) = transition(&mut registry);
             let wrote = !effects.events.is_empty();
-            for event in effects.events.drain(..) {
+            for event in effects.events.take() {
                 self.record(event);
             }
             (value, effects, wrote)

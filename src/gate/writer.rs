@@ -28,8 +28,8 @@ use crate::error::{Error, ErrorKind};
 use crate::store::{Revocation, Store};
 use crate::time::to_millis;
 
-/// One unit of work on the store.
-pub(super) type Job = Box<dyn FnOnce(Arc<dyn Store>) -> BoxFuture<'static, ()> + Send>;
+/// One unit of work on the store: a future that does nothing until the queue polls it.
+pub(super) type Job = BoxFuture<'static, ()>;
 
 /// How often the writer deletes expired rules and finished requests, at most.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -83,6 +83,11 @@ impl StoreWriter {
         }
     }
 
+    /// The store, for a job to use.
+    pub(super) fn store(&self) -> Arc<dyn Store> {
+        self.core.store.clone()
+    }
+
     /// Queues `job` behind every job queued before it. Nothing runs it until [`drain`](Self::drain).
     pub(super) fn push(&self, job: Job) {
         self.core.queue().jobs.push_back(job);
@@ -100,7 +105,7 @@ impl StoreWriter {
         let core = &self.core;
         let mut next = core.next(false);
         while let Some(job) = next {
-            let mut work = job(core.store.clone());
+            let mut work = job;
             let mut cx = Context::from_waker(Waker::noop());
             if work.as_mut().poll(&mut cx).is_pending() {
                 // The task polls it again, with a waker of its own.
@@ -162,7 +167,7 @@ impl Core {
             queue.since_check = 0;
             if queue.purged.elapsed() >= PURGE_EVERY {
                 queue.purged = Instant::now();
-                queue.jobs.push_back(Box::new(purge));
+                queue.jobs.push_back(purge(self.store.clone()));
             }
         }
         Some(job)
@@ -186,7 +191,7 @@ async fn serve(core: Arc<Core>) {
         };
         work.await;
         while let Some(job) = core.next(true) {
-            job(core.store.clone()).await;
+            job.await;
         }
     }
 }
@@ -200,14 +205,6 @@ fn purge(store: Arc<dyn Store>) -> BoxFuture<'static, ()> {
     })
 }
 
-/// Makes a [`Job`] from a closure, so that its signature is inferred from the bound.
-fn job<F>(work: F) -> Job
-where
-    F: FnOnce(Arc<dyn Store>) -> BoxFuture<'static, ()> + Send + 'static,
-{
-    Box::new(work)
-}
-
 impl Gate {
     /// Runs an operation on the store after every write queued before it: reads see them all.
     pub(super) async fn queued<T, F>(&self, op: F) -> Result<T, Error>
@@ -216,10 +213,9 @@ impl Gate {
         F: for<'a> FnOnce(&'a dyn Store) -> BoxFuture<'a, Result<T, Error>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.shared.run(job(move |store| {
-            Box::pin(async move {
-                let _ = tx.send(op(&*store).await);
-            })
+        let store = self.shared.writer.store();
+        self.shared.run(Box::pin(async move {
+            let _ = tx.send(op(&*store).await);
         }));
         rx.await.unwrap_or_else(|_| Err(queue_stopped()))
     }
@@ -262,85 +258,72 @@ impl Shared {
     /// The job of a write, with the registry step that follows once the store has it.
     fn job(self: &Arc<Self>, write: Write) -> Job {
         let shared = self.clone();
+        let store = self.writer.store();
         match write {
-            Write::Insert(request, entry) => job(move |store| {
-                Box::pin(async move {
-                    let audit = std::slice::from_ref(&entry);
-                    let filed = if store.shared() {
-                        // Boxed: the common path's future stays small.
-                        match Box::pin(shared.file_or_join(&*store, &request, audit)).await {
-                            Ok(false) => return,
-                            filed => filed.map(drop),
-                        }
-                    } else {
-                        store.insert_arc(&request, audit).await
-                    };
-                    if let Err(error) = &filed {
-                        tracing::error!(request_id = %request.id, %error, "the store could not record an access request; its calls fail");
+            Write::Insert(request, entry) => Box::pin(async move {
+                let audit = std::slice::from_ref(&entry);
+                let filed = if store.shared() {
+                    // Boxed: the common path's future stays small.
+                    match Box::pin(shared.file_or_join(&*store, &request, audit)).await {
+                        Ok(false) => return,
+                        filed => filed.map(drop),
                     }
-                    let announce =
-                        shared.locked(|registry| registry.stored(request.id, filed.is_ok()));
-                    if announce {
-                        shared.deliver(&Handle::current(), shared.clone().alert(request));
-                    }
-                })
+                } else {
+                    store.insert_arc(&request, audit).await
+                };
+                if let Err(error) = &filed {
+                    tracing::error!(request_id = %request.id, %error, "the store could not record an access request; its calls fail");
+                }
+                let announce = shared.locked(|registry| registry.stored(request.id, filed.is_ok()));
+                if announce {
+                    shared.deliver(&Handle::current(), shared.clone().alert(request));
+                }
             }),
-            Write::Decide(change) => job(move |store| {
-                Box::pin(async move {
-                    let stored = store.transition(&change).await;
-                    if matches!(stored, Ok(false)) && store.shared() {
-                        // Boxed: the common path's future stays small.
-                        return Box::pin(shared.decided_elsewhere(&*store, change.id)).await;
-                    }
-                    let result =
-                        applied(stored, "the store no longer holds the request as pending");
-                    if let Err(error) = &result {
-                        tracing::error!(request_id = %change.id, %error, "decision not recorded; the request stays pending");
-                    }
-                    let now = tokio::time::Instant::now();
-                    shared.locked(|registry| ((), registry.decided(change.id, result, now)));
-                })
+            Write::Decide(change) => Box::pin(async move {
+                let stored = store.transition(&change).await;
+                if matches!(stored, Ok(false)) && store.shared() {
+                    // Boxed: the common path's future stays small.
+                    return Box::pin(shared.decided_elsewhere(&*store, change.id)).await;
+                }
+                let result = applied(stored, "the store no longer holds the request as pending");
+                if let Err(error) = &result {
+                    tracing::error!(request_id = %change.id, %error, "decision not recorded; the request stays pending");
+                }
+                let now = tokio::time::Instant::now();
+                shared.locked(|registry| ((), registry.decided(change.id, result, now)));
             }),
-            Write::Take(change) => job(move |store| {
-                Box::pin(async move {
-                    let result = applied(
-                        store.transition(&change).await,
-                        "the store did not record the approval being taken",
-                    );
-                    if let Err(error) = &result {
-                        tracing::error!(request_id = %change.id, %error, "approved call failed: not recorded");
-                    }
-                    shared.locked(|registry| ((), registry.taken(change.id, result)));
-                })
+            Write::Take(change) => Box::pin(async move {
+                let result = applied(
+                    store.transition(&change).await,
+                    "the store did not record the approval being taken",
+                );
+                if let Err(error) = &result {
+                    tracing::error!(request_id = %change.id, %error, "approved call failed: not recorded");
+                }
+                shared.locked(|registry| ((), registry.taken(change.id, result)));
             }),
-            Write::Record(change) => job(move |store| {
-                Box::pin(async move {
-                    match store.transition(&change).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::debug!(request_id = %change.id, from = %change.from, to = %change.to, "store transition did not apply")
-                        }
-                        Err(error) => {
-                            tracing::error!(request_id = %change.id, to = %change.to, %error, "store transition failed")
-                        }
+            Write::Record(change) => Box::pin(async move {
+                match store.transition(&change).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(request_id = %change.id, from = %change.from, to = %change.to, "store transition did not apply")
                     }
-                })
+                    Err(error) => {
+                        tracing::error!(request_id = %change.id, to = %change.to, %error, "store transition failed")
+                    }
+                }
             }),
-            Write::Withdraw(rule) => job(move |store| {
-                Box::pin(async move {
-                    let which = Revocation::Rule(rule);
-                    let at = to_millis(SystemTime::now());
-                    if let Err(error) = store.revoke(&which, "tollgate", at).await {
-                        tracing::error!(rule_id = %rule, %error, "rule of an unreceived approval not withdrawn");
-                    }
-                })
+            Write::Withdraw(rule) => Box::pin(async move {
+                let which = Revocation::Rule(rule);
+                let at = to_millis(SystemTime::now());
+                if let Err(error) = store.revoke(&which, "tollgate", at).await {
+                    tracing::error!(rule_id = %rule, %error, "rule of an unreceived approval not withdrawn");
+                }
             }),
-            Write::Append(entry) => job(move |store| {
-                Box::pin(async move {
-                    if let Err(error) = store.append(std::slice::from_ref(&entry)).await {
-                        tracing::error!(event = %entry.event, %error, "audit entry not written");
-                    }
-                })
+            Write::Append(entry) => Box::pin(async move {
+                if let Err(error) = store.append(std::slice::from_ref(&entry)).await {
+                    tracing::error!(event = %entry.event, %error, "audit entry not written");
+                }
             }),
         }
     }

@@ -84,8 +84,8 @@ pub(crate) enum Event {
 #[derive(Default)]
 #[must_use]
 pub(crate) struct Effects {
-    pub(crate) events: Vec<Event>,
-    pub(crate) wake: Vec<Waker>,
+    pub(crate) events: Few<Event>,
+    pub(crate) wake: Few<Waker>,
     /// A rule to file, with its deadline.
     pub(crate) rule: Option<(Rule, Instant)>,
     pub(crate) ack: Option<(Ack, Result<(), Error>)>,
@@ -100,6 +100,78 @@ impl Effects {
         self.rule = other.rule.or(self.rule.take());
         self.ack = other.ack.or(self.ack.take());
         self.resolved = other.resolved.or(self.resolved.take());
+    }
+}
+
+/// A list that holds its first item in place: most transitions make one event and wake one
+/// caller, and then allocate nothing.
+pub(crate) enum Few<T> {
+    None,
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Few::None
+    }
+}
+
+impl<T> Few<T> {
+    pub(crate) fn push(&mut self, item: T) {
+        *self = match std::mem::take(self) {
+            Few::None => Few::One(item),
+            Few::One(first) => Few::Many(vec![first, item]),
+            Few::Many(mut items) => {
+                items.push(item);
+                Few::Many(items)
+            }
+        };
+    }
+
+    pub(crate) fn extend(&mut self, items: impl IntoIterator<Item = T>) {
+        for item in items {
+            self.push(item);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Few::None => 0,
+            Few::One(_) => 1,
+            Few::Many(items) => items.len(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
+        match self {
+            Few::None => [].iter(),
+            Few::One(item) => std::slice::from_ref(item).iter(),
+            Few::Many(items) => items.iter(),
+        }
+    }
+
+    /// Takes every item out, in order.
+    pub(crate) fn take(&mut self) -> Few<T> {
+        std::mem::take(self)
+    }
+}
+
+impl<T> IntoIterator for Few<T> {
+    type Item = T;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Few::None => None.into_iter().chain(Vec::new()),
+            Few::One(item) => Some(item).into_iter().chain(Vec::new()),
+            Few::Many(items) => None.into_iter().chain(items),
+        }
     }
 }
 
