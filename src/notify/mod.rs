@@ -34,7 +34,8 @@
 //!
 //! impl ChatRoom {
 //!     // 1. The delivery itself. Real channels do I/O here, asynchronously: the gate polls
-//!     //    every notifier in one task and never blocks a caller on it.
+//!     //    every notifier's future once where the request was stored (often in the
+//!     //    caller's task), then in a task of its own while it waits; no caller waits for it.
 //!     async fn post(&self, text: String) -> Result<(), NotifyError> {
 //!         if self.down {
 //!             // 2. Failures keep their cause: `NotifyError::new` takes any error.
@@ -150,6 +151,10 @@ pub enum IncludeCode {
 /// New hooks arrive as methods with default bodies, so implementations keep compiling.
 pub trait Notifier: Send + Sync + 'static {
     /// Sends the alert. `Ok` means it is on its way to a person.
+    ///
+    /// The gate polls the future once on the spot, often in the task of the call that made the
+    /// request, and moves it to a task of its own if it is not done: do I/O asynchronously, and
+    /// blocking work with `tokio::task::spawn_blocking`, never in the poll itself.
     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>>;
 
     /// Hears how a request ended: approved, denied, expired, cancelled, failed. Errors are logged.
