@@ -103,6 +103,7 @@ impl StoreWriter {
         };
         let started = self.start_on(&runtime);
         let core = &self.core;
+        let _unwinding = Unwinding(core);
         let mut next = core.next(false);
         while let Some(job) = next {
             let mut work = job;
@@ -174,6 +175,18 @@ impl Core {
     }
 }
 
+/// Lets the queue run on if a job panics while its runner runs it (a store that panicked): the
+/// next caller becomes the runner. The job that panicked is lost, as its task would be.
+struct Unwinding<'a>(&'a Core);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.queue().running = false;
+        }
+    }
+}
+
 /// The writer's task: finishes each job handed to it, then runs the queue until it is empty.
 async fn serve(core: Arc<Core>) {
     loop {
@@ -189,6 +202,7 @@ async fn serve(core: Arc<Core>) {
             core.handed.notified().await;
             continue;
         };
+        let _unwinding = Unwinding(&core);
         work.await;
         while let Some(job) = core.next(true) {
             job.await;

@@ -272,6 +272,8 @@ async fn expiry_is_recorded_and_arguments_only_when_asked() {
 struct Flaky {
     inner: MemoryStore,
     fail_inserts: Arc<AtomicBool>,
+    /// The next insert panics, as a store with a bug would.
+    panic_insert: Arc<AtomicBool>,
     fail_transitions: Arc<AtomicBool>,
     /// Transitions wait while the test holds this for writing; `held` counts those waiting.
     hold: Arc<tokio::sync::RwLock<()>>,
@@ -293,6 +295,9 @@ impl Store for Flaky {
     ) -> BoxFuture<'a, Result<(), Error>> {
         if self.fail_inserts.load(Ordering::SeqCst) {
             return Box::pin(async { Err(broken()) });
+        }
+        if self.panic_insert.swap(false, Ordering::SeqCst) {
+            panic!("a bug in the store");
         }
         self.inner.insert(request, audit)
     }
@@ -740,4 +745,26 @@ async fn the_memory_store_forgets_the_oldest_finished_requests_beyond_its_bound(
     assert_eq!(status(ids[2]).await, Some(Status::Denied));
     assert_eq!(status(waiting).await, Some(Status::Pending));
     pending.abort();
+}
+
+/// A store that panics while the gate writes to it loses that write, as a task would, but does
+/// not stall the gate's store queue: the next call is stored, alerted and approved.
+#[tokio::test]
+async fn a_store_that_panics_once_does_not_stall_the_queue() {
+    let store = Flaky::default();
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).store(store.clone()).build().unwrap();
+    let svc = gate.layer(policy(Scope::Once)).layer(Tools::default());
+    store.panic_insert.store(true, Ordering::SeqCst);
+    let panicked = tokio::spawn(svc.clone().oneshot(refund(1))).await;
+    assert!(panicked.unwrap_err().is_panic());
+
+    let call = tokio::spawn(svc.clone().oneshot(refund(2)));
+    let alert = tokio::time::timeout(std::time::Duration::from_secs(10), alerts.next_alert())
+        .await
+        .expect("the next request is stored and alerted");
+    gate.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice"))
+        .await
+        .unwrap();
+    call.await.unwrap().unwrap();
 }
