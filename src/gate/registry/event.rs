@@ -105,16 +105,12 @@ impl Effects {
 
 /// A list that holds its first item in place: most transitions make one event and wake one
 /// caller, and then allocate nothing.
+#[derive(Default)]
 pub(crate) enum Few<T> {
+    #[default]
     None,
     One(T),
     Many(Vec<T>),
-}
-
-impl<T> Default for Few<T> {
-    fn default() -> Self {
-        Few::None
-    }
 }
 
 impl<T> Few<T> {
