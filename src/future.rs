@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
 use tower::util::Oneshot;
 use tower_service::Service;
 
@@ -45,8 +44,6 @@ pin_project! {
     enum ParkedCall<S: Service<R>, R> {
         Waiting {
             waiter: Waiter,
-            #[pin]
-            expiry: Sleep,
             service: Option<S>,
             request: Option<R>,
         },
@@ -76,10 +73,8 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
     }
 
     pub(crate) fn parked(waiter: Waiter, service: S, request: R) -> Self {
-        let expiry = tokio::time::sleep_until(waiter.deadline());
         let call = ParkedCall::Waiting {
             waiter,
-            expiry,
             service: Some(service),
             request: Some(request),
         };
@@ -135,17 +130,11 @@ where
             match self.as_mut().project() {
                 ParkedProj::Waiting {
                     waiter,
-                    expiry,
                     service,
                     request,
                 } => {
-                    let mut decision = waiter.poll_decision(cx);
-                    if decision.is_pending() && expiry.poll(cx).is_ready() {
-                        // Expire only if still pending: an approval that won the race stands.
-                        waiter.expire();
-                        decision = waiter.poll_decision(cx);
-                    }
-                    ready!(decision)?;
+                    // The gate's expiry task ends the request at its deadline, if nobody decided.
+                    ready!(waiter.poll_decision(cx))?;
                     let finish = Finish {
                         gate: waiter.gate(),
                         id: waiter.request().id(),

@@ -76,6 +76,7 @@ impl Gate {
                 .map(|base| format!("{base}/{id}").into_boxed_str()),
         };
         let deadline = now + settings.request_ttl;
+        self.shared.watch_deadlines(&runtime);
         let admitted = self
             .shared
             .locked(|registry| registry.admit(request, now, deadline, runtime, settings.limits));
@@ -102,7 +103,6 @@ impl Gate {
             shared: self.shared.clone(),
             request,
             key,
-            deadline,
             attached: true,
         })
     }
@@ -114,7 +114,6 @@ pub(crate) struct Waiter {
     shared: Arc<Shared>,
     request: Arc<AccessRequest>,
     key: usize,
-    deadline: Instant,
     attached: bool,
 }
 
@@ -131,10 +130,6 @@ impl Waiter {
         &self.request
     }
 
-    pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
     pub(crate) fn gate(&self) -> Gate {
         Gate {
             shared: self.shared.clone(),
@@ -144,20 +139,23 @@ impl Waiter {
     /// `Ready(Ok)` once an approval is this caller's to run; `Ready(Err)` once the request closed.
     pub(crate) fn poll_decision(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let (id, key) = (self.request.id, self.key);
-        let poll = self
-            .shared
-            .locked(|registry| registry.poll(id, key, cx.waker()));
+        let (mut poll, took) = self.shared.locked(|registry| {
+            let (poll, effects) = registry.poll(id, key, cx.waker());
+            let took = !effects.events.is_empty();
+            ((poll, took), effects)
+        });
+        if poll.is_pending() && took {
+            // This caller took an approval, and the queue ran on the spot after the lock: with a
+            // store that answers at once the take is stored by now. Look again rather than wait
+            // for the wake-up it sent.
+            poll = self
+                .shared
+                .locked(|registry| registry.poll(id, key, cx.waker()));
+        }
         if poll.is_ready() {
             self.attached = false;
         }
         poll
-    }
-
-    /// The deadline passed: expire the request if nobody decided first.
-    pub(crate) fn expire(&self) {
-        let id = self.request.id;
-        self.shared
-            .locked(|registry| ((), registry.expire(id, Instant::now())));
     }
 }
 

@@ -1,7 +1,7 @@
 //! Building a gate: settings checked, the store's state recovered.
 
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -287,6 +287,8 @@ impl GateBuilder {
                 )),
                 rules: RwLock::new(rules),
                 changed: Notify::new(),
+                alarm: Arc::default(),
+                expiring: AtomicBool::new(false),
                 wrong_codes: AtomicU64::new(0),
                 feed: Mutex::new(store.changes()),
                 elsewhere: Mutex::default(),

@@ -98,8 +98,12 @@ impl Shared {
             rule,
             ack,
             resolved,
+            alarm,
             events: _,
         } = effects;
+        if alarm {
+            self.alarm.notify_one();
+        }
         let changed = !wake.is_empty() || rule.is_some() || ack.is_some() || resolved.is_some();
         if let Some((rule, deadline)) = rule {
             tracing::info!(

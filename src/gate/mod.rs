@@ -32,6 +32,7 @@
 // - `record`: what the registry's events write to the store and the audit trail;
 // - `writer`: the one queue every store operation goes through, in registry order;
 // - `effects`: what follows a transition: wake callers, answer approvers, file rules, alert;
+// - `expiry`: the task that expires pending requests at their deadlines;
 // - `replicas`, `verdict`: what other processes sharing the store did, carried out here;
 // - `builder`: settings, and recovery from the store;
 // - `code`, `seal`, `rules`, `rate`: verification codes, rule seals, the rule table, the
@@ -45,6 +46,7 @@ mod builder;
 mod code;
 mod decide;
 mod effects;
+mod expiry;
 pub(crate) mod rate;
 mod record;
 mod registry;
@@ -55,7 +57,7 @@ mod verdict;
 mod writer;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -123,6 +125,10 @@ pub(crate) struct Shared {
     rules: RwLock<RuleTable>,
     /// Signalled on every status change, for `Gate::wait`.
     changed: Notify,
+    /// Wakes the expiry task when a new request's deadline is the earliest.
+    alarm: Arc<Notify>,
+    /// Whether the expiry task runs.
+    expiring: AtomicBool,
     wrong_codes: AtomicU64,
     /// The store, behind the queue that keeps writes in order.
     writer: StoreWriter,

@@ -39,7 +39,6 @@ const PURGE_CHECK: u32 = 64;
 
 pub(super) struct StoreWriter {
     core: Arc<Core>,
-    started: AtomicBool,
 }
 
 /// What the writer's task shares with the gate.
@@ -48,6 +47,9 @@ struct Core {
     queue: Mutex<Queue>,
     /// Signalled when a job is handed to the task, or the writer is dropped.
     handed: Notify,
+    /// Whether the task runs: cleared when it ends with its runtime, so the next drain starts
+    /// it again.
+    started: AtomicBool,
 }
 
 struct Queue {
@@ -78,8 +80,8 @@ impl StoreWriter {
                     purged: Instant::now(),
                 }),
                 handed: Notify::new(),
+                started: AtomicBool::new(false),
             }),
-            started: AtomicBool::new(false),
         }
     }
 
@@ -129,7 +131,8 @@ impl StoreWriter {
     }
 
     fn start_on(&self, runtime: &Handle) -> bool {
-        if self.started.load(Ordering::Acquire) || self.started.swap(true, Ordering::AcqRel) {
+        let started = &self.core.started;
+        if started.load(Ordering::Acquire) || started.swap(true, Ordering::AcqRel) {
             return false;
         }
         runtime.spawn(serve(self.core.clone()));
@@ -175,8 +178,8 @@ impl Core {
     }
 }
 
-/// Lets the queue run on if a job panics while its runner runs it (a store that panicked): the
-/// next caller becomes the runner. The job that panicked is lost, as its task would be.
+/// Lets the queue run on if a job panics while a caller runs it (a store that panicked): the
+/// next caller becomes the runner. The job that panicked is lost.
 struct Unwinding<'a>(&'a Core);
 
 impl Drop for Unwinding<'_> {
@@ -189,6 +192,25 @@ impl Drop for Unwinding<'_> {
 
 /// The writer's task: finishes each job handed to it, then runs the queue until it is empty.
 async fn serve(core: Arc<Core>) {
+    /// However the task ends (its runtime shut down, a store panicked), the queue is left for
+    /// the next caller to run, and the next drain starts a task again. The job it was running
+    /// is lost.
+    struct Ended<'a> {
+        core: &'a Core,
+        running: bool,
+    }
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            if self.running {
+                self.core.queue().running = false;
+            }
+            self.core.started.store(false, Ordering::Release);
+        }
+    }
+    let mut ended = Ended {
+        core: &core,
+        running: false,
+    };
     loop {
         let handed = {
             let mut queue = core.queue();
@@ -202,11 +224,12 @@ async fn serve(core: Arc<Core>) {
             core.handed.notified().await;
             continue;
         };
-        let _unwinding = Unwinding(&core);
+        ended.running = true;
         work.await;
         while let Some(job) = core.next(true) {
             job.await;
         }
+        ended.running = false;
     }
 }
 

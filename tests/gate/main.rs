@@ -18,7 +18,7 @@ use tollgate::{
 };
 use tower::{Layer, ServiceExt};
 
-use support::{Tools, code, gate, policy, refund, search};
+use support::{Tools, code, gate, policy, refund, search, until};
 
 type Svc = RequireApproval<Tools, tollgate::policy::CapabilityTable>;
 
@@ -446,7 +446,7 @@ async fn at_its_ttl_the_request_expires() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unwatched_request_expires_when_its_caller_wakes() {
-    // The caller's own timer expires the request, with no approver involved.
+    // The gate's expiry task expires the request, with no approver involved.
     let f = fixture(Scope::Value);
     let (task, alert) = f.park(refund(100)).await;
     let error = task.await.unwrap().unwrap_err();
@@ -457,6 +457,27 @@ async fn an_unwatched_request_expires_when_its_caller_wakes() {
             .unwrap()
             .is_retryable()
     );
+    assert_eq!(
+        f.gate.status(alert.request().id()).unwrap(),
+        Status::Expired
+    );
+}
+
+/// A request expires at its own deadline, however late identical calls joined it and whichever
+/// of its callers is left.
+#[tokio::test(start_paused = true)]
+async fn a_request_expires_at_its_deadline_though_its_first_caller_left() {
+    let f = fixture(Scope::Value);
+    let started = tokio::time::Instant::now();
+    let (first, alert) = f.park(refund(100)).await;
+    advance(Duration::from_secs(100)).await;
+    let joined = tokio::spawn(f.svc.clone().oneshot(refund(100)));
+    until(|| f.gate.stats().parked == 2).await;
+    first.abort();
+    until(|| f.gate.stats().parked == 1).await;
+    let error = joined.await.unwrap().unwrap_err();
+    assert_eq!(code(&error), "access_request_expired");
+    assert_eq!(started.elapsed(), support::TTL, "at the request's deadline");
     assert_eq!(
         f.gate.status(alert.request().id()).unwrap(),
         Status::Expired
@@ -1025,4 +1046,31 @@ fn request_ids_print_and_parse() {
         );
     }
     assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
+}
+
+/// The gate's expiry task runs on the runtime of the first request; if that runtime shuts
+/// down, the next request starts it again on its own, and requests still expire on time.
+#[test]
+fn requests_expire_after_the_runtime_of_the_first_one_shut_down() {
+    let paused = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let f = fixture(Scope::Value);
+    let first = paused();
+    first.block_on(async {
+        let (task, _) = f.park(refund(1)).await;
+        task.abort();
+    });
+    drop(first);
+    paused().block_on(async {
+        let started = tokio::time::Instant::now();
+        let (task, _) = f.park(refund(2)).await;
+        let error = task.await.unwrap().unwrap_err();
+        assert_eq!(code(&error), "access_request_expired");
+        assert_eq!(started.elapsed(), support::TTL);
+    });
 }

@@ -768,3 +768,34 @@ async fn a_store_that_panics_once_does_not_stall_the_queue() {
         .unwrap();
     call.await.unwrap().unwrap();
 }
+
+/// A gate whose store answers later (SQLite) hands those writes to a task on the runtime of its
+/// first use; once that runtime has shut down, a gate used from another runtime starts the task
+/// again there, and its calls are stored, approved and run.
+#[test]
+fn a_gate_outlives_the_runtime_it_was_first_used_on() {
+    let dir = TempDir::new("runtimes");
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts)
+        .store(SqliteStore::open(dir.path.join("tollgate.db")).unwrap())
+        .build()
+        .unwrap();
+    let svc = gate.layer(policy(Scope::Once)).layer(Tools::default());
+    let round = |amount| {
+        let runtime = support::runtime();
+        runtime.block_on(async {
+            let decided = async {
+                let call = tokio::spawn(svc.clone().oneshot(refund(amount)));
+                let alert = alerts.next_alert().await;
+                let approve = Approve::new(alert.request().id(), alert.code().reveal());
+                gate.approve(approve.by("alice")).await.unwrap();
+                call.await.unwrap().unwrap();
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(20), decided)
+                .await
+                .expect("the call is stored, approved and run");
+        });
+    };
+    round(1);
+    round(2);
+}

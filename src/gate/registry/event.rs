@@ -90,6 +90,8 @@ pub(crate) struct Effects {
     pub(crate) rule: Option<(Rule, Instant)>,
     pub(crate) ack: Option<(Ack, Result<(), Error>)>,
     pub(crate) resolved: Option<Resolved>,
+    /// A new request's deadline is the earliest: the expiry task looks again.
+    pub(crate) alarm: bool,
 }
 
 impl Effects {
@@ -100,6 +102,7 @@ impl Effects {
         self.rule = other.rule.or(self.rule.take());
         self.ack = other.ack.or(self.ack.take());
         self.resolved = other.resolved.or(self.resolved.take());
+        self.alarm |= other.alarm;
     }
 }
 

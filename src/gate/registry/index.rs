@@ -4,7 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::time::Instant;
 
 use crate::id::RequestId;
 use crate::request::{AccessRequest, Status};
@@ -22,17 +23,36 @@ pub(super) struct PendingIndex {
     pub(super) by_fingerprint: HashMap<Fingerprint, RequestId>,
     pub(super) per_principal: HashMap<Arc<str>, usize>,
     pub(super) total: usize,
+    /// Deadlines of pending requests, earliest first, for the gate's expiry task. A request
+    /// that stops being pending leaves its entry behind, skipped when it comes up; entries left
+    /// behind are swept out once they are as many as the pending requests.
+    deadlines: VecDeque<(Instant, RequestId)>,
+    left_behind: usize,
 }
 
 impl PendingIndex {
-    /// Counts a new pending request.
-    pub(super) fn enter(&mut self, fingerprint: Fingerprint, request: &AccessRequest) {
+    /// Counts a new pending request, due to expire at `deadline`. Returns whether that is now
+    /// the earliest deadline.
+    pub(super) fn enter(
+        &mut self,
+        fingerprint: Fingerprint,
+        request: &AccessRequest,
+        deadline: Instant,
+    ) -> bool {
         *self
             .per_principal
             .entry(request.principal.clone())
             .or_default() += 1;
         self.total += 1;
         self.by_fingerprint.insert(fingerprint, request.id);
+        // Deadlines arrive in order but for calls that raced to the lock.
+        let at = self
+            .deadlines
+            .iter()
+            .rposition(|(earlier, _)| *earlier <= deadline)
+            .map_or(0, |i| i + 1);
+        self.deadlines.insert(at, (deadline, request.id));
+        at == 0
     }
 
     /// Forgets a request that is no longer pending.
@@ -46,6 +66,28 @@ impl PendingIndex {
                 self.per_principal.remove(principal);
             }
         }
+        self.left_behind += 1;
+        if self.left_behind > 64 && self.left_behind > self.total {
+            let pending: FxHashSet<RequestId> = self.by_fingerprint.values().copied().collect();
+            self.deadlines.retain(|(_, id)| pending.contains(id));
+            self.left_behind = 0;
+        }
+    }
+
+    /// The first request on the deadline list whose deadline is at or before `now`, taken off
+    /// it: pending, or one that ended before its deadline.
+    pub(super) fn due(&mut self, now: Instant) -> Option<RequestId> {
+        let &(deadline, id) = self.deadlines.front()?;
+        if deadline > now {
+            return None;
+        }
+        self.deadlines.pop_front();
+        Some(id)
+    }
+
+    /// The earliest deadline on the list.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.front().map(|&(deadline, _)| deadline)
     }
 }
 

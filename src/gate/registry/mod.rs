@@ -173,7 +173,7 @@ impl Registry {
             return (Err(Error::new(ErrorKind::TooManyAlerts)), effects);
         }
         let request = Arc::new(request);
-        self.index.enter(fingerprint, &request);
+        effects.alarm = self.index.enter(fingerprint, &request, deadline);
         let mut slot = Slot {
             request: request.clone(),
             fingerprint,
@@ -345,6 +345,21 @@ impl Registry {
             }
             _ => Effects::default(),
         }
+    }
+
+    /// Takes the first request whose deadline has passed off the deadline list and expires it
+    /// if it is still pending. Returns whether there was one: the caller asks again until not.
+    pub(crate) fn expire_next(&mut self, now: Instant) -> (bool, Effects) {
+        match self.index.due(now) {
+            Some(id) => (true, self.expire(id, now)),
+            None => (false, Effects::default()),
+        }
+    }
+
+    /// The earliest deadline of a pending request, for the expiry task (it may belong to a
+    /// request that ended since: the task then finds nothing to do).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.index.next_deadline()
     }
 
     /// Closes a pending request with a non-approval outcome and wakes its callers.
