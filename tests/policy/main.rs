@@ -245,3 +245,31 @@ async fn the_approver_sees_the_composed_reasoning() {
         "payments need a person; over the limit: 250 is above 100"
     );
 }
+
+/// Small tables are searched name by name, larger ones by hash: both find every exact name,
+/// and an unlisted capability gets the fallback.
+#[test]
+fn exact_names_are_found_in_small_and_large_tables() {
+    for size in [1, 2, 8, 9, 40] {
+        let mut table = CapabilityTable::new();
+        for i in 0..size {
+            let decision = if i % 2 == 0 {
+                Decision::allow("even")
+            } else {
+                Decision::deny("odd")
+            };
+            table = table.try_with(&format!("tool.{i}"), decision).unwrap();
+        }
+        for i in 0..size {
+            let (decision, pattern) = table.lookup(&format!("tool.{i}"));
+            assert_eq!(pattern, Some(format!("tool.{i}").as_str()));
+            assert_eq!(
+                matches!(decision, Decision::Allow(_)),
+                i % 2 == 0,
+                "tool.{i} of {size}"
+            );
+        }
+        let (decision, pattern) = table.lookup("tool.unlisted");
+        assert!(pattern.is_none() && matches!(decision, Decision::Ask(_)));
+    }
+}
