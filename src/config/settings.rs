@@ -38,7 +38,7 @@ pub struct Config {
     pub origin: Option<PathBuf>,
 }
 
-/// The global approval mode (Osprey's `global_mode`).
+/// The global approval mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -68,7 +68,7 @@ pub trait Policy<R: ?Sized> {
     fn check(&self, call: &R) -> Decision;
 }
 
-/// A policy's answer for one call, with its reasoning (Osprey's `ApprovalDecision`).
+/// A policy's answer for one call, with its reasoning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// The call runs now, for this reason.
