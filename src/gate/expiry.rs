@@ -55,3 +55,10 @@ impl Shared {
         self.registry().next_deadline()
     }
 }
+
+impl Drop for Shared {
+    /// Wakes the expiry task, which finds the gate gone and ends.
+    fn drop(&mut self) {
+        self.alarm.notify_one();
+    }
+}

@@ -1074,3 +1074,18 @@ fn requests_expire_after_the_runtime_of_the_first_one_shut_down() {
         assert_eq!(started.elapsed(), support::TTL);
     });
 }
+
+/// A gate that is dropped leaves no task behind: its store writer and its expiry task end.
+#[tokio::test]
+async fn a_dropped_gate_leaves_no_task_behind() {
+    let tasks = tokio::runtime::Handle::current().metrics();
+    {
+        let f = fixture(Scope::Value);
+        let (task, _) = f.park(refund(1)).await;
+        task.abort();
+        let _ = task.await;
+        until(|| f.gate.stats().parked == 0).await;
+        assert!(tasks.num_alive_tasks() > 0, "the gate's tasks run");
+    }
+    until(|| tasks.num_alive_tasks() == 0).await;
+}
