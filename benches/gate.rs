@@ -51,19 +51,6 @@ fn builder() -> GateBuilder {
         .history(0)
 }
 
-/// A gate whose alerts arrive on a channel, as an approver would read them.
-fn gate_with_inbox() -> (Gate, mpsc::UnboundedReceiver<Alert>) {
-    let (alerts, inbox) = mpsc::unbounded_channel();
-    let gate = builder()
-        .notifier(notifier_fn(move |alert| {
-            let _ = alerts.send(alert);
-            async { Ok(()) }
-        }))
-        .build()
-        .unwrap();
-    (gate, inbox)
-}
-
 /// A current-thread runtime for the benches that park calls.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -140,7 +127,11 @@ fn allowed(c: &mut Criterion) {
 fn standing_rule(c: &mut Criterion) {
     let rt = runtime();
     let _enter = rt.enter();
-    let (gate, mut inbox) = gate_with_inbox();
+    let Subject {
+        approver: gate,
+        mut inbox,
+        ..
+    } = gate_subject(builder());
     let mut gated: RequireApproval<Echo, _> = gate.layer(policy()).layer(Echo);
     let granting = gated.clone();
     let mut grant = |principal: String| {
@@ -175,69 +166,48 @@ fn standing_rule(c: &mut Criterion) {
 
 fn park_approve_resume(c: &mut Criterion) {
     let rt = runtime();
+    let _enter = rt.enter();
     let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = SqliteStore::open(dir.join("bench.db")).unwrap();
     let mut group = c.benchmark_group("park, approve and resume");
+    let next = AtomicUsize::new(0);
+    /// Round trips one after another, each a new request: distinct arguments every time.
+    fn round_trips<S, A>(
+        rt: &tokio::runtime::Runtime,
+        subject: &mut Subject<S, A>,
+        next: &AtomicUsize,
+        iters: u64,
+    ) -> Duration
+    where
+        S: Service<ToolCall> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Response: Send,
+        S::Error: std::fmt::Debug + Send,
+        A: Approver,
     {
-        let _enter = rt.enter();
-        let (floor, inbox) = Floor::new("payments.refund");
-        let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
-        let gated = floor.layer(Echo);
-        let n = AtomicUsize::new(0);
-        group.bench_function("naive floor", |b| {
-            b.to_async(&rt).iter(|| {
-                let i = n.fetch_add(1, Ordering::Relaxed);
-                let call = ToolCall::new("payments.refund", json!({"n": i})).principal("agent-7");
-                let parked = tower::ServiceExt::oneshot(gated.clone(), call);
-                let (floor, inbox) = (floor.clone(), inbox.clone());
-                async move {
-                    let approver = async {
-                        let alert = inbox.lock().await.recv().await.unwrap();
-                        assert!(floor.approve(alert.id, &alert.code));
-                    };
-                    let (result, ()) = tokio::join!(parked, approver);
-                    result.unwrap();
-                }
-            })
-        });
+        rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..iters {
+                subject
+                    .round_trip(next.fetch_add(1, Ordering::Relaxed))
+                    .await;
+            }
+            start.elapsed()
+        })
     }
-    for (name, store) in [
-        ("memory store", None),
-        ("SQLite store, synchronous=FULL", Some(sqlite)),
-    ] {
-        let _enter = rt.enter();
-        let (alerts, inbox) = mpsc::unbounded_channel();
-        let mut builder = builder().notifier(notifier_fn(move |alert| {
-            let _ = alerts.send(alert);
-            async { Ok(()) }
-        }));
-        if let Some(store) = store {
-            builder = builder.store(store);
-        }
-        let gate = builder.build().unwrap();
-        let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
-        let gated = gate.layer(policy()).layer(Echo);
-        let n = AtomicUsize::new(0);
-        group.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| {
-                // Distinct arguments each time, so every call makes a new request.
-                let i = n.fetch_add(1, Ordering::Relaxed);
-                let call = ToolCall::new("payments.refund", json!({"n": i})).principal("agent-7");
-                let parked = tower::ServiceExt::oneshot(gated.clone(), call);
-                let (gate, inbox) = (gate.clone(), inbox.clone());
-                async move {
-                    let approver = async {
-                        let alert = inbox.lock().await.recv().await.unwrap();
-                        let approve = Approve::new(alert.request().id(), alert.code().reveal());
-                        gate.approve(approve.by("bench")).await.unwrap();
-                    };
-                    let (result, ()) = tokio::join!(parked, approver);
-                    result.unwrap();
-                }
-            })
-        });
-    }
+    let mut floor = floor_subject();
+    group.bench_function("naive floor", |b| {
+        b.iter_custom(|iters| round_trips(&rt, &mut floor, &next, iters))
+    });
+    let mut memory = gate_subject(builder());
+    group.bench_function("memory store", |b| {
+        b.iter_custom(|iters| round_trips(&rt, &mut memory, &next, iters))
+    });
+    let mut on_disk = gate_subject(builder().store(sqlite));
+    group.bench_function("SQLite store, synchronous=FULL", |b| {
+        b.iter_custom(|iters| round_trips(&rt, &mut on_disk, &next, iters))
+    });
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -270,8 +240,16 @@ struct Subject<S, A: Approver> {
     inbox: mpsc::UnboundedReceiver<A::Alert>,
 }
 
-fn gate_subject() -> Subject<RequireApproval<Echo, CapabilityTable>, Gate> {
-    let (gate, inbox) = gate_with_inbox();
+/// The gate `builder` makes, its alerts on a channel.
+fn gate_subject(builder: GateBuilder) -> Subject<RequireApproval<Echo, CapabilityTable>, Gate> {
+    let (alerts, inbox) = mpsc::unbounded_channel();
+    let gate = builder
+        .notifier(notifier_fn(move |alert| {
+            let _ = alerts.send(alert);
+            async { Ok(()) }
+        }))
+        .build()
+        .unwrap();
     Subject {
         service: gate.layer(policy()).layer(Echo),
         approver: gate,
@@ -382,7 +360,7 @@ fn one_by_one(c: &mut Criterion) {
     let next = AtomicUsize::new(0);
     let _enter = rt.enter();
     let mut floor = floor_subject();
-    let mut gate = gate_subject();
+    let mut gate = gate_subject(builder());
     fn per_decision<S, A>(
         rt: &tokio::runtime::Runtime,
         subject: &mut Subject<S, A>,
@@ -419,7 +397,7 @@ fn one_by_one(c: &mut Criterion) {
 fn report() {
     let rt = runtime();
     let _enter = rt.enter();
-    let (mut floor, mut gate) = (floor_subject(), gate_subject());
+    let (mut floor, mut gate) = (floor_subject(), gate_subject(builder()));
     let mut next = 0;
     // p99 from call to resume: the median over 9 rounds of 1,000 calls, after one to warm up.
     let mut p99 = |run: &mut dyn FnMut(usize) -> Duration| {
