@@ -2,10 +2,10 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-
-use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
+
+use rustc_hash::FxHashMap;
 
 use super::{
     Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition, is_finished,
