@@ -173,19 +173,12 @@ fn park_approve_resume(c: &mut Criterion) {
     let mut group = c.benchmark_group("park, approve and resume");
     let next = AtomicUsize::new(0);
     /// Round trips one after another, each a new request: distinct arguments every time.
-    fn round_trips<S, A>(
+    fn round_trips<S: Gated, A: Approver>(
         rt: &tokio::runtime::Runtime,
         subject: &mut Subject<S, A>,
         next: &AtomicUsize,
         iters: u64,
-    ) -> Duration
-    where
-        S: Service<ToolCall> + Clone + Send + 'static,
-        S::Future: Send,
-        S::Response: Send,
-        S::Error: std::fmt::Debug + Send,
-        A: Approver,
-    {
+    ) -> Duration {
         rt.block_on(async {
             let start = Instant::now();
             for _ in 0..iters {
@@ -271,14 +264,25 @@ fn distinct(i: usize) -> ToolCall {
     ToolCall::new("payments.refund", json!({"n": i})).principal("agent-7")
 }
 
-impl<S, A> Subject<S, A>
+/// A gated service the benches drive: the gate's or the floor's.
+trait Gated:
+    Service<ToolCall, Future: Send, Response: Send, Error: std::fmt::Debug + Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Gated for S
 where
     S: Service<ToolCall> + Clone + Send + 'static,
     S::Future: Send,
     S::Response: Send,
     S::Error: std::fmt::Debug + Send,
-    A: Approver,
 {
+}
+
+impl<S: Gated, A: Approver> Subject<S, A> {
     /// `calls` calls parked, then approved one at a time as their alerts arrive; each approval
     /// awaited, then every caller. The time from the first approval to the last caller resumed.
     /// The approver is a task of its own, as an approval API's handler is.
@@ -361,19 +365,12 @@ fn one_by_one(c: &mut Criterion) {
     let _enter = rt.enter();
     let mut floor = floor_subject();
     let mut gate = gate_subject(builder());
-    fn per_decision<S, A>(
+    fn per_decision<S: Gated, A: Approver>(
         rt: &tokio::runtime::Runtime,
         subject: &mut Subject<S, A>,
         next: &AtomicUsize,
         iters: u64,
-    ) -> Duration
-    where
-        S: Service<ToolCall> + Clone + Send + 'static,
-        S::Future: Send,
-        S::Response: Send,
-        S::Error: std::fmt::Debug + Send,
-        A: Approver,
-    {
+    ) -> Duration {
         // An iteration is one decision; whole batches of 1,000, scaled to `iters`.
         let batches = iters.div_ceil(PARKED as u64);
         let mut total = Duration::ZERO;
