@@ -132,7 +132,7 @@ impl Registry {
                     outcome, rule, ack, ..
                 } = *ruling;
                 self.index.leave(&slot.fingerprint, &slot.request);
-                slot.phase = Phase::Closed(outcome.clone());
+                slot.phase = Phase::Closed(Box::new(outcome.clone()));
                 effects.wake.extend(slot.wakers());
                 effects.resolved = Some(slot.resolved(outcome));
                 effects.rule = rule;

@@ -376,7 +376,7 @@ impl Registry {
         if outcome == Outcome::StoreFailed || slot.joined {
             // A request the store never took was never announced, so there is nobody to tell;
             // the callers of one that joined another replica's request just leave it.
-            slot.phase = Phase::Closed(outcome);
+            slot.phase = Phase::Closed(Box::new(outcome));
         } else {
             slot.closed(Status::Pending, outcome, &mut effects);
         }

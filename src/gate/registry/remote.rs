@@ -41,7 +41,7 @@ impl Registry {
                 }
             }
             Remote::Closed(outcome) => {
-                slot.phase = Phase::Closed(outcome.clone());
+                slot.phase = Phase::Closed(Box::new(outcome.clone()));
                 // The replica that abandons a request tells the notifiers; any other ending of a
                 // request is told where its callers waited, here.
                 if outcome != Outcome::Abandoned {
@@ -106,7 +106,7 @@ impl Registry {
             self.index.leave(&slot.fingerprint, &slot.request);
             effects.wake.extend(slot.wakers());
             slot.phase = match ended {
-                Some(outcome) if !ran => Phase::Closed(outcome.clone()),
+                Some(outcome) if !ran => Phase::Closed(Box::new(outcome.clone())),
                 _ => Phase::Executing {
                     finished: None,
                     unreceived: None,

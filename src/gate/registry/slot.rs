@@ -27,7 +27,8 @@ pub(super) enum Phase {
         finished: Option<Status>,
         unreceived: Option<Box<Ruling>>,
     },
-    Closed(Outcome),
+    /// Boxed, as the rulings are: most slots never close this way, and the slot stays small.
+    Closed(Box<Outcome>),
 }
 
 impl Phase {
@@ -132,7 +133,7 @@ impl Slot {
 
     /// The request ends `outcome` from `from`: recorded, and announced.
     pub(super) fn closed(&mut self, from: Status, outcome: Outcome, effects: &mut Effects) {
-        self.phase = Phase::Closed(outcome.clone());
+        self.phase = Phase::Closed(Box::new(outcome.clone()));
         effects.resolved = Some(self.resolved(outcome.clone()));
         effects.events.push(Event::Closed {
             request: self.request.clone(),
