@@ -105,18 +105,23 @@ impl StoreWriter {
         };
         let started = self.start_on(&runtime);
         let core = &self.core;
-        let _unwinding = Unwinding(core);
+        let mut runner = Runner {
+            core,
+            running: false,
+        };
         let mut next = core.next(false);
-        while let Some(job) = next {
-            let mut work = job;
+        while let Some(mut work) = next {
+            runner.running = true;
             let mut cx = Context::from_waker(Waker::noop());
             if work.as_mut().poll(&mut cx).is_pending() {
-                // The task polls it again, with a waker of its own.
+                // The task polls it again, with a waker of its own, and runs the queue on.
                 core.queue().handed = Some(work);
                 core.handed.notify_one();
+                runner.running = false;
                 break;
             }
             next = core.next(true);
+            runner.running = next.is_some();
         }
         started
     }
@@ -178,36 +183,33 @@ impl Core {
     }
 }
 
-/// Lets the queue run on if a job panics while a caller runs it (a store that panicked): the
-/// next caller becomes the runner. The job that panicked is lost.
-struct Unwinding<'a>(&'a Core);
+/// Who runs the queue, on the spot or in the writer's task. If a runner ends while it still holds
+/// that role (a store that panicked, a runtime shutting down with the task), the queue is left
+/// for the next caller to run; the job it was running is lost.
+struct Runner<'a> {
+    core: &'a Core,
+    running: bool,
+}
 
-impl Drop for Unwinding<'_> {
+impl Drop for Runner<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.queue().running = false;
+        if self.running {
+            self.core.queue().running = false;
         }
     }
 }
 
 /// The writer's task: finishes each job handed to it, then runs the queue until it is empty.
 async fn serve(core: Arc<Core>) {
-    /// However the task ends (its runtime shut down, a store panicked), the queue is left for
-    /// the next caller to run, and the next drain starts a task again. The job it was running
-    /// is lost.
-    struct Ended<'a> {
-        core: &'a Core,
-        running: bool,
-    }
-    impl Drop for Ended<'_> {
+    /// However the task ends, the next drain starts a task again.
+    struct Started<'a>(&'a Core);
+    impl Drop for Started<'_> {
         fn drop(&mut self) {
-            if self.running {
-                self.core.queue().running = false;
-            }
-            self.core.started.store(false, Ordering::Release);
+            self.0.started.store(false, Ordering::Release);
         }
     }
-    let mut ended = Ended {
+    let _started = Started(&core);
+    let mut runner = Runner {
         core: &core,
         running: false,
     };
@@ -224,12 +226,12 @@ async fn serve(core: Arc<Core>) {
             core.handed.notified().await;
             continue;
         };
-        ended.running = true;
+        runner.running = true;
         work.await;
         while let Some(job) = core.next(true) {
             job.await;
         }
-        ended.running = false;
+        runner.running = false;
     }
 }
 

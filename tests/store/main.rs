@@ -799,3 +799,50 @@ fn a_gate_outlives_the_runtime_it_was_first_used_on() {
     round(1);
     round(2);
 }
+
+/// A caller dropped while its task unwinds from a panic does not take the store queue from the
+/// task that runs it: a request made meanwhile waits behind the decision being written.
+#[tokio::test]
+async fn a_caller_dropped_by_a_panic_does_not_break_the_write_order() {
+    let store = Flaky::default();
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).store(store.clone()).build().unwrap();
+    let svc = gate.layer(policy(Scope::Once)).layer(Tools::default());
+    let first = tokio::spawn(svc.clone().oneshot(refund(1)));
+    let alert = alerts.next_alert().await;
+
+    let hold = store.hold.write().await;
+    let approve = tokio::spawn({
+        let gate = gate.clone();
+        let approve = Approve::new(alert.request().id(), alert.code().reveal()).by("alice");
+        async move { gate.approve(approve).await }
+    });
+    until(|| store.held.load(Ordering::SeqCst) == 1).await;
+    let panicked = tokio::spawn({
+        let svc = svc.clone();
+        async move {
+            let mut parked = Box::pin(svc.oneshot(refund(2)));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(std::future::Future::poll(parked.as_mut(), &mut cx).is_pending());
+            panic!("the caller's task fails while it waits");
+        }
+    })
+    .await;
+    assert!(panicked.unwrap_err().is_panic());
+    let third = tokio::spawn(svc.clone().oneshot(refund(3)));
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        alerts.alerts().len(),
+        1,
+        "nothing is written ahead of the held decision"
+    );
+
+    drop(hold);
+    approve.await.unwrap().unwrap();
+    first.await.unwrap().unwrap();
+    let alert = alerts.next_alert().await;
+    assert_eq!(alert.request().args()["amount"], 3);
+    third.abort();
+}
