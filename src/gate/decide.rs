@@ -192,7 +192,7 @@ impl Gate {
             &request,
             ruling.outcome,
             ruling.scope,
-            rule.clone().filter(|_| !approves),
+            rule.clone().filter(|_| !approves).map(Box::new),
             shared.settings.audit_args,
         );
         change.verdict = verdict;

@@ -8,7 +8,7 @@ use super::registry::Event;
 use crate::audit::{AuditEntry, AuditEvent};
 use crate::id::RuleId;
 use crate::request::{AccessRequest, Outcome, Status};
-use crate::store::Transition;
+use crate::store::{self, Transition};
 use crate::time::to_millis;
 
 /// One store write, and which registry step waits for it.
@@ -25,6 +25,33 @@ pub(super) enum Write {
     Append(AuditEntry),
     /// A rule filed for an approval nobody received, revoked again.
     Withdraw(RuleId),
+}
+
+impl Write {
+    /// The store write this is, for [`Store::write_batch`](crate::store::Store::write_batch):
+    /// `None` for a withdrawal, a revocation of its own.
+    pub(super) fn to_store(&self) -> Option<store::Write<'_>> {
+        Some(match self {
+            Write::Insert(request, entry) => {
+                store::Write::Insert(request, std::slice::from_ref(entry))
+            }
+            Write::Decide(change) | Write::Take(change) | Write::Record(change) => {
+                store::Write::Transition(change)
+            }
+            Write::Append(entry) => store::Write::Append(std::slice::from_ref(entry)),
+            Write::Withdraw(_) => return None,
+        })
+    }
+
+    /// Whether it can be committed together with other writes: not a withdrawal, nor, in a
+    /// `shared` store, an insert (which may join another replica's request instead).
+    pub(super) fn batched(&self, shared: bool) -> bool {
+        match self {
+            Write::Insert(..) => !shared,
+            Write::Withdraw(_) => false,
+            _ => true,
+        }
+    }
 }
 
 /// The write `event` calls for; audit entries carry the arguments if `audit_args`.
@@ -50,7 +77,7 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             rule,
             verdict,
         } => {
-            let mut decision = decision(&request, outcome, scope, rule.map(|r| *r), audit_args);
+            let mut decision = decision(&request, outcome, scope, rule, audit_args);
             decision.verdict = verdict;
             Write::Decide(decision)
         }
@@ -62,7 +89,7 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
                 let mut granted = AuditEntry::for_rule(AuditEvent::RuleGranted, at, &rule);
                 granted.approver = Some(rule.granted_by.clone());
                 take.audit.push(granted);
-                take.rule = Some(*rule);
+                take.rule = Some(rule);
             }
             Write::Take(take)
         }
@@ -117,7 +144,7 @@ pub(super) fn decision(
     request: &AccessRequest,
     outcome: Outcome,
     scope: crate::scope::Scope,
-    rule: Option<crate::rule::Rule>,
+    rule: Option<Box<crate::rule::Rule>>,
     audit_args: bool,
 ) -> Transition {
     let (event, approver, reason) = match &outcome {

@@ -9,7 +9,11 @@
 //! when nobody was running: it runs jobs on the spot, after the registry lock is released, for as
 //! long as each finishes on its first poll (a store in memory always does), so the common path
 //! takes no hop through another task. A job that has to wait (a database round trip) is handed
-//! to the writer's task, which finishes it and then runs the queue until it is empty.
+//! to the writer's task, which finishes it and then runs the queue until it is empty; from then
+//! on the task runs the queue whenever there is work, since the store is one that waits. Writes
+//! that queue up while the store is busy go to it together, in one [`Store::write_batch`]: a
+//! store on disk commits them with one sync (group commit), and each one's registry step follows
+//! in order.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +32,45 @@ use crate::error::{Error, ErrorKind};
 use crate::store::{Revocation, Store};
 use crate::time::to_millis;
 
-/// One unit of work on the store: a future that does nothing until the queue polls it.
-pub(super) type Job = BoxFuture<'static, ()>;
+/// One unit of work on the store, in queue order.
+pub(super) enum Job {
+    /// A write, and the registry step that waits for it, kept as data for a store that waits,
+    /// so that it can be committed together with the writes queued beside it.
+    Write(Box<(Arc<Shared>, Write)>),
+    /// Any other work (a read, a purge, a write for a store that never waits): a future that
+    /// does nothing until the queue polls it.
+    Run(BoxFuture<'static, ()>),
+}
+
+impl Job {
+    /// The job as one future: the write and the step after it, or the work.
+    fn start(self) -> BoxFuture<'static, ()> {
+        match self {
+            Job::Write(write) => {
+                let (shared, write) = *write;
+                shared.perform(write)
+            }
+            Job::Run(work) => work,
+        }
+    }
+}
+
+/// What the writer's task is handed.
+enum Handed {
+    /// A job that did not finish on its first poll: the task finishes it, then runs the queue.
+    Started(BoxFuture<'static, ()>),
+    /// The queue, from its head.
+    Queue,
+}
+
+/// What a runner takes off the queue: one job, or writes to commit together.
+enum Next {
+    One(Job),
+    Together(Vec<(Arc<Shared>, Write)>),
+}
+
+/// The most writes committed together.
+const MOST_TOGETHER: usize = 256;
 
 /// How often the writer deletes expired rules and finished requests, at most.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -44,12 +85,18 @@ pub(super) struct StoreWriter {
 /// What the writer's task shares with the gate.
 struct Core {
     store: Arc<dyn Store>,
+    /// Whether the store is shared: its inserts may join another replica's request, and are not
+    /// committed together with other writes.
+    shared: bool,
     queue: Mutex<Queue>,
     /// Signalled when a job is handed to the task, or the writer is dropped.
     handed: Notify,
     /// Whether the task runs: cleared when it ends with its runtime, so the next drain starts
     /// it again.
     started: AtomicBool,
+    /// A job had to wait for the store: the task runs the queue from now on, and writes are
+    /// queued as data, so that those queued meanwhile are committed together.
+    waits: AtomicBool,
 }
 
 struct Queue {
@@ -57,8 +104,8 @@ struct Queue {
     /// Someone runs the queue: a caller on the spot, or the task. Whoever set it takes every
     /// job until the queue is empty, then clears it.
     running: bool,
-    /// A job that did not finish on its first poll, for the task to finish.
-    handed: Option<BoxFuture<'static, ()>>,
+    /// Work for the task: a job that did not finish on its first poll, or the queue to run.
+    handed: Option<Handed>,
     /// The gate is gone: the task ends once nothing is left.
     closed: bool,
     /// Jobs taken since the clock was last read, and when the store was last purged.
@@ -70,6 +117,7 @@ impl StoreWriter {
     pub(super) fn new(store: Arc<dyn Store>) -> Self {
         StoreWriter {
             core: Arc::new(Core {
+                shared: store.shared(),
                 store,
                 queue: Mutex::new(Queue {
                     jobs: VecDeque::new(),
@@ -81,6 +129,7 @@ impl StoreWriter {
                 }),
                 handed: Notify::new(),
                 started: AtomicBool::new(false),
+                waits: AtomicBool::new(false),
             }),
         }
     }
@@ -90,15 +139,31 @@ impl StoreWriter {
         self.core.store.clone()
     }
 
+    fn store_ref(&self) -> &dyn Store {
+        &*self.core.store
+    }
+
     /// Queues `job` behind every job queued before it. Nothing runs it until [`drain`](Self::drain).
     pub(super) fn push(&self, job: Job) {
         self.core.queue().jobs.push_back(job);
     }
 
+    /// Queues `write` as [`push`](Self::push) does: as data if the store waits, else as its
+    /// future, made before the queue's lock is taken.
+    fn push_write(&self, shared: &Arc<Shared>, write: Write) {
+        let job = if self.core.waits.load(Ordering::Relaxed) {
+            Job::Write(Box::new((shared.clone(), write)))
+        } else {
+            Job::Run(shared.clone().perform(write))
+        };
+        self.push(job);
+    }
+
     /// Runs the queue on the spot if nobody runs it, inside a Tokio runtime: jobs that finish on
     /// their first poll here, the first that does not in the writer's task, with the rest after
-    /// it. Outside a runtime jobs wait for the first drain inside one. Returns whether this call
-    /// started the writer's task. Never call it with the registry lock held: jobs take it.
+    /// it. Once a job has had to wait, the task runs the queue instead. Outside a runtime jobs
+    /// wait for the first drain inside one. Returns whether this call started the writer's task.
+    /// Never call it with the registry lock held: jobs take it.
     pub(super) fn drain(&self) -> bool {
         let Ok(runtime) = Handle::try_current() else {
             return false;
@@ -109,18 +174,22 @@ impl StoreWriter {
             core,
             running: false,
         };
-        let mut next = core.next(false);
-        while let Some(mut work) = next {
+        let mut next = core.next(false, false);
+        while let Some(Next::One(job)) = next {
             runner.running = true;
+            let mut work = job.start();
             let mut cx = Context::from_waker(Waker::noop());
             if work.as_mut().poll(&mut cx).is_pending() {
                 // The task polls it again, with a waker of its own, and runs the queue on.
-                core.queue().handed = Some(work);
+                let mut queue = core.queue();
+                queue.handed = Some(Handed::Started(work));
+                core.waits.store(true, Ordering::Relaxed);
+                drop(queue);
                 core.handed.notify_one();
                 runner.running = false;
                 break;
             }
-            next = core.next(true);
+            next = core.next(true, false);
             runner.running = next.is_some();
         }
         started
@@ -140,7 +209,7 @@ impl StoreWriter {
         if started.load(Ordering::Acquire) || started.swap(true, Ordering::AcqRel) {
             return false;
         }
-        runtime.spawn(serve(self.core.clone()));
+        runtime.spawn(serve(Started(self.core.clone())));
         true
     }
 }
@@ -157,11 +226,23 @@ impl Core {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next job, for a runner (`running`) or for a caller that would become one. A runner
-    /// that finds the queue empty stops being one. Every so often a purge is queued first.
-    fn next(&self, running: bool) -> Option<Job> {
+    /// The next job, for a runner (`running`) or for a caller that would become one; with
+    /// `together`, every write waiting at the head of the queue that can be committed with the
+    /// others. A runner that finds the queue empty stops being one. A caller gets nothing if
+    /// someone runs the queue, or if the store is one that waits: then the task is handed the
+    /// queue to run. Every so often a purge is queued first.
+    fn next(&self, running: bool, together: bool) -> Option<Next> {
         let mut queue = self.queue();
         if !running && queue.running {
+            return None;
+        }
+        if !running && self.waits.load(Ordering::Relaxed) {
+            if !queue.jobs.is_empty() {
+                queue.running = true;
+                queue.handed = Some(Handed::Queue);
+                drop(queue);
+                self.handed.notify_one();
+            }
             return None;
         }
         let Some(job) = queue.jobs.pop_front() else {
@@ -171,15 +252,63 @@ impl Core {
             return None;
         };
         queue.running = true;
-        queue.since_check += 1;
+        let mut next = Next::One(job);
+        if together {
+            next = self.together(&mut queue, next);
+        }
+        let taken = match &next {
+            Next::One(_) => 1,
+            Next::Together(writes) => writes.len() as u32,
+        };
+        queue.since_check += taken;
         if queue.since_check >= PURGE_CHECK {
             queue.since_check = 0;
             if queue.purged.elapsed() >= PURGE_EVERY {
                 queue.purged = Instant::now();
-                queue.jobs.push_back(purge(self.store.clone()));
+                queue.jobs.push_back(Job::Run(purge(self.store.clone())));
             }
         }
-        Some(job)
+        Some(next)
+    }
+
+    /// `first` and the writes queued right after it, while each can be committed together.
+    fn together(&self, queue: &mut Queue, first: Next) -> Next {
+        let batched = |job: &Job| matches!(job, Job::Write(write) if write.1.batched(self.shared));
+        let Next::One(job) = first else {
+            return first;
+        };
+        if !batched(&job) || !queue.jobs.front().is_some_and(batched) {
+            return Next::One(job);
+        }
+        let mut writes = Vec::new();
+        let mut next = Some(job);
+        while let Some(Job::Write(write)) = next {
+            writes.push(*write);
+            next = (writes.len() < MOST_TOGETHER && queue.jobs.front().is_some_and(batched))
+                .then(|| queue.jobs.pop_front())
+                .flatten();
+        }
+        Next::Together(writes)
+    }
+
+    /// Commits `writes` in one batch, then takes each one's registry step, in order.
+    async fn write_together(&self, writes: Vec<(Arc<Shared>, Write)>) {
+        let batch: Vec<_> = writes
+            .iter()
+            .filter_map(|write| write.1.to_store())
+            .collect();
+        let results = self.store.write_batch(&batch).await;
+        drop(batch);
+        let mut results = results.into_iter();
+        for (shared, write) in writes {
+            let result = results.next().unwrap_or_else(|| {
+                Err(Error::new(ErrorKind::StoreFailed)
+                    .with_detail("the store returned fewer results than it was given writes"))
+            });
+            if let Some(more) = shared.after(write, result) {
+                more.await;
+            }
+        }
     }
 }
 
@@ -199,18 +328,21 @@ impl Drop for Runner<'_> {
     }
 }
 
-/// The writer's task: finishes each job handed to it, then runs the queue until it is empty.
-async fn serve(core: Arc<Core>) {
-    /// However the task ends, the next drain starts a task again.
-    struct Started<'a>(&'a Core);
-    impl Drop for Started<'_> {
-        fn drop(&mut self) {
-            self.0.started.store(false, Ordering::Release);
-        }
+/// The writer's task, while it runs: however it ends (even dropped unpolled, with a runtime
+/// shutting down), the next drain starts a task again.
+struct Started(Arc<Core>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.0.started.store(false, Ordering::Release);
     }
-    let _started = Started(&core);
+}
+
+/// The writer's task: finishes each job handed to it, then runs the queue until it is empty.
+async fn serve(started: Started) {
+    let core = &started.0;
     let mut runner = Runner {
-        core: &core,
+        core,
         running: false,
     };
     loop {
@@ -227,9 +359,14 @@ async fn serve(core: Arc<Core>) {
             continue;
         };
         runner.running = true;
-        work.await;
-        while let Some(job) = core.next(true) {
-            job.await;
+        if let Handed::Started(work) = work {
+            work.await;
+        }
+        while let Some(next) = core.next(true, true) {
+            match next {
+                Next::One(job) => job.start().await,
+                Next::Together(writes) => core.write_together(writes).await,
+            }
         }
         runner.running = false;
     }
@@ -253,9 +390,9 @@ impl Gate {
     {
         let (tx, rx) = oneshot::channel();
         let store = self.shared.writer.store();
-        self.shared.run(Box::pin(async move {
+        self.shared.run(Job::Run(Box::pin(async move {
             let _ = tx.send(op(&*store).await);
-        }));
+        })));
         rx.await.unwrap_or_else(|_| Err(queue_stopped()))
     }
 }
@@ -285,86 +422,105 @@ impl Shared {
     /// Queues the write a registry event calls for, under the registry lock; the caller drains
     /// the queue once the lock is released.
     pub(super) fn record(self: &Arc<Self>, event: Event) {
-        self.writer
-            .push(self.job(record::write(event, self.settings.audit_args)));
+        let write = record::write(event, self.settings.audit_args);
+        self.writer.push_write(self, write);
     }
 
     /// Queues a write and runs the queue.
     pub(super) fn write(self: &Arc<Self>, write: Write) {
-        self.run(self.job(write));
+        self.writer.push_write(self, write);
+        self.drain();
     }
 
-    /// The job of a write, with the registry step that follows once the store has it.
-    fn job(self: &Arc<Self>, write: Write) -> Job {
-        let shared = self.clone();
-        let store = self.writer.store();
+    /// Writes `write` on its own, then takes the registry step that waits for it. (Each kind
+    /// of write gets a future of its own, holding only what it needs.)
+    fn perform(self: Arc<Self>, write: Write) -> BoxFuture<'static, ()> {
         match write {
-            Write::Insert(request, entry) => Box::pin(async move {
+            Write::Insert(request, entry) if self.writer.core.shared => Box::pin(async move {
+                let store = self.writer.store_ref();
                 let audit = std::slice::from_ref(&entry);
-                let filed = if store.shared() {
-                    // Boxed: the common path's future stays small.
-                    match Box::pin(shared.file_or_join(&*store, &request, audit)).await {
-                        Ok(false) => return,
-                        filed => filed.map(drop),
-                    }
-                } else {
-                    store.insert_arc(&request, audit).await
+                let filed = match self.file_or_join(store, &request, audit).await {
+                    Ok(false) => return, // joined another replica's request
+                    filed => filed,
                 };
-                if let Err(error) = &filed {
-                    tracing::error!(request_id = %request.id, %error, "the store could not record an access request; its calls fail");
-                }
-                let announce = shared.locked(|registry| registry.stored(request.id, filed.is_ok()));
-                if announce {
-                    shared.deliver(&Handle::current(), shared.clone().alert(request));
-                }
-            }),
-            Write::Decide(change) => Box::pin(async move {
-                let stored = store.transition(&change).await;
-                if matches!(stored, Ok(false)) && store.shared() {
-                    // Boxed: the common path's future stays small.
-                    return Box::pin(shared.decided_elsewhere(&*store, change.id)).await;
-                }
-                let result = applied(stored, "the store no longer holds the request as pending");
-                if let Err(error) = &result {
-                    tracing::error!(request_id = %change.id, %error, "decision not recorded; the request stays pending");
-                }
-                let now = tokio::time::Instant::now();
-                shared.locked(|registry| ((), registry.decided(change.id, result, now)));
-            }),
-            Write::Take(change) => Box::pin(async move {
-                let result = applied(
-                    store.transition(&change).await,
-                    "the store did not record the approval being taken",
-                );
-                if let Err(error) = &result {
-                    tracing::error!(request_id = %change.id, %error, "approved call failed: not recorded");
-                }
-                shared.locked(|registry| ((), registry.taken(change.id, result)));
-            }),
-            Write::Record(change) => Box::pin(async move {
-                match store.transition(&change).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::debug!(request_id = %change.id, from = %change.from, to = %change.to, "store transition did not apply")
-                    }
-                    Err(error) => {
-                        tracing::error!(request_id = %change.id, to = %change.to, %error, "store transition failed")
-                    }
+                if let Some(more) = self.after(Write::Insert(request, entry), filed) {
+                    more.await;
                 }
             }),
             Write::Withdraw(rule) => Box::pin(async move {
                 let which = Revocation::Rule(rule);
                 let at = to_millis(SystemTime::now());
+                let store = self.writer.store_ref();
                 if let Err(error) = store.revoke(&which, "tollgate", at).await {
                     tracing::error!(rule_id = %rule, %error, "rule of an unreceived approval not withdrawn");
                 }
             }),
-            Write::Append(entry) => Box::pin(async move {
-                if let Err(error) = store.append(std::slice::from_ref(&entry)).await {
-                    tracing::error!(event = %entry.event, %error, "audit entry not written");
+            write => Box::pin(async move {
+                let Some(one) = write.to_store() else { return };
+                let result = one.apply(self.writer.store_ref()).await;
+                if let Some(more) = self.after(write, result) {
+                    more.await;
                 }
             }),
         }
+    }
+
+    /// The registry step that follows `write` once the store has answered with `result`; what
+    /// is left to await, if anything (kept apart so that a write's future stays small).
+    fn after(
+        self: &Arc<Self>,
+        write: Write,
+        result: Result<bool, Error>,
+    ) -> Option<BoxFuture<'static, ()>> {
+        match write {
+            Write::Insert(request, _) => {
+                if let Err(error) = &result {
+                    tracing::error!(request_id = %request.id, %error, "the store could not record an access request; its calls fail");
+                }
+                let announce = self.locked(|registry| registry.stored(request.id, result.is_ok()));
+                if announce {
+                    self.deliver(&Handle::current(), self.clone().alert(request));
+                }
+            }
+            Write::Decide(change) => {
+                if matches!(result, Ok(false)) && self.writer.core.shared {
+                    let shared = self.clone();
+                    return Some(Box::pin(async move {
+                        let store = shared.writer.store_ref();
+                        shared.decided_elsewhere(store, change.id).await
+                    }));
+                }
+                let result = applied(result, "the store no longer holds the request as pending");
+                if let Err(error) = &result {
+                    tracing::error!(request_id = %change.id, %error, "decision not recorded; the request stays pending");
+                }
+                let now = tokio::time::Instant::now();
+                self.locked(|registry| ((), registry.decided(change.id, result, now)));
+            }
+            Write::Take(change) => {
+                let result = applied(result, "the store did not record the approval being taken");
+                if let Err(error) = &result {
+                    tracing::error!(request_id = %change.id, %error, "approved call failed: not recorded");
+                }
+                self.locked(|registry| ((), registry.taken(change.id, result)));
+            }
+            Write::Record(change) => match result {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(request_id = %change.id, from = %change.from, to = %change.to, "store transition did not apply")
+                }
+                Err(error) => {
+                    tracing::error!(request_id = %change.id, to = %change.to, %error, "store transition failed")
+                }
+            },
+            Write::Append(entry) => {
+                if let Err(error) = result {
+                    tracing::error!(event = %entry.event, %error, "audit entry not written");
+                }
+            }
+            Write::Withdraw(_) => {}
+        }
+        None
     }
 }
 

@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use super::{Revocation, ScopeKey, Store, Transition, is_finished};
+use super::{Revocation, ScopeKey, Store, Transition, Write, is_finished};
 
 use crate::args::{ArgsDigest, canonical_json};
 use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
@@ -54,6 +54,7 @@ where
     records_round_trip(fresh()).await;
     single_winner(&fresh(), &reopen).await;
     nothing_half_written(fresh()).await;
+    batched_writes(fresh()).await;
     rules_by_every_scope(fresh()).await;
     revocation(fresh()).await;
     ttl_purge(fresh()).await;
@@ -150,7 +151,7 @@ fn denial(request: &AccessRequest, approver: &str, remember: Option<Rule>) -> Tr
             approver: approver.into(),
             reason: Some("no".into()),
         }),
-        rule: remember,
+        rule: remember.map(Box::new),
         audit,
         verdict: None,
     }
@@ -167,7 +168,7 @@ fn take(request: &AccessRequest, rule: Option<Rule>) -> Transition {
         from: Status::Approved,
         to: Status::Executing,
         outcome: None,
-        rule,
+        rule: rule.map(Box::new),
         audit,
         verdict: None,
     }
@@ -353,6 +354,65 @@ pub async fn nothing_half_written(store: impl Store) {
     );
     let after = store.audit(&AuditFilter::new()).await.unwrap().len();
     assert_eq!(before, after, "a failed insert appends nothing");
+}
+
+/// Writes in one batch apply in order, each on its own: one that does not apply or fails
+/// changes nothing, and the others still apply.
+pub async fn batched_writes(store: impl Store) {
+    let first = Arc::new(request("agent-7", "payments.refund", json!({"n": 1})));
+    let unknown = request("agent-7", "payments.refund", json!({"n": 2}));
+    let ttl = Duration::from_secs(600);
+    let value = rule(&first, RuleEffect::Allow, Scope::Value, ttl);
+    let requested = [entry(AuditEvent::Requested, &first)];
+    let (approve, stale, taken) = (
+        approval(&first, "alice"),
+        take(&unknown, None),
+        take(&first, Some(value.clone())),
+    );
+    let note = [AuditEntry::for_request(AuditEvent::Notified, now(), &first)];
+    let writes = [
+        Write::Insert(&first, &requested),
+        Write::Transition(&approve),
+        Write::Transition(&stale),
+        Write::Insert(&first, &requested),
+        Write::Append(&note),
+        Write::Transition(&taken),
+    ];
+    let results = store.write_batch(&writes).await;
+    let applied: Vec<_> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(
+        applied,
+        [
+            Some(true),
+            Some(true),
+            Some(false),
+            None,
+            Some(true),
+            Some(true)
+        ],
+        "each write of a batch has its own result, in order: {results:?}"
+    );
+    assert_eq!(status(&store, first.id).await, Status::Executing);
+    assert_eq!(
+        store.rules(now()).await.unwrap(),
+        vec![value],
+        "a batched transition files its rule"
+    );
+    let events = trail(&store, first.id).await;
+    assert_eq!(
+        events[..4],
+        [
+            AuditEvent::Requested,
+            AuditEvent::Approved,
+            AuditEvent::Notified,
+            AuditEvent::Executing
+        ],
+        "a batch's entries are written in its order, the failed insert's not at all"
+    );
+    assert!(
+        store.request(unknown.id).await.unwrap().is_none(),
+        "a transition of an unknown request writes nothing"
+    );
 }
 
 /// Rules of every scope are found by the keys of the calls they cover, and only those; a rule

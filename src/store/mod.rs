@@ -215,6 +215,27 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Appends audit entries that change no request (`notified`, `code_rejected`).
     fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>>;
 
+    /// Applies `writes` in order, each as the method it names would, and returns each one's
+    /// result in the same order ([`Write::Transition`] says whether it applied; the others
+    /// return `Ok(true)`).
+    ///
+    /// The gate hands a store every write that queued while it waited on the store, so a store
+    /// that syncs to disk should commit them together, with one sync (group commit). Each write
+    /// stays atomic on its own: one that fails or does not apply changes nothing, and the others
+    /// still apply. The default runs them one after the other.
+    fn write_batch<'a>(
+        &'a self,
+        writes: &'a [Write<'a>],
+    ) -> BoxFuture<'a, Vec<Result<bool, Error>>> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(writes.len());
+            for write in writes {
+                results.push(write.apply(self).await);
+            }
+            results
+        })
+    }
+
     /// A request and where it stands.
     fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>>;
 
@@ -313,6 +334,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>> {
         (**self).append(audit)
     }
+    fn write_batch<'a>(
+        &'a self,
+        writes: &'a [Write<'a>],
+    ) -> BoxFuture<'a, Vec<Result<bool, Error>>> {
+        (**self).write_batch(writes)
+    }
     fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {
         (**self).request(id)
     }
@@ -358,6 +385,29 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         entry: &'a AuditEntry,
     ) -> BoxFuture<'a, Result<Option<u32>, Error>> {
         (**self).wrong_code(id, entry)
+    }
+}
+
+/// One write of [`Store::write_batch`].
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Write<'a> {
+    /// [`Store::insert`] (or [`Store::insert_arc`]) of a request with its audit entries.
+    Insert(&'a Arc<AccessRequest>, &'a [AuditEntry]),
+    /// [`Store::transition`].
+    Transition(&'a Transition),
+    /// [`Store::append`].
+    Append(&'a [AuditEntry]),
+}
+
+impl Write<'_> {
+    /// Applies this write alone, with the method it names.
+    pub(crate) async fn apply<S: Store + ?Sized>(self, store: &S) -> Result<bool, Error> {
+        match self {
+            Write::Insert(request, audit) => store.insert_arc(request, audit).await.map(|()| true),
+            Write::Transition(change) => store.transition(change).await,
+            Write::Append(audit) => store.append(audit).await.map(|()| true),
+        }
     }
 }
 
@@ -490,7 +540,7 @@ pub struct Transition {
     pub(crate) from: Status,
     pub(crate) to: Status,
     pub(crate) outcome: Option<Outcome>,
-    pub(crate) rule: Option<Rule>,
+    pub(crate) rule: Option<Box<Rule>>,
     pub(crate) audit: Vec<AuditEntry>,
     pub(crate) verdict: Option<Arc<str>>,
 }
@@ -514,7 +564,7 @@ impl Transition {
     }
     /// A rule to file in the same step, replacing the rule in its [`ScopeKey`]'s slot.
     pub fn rule(&self) -> Option<&Rule> {
-        self.rule.as_ref()
+        self.rule.as_deref()
     }
     /// The audit entries to append in the same step.
     pub fn audit(&self) -> &[AuditEntry] {

@@ -30,7 +30,9 @@ use tokio_postgres::{AsyncMessage, NoTls, Row, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::sql::{Param, audit_query};
-use super::{Change, Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition};
+use super::{
+    Change, Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition, Write,
+};
 use crate::args::ArgsDigest;
 use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
 use crate::boxed::BoxFuture;
@@ -383,6 +385,34 @@ impl PostgresStore {
         &self.inner.instance
     }
 
+    /// `writes` in one transaction, with one commit: whether each applied. An insert whose
+    /// identical request is pending fails it, as any failed write does.
+    async fn together(&self, writes: &[Write<'_>]) -> Result<Vec<bool>, Error> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(failed)?;
+        let origin = &*self.inner.instance;
+        let mut applied = Vec::with_capacity(writes.len());
+        for write in writes {
+            applied.push(match *write {
+                Write::Insert(request, audit) => {
+                    if !file(&tx, origin, request, &request.fingerprint()).await? {
+                        return Err(Error::new(ErrorKind::StoreFailed)
+                            .with_detail("an identical request is pending"));
+                    }
+                    append(&tx, audit).await?;
+                    true
+                }
+                Write::Transition(change) => transition(&tx, origin, change).await?,
+                Write::Append(audit) => {
+                    append(&tx, audit).await?;
+                    true
+                }
+            });
+        }
+        tx.commit().await.map_err(failed)?;
+        Ok(applied)
+    }
+
     async fn client(&self) -> Result<Object, Error> {
         client(&self.inner.pool).await
     }
@@ -627,6 +657,99 @@ async fn append(
     Ok(())
 }
 
+/// Files a pending request in `tx`, held by `origin`, unless an identical one is pending:
+/// whether it was filed.
+async fn file(
+    tx: &deadpool_postgres::Transaction<'_>,
+    origin: &str,
+    request: &AccessRequest,
+    fingerprint: &[u8],
+) -> Result<bool, Error> {
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO tollgate_requests (id, status, owner, fingerprint, capability,
+                                            principal, created_at, expires_at, record)
+             VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (fingerprint) WHERE status = 'pending' DO NOTHING",
+        )
+        .await
+        .map_err(failed)?;
+    let inserted = tx
+        .execute(
+            &insert,
+            &[
+                &&request.id.as_bytes()[..],
+                &origin,
+                &fingerprint,
+                &&*request.capability,
+                &&*request.principal,
+                &millis(request.created_at),
+                &millis(request.expires_at),
+                &request.to_record(),
+            ],
+        )
+        .await
+        .map_err(failed)?;
+    Ok(inserted == 1)
+}
+
+/// Moves a request on in `tx`, as [`Store::transition`] does: whether it applied.
+async fn transition(
+    tx: &deadpool_postgres::Transaction<'_>,
+    origin: &str,
+    change: &Transition,
+) -> Result<bool, Error> {
+    let update = tx
+        .prepare_cached(
+            "UPDATE tollgate_requests
+             SET status = $1, outcome = coalesce($2, outcome), verdict = coalesce($3, verdict)
+             WHERE id = $4 AND status = $5
+             RETURNING verdict",
+        )
+        .await
+        .map_err(failed)?;
+    let outcome = change.outcome.as_ref().map(Outcome::to_record);
+    let updated = tx
+        .query_opt(
+            &update,
+            &[
+                &change.to.as_str(),
+                &outcome,
+                &change.verdict.as_deref(),
+                &&change.id.as_bytes()[..],
+                &change.from.as_str(),
+            ],
+        )
+        .await
+        .map_err(failed)?;
+    let Some(updated) = updated else {
+        return Ok(false);
+    };
+    // Every later change of an approved request carries its verdict, so a replica whose
+    // callers joined it can check that a person approved it.
+    let verdict: Option<&str> = updated.get(0);
+    // An approval's rule travels in its verdict and is filed when a caller takes it.
+    if let Some(rule) = change
+        .rule
+        .as_ref()
+        .filter(|_| change.to != Status::Approved)
+    {
+        file_rule(tx, origin, rule).await?;
+    }
+    append(tx, &change.audit).await?;
+    FeedRow {
+        kind: "request",
+        request: Some(change.id.as_bytes()),
+        status: Some(change.to.as_str()),
+        outcome: outcome.as_deref(),
+        verdict,
+        ..FeedRow::default()
+    }
+    .append(tx, origin)
+    .await?;
+    Ok(true)
+}
+
 /// Files `rule` in its key's slot, replacing the rule there, and tells the other replicas.
 async fn file_rule(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -757,32 +880,7 @@ impl Store for PostgresStore {
             for _ in 0..2 {
                 let mut client = self.client().await?;
                 let tx = client.transaction().await.map_err(failed)?;
-                let insert = tx
-                    .prepare_cached(
-                        "INSERT INTO tollgate_requests (id, status, owner, fingerprint, capability,
-                                                        principal, created_at, expires_at, record)
-                         VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8)
-                         ON CONFLICT (fingerprint) WHERE status = 'pending' DO NOTHING",
-                    )
-                    .await
-                    .map_err(failed)?;
-                let inserted = tx
-                    .execute(
-                        &insert,
-                        &[
-                            &&request.id.as_bytes()[..],
-                            &&*self.inner.instance,
-                            &&fingerprint[..],
-                            &&*request.capability,
-                            &&*request.principal,
-                            &millis(request.created_at),
-                            &millis(request.expires_at),
-                            &request.to_record(),
-                        ],
-                    )
-                    .await
-                    .map_err(failed)?;
-                if inserted == 1 {
+                if file(&tx, &self.inner.instance, request, &fingerprint).await? {
                     append(&tx, audit).await?;
                     tx.commit().await.map_err(failed)?;
                     return Ok(None);
@@ -808,57 +906,30 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(failed)?;
-            let update = tx
-                .prepare_cached(
-                    "UPDATE tollgate_requests
-                     SET status = $1, outcome = coalesce($2, outcome), verdict = coalesce($3, verdict)
-                     WHERE id = $4 AND status = $5
-                     RETURNING verdict",
-                )
-                .await
-                .map_err(failed)?;
-            let outcome = change.outcome.as_ref().map(Outcome::to_record);
-            let updated = tx
-                .query_opt(
-                    &update,
-                    &[
-                        &change.to.as_str(),
-                        &outcome,
-                        &change.verdict.as_deref(),
-                        &&change.id.as_bytes()[..],
-                        &change.from.as_str(),
-                    ],
-                )
-                .await
-                .map_err(failed)?;
-            let Some(updated) = updated else {
+            if !transition(&tx, &self.inner.instance, change).await? {
                 return Ok(false);
-            };
-            // Every later change of an approved request carries its verdict, so a replica whose
-            // callers joined it can check that a person approved it.
-            let verdict: Option<&str> = updated.get(0);
-            let origin = &*self.inner.instance;
-            // An approval's rule travels in its verdict and is filed when a caller takes it.
-            if let Some(rule) = change
-                .rule
-                .as_ref()
-                .filter(|_| change.to != Status::Approved)
-            {
-                file_rule(&tx, origin, rule).await?;
             }
-            append(&tx, &change.audit).await?;
-            FeedRow {
-                kind: "request",
-                request: Some(change.id.as_bytes()),
-                status: Some(change.to.as_str()),
-                outcome: outcome.as_deref(),
-                verdict,
-                ..FeedRow::default()
-            }
-            .append(&tx, origin)
-            .await?;
             tx.commit().await.map_err(failed)?;
             Ok(true)
+        })
+    }
+
+    fn write_batch<'a>(
+        &'a self,
+        writes: &'a [Write<'a>],
+    ) -> BoxFuture<'a, Vec<Result<bool, Error>>> {
+        Box::pin(async move {
+            match self.together(writes).await {
+                Ok(applied) => applied.into_iter().map(Ok).collect(),
+                // One failed: nothing was kept; each alone, so that it alone fails.
+                Err(_) => {
+                    let mut results = Vec::with_capacity(writes.len());
+                    for write in writes {
+                        results.push(write.apply(self).await);
+                    }
+                    results
+                }
+            }
         })
     }
 

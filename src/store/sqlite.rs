@@ -12,7 +12,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::sql::{Param, audit_query};
-use super::{Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition};
+use super::{Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition, Write};
 use crate::args::ArgsDigest;
 use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
 use crate::boxed::BoxFuture;
@@ -315,6 +315,125 @@ fn purge(tx: &Transaction<'_>, now: SystemTime) -> Result<Purged, Error> {
     Ok(Purged::new(rules, requests))
 }
 
+/// A write of a batch, owned, for the blocking thread.
+enum Owned {
+    Insert {
+        id: RequestId,
+        record: String,
+        capability: Arc<str>,
+        principal: Arc<str>,
+        created: i64,
+        expires: i64,
+        audit: Vec<AuditEntry>,
+    },
+    Transition(Transition),
+    Append(Vec<AuditEntry>),
+}
+
+impl Owned {
+    fn of(write: &Write<'_>) -> Self {
+        match *write {
+            Write::Insert(request, audit) => Owned::insert(request, audit),
+            Write::Transition(change) => Owned::Transition(change.clone()),
+            Write::Append(audit) => Owned::Append(audit.to_vec()),
+        }
+    }
+
+    fn insert(request: &AccessRequest, audit: &[AuditEntry]) -> Self {
+        Owned::Insert {
+            id: request.id,
+            record: request.to_record(),
+            capability: request.capability.clone(),
+            principal: request.principal.clone(),
+            created: millis(request.created_at),
+            expires: millis(request.expires_at),
+            audit: audit.to_vec(),
+        }
+    }
+
+    /// Writes it in `tx`: whether a transition applied (one that did not wrote nothing).
+    fn apply(&self, tx: &Transaction<'_>) -> Result<bool, Error> {
+        match self {
+            Owned::Insert {
+                id,
+                record,
+                capability,
+                principal,
+                created,
+                expires,
+                audit,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO requests (id, status, capability, principal, created_at, expires_at, record)
+                     VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut insert| {
+                    insert.execute(params![
+                        id.as_bytes().as_slice(),
+                        &**capability,
+                        &**principal,
+                        created,
+                        expires,
+                        record
+                    ])
+                })
+                .map_err(failed)?;
+                append(tx, audit)?;
+            }
+            Owned::Transition(change) => {
+                let updated = tx
+                    .prepare_cached(
+                        "UPDATE requests SET status = ?1, outcome = coalesce(?2, outcome)
+                         WHERE id = ?3 AND status = ?4",
+                    )
+                    .and_then(|mut update| {
+                        update.execute(params![
+                            change.to.as_str(),
+                            change.outcome.as_ref().map(Outcome::to_record),
+                            change.id.as_bytes().as_slice(),
+                            change.from.as_str(),
+                        ])
+                    })
+                    .map_err(failed)?;
+                if updated == 0 {
+                    return Ok(false);
+                }
+                if let Some(rule) = &change.rule {
+                    file_rule(tx, rule)?;
+                }
+                append(tx, &change.audit)?;
+            }
+            Owned::Append(audit) => append(tx, audit)?,
+        }
+        Ok(true)
+    }
+}
+
+/// One write in a transaction of its own.
+fn alone(conn: &mut Connection, write: &Owned) -> Result<bool, Error> {
+    let tx = immediate(conn)?;
+    let applied = write.apply(&tx)?;
+    tx.commit().map_err(failed)?;
+    Ok(applied)
+}
+
+/// Writes in one transaction, committed with one sync. If one fails, the transaction is rolled
+/// back and each is written in a transaction of its own, so that it alone fails.
+fn together(conn: &mut Connection, writes: &[Owned]) -> Vec<Result<bool, Error>> {
+    let batch = immediate(conn).and_then(|tx| {
+        let applied = writes
+            .iter()
+            .map(|write| write.apply(&tx))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().map_err(failed)?;
+        Ok(applied)
+    });
+    match batch {
+        Ok(applied) => applied.into_iter().map(Ok).collect(),
+        Err(_) => writes.iter().map(|write| alone(conn, write)).collect(),
+    }
+}
+
 impl Store for SqliteStore {
     fn recover(&self, now: SystemTime) -> Result<Recovered, Error> {
         let mut conn = self.inner.conn();
@@ -352,59 +471,34 @@ impl Store for SqliteStore {
         request: &'a AccessRequest,
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<(), Error>> {
-        let (id, record) = (request.id, request.to_record());
-        let (capability, principal) = (request.capability.clone(), request.principal.clone());
-        let (created, expires) = (millis(request.created_at), millis(request.expires_at));
-        let audit = audit.to_vec();
-        self.blocking(move |conn| {
-            let tx = immediate(conn)?;
-            tx.execute(
-                "INSERT INTO requests (id, status, capability, principal, created_at, expires_at, record)
-                 VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6)",
-                params![id.as_bytes().as_slice(), &*capability, &*principal, created, expires, record],
-            )
-            .map_err(failed)?;
-            append(&tx, &audit)?;
-            tx.commit().map_err(failed)
-        })
+        let write = Owned::insert(request, audit);
+        self.blocking(move |conn| alone(conn, &write).map(drop))
     }
 
     fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>> {
-        let change = change.clone();
-        self.blocking(move |conn| {
-            let tx = immediate(conn)?;
-            let updated = tx
-                .prepare_cached(
-                    "UPDATE requests SET status = ?1, outcome = coalesce(?2, outcome)
-                     WHERE id = ?3 AND status = ?4",
-                )
-                .and_then(|mut update| {
-                    update.execute(params![
-                        change.to.as_str(),
-                        change.outcome.as_ref().map(Outcome::to_record),
-                        change.id.as_bytes().as_slice(),
-                        change.from.as_str(),
-                    ])
-                })
-                .map_err(failed)?;
-            if updated == 0 {
-                return Ok(false);
-            }
-            if let Some(rule) = &change.rule {
-                file_rule(&tx, rule)?;
-            }
-            append(&tx, &change.audit)?;
-            tx.commit().map_err(failed)?;
-            Ok(true)
-        })
+        let write = Owned::Transition(change.clone());
+        self.blocking(move |conn| alone(conn, &write))
     }
 
     fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>> {
-        let audit = audit.to_vec();
-        self.blocking(move |conn| {
-            let tx = immediate(conn)?;
-            append(&tx, &audit)?;
-            tx.commit().map_err(failed)
+        let write = Owned::Append(audit.to_vec());
+        self.blocking(move |conn| alone(conn, &write).map(drop))
+    }
+
+    fn write_batch<'a>(
+        &'a self,
+        writes: &'a [Write<'a>],
+    ) -> BoxFuture<'a, Vec<Result<bool, Error>>> {
+        let writes: Vec<Owned> = writes.iter().map(Owned::of).collect();
+        let count = writes.len();
+        let batch = self.blocking(move |conn| Ok(together(conn, &writes)));
+        Box::pin(async move {
+            batch.await.unwrap_or_else(|error| {
+                let detail = error.to_string();
+                (0..count)
+                    .map(|_| Err(Error::new(ErrorKind::StoreFailed).with_detail(detail.clone())))
+                    .collect()
+            })
         })
     }
 

@@ -13,7 +13,7 @@ use serde_json::json;
 use tollgate::notify::{RecordingNotifier, notifier_fn};
 use tollgate::store::{
     AuditEntry, AuditEvent, AuditFilter, BoxFuture, MemoryStore, Purged, Recovered, Revocation,
-    ScopeKey, SqliteStore, Store, StoredRequest, Transition, conformance,
+    ScopeKey, SqliteStore, Store, StoredRequest, Transition, Write, conformance,
 };
 use tollgate::{
     AccessRequest, Approve, Deny, Error, ErrorKind, Gate, Outcome, RequestId, Revoke, Rule, Scope,
@@ -278,6 +278,8 @@ struct Flaky {
     /// Transitions wait while the test holds this for writing; `held` counts those waiting.
     hold: Arc<tokio::sync::RwLock<()>>,
     held: Arc<AtomicUsize>,
+    /// How many writes each batch held, in order.
+    batches: Arc<std::sync::Mutex<Vec<usize>>>,
 }
 
 fn broken() -> Error {
@@ -315,6 +317,26 @@ impl Store for Flaky {
     }
     fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>> {
         self.inner.append(audit)
+    }
+    fn write_batch<'a>(
+        &'a self,
+        writes: &'a [Write<'a>],
+    ) -> BoxFuture<'a, Vec<Result<bool, Error>>> {
+        self.batches.lock().unwrap().push(writes.len());
+        Box::pin(async move {
+            let mut results = Vec::new();
+            for write in writes {
+                results.push(match *write {
+                    Write::Insert(request, audit) => {
+                        self.insert(request, audit).await.map(|()| true)
+                    }
+                    Write::Transition(change) => self.transition(change).await,
+                    Write::Append(audit) => self.append(audit).await.map(|()| true),
+                    _ => unreachable!("a write this test knows"),
+                });
+            }
+            results
+        })
     }
     fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {
         self.inner.request(id)
@@ -845,4 +867,72 @@ async fn a_caller_dropped_by_a_panic_does_not_break_the_write_order() {
     let alert = alerts.next_alert().await;
     assert_eq!(alert.request().args()["amount"], 3);
     third.abort();
+}
+
+/// Writes that queue while the store is busy reach it together, in one batch, in the order they
+/// were made; each takes effect as it would alone.
+#[tokio::test]
+async fn writes_queued_behind_a_busy_store_are_committed_together() {
+    let store = Flaky::default();
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).store(store.clone()).build().unwrap();
+    let svc = gate.layer(policy(Scope::Once)).layer(Tools::default());
+    let mut calls = Vec::new();
+    let mut parked = Vec::new();
+    for amount in 1..=8 {
+        calls.push(tokio::spawn(svc.clone().oneshot(refund(amount))));
+        parked.push(alerts.next_alert().await);
+    }
+
+    let hold = store.hold.write().await;
+    let mut approvals = Vec::new();
+    for alert in &parked {
+        let approve = Approve::new(alert.request().id(), alert.code().reveal()).by("alice");
+        let mut approval = Box::pin({
+            let gate = gate.clone();
+            async move { gate.approve(approve).await }
+        });
+        assert!(
+            futures_poll_once(&mut approval).await.is_none(),
+            "a decision waits for the store"
+        );
+        approvals.push(approval);
+    }
+    assert_eq!(
+        store.held.load(Ordering::SeqCst),
+        1,
+        "the first decision is being written"
+    );
+    assert!(store.batches.lock().unwrap().is_empty());
+
+    drop(hold);
+    for approval in approvals {
+        approval.await.unwrap();
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let batches = store.batches.lock().unwrap().clone();
+    assert_eq!(
+        batches.first(),
+        Some(&7),
+        "the seven decisions queued behind the first go together: {batches:?}"
+    );
+    for alert in &parked {
+        let trail = gate
+            .audit(AuditFilter::new().request(alert.request().id()))
+            .await
+            .unwrap();
+        let kinds: Vec<_> = trail.iter().map(|e| e.event).collect();
+        assert_eq!(
+            kinds[..3],
+            [
+                AuditEvent::Requested,
+                AuditEvent::Notified,
+                AuditEvent::Approved
+            ],
+            "each request's trail is in order"
+        );
+        assert!(kinds.contains(&AuditEvent::Executing));
+    }
 }
