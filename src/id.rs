@@ -1,4 +1,6 @@
-//! The ids of access requests and rules: 128 random bits with a printed prefix.
+//! The ids of access requests and rules: 128 bits with a printed prefix, the time in
+//! milliseconds and then 80 random bits, so that ids sort by when they were made, and a store's
+//! index of them grows at one end (a database writes a few pages a commit, not one per id).
 //!
 //! Parsing an id (`FromStr`) answers with [`Error`](crate::Error); that impl lives beside the
 //! error type, so the ids depend on nothing above them.
@@ -6,6 +8,24 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+/// A new id's bits: the milliseconds since the Unix epoch in the first 48 (big-endian), then 80
+/// from the operating system's random source.
+fn fresh_bits() -> [u8; 16] {
+    stamped(random_bits(), now_millis())
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// `bits` with `millis` in their first 48.
+fn stamped(mut bits: [u8; 16], millis: u64) -> [u8; 16] {
+    bits[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bits
+}
 
 /// 128 bits from the operating system's random source, read 64 ids at a time per thread: one
 /// system call per 64 requests instead of one each.
@@ -40,10 +60,10 @@ macro_rules! random_id {
             pub const PREFIX: &'static str = $prefix;
 
             pub(crate) fn random() -> Self {
-                $name(random_bits())
+                $name(fresh_bits())
             }
 
-            /// The 128 random bits.
+            /// The 128 bits: the time it was made, in milliseconds, then 80 random bits.
             pub fn as_bytes(&self) -> &[u8; 16] {
                 &self.0
             }
@@ -83,12 +103,13 @@ macro_rules! random_id {
 }
 
 random_id!(
-    /// An access request's id: 128 random bits, printed `areq_` and 32 hex digits.
+    /// An access request's id: the time it was made and 80 random bits, printed `areq_` and 32
+    /// hex digits.
     RequestId,
     "areq_"
 );
 random_id!(
-    /// A rule's id: 128 random bits, printed `rule_` and 32 hex digits.
+    /// A rule's id: the time it was made and 80 random bits, printed `rule_` and 32 hex digits.
     RuleId,
     "rule_"
 );
@@ -97,7 +118,7 @@ random_id!(
 mod pool_tests {
     use std::collections::HashSet;
 
-    use super::{RequestId, RuleId};
+    use super::{RequestId, RuleId, now_millis, stamped};
 
     #[test]
     fn ids_from_the_pool_are_distinct_across_refills_and_threads() {
@@ -115,5 +136,25 @@ mod pool_tests {
             .collect();
         assert_eq!(all.len(), 3_000);
         assert!(!all.contains(&[0; 16]), "a used place is never handed out");
+    }
+
+    #[test]
+    fn ids_begin_with_the_time_and_sort_by_it() {
+        let before = now_millis();
+        let id = RequestId::random();
+        let after = now_millis();
+        let mut time = [0; 8];
+        time[2..].copy_from_slice(&id.0[..6]);
+        let millis = u64::from_be_bytes(time);
+        assert!(
+            (before..=after).contains(&millis),
+            "{before} ≤ {millis} ≤ {after}"
+        );
+        let (early, late) = (stamped([0xff; 16], millis), stamped([0; 16], millis + 1));
+        assert!(early < late, "a later id sorts after an earlier one");
+        let random: HashSet<[u8; 10]> = (0..1_000)
+            .map(|_| RequestId::random().0[6..].try_into().unwrap())
+            .collect();
+        assert_eq!(random.len(), 1_000, "the rest is random");
     }
 }

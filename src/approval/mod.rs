@@ -44,7 +44,7 @@
 //!   `/approvals/` for a nested `/`.
 //! - **Cross-site checks trust `Origin` and `Host`.** Behind a proxy, forward both unchanged, or
 //!   browsers' forms may be refused or the check weakened (see `tower_http::csrf`).
-//! - **Status and wait need only the id**, which is 128 random bits the caller was given: they are
+//! - **Status and wait need only the id**, whose 80 random bits only the caller was given: they are
 //!   for the caller that submitted the request, and say nothing but the status.
 //!
 //! # Errors

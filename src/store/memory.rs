@@ -37,7 +37,7 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct State {
-    /// FxHash: request ids are 128 random bits, so a lookup by a made-up id only probes.
+    /// FxHash: request ids end in 80 random bits, so a lookup by a made-up id only probes.
     requests: FxHashMap<RequestId, Row>,
     rules: HashMap<ScopeKey, Rule>,
     rule_keys: HashMap<RuleId, ScopeKey>,

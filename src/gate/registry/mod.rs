@@ -74,7 +74,7 @@ pub(crate) struct Limits {
 }
 
 pub(crate) struct Registry {
-    /// Keyed by request id, hashed with FxHash: ids are 128 random bits the gate chose, so
+    /// Keyed by request id, hashed with FxHash: ids end in 80 random bits the gate chose, so
     /// nobody can pick keys that collide, and a lookup by a made-up id only probes.
     live: FxHashMap<RequestId, Slot>,
     index: PendingIndex,
