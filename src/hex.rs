@@ -3,7 +3,6 @@
 use std::fmt;
 
 const LOWER: &[u8; 16] = b"0123456789abcdef";
-const UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 pub(crate) fn write_lower(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     for b in bytes {
@@ -13,21 +12,12 @@ pub(crate) fn write_lower(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Resu
     Ok(())
 }
 
-pub(crate) fn upper(bytes: &[u8]) -> String {
-    encode(bytes, UPPER)
-}
-
 pub(crate) fn lower(bytes: &[u8]) -> String {
-    encode(bytes, LOWER)
-}
-
-fn encode(bytes: &[u8], digits: &[u8; 16]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(char::from(digits[usize::from(b >> 4)]));
-        out.push(char::from(digits[usize::from(b & 0xf)]));
+        out.extend([LOWER[usize::from(b >> 4)], LOWER[usize::from(b & 0xf)]]);
     }
-    out
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// Decodes exactly `N` bytes of lowercase or uppercase hex.

@@ -61,9 +61,20 @@ impl CodeKey {
     /// max scope ‖ max rule TTL ‖ expiry)`, every field length-prefixed, cut to `length` uppercase
     /// hex characters.
     pub(crate) fn code(&self, request: &AccessRequest) -> VerificationCode {
-        let mut text = crate::hex::upper(&self.mac_of(request));
-        text.truncate(self.length);
-        VerificationCode(text)
+        let digits = self.digits(request);
+        let text = std::str::from_utf8(&digits[..self.length]).expect("hex digits are ASCII");
+        VerificationCode(text.to_owned())
+    }
+
+    /// The HMAC in uppercase hex digits: a code is the first `length` of them.
+    fn digits(&self, request: &AccessRequest) -> [u8; 64] {
+        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        let mut digits = [0u8; 64];
+        for (i, byte) in self.mac_of(request).iter().enumerate() {
+            digits[2 * i] = DIGITS[usize::from(byte >> 4)];
+            digits[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        digits
     }
 
     /// The HMAC a code is cut from.
@@ -93,17 +104,12 @@ impl CodeKey {
 
     /// Constant-time check of what a person typed; case and surrounding space do not matter.
     pub(crate) fn verify(&self, request: &AccessRequest, attempt: &str) -> bool {
-        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
         let attempt = attempt.trim().as_bytes();
         // The length is the configuration's, not a secret.
         if attempt.len() != self.length {
             return false;
         }
-        let (mut expected, mut typed) = ([0u8; 64], [0u8; 64]);
-        for (i, byte) in self.mac_of(request).iter().enumerate() {
-            expected[2 * i] = DIGITS[usize::from(byte >> 4)];
-            expected[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
-        }
+        let (expected, mut typed) = (self.digits(request), [0u8; 64]);
         for (typed, c) in typed.iter_mut().zip(attempt) {
             *typed = c.to_ascii_uppercase();
         }
