@@ -8,7 +8,8 @@
 //! Before the timings it prints what criterion does not measure, for the gate and the floor:
 //! the memory one parked call costs (over 100,000 calls), the allocations of one round trip,
 //! and the p99 from call to resume with 1,000 calls at once. The decision benches compare the
-//! memory store with SQLite (`synchronous = FULL`, one file in the temporary directory).
+//! memory store with SQLite (`synchronous = FULL`, one file in the temporary directory), one
+//! call at a time and 64 at once (where SQLite commits the writes that queued up together).
 #![allow(missing_docs)]
 
 #[path = "support/floor.rs"]
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group};
+use criterion::{Criterion, Throughput, criterion_group};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tokio::sync::mpsc;
@@ -345,6 +346,36 @@ impl<S: Gated, A: Approver> Subject<S, A> {
         latencies[calls * 99 / 100]
     }
 
+    /// `calls` calls parked, then approved at once, each by a task of its own: the time from
+    /// the first approval to the last caller resumed.
+    async fn decided_at_once(&mut self, calls: usize, first: usize) -> Duration {
+        let parked: Vec<_> = (0..calls)
+            .map(|i| {
+                let call = tower::ServiceExt::oneshot(self.service.clone(), distinct(first + i));
+                tokio::spawn(call)
+            })
+            .collect();
+        let mut alerts = Vec::with_capacity(calls);
+        while alerts.len() < calls {
+            alerts.push(self.inbox.recv().await.unwrap());
+        }
+        let start = Instant::now();
+        let approvals: Vec<_> = alerts
+            .into_iter()
+            .map(|alert| {
+                let approver = self.approver.clone();
+                tokio::spawn(async move { approver.approve(alert).await })
+            })
+            .collect();
+        for approval in approvals {
+            approval.await.unwrap();
+        }
+        for call in parked {
+            call.await.unwrap().unwrap();
+        }
+        start.elapsed()
+    }
+
     /// One call parked, approved and resumed; everything is dropped by the end.
     async fn round_trip(&mut self, i: usize) {
         let parked = tower::ServiceExt::oneshot(self.service.clone(), distinct(i));
@@ -387,6 +418,49 @@ fn one_by_one(c: &mut Criterion) {
         b.iter_custom(|iters| per_decision(&rt, &mut gate, &next, iters))
     });
     group.finish();
+}
+
+/// 64 parked calls decided at once, on the floor, the memory store and SQLite: writes that queue
+/// while the store is busy are committed together.
+fn at_once(c: &mut Criterion) {
+    const AT_ONCE: usize = 64;
+    let rt = runtime();
+    let _enter = rt.enter();
+    let dir = std::env::temp_dir().join(format!("tollgate-bench-64-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut group = c.benchmark_group("64 parked calls decided at once, per decision");
+    group.throughput(Throughput::Elements(1));
+    let next = AtomicUsize::new(0);
+    fn per_decision<S: Gated, A: Approver>(
+        rt: &tokio::runtime::Runtime,
+        subject: &mut Subject<S, A>,
+        next: &AtomicUsize,
+        iters: u64,
+    ) -> Duration {
+        // An iteration is one decision; whole rounds of 64, scaled to `iters`.
+        let rounds = iters.div_ceil(AT_ONCE as u64);
+        let mut total = Duration::ZERO;
+        for _ in 0..rounds {
+            let first = next.fetch_add(AT_ONCE, Ordering::Relaxed);
+            total += rt.block_on(subject.decided_at_once(AT_ONCE, first));
+        }
+        total.mul_f64(iters as f64 / (rounds * AT_ONCE as u64) as f64)
+    }
+    let mut floor = floor_subject();
+    group.bench_function("naive floor", |b| {
+        b.iter_custom(|iters| per_decision(&rt, &mut floor, &next, iters))
+    });
+    let mut memory = gate_subject(builder());
+    group.bench_function("memory store", |b| {
+        b.iter_custom(|iters| per_decision(&rt, &mut memory, &next, iters))
+    });
+    let sqlite = SqliteStore::open(dir.join("bench.db")).unwrap();
+    let mut on_disk = gate_subject(builder().store(sqlite));
+    group.bench_function("SQLite store, synchronous=FULL", |b| {
+        b.iter_custom(|iters| per_decision(&rt, &mut on_disk, &next, iters))
+    });
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// What criterion does not measure, printed for the gate and the floor side by side: the p99
@@ -507,7 +581,8 @@ criterion_group!(
     allowed,
     standing_rule,
     park_approve_resume,
-    one_by_one
+    one_by_one,
+    at_once
 );
 
 fn main() {
