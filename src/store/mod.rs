@@ -89,7 +89,9 @@
 //!
 //! Implement [`Store`] and run the [`conformance`] suite (feature `test-util`) against it. Keep
 //! requests, rules and outcomes as the text of their `to_record` methods, plus whatever columns
-//! your indexes need.
+//! your indexes need. A store that syncs to disk should implement [`Store::write_batch`] with one
+//! commit for the whole batch: the gate hands it every write that queued while the store was
+//! busy. Request ids begin with the time they were made, so an index on them grows at one end.
 
 mod memory;
 #[cfg(feature = "postgres")]
