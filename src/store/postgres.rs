@@ -582,7 +582,8 @@ struct FeedRow<'a> {
 
 impl FeedRow<'_> {
     /// Appends the row under the next number of the clock, whose row lock this transaction then
-    /// holds until it ends, and wakes the listeners when it commits.
+    /// holds until it ends, and wakes the listeners when it commits: one statement, one round
+    /// trip.
     async fn append(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
@@ -590,31 +591,35 @@ impl FeedRow<'_> {
     ) -> Result<(), Error> {
         let statement = tx
             .prepare_cached(
-                "WITH c AS (UPDATE tollgate_clock SET seq = seq + 1 RETURNING seq)
-                 INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome, verdict, rule, record)
-                 SELECT c.seq, $1, $2, $3, $4, $5, $6, $7, $8 FROM c",
+                "WITH c AS (UPDATE tollgate_clock SET seq = seq + 1 RETURNING seq),
+                      i AS (INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome, verdict, rule, record)
+                            SELECT c.seq, $1, $2, $3, $4, $5, $6, $7, $8 FROM c RETURNING seq)
+                 SELECT pg_notify($9, '') FROM i",
             )
             .await
             .map_err(failed)?;
-        tx.execute(
-            &statement,
-            &[
-                &origin,
-                &self.kind,
-                &self.request.map(|b| &b[..]),
-                &self.status,
-                &self.outcome,
-                &self.verdict,
-                &self.rule.map(|b| &b[..]),
-                &self.record,
-            ],
-        )
-        .await
-        .map_err(failed)?;
-        tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+        let rows = tx
+            .query(
+                &statement,
+                &[
+                    &origin,
+                    &self.kind,
+                    &self.request.map(|b| &b[..]),
+                    &self.status,
+                    &self.outcome,
+                    &self.verdict,
+                    &self.rule.map(|b| &b[..]),
+                    &self.record,
+                    &CHANNEL,
+                ],
+            )
             .await
             .map_err(failed)?;
-        Ok(())
+        match rows.len() {
+            1 => Ok(()),
+            n => Err(Error::new(ErrorKind::StoreFailed)
+                .with_detail(format!("the change feed took {n} rows, not one"))),
+        }
     }
 }
 
