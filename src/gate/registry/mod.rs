@@ -44,7 +44,7 @@ use tokio::time::Instant;
 pub(crate) use self::event::{Ack, Effects, Event, Resolved, Ruling};
 use self::index::{History, PendingIndex, fingerprint};
 pub(crate) use self::remote::Remote;
-use self::slot::{Phase, Slot};
+use self::slot::{Phase, Slot, Waiters};
 use super::rate::RateLimiter;
 use crate::error::{Error, ErrorKind};
 use crate::id::RequestId;
@@ -183,7 +183,7 @@ impl Registry {
             phase: Phase::Pending,
             stored: false,
             joined: false,
-            waiters: Vec::with_capacity(1),
+            waiters: Waiters::default(),
             attached: 0,
             wrong_codes: 0,
         };

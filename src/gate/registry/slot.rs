@@ -76,48 +76,87 @@ pub(super) struct Slot {
     /// replicas share had one pending): this one is then never stored, announced or decided;
     /// its callers follow that one (the registry's `followers` says which).
     pub(super) joined: bool,
-    /// Indexed by waiter key; `None` is a place a waiter left, `Some(None)` a waiter not yet
-    /// polled. The next caller to join takes a free place, so the list grows with the callers
-    /// waiting at once (at most the cap), not with every caller that ever joined.
-    pub(super) waiters: Vec<Option<Option<Waker>>>,
+    /// The callers' places, by waiter key. The next caller to join takes a free place, so the
+    /// list grows with the callers waiting at once (at most the cap), not with every caller
+    /// that ever joined.
+    pub(super) waiters: Waiters,
     /// Waiters attached now; at most `Limits::waiters`, which is checked before a join.
     pub(super) attached: u32,
     /// At most `Limits::attempts`, itself at most 1,000: the request closes when it is reached.
     pub(super) wrong_codes: u16,
 }
 
+/// The places of the callers waiting on one request, by key: the first in the slot itself
+/// (most requests have one caller), any others in a list made when a second one joins. A place
+/// holds `None` once its caller left, and `Some(None)` until its caller is first polled.
+#[derive(Default)]
+pub(super) struct Waiters {
+    first: Option<Option<Waker>>,
+    others: Option<Box<Vec<Option<Option<Waker>>>>>,
+}
+
+impl Waiters {
+    fn places(&mut self) -> impl Iterator<Item = &mut Option<Option<Waker>>> {
+        let others = self.others.iter_mut().flat_map(|others| others.iter_mut());
+        std::iter::once(&mut self.first).chain(others)
+    }
+
+    fn place(&mut self, key: usize) -> Option<&mut Option<Option<Waker>>> {
+        match key {
+            0 => Some(&mut self.first),
+            _ => self.others.as_mut()?.get_mut(key - 1),
+        }
+    }
+
+    fn len(&self) -> usize {
+        1 + self.others.as_ref().map_or(0, |others| others.len())
+    }
+}
+
 impl Slot {
     pub(super) fn attach(&mut self) -> usize {
         let free = (self.attached as usize) < self.waiters.len();
         self.attached += 1;
+        let Waiters { first, others } = &mut self.waiters;
+        if free && first.is_none() {
+            *first = Some(None);
+            return 0;
+        }
+        let others = others.get_or_insert_default();
         // A scan of at most the cap's length, only when someone left: joins are the cold path.
         match free
-            .then(|| self.waiters.iter().position(Option::is_none))
+            .then(|| others.iter().position(Option::is_none))
             .flatten()
         {
-            Some(key) => {
-                self.waiters[key] = Some(None);
-                key
+            Some(i) => {
+                others[i] = Some(None);
+                i + 1
             }
             None => {
-                self.waiters.push(Some(None));
-                self.waiters.len() - 1
+                others.push(Some(None));
+                others.len()
             }
         }
     }
 
     pub(super) fn detach(&mut self, key: usize) {
-        if self.waiters.get_mut(key).and_then(Option::take).is_some() {
+        if self.waiters.place(key).and_then(Option::take).is_some() {
             self.attached -= 1;
         }
     }
 
+    /// The wakers of the callers polled since they were last woken; their places stay taken.
     pub(super) fn wakers(&mut self) -> impl Iterator<Item = Waker> + '_ {
-        self.waiters.iter_mut().filter_map(|w| w.as_mut()?.take())
+        self.waiters
+            .places()
+            .filter_map(|place| place.as_mut()?.take())
     }
 
     pub(super) fn register(&mut self, key: usize, waker: &Waker) {
-        let registered = self.waiters[key].get_or_insert(None);
+        let Some(place) = self.waiters.place(key) else {
+            return;
+        };
+        let registered = place.get_or_insert(None);
         if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
             *registered = Some(waker.clone());
         }

@@ -673,6 +673,30 @@ fn identical_calls_join_one_request_up_to_the_cap() {
     assert_eq!(world.registry.counts().parked, 2);
 }
 
+/// The first caller's place, kept in the slot itself, is freed and reused like any other;
+/// a change wakes only the callers polled since they joined, and keeps the others' places.
+#[test]
+fn the_first_place_is_reused_and_only_polled_callers_are_woken() {
+    let mut world = world();
+    let first = world.parked();
+    assert_eq!(first.key, 0);
+    let second = world.join(&first);
+    assert_eq!(second.key, 1);
+    let effects = world.registry.leave(first.id, first.key);
+    assert!(effects.events.is_empty(), "a caller is still waiting");
+    let third = world.join(&first);
+    assert_eq!(third.key, 0, "the first place is taken again");
+    assert!(world.poll(&third).is_pending());
+    let effects = world.registry.expire(first.id, world.at(61));
+    assert_eq!(effects.wake.len(), 1, "the second caller was never polled");
+    for waker in effects.wake {
+        waker.wake();
+    }
+    assert_eq!(third.waker.0.load(Ordering::SeqCst), 1);
+    assert_eq!(second.waker.0.load(Ordering::SeqCst), 0);
+    assert!(world.poll(&second).is_ready(), "its place is still its own");
+}
+
 #[test]
 fn new_requests_count_against_the_caps_and_the_alert_rate() {
     let mut world = world();
