@@ -92,6 +92,8 @@ pub(super) struct Slot {
 #[derive(Default)]
 pub(super) struct Waiters {
     first: Option<Option<Waker>>,
+    // Boxed, so that a slot keeps eight bytes for them rather than a whole `Vec`.
+    #[allow(clippy::box_collection)]
     others: Option<Box<Vec<Option<Option<Waker>>>>>,
 }
 
