@@ -9,19 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A new id's bits: the milliseconds since the Unix epoch in the first 48 (big-endian), then 80
-/// from the operating system's random source.
-fn fresh_bits() -> [u8; 16] {
-    stamped(random_bits(), now_millis())
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
-
-/// `bits` with `millis` in their first 48.
+/// `bits` with `millis`, the milliseconds since the Unix epoch, in their first 48 (big-endian).
 fn stamped(mut bits: [u8; 16], millis: u64) -> [u8; 16] {
     bits[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
     bits
@@ -59,8 +47,18 @@ macro_rules! random_id {
             /// The printed prefix.
             pub const PREFIX: &'static str = $prefix;
 
+            /// A new id for something made at `time`: its milliseconds, then 80 random bits.
+            pub(crate) fn made_at(time: std::time::SystemTime) -> Self {
+                let millis = time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis() as u64);
+                $name(stamped(random_bits(), millis))
+            }
+
+            /// A new id, made now.
+            #[cfg(any(test, feature = "test-util"))]
             pub(crate) fn random() -> Self {
-                $name(fresh_bits())
+                Self::made_at(std::time::SystemTime::now())
             }
 
             /// The 128 bits: the time it was made, in milliseconds, then 80 random bits.
@@ -118,7 +116,14 @@ random_id!(
 mod pool_tests {
     use std::collections::HashSet;
 
-    use super::{RequestId, RuleId, now_millis, stamped};
+    use super::{RequestId, RuleId, stamped};
+
+    fn now_millis() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
 
     #[test]
     fn ids_from_the_pool_are_distinct_across_refills_and_threads() {

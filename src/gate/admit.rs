@@ -52,9 +52,9 @@ impl Gate {
             return Admission::Refuse(Error::new(ErrorKind::NoRuntime));
         };
         let settings = &self.shared.settings;
-        let id = RequestId::random();
         // Whole milliseconds: what stores keep, and what the code is bound to.
         let created_at = to_millis(SystemTime::now());
+        let id = RequestId::made_at(created_at);
         let args = canonical_json(&call.args());
         let request = AccessRequest {
             id,

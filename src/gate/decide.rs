@@ -462,7 +462,7 @@ fn new_rule(
     }
     let granted_at = to_millis(SystemTime::now());
     let mut rule = Rule {
-        id: RuleId::random(),
+        id: RuleId::made_at(granted_at),
         effect,
         scope,
         capability: request.capability.clone(),
