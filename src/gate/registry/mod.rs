@@ -161,10 +161,16 @@ impl Registry {
             self.parked += 1;
             return (Ok((slot.request.clone(), slot.attach(), false)), effects);
         }
-        let principal_pending = self.index.per_principal.get(&request.principal).copied();
-        if self.index.total >= limits.total
-            || principal_pending.unwrap_or(0) >= limits.per_principal
-        {
+        let mut request = request;
+        let principal_pending = match self.index.per_principal.get_key_value(&request.principal) {
+            Some((principal, &pending)) => {
+                // The pending requests of one principal share one copy of its name.
+                request.principal = principal.clone();
+                pending
+            }
+            None => 0,
+        };
+        if self.index.total >= limits.total || principal_pending >= limits.per_principal {
             return (Err(Error::new(ErrorKind::TooManyPending)), effects);
         }
         if let Some(rate) = &mut self.alert_rate

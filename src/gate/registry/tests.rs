@@ -697,6 +697,17 @@ fn the_first_place_is_reused_and_only_polled_callers_are_woken() {
     assert!(world.poll(&second).is_ready(), "its place is still its own");
 }
 
+/// The pending requests of one principal hold one copy of its name between them.
+#[test]
+fn requests_of_one_principal_share_its_name() {
+    let mut world = world();
+    let first = world.admit(request("agent-7", "1")).0.expect("admitted").0;
+    let second = world.admit(request("agent-7", "2")).0.expect("admitted").0;
+    assert!(Arc::ptr_eq(&first.principal, &second.principal));
+    let other = world.admit(request("agent-8", "3")).0.expect("admitted").0;
+    assert_eq!(&*other.principal, "agent-8");
+}
+
 #[test]
 fn new_requests_count_against_the_caps_and_the_alert_rate() {
     let mut world = world();
