@@ -396,28 +396,43 @@ fn one_by_one(c: &mut Criterion) {
     let _enter = rt.enter();
     let mut floor = floor_subject();
     let mut gate = gate_subject(builder());
-    fn per_decision<S: Gated, A: Approver>(
-        rt: &tokio::runtime::Runtime,
-        subject: &mut Subject<S, A>,
-        next: &AtomicUsize,
-        iters: u64,
-    ) -> Duration {
-        // An iteration is one decision; whole batches of 1,000, scaled to `iters`.
-        let batches = iters.div_ceil(PARKED as u64);
-        let mut total = Duration::ZERO;
-        for _ in 0..batches {
-            let first = next.fetch_add(PARKED, Ordering::Relaxed);
-            total += rt.block_on(subject.approve_one_by_one(PARKED, first));
-        }
-        total.mul_f64(iters as f64 / (batches * PARKED as u64) as f64)
-    }
+    let how = (PARKED, Deciding::OneByOne);
     group.bench_function("naive floor", |b| {
-        b.iter_custom(|iters| per_decision(&rt, &mut floor, &next, iters))
+        b.iter_custom(|iters| per_decision(&rt, &mut floor, &next, iters, how))
     });
     group.bench_function("memory store", |b| {
-        b.iter_custom(|iters| per_decision(&rt, &mut gate, &next, iters))
+        b.iter_custom(|iters| per_decision(&rt, &mut gate, &next, iters, how))
     });
     group.finish();
+}
+
+/// How the parked calls of a round are decided.
+#[derive(Clone, Copy)]
+enum Deciding {
+    OneByOne,
+    AtOnce,
+}
+
+/// The time of `iters` decisions, made in whole rounds of `calls` parked calls and scaled.
+fn per_decision<S: Gated, A: Approver>(
+    rt: &tokio::runtime::Runtime,
+    subject: &mut Subject<S, A>,
+    next: &AtomicUsize,
+    iters: u64,
+    (calls, how): (usize, Deciding),
+) -> Duration {
+    let rounds = iters.div_ceil(calls as u64);
+    let mut total = Duration::ZERO;
+    for _ in 0..rounds {
+        let first = next.fetch_add(calls, Ordering::Relaxed);
+        total += rt.block_on(async {
+            match how {
+                Deciding::OneByOne => subject.approve_one_by_one(calls, first).await,
+                Deciding::AtOnce => subject.decided_at_once(calls, first).await,
+            }
+        });
+    }
+    total.mul_f64(iters as f64 / (rounds * calls as u64) as f64)
 }
 
 /// 64 parked calls decided at once, on the floor, the memory store and SQLite: writes that queue
@@ -431,33 +446,19 @@ fn at_once(c: &mut Criterion) {
     let mut group = c.benchmark_group("64 parked calls decided at once, per decision");
     group.throughput(Throughput::Elements(1));
     let next = AtomicUsize::new(0);
-    fn per_decision<S: Gated, A: Approver>(
-        rt: &tokio::runtime::Runtime,
-        subject: &mut Subject<S, A>,
-        next: &AtomicUsize,
-        iters: u64,
-    ) -> Duration {
-        // An iteration is one decision; whole rounds of 64, scaled to `iters`.
-        let rounds = iters.div_ceil(AT_ONCE as u64);
-        let mut total = Duration::ZERO;
-        for _ in 0..rounds {
-            let first = next.fetch_add(AT_ONCE, Ordering::Relaxed);
-            total += rt.block_on(subject.decided_at_once(AT_ONCE, first));
-        }
-        total.mul_f64(iters as f64 / (rounds * AT_ONCE as u64) as f64)
-    }
+    let how = (AT_ONCE, Deciding::AtOnce);
     let mut floor = floor_subject();
     group.bench_function("naive floor", |b| {
-        b.iter_custom(|iters| per_decision(&rt, &mut floor, &next, iters))
+        b.iter_custom(|iters| per_decision(&rt, &mut floor, &next, iters, how))
     });
     let mut memory = gate_subject(builder());
     group.bench_function("memory store", |b| {
-        b.iter_custom(|iters| per_decision(&rt, &mut memory, &next, iters))
+        b.iter_custom(|iters| per_decision(&rt, &mut memory, &next, iters, how))
     });
     let sqlite = SqliteStore::open(dir.join("bench.db")).unwrap();
     let mut on_disk = gate_subject(builder().store(sqlite));
     group.bench_function("SQLite store, synchronous=FULL", |b| {
-        b.iter_custom(|iters| per_decision(&rt, &mut on_disk, &next, iters))
+        b.iter_custom(|iters| per_decision(&rt, &mut on_disk, &next, iters, how))
     });
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);
