@@ -284,11 +284,16 @@ where
 }
 
 impl<S: Gated, A: Approver> Subject<S, A> {
-    /// `calls` calls parked, then approved one at a time as their alerts arrive; each approval
-    /// awaited, then every caller. The time from the first approval to the last caller resumed.
-    /// The approver is a task of its own, as an approval API's handler is.
-    async fn approve_one_by_one(&mut self, calls: usize, first: usize) -> Duration {
-        let parked: Vec<_> = (0..calls)
+    /// `calls` distinct calls, each in a task of its own, parked: their tasks and alerts.
+    async fn park(
+        &mut self,
+        calls: usize,
+        first: usize,
+    ) -> (
+        Vec<tokio::task::JoinHandle<Result<S::Response, S::Error>>>,
+        Vec<A::Alert>,
+    ) {
+        let parked = (0..calls)
             .map(|i| {
                 let call = tower::ServiceExt::oneshot(self.service.clone(), distinct(first + i));
                 tokio::spawn(call)
@@ -298,6 +303,14 @@ impl<S: Gated, A: Approver> Subject<S, A> {
         while alerts.len() < calls {
             alerts.push(self.inbox.recv().await.unwrap());
         }
+        (parked, alerts)
+    }
+
+    /// `calls` calls parked, then approved one at a time as their alerts arrive; each approval
+    /// awaited, then every caller. The time from the first approval to the last caller resumed.
+    /// The approver is a task of its own, as an approval API's handler is.
+    async fn approve_one_by_one(&mut self, calls: usize, first: usize) -> Duration {
+        let (parked, alerts) = self.park(calls, first).await;
         let approver = self.approver.clone();
         tokio::spawn(async move {
             let start = Instant::now();
@@ -349,16 +362,7 @@ impl<S: Gated, A: Approver> Subject<S, A> {
     /// `calls` calls parked, then approved at once, each by a task of its own: the time from
     /// the first approval to the last caller resumed.
     async fn decided_at_once(&mut self, calls: usize, first: usize) -> Duration {
-        let parked: Vec<_> = (0..calls)
-            .map(|i| {
-                let call = tower::ServiceExt::oneshot(self.service.clone(), distinct(first + i));
-                tokio::spawn(call)
-            })
-            .collect();
-        let mut alerts = Vec::with_capacity(calls);
-        while alerts.len() < calls {
-            alerts.push(self.inbox.recv().await.unwrap());
-        }
+        let (parked, alerts) = self.park(calls, first).await;
         let start = Instant::now();
         let approvals: Vec<_> = alerts
             .into_iter()
