@@ -387,29 +387,35 @@ impl PostgresStore {
 
     /// `writes` in one transaction, with one commit: whether each applied. An insert whose
     /// identical request is pending fails it, as any failed write does.
-    async fn together(&self, writes: &[Write<'_>]) -> Result<Vec<bool>, Error> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(failed)?;
+    async fn together(&self, writes: &[Write<'_>]) -> Result<Vec<bool>, Unkept> {
+        let mut client = self.client().await.map_err(Unkept::Before)?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| Unkept::Before(failed(e)))?;
         let origin = &*self.inner.instance;
         let mut applied = Vec::with_capacity(writes.len());
         for write in writes {
-            applied.push(match *write {
-                Write::Insert(request, audit) => {
-                    if !file(&tx, origin, request, &request.fingerprint()).await? {
-                        return Err(Error::new(ErrorKind::StoreFailed)
-                            .with_detail("an identical request is pending"));
+            let write = async {
+                Ok(match *write {
+                    Write::Insert(request, audit) => {
+                        if !file(&tx, origin, request, &request.fingerprint()).await? {
+                            return Err(Error::new(ErrorKind::StoreFailed)
+                                .with_detail("an identical request is pending"));
+                        }
+                        append(&tx, audit).await?;
+                        true
                     }
-                    append(&tx, audit).await?;
-                    true
-                }
-                Write::Transition(change) => transition(&tx, origin, change).await?,
-                Write::Append(audit) => {
-                    append(&tx, audit).await?;
-                    true
-                }
-            });
+                    Write::Transition(change) => transition(&tx, origin, change).await?,
+                    Write::Append(audit) => {
+                        append(&tx, audit).await?;
+                        true
+                    }
+                })
+            };
+            applied.push(write.await.map_err(Unkept::Before)?);
         }
-        tx.commit().await.map_err(failed)?;
+        tx.commit().await.map_err(|e| Unkept::Commit(failed(e)))?;
         Ok(applied)
     }
 
@@ -660,6 +666,14 @@ async fn append(
         .map_err(failed)?;
     }
     Ok(())
+}
+
+/// Why a batch was not written in one transaction.
+enum Unkept {
+    /// A write failed, or no transaction began: nothing was kept.
+    Before(Error),
+    /// The commit failed: it may have taken or not.
+    Commit(Error),
 }
 
 /// Files a pending request in `tx`, held by `origin`, unless an identical one is pending:
@@ -926,13 +940,24 @@ impl Store for PostgresStore {
         Box::pin(async move {
             match self.together(writes).await {
                 Ok(applied) => applied.into_iter().map(Ok).collect(),
-                // One failed: nothing was kept; each alone, so that it alone fails.
-                Err(_) => {
+                // Nothing was kept: each alone, so that only a write that fails fails.
+                Err(Unkept::Before(error)) => {
+                    tracing::debug!(%error, writes = writes.len(), "a batch failed; writing each alone");
                     let mut results = Vec::with_capacity(writes.len());
                     for write in writes {
                         results.push(write.apply(self).await);
                     }
                     results
+                }
+                // Whether the commit took is unknown: writing again could write twice.
+                Err(Unkept::Commit(error)) => {
+                    let detail = format!("the commit of a batch failed: {error}");
+                    writes
+                        .iter()
+                        .map(
+                            |_| Err(Error::new(ErrorKind::StoreFailed).with_detail(detail.clone())),
+                        )
+                        .collect()
                 }
             }
         })

@@ -430,7 +430,10 @@ fn together(conn: &mut Connection, writes: &[Owned]) -> Vec<Result<bool, Error>>
     });
     match batch {
         Ok(applied) => applied.into_iter().map(Ok).collect(),
-        Err(_) => writes.iter().map(|write| alone(conn, write)).collect(),
+        Err(error) => {
+            tracing::debug!(%error, writes = writes.len(), "a batch failed; writing each alone");
+            writes.iter().map(|write| alone(conn, write)).collect()
+        }
     }
 }
 
