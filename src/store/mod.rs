@@ -403,8 +403,10 @@ pub enum Write<'a> {
 }
 
 impl Write<'_> {
-    /// Applies this write alone, with the method it names.
-    pub(crate) async fn apply<S: Store + ?Sized>(self, store: &S) -> Result<bool, Error> {
+    /// Applies this write alone, with the method it names, as the default
+    /// [`write_batch`](Store::write_batch) does: what a store's own `write_batch` can fall back
+    /// to for a write it does not commit with the others (this enum may grow).
+    pub async fn apply<S: Store + ?Sized>(self, store: &S) -> Result<bool, Error> {
         match self {
             Write::Insert(request, audit) => store.insert_arc(request, audit).await.map(|()| true),
             Write::Transition(change) => store.transition(change).await,

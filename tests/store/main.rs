@@ -326,14 +326,7 @@ impl Store for Flaky {
         Box::pin(async move {
             let mut results = Vec::new();
             for write in writes {
-                results.push(match *write {
-                    Write::Insert(request, audit) => {
-                        self.insert(request, audit).await.map(|()| true)
-                    }
-                    Write::Transition(change) => self.transition(change).await,
-                    Write::Append(audit) => self.append(audit).await.map(|()| true),
-                    _ => unreachable!("a write this test knows"),
-                });
+                results.push(write.apply(self).await);
             }
             results
         })
