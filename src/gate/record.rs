@@ -43,13 +43,12 @@ impl Write {
         })
     }
 
-    /// Whether it can be committed together with other writes: not a withdrawal, nor, in a
-    /// `shared` store, an insert (which may join another replica's request instead).
+    /// Whether it can be committed together with other writes: one that is a store write, but
+    /// not, in a `shared` store, an insert (which may join another replica's request instead).
     pub(super) fn batched(&self, shared: bool) -> bool {
         match self {
-            Write::Insert(..) => !shared,
-            Write::Withdraw(_) => false,
-            _ => true,
+            Write::Insert(..) if shared => false,
+            write => write.to_store().is_some(),
         }
     }
 }

@@ -252,10 +252,11 @@ impl Core {
             return None;
         };
         queue.running = true;
-        let mut next = Next::One(job);
-        if together {
-            next = self.together(&mut queue, next);
-        }
+        let next = if together {
+            self.together(&mut queue, job)
+        } else {
+            Next::One(job)
+        };
         let taken = match &next {
             Next::One(_) => 1,
             Next::Together(writes) => writes.len() as u32,
@@ -271,12 +272,9 @@ impl Core {
         Some(next)
     }
 
-    /// `first` and the writes queued right after it, while each can be committed together.
-    fn together(&self, queue: &mut Queue, first: Next) -> Next {
+    /// `job` and the writes queued right after it, while each can be committed together.
+    fn together(&self, queue: &mut Queue, job: Job) -> Next {
         let batched = |job: &Job| matches!(job, Job::Write(write) if write.1.batched(self.shared));
-        let Next::One(job) = first else {
-            return first;
-        };
         if !batched(&job) || !queue.jobs.front().is_some_and(batched) {
             return Next::One(job);
         }
