@@ -385,8 +385,7 @@ impl PostgresStore {
         &self.inner.instance
     }
 
-    /// `writes` in one transaction, with one commit: whether each applied. An insert whose
-    /// identical request is pending fails it, as any failed write does.
+    /// `writes` in one transaction, with one commit: whether each applied.
     async fn together(&self, writes: &[Write<'_>]) -> Result<Vec<bool>, Unkept> {
         let mut client = self.client().await.map_err(Unkept::Before)?;
         let tx = client
@@ -395,25 +394,9 @@ impl PostgresStore {
             .map_err(|e| Unkept::Before(failed(e)))?;
         let origin = &*self.inner.instance;
         let mut applied = Vec::with_capacity(writes.len());
-        for write in writes {
-            let write = async {
-                Ok(match *write {
-                    Write::Insert(request, audit) => {
-                        if !file(&tx, origin, request, &request.fingerprint()).await? {
-                            return Err(Error::new(ErrorKind::StoreFailed)
-                                .with_detail("an identical request is pending"));
-                        }
-                        append(&tx, audit).await?;
-                        true
-                    }
-                    Write::Transition(change) => transition(&tx, origin, change).await?,
-                    Write::Append(audit) => {
-                        append(&tx, audit).await?;
-                        true
-                    }
-                })
-            };
-            applied.push(write.await.map_err(Unkept::Before)?);
+        for &write in writes {
+            let done = write_in(&tx, origin, write).await;
+            applied.push(done.map_err(Unkept::Before)?);
         }
         tx.commit().await.map_err(|e| Unkept::Commit(failed(e)))?;
         Ok(applied)
@@ -710,6 +693,27 @@ async fn file(
         .await
         .map_err(failed)?;
     Ok(inserted == 1)
+}
+
+/// One write of a batch in `tx`: whether it applied. An insert whose identical request is
+/// pending fails.
+async fn write_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    origin: &str,
+    write: Write<'_>,
+) -> Result<bool, Error> {
+    match write {
+        Write::Insert(request, audit) => {
+            if !file(tx, origin, request, &request.fingerprint()).await? {
+                return Err(Error::new(ErrorKind::StoreFailed)
+                    .with_detail("an identical request is pending"));
+            }
+            append(tx, audit).await?;
+            Ok(true)
+        }
+        Write::Transition(change) => transition(tx, origin, change).await,
+        Write::Append(audit) => append(tx, audit).await.map(|()| true),
+    }
 }
 
 /// Moves a request on in `tx`, as [`Store::transition`] does: whether it applied.
