@@ -89,24 +89,6 @@ impl AccessRequest {
         self.approvers.as_deref()
     }
     /// Whether `approver` may decide this request.
-    /// What identical calls share: a digest of (principal, session, capability, args digest).
-    /// Identical calls join one pending request, in one process and across replicas.
-    pub(crate) fn fingerprint(&self) -> [u8; 32] {
-        use sha2::{Digest as _, Sha256};
-        let mut hash = Sha256::new();
-        for field in [
-            self.principal.as_bytes(),
-            self.session.as_deref().unwrap_or("").as_bytes(),
-            self.capability.as_bytes(),
-        ] {
-            hash.update((field.len() as u64).to_be_bytes());
-            hash.update(field);
-        }
-        hash.update([u8::from(self.session.is_some())]);
-        hash.update(self.args_digest.as_bytes());
-        hash.finalize().into()
-    }
-
     pub(crate) fn admits(&self, approver: &str) -> bool {
         self.approvers()
             .is_none_or(|list| list.iter().any(|a| &**a == approver))

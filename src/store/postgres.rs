@@ -659,6 +659,24 @@ enum Unkept {
     Commit(Error),
 }
 
+/// What identical calls share across replicas, the key of the pending requests they join: a
+/// digest of (principal, session, capability, args digest), each text length-prefixed.
+fn fingerprint(request: &AccessRequest) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut hash = Sha256::new();
+    for field in [
+        request.principal.as_bytes(),
+        request.session.as_deref().unwrap_or("").as_bytes(),
+        request.capability.as_bytes(),
+    ] {
+        hash.update((field.len() as u64).to_be_bytes());
+        hash.update(field);
+    }
+    hash.update([u8::from(request.session.is_some())]);
+    hash.update(request.args_digest.as_bytes());
+    hash.finalize().into()
+}
+
 /// Files a pending request in `tx`, held by `origin`, unless an identical one is pending:
 /// whether it was filed.
 async fn file(
@@ -704,7 +722,7 @@ async fn write_in(
 ) -> Result<bool, Error> {
     match write {
         Write::Insert(request, audit) => {
-            if !file(tx, origin, request, &request.fingerprint()).await? {
+            if !file(tx, origin, request, &fingerprint(request)).await? {
                 return Err(Error::new(ErrorKind::StoreFailed)
                     .with_detail("an identical request is pending"));
             }
@@ -898,7 +916,7 @@ impl Store for PostgresStore {
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<Option<AccessRequest>, Error>> {
         Box::pin(async move {
-            let fingerprint = request.fingerprint();
+            let fingerprint = fingerprint(request);
             // Twice at most: an identical request found pending may be decided before it is read.
             for _ in 0..2 {
                 let mut client = self.client().await?;

@@ -119,7 +119,7 @@ impl Registry {
         };
         match result {
             Ok(()) if ruling.approves() => {
-                self.index.leave(&slot.fingerprint, &slot.request);
+                self.index.leave(&slot.request);
                 slot.phase = Phase::Approved(ruling);
                 if slot.attached == 0 {
                     let ruling = slot.phase.take(|p| matches!(p, Phase::Approved(_)));
@@ -131,7 +131,7 @@ impl Registry {
                 let Ruling {
                     outcome, rule, ack, ..
                 } = *ruling;
-                self.index.leave(&slot.fingerprint, &slot.request);
+                self.index.leave(&slot.request);
                 slot.phase = Phase::Closed(Box::new(outcome.clone()));
                 effects.wake.extend(slot.wakers());
                 effects.resolved = Some(slot.resolved(outcome));

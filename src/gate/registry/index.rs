@@ -1,26 +1,26 @@
 //! The registry's bookkeeping beside the requests themselves: which pending request identical
 //! calls join, how many each principal has, and the decided requests still remembered.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use hashbrown::HashTable;
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::time::Instant;
 
 use crate::id::RequestId;
 use crate::request::{AccessRequest, Status};
 
-/// What identical calls share; see [`AccessRequest::fingerprint`].
-pub(super) type Fingerprint = [u8; 32];
-
-pub(super) fn fingerprint(request: &AccessRequest) -> Fingerprint {
-    request.fingerprint()
-}
-
 /// Counts and indexes that exist only for pending requests.
 #[derive(Default)]
 pub(super) struct PendingIndex {
-    pub(super) by_fingerprint: HashMap<Fingerprint, RequestId>,
+    /// The pending requests identical calls join, found by what those calls share: principal,
+    /// session, capability and args digest. They are the caller's, so they are hashed with a
+    /// key of this process's own (SipHash), and compared in full.
+    joinable: HashTable<Arc<AccessRequest>>,
+    hasher: RandomState,
     pub(super) per_principal: HashMap<Arc<str>, usize>,
     pub(super) total: usize,
     /// Deadlines of pending requests, earliest first, for the gate's expiry task. A request
@@ -31,20 +31,25 @@ pub(super) struct PendingIndex {
 }
 
 impl PendingIndex {
+    /// The pending request a call identical to `request` joins, if there is one.
+    pub(super) fn joinable(&self, request: &AccessRequest) -> Option<&Arc<AccessRequest>> {
+        self.joinable
+            .find(self.hash(request), |pending| identical(pending, request))
+    }
+
     /// Counts a new pending request, due to expire at `deadline`. Returns whether that is now
     /// the earliest deadline.
-    pub(super) fn enter(
-        &mut self,
-        fingerprint: Fingerprint,
-        request: &AccessRequest,
-        deadline: Instant,
-    ) -> bool {
+    pub(super) fn enter(&mut self, request: &Arc<AccessRequest>, deadline: Instant) -> bool {
         *self
             .per_principal
             .entry(request.principal.clone())
             .or_default() += 1;
         self.total += 1;
-        self.by_fingerprint.insert(fingerprint, request.id);
+        let hasher = &self.hasher;
+        self.joinable
+            .insert_unique(hash(hasher, request), request.clone(), |pending| {
+                hash(hasher, pending)
+            });
         // Deadlines arrive in order but for calls that raced to the lock.
         let at = self
             .deadlines
@@ -56,8 +61,13 @@ impl PendingIndex {
     }
 
     /// Forgets a request that is no longer pending.
-    pub(super) fn leave(&mut self, fingerprint: &Fingerprint, request: &AccessRequest) {
-        self.by_fingerprint.remove(fingerprint);
+    pub(super) fn leave(&mut self, request: &AccessRequest) {
+        if let Ok(entry) = self
+            .joinable
+            .find_entry(self.hash(request), |pending| pending.id == request.id)
+        {
+            entry.remove();
+        }
         self.total -= 1;
         let principal = &request.principal;
         if let Some(n) = self.per_principal.get_mut(principal) {
@@ -68,7 +78,7 @@ impl PendingIndex {
         }
         self.left_behind += 1;
         if self.left_behind > 64 && self.left_behind > self.total {
-            let pending: FxHashSet<RequestId> = self.by_fingerprint.values().copied().collect();
+            let pending: FxHashSet<RequestId> = self.joinable.iter().map(|r| r.id).collect();
             self.deadlines.retain(|(_, id)| pending.contains(id));
             self.left_behind = 0;
         }
@@ -85,10 +95,32 @@ impl PendingIndex {
         Some(id)
     }
 
+    fn hash(&self, request: &AccessRequest) -> u64 {
+        hash(&self.hasher, request)
+    }
+
     /// The earliest deadline on the list.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.front().map(|&(deadline, _)| deadline)
     }
+}
+
+/// The hash of what identical calls share.
+fn hash(hasher: &RandomState, request: &AccessRequest) -> u64 {
+    hasher.hash_one((
+        &*request.principal,
+        request.session.as_deref(),
+        &*request.capability,
+        request.args_digest,
+    ))
+}
+
+/// Whether two requests are for identical calls, which join one request.
+fn identical(a: &AccessRequest, b: &AccessRequest) -> bool {
+    a.args_digest == b.args_digest
+        && a.capability == b.capability
+        && a.principal == b.principal
+        && a.session == b.session
 }
 
 /// Decided requests kept for `status` and for telling a late approver what happened, oldest

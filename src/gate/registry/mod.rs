@@ -42,7 +42,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 pub(crate) use self::event::{Ack, Effects, Event, Resolved, Ruling};
-use self::index::{History, PendingIndex, fingerprint};
+use self::index::{History, PendingIndex};
 pub(crate) use self::remote::Remote;
 use self::slot::{Phase, Slot, Waiters};
 use super::rate::RateLimiter;
@@ -129,7 +129,7 @@ impl Registry {
         }
     }
 
-    /// Parks a caller on the pending request with this fingerprint, or on `request`, a new one.
+    /// Parks a caller on the pending request for an identical call, or on `request`, a new one.
     /// Returns the request, the waiter's key, and whether the request is new. Joining a pending
     /// request alerts nobody, so only a new request counts against the caps and the alert rate;
     /// a join counts only against the cap on callers waiting on one request. A new request is
@@ -146,8 +146,8 @@ impl Registry {
         if self.shut {
             return (Err(Error::new(ErrorKind::ShutDown)), effects);
         }
-        let fingerprint = fingerprint(&request);
-        if let Some(id) = self.index.by_fingerprint.get(&fingerprint) {
+        if let Some(pending) = self.index.joinable(&request) {
+            let id = &pending.id;
             let slot = self.live.get_mut(id).expect("indexed requests are live");
             if slot.attached as usize >= limits.waiters {
                 let error = Error::new(ErrorKind::TooManyPending)
@@ -179,10 +179,9 @@ impl Registry {
             return (Err(Error::new(ErrorKind::TooManyAlerts)), effects);
         }
         let request = Arc::new(request);
-        effects.alarm = self.index.enter(fingerprint, &request, deadline);
+        effects.alarm = self.index.enter(&request, deadline);
         let mut slot = Slot {
             request: request.clone(),
-            fingerprint,
             seq: self.made,
             deadline,
             runtime,
@@ -377,7 +376,7 @@ impl Registry {
         if !matches!(slot.phase, Phase::Pending) {
             return effects;
         }
-        self.index.leave(&slot.fingerprint, &slot.request);
+        self.index.leave(&slot.request);
         effects.wake.extend(slot.wakers());
         if outcome == Outcome::StoreFailed || slot.joined {
             // A request the store never took was never announced, so there is nobody to tell;

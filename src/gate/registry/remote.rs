@@ -30,7 +30,7 @@ impl Registry {
         if !slot.stored || !matches!(slot.phase, Phase::Pending) {
             return effects;
         }
-        self.index.leave(&slot.fingerprint, &slot.request);
+        self.index.leave(&slot.request);
         effects.wake.extend(slot.wakers());
         match remote {
             Remote::Approved(ruling) => {
@@ -103,7 +103,7 @@ impl Registry {
             if !matches!(slot.phase, Phase::Pending) {
                 continue;
             }
-            self.index.leave(&slot.fingerprint, &slot.request);
+            self.index.leave(&slot.request);
             effects.wake.extend(slot.wakers());
             slot.phase = match ended {
                 Some(outcome) if !ran => Phase::Closed(Box::new(outcome.clone())),

@@ -8,7 +8,6 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::event::{Effects, Event, Resolved, Ruling};
-use super::index::Fingerprint;
 use crate::request::{AccessRequest, Outcome, Status};
 
 /// Where a live request is in its life; see the module docs.
@@ -63,8 +62,6 @@ impl Phase {
 
 pub(super) struct Slot {
     pub(super) request: Arc<AccessRequest>,
-    /// What identical calls share, computed once: the pending index is keyed by it.
-    pub(super) fingerprint: Fingerprint,
     /// The gate's count of requests made before this one: listings are ordered by it.
     pub(super) seq: u64,
     pub(super) deadline: Instant,

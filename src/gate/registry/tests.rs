@@ -673,6 +673,46 @@ fn identical_calls_join_one_request_up_to_the_cap() {
     assert_eq!(world.registry.counts().parked, 2);
 }
 
+/// Calls that differ in any one of principal, session, capability or arguments are different
+/// requests, and a session named "" is not the absence of one. A request that is no longer
+/// pending is joined by nobody: an identical call then makes a new one.
+#[test]
+fn only_identical_calls_join_and_only_while_pending() {
+    let mut world = world();
+    let first = world.parked();
+    let base = (*world.request(first.id)).clone();
+    let variants: [fn(&mut AccessRequest); 5] = [
+        |r| r.principal = "agent-8".into(),
+        |r| r.session = Some("".into()),
+        |r| r.capability = "payments.charge".into(),
+        |r| r.args_digest = ArgsDigest::of_canonical("{\"n\":1}"),
+        |r| r.session = Some("s-1".into()),
+    ];
+    let limits = Limits {
+        per_principal: 10,
+        total: 10,
+        ..LIMITS
+    };
+    let mut admit_new = |world: &mut World, mut request: AccessRequest| {
+        request.id = RequestId::random();
+        let (now, deadline) = (world.at(0), world.at(0) + TTL);
+        let runtime = world.runtime.handle().clone();
+        let (admitted, _) = world
+            .registry
+            .admit(request, now, deadline, runtime, limits);
+        let (request, _, new) = admitted.expect("admitted");
+        assert!(new && request.id != first.id);
+    };
+    for change in variants {
+        let mut other = base.clone();
+        change(&mut other);
+        admit_new(&mut world, other);
+    }
+    let effects = world.registry.leave(first.id, first.key);
+    assert_eq!(events(&effects), ["closed pending→cancelled"]);
+    admit_new(&mut world, base);
+}
+
 /// The first caller's place, kept in the slot itself, is freed and reused like any other;
 /// a change wakes only the callers polled since they joined, and keeps the others' places.
 #[test]
