@@ -693,7 +693,7 @@ fn only_identical_calls_join_and_only_while_pending() {
         total: 10,
         ..LIMITS
     };
-    let mut admit_new = |world: &mut World, mut request: AccessRequest| {
+    let admit_new = |world: &mut World, mut request: AccessRequest| {
         request.id = RequestId::random();
         let (now, deadline) = (world.at(0), world.at(0) + TTL);
         let runtime = world.runtime.handle().clone();
