@@ -24,6 +24,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("args", 0),
     ("audit", 0),
     ("boxed", 0),
+    ("by_id", 0),
     ("call", 0),
     ("code", 0),
     ("error", 0),

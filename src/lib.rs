@@ -162,6 +162,7 @@
 pub mod args;
 mod audit;
 mod boxed;
+mod by_id;
 mod call;
 mod code;
 mod error;

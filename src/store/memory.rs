@@ -1,11 +1,8 @@
 //! The default store: everything in this process's memory.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
-
-use rustc_hash::FxHashMap;
 
 use super::{
     Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition, is_finished,
@@ -14,6 +11,7 @@ use super::{
 use crate::audit::{AuditEntry, AuditFilter};
 
 use crate::boxed::BoxFuture;
+use crate::by_id::{ById, HasId};
 use crate::error::Error;
 use crate::id::{RequestId, RuleId};
 use crate::request::{AccessRequest, Outcome, Status};
@@ -37,8 +35,7 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct State {
-    /// FxHash: request ids end in 80 random bits, so a lookup by a made-up id only probes.
-    requests: FxHashMap<RequestId, Row>,
+    requests: ById<Row>,
     rules: HashMap<ScopeKey, Rule>,
     rule_keys: HashMap<RuleId, ScopeKey>,
     audit: VecDeque<AuditEntry>,
@@ -59,6 +56,12 @@ struct Row {
     outcome: Option<Box<Outcome>>,
 }
 
+impl HasId for Row {
+    fn id(&self) -> RequestId {
+        self.request.id
+    }
+}
+
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()
@@ -75,7 +78,7 @@ impl MemoryStore {
     pub fn with_audit_capacity(capacity: usize) -> Self {
         MemoryStore {
             state: Arc::new(Mutex::new(State {
-                requests: FxHashMap::default(),
+                requests: ById::default(),
                 rules: HashMap::new(),
                 rule_keys: HashMap::new(),
                 audit: VecDeque::new(),
@@ -109,18 +112,14 @@ impl MemoryStore {
     /// Files a new pending request, as `insert` and `insert_arc` do.
     fn file_request(&self, request: Arc<AccessRequest>, audit: &[AuditEntry]) -> Result<(), Error> {
         let mut state = self.state();
-        match state.requests.entry(request.id) {
-            Entry::Occupied(_) => {
-                return Err(Error::new(crate::ErrorKind::StoreFailed)
-                    .with_detail(format!("request {} is already stored", request.id)));
-            }
-            Entry::Vacant(place) => {
-                place.insert(Row {
-                    request,
-                    status: Status::Pending,
-                    outcome: None,
-                });
-            }
+        let row = Row {
+            request,
+            status: Status::Pending,
+            outcome: None,
+        };
+        if let Err(row) = state.requests.insert_new(row) {
+            return Err(Error::new(crate::ErrorKind::StoreFailed)
+                .with_detail(format!("request {} is already stored", row.request.id)));
         }
         state.append(audit);
         Ok(())
@@ -326,7 +325,7 @@ impl Store for MemoryStore {
         let before = state.requests.len();
         state
             .requests
-            .retain(|_, s| !(is_finished(s.status) && s.request.expires_at <= now));
+            .retain(|s| !(is_finished(s.status) && s.request.expires_at <= now));
         let purged = Purged::new(expired.len(), before - state.requests.len());
         Box::pin(std::future::ready(Ok(purged)))
     }

@@ -46,6 +46,7 @@ use self::index::{History, PendingIndex};
 pub(crate) use self::remote::Remote;
 use self::slot::{Phase, Slot, Waiters};
 use super::rate::RateLimiter;
+use crate::by_id::ById;
 use crate::error::{Error, ErrorKind};
 use crate::id::RequestId;
 use crate::request::{AccessRequest, Outcome, Status};
@@ -74,9 +75,9 @@ pub(crate) struct Limits {
 }
 
 pub(crate) struct Registry {
-    /// Keyed by request id, hashed with FxHash: ids end in 80 random bits the gate chose, so
-    /// nobody can pick keys that collide, and a lookup by a made-up id only probes.
-    live: FxHashMap<RequestId, Slot>,
+    /// By request id, hashed with FxHash: ids end in 80 random bits the gate chose, so nobody
+    /// can pick ids that collide, and a lookup by a made-up id only probes.
+    live: ById<Slot>,
     index: PendingIndex,
     history: History,
     parked: usize,
@@ -195,7 +196,9 @@ impl Registry {
         let key = slot.attach();
         self.made += 1;
         self.parked += 1;
-        self.live.insert(request.id, slot);
+        if self.live.insert_new(slot).is_err() {
+            unreachable!("request ids are unique");
+        }
         effects.events.push(Event::Requested(request.clone()));
         (Ok((request, key, true)), effects)
     }
@@ -394,9 +397,9 @@ impl Registry {
     pub(crate) fn shut_down(&mut self) -> Vec<RequestId> {
         self.shut = true;
         self.live
-            .iter()
-            .filter(|(_, slot)| matches!(slot.phase, Phase::Pending))
-            .map(|(id, _)| *id)
+            .values()
+            .filter(|slot| matches!(slot.phase, Phase::Pending))
+            .map(|slot| slot.request.id)
             .collect()
     }
 

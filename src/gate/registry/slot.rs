@@ -8,6 +8,8 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::event::{Effects, Event, Resolved, Ruling};
+use crate::by_id::HasId;
+use crate::id::RequestId;
 use crate::request::{AccessRequest, Outcome, Status};
 
 /// Where a live request is in its life; see the module docs.
@@ -109,6 +111,12 @@ impl Waiters {
 
     fn len(&self) -> usize {
         1 + self.others.as_ref().map_or(0, |others| others.len())
+    }
+}
+
+impl HasId for Slot {
+    fn id(&self) -> RequestId {
+        self.request.id
     }
 }
 
