@@ -1,7 +1,7 @@
 //! The registry's bookkeeping beside the requests themselves: which pending request identical
 //! calls join, how many each principal has, and the decided requests still remembered.
 
-use std::collections::hash_map::RandomState;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -22,6 +22,9 @@ pub(super) struct PendingIndex {
     joinable: HashTable<Arc<AccessRequest>>,
     hasher: RandomState,
     pub(super) per_principal: HashMap<Arc<str>, usize>,
+    /// How many pending requests each capability has; they share one copy of its name, as the
+    /// pending requests of one principal share theirs.
+    per_capability: HashMap<Arc<str>, usize>,
     pub(super) total: usize,
     /// Deadlines of pending requests, earliest first, for the gate's expiry task. A request
     /// that stops being pending leaves its entry behind, skipped when it comes up; entries left
@@ -37,8 +40,21 @@ impl PendingIndex {
             .find(self.hash(request), |pending| identical(pending, request))
     }
 
-    /// Counts a new pending request, due to expire at `deadline`. Returns whether that is now
-    /// the earliest deadline.
+    /// The copy of `capability` the pending requests share, counting one more of them.
+    pub(super) fn share_capability(&mut self, capability: &mut Arc<str>) {
+        match self.per_capability.entry(capability.clone()) {
+            Entry::Occupied(mut shared) => {
+                *capability = shared.key().clone();
+                *shared.get_mut() += 1;
+            }
+            Entry::Vacant(first) => {
+                first.insert(1);
+            }
+        }
+    }
+
+    /// Counts a new pending request, due to expire at `deadline`, whose capability was shared
+    /// first. Returns whether that is now the earliest deadline.
     pub(super) fn enter(&mut self, request: &Arc<AccessRequest>, deadline: Instant) -> bool {
         *self
             .per_principal
@@ -69,11 +85,15 @@ impl PendingIndex {
             entry.remove();
         }
         self.total -= 1;
-        let principal = &request.principal;
-        if let Some(n) = self.per_principal.get_mut(principal) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_principal.remove(principal);
+        for (counts, name) in [
+            (&mut self.per_principal, &request.principal),
+            (&mut self.per_capability, &request.capability),
+        ] {
+            if let Entry::Occupied(mut count) = counts.entry(name.clone()) {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
             }
         }
         self.left_behind += 1;

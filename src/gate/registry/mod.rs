@@ -179,6 +179,7 @@ impl Registry {
         {
             return (Err(Error::new(ErrorKind::TooManyAlerts)), effects);
         }
+        self.index.share_capability(&mut request.capability);
         let request = Arc::new(request);
         effects.alarm = self.index.enter(&request, deadline);
         let mut slot = Slot {

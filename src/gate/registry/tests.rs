@@ -737,15 +737,25 @@ fn the_first_place_is_reused_and_only_polled_callers_are_woken() {
     assert!(world.poll(&second).is_ready(), "its place is still its own");
 }
 
-/// The pending requests of one principal hold one copy of its name between them.
+/// The pending requests of one principal hold one copy of its name between them, and those of
+/// one capability one copy of theirs; a name no pending request has is not kept.
 #[test]
-fn requests_of_one_principal_share_its_name() {
+fn pending_requests_share_the_names_of_principal_and_capability() {
     let mut world = world();
-    let first = world.admit(request("agent-7", "1")).0.expect("admitted").0;
-    let second = world.admit(request("agent-7", "2")).0.expect("admitted").0;
+    let (first, first_key, _) = world.admit(request("agent-7", "1")).0.expect("admitted");
+    let (second, second_key, _) = world.admit(request("agent-7", "2")).0.expect("admitted");
     assert!(Arc::ptr_eq(&first.principal, &second.principal));
+    assert!(Arc::ptr_eq(&first.capability, &second.capability));
     let other = world.admit(request("agent-8", "3")).0.expect("admitted").0;
     assert_eq!(&*other.principal, "agent-8");
+    assert!(Arc::ptr_eq(&first.capability, &other.capability));
+
+    world.registry.leave(first.id, first_key);
+    world.registry.leave(second.id, second_key);
+    world.registry.leave(other.id, 0);
+    let again = world.admit(request("agent-7", "4")).0.expect("admitted").0;
+    assert!(!Arc::ptr_eq(&first.principal, &again.principal));
+    assert!(!Arc::ptr_eq(&first.capability, &again.capability));
 }
 
 #[test]
