@@ -750,9 +750,14 @@ fn pending_requests_share_the_names_of_principal_and_capability() {
     assert_eq!(&*other.principal, "agent-8");
     assert!(Arc::ptr_eq(&first.capability, &other.capability));
 
-    world.registry.leave(first.id, first_key);
-    world.registry.leave(second.id, second_key);
-    world.registry.leave(other.id, 0);
+    for (id, key) in [
+        (first.id, first_key),
+        (second.id, second_key),
+        (other.id, 0),
+    ] {
+        let effects = world.registry.leave(id, key);
+        assert_eq!(events(&effects), ["closed pending→cancelled"]);
+    }
     let again = world.admit(request("agent-7", "4")).0.expect("admitted").0;
     assert!(!Arc::ptr_eq(&first.principal, &again.principal));
     assert!(!Arc::ptr_eq(&first.capability, &again.capability));
