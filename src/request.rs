@@ -13,7 +13,7 @@ use crate::args::ArgsDigest;
 use crate::error::{Error, ErrorKind};
 pub use crate::id::RequestId;
 use crate::scope::Scope;
-use crate::time::rfc3339;
+use crate::time::{Millis, rfc3339};
 
 /// A question to a person: may this call run?
 ///
@@ -31,10 +31,11 @@ pub struct AccessRequest {
     pub(crate) reason: Option<Arc<str>>,
     pub(crate) reasoning: Cow<'static, str>,
     pub(crate) max_scope: Scope,
-    pub(crate) max_rule_ttl: Duration,
+    /// In whole milliseconds, as stores keep it and the code binds it.
+    pub(crate) max_rule_ttl_ms: u64,
     pub(crate) approvers: Option<Arc<[Box<str>]>>,
-    pub(crate) created_at: SystemTime,
-    pub(crate) expires_at: SystemTime,
+    pub(crate) created_at: Millis,
+    pub(crate) expires_at: Millis,
     pub(crate) approval_url: Option<Box<str>>,
 }
 
@@ -82,7 +83,7 @@ impl AccessRequest {
     }
     /// The longest TTL of a rule made from this request's decision.
     pub fn max_rule_ttl(&self) -> Duration {
-        self.max_rule_ttl
+        Duration::from_millis(self.max_rule_ttl_ms)
     }
     /// Who may decide; `None` when any approver may.
     pub fn approvers(&self) -> Option<&[Box<str>]> {
@@ -95,11 +96,11 @@ impl AccessRequest {
     }
     /// When the request was made.
     pub fn created_at(&self) -> SystemTime {
-        self.created_at
+        self.created_at.time()
     }
     /// When the request expires if nobody decides.
     pub fn expires_at(&self) -> SystemTime {
-        self.expires_at
+        self.expires_at.time()
     }
     /// Where a person can decide, when the gate has an approval base URL.
     pub fn approval_url(&self) -> Option<&str> {
@@ -122,10 +123,10 @@ impl Serialize for AccessRequest {
         out.serialize_field("reason", &self.reason.as_deref())?;
         out.serialize_field("reasoning", &*self.reasoning)?;
         out.serialize_field("max_scope", &self.max_scope)?;
-        out.serialize_field("max_rule_ttl_secs", &self.max_rule_ttl.as_secs())?;
+        out.serialize_field("max_rule_ttl_secs", &self.max_rule_ttl().as_secs())?;
         out.serialize_field("approvers", &self.approvers.as_deref())?;
-        out.serialize_field("created_at", &rfc3339(self.created_at))?;
-        out.serialize_field("expires_at", &rfc3339(self.expires_at))?;
+        out.serialize_field("created_at", &rfc3339(self.created_at()))?;
+        out.serialize_field("expires_at", &rfc3339(self.expires_at()))?;
         out.serialize_field("approval_url", &self.approval_url.as_deref())?;
         out.end()
     }

@@ -3,6 +3,38 @@
 
 use std::time::{Duration, SystemTime};
 
+/// A wall-clock time in whole milliseconds since the Unix epoch, in 8 bytes: the precision
+/// stores keep and codes are bound to. Times before the epoch count as the epoch.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub(crate) struct Millis(u64);
+
+impl Millis {
+    pub(crate) fn of(time: SystemTime) -> Millis {
+        Millis(millis(time).unsigned_abs())
+    }
+
+    pub(crate) fn time(self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(self.0)
+    }
+
+    /// The milliseconds since the epoch.
+    pub(crate) fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::ops::Add<Duration> for Millis {
+    type Output = Millis;
+    fn add(self, d: Duration) -> Millis {
+        Millis(self.0.saturating_add(duration_millis(d)))
+    }
+}
+
+/// A duration in whole milliseconds, at most `u64::MAX` of them.
+pub(crate) fn duration_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Milliseconds since the Unix epoch; times before it count as the epoch.
 pub(crate) fn millis(time: SystemTime) -> i64 {
     time.duration_since(SystemTime::UNIX_EPOCH)

@@ -16,7 +16,7 @@ use crate::error::{Error, ErrorKind};
 use crate::id::RequestId;
 use crate::policy::Ask;
 use crate::request::AccessRequest;
-use crate::time::to_millis;
+use crate::time::{Millis, duration_millis};
 
 /// How the gate answers a call that the policy asked about.
 pub(crate) enum Admission {
@@ -53,8 +53,8 @@ impl Gate {
         };
         let settings = &self.shared.settings;
         // Whole milliseconds: what stores keep, and what the code is bound to.
-        let created_at = to_millis(SystemTime::now());
-        let id = RequestId::made_at(created_at);
+        let created_at = Millis::of(SystemTime::now());
+        let id = RequestId::made_at(created_at.time());
         let args = canonical_json(&call.args());
         let request = AccessRequest {
             id,
@@ -66,7 +66,7 @@ impl Gate {
             reason: call.reason().map(Into::into),
             reasoning: ask.reasoning,
             max_scope: ask.max_scope,
-            max_rule_ttl: ask.max_rule_ttl,
+            max_rule_ttl_ms: duration_millis(ask.max_rule_ttl),
             approvers: ask.approvers,
             created_at,
             expires_at: created_at + settings.request_ttl,

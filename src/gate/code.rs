@@ -80,10 +80,7 @@ impl CodeKey {
     /// The HMAC a code is cut from.
     fn mac_of(&self, request: &AccessRequest) -> [u8; 32] {
         let mut mac = self.mac.clone();
-        let expires_ms = request
-            .expires_at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let expires_ms = request.expires_at.get();
         let fields: [&[u8]; 9] = [
             DOMAIN,
             request.id.as_bytes(),
@@ -92,7 +89,7 @@ impl CodeKey {
             request.capability.as_bytes(),
             request.args_digest.as_bytes(),
             request.max_scope.as_str().as_bytes(),
-            &(request.max_rule_ttl.as_millis() as u64).to_be_bytes(),
+            &request.max_rule_ttl_ms.to_be_bytes(),
             &expires_ms.to_be_bytes(),
         ];
         for field in fields {
@@ -127,9 +124,10 @@ mod tests {
     use crate::id::RequestId;
     use crate::request::AccessRequest;
     use crate::scope::Scope;
+    use crate::time::Millis;
 
     fn request() -> AccessRequest {
-        let now = SystemTime::now();
+        let now = Millis::of(SystemTime::now());
         AccessRequest {
             id: RequestId::random(),
             capability: "payments.refund".into(),
@@ -140,7 +138,7 @@ mod tests {
             reason: None,
             reasoning: Cow::Borrowed("refunds move money"),
             max_scope: Scope::Once,
-            max_rule_ttl: Duration::from_secs(60),
+            max_rule_ttl_ms: 60_000,
             approvers: None,
             created_at: now,
             expires_at: now + Duration::from_secs(60),
@@ -167,5 +165,40 @@ mod tests {
             let other = CodeKey::new(b"another secret of sixteen bytes", length).unwrap();
             assert!(!other.verify(&request, code), "another secret");
         }
+    }
+
+    /// The code is the documented HMAC of the request's fields, each length-prefixed, whatever
+    /// form the request keeps them in: replicas of two versions must agree on every code.
+    #[test]
+    fn the_code_is_the_documented_hmac_of_the_request() {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut request = request();
+        request.id = RequestId([7; 16]);
+        request.session = Some("s-1".into());
+        request.max_scope = Scope::Capability;
+        request.expires_at =
+            Millis::of(SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_265_100_123));
+        let secret = b"a test secret of sixteen bytes";
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        for field in [
+            &b"tollgate/verification-code/v1"[..],
+            &[7; 16],
+            b"agent-7",
+            b"s-1",
+            b"payments.refund",
+            ArgsDigest::of_canonical("{}").as_bytes(),
+            b"capability",
+            &60_000u64.to_be_bytes(),
+            &1_795_265_100_123u64.to_be_bytes(),
+        ] {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field);
+        }
+        let expected: String = mac.finalize().into_bytes()[..4]
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        let key = CodeKey::new(secret, 8).unwrap();
+        assert_eq!(key.code(&request).reveal(), expected);
     }
 }

@@ -174,7 +174,7 @@ impl Gate {
         if stored.status != Status::Pending {
             return Err(already(stored.status, id));
         }
-        if SystemTime::now() >= request.expires_at {
+        if SystemTime::now() >= request.expires_at() {
             return Err(Error::new(ErrorKind::AccessRequestExpired).with_request(id));
         }
         let ruling = asked.rule(
@@ -207,7 +207,7 @@ impl Gate {
         }
         match answer {
             Some(answer) => {
-                self.settled_elsewhere(id, request.expires_at, answer)
+                self.settled_elsewhere(id, request.expires_at(), answer)
                     .await?
             }
             None => {
@@ -436,11 +436,12 @@ fn allowed(
     if scope == Scope::Session && request.session.is_none() {
         return refuse("scope `session` needs a call that names its session".into());
     }
-    let ttl = ttl.unwrap_or(request.max_rule_ttl);
-    if ttl > request.max_rule_ttl {
+    let max = request.max_rule_ttl();
+    let ttl = ttl.unwrap_or(max);
+    if ttl > max {
         return refuse(format!(
             "this request allows rules of at most {} s",
-            request.max_rule_ttl.as_secs()
+            max.as_secs()
         ));
     }
     // A policy may allow "no limit" (`Duration::MAX`); deadlines must stay representable.

@@ -41,7 +41,7 @@ use crate::id::{RequestId, RuleId};
 use crate::request::{AccessRequest, Outcome, Status};
 use crate::rule::{Rule, RuleEffect};
 use crate::scope::Scope;
-use crate::time::to_millis;
+use crate::time::{Millis, to_millis};
 
 /// Runs every check. `fresh` makes an empty store; `reopen` opens the same data as `store` in a
 /// new handle, as a restarted process would (for an in-memory store, a clone).
@@ -83,10 +83,10 @@ pub fn request(principal: &str, capability: &str, args: serde_json::Value) -> Ac
         reason: Some("ticket #4421".into()),
         reasoning: "refunds move money".into(),
         max_scope: Scope::Global,
-        max_rule_ttl: Duration::from_secs(3600),
+        max_rule_ttl_ms: 3_600_000,
         approvers: Some(Arc::from(vec!["alice".into(), "bob".into()])),
-        created_at,
-        expires_at: created_at + Duration::from_secs(300),
+        created_at: Millis::of(created_at),
+        expires_at: Millis::of(created_at) + Duration::from_secs(300),
         approval_url: Some(format!("https://approvals.example/{id}").into()),
     }
 }

@@ -325,7 +325,7 @@ impl Store for MemoryStore {
         let before = state.requests.len();
         state
             .requests
-            .retain(|s| !(is_finished(s.status) && s.request.expires_at <= now));
+            .retain(|s| !(is_finished(s.status) && s.request.expires_at() <= now));
         let purged = Purged::new(expired.len(), before - state.requests.len());
         Box::pin(std::future::ready(Ok(purged)))
     }

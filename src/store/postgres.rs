@@ -703,8 +703,8 @@ async fn file(
                 &fingerprint,
                 &&*request.capability,
                 &&*request.principal,
-                &millis(request.created_at),
-                &millis(request.expires_at),
+                &millis(request.created_at()),
+                &millis(request.expires_at()),
                 &request.to_record(),
             ],
         )

@@ -5,7 +5,6 @@
 //! read back from a store verifies exactly as it did when it was made.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +14,7 @@ use crate::id::{RequestId, RuleId};
 use crate::request::{AccessRequest, Outcome};
 use crate::rule::{Rule, RuleEffect};
 use crate::scope::Scope;
-use crate::time::{from_millis, millis};
+use crate::time::{Millis, from_millis, millis};
 
 fn unreadable(what: &'static str, cause: impl Into<crate::BoxError>) -> Error {
     Error::new(ErrorKind::StoreUnreadable)
@@ -55,13 +54,13 @@ impl AccessRequest {
             reason: self.reason.as_deref().map(Into::into),
             reasoning: self.reasoning.to_string(),
             max_scope: self.max_scope,
-            max_rule_ttl_ms: u64::try_from(self.max_rule_ttl.as_millis()).unwrap_or(u64::MAX),
+            max_rule_ttl_ms: self.max_rule_ttl_ms,
             approvers: self
                 .approvers
                 .as_deref()
                 .map(|list| list.iter().map(|a| a.to_string()).collect()),
-            created_at_ms: millis(self.created_at),
-            expires_at_ms: millis(self.expires_at),
+            created_at_ms: millis(self.created_at()),
+            expires_at_ms: millis(self.expires_at()),
             approval_url: self.approval_url.as_deref().map(Into::into),
         };
         serde_json::to_string(&record).expect("records serialize")
@@ -89,12 +88,12 @@ impl AccessRequest {
             reason: r.reason.map(Into::into),
             reasoning: r.reasoning.into(),
             max_scope: r.max_scope,
-            max_rule_ttl: Duration::from_millis(r.max_rule_ttl_ms),
+            max_rule_ttl_ms: r.max_rule_ttl_ms,
             approvers: r
                 .approvers
                 .map(|list| list.into_iter().map(String::into_boxed_str).collect()),
-            created_at: from_millis(r.created_at_ms),
-            expires_at: from_millis(r.expires_at_ms),
+            created_at: Millis::of(from_millis(r.created_at_ms)),
+            expires_at: Millis::of(from_millis(r.expires_at_ms)),
             approval_url: r.approval_url.map(String::into_boxed_str),
         })
     }

@@ -345,8 +345,8 @@ impl Owned {
             record: request.to_record(),
             capability: request.capability.clone(),
             principal: request.principal.clone(),
-            created: millis(request.created_at),
-            expires: millis(request.expires_at),
+            created: millis(request.created_at()),
+            expires: millis(request.expires_at()),
             audit: audit.to_vec(),
         }
     }

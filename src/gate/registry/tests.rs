@@ -14,6 +14,7 @@ use crate::args::ArgsDigest;
 use crate::id::RuleId;
 use crate::rule::{Rule, RuleEffect};
 use crate::scope::Scope;
+use crate::time::Millis;
 use tokio::sync::oneshot;
 
 const TTL: Duration = Duration::from_secs(60);
@@ -46,10 +47,10 @@ fn request(principal: &str, args: &str) -> AccessRequest {
         reason: None,
         reasoning: Cow::Borrowed("refunds move money"),
         max_scope: Scope::Global,
-        max_rule_ttl: TTL,
+        max_rule_ttl_ms: TTL.as_millis() as u64,
         approvers: None,
-        created_at: now,
-        expires_at: now + TTL,
+        created_at: Millis::of(now),
+        expires_at: Millis::of(now) + TTL,
         approval_url: None,
     }
 }
