@@ -76,7 +76,7 @@ impl Registry {
             return (Err(not_found()), effects);
         }
         let result = match slot.phase {
-            Phase::Pending if now >= slot.deadline => {
+            Phase::Pending if self.epoch.ticks(now) >= slot.deadline => {
                 effects = self.close(id, Outcome::Expired);
                 Err(Error::new(ErrorKind::AccessRequestExpired))
             }
@@ -143,7 +143,7 @@ impl Registry {
                 effects.ack = Some((ruling.ack, Err(error.with_request(id))));
                 if slot.attached == 0 {
                     effects.merge(self.close(id, Outcome::Cancelled));
-                } else if now >= slot.deadline {
+                } else if self.epoch.ticks(now) >= slot.deadline {
                     effects.merge(self.close(id, Outcome::Expired));
                 }
             }

@@ -42,7 +42,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 pub(crate) use self::event::{Ack, Effects, Event, Resolved, Ruling};
-use self::index::{History, PendingIndex};
+use self::index::{Epoch, History, PendingIndex};
 pub(crate) use self::remote::Remote;
 use self::slot::{Phase, Slot, Waiters};
 use super::rate::RateLimiter;
@@ -79,6 +79,8 @@ pub(crate) struct Registry {
     /// can pick ids that collide, and a lookup by a made-up id only probes.
     live: ById<Slot>,
     index: PendingIndex,
+    /// Where the deadlines the registry keeps count from.
+    epoch: Epoch,
     history: History,
     parked: usize,
     /// Requests made so far: the next request's `seq`.
@@ -121,6 +123,7 @@ impl Registry {
         Registry {
             live: Default::default(),
             index: PendingIndex::default(),
+            epoch: Epoch::now(),
             history: History::new(history),
             parked: 0,
             made: 0,
@@ -181,6 +184,7 @@ impl Registry {
         }
         self.index.share_capability(&mut request.capability);
         let request = Arc::new(request);
+        let deadline = self.epoch.ticks(deadline);
         effects.alarm = self.index.enter(&request, deadline);
         let mut slot = Slot {
             request: request.clone(),
@@ -349,7 +353,10 @@ impl Registry {
     /// Expires the request if it is still pending at `now`.
     pub(crate) fn expire(&mut self, id: RequestId, now: Instant) -> Effects {
         match self.live.get(&id) {
-            Some(slot) if matches!(slot.phase, Phase::Pending) && now >= slot.deadline => {
+            Some(slot)
+                if matches!(slot.phase, Phase::Pending)
+                    && self.epoch.ticks(now) >= slot.deadline =>
+            {
                 self.close(id, Outcome::Expired)
             }
             _ => Effects::default(),
@@ -359,7 +366,7 @@ impl Registry {
     /// Takes the first request whose deadline has passed off the deadline list and expires it
     /// if it is still pending. Returns whether there was one: the caller asks again until not.
     pub(crate) fn expire_next(&mut self, now: Instant) -> (bool, Effects) {
-        match self.index.due(now) {
+        match self.index.due(self.epoch.ticks(now)) {
             Some(id) => (true, self.expire(id, now)),
             None => (false, Effects::default()),
         }
@@ -368,7 +375,8 @@ impl Registry {
     /// The earliest deadline of a pending request, for the expiry task (it may belong to a
     /// request that ended since: the task then finds nothing to do).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.index.next_deadline()
+        let next = self.index.next_deadline()?;
+        Some(self.epoch.instant(next))
     }
 
     /// Closes a pending request with a non-approval outcome and wakes its callers.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::task::Waker;
 
 use tokio::runtime::Handle;
-use tokio::time::Instant;
 
 use super::event::{Effects, Event, Resolved, Ruling};
+use super::index::Ticks;
 use crate::by_id::HasId;
 use crate::id::RequestId;
 use crate::request::{AccessRequest, Outcome, Status};
@@ -66,7 +66,7 @@ pub(super) struct Slot {
     pub(super) request: Arc<AccessRequest>,
     /// The gate's count of requests made before this one: listings are ordered by it.
     pub(super) seq: u64,
-    pub(super) deadline: Instant,
+    pub(super) deadline: Ticks,
     pub(super) runtime: Handle,
     pub(super) phase: Phase,
     /// Whether the store has the request; until then nobody hears of it or can decide it.
@@ -87,22 +87,29 @@ pub(super) struct Slot {
 
 /// The places of the callers waiting on one request, by key: the first in the slot itself
 /// (most requests have one caller), any others in a list made when a second one joins. A place
-/// holds `None` once its caller left, and `Some(None)` until its caller is first polled.
+/// holds `None` once its caller left, and the no-op waker ([`Waker::noop`]) while its caller
+/// has not been polled since it joined or was last woken.
 #[derive(Default)]
 pub(super) struct Waiters {
-    first: Option<Option<Waker>>,
+    first: Option<Waker>,
     // Boxed, so that a slot keeps eight bytes for them rather than a whole `Vec`.
     #[allow(clippy::box_collection)]
-    others: Option<Box<Vec<Option<Option<Waker>>>>>,
+    others: Option<Box<Vec<Option<Waker>>>>,
+}
+
+/// The waker of a place whose caller has not been polled since it joined or was last woken:
+/// waking it does nothing.
+fn unpolled() -> Waker {
+    Waker::noop().clone()
 }
 
 impl Waiters {
-    fn places(&mut self) -> impl Iterator<Item = &mut Option<Option<Waker>>> {
+    fn places(&mut self) -> impl Iterator<Item = &mut Option<Waker>> {
         let others = self.others.iter_mut().flat_map(|others| others.iter_mut());
         std::iter::once(&mut self.first).chain(others)
     }
 
-    fn place(&mut self, key: usize) -> Option<&mut Option<Option<Waker>>> {
+    fn place(&mut self, key: usize) -> Option<&mut Option<Waker>> {
         match key {
             0 => Some(&mut self.first),
             _ => self.others.as_mut()?.get_mut(key - 1),
@@ -126,7 +133,7 @@ impl Slot {
         self.attached += 1;
         let Waiters { first, others } = &mut self.waiters;
         if free && first.is_none() {
-            *first = Some(None);
+            *first = Some(unpolled());
             return 0;
         }
         let others = others.get_or_insert_default();
@@ -136,11 +143,11 @@ impl Slot {
             .flatten()
         {
             Some(i) => {
-                others[i] = Some(None);
+                others[i] = Some(unpolled());
                 i + 1
             }
             None => {
-                others.push(Some(None));
+                others.push(Some(unpolled()));
                 others.len()
             }
         }
@@ -154,18 +161,19 @@ impl Slot {
 
     /// The wakers of the callers polled since they were last woken; their places stay taken.
     pub(super) fn wakers(&mut self) -> impl Iterator<Item = Waker> + '_ {
-        self.waiters
-            .places()
-            .filter_map(|place| place.as_mut()?.take())
+        self.waiters.places().filter_map(|place| {
+            let waker = place.as_mut()?;
+            let polled = !waker.will_wake(Waker::noop());
+            polled.then(|| mem::replace(waker, unpolled()))
+        })
     }
 
     pub(super) fn register(&mut self, key: usize, waker: &Waker) {
         let Some(place) = self.waiters.place(key) else {
             return;
         };
-        let registered = place.get_or_insert(None);
-        if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *registered = Some(waker.clone());
+        if !place.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *place = Some(waker.clone());
         }
     }
 

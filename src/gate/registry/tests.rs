@@ -1026,3 +1026,23 @@ fn callers_following_another_replicas_request() {
     assert!(effects.events.is_empty() && effects.resolved.is_none());
     assert_eq!(w.registry.counts().following, 0);
 }
+
+/// Deadlines are kept as ticks from the registry's epoch: instants before it (a paused clock may
+/// stand behind it) order and convert back as well as those after it.
+#[test]
+fn ticks_order_and_convert_back_either_side_of_the_epoch() {
+    let start = Instant::now() + Duration::from_secs(3600);
+    let epoch = index::Epoch::at(start);
+    let instants = [
+        start - Duration::from_secs(60),
+        start - Duration::from_nanos(1),
+        start,
+        start + Duration::from_nanos(1),
+        start + Duration::from_secs(60),
+    ];
+    let ticks: Vec<_> = instants.iter().map(|&at| epoch.ticks(at)).collect();
+    assert!(ticks.windows(2).all(|pair| pair[0] < pair[1]));
+    for (at, ticks) in instants.iter().zip(ticks) {
+        assert_eq!(epoch.instant(ticks), *at);
+    }
+}
