@@ -191,19 +191,14 @@ impl AuditEntry {
 
     /// Whether `filter` selects this entry.
     pub fn matches(&self, filter: &AuditFilter) -> bool {
-        filter.since.is_none_or(|t| self.at >= t)
-            && filter.until.is_none_or(|t| self.at < t)
-            && filter
-                .principal
-                .as_deref()
-                .is_none_or(|p| self.principal.as_deref() == Some(p))
-            && filter
-                .capability
-                .as_deref()
-                .is_none_or(|c| &*self.capability == c)
-            && filter.event.is_none_or(|e| self.event == e)
-            && filter.request.is_none_or(|r| self.request == Some(r))
-            && filter.after.is_none_or(|s| self.seq > s)
+        filter.selects(
+            self.seq,
+            self.at,
+            self.event,
+            self.request,
+            self.principal.as_deref(),
+            &self.capability,
+        )
     }
 }
 
@@ -274,6 +269,29 @@ pub struct AuditFilter {
 impl AuditFilter {
     /// The most entries one query returns.
     pub const MAX_LIMIT: usize = 1000;
+
+    /// Whether an entry with these fields is selected: [`AuditEntry::matches`], for a store
+    /// that keeps entries in a form of its own.
+    pub(crate) fn selects(
+        &self,
+        seq: u64,
+        at: SystemTime,
+        event: AuditEvent,
+        request: Option<RequestId>,
+        principal: Option<&str>,
+        capability: &str,
+    ) -> bool {
+        self.since.is_none_or(|t| at >= t)
+            && self.until.is_none_or(|t| at < t)
+            && self
+                .principal
+                .as_deref()
+                .is_none_or(|p| principal == Some(p))
+            && self.capability.as_deref().is_none_or(|c| capability == c)
+            && self.event.is_none_or(|e| event == e)
+            && self.request.is_none_or(|r| request == Some(r))
+            && self.after.is_none_or(|s| seq > s)
+    }
 
     /// Matches every entry.
     pub fn new() -> Self {

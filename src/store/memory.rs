@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
+use super::trail::Trail;
 use super::{
     Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition, is_finished,
 };
@@ -38,8 +39,7 @@ struct State {
     requests: ById<Row>,
     rules: HashMap<ScopeKey, Rule>,
     rule_keys: HashMap<RuleId, ScopeKey>,
-    audit: VecDeque<AuditEntry>,
-    audit_capacity: usize,
+    audit: Trail,
     /// Finished requests, oldest first: beyond `finished_capacity` the oldest are dropped.
     finished: VecDeque<RequestId>,
     finished_capacity: usize,
@@ -81,8 +81,7 @@ impl MemoryStore {
                 requests: ById::default(),
                 rules: HashMap::new(),
                 rule_keys: HashMap::new(),
-                audit: VecDeque::new(),
-                audit_capacity: capacity,
+                audit: Trail::new(capacity),
                 finished: VecDeque::new(),
                 finished_capacity: 4096,
                 seq: 0,
@@ -130,14 +129,7 @@ impl State {
     fn append(&mut self, entries: &[AuditEntry]) {
         for entry in entries {
             self.seq += 1;
-            if self.audit.len() == self.audit_capacity {
-                self.audit.pop_front();
-            }
-            if self.audit_capacity > 0 {
-                let mut entry = entry.clone();
-                entry.seq = self.seq;
-                self.audit.push_back(entry);
-            }
+            self.audit.push(entry, self.seq);
         }
     }
 
@@ -334,14 +326,7 @@ impl Store for MemoryStore {
         &'a self,
         filter: &'a AuditFilter,
     ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>> {
-        let state = self.state();
-        let found = state
-            .audit
-            .iter()
-            .filter(|e| e.matches(filter))
-            .take(filter.effective_limit())
-            .cloned()
-            .collect();
+        let found = self.state().audit.find(filter);
         Box::pin(std::future::ready(Ok(found)))
     }
 }

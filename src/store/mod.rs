@@ -101,6 +101,7 @@ mod record;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod trail;
 
 #[cfg(feature = "test-util")]
 pub mod conformance;
