@@ -17,6 +17,10 @@ const CHUNK: usize = 64 * 1024;
 /// The `capacity` most recent entries, oldest first.
 pub(super) struct Trail {
     chunks: VecDeque<Vec<u8>>,
+    /// The last chunk emptied, kept for the next one needed: once the trail is full, a chunk
+    /// is emptied at the front about when one is needed at the back, and reusing it spares the
+    /// allocator a large allocation and free each time.
+    spare: Option<Vec<u8>>,
     /// Where the oldest entry starts in the first chunk.
     front: usize,
     len: usize,
@@ -36,6 +40,7 @@ impl Trail {
     pub(super) fn new(capacity: usize) -> Self {
         Trail {
             chunks: VecDeque::new(),
+            spare: None,
             front: 0,
             len: 0,
             capacity,
@@ -64,7 +69,11 @@ impl Trail {
             .back()
             .is_some_and(|chunk| chunk.capacity() - chunk.len() >= size);
         if !room {
-            self.chunks.push_back(Vec::with_capacity(size.max(CHUNK)));
+            let chunk = match self.spare.take() {
+                Some(spare) if spare.capacity() >= size => spare,
+                _ => Vec::with_capacity(size.max(CHUNK)),
+            };
+            self.chunks.push_back(chunk);
         }
         if let Some(chunk) = self.chunks.back_mut() {
             put_varint(chunk, body as u64);
@@ -87,7 +96,10 @@ impl Trail {
         self.len -= 1;
         if self.front == first.len() {
             if several {
-                self.chunks.pop_front();
+                self.spare = self.chunks.pop_front().filter(|c| c.capacity() == CHUNK);
+                if let Some(spare) = &mut self.spare {
+                    spare.clear();
+                }
             } else {
                 first.clear();
             }
@@ -425,8 +437,11 @@ mod tests {
         let kept = trail.find(&AuditFilter::new().limit(1_000));
         let seqs: Vec<u64> = kept.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (99_001..=100_000).collect::<Vec<_>>());
-        let bytes: usize = trail.chunks.iter().map(Vec::capacity).sum();
-        assert!(bytes <= 3 * CHUNK, "{bytes} bytes for 1,000 entries");
+        let spare = trail.spare.as_ref().map_or(0, Vec::capacity);
+        let bytes = spare + trail.chunks.iter().map(Vec::capacity).sum::<usize>();
+        // Each of these entries takes under 256 bytes; beyond them, at most the unused end of
+        // the last chunk and the spare one.
+        assert!(bytes <= 1_000 * 256 + 2 * CHUNK, "{bytes} bytes for 1,000 entries");
 
         let page = trail.find(&AuditFilter::new().after(99_500).limit(10));
         assert_eq!(page.first().map(|e| e.seq), Some(99_501));
