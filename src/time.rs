@@ -48,7 +48,10 @@ pub(crate) fn from_millis(ms: i64) -> SystemTime {
 
 /// `time` cut to whole milliseconds, the precision stores keep.
 pub(crate) fn to_millis(time: SystemTime) -> SystemTime {
-    from_millis(millis(time))
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => SystemTime::UNIX_EPOCH + Duration::new(d.as_secs(), d.subsec_millis() * 1_000_000),
+        Err(_) => SystemTime::UNIX_EPOCH,
+    }
 }
 
 /// Whole seconds since the Unix epoch; 0 for earlier times.

@@ -190,7 +190,11 @@ pub(super) fn closed(
 /// The `notified` entry: `accepted` notifiers took the alert for `request`.
 pub(super) fn notified(request: &AccessRequest, accepted: usize, audit_args: bool) -> Write {
     let mut notified = entry(audit_args, AuditEvent::Notified, request);
-    notified.detail = Some(format!("accepted by {accepted} notifier(s)").into());
+    // Most gates have one notifier: its text needs no formatting.
+    notified.detail = Some(match accepted {
+        1 => "accepted by 1 notifier(s)".into(),
+        n => format!("accepted by {n} notifier(s)").into(),
+    });
     Write::Append(notified)
 }
 

@@ -216,19 +216,15 @@ fn texts(e: &AuditEntry) -> [Option<&str>; 6] {
 }
 
 fn present(e: &AuditEntry) -> u8 {
-    [
-        (e.request.is_some(), REQUEST),
-        (e.rule.is_some(), RULE),
-        (e.principal.is_some(), PRINCIPAL),
-        (e.args_digest.is_some(), DIGEST),
-        (e.args.is_some(), ARGS),
-        (e.approver.is_some(), APPROVER),
-        (e.reason.is_some(), REASON),
-        (e.detail.is_some(), DETAIL),
-    ]
-    .into_iter()
-    .filter(|(has, _)| *has)
-    .fold(0, |bits, (_, bit)| bits | bit)
+    let bit = |has: bool, bit: u8| if has { bit } else { 0 };
+    bit(e.request.is_some(), REQUEST)
+        | bit(e.rule.is_some(), RULE)
+        | bit(e.principal.is_some(), PRINCIPAL)
+        | bit(e.args_digest.is_some(), DIGEST)
+        | bit(e.args.is_some(), ARGS)
+        | bit(e.approver.is_some(), APPROVER)
+        | bit(e.reason.is_some(), REASON)
+        | bit(e.detail.is_some(), DETAIL)
 }
 
 /// An entry read in place: its texts borrowed from the trail.
@@ -441,7 +437,10 @@ mod tests {
         let bytes = spare + trail.chunks.iter().map(Vec::capacity).sum::<usize>();
         // Each of these entries takes under 256 bytes; beyond them, at most the unused end of
         // the last chunk and the spare one.
-        assert!(bytes <= 1_000 * 256 + 2 * CHUNK, "{bytes} bytes for 1,000 entries");
+        assert!(
+            bytes <= 1_000 * 256 + 2 * CHUNK,
+            "{bytes} bytes for 1,000 entries"
+        );
 
         let page = trail.find(&AuditFilter::new().after(99_500).limit(10));
         assert_eq!(page.first().map(|e| e.seq), Some(99_501));
