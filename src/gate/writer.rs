@@ -7,8 +7,9 @@
 //!
 //! One runner at a time takes jobs off the queue, in order. The runner is whoever queued work
 //! when nobody was running: it runs jobs on the spot, after the registry lock is released, for as
-//! long as each finishes on its first poll (a store in memory always does), so the common path
-//! takes no hop through another task. A job that has to wait (a database round trip) is handed
+//! long as each finishes on its first poll, so the common path takes no hop through another
+//! task. A write that the store can apply at once ([`Store::write_now`]: a store in memory) is
+//! applied then and there, with no future made for it. A job that has to wait (a database round trip) is handed
 //! to the writer's task, which finishes it and then runs the queue until it is empty; from then
 //! on the task runs the queue whenever there is work, since the store is one that waits. Writes
 //! that queue up while the store is busy go to it together, in one [`Store::write_batch`]: a
@@ -34,9 +35,10 @@ use crate::time::to_millis;
 
 /// One unit of work on the store, in queue order.
 pub(super) enum Job {
-    /// A write, and the registry step that waits for it, kept as data for a store that waits,
-    /// so that it can be committed together with the writes queued beside it.
-    Write(Box<(Arc<Shared>, Write)>),
+    /// A write, and the registry step that waits for it, kept as data: a store in memory
+    /// applies it on the spot ([`Store::write_now`]), and one that waits commits it together
+    /// with the writes queued beside it.
+    Write(Arc<Shared>, Write),
     /// Any other work (a read, a purge, a write for a store that never waits): a future that
     /// does nothing until the queue polls it.
     Run(BoxFuture<'static, ()>),
@@ -46,10 +48,7 @@ impl Job {
     /// The job as one future: the write and the step after it, or the work.
     fn start(self) -> BoxFuture<'static, ()> {
         match self {
-            Job::Write(write) => {
-                let (shared, write) = *write;
-                shared.perform(write)
-            }
+            Job::Write(shared, write) => shared.perform(write),
             Job::Run(work) => work,
         }
     }
@@ -148,15 +147,9 @@ impl StoreWriter {
         self.core.queue().jobs.push_back(job);
     }
 
-    /// Queues `write` as [`push`](Self::push) does: as data if the store waits, else as its
-    /// future, made before the queue's lock is taken.
+    /// Queues `write` as [`push`](Self::push) does.
     fn push_write(&self, shared: &Arc<Shared>, write: Write) {
-        let job = if self.core.waits.load(Ordering::Relaxed) {
-            Job::Write(Box::new((shared.clone(), write)))
-        } else {
-            Job::Run(shared.clone().perform(write))
-        };
-        self.push(job);
+        self.push(Job::Write(shared.clone(), write));
     }
 
     /// Runs the queue on the spot if nobody runs it, inside a Tokio runtime: jobs that finish on
@@ -177,9 +170,14 @@ impl StoreWriter {
         let mut next = core.next(false, false);
         while let Some(Next::One(job)) = next {
             runner.running = true;
-            let mut work = job.start();
+            let work = match job {
+                Job::Write(shared, write) => shared.write_now(write),
+                Job::Run(work) => Some(work),
+            };
             let mut cx = Context::from_waker(Waker::noop());
-            if work.as_mut().poll(&mut cx).is_pending() {
+            if let Some(mut work) = work
+                && work.as_mut().poll(&mut cx).is_pending()
+            {
                 // The task polls it again, with a waker of its own, and runs the queue on.
                 let mut queue = core.queue();
                 queue.handed = Some(Handed::Started(work));
@@ -274,14 +272,14 @@ impl Core {
 
     /// `job` and the writes queued right after it, while each can be committed together.
     fn together(&self, queue: &mut Queue, job: Job) -> Next {
-        let batched = |job: &Job| matches!(job, Job::Write(write) if write.1.batched(self.shared));
+        let batched = |job: &Job| matches!(job, Job::Write(_, write) if write.batched(self.shared));
         if !batched(&job) || !queue.jobs.front().is_some_and(batched) {
             return Next::One(job);
         }
         let mut writes = Vec::new();
         let mut next = Some(job);
-        while let Some(Job::Write(write)) = next {
-            writes.push(*write);
+        while let Some(Job::Write(shared, write)) = next {
+            writes.push((shared, write));
             next = (writes.len() < MOST_TOGETHER && queue.jobs.front().is_some_and(batched))
                 .then(|| queue.jobs.pop_front())
                 .flatten();
@@ -432,6 +430,21 @@ impl Shared {
 
     /// Writes `write` on its own, then takes the registry step that waits for it. (Each kind
     /// of write gets a future of its own, holding only what it needs.)
+    /// Applies `write` on the spot if the store can ([`Store::write_now`]) and takes its registry
+    /// step; returns what is left to run: the write's future if the store has to be awaited,
+    /// or a step after it that waits.
+    fn write_now(self: Arc<Self>, write: Write) -> Option<BoxFuture<'static, ()>> {
+        let store = self.writer.store_ref();
+        let result = match write.to_store() {
+            Some(one) if write.batched(self.writer.core.shared) => store.write_now(&one),
+            _ => None,
+        };
+        match result {
+            Some(result) => self.after(write, result),
+            None => Some(self.perform(write)),
+        }
+    }
+
     fn perform(self: Arc<Self>, write: Write) -> BoxFuture<'static, ()> {
         match write {
             Write::Insert(request, entry) if self.writer.core.shared => Box::pin(async move {

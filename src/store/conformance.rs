@@ -359,6 +359,22 @@ pub async fn nothing_half_written(store: impl Store) {
 /// Writes in one batch apply in order, each on its own: one that does not apply or fails
 /// changes nothing, and the others still apply.
 pub async fn batched_writes(store: impl Store) {
+    writes_in_order(store, Applied::Together).await;
+}
+
+/// [`Store::write_now`], for a store that offers it (one in memory): every write is applied
+/// at once, with the result [`batched_writes`] expects of a batch.
+pub async fn writes_now(store: impl Store) {
+    writes_in_order(store, Applied::Now).await;
+}
+
+/// How [`writes_in_order`] hands the store its writes.
+enum Applied {
+    Together,
+    Now,
+}
+
+async fn writes_in_order(store: impl Store, applied: Applied) {
     let first = Arc::new(request("agent-7", "payments.refund", json!({"n": 1})));
     let unknown = request("agent-7", "payments.refund", json!({"n": 2}));
     let ttl = Duration::from_secs(600);
@@ -378,7 +394,17 @@ pub async fn batched_writes(store: impl Store) {
         Write::Append(&note),
         Write::Transition(&taken),
     ];
-    let results = store.write_batch(&writes).await;
+    let results = match applied {
+        Applied::Together => store.write_batch(&writes).await,
+        Applied::Now => writes
+            .iter()
+            .map(|write| {
+                store
+                    .write_now(write)
+                    .expect("this store applies writes at once")
+            })
+            .collect(),
+    };
     let applied: Vec<_> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
     assert_eq!(
         applied,

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::trail::Trail;
 use super::{
-    Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition, is_finished,
+    Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition, Write, is_finished,
 };
 
 use crate::audit::{AuditEntry, AuditFilter};
@@ -125,6 +125,30 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Applies a transition: `false` if the request is unknown or not in `change.from`.
+    fn apply(&self, change: &Transition) -> bool {
+        let mut state = self.state();
+        match state.requests.get_mut(&change.id) {
+            Some(stored) if stored.status == change.from => {
+                stored.status = change.to;
+                if let Some(outcome) = &change.outcome {
+                    stored.outcome = Some(Box::new(outcome.clone()));
+                }
+                if let Some(rule) = &change.rule {
+                    state.file(rule);
+                }
+                state.append(&change.audit);
+                if is_finished(change.to) {
+                    state.finished(change.id);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 impl State {
     fn append(&mut self, entries: &[AuditEntry]) {
         for entry in entries {
@@ -219,30 +243,25 @@ impl Store for MemoryStore {
     }
 
     fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>> {
-        let mut state = self.state();
-        let applied = match state.requests.get_mut(&change.id) {
-            Some(stored) if stored.status == change.from => {
-                stored.status = change.to;
-                if let Some(outcome) = &change.outcome {
-                    stored.outcome = Some(Box::new(outcome.clone()));
-                }
-                if let Some(rule) = &change.rule {
-                    state.file(rule);
-                }
-                state.append(&change.audit);
-                if is_finished(change.to) {
-                    state.finished(change.id);
-                }
-                true
-            }
-            _ => false,
-        };
-        Box::pin(std::future::ready(Ok(applied)))
+        Box::pin(std::future::ready(Ok(self.apply(change))))
     }
 
     fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>> {
         self.state().append(audit);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn write_now(&self, write: &Write<'_>) -> Option<Result<bool, Error>> {
+        Some(match write {
+            Write::Insert(request, audit) => {
+                self.file_request(Arc::clone(request), audit).map(|()| true)
+            }
+            Write::Transition(change) => Ok(self.apply(change)),
+            Write::Append(audit) => {
+                self.state().append(audit);
+                Ok(true)
+            }
+        })
     }
 
     fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {

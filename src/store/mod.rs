@@ -239,6 +239,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// Applies `write` at once, without waiting, if this store can (a store in memory), and
+    /// returns what [`write_batch`](Self::write_batch) would for it. `None`, the default, says
+    /// the write has to be awaited: the gate then goes through the other methods. The gate
+    /// tries this first for each write until the store has once made it wait, which spares a
+    /// store in memory a future and its allocation per write.
+    fn write_now(&self, write: &Write<'_>) -> Option<Result<bool, Error>> {
+        let _ = write;
+        None
+    }
+
     /// A request and where it stands.
     fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>>;
 
@@ -342,6 +352,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         writes: &'a [Write<'a>],
     ) -> BoxFuture<'a, Vec<Result<bool, Error>>> {
         (**self).write_batch(writes)
+    }
+    fn write_now(&self, write: &Write<'_>) -> Option<Result<bool, Error>> {
+        (**self).write_now(write)
     }
     fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {
         (**self).request(id)

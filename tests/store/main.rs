@@ -26,6 +26,7 @@ use support::{Tools, code, gate, policy, refund, until};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
     conformance::run(MemoryStore::new, MemoryStore::clone).await;
+    conformance::writes_now(MemoryStore::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
