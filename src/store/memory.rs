@@ -25,10 +25,10 @@ use crate::rule::Rule;
 ///
 /// Its memory is bounded, so that a process deciding calls for months stays the size it was
 /// after the first minutes: the audit trail keeps the most recent entries (65,536 unless told
-/// otherwise, [`with_audit_capacity`](Self::with_audit_capacity)), and the store keeps the most
-/// recently finished requests (4,096 unless told otherwise,
-/// [`keep_finished`](Self::keep_finished)) besides every request still pending, approved or
-/// executing. Rules are kept until they expire or are revoked.
+/// otherwise, [`with_audit_capacity`](Self::with_audit_capacity)), each encoded in typically
+/// about 100 bytes, and the store keeps the most recently finished requests (4,096 unless told
+/// otherwise, [`keep_finished`](Self::keep_finished)) besides every request still pending,
+/// approved or executing. Rules are kept until they expire or are revoked.
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
