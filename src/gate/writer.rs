@@ -8,13 +8,13 @@
 //! One runner at a time takes jobs off the queue, in order. The runner is whoever queued work
 //! when nobody was running: it runs jobs on the spot, after the registry lock is released, for as
 //! long as each finishes on its first poll, so the common path takes no hop through another
-//! task. A write that the store can apply at once ([`Store::write_now`]: a store in memory) is
-//! applied then and there, with no future made for it. A job that has to wait (a database round trip) is handed
-//! to the writer's task, which finishes it and then runs the queue until it is empty; from then
-//! on the task runs the queue whenever there is work, since the store is one that waits. Writes
-//! that queue up while the store is busy go to it together, in one [`Store::write_batch`]: a
-//! store on disk commits them with one sync (group commit), and each one's registry step follows
-//! in order.
+//! task; a write that the store can apply at once ([`Store::write_now`]: a store in memory) is
+//! applied then and there, with no future made for it. A job that has to wait (a database round
+//! trip) is handed to the writer's task, which finishes it and then runs the queue until it is
+//! empty; from then on the task runs the queue whenever there is work, since the store is one
+//! that waits. Writes that queue up while the store is busy go to it together, in one
+//! [`Store::write_batch`]: a store on disk commits them with one sync (group commit), and each
+//! one's registry step follows in order.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,8 +39,7 @@ pub(super) enum Job {
     /// applies it on the spot ([`Store::write_now`]), and one that waits commits it together
     /// with the writes queued beside it.
     Write(Arc<Shared>, Write),
-    /// Any other work (a read, a purge, a write for a store that never waits): a future that
-    /// does nothing until the queue polls it.
+    /// Any other work (a read, a purge): a future that does nothing until the queue polls it.
     Run(BoxFuture<'static, ()>),
 }
 
@@ -428,8 +427,6 @@ impl Shared {
         self.drain();
     }
 
-    /// Writes `write` on its own, then takes the registry step that waits for it. (Each kind
-    /// of write gets a future of its own, holding only what it needs.)
     /// Applies `write` on the spot if the store can ([`Store::write_now`]) and takes its registry
     /// step; returns what is left to run: the write's future if the store has to be awaited,
     /// or a step after it that waits.
@@ -445,6 +442,8 @@ impl Shared {
         }
     }
 
+    /// Writes `write` on its own, then takes the registry step that waits for it. (Each kind
+    /// of write gets a future of its own, holding only what it needs.)
     fn perform(self: Arc<Self>, write: Write) -> BoxFuture<'static, ()> {
         match write {
             Write::Insert(request, entry) if self.writer.core.shared => Box::pin(async move {

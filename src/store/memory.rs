@@ -123,9 +123,7 @@ impl MemoryStore {
         state.append(audit);
         Ok(())
     }
-}
 
-impl MemoryStore {
     /// Applies a transition: `false` if the request is unknown or not in `change.from`.
     fn apply(&self, change: &Transition) -> bool {
         let mut state = self.state();
