@@ -1,6 +1,7 @@
 //! The memory store's audit trail: its most recent entries, each encoded into a few dozen bytes
 //! in chunks of 64 KiB, rather than kept as an [`AuditEntry`] of 192 bytes with allocations of
-//! its own. An entry never spans two chunks; a chunk is freed once every entry in it is gone.
+//! its own. An entry never spans two chunks; a chunk is freed once every entry in it is gone,
+//! or kept to be filled again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
