@@ -87,29 +87,22 @@ pub(super) struct Slot {
 
 /// The places of the callers waiting on one request, by key: the first in the slot itself
 /// (most requests have one caller), any others in a list made when a second one joins. A place
-/// holds `None` once its caller left, and the no-op waker ([`Waker::noop`]) while its caller
-/// has not been polled since it joined or was last woken.
+/// holds `None` once its caller left, and `Some(None)` until its caller is first polled.
 #[derive(Default)]
 pub(super) struct Waiters {
-    first: Option<Waker>,
+    first: Option<Option<Waker>>,
     // Boxed, so that a slot keeps eight bytes for them rather than a whole `Vec`.
     #[allow(clippy::box_collection)]
-    others: Option<Box<Vec<Option<Waker>>>>,
-}
-
-/// The waker of a place whose caller has not been polled since it joined or was last woken:
-/// waking it does nothing.
-fn unpolled() -> Waker {
-    Waker::noop().clone()
+    others: Option<Box<Vec<Option<Option<Waker>>>>>,
 }
 
 impl Waiters {
-    fn places(&mut self) -> impl Iterator<Item = &mut Option<Waker>> {
+    fn places(&mut self) -> impl Iterator<Item = &mut Option<Option<Waker>>> {
         let others = self.others.iter_mut().flat_map(|others| others.iter_mut());
         std::iter::once(&mut self.first).chain(others)
     }
 
-    fn place(&mut self, key: usize) -> Option<&mut Option<Waker>> {
+    fn place(&mut self, key: usize) -> Option<&mut Option<Option<Waker>>> {
         match key {
             0 => Some(&mut self.first),
             _ => self.others.as_mut()?.get_mut(key - 1),
@@ -133,7 +126,7 @@ impl Slot {
         self.attached += 1;
         let Waiters { first, others } = &mut self.waiters;
         if free && first.is_none() {
-            *first = Some(unpolled());
+            *first = Some(None);
             return 0;
         }
         let others = others.get_or_insert_default();
@@ -143,11 +136,11 @@ impl Slot {
             .flatten()
         {
             Some(i) => {
-                others[i] = Some(unpolled());
+                others[i] = Some(None);
                 i + 1
             }
             None => {
-                others.push(Some(unpolled()));
+                others.push(Some(None));
                 others.len()
             }
         }
@@ -161,19 +154,18 @@ impl Slot {
 
     /// The wakers of the callers polled since they were last woken; their places stay taken.
     pub(super) fn wakers(&mut self) -> impl Iterator<Item = Waker> + '_ {
-        self.waiters.places().filter_map(|place| {
-            let waker = place.as_mut()?;
-            let polled = !waker.will_wake(Waker::noop());
-            polled.then(|| mem::replace(waker, unpolled()))
-        })
+        self.waiters
+            .places()
+            .filter_map(|place| place.as_mut()?.take())
     }
 
     pub(super) fn register(&mut self, key: usize, waker: &Waker) {
         let Some(place) = self.waiters.place(key) else {
             return;
         };
-        if !place.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *place = Some(waker.clone());
+        let registered = place.get_or_insert(None);
+        if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *registered = Some(waker.clone());
         }
     }
 
