@@ -52,8 +52,15 @@ struct State {
 #[derive(Clone, Debug)]
 struct Row {
     request: Arc<AccessRequest>,
-    status: Status,
-    outcome: Option<Box<Outcome>>,
+    /// `None` while pending; once it moved on, where it stands and how it ended. One box, so
+    /// that a pending row is two words.
+    moved: Option<Box<(Status, Option<Outcome>)>>,
+}
+
+impl Row {
+    fn status(&self) -> Status {
+        self.moved.as_ref().map_or(Status::Pending, |moved| moved.0)
+    }
 }
 
 impl HasId for Row {
@@ -113,8 +120,7 @@ impl MemoryStore {
         let mut state = self.state();
         let row = Row {
             request,
-            status: Status::Pending,
-            outcome: None,
+            moved: None,
         };
         if let Err(row) = state.requests.insert_new(row) {
             return Err(Error::new(crate::ErrorKind::StoreFailed)
@@ -128,10 +134,13 @@ impl MemoryStore {
     fn apply(&self, change: &Transition) -> bool {
         let mut state = self.state();
         match state.requests.get_mut(&change.id) {
-            Some(stored) if stored.status == change.from => {
-                stored.status = change.to;
+            Some(stored) if stored.status() == change.from => {
+                let moved = stored
+                    .moved
+                    .get_or_insert_with(|| Box::new((change.to, None)));
+                moved.0 = change.to;
                 if let Some(outcome) = &change.outcome {
-                    stored.outcome = Some(Box::new(outcome.clone()));
+                    moved.1 = Some(outcome.clone());
                 }
                 if let Some(rule) = &change.rule {
                     state.file(rule);
@@ -165,7 +174,7 @@ impl State {
             if self
                 .requests
                 .get(&oldest)
-                .is_some_and(|r| is_finished(r.status))
+                .is_some_and(|r| is_finished(r.status()))
             {
                 self.requests.remove(&oldest);
             }
@@ -202,11 +211,12 @@ impl Store for MemoryStore {
         let mut state = self.state();
         let mut abandoned = Vec::new();
         for stored in state.requests.values_mut() {
-            if !is_finished(stored.status) {
-                stored.status = Status::Abandoned;
-                stored
-                    .outcome
-                    .get_or_insert_with(|| Box::new(Outcome::Abandoned));
+            if !is_finished(stored.status()) {
+                let moved = stored
+                    .moved
+                    .get_or_insert_with(|| Box::new((Status::Abandoned, None)));
+                moved.0 = Status::Abandoned;
+                moved.1.get_or_insert(Outcome::Abandoned);
                 abandoned.push((*stored.request).clone());
             }
         }
@@ -266,8 +276,8 @@ impl Store for MemoryStore {
         let found = self.state().requests.get(&id).map(|row| {
             StoredRequest::new(
                 (*row.request).clone(),
-                row.status,
-                row.outcome.as_deref().cloned(),
+                row.status(),
+                row.moved.as_ref().and_then(|moved| moved.1.clone()),
             )
         });
         Box::pin(std::future::ready(Ok(found)))
@@ -334,7 +344,7 @@ impl Store for MemoryStore {
         let before = state.requests.len();
         state
             .requests
-            .retain(|s| !(is_finished(s.status) && s.request.expires_at() <= now));
+            .retain(|s| !(is_finished(s.status()) && s.request.expires_at() <= now));
         let purged = Purged::new(expired.len(), before - state.requests.len());
         Box::pin(std::future::ready(Ok(purged)))
     }
