@@ -412,6 +412,32 @@ mod tests {
         }
     }
 
+    /// An entry larger than a chunk gets a chunk of its own, which is not kept once the entry
+    /// ages out: a trail that once held a huge entry does not hold its memory for ever.
+    #[test]
+    fn a_huge_entry_is_kept_alone_and_its_memory_given_back() {
+        let mut trail = Trail::new(2);
+        let mut huge = full(0);
+        huge.args = Some("x".repeat(4 * CHUNK).into());
+        trail.push(&huge, 1);
+        trail.push(&full(2), 2);
+        assert_eq!(
+            trail.chunks.len(),
+            2,
+            "the huge entry alone, the small one in a chunk"
+        );
+        trail.push(&full(3), 3);
+        let seqs: Vec<u64> = trail
+            .find(&AuditFilter::new())
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [2, 3]);
+        let held = trail.spare.as_ref().map_or(0, Vec::capacity)
+            + trail.chunks.iter().map(Vec::capacity).sum::<usize>();
+        assert!(held <= CHUNK, "{held} bytes held after the huge entry went");
+    }
+
     /// Events and scopes are kept as their place in the enum and read back from `ALL`.
     #[test]
     fn events_and_scopes_are_listed_in_their_declared_order() {
