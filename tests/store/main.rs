@@ -11,13 +11,14 @@ use std::time::SystemTime;
 
 use serde_json::json;
 use tollgate::notify::{RecordingNotifier, notifier_fn};
+use tollgate::policy::CapabilityTable;
 use tollgate::store::{
     AuditEntry, AuditEvent, AuditFilter, BoxFuture, MemoryStore, Purged, Recovered, Revocation,
     ScopeKey, SqliteStore, Store, StoredRequest, Transition, Write, conformance,
 };
 use tollgate::{
-    AccessRequest, Approve, Deny, Error, ErrorKind, Gate, Outcome, RequestId, Revoke, Rule, Scope,
-    Status,
+    AccessRequest, Approve, Deny, Error, ErrorKind, Gate, Outcome, RequestId, RequireApproval,
+    Revoke, Rule, Scope, Status,
 };
 use tower::{Layer, ServiceExt};
 
@@ -287,6 +288,19 @@ fn broken() -> Error {
     Error::new(ErrorKind::StoreFailed).with_source(std::io::Error::other("the disk is full"))
 }
 
+/// A gate on a store that fails on demand: the store, what the gate alerts, the gate, the tools
+/// behind it and the service that calls them.
+fn on_flaky(max_scope: Scope) -> (Flaky, RecordingNotifier, Gate, Tools, Gated) {
+    let store = Flaky::default();
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).store(store.clone()).build().unwrap();
+    let tools = Tools::default();
+    let svc = gate.layer(policy(max_scope)).layer(tools.clone());
+    (store, alerts, gate, tools, svc)
+}
+
+type Gated = RequireApproval<Tools, CapabilityTable>;
+
 impl Store for Flaky {
     fn recover(&self, now: SystemTime) -> Result<Recovered, Error> {
         self.inner.recover(now)
@@ -368,11 +382,7 @@ impl Store for Flaky {
 /// shutdown returns only once the store has it; a request still pending is abandoned.
 #[tokio::test]
 async fn shutdown_waits_for_a_decision_being_written_and_lets_it_take_effect() {
-    let store = Flaky::default();
-    let alerts = RecordingNotifier::new();
-    let gate = gate(&alerts).store(store.clone()).build().unwrap();
-    let tools = Tools::default();
-    let svc = gate.layer(policy(Scope::Value)).layer(tools.clone());
+    let (store, alerts, gate, _, svc) = on_flaky(Scope::Value);
     let approved = tokio::spawn(svc.clone().oneshot(refund(1)));
     let decided = alerts.next_alert().await;
     let pending = tokio::spawn(svc.clone().oneshot(refund(2)));
@@ -416,11 +426,7 @@ async fn shutdown_waits_for_a_decision_being_written_and_lets_it_take_effect() {
 /// nobody; a decision it cannot take is not made, the request stays pending, and a retry works.
 #[tokio::test]
 async fn a_failing_store_fails_closed_and_loses_nothing() {
-    let store = Flaky::default();
-    let alerts = RecordingNotifier::new();
-    let gate = gate(&alerts).store(store.clone()).build().unwrap();
-    let tools = Tools::default();
-    let svc = gate.layer(policy(Scope::Value)).layer(tools.clone());
+    let (store, alerts, gate, tools, svc) = on_flaky(Scope::Value);
 
     store.fail_inserts.store(true, Ordering::SeqCst);
     let refused = svc.clone().oneshot(refund(1)).await.unwrap_err();
@@ -767,10 +773,7 @@ async fn the_memory_store_forgets_the_oldest_finished_requests_beyond_its_bound(
 /// not stall the gate's store queue: the next call is stored, alerted and approved.
 #[tokio::test]
 async fn a_store_that_panics_once_does_not_stall_the_queue() {
-    let store = Flaky::default();
-    let alerts = RecordingNotifier::new();
-    let gate = gate(&alerts).store(store.clone()).build().unwrap();
-    let svc = gate.layer(policy(Scope::Once)).layer(Tools::default());
+    let (store, alerts, gate, _, svc) = on_flaky(Scope::Once);
     store.panic_insert.store(true, Ordering::SeqCst);
     let panicked = tokio::spawn(svc.clone().oneshot(refund(1))).await;
     assert!(panicked.unwrap_err().is_panic());
@@ -820,10 +823,7 @@ fn a_gate_outlives_the_runtime_it_was_first_used_on() {
 /// task that runs it: a request made meanwhile waits behind the decision being written.
 #[tokio::test]
 async fn a_caller_dropped_by_a_panic_does_not_break_the_write_order() {
-    let store = Flaky::default();
-    let alerts = RecordingNotifier::new();
-    let gate = gate(&alerts).store(store.clone()).build().unwrap();
-    let svc = gate.layer(policy(Scope::Once)).layer(Tools::default());
+    let (store, alerts, gate, _, svc) = on_flaky(Scope::Once);
     let first = tokio::spawn(svc.clone().oneshot(refund(1)));
     let alert = alerts.next_alert().await;
 
@@ -867,10 +867,7 @@ async fn a_caller_dropped_by_a_panic_does_not_break_the_write_order() {
 /// were made; each takes effect as it would alone.
 #[tokio::test]
 async fn writes_queued_behind_a_busy_store_are_committed_together() {
-    let store = Flaky::default();
-    let alerts = RecordingNotifier::new();
-    let gate = gate(&alerts).store(store.clone()).build().unwrap();
-    let svc = gate.layer(policy(Scope::Once)).layer(Tools::default());
+    let (store, alerts, gate, _, svc) = on_flaky(Scope::Once);
     let mut calls = Vec::new();
     let mut parked = Vec::new();
     for amount in 1..=8 {
