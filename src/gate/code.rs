@@ -68,12 +68,8 @@ impl CodeKey {
 
     /// The HMAC in uppercase hex digits: a code is the first `length` of them.
     fn digits(&self, request: &AccessRequest) -> [u8; 64] {
-        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
         let mut digits = [0u8; 64];
-        for (i, byte) in self.mac_of(request).iter().enumerate() {
-            digits[2 * i] = DIGITS[usize::from(byte >> 4)];
-            digits[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
-        }
+        crate::hex::upper_into(&self.mac_of(request), &mut digits);
         digits
     }
 
