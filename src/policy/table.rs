@@ -135,6 +135,11 @@ impl CapabilityTable {
 
 impl<R: Call + ?Sized> Policy<R> for CapabilityTable {
     fn check(&self, call: &R) -> Decision {
-        self.lookup(call.capability()).0.clone()
+        match self.lookup(call.capability()).0 {
+            // The common answer, copied without the general clone's branches (callgrind: the
+            // allowed call's whole overhead over a bare service is a few hundred instructions).
+            Decision::Allow(Cow::Borrowed(why)) => Decision::Allow(Cow::Borrowed(why)),
+            decision => decision.clone(),
+        }
     }
 }
