@@ -8,7 +8,7 @@
 //!    notifiers, stores);
 //! 2. **engine**: the gate;
 //! 3. **middleware**: the tower service and layer on the gate;
-//! 4. **adapters**: the HTTP middleware, the approval web app, configuration, and the store
+//! 4. **adapters**: the HTTP and MCP middleware, the approval web app, configuration, and the store
 //!    conformance suite (which drives real gates).
 //!
 //! The check reads the source's `crate::…` paths outside comments, which is every way one module
@@ -46,6 +46,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("approval", 4),
     ("config", 4),
     ("http", 4),
+    ("mcp", 4),
     ("store::conformance", 4),
 ];
 

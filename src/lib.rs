@@ -190,6 +190,8 @@ pub mod approval;
 pub mod config;
 #[cfg(feature = "axum")]
 pub mod http;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 
 #[cfg(test)]
 mod layers;
