@@ -9,7 +9,8 @@
 //! 2. **engine**: the gate;
 //! 3. **middleware**: the tower service and layer on the gate;
 //! 4. **adapters**: the HTTP and MCP middleware, the approval web app, configuration, and the store
-//!    conformance suite (which drives real gates).
+//!    conformance suite (which drives real gates);
+//! 5. **binary**: the `tollgate` command, which sees the crate only through its public API.
 //!
 //! The check reads the source's `crate::…` paths outside comments, which is every way one module
 //! names another here. Inside a module, the files it is split into name each other with
@@ -48,9 +49,17 @@ const LAYERS: &[(&str, usize)] = &[
     ("http", 4),
     ("mcp", 4),
     ("store::conformance", 4),
+    ("bin", 5),
 ];
 
-const NAMES: [&str; 5] = ["data", "plugins", "engine", "middleware", "adapters"];
+const NAMES: [&str; 6] = [
+    "data",
+    "plugins",
+    "engine",
+    "middleware",
+    "adapters",
+    "binary",
+];
 
 /// The module a file belongs to: its top-level module (`gate` for `gate/registry.rs`), or a
 /// submodule that has a layer of its own (`store::conformance`).

@@ -87,8 +87,9 @@ use std::borrow::Cow;
 use std::path::Path;
 
 pub use self::settings::{
-    AlertRateSettings, CapabilitySettings, Config, DecisionKind, EmailSettings, GateSettings, Mode,
-    NotifierSettings, Secret, SlackSettings, Stream, TerminalSettings, WebhookSettings,
+    AlertRateSettings, ApprovalSettings, ApproverSettings, CapabilitySettings, Config,
+    DecisionKind, EmailSettings, GateSettings, Mode, NotifierSettings, Secret, SlackSettings,
+    Stream, TerminalSettings, WebhookSettings,
 };
 use crate::call::Call;
 use crate::error::{Error, ErrorKind};
@@ -96,6 +97,9 @@ use crate::gate::{Gate, GateBuilder};
 use crate::notify::TerminalNotifier;
 use crate::policy::{Ask, CapabilityTable, Decision, Policy};
 use crate::scope::Scope;
+
+/// Where the `tollgate` binary serves the approval page and API unless `[approval] listen` says.
+pub const DEFAULT_APPROVAL_ADDRESS: &str = "127.0.0.1:8790";
 
 impl Config {
     /// A configuration in `mode`, with no capability listed and every setting at its default.
@@ -354,6 +358,59 @@ impl Config {
             "kind = \"{kind}\" needs tollgate's `{feature}` feature, which this build lacks"
         );
         self.invalid(&format!("{field}.kind"), &message)
+    }
+
+    /// Where the approval page and API are served: `[approval] listen`, `127.0.0.1:8790` when
+    /// absent.
+    pub fn approval_address(&self) -> Result<std::net::SocketAddr, Error> {
+        let listen = self
+            .approval
+            .listen
+            .as_deref()
+            .unwrap_or(DEFAULT_APPROVAL_ADDRESS);
+        listen.parse().map_err(|_| {
+            self.invalid(
+                "approval.listen",
+                "expected an address and port, such as \"127.0.0.1:8790\"",
+            )
+        })
+    }
+
+    /// The approvers of `[[approval.approvers]]`, their tokens read, for
+    /// [`approval::router`](crate::approval::router).
+    #[cfg(feature = "axum")]
+    pub fn approvers(&self) -> Result<crate::approval::Tokens, Error> {
+        use crate::approval::{Approver, Tokens};
+        let mut tokens = Tokens::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, entry) in self.approval.approvers.iter().enumerate() {
+            let field = format!("approval.approvers[{i}]");
+            if entry.name.trim().is_empty() {
+                return Err(self.invalid(&format!("{field}.name"), "a name must not be empty"));
+            }
+            let token = self.read(&entry.token, &format!("{field}.token"))?;
+            if token.len() < 16 {
+                return Err(self.invalid(
+                    &format!("{field}.token"),
+                    "a token must be at least 16 bytes",
+                ));
+            }
+            if !seen.insert(token.clone()) {
+                return Err(self.invalid(
+                    &format!("{field}.token"),
+                    "two approvers share this token: each needs their own",
+                ));
+            }
+            let mut approver = Approver::new(entry.name.as_str());
+            if let Some(patterns) = &entry.capabilities {
+                approver = approver.capabilities(patterns);
+            }
+            if let Some(scope) = entry.max_scope {
+                approver = approver.max_scope(scope);
+            }
+            tokens = tokens.token(token, approver);
+        }
+        Ok(tokens)
     }
 
     /// A secret's value; the value itself never appears in an error.

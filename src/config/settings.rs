@@ -33,6 +33,9 @@ pub struct Config {
     /// Who is told of access requests.
     #[serde(default)]
     pub notifiers: Vec<NotifierSettings>,
+    /// The approval page and JSON API the `tollgate` binary serves, and who may use them.
+    #[serde(default)]
+    pub approval: ApprovalSettings,
     /// The file this was read from, named in errors.
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -270,6 +273,37 @@ pub struct AlertRateSettings {
     /// The window.
     #[serde(deserialize_with = "duration::required")]
     pub window: Duration,
+}
+
+/// The `[approval]` section: where the `tollgate` binary serves the approval page and JSON API,
+/// and who may decide there.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ApprovalSettings {
+    /// The local address to serve on (`127.0.0.1:8790` when absent; port 0 picks a free one).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Who may decide, each with a bearer token.
+    #[serde(default)]
+    pub approvers: Vec<ApproverSettings>,
+}
+
+/// One `[[approval.approvers]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ApproverSettings {
+    /// The name every decision of theirs is recorded under.
+    pub name: String,
+    /// Their bearer token: `{ env = "NAME" }` or `{ file = "PATH" }`.
+    pub token: Secret,
+    /// The capabilities (names or globs) they may decide; every capability when absent.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
+    /// The widest scope they may grant; any the request allows when absent.
+    #[serde(default)]
+    pub max_scope: Option<Scope>,
 }
 
 /// Where a secret comes from: `{ env = "NAME" }`, `{ file = "PATH" }`, or inline text (refused

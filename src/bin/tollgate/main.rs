@@ -1,0 +1,294 @@
+//! `tollgate`: a person approves an agent's tool calls before they run.
+//!
+//! `tollgate mcp --config tollgate.toml -- COMMAND [ARGS…]` starts the MCP server `COMMAND` as a
+//! child, speaks MCP to the client on its own stdin and stdout, gates every `tools/call` by the
+//! configuration's policy, and serves the approval page and JSON API on a local address.
+
+mod proxy;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rmcp::ServiceExt as _;
+use rmcp::model::{
+    ClientNotification, ClientRequest, ErrorData, ProtocolVersion, ServerConfig, ServerResult,
+};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use tollgate::config::{Config, NotifierSettings, Stream};
+use tollgate::mcp::Identity;
+
+use crate::proxy::{Proxy, UpstreamCommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A person approves an agent's tool calls before they run."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Put the gate in front of an MCP server that speaks over stdio.
+    ///
+    /// Starts COMMAND as the upstream MCP server and speaks MCP to the client on stdin and
+    /// stdout. Every `tools/call` meets the configuration's policy first: a call it does not
+    /// allow waits until a person approves it on the approval page or through the JSON API
+    /// (their address is printed on stderr), and a refusal comes back as a tool error naming
+    /// its code. Everything else passes through untouched. Logs go to stderr; stdout belongs
+    /// to the protocol.
+    #[command(after_help = MCP_EXAMPLE)]
+    Mcp(McpArgs),
+}
+
+const MCP_EXAMPLE: &str = "Example:
+  tollgate mcp --config tollgate.toml -- npx -y @scope/files-server /srv/files
+
+In a desktop MCP client's configuration:
+  \"files\": { \"command\": \"tollgate\",
+             \"args\": [\"mcp\", \"--config\", \"/etc/tollgate.toml\", \"--\", \"files-server\", \"/srv/files\"] }";
+
+#[derive(Args, Debug)]
+struct McpArgs {
+    /// The configuration file: policy, notifiers, and `[approval]` (address and approvers).
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Serve the approval page and API here instead of `[approval] listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Who the calls are from (default: the client's name from its handshake).
+    #[arg(long, value_name = "NAME")]
+    principal: Option<String>,
+    /// The session the calls belong to, for rules of scope `session`.
+    #[arg(long, value_name = "ID", requires = "principal")]
+    session: Option<String>,
+    /// Read each call's reason from this tool argument (default: the request's `_meta.reason`).
+    #[arg(long, value_name = "NAME")]
+    reason_argument: Option<String>,
+    /// How often a waiting call sends progress to the client.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    progress_interval: Duration,
+    /// How long the upstream may take to start and complete its handshake.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    startup_timeout: Duration,
+    /// How long the upstream may take to answer a request; its progress on the request resets it.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    upstream_timeout: Duration,
+    /// Log more to stderr (-v: info, -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// The upstream MCP server and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    upstream: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let Command::Mcp(args) = Cli::parse().command;
+    let level = match args.verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .init();
+    // One thread: messages are relayed in the order they arrive.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(mcp(args)) {
+        Ok(code) => code,
+        Err(message) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("tollgate: error: {message}");
+    ExitCode::FAILURE
+}
+
+async fn mcp(args: McpArgs) -> Result<ExitCode, String> {
+    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    if config
+        .notifiers
+        .iter()
+        .any(|n| matches!(n, NotifierSettings::Terminal(t) if t.stream == Stream::Stdout))
+    {
+        return Err(format!(
+            "{}: a terminal notifier on stdout would write into the MCP protocol; use stream = \"stderr\"",
+            args.config.display()
+        ));
+    }
+    let approvers = config.approvers().map_err(|e| e.to_string())?;
+    if approvers.is_empty() {
+        return Err(format!(
+            "{}: [[approval.approvers]] names nobody, so no one could approve a call; add an approver with a token",
+            args.config.display()
+        ));
+    }
+    let policy = config.policy().map_err(|e| e.to_string())?;
+    let gate = config.gate().map_err(|e| e.to_string())?;
+    let address = match args.listen {
+        Some(address) => address,
+        None => config.approval_address().map_err(|e| e.to_string())?,
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot serve the approval page on {address}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = tollgate::approval::router(gate.clone(), approvers);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the approval server stopped: {e}");
+        }
+    });
+    eprintln!("tollgate: approval page and API at http://{address}/");
+
+    let (program, rest) = args
+        .upstream
+        .split_first()
+        .expect("clap requires a command");
+    let (proxy, exited) = Proxy::new(UpstreamCommand {
+        program: program.clone(),
+        args: rest.to_vec(),
+        startup_timeout: args.startup_timeout,
+        request_timeout: args.upstream_timeout,
+    });
+    let mut approval = gate.mcp(policy).progress_interval(args.progress_interval);
+    if let Some(argument) = args.reason_argument {
+        approval = approval.reason_from_argument(argument);
+    }
+    if let Some(principal) = args.principal {
+        let identity = match args.session {
+            Some(session) => Identity::new(principal).session(session),
+            None => Identity::new(principal),
+        };
+        approval = approval.identify(move |_| identity.clone());
+    }
+    let (server, in_flight) = Counted::new(approval.wrap(proxy));
+    let server = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| format!("the MCP client's handshake failed: {e}"))?;
+    let stop = server.cancellation_token();
+    let mut served = tokio::spawn(server.waiting());
+
+    tokio::select! {
+        // The client closed our stdin: the session is over.
+        _ = &mut served => {
+            gate.shutdown().await.map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        status = exited => {
+            let status = match status {
+                Ok(Ok(status)) => status.to_string(),
+                Ok(Err(e)) => format!("cannot be waited for: {e}"),
+                Err(_) => "is gone".to_owned(),
+            };
+            eprintln!("tollgate: error: the upstream MCP server exited ({status}); waiting calls end abandoned");
+            // Every waiting call fails with `gate_shut_down` (its request ends `abandoned`); once every request has
+            // its answer, the service stops, writing those answers out first.
+            if let Err(e) = gate.shutdown().await {
+                tracing::error!("shutting the gate down: {e}");
+            }
+            let answered = tokio::time::timeout(Duration::from_secs(5), in_flight.idle()).await;
+            if answered.is_err() {
+                tracing::warn!("some requests were still unanswered after 5 s");
+            }
+            stop.cancel();
+            let _ = served.await;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// A server that counts the requests it is handling, so that shutting down can wait for their
+/// answers.
+struct Counted<S> {
+    inner: S,
+    in_flight: Arc<InFlight>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl InFlight {
+    /// Until no request is being handled.
+    async fn idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// Counts one request as handled when dropped.
+struct Handling(Arc<InFlight>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S) -> (Self, Arc<InFlight>) {
+        let in_flight = Arc::new(InFlight::default());
+        let counted = Counted {
+            inner,
+            in_flight: in_flight.clone(),
+        };
+        (counted, in_flight)
+    }
+}
+
+impl<S: rmcp::Service<RoleServer>> rmcp::Service<RoleServer> for Counted<S> {
+    async fn handle_request(
+        &self,
+        request: ClientRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ServerResult, ErrorData> {
+        self.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        let _handling = Handling(self.in_flight.clone());
+        self.inner.handle_request(request, context).await
+    }
+
+    async fn handle_notification(
+        &self,
+        notification: ClientNotification,
+        context: NotificationContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.inner.handle_notification(notification, context).await
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        self.inner.get_info()
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        self.inner.supported_protocol_versions()
+    }
+}

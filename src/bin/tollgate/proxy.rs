@@ -1,0 +1,322 @@
+//! The MCP proxy between the client on our stdio and the upstream server, a child on its own.
+//!
+//! The client's requests go up ([`Proxy`], which `tollgate::mcp` wraps, so that `tools/call`
+//! meets the gate first); the upstream's requests and notifications come down ([`Relay`]). The
+//! upstream starts when the client's `initialize` arrives, with the client's own information and
+//! capabilities, and its answer is the client's answer.
+//!
+//! Progress tokens: the SDK's client gives every request it sends a token of its own, so the
+//! upstream's progress arrives on ours; [`Tokens`] maps it back to the client's.
+
+use std::collections::HashMap;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rmcp::ServiceExt as _;
+use rmcp::model::{
+    CancelledNotificationParam, ClientConfig, ClientNotification, ClientRequest, ClientResult,
+    ErrorCode, ErrorData, GetMeta as _, InitializeResult, ProgressToken, ServerConfig,
+    ServerNotification, ServerRequest, ServerResult,
+};
+use rmcp::service::{
+    NotificationContext, Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer,
+    RunningService, ServiceError,
+};
+use serde_json::json;
+use tokio::process::Command;
+use tokio::sync::{OnceCell, oneshot};
+
+/// How the upstream is started and how long it may take.
+#[derive(Debug)]
+pub(crate) struct UpstreamCommand {
+    pub(crate) program: String,
+    pub(crate) args: Vec<String>,
+    /// For the handshake.
+    pub(crate) startup_timeout: Duration,
+    /// For each request, reset by the upstream's progress on it.
+    pub(crate) request_timeout: Duration,
+}
+
+/// The upstream, once started.
+struct Upstream {
+    peer: Peer<RoleClient>,
+    info: InitializeResult,
+    /// Kept so that the client side runs as long as the proxy does.
+    _service: RunningService<RoleClient, Relay>,
+}
+
+/// The server the client talks to: each request goes to the upstream.
+pub(crate) struct Proxy {
+    command: UpstreamCommand,
+    upstream: OnceCell<Upstream>,
+    tokens: Tokens,
+    /// Told how the upstream process ended; taken by [`Proxy::exited`].
+    exit: Mutex<Option<oneshot::Sender<std::io::Result<ExitStatus>>>>,
+}
+
+impl Proxy {
+    /// A proxy to `command`, and what tells when its process ends.
+    pub(crate) fn new(
+        command: UpstreamCommand,
+    ) -> (Self, oneshot::Receiver<std::io::Result<ExitStatus>>) {
+        let (exit, exited) = oneshot::channel();
+        let proxy = Proxy {
+            command,
+            upstream: OnceCell::new(),
+            tokens: Tokens::default(),
+            exit: Mutex::new(Some(exit)),
+        };
+        (proxy, exited)
+    }
+
+    /// The upstream, started on first use with what the client said of itself.
+    async fn upstream(
+        &self,
+        client: Option<ClientConfig>,
+        downstream: &Peer<RoleServer>,
+    ) -> Result<&Upstream, ErrorData> {
+        self.upstream
+            .get_or_try_init(|| self.start(client, downstream.clone()))
+            .await
+    }
+
+    async fn start(
+        &self,
+        client: Option<ClientConfig>,
+        downstream: Peer<RoleServer>,
+    ) -> Result<Upstream, ErrorData> {
+        let command = &self.command;
+        let mut child = Command::new(&command.program)
+            .args(&command.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                upstream_failed(format!(
+                    "cannot start the upstream `{}`: {e}",
+                    command.program
+                ))
+            })?;
+        let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+            return Err(upstream_failed(
+                "the upstream's stdio could not be piped".into(),
+            ));
+        };
+        let exit = self
+            .exit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            if let Some(exit) = exit {
+                let _ = exit.send(status);
+            }
+        });
+        let relay = Relay {
+            downstream,
+            tokens: self.tokens.clone(),
+            info: client.unwrap_or_default(),
+        };
+        let handshake = relay.serve((stdout, stdin));
+        let service = match tokio::time::timeout(command.startup_timeout, handshake).await {
+            Ok(Ok(service)) => service,
+            Ok(Err(e)) => {
+                return Err(upstream_failed(format!(
+                    "the upstream failed the MCP handshake: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(upstream_failed(format!(
+                    "the upstream did not complete the MCP handshake within {}",
+                    humantime::format_duration(command.startup_timeout)
+                )));
+            }
+        };
+        let peer = service.peer().clone();
+        let info = peer
+            .peer_info()
+            .map(|info| server_config(&info))
+            .ok_or_else(|| upstream_failed("the upstream sent no server information".into()))?;
+        tracing::info!(server = %info.server_info.name, "upstream MCP server started");
+        Ok(Upstream {
+            peer,
+            info,
+            _service: service,
+        })
+    }
+}
+
+/// The upstream's handshake answer, as ours to the client.
+fn server_config(info: &rmcp::model::ServerPeerInfo) -> InitializeResult {
+    let mut config = InitializeResult::new(info.capabilities.clone())
+        .with_protocol_version(info.protocol_version.clone());
+    if let Some(server) = &info.server_info {
+        config = config.with_server_info(server.clone());
+    }
+    if let Some(instructions) = &info.instructions {
+        config = config.with_instructions(instructions.clone());
+    }
+    config
+}
+
+/// An error of the upstream's, as the client hears it: the JSON-RPC internal error, with the
+/// stable code `upstream_failed` in its data.
+pub(crate) fn upstream_failed(message: String) -> ErrorData {
+    tracing::error!("{message}");
+    ErrorData::new(
+        ErrorCode::INTERNAL_ERROR,
+        message,
+        Some(json!({"code": "upstream_failed"})),
+    )
+}
+
+impl rmcp::Service<RoleServer> for Proxy {
+    async fn handle_request(
+        &self,
+        mut request: ClientRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ServerResult, ErrorData> {
+        if let ClientRequest::InitializeRequest(initialize) = &request {
+            let upstream = self
+                .upstream(Some(initialize.params.clone()), &context.peer)
+                .await?;
+            return Ok(ServerResult::InitializeResult(upstream.info.clone()));
+        }
+        let upstream = self.upstream(None, &context.peer).await?;
+        let theirs = context.meta.get_progress_token();
+        // The request's `_meta` travelled in the context; it goes up with the request.
+        *request.get_meta_mut() = context.meta.clone();
+        let timeout = self.command.request_timeout;
+        let options = PeerRequestOptions::with_timeout(timeout).reset_timeout_on_progress();
+        let handle = upstream
+            .peer
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|e| upstream_failed(format!("the upstream cannot be reached: {e}")))?;
+        let (id, ours) = (handle.id.clone(), handle.progress_token.clone());
+        let _mapped = theirs.map(|theirs| self.tokens.map(ours, theirs));
+        tokio::select! {
+            answer = handle.await_response() => match answer {
+                Ok(answer) => Ok(answer),
+                Err(ServiceError::McpError(error)) => Err(error),
+                Err(ServiceError::Timeout { timeout }) => Err(upstream_failed(format!(
+                    "the upstream did not answer within {}",
+                    humantime::format_duration(timeout)
+                ))),
+                Err(e) => Err(upstream_failed(format!("the upstream failed: {e}"))),
+            },
+            () = context.ct.cancelled() => {
+                let cancel = CancelledNotificationParam::new(Some(id), Some("the client cancelled".into()));
+                let _ = upstream.peer.notify_cancelled(cancel).await;
+                Err(ErrorData::new(ErrorCode::INVALID_REQUEST, "the client cancelled this request", None))
+            }
+        }
+    }
+
+    async fn handle_notification(
+        &self,
+        notification: ClientNotification,
+        _: NotificationContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        match notification {
+            // The upstream had its own from the handshake; a cancellation reaches the upstream
+            // through the request it cancels.
+            ClientNotification::InitializedNotification(_)
+            | ClientNotification::CancelledNotification(_) => Ok(()),
+            other => {
+                match self.upstream.get() {
+                    Some(upstream) => upstream.peer.send_notification(other).await.map_err(|e| {
+                        upstream_failed(format!("the upstream cannot be reached: {e}"))
+                    }),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        self.upstream
+            .get()
+            .map(|upstream| upstream.info.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The client side, toward the upstream: what it asks of the client, and what it tells it,
+/// goes down.
+struct Relay {
+    downstream: Peer<RoleServer>,
+    tokens: Tokens,
+    info: ClientConfig,
+}
+
+impl rmcp::Service<RoleClient> for Relay {
+    async fn handle_request(
+        &self,
+        request: ServerRequest,
+        _: RequestContext<RoleClient>,
+    ) -> Result<ClientResult, ErrorData> {
+        match self.downstream.send_request(request).await {
+            Ok(answer) => Ok(answer),
+            Err(ServiceError::McpError(error)) => Err(error),
+            Err(e) => Err(ErrorData::internal_error(
+                format!("the client cannot be reached: {e}"),
+                None,
+            )),
+        }
+    }
+
+    async fn handle_notification(
+        &self,
+        mut notification: ServerNotification,
+        _: NotificationContext<RoleClient>,
+    ) -> Result<(), ErrorData> {
+        if let ServerNotification::ProgressNotification(progress) = &mut notification {
+            match self.tokens.theirs(&progress.params.progress_token) {
+                Some(theirs) => progress.params.progress_token = theirs,
+                // Progress on a request the client did not ask progress of.
+                None => return Ok(()),
+            }
+        }
+        // A client that has gone away is the main loop's business.
+        let _ = self.downstream.send_notification(notification).await;
+        Ok(())
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        self.info.clone()
+    }
+}
+
+/// Our progress tokens to the client's, while their requests are in flight.
+#[derive(Clone, Default)]
+struct Tokens(Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>);
+
+impl Tokens {
+    /// Maps `ours` to `theirs` until the returned guard drops.
+    fn map(&self, ours: ProgressToken, theirs: ProgressToken) -> Mapped {
+        self.lock().insert(ours.clone(), theirs);
+        Mapped(self.clone(), ours)
+    }
+
+    fn theirs(&self, ours: &ProgressToken) -> Option<ProgressToken> {
+        self.lock().get(ours).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, ProgressToken>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Removes a mapping when its request is answered.
+struct Mapped(Tokens, ProgressToken);
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
+}
