@@ -329,7 +329,9 @@ where
         notification: ClientNotification,
         context: NotificationContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.handler.handle_notification(notification, context).await
+        self.handler
+            .handle_notification(notification, context)
+            .await
     }
 
     fn get_info(&self) -> ServerConfig {
@@ -363,7 +365,8 @@ where
         }
         .and_then(Value::as_str)
         .map(str::to_owned);
-        let mut tool = ToolCall::new(request.params.name.clone(), args).principal(identity.principal);
+        let mut tool =
+            ToolCall::new(request.params.name.clone(), args).principal(identity.principal);
         if let Some(session) = identity.session {
             tool = tool.session(session);
         }

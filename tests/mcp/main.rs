@@ -147,7 +147,11 @@ async fn listing_and_allowed_tools_pass_untouched() {
     let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
     assert_eq!(names, ["search", "delete_file"]);
 
-    let result = s.client.call_tool(call("search", json!({"q": "tollgate"}))).await.unwrap();
+    let result = s
+        .client
+        .call_tool(call("search", json!({"q": "tollgate"})))
+        .await
+        .unwrap();
     assert_eq!(result.is_error, Some(false));
     assert_eq!(text(&result), r#"search ran with {"q":"tollgate"}"#);
     assert!(s.recorder.alerts().is_empty(), "nobody was asked");
@@ -156,7 +160,11 @@ async fn listing_and_allowed_tools_pass_untouched() {
 #[tokio::test(start_paused = true)]
 async fn a_handler_error_stays_a_protocol_error() {
     let s = connect(|gate| gate.mcp(policy())).await;
-    let error = s.client.call_tool(call("broken", json!({}))).await.unwrap_err();
+    let error = s
+        .client
+        .call_tool(call("broken", json!({})))
+        .await
+        .unwrap_err();
     let ServiceError::McpError(error) = error else {
         panic!("expected the handler's own error, got {error:?}")
     };
@@ -173,9 +181,16 @@ async fn an_asked_tool_waits_for_approval_then_runs_with_the_arguments_shown() {
     let alert = s.recorder.next_alert().await;
     let request = alert.request();
     assert_eq!(request.capability(), "delete_file");
-    assert_eq!(request.principal(), "rmcp", "the client's name from its handshake");
+    assert_eq!(
+        request.principal(),
+        "rmcp",
+        "the client's name from its handshake"
+    );
     assert_eq!(request.reason(), Some("the user asked"));
-    assert!(s.tools.ran.lock().unwrap().is_empty(), "nothing ran before approval");
+    assert!(
+        s.tools.ran.lock().unwrap().is_empty(),
+        "nothing ran before approval"
+    );
 
     let approve = Approve::new(request.id(), alert.code().reveal()).by("alice");
     s.gate.approve(approve).await.unwrap();
@@ -195,8 +210,10 @@ async fn an_asked_tool_waits_for_approval_then_runs_with_the_arguments_shown() {
 async fn a_denial_is_a_tool_error_the_model_can_read() {
     let s = connect(|gate| gate.mcp(policy())).await;
     let peer = s.client.peer().clone();
-    let waiting =
-        tokio::spawn(async move { peer.call_tool(call("delete_file", json!({"path": "/"}))).await });
+    let waiting = tokio::spawn(async move {
+        peer.call_tool(call("delete_file", json!({"path": "/"})))
+            .await
+    });
     let alert = s.recorder.next_alert().await;
     let deny = Deny::new(alert.request().id(), alert.code().reveal())
         .reason("not the root")
@@ -207,7 +224,10 @@ async fn a_denial_is_a_tool_error_the_model_can_read() {
     assert_eq!(result.is_error, Some(true));
     let text = text(&result);
     assert!(text.starts_with("access_request_denied: "), "{text}");
-    assert!(!text.contains(alert.code().reveal()), "the code never reaches the caller");
+    assert!(
+        !text.contains(alert.code().reveal()),
+        "the code never reaches the caller"
+    );
     assert!(s.tools.ran.lock().unwrap().is_empty());
 }
 
@@ -220,9 +240,17 @@ async fn a_policy_denial_and_a_missing_reason_are_tool_errors_too() {
     let denied = s.client.call_tool(call("wipe", json!({}))).await.unwrap();
     assert_eq!(denied.is_error, Some(true));
     assert!(text(&denied).starts_with("access_request_denied: "));
-    let unreasoned = s.client.call_tool(call("delete_file", json!({}))).await.unwrap();
+    let unreasoned = s
+        .client
+        .call_tool(call("delete_file", json!({})))
+        .await
+        .unwrap();
     assert_eq!(unreasoned.is_error, Some(true));
-    assert!(text(&unreasoned).starts_with("reason_required: "), "{}", text(&unreasoned));
+    assert!(
+        text(&unreasoned).starts_with("reason_required: "),
+        "{}",
+        text(&unreasoned)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -268,7 +296,10 @@ async fn a_cancelled_call_withdraws_its_request() {
         .await
         .unwrap();
     let alert = s.recorder.next_alert().await;
-    handle.cancel(Some("the user changed their mind".into())).await.unwrap();
+    handle
+        .cancel(Some("the user changed their mind".into()))
+        .await
+        .unwrap();
 
     let resolution = s.recorder.next_resolution().await;
     assert_eq!(resolution.request().id(), alert.request().id());
@@ -293,7 +324,10 @@ async fn progress_keeps_a_client_with_a_short_timeout_waiting() {
     let alert = s.recorder.next_alert().await;
     tokio::time::sleep(Duration::from_secs(60)).await; // the person takes a minute
     let sent = s.progress.load(Ordering::SeqCst);
-    assert!((55..=61).contains(&sent), "progress about once a second: {sent}");
+    assert!(
+        (55..=61).contains(&sent),
+        "progress about once a second: {sent}"
+    );
     let approve = Approve::new(alert.request().id(), alert.code().reveal()).by("alice");
     s.gate.approve(approve).await.unwrap();
     let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
@@ -302,13 +336,21 @@ async fn progress_keeps_a_client_with_a_short_timeout_waiting() {
     assert_eq!(result.is_error, Some(false));
     let after = s.progress.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(s.progress.load(Ordering::SeqCst), after, "no progress once decided");
+    assert_eq!(
+        s.progress.load(Ordering::SeqCst),
+        after,
+        "no progress once decided"
+    );
 }
 
 /// The same client without progress gives up at its timeout, which withdraws the request.
 #[tokio::test(start_paused = true)]
 async fn without_progress_the_client_times_out_and_the_request_ends() {
-    let s = connect(|gate| gate.mcp(policy()).progress_interval(Duration::from_secs(3600))).await;
+    let s = connect(|gate| {
+        gate.mcp(policy())
+            .progress_interval(Duration::from_secs(3600))
+    })
+    .await;
     let options =
         PeerRequestOptions::with_timeout(Duration::from_secs(2)).reset_timeout_on_progress();
     let request = CallToolRequest::new(call("delete_file", json!({"path": "/tmp/d"})));
