@@ -151,6 +151,9 @@
 //! - `postgres`: `store::PostgresStore`, one PostgreSQL database that replicas of a service
 //!   share: decide on any replica, resume where the caller waits (tokio-postgres, deadpool).
 //! - `test-util`: `tollgate::store::conformance`, the checks every [`store::Store`] passes.
+//! - `mcp`: `tollgate::mcp`, gating every `tools/call` of an MCP server handler (rmcp).
+//! - `cli`: the `tollgate` binary; `tollgate mcp --config FILE -- COMMAND` gates an MCP server
+//!   over stdio and serves the approval page and API.
 //!
 //! The core (the gate, policies and their [configuration](config) types, the terminal and
 //! recording notifiers, webhook signature checks for receivers, [`store::MemoryStore`]) needs none
@@ -158,7 +161,8 @@
 
 // The layers, bottom up (`layers.rs` checks them): the data the whole crate speaks; the plugin
 // traits and their implementations (`policy`, `notify`, `store`); the engine (`gate`); the tower
-// middleware; the adapters (`http`, `approval`, `config`).
+// middleware; the adapters (`http`, `mcp`, `approval`, `config`); above them all, the binary in
+// `src/bin`, which uses only the public API.
 pub mod args;
 mod audit;
 mod boxed;

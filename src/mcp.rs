@@ -35,8 +35,8 @@
 //!
 //! A refusal of any kind (a denial, expiry, a missing reason, too many pending calls, a
 //! notification nobody received) is a tool result with `isError: true` whose text is the stable
-//! code and what it means, `access_request_denied: a person or the policy denied this call
-//! (…)`: the model reads why and need not retry blindly. Protocol errors are left for the
+//! code and what it means, `access_request_denied: the call was denied and did not run; do not
+//! retry it as is (…)`: the model reads why and need not retry blindly. Protocol errors are left for the
 //! protocol's own faults (an error of the handler itself is passed on as it came).
 //!
 //! # A parked call stays alive

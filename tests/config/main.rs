@@ -407,6 +407,102 @@ fn secrets_come_from_the_environment_or_a_file_and_never_inline_by_default() {
     assert!(error.detail().unwrap().contains("line 2"), "{error}");
 }
 
+#[test]
+fn the_approval_address_defaults_to_loopback_and_a_bad_one_is_named() {
+    let default = config("");
+    assert_eq!(
+        default.approval_address().unwrap().to_string(),
+        "127.0.0.1:8790"
+    );
+    let set = config("[approval]\nlisten = \"127.0.0.1:0\"");
+    assert_eq!(set.approval_address().unwrap().port(), 0);
+    let bad = config("[approval]\nlisten = \"localhost\"");
+    let error = bad.approval_address().unwrap_err();
+    assert_eq!(error.code(), "invalid_config");
+    assert!(
+        error
+            .detail()
+            .unwrap()
+            .starts_with("configuration: approval.listen: expected an address and port"),
+        "{error}"
+    );
+    let unknown = Config::from_toml("[approval]\nlisen = \"127.0.0.1:1\"").unwrap_err();
+    assert!(unknown.detail().unwrap().contains("lisen"), "{unknown}");
+}
+
+#[cfg(feature = "axum")]
+#[test]
+fn approvers_come_with_their_own_tokens_never_inline_by_default() {
+    let dir = scratch("approvers");
+    let token = |name: &str, value: &str| {
+        let file = dir.join(name);
+        std::fs::write(&file, format!("{value}\n")).unwrap();
+        format!("{{ file = {:?} }}", file.display().to_string())
+    };
+    let (alice, bob, short) = (
+        token("alice", "alice-token-of-sixteen-bytes"),
+        token("bob", "bob-token-of-sixteen-bytes"),
+        token("short", "tollgate"),
+    );
+    let entry = |name: &str, token: &str| {
+        format!("[[approval.approvers]]\nname = \"{name}\"\ntoken = {token}\n")
+    };
+
+    let two = config(&format!(
+        "{}capabilities = [\"payments.*\"]\nmax_scope = \"value\"\n{}",
+        entry("alice", &alice),
+        entry("bob", &bob)
+    ));
+    assert_eq!(two.approvers().unwrap().len(), 2);
+    assert!(config("").approvers().unwrap().is_empty());
+
+    let too_short = config(&format!(
+        "{}{}",
+        entry("alice", &alice),
+        entry("bob", &short)
+    ));
+    let error = too_short.approvers().unwrap_err();
+    assert_eq!(
+        error.detail(),
+        Some("configuration: approval.approvers[1].token: a token must be at least 16 bytes")
+    );
+
+    let shared = config(&format!(
+        "{}{}",
+        entry("alice", &alice),
+        entry("bob", &alice)
+    ));
+    let error = shared.approvers().unwrap_err();
+    assert!(
+        error
+            .detail()
+            .unwrap()
+            .contains("two approvers share this token"),
+        "{error}"
+    );
+
+    let inline = config(&entry("alice", "\"hunter2hunter2hunter2\""));
+    let error = inline.approvers().unwrap_err();
+    assert!(
+        error
+            .detail()
+            .unwrap()
+            .contains("inline secrets are refused"),
+        "{error}"
+    );
+    assert!(!format!("{error} {error:?} {inline:?}").contains("hunter2"));
+
+    let nameless = config(&entry(" ", &alice));
+    let error = nameless.approvers().unwrap_err();
+    assert!(
+        error
+            .detail()
+            .unwrap()
+            .contains("approval.approvers[0].name"),
+        "{error}"
+    );
+}
+
 #[cfg(not(feature = "webhook"))]
 #[test]
 fn a_notifier_whose_feature_is_missing_says_which_feature() {
