@@ -32,6 +32,15 @@ async def main_scenario(session):
     result = await session.call_tool("echo", {"text": "hello"})
     out(step="allowed", is_error=bool(result.is_error), text=text(result))
 
+    # The upstream's own progress comes through, on this client's token, all of it, in order.
+    steps_seen = []
+
+    async def on_count(value, total, message):
+        steps_seen.append([value, total, message])
+
+    result = await session.call_tool("count", {"n": 20}, progress_callback=on_count)
+    out(step="count", text=text(result), progress=steps_seen)
+
     result = await session.call_tool("delete_file", {"path": "approve-me"})
     out(step="approved", is_error=bool(result.is_error), text=text(result))
 

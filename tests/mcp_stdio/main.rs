@@ -57,6 +57,8 @@ fn config(dir: &Path, webhook: &str, port: u16) -> PathBuf {
         decision = "allow"
         [capabilities.crash]
         decision = "allow"
+        [capabilities.count]
+        decision = "allow"
 
         [[notifiers]]
         kind = "webhook"
@@ -180,7 +182,17 @@ async fn the_python_sdk_client_through_the_binary() {
 
     assert_eq!(
         steps(&lines, "list")[0]["tools"],
-        json!(["crash", "delete_file", "echo"])
+        json!(["count", "crash", "delete_file", "echo"])
+    );
+    let count = &steps(&lines, "count")[0];
+    assert_eq!(count["text"], "counted to 20");
+    let expected: Vec<Value> = (1..=20)
+        .map(|i| json!([f64::from(i), 20.0, format!("step {i}")]))
+        .collect();
+    assert_eq!(
+        count["progress"],
+        json!(expected),
+        "every progress, in order"
     );
     assert_eq!(
         steps(&lines, "allowed")[0],
@@ -377,6 +389,10 @@ async fn garbage_on_stdin_is_skipped_and_the_session_goes_on() {
     )
     .await;
     send_line(&mut stdin, "\u{0}\u{1b}[2J garbage again").await;
+    // Well-formed JSON that is no MCP message is answered, as JSON-RPC says.
+    send_line(&mut stdin, r#"{"hello": "world"}"#).await;
+    let refused: Value = serde_json::from_str(&stdout.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
     send_line(
         &mut stdin,
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"still here"}}}"#,

@@ -1,9 +1,10 @@
 """The upstream MCP server of the stdio tests, written with the official Python SDK: a harmless
-tool, one the policy asks about, and one that makes the server exit mid-session."""
+tool, one the policy asks about, one that reports progress, and one that makes the server exit
+mid-session."""
 
 import os
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("upstream")
 
@@ -18,6 +19,14 @@ def echo(text: str) -> str:
 def delete_file(path: str) -> str:
     """Deletes a file (pretends to)."""
     return f"deleted {path}"
+
+
+@server.tool()
+async def count(n: int, ctx: Context) -> str:
+    """Reports progress n times, then answers."""
+    for i in range(1, n + 1):
+        await ctx.report_progress(i, n, f"step {i}")
+    return f"counted to {n}"
 
 
 @server.tool()

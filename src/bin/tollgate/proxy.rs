@@ -25,7 +25,7 @@ use rmcp::service::{
 };
 use serde_json::json;
 use tokio::process::Command;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::{Notify, OnceCell, oneshot};
 
 /// How the upstream is started and how long it may take.
 #[derive(Debug)]
@@ -198,9 +198,14 @@ impl rmcp::Service<RoleServer> for Proxy {
             .await
             .map_err(|e| upstream_failed(format!("the upstream cannot be reached: {e}")))?;
         let (id, ours) = (handle.id.clone(), handle.progress_token.clone());
-        let _mapped = theirs.map(|theirs| self.tokens.map(ours, theirs));
+        let mapped = theirs.map(|theirs| self.tokens.map(ours, theirs));
         tokio::select! {
-            answer = handle.await_response() => match answer {
+            answer = handle.await_response() => {
+                // The upstream sent its progress before its answer: so does the client get them.
+                if let Some(mapped) = &mapped {
+                    mapped.relayed().await;
+                }
+                match answer {
                 Ok(answer) => Ok(answer),
                 Err(ServiceError::McpError(error)) => Err(error),
                 Err(ServiceError::Timeout { timeout }) => Err(upstream_failed(format!(
@@ -208,7 +213,8 @@ impl rmcp::Service<RoleServer> for Proxy {
                     humantime::format_duration(timeout)
                 ))),
                 Err(e) => Err(upstream_failed(format!("the upstream failed: {e}"))),
-            },
+                }
+            }
             () = context.ct.cancelled() => {
                 let cancel = CancelledNotificationParam::new(Some(id), Some("the client cancelled".into()));
                 let _ = upstream.peer.notify_cancelled(cancel).await;
@@ -275,13 +281,19 @@ impl rmcp::Service<RoleClient> for Relay {
         mut notification: ServerNotification,
         _: NotificationContext<RoleClient>,
     ) -> Result<(), ErrorData> {
-        if let ServerNotification::ProgressNotification(progress) = &mut notification {
-            match self.tokens.theirs(&progress.params.progress_token) {
-                Some(theirs) => progress.params.progress_token = theirs,
-                // Progress on a request the client did not ask progress of.
-                None => return Ok(()),
+        let _relaying = match &mut notification {
+            ServerNotification::ProgressNotification(progress) => {
+                match self.tokens.relay(&progress.params.progress_token) {
+                    Some((theirs, relaying)) => {
+                        progress.params.progress_token = theirs;
+                        Some(relaying)
+                    }
+                    // Progress on a request the client did not ask progress of.
+                    None => return Ok(()),
+                }
             }
-        }
+            _ => None,
+        };
         // A client that has gone away is the main loop's business.
         let _ = self.downstream.send_notification(notification).await;
         Ok(())
@@ -292,31 +304,78 @@ impl rmcp::Service<RoleClient> for Relay {
     }
 }
 
-/// Our progress tokens to the client's, while their requests are in flight.
+/// Our progress tokens to the client's, while their requests are in flight, with how many of
+/// each request's notifications are on their way down: its answer waits for them, so that the
+/// client hears all of a request's progress, and before its answer.
 #[derive(Clone, Default)]
-struct Tokens(Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>);
+struct Tokens(Arc<TokenTable>);
+
+#[derive(Default)]
+struct TokenTable {
+    map: Mutex<HashMap<ProgressToken, Mapping>>,
+    relayed: Notify,
+}
+
+struct Mapping {
+    theirs: ProgressToken,
+    relaying: usize,
+}
 
 impl Tokens {
     /// Maps `ours` to `theirs` until the returned guard drops.
     fn map(&self, ours: ProgressToken, theirs: ProgressToken) -> Mapped {
-        self.lock().insert(ours.clone(), theirs);
+        let mapping = Mapping {
+            theirs,
+            relaying: 0,
+        };
+        self.lock().insert(ours.clone(), mapping);
         Mapped(self.clone(), ours)
     }
 
-    fn theirs(&self, ours: &ProgressToken) -> Option<ProgressToken> {
-        self.lock().get(ours).cloned()
+    /// The client's token for `ours`, counted as being relayed until the guard drops.
+    fn relay(&self, ours: &ProgressToken) -> Option<(ProgressToken, Relaying)> {
+        let mut map = self.lock();
+        let mapping = map.get_mut(ours)?;
+        mapping.relaying += 1;
+        Some((mapping.theirs.clone(), Relaying(self.clone(), ours.clone())))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, ProgressToken>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, Mapping>> {
+        self.0.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// Removes a mapping when its request is answered.
 struct Mapped(Tokens, ProgressToken);
 
+impl Mapped {
+    /// Until every notification of this request received so far has been written to the client.
+    async fn relayed(&self) {
+        loop {
+            let relayed = self.0.0.relayed.notified();
+            let relaying = self.0.lock().get(&self.1).map_or(0, |m| m.relaying);
+            if relaying == 0 {
+                return;
+            }
+            relayed.await;
+        }
+    }
+}
+
 impl Drop for Mapped {
     fn drop(&mut self) {
         self.0.lock().remove(&self.1);
+    }
+}
+
+/// One notification on its way to the client.
+struct Relaying(Tokens, ProgressToken);
+
+impl Drop for Relaying {
+    fn drop(&mut self) {
+        if let Some(mapping) = self.0.lock().get_mut(&self.1) {
+            mapping.relaying -= 1;
+        }
+        self.0.0.relayed.notify_waiters();
     }
 }
