@@ -24,7 +24,9 @@
 //! - **Capability**: the tool's name.
 //! - **Arguments**: the call's arguments (`{}` when it sent none).
 //! - **Principal and session**: by default the client's name from its `initialize` request (or
-//!   the request's client information), and no session; set your own with
+//!   the request's client information), and a session id the wrapped server makes for itself,
+//!   `mcp_…`: one per connection, since each connection is served by a server of its own, so an
+//!   approval of scope `session` covers the rest of that conversation. Set your own with
 //!   [`identify`](McpApproval::identify), from the request's context (its extensions carry the
 //!   HTTP request on the streamable HTTP transport).
 //! - **Reason**: the request's `_meta` field `reason` by default, or a tool argument you name
@@ -107,13 +109,13 @@ impl Identity {
     }
 
     /// By default: the client's name from its handshake, or from the request's client
-    /// information, else `mcp-client`.
-    fn of_client(context: &RequestContext<RoleServer>) -> Self {
+    /// information, else `mcp-client`; and the connection's session.
+    fn of_client(context: &RequestContext<RoleServer>, connection: &str) -> Self {
         let name = context
             .client_info()
             .map(|info| info.name)
             .filter(|name| !name.is_empty());
-        Identity::new(name.unwrap_or_else(|| "mcp-client".to_owned()))
+        Identity::new(name.unwrap_or_else(|| "mcp-client".to_owned())).session(connection)
     }
 }
 
@@ -207,10 +209,15 @@ impl<P> McpApproval<P> {
     {
         let handler = Arc::new(handler);
         let upstream = Handler(handler.clone());
+        // Each connection is served by a server of its own, so a session id made here names
+        // the connection.
+        let mut bits = [0u8; 12];
+        getrandom::fill(&mut bits).expect("the operating system's random source failed");
         GatedServer {
             handler,
             service: tower::Layer::layer(&self.gate.layer(self.policy), upstream),
             settings: Arc::new(self.settings),
+            connection: format!("mcp_{}", crate::hex::lower(&bits)).into(),
         }
     }
 }
@@ -220,6 +227,8 @@ pub struct GatedServer<S, P> {
     handler: Arc<S>,
     service: RequireApproval<Handler<S>, P>,
     settings: Arc<Settings>,
+    /// The session of calls [`identify`](McpApproval::identify) does not name.
+    connection: Arc<str>,
 }
 
 impl<S, P> fmt::Debug for GatedServer<S, P> {
@@ -357,7 +366,7 @@ where
         let args = Value::Object(request.params.arguments.take().unwrap_or_default());
         let identity = match &settings.identify {
             Some(identify) => identify(&context),
-            None => Identity::of_client(&context),
+            None => Identity::of_client(&context, &self.connection),
         };
         let reason = match &settings.reason {
             ReasonFrom::Meta(field) => context.meta.0.get(field.as_str()),

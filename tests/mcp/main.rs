@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tollgate::mcp::{Identity, McpCall};
 use tollgate::notify::RecordingNotifier;
 use tollgate::policy::{Ask, CapabilityTable, Policy};
-use tollgate::{Approve, Deny, Gate, Outcome};
+use tollgate::{Approve, Deny, Gate, Outcome, Scope};
 
 /// An MCP server with a harmless tool and one that asks; it records what ran.
 #[derive(Clone, Default)]
@@ -187,6 +187,10 @@ async fn an_asked_tool_waits_for_approval_then_runs_with_the_arguments_shown() {
         "the client's name from its handshake"
     );
     assert_eq!(request.reason(), Some("the user asked"));
+    assert!(
+        request.session().unwrap().starts_with("mcp_"),
+        "the connection's session"
+    );
     assert!(
         s.tools.ran.lock().unwrap().is_empty(),
         "nothing ran before approval"
@@ -366,4 +370,57 @@ async fn without_progress_the_client_times_out_and_the_request_ends() {
     let resolution = s.recorder.next_resolution().await;
     assert_eq!(resolution.request().id(), alert.request().id());
     assert_eq!(*resolution.outcome(), Outcome::Cancelled);
+}
+
+/// Each connection is a session of its own: an approval of scope `session` covers the rest of
+/// that connection's calls of the tool, and no other connection's.
+#[tokio::test(start_paused = true)]
+async fn a_session_approval_covers_the_rest_of_its_connection_only() {
+    let table = || {
+        CapabilityTable::new().ask(
+            "delete_file",
+            Ask::new("deletes a file").max_scope(Scope::Session),
+        )
+    };
+    let (gate, recorder) = gate();
+    let connect_to = |gate: &Gate| {
+        let server = gate.mcp(table()).wrap(Tools::default());
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let running = server.serve(server_io).await.unwrap();
+            let _ = running.waiting().await;
+        });
+        async move { ().serve(client_io).await.unwrap() }
+    };
+    let first = connect_to(&gate).await;
+    let peer = first.peer().clone();
+    let waiting = tokio::spawn(async move {
+        peer.call_tool(call("delete_file", json!({"path": "/a"})))
+            .await
+    });
+    let alert = recorder.next_alert().await;
+    let approve = Approve::new(alert.request().id(), alert.code().reveal())
+        .scope(Scope::Session)
+        .by("alice");
+    gate.approve(approve).await.unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap().is_error, Some(false));
+
+    // The same connection, other arguments: covered, nobody asked.
+    let again = first
+        .call_tool(call("delete_file", json!({"path": "/b"})))
+        .await
+        .unwrap();
+    assert_eq!(again.is_error, Some(false));
+    assert_eq!(recorder.alerts().len(), 1);
+
+    // Another connection asks again.
+    let second = connect_to(&gate).await;
+    let peer = second.peer().clone();
+    let _waiting = tokio::spawn(async move {
+        peer.call_tool(call("delete_file", json!({"path": "/b"})))
+            .await
+    });
+    let asked = recorder.next_alert().await;
+    assert_ne!(asked.request().id(), alert.request().id());
+    assert_ne!(asked.request().session(), alert.request().session());
 }
