@@ -68,7 +68,8 @@ struct McpArgs {
     /// Who the calls are from (default: the client's name from its handshake).
     #[arg(long, value_name = "NAME")]
     principal: Option<String>,
-    /// The session the calls belong to, for rules of scope `session`.
+    /// The session the calls belong to, for rules of scope `session` (default: one for the
+    /// whole connection). Needs `--principal`.
     #[arg(long, value_name = "ID", requires = "principal")]
     session: Option<String>,
     /// Read each call's reason from this tool argument (default: the request's `_meta.reason`).
