@@ -311,20 +311,24 @@ async fn a_cancelled_call_withdraws_its_request() {
     assert!(s.tools.ran.lock().unwrap().is_empty());
 }
 
+/// Calls `delete_file` on `path` with a timeout of 2 s, which progress resets.
+async fn with_short_timeout(s: &Setup, path: &str) -> rmcp::service::RequestHandle<RoleClient> {
+    let options =
+        PeerRequestOptions::with_timeout(Duration::from_secs(2)).reset_timeout_on_progress();
+    let request = CallToolRequest::new(call("delete_file", json!({ "path": path })));
+    s.client
+        .peer()
+        .send_request_with_option(ClientRequest::CallToolRequest(request), options)
+        .await
+        .unwrap()
+}
+
 /// The client's timeout (2 s) is far shorter than the wait (a minute); progress every second
 /// resets it.
 #[tokio::test(start_paused = true)]
 async fn progress_keeps_a_client_with_a_short_timeout_waiting() {
     let s = connect(|gate| gate.mcp(policy()).progress_interval(Duration::from_secs(1))).await;
-    let options =
-        PeerRequestOptions::with_timeout(Duration::from_secs(2)).reset_timeout_on_progress();
-    let request = CallToolRequest::new(call("delete_file", json!({"path": "/tmp/c"})));
-    let handle = s
-        .client
-        .peer()
-        .send_request_with_option(ClientRequest::CallToolRequest(request), options)
-        .await
-        .unwrap();
+    let handle = with_short_timeout(&s, "/tmp/c").await;
     let alert = s.recorder.next_alert().await;
     tokio::time::sleep(Duration::from_secs(60)).await; // the person takes a minute
     let sent = s.progress.load(Ordering::SeqCst);
@@ -355,15 +359,7 @@ async fn without_progress_the_client_times_out_and_the_request_ends() {
             .progress_interval(Duration::from_secs(3600))
     })
     .await;
-    let options =
-        PeerRequestOptions::with_timeout(Duration::from_secs(2)).reset_timeout_on_progress();
-    let request = CallToolRequest::new(call("delete_file", json!({"path": "/tmp/d"})));
-    let handle = s
-        .client
-        .peer()
-        .send_request_with_option(ClientRequest::CallToolRequest(request), options)
-        .await
-        .unwrap();
+    let handle = with_short_timeout(&s, "/tmp/d").await;
     let alert = s.recorder.next_alert().await;
     let error = handle.await_response().await.unwrap_err();
     assert!(matches!(error, ServiceError::Timeout { .. }), "{error:?}");

@@ -291,12 +291,21 @@ fn tollgate(args: &[&str]) -> Child {
 
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
 
-#[tokio::test]
-async fn a_missing_upstream_command_is_a_clear_error() {
-    let dir = temp_dir("missing");
+/// Runs the binary with `upstream`, sends `initialize`, and checks that the client is answered
+/// `upstream_failed`, the binary exits with status 1, and stderr says `why`.
+async fn fails_to_start(name: &str, upstream: &[&str], why: &str) {
+    let dir = temp_dir(name);
     let config = config(&dir, "http://127.0.0.1:9/hook", free_port());
-    let config = config.to_str().unwrap();
-    let mut child = tollgate(&["mcp", "--config", config, "--", "/nonexistent/mcp-server"]);
+    let mut args = vec![
+        "mcp",
+        "--config",
+        config.to_str().unwrap(),
+        "--startup-timeout",
+        "1s",
+    ];
+    args.push("--");
+    args.extend(upstream);
+    let mut child = tollgate(&args);
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(format!("{INITIALIZE}\n").as_bytes())
@@ -313,49 +322,20 @@ async fn a_missing_upstream_command_is_a_clear_error() {
         "{answer}"
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("cannot start the upstream `/nonexistent/mcp-server`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(why), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]
+async fn a_missing_upstream_command_is_a_clear_error() {
+    let why = "cannot start the upstream `/nonexistent/mcp-server`";
+    fails_to_start("missing", &["/nonexistent/mcp-server"], why).await;
+}
+
+#[tokio::test]
 async fn an_upstream_that_never_answers_is_a_clear_error() {
-    let dir = temp_dir("hang");
-    let config = config(&dir, "http://127.0.0.1:9/hook", free_port());
-    let config = config.to_str().unwrap();
-    let args = [
-        "mcp",
-        "--config",
-        config,
-        "--startup-timeout",
-        "1s",
-        "--",
-        "sleep",
-        "600",
-    ];
-    let mut child = tollgate(&args);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{INITIALIZE}\n").as_bytes())
-        .await
-        .unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let answer: Value =
-        serde_json::from_slice(output.stdout.split(|b| *b == b'\n').next().unwrap())
-            .expect("a JSON-RPC answer on stdout");
-    assert_eq!(
-        answer["error"]["data"]["code"], "upstream_failed",
-        "{answer}"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("did not complete the MCP handshake within 1s"),
-        "{stderr}"
-    );
-    std::fs::remove_dir_all(dir).unwrap();
+    let why = "did not complete the MCP handshake within 1s";
+    fails_to_start("hang", &["sleep", "600"], why).await;
 }
 
 #[tokio::test]
