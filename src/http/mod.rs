@@ -92,7 +92,7 @@ pub use self::call::{HttpCall, Operation, Principal, Reason, Session};
 use self::call::{Sources, body_value};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::gate::Gate;
-use crate::policy::{Ask, Policy};
+use crate::policy::{Ask, Decision, Policy};
 use crate::service::RequireApproval;
 
 /// The default most body bytes read for the arguments: 64 KiB.
@@ -111,6 +111,7 @@ impl Gate {
             reason_header: None,
             body_limit: DEFAULT_BODY_LIMIT,
             read_body: true,
+            decide_before_body: false,
         }
     }
 
@@ -150,6 +151,7 @@ pub struct HttpApprovalLayer<P> {
     reason_header: Option<HeaderName>,
     body_limit: usize,
     read_body: bool,
+    decide_before_body: bool,
 }
 
 impl<P> Clone for HttpApprovalLayer<P> {
@@ -163,6 +165,7 @@ impl<P> Clone for HttpApprovalLayer<P> {
             reason_header: self.reason_header.clone(),
             body_limit: self.body_limit,
             read_body: self.read_body,
+            decide_before_body: self.decide_before_body,
         }
     }
 }
@@ -198,6 +201,7 @@ impl<P> HttpApprovalLayer<P> {
             reason_header: self.reason_header,
             body_limit: self.body_limit,
             read_body: self.read_body,
+            decide_before_body: self.decide_before_body,
         }
     }
 
@@ -248,6 +252,17 @@ impl<P> HttpApprovalLayer<P> {
         self.read_body = false;
         self
     }
+
+    /// Asks the policy before reading a body, with the path and query as the arguments: a
+    /// request it allows streams through unread, of any size; one it asks about has its body
+    /// read (up to the limit) so that the approver sees it. Only for a policy that decides
+    /// without the body, as [`CapabilityTable`](crate::policy::CapabilityTable) and
+    /// [`ConfigPolicy`](crate::config::ConfigPolicy) do: one that reads the body would be
+    /// asked about arguments without it.
+    pub fn decide_before_body(mut self) -> Self {
+        self.decide_before_body = true;
+        self
+    }
 }
 
 impl<S, P> Layer<S> for HttpApprovalLayer<P> {
@@ -265,6 +280,7 @@ impl<S, P> Layer<S> for HttpApprovalLayer<P> {
                 }),
                 body_limit: self.body_limit,
                 read_body: self.read_body,
+                decide_before_body: self.decide_before_body,
             }),
         }
     }
@@ -275,6 +291,7 @@ struct Settings {
     sources: Arc<Sources>,
     body_limit: usize,
     read_body: bool,
+    decide_before_body: bool,
 }
 
 /// Middleware that parks HTTP requests the policy does not allow until a person decides; made
@@ -350,6 +367,13 @@ where
                     .call(call(Request::from_parts(parts, body), None)),
             );
         }
+        let head = call(Request::from_parts(parts, body), None);
+        if settings.decide_before_body
+            && matches!(self.inner.policy().check(&head), Decision::Allow(_))
+        {
+            return ResponseFuture::gated(self.inner.call(head));
+        }
+        let (parts, body) = head.request.into_parts();
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -357,10 +381,13 @@ where
         if declared.is_some_and(|n| n > settings.body_limit as u64) {
             return ResponseFuture::answer(too_large(settings.body_limit));
         }
+        let head = HttpCall {
+            request: Request::from_parts(parts, B::from(Bytes::new())),
+            ..head
+        };
         // The ready service goes with the future; an unready clone stays for the next call.
         let unready = self.inner.clone();
         let ready = mem::replace(&mut self.inner, unready);
-        let head = call(Request::from_parts(parts, B::from(Bytes::new())), None);
         ResponseFuture::reading(
             Limited::new(body, settings.body_limit).collect(),
             head,

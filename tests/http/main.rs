@@ -482,3 +482,46 @@ async fn handle_error_answers_boxed_errors() {
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.json()["error"]["detail"], "fenced off");
 }
+
+#[tokio::test]
+async fn deciding_before_the_body_streams_what_policy_allows_and_still_shows_the_rest() {
+    const ALLOWING: &str = r#"
+        [gate]
+        random_secret = true
+        request_ttl = "1m"
+        [capabilities."POST /v1/refunds/{id}"]
+        decision = "allow"
+    "#;
+    let big = format!(r#"{{"note": "{}"}}"#, "x".repeat(4000));
+
+    // Without it, an allowed body over the limit is refused, since it is read first.
+    let reading = serve(ALLOWING, |gate, config| {
+        gate.http(config.policy().unwrap()).body_limit(1024)
+    })
+    .await;
+    let reply = send(reading.addr, json_post("/v1/refunds/r_9", &big)).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let app = serve(ALLOWING, |gate, config| {
+        gate.http(config.policy().unwrap())
+            .body_limit(1024)
+            .decide_before_body()
+    })
+    .await;
+    let reply = send(app.addr, json_post("/v1/refunds/r_9", &big)).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(
+        reply.body,
+        format!("refunded r_9 with {big}"),
+        "the whole body, unread"
+    );
+
+    // A call the policy asks about still has its body read, for the approver to see.
+    let _parked = start(app.addr, json_post("/v1/payouts", r#"{"amount": 7}"#)).await;
+    let alert = app.inbox.next_alert().await;
+    assert_eq!(alert.request().capability(), "POST /v1/payouts");
+    assert_eq!(
+        alert.request().args()["body"],
+        serde_json::json!({"amount": 7})
+    );
+}
