@@ -88,8 +88,8 @@ use std::path::Path;
 
 pub use self::settings::{
     AlertRateSettings, ApprovalSettings, ApproverSettings, CapabilitySettings, Config,
-    DecisionKind, EmailSettings, GateSettings, Mode, NotifierSettings, Secret, SlackSettings,
-    Stream, TerminalSettings, WebhookSettings,
+    DecisionKind, EmailSettings, GateSettings, Mode, NotifierSettings, ProxySettings, Secret,
+    SlackSettings, Stream, TerminalSettings, WebhookSettings,
 };
 use crate::call::Call;
 use crate::error::{Error, ErrorKind};

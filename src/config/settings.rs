@@ -36,6 +36,9 @@ pub struct Config {
     /// The approval page and JSON API the `tollgate` binary serves, and who may use them.
     #[serde(default)]
     pub approval: ApprovalSettings,
+    /// The HTTP sidecar the `tollgate proxy` command runs.
+    #[serde(default)]
+    pub proxy: ProxySettings,
     /// The file this was read from, named in errors.
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -287,6 +290,40 @@ pub struct ApprovalSettings {
     /// Who may decide, each with a bearer token.
     #[serde(default)]
     pub approvers: Vec<ApproverSettings>,
+}
+
+/// The `[proxy]` section: `tollgate proxy` listens here and forwards to `upstream`, gating each
+/// request as `tollgate::http` gates an axum router.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProxySettings {
+    /// The address to listen on (`127.0.0.1:8080` when absent).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// The base URL requests are forwarded to, `http://host:port` (required by `tollgate proxy`).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Route patterns such as `/v1/refunds/{id}`: a request matching one has the method and the
+    /// pattern as its capability (`POST /v1/refunds/{id}`); any other, the method and its path.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// The header naming the principal; none when absent.
+    #[serde(default)]
+    pub principal_header: Option<String>,
+    /// The header naming the session; none when absent.
+    #[serde(default)]
+    pub session_header: Option<String>,
+    /// The header carrying the reason; none when absent.
+    #[serde(default)]
+    pub reason_header: Option<String>,
+    /// The most body bytes read for a request the policy asks about (64 KiB when absent).
+    /// Requests it allows stream through unread, of any size.
+    #[serde(default)]
+    pub body_limit: Option<usize>,
+    /// How long the upstream may take to start answering (`30s` when absent).
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub upstream_timeout: Option<Duration>,
 }
 
 /// One `[[approval.approvers]]` entry.

@@ -5,10 +5,11 @@
 //! configuration's policy, and serves the approval page and JSON API on a local address.
 
 mod proxy;
+mod sidecar;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,10 +21,12 @@ use rmcp::model::{
     ClientNotification, ClientRequest, ErrorData, ProtocolVersion, ServerConfig, ServerResult,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use tollgate::Gate;
 use tollgate::config::{Config, NotifierSettings, Stream};
 use tollgate::mcp::Identity;
 
 use crate::proxy::{Proxy, UpstreamCommand};
+use crate::sidecar::Upstream;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -48,6 +51,42 @@ enum Command {
     /// to the protocol.
     #[command(after_help = MCP_EXAMPLE)]
     Mcp(McpArgs),
+    /// Put the gate in front of an HTTP API, as a reverse proxy.
+    ///
+    /// Listens on `[proxy] listen` and forwards every request to `[proxy] upstream`. A request
+    /// the configuration's policy does not allow waits until a person approves it on the
+    /// approval page or through the JSON API, then goes on; a refusal is a JSON error with a
+    /// stable code. The capability is the method and the route pattern of `[proxy] routes` the
+    /// path matches (`POST /v1/refunds/{id}`), else the method and the path. Requests the policy
+    /// allows stream through unread.
+    #[command(after_help = PROXY_EXAMPLE)]
+    Proxy(ProxyArgs),
+}
+
+const PROXY_EXAMPLE: &str = "Example configuration:
+  [proxy]
+  listen = \"127.0.0.1:8080\"
+  upstream = \"http://127.0.0.1:3000\"
+  routes = [\"/v1/refunds/{id}\"]
+  principal_header = \"x-agent-id\"
+
+  [capabilities.\"GET *\"]
+  decision = \"allow\"";
+
+#[derive(Args, Debug)]
+struct ProxyArgs {
+    /// The configuration file: `[proxy]`, policy, notifiers, and `[approval]`.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Listen here instead of `[proxy] listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Serve the approval page, API and health checks here instead of `[approval] listen`.
+    #[arg(long, value_name = "ADDR")]
+    approval_listen: Option<SocketAddr>,
+    /// Log more to stderr (-v: info, -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 const MCP_EXAMPLE: &str = "Example:
@@ -93,8 +132,12 @@ struct McpArgs {
 }
 
 fn main() -> ExitCode {
-    let Command::Mcp(args) = Cli::parse().command;
-    let level = match args.verbose {
+    let command = Cli::parse().command;
+    let verbose = match &command {
+        Command::Mcp(args) => args.verbose,
+        Command::Proxy(args) => args.verbose,
+    };
+    let level = match verbose {
         0 => tracing::Level::WARN,
         1 => tracing::Level::INFO,
         _ => tracing::Level::DEBUG,
@@ -104,15 +147,24 @@ fn main() -> ExitCode {
         .with_max_level(level)
         .with_target(false)
         .init();
-    // One thread: messages are relayed in the order they arrive.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match &command {
+        // One thread: messages are relayed in the order they arrive.
+        Command::Mcp(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Command::Proxy(_) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    match runtime.block_on(mcp(args)) {
+    let ran = match command {
+        Command::Mcp(args) => runtime.block_on(mcp(args)),
+        Command::Proxy(args) => runtime.block_on(proxy(args)),
+    };
+    match ran {
         Ok(code) => code,
         Err(message) => fail(&message),
     }
@@ -123,8 +175,58 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// The configuration at `path`, with its gate, and the approval page, API and health checks
+/// served on `[approval] listen` (or `listen`).
+async fn start(path: &Path, listen: Option<SocketAddr>) -> Result<(Config, Gate), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let approvers = config.approvers().map_err(|e| e.to_string())?;
+    if approvers.is_empty() {
+        return Err(format!(
+            "{}: [[approval.approvers]] names nobody, so no one could approve a call; add an approver with a token",
+            path.display()
+        ));
+    }
+    let gate = config.gate().map_err(|e| e.to_string())?;
+    let address = match listen {
+        Some(address) => address,
+        None => config.approval_address().map_err(|e| e.to_string())?,
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot serve the approval page on {address}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = tollgate::approval::router(gate.clone(), approvers).merge(health(gate.clone()));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the approval server stopped: {e}");
+        }
+    });
+    eprintln!("tollgate: approval page and API at http://{address}/");
+    Ok((config, gate))
+}
+
+/// `/healthz`: the process answers. `/readyz`: and its store too.
+fn health(gate: Gate) -> axum::Router {
+    use axum::routing::get;
+    let ready = move || {
+        let gate = gate.clone();
+        async move {
+            match gate.pending_anywhere().await {
+                Ok(_) => (axum::http::StatusCode::OK, "ready\n".to_owned()),
+                Err(e) => (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: the store: {}\n", e.code()),
+                ),
+            }
+        }
+    };
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+}
+
 async fn mcp(args: McpArgs) -> Result<ExitCode, String> {
-    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    let (config, gate) = start(&args.config, args.listen).await?;
     if config
         .notifiers
         .iter()
@@ -135,30 +237,7 @@ async fn mcp(args: McpArgs) -> Result<ExitCode, String> {
             args.config.display()
         ));
     }
-    let approvers = config.approvers().map_err(|e| e.to_string())?;
-    if approvers.is_empty() {
-        return Err(format!(
-            "{}: [[approval.approvers]] names nobody, so no one could approve a call; add an approver with a token",
-            args.config.display()
-        ));
-    }
     let policy = config.policy().map_err(|e| e.to_string())?;
-    let gate = config.gate().map_err(|e| e.to_string())?;
-    let address = match args.listen {
-        Some(address) => address,
-        None => config.approval_address().map_err(|e| e.to_string())?,
-    };
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| format!("cannot serve the approval page on {address}: {e}"))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = tollgate::approval::router(gate.clone(), approvers);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("the approval server stopped: {e}");
-        }
-    });
-    eprintln!("tollgate: approval page and API at http://{address}/");
 
     let (program, rest) = args
         .upstream
@@ -217,6 +296,42 @@ async fn mcp(args: McpArgs) -> Result<ExitCode, String> {
         }
     }
 }
+
+async fn proxy(args: ProxyArgs) -> Result<ExitCode, String> {
+    let (config, gate) = start(&args.config, args.approval_listen).await?;
+    let upstream = Arc::new(Upstream::of(&config)?);
+    let origin = upstream.origin().to_owned();
+    let app = sidecar::app(&gate, &config, upstream)?;
+    let address = match args.listen {
+        Some(address) => address,
+        None => config
+            .proxy
+            .listen
+            .as_deref()
+            .unwrap_or(DEFAULT_PROXY_ADDRESS)
+            .parse()
+            .map_err(
+                |_| "[proxy] listen: expected an address and port, such as \"127.0.0.1:8080\"",
+            )?,
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!("tollgate: proxying http://{address}/ to {origin}");
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| format!("the proxy stopped: {e}"))?;
+    gate.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where `tollgate proxy` listens unless `[proxy] listen` or `--listen` says.
+const DEFAULT_PROXY_ADDRESS: &str = "127.0.0.1:8080";
 
 /// A server that counts the requests it is handling, so that shutting down can wait for their
 /// answers.

@@ -1,0 +1,220 @@
+//! `tollgate proxy`: a reverse proxy in front of any HTTP API, gating each request as
+//! `tollgate::http` gates an axum router, then forwarding it to the upstream.
+//!
+//! The request's way: axum matches it against the configured route patterns (for its capability),
+//! the gate's layer asks the policy (reading the body only for a request it asks about), and
+//! [`forward`] sends it on with hyper, streaming both bodies. Hop-by-hop headers stay on their
+//! own hop; the upstream learns who asked from `X-Forwarded-For`, `-Host` and `-Proto`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+use tollgate::Gate;
+use tollgate::config::Config;
+
+/// Where requests go, and how long the upstream may take to answer.
+pub(crate) struct Upstream {
+    client: Client<HttpConnector, Body>,
+    /// `http://host:port`, and a path prefix without its trailing slash.
+    origin: String,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// The upstream `[proxy]` names.
+    pub(crate) fn of(config: &Config) -> Result<Self, String> {
+        let Some(url) = &config.proxy.upstream else {
+            return Err("[proxy] upstream is missing: the base URL to forward to, such as \"http://127.0.0.1:3000\"".into());
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| format!("[proxy] upstream: {url:?} is not a URL"))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(format!(
+                "[proxy] upstream: {url:?} must be http://host:port (the sidecar talks plain HTTP to its neighbour; terminate TLS in front of it)"
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(format!("[proxy] upstream: {url:?} must have no query"));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Ok(Upstream {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            origin: url.trim_end_matches('/').to_owned(),
+            timeout: config
+                .proxy
+                .upstream_timeout
+                .unwrap_or(Duration::from_secs(30)),
+        })
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+/// The proxy's router: the routes named in `[proxy] routes` and every other path, all forwarded,
+/// behind the gate.
+pub(crate) fn app(gate: &Gate, config: &Config, upstream: Arc<Upstream>) -> Result<Router, String> {
+    let proxy = &config.proxy;
+    let policy = config.policy().map_err(|e| e.to_string())?;
+    let mut layer = gate.http(policy).decide_before_body();
+    if let Some(limit) = proxy.body_limit {
+        layer = layer.body_limit(limit);
+    }
+    let header = |field: &str, name: &Option<String>| -> Result<Option<HeaderName>, String> {
+        name.as_deref()
+            .map(|name| {
+                HeaderName::try_from(name)
+                    .map_err(|_| format!("[proxy] {field}: {name:?} is not a header name"))
+            })
+            .transpose()
+    };
+    if let Some(name) = header("principal_header", &proxy.principal_header)? {
+        layer = layer.principal_header(name);
+    }
+    if let Some(name) = header("session_header", &proxy.session_header)? {
+        layer = layer.session_header(name);
+    }
+    if let Some(name) = header("reason_header", &proxy.reason_header)? {
+        layer = layer.reason_header(name);
+    }
+    let mut router = Router::new();
+    for (i, route) in proxy.routes.iter().enumerate() {
+        if !route.starts_with('/') || proxy.routes[..i].contains(route) {
+            return Err(format!(
+                "[proxy] routes: {route:?} must start with `/` and be listed once"
+            ));
+        }
+        // axum refuses a malformed pattern by panicking; say which one instead.
+        let added = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Router::new().route(route, any(forward))
+        }));
+        let Ok(one) = added else {
+            return Err(format!(
+                "[proxy] routes: {route:?} is not a route pattern (write parameters as {{name}})"
+            ));
+        };
+        router = router.merge(one);
+    }
+    Ok(router.fallback(forward).layer(layer).with_state(upstream))
+}
+
+/// Headers that belong to one hop, not to the request or response (RFC 9110, 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers, and those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+/// Sends the request on to the upstream and its answer back, both bodies streamed.
+async fn forward(
+    State(upstream): State<Arc<Upstream>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let Ok(uri) = format!("{}{path}", upstream.origin).parse::<Uri>() else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request's path cannot be forwarded".into(),
+        );
+    };
+    parts.uri = uri;
+    strip_hop_by_hop(&mut parts.headers);
+    let host = parts.headers.remove(header::HOST);
+    let forwarded_for = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(earlier) => format!("{earlier}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+        parts.headers.insert("x-forwarded-for", value);
+    }
+    if let Some(host) = host {
+        parts.headers.insert("x-forwarded-host", host);
+    }
+    parts
+        .headers
+        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let sent = upstream
+        .client
+        .request(axum::http::Request::from_parts(parts, body));
+    match tokio::time::timeout(upstream.timeout, sent).await {
+        Ok(Ok(response)) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the upstream could not be reached");
+            failure(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("the upstream at {} could not be reached", upstream.origin),
+            )
+        }
+        Err(_) => failure(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!(
+                "the upstream did not answer within {}",
+                humantime::format_duration(upstream.timeout)
+            ),
+        ),
+    }
+}
+
+/// An error of the proxy's own, in the shape of the gate's JSON errors.
+fn failure(status: StatusCode, code: &str, detail: String) -> Response {
+    let message = match status {
+        StatusCode::BAD_GATEWAY => "the service behind the proxy is unavailable; retry later",
+        StatusCode::GATEWAY_TIMEOUT => "the service behind the proxy did not answer in time",
+        _ => "the request cannot be forwarded",
+    };
+    let body = json!({"error": {
+        "code": code,
+        "message": message,
+        "detail": detail,
+        "request_id": null,
+        "retryable": status != StatusCode::BAD_REQUEST,
+    }});
+    (status, axum::Json(body)).into_response()
+}

@@ -1,0 +1,365 @@
+//! `tollgate proxy` end to end: the binary between a real HTTP client and a real upstream (an
+//! axum app on loopback), alerts to a real webhook receiver, decisions through the binary's JSON
+//! API.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::Path as UrlPath;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use support::client::{request, send, start};
+use support::receiver::{SECRET, Seen, receiver};
+
+const TOKEN: &str = "an-approver-token-for-the-proxy-tests";
+
+/// What the upstream received: each POST body, and the headers of the last request.
+#[derive(Clone, Default)]
+struct Received {
+    bodies: Arc<Mutex<Vec<String>>>,
+    headers: Arc<Mutex<Option<HeaderMap>>>,
+}
+
+/// 4 MiB of text, far over the gate's body limit.
+fn big() -> String {
+    "0123456789abcdef".repeat(256 * 1024)
+}
+
+async fn upstream() -> (SocketAddr, Received) {
+    let received = Received::default();
+    let (bodies, headers) = (received.bodies.clone(), received.headers.clone());
+    let app = Router::new()
+        .route("/big", get(|| async { big() }))
+        .route(
+            "/v1/refunds/{id}",
+            post(
+                move |UrlPath(id): UrlPath<String>, body: String| async move {
+                    bodies.lock().unwrap().push(body.clone());
+                    format!("refunded {id}")
+                },
+            ),
+        )
+        .route(
+            "/headers",
+            get(move |seen: HeaderMap| async move {
+                *headers.lock().unwrap() = Some(seen);
+                "seen"
+            }),
+        )
+        .route("/hang", get(std::future::pending::<&'static str>));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, received)
+}
+
+struct Sidecar {
+    proxy: SocketAddr,
+    approval: SocketAddr,
+    alerts: tokio::sync::mpsc::UnboundedReceiver<Seen>,
+    _child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The binary in front of `upstream`, its requests living `ttl`; returns once it has said where
+/// it listens.
+async fn sidecar(name: &str, upstream: &str, ttl: &str) -> Sidecar {
+    let (webhook, alerts) = receiver(&[]).await;
+    let dir = std::env::temp_dir().join(format!("tollgate-proxy-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tollgate.toml");
+    std::fs::write(&config, configuration(upstream, &webhook, ttl)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["proxy", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut proxy, mut approval) = (None, None);
+    while proxy.is_none() {
+        let line = stderr
+            .next_line()
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the proxy exited: {}", exit_of(&mut child)));
+        let address = |prefix: &str| -> Option<SocketAddr> {
+            let rest = line.strip_prefix(prefix)?;
+            rest.trim_start_matches("http://")
+                .split('/')
+                .next()?
+                .parse()
+                .ok()
+        };
+        approval = approval.or(address("tollgate: approval page and API at "));
+        proxy = address("tollgate: proxying ");
+    }
+    // The rest of its stderr goes to ours.
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            eprintln!("{line}");
+        }
+    });
+    Sidecar {
+        proxy: proxy.unwrap(),
+        approval: approval.expect("the approval address is printed first"),
+        alerts,
+        _child: child,
+        dir,
+    }
+}
+
+fn exit_of(child: &mut Child) -> String {
+    format!("{:?}", child.try_wait())
+}
+
+fn configuration(upstream: &str, webhook: &str, ttl: &str) -> String {
+    format!(
+        r#"
+        [gate]
+        random_secret = true
+        allow_inline_secrets = true
+        request_ttl = "{ttl}"
+
+        [proxy]
+        listen = "127.0.0.1:0"
+        upstream = "{upstream}"
+        routes = ["/v1/refunds/{{id}}"]
+        principal_header = "x-agent"
+        upstream_timeout = "500ms"
+
+        [capabilities."GET *"]
+        decision = "allow"
+        [capabilities."POST /v1/refunds/{{id}}"]
+        max_scope = "value"
+
+        [[notifiers]]
+        kind = "webhook"
+        url = "{webhook}"
+        secret = "{SECRET}"
+        include_code = "always"
+
+        [approval]
+        listen = "127.0.0.1:0"
+        [[approval.approvers]]
+        name = "alice"
+        token = "{TOKEN}"
+        "#
+    )
+}
+
+fn get_request(path: &str) -> http::Request<Full<Bytes>> {
+    request("GET", path).body(Full::default()).unwrap()
+}
+
+fn refund(body: &str) -> http::Request<Full<Bytes>> {
+    request("POST", "/v1/refunds/r_1")
+        .header("content-type", "application/json")
+        .header("x-agent", "agent-7")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+/// The next alert: its request id, code and request.
+async fn next_alert(sidecar: &mut Sidecar) -> (String, String, Value) {
+    let event = sidecar.alerts.recv().await.unwrap().json();
+    assert_eq!(event["type"], "access_request.created", "{event}");
+    let data = &event["data"];
+    let id = data["request"]["id"].as_str().unwrap().to_owned();
+    (
+        id,
+        data["code"].as_str().unwrap().to_owned(),
+        data["request"].clone(),
+    )
+}
+
+async fn decide(sidecar: &Sidecar, id: &str, verb: &str, code: &str) -> u16 {
+    let body = json!({ "code": code }).to_string();
+    let post = request("POST", &format!("/api/requests/{id}/{verb}"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    send(sidecar.approval, post).await.status.as_u16()
+}
+
+#[tokio::test]
+async fn an_allowed_get_streams_a_large_body_through_unchanged() {
+    let (upstream, _) = upstream().await;
+    let sidecar = sidecar("big", &format!("http://{upstream}"), "1m").await;
+    let reply = send(sidecar.proxy, get_request("/big")).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body == big(), "the body arrived changed");
+}
+
+#[tokio::test]
+async fn a_post_parks_until_approved_and_the_upstream_gets_the_body_the_approver_saw() {
+    let (upstream, received) = upstream().await;
+    let mut sidecar = sidecar("approve", &format!("http://{upstream}"), "1m").await;
+    let body = r#"{"amount": 5000, "note": "ticket 4421"}"#;
+    let parked = start(sidecar.proxy, refund(body)).await;
+    let (id, code, seen) = next_alert(&mut sidecar).await;
+    assert_eq!(seen["capability"], "POST /v1/refunds/{id}");
+    assert_eq!(seen["principal"], "agent-7");
+    assert!(
+        received.bodies.lock().unwrap().is_empty(),
+        "nothing forwarded yet"
+    );
+
+    assert_eq!(decide(&sidecar, &id, "approve", &code).await, 200);
+    let reply = parked.reply.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "refunded r_1");
+    let forwarded = received.bodies.lock().unwrap().clone();
+    assert_eq!(forwarded.len(), 1);
+    let forwarded: Value = serde_json::from_str(&forwarded[0]).unwrap();
+    assert_eq!(
+        forwarded, seen["args"]["body"],
+        "exactly what the approver saw"
+    );
+}
+
+#[tokio::test]
+async fn a_denial_is_the_gates_json_error() {
+    let (upstream, received) = upstream().await;
+    let mut sidecar = sidecar("deny", &format!("http://{upstream}"), "1m").await;
+    let parked = start(sidecar.proxy, refund(r#"{"amount": 1}"#)).await;
+    let (id, code, _) = next_alert(&mut sidecar).await;
+    assert_eq!(decide(&sidecar, &id, "deny", &code).await, 200);
+    let reply = parked.reply.await.unwrap();
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.code(), "access_request_denied");
+    assert!(received.bodies.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_request_is_a_504_json_error() {
+    let (upstream, received) = upstream().await;
+    let mut sidecar = sidecar("expire", &format!("http://{upstream}"), "1s").await;
+    let parked = start(sidecar.proxy, refund(r#"{"amount": 2}"#)).await;
+    let _ = next_alert(&mut sidecar).await;
+    let reply = parked.reply.await.unwrap(); // nobody decides within the second
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.code(), "access_request_expired");
+    assert!(received.bodies.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_cancels_its_request() {
+    let (upstream, received) = upstream().await;
+    let mut sidecar = sidecar("gone", &format!("http://{upstream}"), "1m").await;
+    let parked = start(sidecar.proxy, refund(r#"{"amount": 3}"#)).await;
+    let (id, code, _) = next_alert(&mut sidecar).await;
+    parked.disconnect();
+    let resolved = sidecar.alerts.recv().await.unwrap().json();
+    assert_eq!(resolved["type"], "access_request.resolved");
+    assert_eq!(
+        resolved["data"]["outcome"]["status"], "cancelled",
+        "{resolved}"
+    );
+    assert_eq!(
+        decide(&sidecar, &id, "approve", &code).await,
+        410,
+        "cancelled: gone"
+    );
+    assert!(received.bodies.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_upstream_down_is_502_and_a_slow_one_504() {
+    let port = support::closed_port();
+    let down = sidecar("down", &format!("http://127.0.0.1:{port}"), "1m").await;
+    let reply = send(down.proxy, get_request("/anything")).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.code(), "upstream_unavailable");
+
+    let (upstream, _) = upstream().await;
+    let slow = sidecar("slow", &format!("http://{upstream}"), "1m").await;
+    let reply = send(slow.proxy, get_request("/hang")).await;
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.code(), "upstream_timeout");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stay_on_their_hop() {
+    let (upstream, received) = upstream().await;
+    let sidecar = sidecar("headers", &format!("http://{upstream}"), "1m").await;
+    let with_hops = request("GET", "/headers")
+        .header("connection", "x-private-hop")
+        .header("x-private-hop", "1")
+        .header("keep-alive", "timeout=5")
+        .header("x-end-to-end", "kept")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let reply = send(sidecar.proxy, with_hops).await;
+    assert_eq!(reply.status, 200);
+    let headers = received.headers.lock().unwrap().clone().unwrap();
+    assert!(headers.get("x-private-hop").is_none(), "{headers:?}");
+    assert!(headers.get("keep-alive").is_none(), "{headers:?}");
+    assert_eq!(headers["x-end-to-end"], "kept");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-host"], "localhost");
+    assert_eq!(
+        headers["host"],
+        upstream.to_string(),
+        "the upstream's own host"
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let (upstream, _) = upstream().await;
+    let sidecar = sidecar("health", &format!("http://{upstream}"), "1m").await;
+    let health = send(sidecar.approval, get_request("/healthz")).await;
+    assert_eq!(
+        (health.status.as_u16(), health.body.as_str()),
+        (200, "ok\n")
+    );
+    let ready = send(sidecar.approval, get_request("/readyz")).await;
+    assert_eq!(
+        (ready.status.as_u16(), ready.body.as_str()),
+        (200, "ready\n")
+    );
+}
+
+#[tokio::test]
+async fn a_configuration_without_upstream_is_refused() {
+    let dir = std::env::temp_dir().join(format!("tollgate-proxy-none-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path: PathBuf = dir.join("tollgate.toml");
+    let text = configuration("x", "http://127.0.0.1:9/hook", "1m").replace("upstream = \"x\"", "");
+    std::fs::write(&path, text).unwrap();
+    let output = run(&path).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("[proxy] upstream is missing"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+async fn run(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["proxy", "--config"])
+        .arg(config)
+        .output()
+        .await
+        .unwrap()
+}
