@@ -26,6 +26,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("audit", 0),
     ("boxed", 0),
     ("by_id", 0),
+    ("meters", 0),
     ("call", 0),
     ("code", 0),
     ("error", 0),

@@ -172,6 +172,7 @@ mod code;
 mod error;
 mod hex;
 mod id;
+mod meters;
 pub mod request;
 pub mod rule;
 mod scope;

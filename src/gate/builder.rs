@@ -290,6 +290,8 @@ impl GateBuilder {
                 alarm: Arc::default(),
                 expiring: AtomicBool::new(false),
                 wrong_codes: AtomicU64::new(0),
+                #[cfg(feature = "metrics")]
+                meters: crate::meters::Meters::new(),
                 feed: Mutex::new(store.changes()),
                 elsewhere: Mutex::default(),
                 writer: StoreWriter::new(store),

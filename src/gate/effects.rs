@@ -139,6 +139,7 @@ impl Shared {
         }: Resolved,
     ) {
         let id = request.id;
+        crate::meters::resolved(&request, &outcome);
         match &outcome {
             Outcome::Approved {
                 approver, scope, ..

@@ -130,6 +130,9 @@ pub(crate) struct Shared {
     /// Whether the expiry task runs.
     expiring: AtomicBool,
     wrong_codes: AtomicU64,
+    /// What the gate counts for the `metrics` facade.
+    #[cfg(feature = "metrics")]
+    meters: crate::meters::Meters,
     /// The store, behind the queue that keeps writes in order.
     writer: StoreWriter,
     /// Requests an earlier process left unfinished, not yet announced to the notifiers.
@@ -354,6 +357,7 @@ impl Shared {
         let ok = self.key.verify(request, attempt);
         if !ok {
             self.wrong_codes.fetch_add(1, Ordering::Relaxed);
+            crate::meters::wrong_code();
         }
         ok
     }
@@ -365,6 +369,11 @@ impl Shared {
         let (value, effects, wrote) = {
             let mut registry = self.registry();
             let (value, mut effects) = transition(&mut registry);
+            #[cfg(feature = "metrics")]
+            {
+                let (pending, parked) = registry.load();
+                self.meters.load(pending, parked);
+            }
             let wrote = !effects.events.is_empty();
             for event in effects.events.take() {
                 self.record(event);
@@ -376,5 +385,13 @@ impl Shared {
             self.drain();
         }
         value
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Gate {
+    /// What the gate counts for the `metrics` facade.
+    pub(crate) fn meters(&self) -> &crate::meters::Meters {
+        &self.shared.meters
     }
 }

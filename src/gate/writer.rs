@@ -30,6 +30,7 @@ use super::registry::Event;
 use super::{Gate, Shared};
 use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
+use crate::meters::Timing;
 use crate::store::{Revocation, Store};
 use crate::time::to_millis;
 
@@ -292,7 +293,9 @@ impl Core {
             .iter()
             .filter_map(|write| write.1.to_store())
             .collect();
+        let timing = Timing::start();
         let results = self.store.write_batch(&batch).await;
+        timing.stop(batch.len(), results.iter().filter(|r| r.is_err()).count());
         drop(batch);
         let mut results = results.into_iter();
         for (shared, write) in writes {
@@ -432,10 +435,14 @@ impl Shared {
     /// or a step after it that waits.
     fn write_now(self: Arc<Self>, write: Write) -> Option<BoxFuture<'static, ()>> {
         let store = self.writer.store_ref();
+        let timing = Timing::start();
         let result = match write.to_store() {
             Some(one) if write.batched(self.writer.core.shared) => store.write_now(&one),
             _ => None,
         };
+        if let Some(result) = &result {
+            timing.stop(1, usize::from(result.is_err()));
+        }
         match result {
             Some(result) => self.after(write, result),
             None => Some(self.perform(write)),
@@ -449,7 +456,10 @@ impl Shared {
             Write::Insert(request, entry) if self.writer.core.shared => Box::pin(async move {
                 let store = self.writer.store_ref();
                 let audit = std::slice::from_ref(&entry);
-                let filed = match self.file_or_join(store, &request, audit).await {
+                let timing = Timing::start();
+                let filed = self.file_or_join(store, &request, audit).await;
+                timing.stop(1, usize::from(filed.is_err()));
+                let filed = match filed {
                     Ok(false) => return, // joined another replica's request
                     filed => filed,
                 };
@@ -467,7 +477,9 @@ impl Shared {
             }),
             write => Box::pin(async move {
                 let Some(one) = write.to_store() else { return };
+                let timing = Timing::start();
                 let result = one.apply(self.writer.store_ref()).await;
+                timing.stop(1, usize::from(result.is_err()));
                 if let Some(more) = self.after(write, result) {
                     more.await;
                 }

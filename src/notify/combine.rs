@@ -295,7 +295,10 @@ impl FanOut {
 fn poll_call(busy: &mut Busy<'_>, cx: &mut std::task::Context<'_>, report: &mut Report) -> bool {
     match std::panic::catch_unwind(AssertUnwindSafe(|| busy.call.as_mut().poll(cx))) {
         Ok(Poll::Pending) => return false,
-        Ok(Poll::Ready(Ok(()))) => report.accepted += 1,
+        Ok(Poll::Ready(Ok(()))) => {
+            crate::meters::delivery(busy.name, true);
+            report.accepted += 1;
+        }
         Ok(Poll::Ready(Err(error))) => report.fail(busy.name, error),
         Err(_) => report.fail(busy.name, NotifyError::panicked()),
     }
@@ -334,6 +337,7 @@ pub(crate) struct Report {
 
 impl Report {
     fn fail(&mut self, name: &str, error: NotifyError) {
+        crate::meters::delivery(name, false);
         self.failed.push((name.to_owned(), error));
     }
 

@@ -363,3 +363,103 @@ async fn run(config: &Path) -> std::process::Output {
         .await
         .unwrap()
 }
+
+/// Prometheus text, parsed: each sample by its name and sorted labels, `name{a="1",b="2"}`.
+fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .expect("a sample is a series and a value");
+        let value: f64 = value.parse().expect("a number");
+        let (name, labels) = match series.split_once('{') {
+            None => (series, Vec::new()),
+            Some((name, rest)) => {
+                let rest = rest.strip_suffix('}').expect("labels end with }");
+                let mut labels: Vec<&str> = rest.split(',').filter(|l| !l.is_empty()).collect();
+                labels.sort_unstable();
+                (name, labels)
+            }
+        };
+        let key = if labels.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{name}{{{}}}", labels.join(","))
+        };
+        assert!(
+            samples.insert(key, value).is_none(),
+            "one sample per series"
+        );
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_count_the_flow_and_carry_no_code_or_argument() {
+    let (upstream, _) = upstream().await;
+    let mut sidecar = sidecar("metrics", &format!("http://{upstream}"), "1m").await;
+    for _ in 0..2 {
+        assert_eq!(
+            send(sidecar.proxy, get_request("/headers")).await.status,
+            200
+        );
+    }
+    let secret_note = r#"{"amount": 5, "note": "argument-value-never-in-metrics"}"#;
+    let approved = start(sidecar.proxy, refund(secret_note)).await;
+    let (first, first_code, _) = next_alert(&mut sidecar).await;
+    assert_ne!(decide(&sidecar, &first, "approve", "WRONGCODE").await, 200);
+    assert_eq!(decide(&sidecar, &first, "approve", &first_code).await, 200);
+    assert_eq!(approved.reply.await.unwrap().status, 200);
+    let _ = sidecar.alerts.recv().await; // its resolution
+    let denied = start(sidecar.proxy, refund(r#"{"amount": 6}"#)).await;
+    let (second, second_code, _) = next_alert(&mut sidecar).await;
+    assert_eq!(decide(&sidecar, &second, "deny", &second_code).await, 200);
+    assert_eq!(denied.reply.await.unwrap().status, 403);
+    let _ = sidecar.alerts.recv().await; // its resolution
+
+    let text = send(sidecar.approval, get_request("/metrics")).await.body;
+    let samples = samples(&text);
+    let value = |key: &str| {
+        samples
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+    };
+    assert_eq!(
+        value(r#"tollgate_calls_total{decision="allowed_by_policy"}"#),
+        2.0
+    );
+    assert_eq!(value(r#"tollgate_calls_total{decision="asked"}"#), 2.0);
+    assert_eq!(
+        value(r#"tollgate_requests_resolved_total{status="approved"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"tollgate_requests_resolved_total{status="denied"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"tollgate_decision_seconds_count{status="approved"}"#),
+        1.0
+    );
+    assert_eq!(value("tollgate_wrong_codes_total"), 1.0);
+    assert_eq!(value("tollgate_pending_requests"), 0.0);
+    assert_eq!(value("tollgate_parked_callers"), 0.0);
+    assert_eq!(
+        value(r#"tollgate_notifier_deliveries_total{notifier="webhook",result="accepted"}"#),
+        4.0,
+        "two alerts and two resolutions"
+    );
+    assert!(value("tollgate_store_write_seconds_count") >= 4.0);
+    for secret in [
+        first_code.as_str(),
+        second_code.as_str(),
+        "argument-value-never-in-metrics",
+        "agent-7",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked into the metrics");
+    }
+}

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use metrics_exporter_prometheus::PrometheusHandle;
 use rmcp::ServiceExt as _;
 use rmcp::model::{
     ClientNotification, ClientRequest, ErrorData, ProtocolVersion, ServerConfig, ServerResult,
@@ -186,6 +187,8 @@ async fn start(path: &Path, listen: Option<SocketAddr>) -> Result<(Config, Gate)
             path.display()
         ));
     }
+    // The recorder goes in before the gate is built: the gate registers its counters then.
+    let metrics = prometheus()?;
     let gate = config.gate().map_err(|e| e.to_string())?;
     let address = match listen {
         Some(address) => address,
@@ -195,7 +198,8 @@ async fn start(path: &Path, listen: Option<SocketAddr>) -> Result<(Config, Gate)
         .await
         .map_err(|e| format!("cannot serve the approval page on {address}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = tollgate::approval::router(gate.clone(), approvers).merge(health(gate.clone()));
+    let app = tollgate::approval::router(gate.clone(), approvers)
+        .merge(operations(gate.clone(), metrics));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the approval server stopped: {e}");
@@ -205,9 +209,41 @@ async fn start(path: &Path, listen: Option<SocketAddr>) -> Result<(Config, Gate)
     Ok((config, gate))
 }
 
-/// `/healthz`: the process answers. `/readyz`: and its store too.
-fn health(gate: Gate) -> axum::Router {
+/// The `metrics` facade's recorder, rendering Prometheus text, kept up to date.
+fn prometheus() -> Result<PrometheusHandle, String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let decision = Matcher::Full("tollgate_decision_seconds".into());
+    let write = Matcher::Full("tollgate_store_write_seconds".into());
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(decision, &[1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0])
+        .and_then(|b| b.set_buckets_for_metric(write, &[0.0001, 0.001, 0.01, 0.1, 1.0]))
+        .map_err(|e| format!("metrics: {e}"))?
+        .install_recorder()
+        .map_err(|e| format!("metrics: {e}"))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// `/metrics` in Prometheus text; `/healthz`: the process answers; `/readyz`: and its store too.
+fn operations(gate: Gate, metrics: PrometheusHandle) -> axum::Router {
     use axum::routing::get;
+    let render = move || {
+        let text = metrics.render();
+        async move {
+            let kind = [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )];
+            (kind, text)
+        }
+    };
     let ready = move || {
         let gate = gate.clone();
         async move {
@@ -221,6 +257,7 @@ fn health(gate: Gate) -> axum::Router {
         }
     };
     axum::Router::new()
+        .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
 }

@@ -484,6 +484,12 @@ impl Registry {
         (slot.stored && matches!(slot.phase, Phase::Pending)).then(|| slot.request.clone())
     }
 
+    /// The pending requests and parked callers, for the gauges: two fields, no scan.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn load(&self) -> (usize, usize) {
+        (self.index.total, self.parked)
+    }
+
     pub(crate) fn counts(&self) -> Counts {
         // A scan, but only of live requests, and only when someone asks for the numbers.
         let following = self
