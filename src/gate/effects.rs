@@ -8,10 +8,12 @@ use std::task::{Context, Waker};
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use super::Shared;
 use super::record;
 use super::registry::{Effects, Resolved};
+use crate::id::RequestId;
 use crate::notify::{Alert, Resolution};
 use crate::request::{AccessRequest, Outcome};
 
@@ -39,10 +41,13 @@ impl Deliveries {
 }
 
 impl Shared {
-    /// Runs a notifier delivery on `runtime`, counted, so that shutdown can wait for it.
+    /// Runs a notifier delivery for request `id` on `runtime`, counted, so that shutdown can
+    /// wait for it; once it waits, inside the request's span, so that whatever a notifier logs
+    /// names the request.
     pub(super) fn deliver(
         self: &Arc<Self>,
         runtime: &Handle,
+        id: RequestId,
         delivery: impl Future<Output = ()> + Send + 'static,
     ) {
         /// Counts the delivery as ended however it ends: finished, panicked, or dropped.
@@ -57,12 +62,15 @@ impl Shared {
         self.deliveries.running.fetch_add(1, Ordering::AcqRel);
         let running = Running(self.clone());
         // Polled once on the spot: a delivery every notifier finishes at once (a channel send,
-        // a notifier with nothing to do on resolution) needs no task of its own.
+        // a notifier with nothing to do on resolution) needs no task of its own, and logs
+        // nothing the request id is not already a field of.
         let mut delivery = Box::pin(delivery);
         let mut cx = Context::from_waker(Waker::noop());
         if delivery.as_mut().poll(&mut cx).is_ready() {
             return;
         }
+        // One that waits (a retry, a slow server) logs in the request's span.
+        let delivery = delivery.instrument(request_span(id));
         runtime.spawn(async move {
             let _running = running;
             delivery.await;
@@ -165,7 +173,7 @@ impl Shared {
             }
         }
         let shared = self.clone();
-        self.deliver(&runtime, async move {
+        self.deliver(&runtime, id, async move {
             let resolution = Resolution::new(request, outcome);
             let resolution = &resolution;
             let report = shared
@@ -197,4 +205,10 @@ impl Shared {
             self.locked(|registry| ((), registry.close(id, Outcome::NotificationFailed)));
         }
     }
+}
+
+/// The span every event of a request's life is logged in, or names the request itself:
+/// `access_request{request_id=areq_…}`.
+pub(super) fn request_span(id: RequestId) -> tracing::Span {
+    tracing::info_span!("access_request", request_id = %id)
 }

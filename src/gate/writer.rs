@@ -501,7 +501,8 @@ impl Shared {
                 }
                 let announce = self.locked(|registry| registry.stored(request.id, result.is_ok()));
                 if announce {
-                    self.deliver(&Handle::current(), self.clone().alert(request));
+                    let id = request.id;
+                    self.deliver(&Handle::current(), id, self.clone().alert(request));
                 }
             }
             Write::Decide(change) => {
@@ -537,7 +538,7 @@ impl Shared {
             },
             Write::Append(entry) => {
                 if let Err(error) = result {
-                    tracing::error!(event = %entry.event, %error, "audit entry not written");
+                    tracing::error!(request_id = ?entry.request, event = %entry.event, %error, "audit entry not written");
                 }
             }
             Write::Withdraw(_) => {}
