@@ -31,7 +31,10 @@ const BATCH: usize = 256;
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 async fn upstream() -> SocketAddr {
-    let app = Router::new().route("/v1/orders/{id}", get(|| async { "an order, in a few bytes" }));
+    let app = Router::new().route(
+        "/v1/orders/{id}",
+        get(|| async { "an order, in a few bytes" }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

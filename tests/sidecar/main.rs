@@ -69,7 +69,7 @@ struct Sidecar {
     proxy: SocketAddr,
     approval: SocketAddr,
     alerts: tokio::sync::mpsc::UnboundedReceiver<Seen>,
-    _child: Child,
+    child: Child,
     dir: PathBuf,
 }
 
@@ -123,7 +123,7 @@ async fn sidecar(name: &str, upstream: &str, ttl: &str) -> Sidecar {
         proxy: proxy.unwrap(),
         approval: approval.expect("the approval address is printed first"),
         alerts,
-        _child: child,
+        child,
         dir,
     }
 }
@@ -462,4 +462,19 @@ async fn metrics_count_the_flow_and_carry_no_code_or_argument() {
     ] {
         assert!(!text.contains(secret), "{secret} leaked into the metrics");
     }
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_proxy_cleanly() {
+    let (upstream, _) = upstream().await;
+    let mut sidecar = sidecar("term", &format!("http://{upstream}"), "1m").await;
+    let pid = sidecar.child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = sidecar.child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0), "a clean stop");
 }

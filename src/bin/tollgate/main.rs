@@ -358,13 +358,27 @@ async fn proxy(args: ProxyArgs) -> Result<ExitCode, String> {
     eprintln!("tollgate: proxying http://{address}/ to {origin}");
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stopped())
         .await
         .map_err(|e| format!("the proxy stopped: {e}"))?;
     gate.shutdown().await.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Until the process is asked to stop: Ctrl-C, or `SIGTERM` from a supervisor.
+async fn stopped() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 /// Where `tollgate proxy` listens unless `[proxy] listen` or `--listen` says.
