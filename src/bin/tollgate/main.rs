@@ -176,10 +176,14 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// The configuration at `path`, with its gate, and the approval page, API and health checks
-/// served on `[approval] listen` (or `listen`).
-async fn start(path: &Path, listen: Option<SocketAddr>) -> Result<(Config, Gate), String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+/// The configuration at `path`, read.
+fn load(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+/// The gate of `config` (read from `path`), with the approval page, API, metrics and health
+/// checks served on `[approval] listen` (or `listen`).
+async fn start(config: &Config, path: &Path, listen: Option<SocketAddr>) -> Result<Gate, String> {
     let approvers = config.approvers().map_err(|e| e.to_string())?;
     if approvers.is_empty() {
         return Err(format!(
@@ -206,7 +210,7 @@ async fn start(path: &Path, listen: Option<SocketAddr>) -> Result<(Config, Gate)
         }
     });
     eprintln!("tollgate: approval page and API at http://{address}/");
-    Ok((config, gate))
+    Ok(gate)
 }
 
 /// The `metrics` facade's recorder, rendering Prometheus text, kept up to date.
@@ -263,7 +267,7 @@ fn operations(gate: Gate, metrics: PrometheusHandle) -> axum::Router {
 }
 
 async fn mcp(args: McpArgs) -> Result<ExitCode, String> {
-    let (config, gate) = start(&args.config, args.listen).await?;
+    let config = load(&args.config)?;
     if config
         .notifiers
         .iter()
@@ -274,6 +278,7 @@ async fn mcp(args: McpArgs) -> Result<ExitCode, String> {
             args.config.display()
         ));
     }
+    let gate = start(&config, &args.config, args.listen).await?;
     let policy = config.policy().map_err(|e| e.to_string())?;
 
     let (program, rest) = args
@@ -335,8 +340,9 @@ async fn mcp(args: McpArgs) -> Result<ExitCode, String> {
 }
 
 async fn proxy(args: ProxyArgs) -> Result<ExitCode, String> {
-    let (config, gate) = start(&args.config, args.approval_listen).await?;
+    let config = load(&args.config)?;
     let upstream = Arc::new(Upstream::of(&config)?);
+    let gate = start(&config, &args.config, args.approval_listen).await?;
     let origin = upstream.origin().to_owned();
     let app = sidecar::app(&gate, &config, upstream)?;
     let address = match args.listen {
