@@ -382,7 +382,6 @@ impl Config {
     pub fn approvers(&self) -> Result<crate::approval::Tokens, Error> {
         use crate::approval::{Approver, Tokens};
         let mut tokens = Tokens::new();
-        let mut seen = std::collections::HashSet::new();
         for (i, entry) in self.approval.approvers.iter().enumerate() {
             let field = format!("approval.approvers[{i}]");
             if entry.name.trim().is_empty() {
@@ -395,12 +394,6 @@ impl Config {
                     "a token must be at least 16 bytes",
                 ));
             }
-            if !seen.insert(token.clone()) {
-                return Err(self.invalid(
-                    &format!("{field}.token"),
-                    "two approvers share this token: each needs their own",
-                ));
-            }
             let mut approver = Approver::new(entry.name.as_str());
             if let Some(patterns) = &entry.capabilities {
                 approver = approver.capabilities(patterns);
@@ -408,7 +401,14 @@ impl Config {
             if let Some(scope) = entry.max_scope {
                 approver = approver.max_scope(scope);
             }
+            // Tokens are kept by digest: one that adds nobody is another approver's.
             tokens = tokens.token(token, approver);
+            if tokens.len() == i {
+                return Err(self.invalid(
+                    &format!("{field}.token"),
+                    "two approvers share this token: each needs their own",
+                ));
+            }
         }
         Ok(tokens)
     }
