@@ -216,7 +216,7 @@ impl<P> McpApproval<P> {
         GatedServer {
             handler,
             service: tower::Layer::layer(&self.gate.layer(self.policy), upstream),
-            settings: Arc::new(self.settings),
+            settings: self.settings,
             connection: format!("mcp_{}", crate::hex::lower(&bits)).into(),
         }
     }
@@ -226,9 +226,9 @@ impl<P> McpApproval<P> {
 pub struct GatedServer<S, P> {
     handler: Arc<S>,
     service: RequireApproval<Handler<S>, P>,
-    settings: Arc<Settings>,
+    settings: Settings,
     /// The session of calls [`identify`](McpApproval::identify) does not name.
-    connection: Arc<str>,
+    connection: Box<str>,
 }
 
 impl<S, P> fmt::Debug for GatedServer<S, P> {
@@ -362,7 +362,7 @@ where
         mut request: CallToolRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<ServerResult, ErrorData> {
-        let settings = &*self.settings;
+        let settings = &self.settings;
         let args = Value::Object(request.params.arguments.take().unwrap_or_default());
         let identity = match &settings.identify {
             Some(identify) => identify(&context),
