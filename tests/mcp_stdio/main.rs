@@ -339,13 +339,18 @@ async fn an_upstream_that_never_answers_is_a_clear_error() {
 }
 
 #[tokio::test]
-async fn garbage_on_stdin_is_skipped_and_the_session_goes_on() {
+async fn garbage_from_either_side_is_skipped_and_the_session_goes_on() {
     let dir = temp_dir("garbage");
     let config = config(&dir, "http://127.0.0.1:9/hook", free_port());
     let config = config.to_str().unwrap();
     let python = python();
     let upstream = here("upstream.py");
-    let mut child = tollgate(&["mcp", "--config", config, "--", &python, &upstream]);
+    // The upstream writes a line of garbage on its stdout before it starts speaking MCP.
+    let garbling = r#"echo 'garbage from the upstream {{{'; exec "$0" "$@""#;
+    let args = [
+        "mcp", "--config", config, "--", "sh", "-c", garbling, &python, &upstream,
+    ];
+    let mut child = tollgate(&args);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let send_line = async |stdin: &mut tokio::process::ChildStdin, line: &str| {
