@@ -6,7 +6,9 @@
 //! ```
 //!
 //! The upstream (an axum app answering a small body) and the load run in this process; the
-//! proxy is the `tollgate` binary, a process of its own.
+//! proxy is the `tollgate` binary, a process of its own. A third arm is the floor for any proxy
+//! on this stack: the same axum server and hyper client forwarding everything, with no gate, in a
+//! process of its own too (this bench's binary started again in that role).
 #![allow(missing_docs)]
 
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -68,22 +70,62 @@ async fn proxy(upstream: SocketAddr, dir: &std::path::Path) -> (SocketAddr, Chil
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["proxy", "--config"])
-        .arg(&config)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command.args(["proxy", "--config"]).arg(&config);
+    started(command, "tollgate: proxying http://").await
+}
+
+/// The environment variable that starts this binary as the bare proxy to the upstream it names.
+const BARE_PROXY: &str = "TOLLGATE_BENCH_BARE_PROXY";
+
+/// The bare proxy: every request forwarded as it came, the answer streamed back.
+fn bare_proxy(upstream: String) {
+    type Forwarder = Client<HttpConnector, axum::body::Body>;
+    async fn forward(
+        axum::extract::State((client, upstream)): axum::extract::State<(Forwarder, String)>,
+        mut request: axum::extract::Request,
+    ) -> axum::response::Response {
+        let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        *request.uri_mut() = format!("http://{upstream}{path}").parse().unwrap();
+        match client.request(request).await {
+            Ok(response) => response.map(axum::body::Body::new),
+            Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+        }
+    }
+    use axum::response::IntoResponse;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let app = Router::new()
+            .fallback(forward)
+            .with_state((client, upstream));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        eprintln!("bare proxy: {}", listener.local_addr().unwrap());
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+/// A child process that prints `prefix` and its address on stderr; that address, once printed.
+async fn started(mut command: Command, prefix: &str) -> (SocketAddr, Child) {
+    let mut child = command
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     while let Some(line) = lines.next_line().await.unwrap() {
-        if let Some(rest) = line.strip_prefix("tollgate: proxying http://") {
+        if let Some(rest) = line.strip_prefix(prefix) {
             let addr = rest.split('/').next().unwrap().parse().unwrap();
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
             return (addr, child);
         }
     }
-    panic!("the proxy did not start");
+    panic!("{prefix:?} did not start");
 }
 
 /// `BATCH` GETs to `addr`, `CONCURRENCY` at a time.
@@ -112,9 +154,15 @@ fn allowed_gets(c: &mut Criterion) {
         .unwrap();
     let dir = std::env::temp_dir().join(format!("tollgate-bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (direct, (proxied, _child)) = rt.block_on(async {
+    let (direct, (proxied, _child), (bare, _bare_child)) = rt.block_on(async {
         let upstream = upstream().await;
-        (upstream, proxy(upstream, &dir).await)
+        let mut bare = Command::new(std::env::current_exe().unwrap());
+        bare.env(BARE_PROXY, upstream.to_string());
+        (
+            upstream,
+            proxy(upstream, &dir).await,
+            started(bare, "bare proxy: ").await,
+        )
     });
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
@@ -125,6 +173,9 @@ fn allowed_gets(c: &mut Criterion) {
     group.bench_function("upstream directly", |b| {
         b.iter(|| rt.block_on(batch(&client, direct)))
     });
+    group.bench_function("through a bare proxy, no gate", |b| {
+        b.iter(|| rt.block_on(batch(&client, bare)))
+    });
     group.bench_function("through tollgate proxy", |b| {
         b.iter(|| rt.block_on(batch(&client, proxied)))
     });
@@ -133,4 +184,11 @@ fn allowed_gets(c: &mut Criterion) {
 }
 
 criterion_group!(benches, allowed_gets);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(upstream) = std::env::var(BARE_PROXY) {
+        return bare_proxy(upstream);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
