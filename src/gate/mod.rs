@@ -205,17 +205,14 @@ impl Gate {
     }
 
     /// Request `id` and where it stands, wherever it is held: as [`request`](Self::request)
-    /// finds it in this process, else, with a store replicas share, as the store has it (a
-    /// request whose callers wait on another replica). `access_request_not_found` if neither
-    /// knows it; `store_failed` if the store cannot be read.
+    /// finds it in this process, else as the store has it (a request made before a restart, or
+    /// beyond the history capacity, or whose callers wait on another replica).
+    /// `access_request_not_found` if neither knows it; `store_failed` if the store cannot be read.
     pub async fn lookup(&self, id: RequestId) -> Result<(AccessRequest, Status), Error> {
         if let Some(found) = self.request(id) {
             return Ok(found);
         }
         let not_found = || Error::new(ErrorKind::AccessRequestNotFound).with_request(id);
-        if !self.shared.settings.shared_store {
-            return Err(not_found());
-        }
         match self.queued(move |store| store.request(id)).await? {
             Some(stored) => Ok((stored.request, stored.status)),
             None => Err(not_found()),

@@ -545,6 +545,9 @@ async fn a_restart_abandons_pending_requests_and_keeps_rules() {
         .approve(Approve::new(stranded_id, "00000000").by("alice"))
         .await;
     assert_eq!(wrong.unwrap_err().kind(), ErrorKind::AccessRequestNotFound);
+    // What the approval page and API show for it: the store's answer, not `not found`.
+    let (request, status) = after.lookup(stranded_id).await.unwrap();
+    assert_eq!((request.id(), status), (stranded_id, Status::Abandoned));
 
     let rules = after.rules();
     assert_eq!(rules.len(), 2, "the value rule and the remembered denial");
