@@ -116,6 +116,7 @@ pub(super) async fn get_request(
 pub(super) struct ApproveBody {
     code: String,
     scope: Option<Scope>,
+    #[serde(default, deserialize_with = "whole_seconds")]
     ttl_secs: Option<u64>,
 }
 
@@ -125,7 +126,24 @@ pub(super) struct DenyBody {
     pub(super) code: String,
     pub(super) reason: Option<String>,
     pub(super) remember: Option<Scope>,
+    #[serde(default, deserialize_with = "whole_seconds")]
     pub(super) ttl_secs: Option<u64>,
+}
+
+/// A count of seconds: a JSON integer, written `300` or `300.0` alike (both are integers to
+/// JSON Schema, so to the OpenAPI document); a fraction or a negative number is refused.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+            .map(|f| f as u64)
+    });
+    whole
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("ttl_secs must be a whole number of seconds"))
 }
 
 pub(super) async fn approve(

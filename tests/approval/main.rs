@@ -957,3 +957,31 @@ mod fuzz {
         }
     }
 }
+
+/// `ttl_secs` is a JSON integer as the OpenAPI document's schema reads it: `600.0` is the
+/// integer 600 (it was refused with `invalid_body`); a fraction is still refused.
+#[tokio::test]
+async fn a_ttl_written_with_a_zero_fraction_is_a_whole_number() {
+    let srv = default_server().await;
+    let (task, alert) = srv.park(refund(10)).await;
+    let half = srv
+        .approve(
+            &alert,
+            ALICE,
+            json!({"code": code_of(&alert), "scope": "value", "ttl_secs": 600.5}),
+        )
+        .await;
+    refused(&half, StatusCode::BAD_REQUEST, "invalid_body");
+    let approved = srv
+        .approve(
+            &alert,
+            ALICE,
+            json!({"code": code_of(&alert), "scope": "value", "ttl_secs": 600.0}),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
+    let rule = &approved.json()["rule"];
+    let granted = rule["granted_at"].as_str().unwrap().to_owned();
+    assert_ne!(rule["expires_at"].as_str().unwrap(), granted);
+    task.await.unwrap().unwrap();
+}
