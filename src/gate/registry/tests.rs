@@ -17,6 +17,8 @@ use crate::scope::Scope;
 use crate::time::Millis;
 use tokio::sync::oneshot;
 
+mod schedules;
+
 const TTL: Duration = Duration::from_secs(60);
 const LIMITS: Limits = Limits {
     per_principal: 2,
