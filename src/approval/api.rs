@@ -138,7 +138,7 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
     };
     let whole = n.as_u64().or_else(|| {
         n.as_f64()
-            .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+            .filter(|f| f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(f))
             .map(|f| f as u64)
     });
     whole
