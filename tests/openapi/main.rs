@@ -64,7 +64,7 @@ async fn the_approval_api_keeps_to_its_openapi_document() {
             "1",
         ])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
-        .args(["--request-timeout", "10", "--no-color", "--max-time", "90"])
+        .args(["--request-timeout", "10", "--no-color", "--max-time", "60"])
         .current_dir(std::env::temp_dir())
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("PYTHONPATH", &hooks)
