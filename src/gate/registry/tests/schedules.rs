@@ -59,6 +59,9 @@ fn schedules(actors: &Actors) -> Vec<Vec<Step>> {
     out
 }
 
+/// A decider's decision: whether the registry took it, and where the decider hears how it ended.
+type Decision = (bool, oneshot::Receiver<Result<(), Error>>);
+
 /// One run: the world, the two callers, and what each party heard.
 struct Run {
     world: World,
@@ -68,8 +71,8 @@ struct Run {
     left: [bool; 2],
     /// The waker's count at each caller's last `Pending`.
     seen: [usize; 2],
-    /// Per decider (approver, denier): what `decide` answered, and where it hears the end.
-    decisions: [Option<(bool, oneshot::Receiver<Result<(), Error>>)>; 2],
+    /// Per decider (approver, denier), once it has decided.
+    decisions: [Option<Decision>; 2],
 }
 
 fn apply(effects: Effects) {
