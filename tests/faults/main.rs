@@ -414,14 +414,12 @@ fn main() {
     let calls: u64 = std::env::var("TOLLGATE_SOAK_CALLS")
         .map(|n| n.parse().expect("TOLLGATE_SOAK_CALLS is a number"))
         .unwrap_or(100_000);
+    assert!(
+        calls > WARM_UP,
+        "TOLLGATE_SOAK_CALLS must be more than the warm-up's {WARM_UP} calls"
+    );
     let runtime = support::runtime();
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let path = dir.join(format!("tollgate-faults-{}.db", std::process::id()));
+    let path = support::scratch_dir().join(format!("tollgate-faults-{}.db", std::process::id()));
     runtime.block_on(async {
         let dice = Dice(Arc::new(AtomicU64::new(7)));
         let (sender, mut alerts) = mpsc::unbounded_channel();
@@ -461,9 +459,9 @@ fn main() {
         }
         let stats = gate.stats();
         assert_eq!((stats.pending, stats.parked, stats.live), (0, 0, 0));
-        let grown = start.expect("more calls than the warm-up").change();
+        let grown = start.expect("the warm-up ended").change();
         let held = grown.bytes_allocated as i64 - grown.bytes_deallocated as i64;
-        println!("{calls} calls; heap since the first wave: {held:+} bytes");
+        println!("{calls} calls; heap since the warm-up: {held:+} bytes");
         assert!(held < 16 << 20, "the heap grew by {held} bytes");
         gate.shutdown().await.unwrap();
     });

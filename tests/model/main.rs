@@ -720,17 +720,6 @@ fn cases() -> u32 {
         .unwrap_or(10_000)
 }
 
-/// Where the store's file lives: in memory where the machine has such a place, since fsync is
-/// not what this test is about.
-fn dir() -> std::path::PathBuf {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(),
@@ -740,6 +729,6 @@ proptest! {
 
     #[test]
     fn the_gate_agrees_with_the_model(steps in prop::collection::vec(step(), 1..40)) {
-        run_sequence(&steps, &dir())?;
+        run_sequence(&steps, &support::scratch_dir())?;
     }
 }

@@ -100,6 +100,17 @@ impl Service<ToolCall> for Tools {
     }
 }
 
+/// Where a test's SQLite file goes when durability is not what it tests: in memory where the
+/// machine has such a place (`/dev/shm`), so syncs cost nothing; else the temporary directory.
+pub fn scratch_dir() -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// The runtime of a harness that runs its own `main` (the crash test, the replicas test), and of
 /// the child processes it starts.
 pub fn runtime() -> tokio::runtime::Runtime {
