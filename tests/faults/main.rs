@@ -12,9 +12,8 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
@@ -33,7 +32,7 @@ use tollgate::{
 };
 use tower::{Layer, ServiceExt};
 
-use support::{Rng, SECRET, code};
+use support::{Rng, SECRET, Tools, call_key, code};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
@@ -163,35 +162,6 @@ impl tollgate::notify::Notifier for FaultyNotifier {
     }
 }
 
-/// The tools: count their runs by call, until the wave's check takes the counts.
-#[derive(Clone, Default)]
-struct Runs(Arc<Mutex<HashMap<String, usize>>>);
-
-impl Runs {
-    fn take(&self) -> HashMap<String, usize> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
-
-fn key(call: &ToolCall) -> String {
-    format!("{} {}", call.capability(), call.args())
-}
-
-impl tower::Service<ToolCall> for Runs {
-    type Response = ();
-    type Error = BoxError;
-    type Future = std::future::Ready<Result<(), BoxError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, call: ToolCall) -> Self::Future {
-        *self.0.lock().unwrap().entry(key(&call)).or_default() += 1;
-        std::future::ready(Ok(()))
-    }
-}
-
 /// Counts a caller done when its task ends, however it ends (an abort drops the future).
 struct Done(Arc<(AtomicU64, Notify)>);
 
@@ -243,13 +213,13 @@ fn policy() -> CapabilityTable {
         )
 }
 
-type Gated = tollgate::RequireApproval<Runs, CapabilityTable>;
+type Gated = tollgate::RequireApproval<Tools, CapabilityTable>;
 
 async fn wave(
     gate: &Gate,
     svc: &Gated,
     alerts: &mut mpsc::UnboundedReceiver<Alert>,
-    runs: &Runs,
+    tools: &Tools,
     rng: &mut Rng,
     first: u64,
 ) {
@@ -271,7 +241,7 @@ async fn wave(
         calls.push(call);
     }
     let done = Arc::new((AtomicU64::new(0), Notify::new()));
-    let tasks: Vec<JoinHandle<Result<(), BoxError>>> = calls
+    let tasks: Vec<JoinHandle<Result<String, BoxError>>> = calls
         .iter()
         .map(|call| {
             let (svc, call, done) = (svc.clone(), call.clone(), Done(done.clone()));
@@ -337,7 +307,7 @@ async fn wave(
     let mut heard = Vec::new();
     for task in tasks {
         heard.push(match task.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(code(&e)),
             Err(e) if e.is_cancelled() => Err("left"),
             Err(e) => panic!("a caller panicked: {e}"),
@@ -383,7 +353,7 @@ async fn wave(
     let mut ok_by_call: HashMap<String, usize> = HashMap::new();
     for (call, answer) in calls.iter().zip(&heard) {
         match answer {
-            Ok(()) => *ok_by_call.entry(key(call)).or_default() += 1,
+            Ok(()) => *ok_by_call.entry(call_key(call)).or_default() += 1,
             Err(error) => assert!(CALLER_ERRORS.contains(error), "{call:?} heard {error}"),
         }
         if call.capability() == "read" {
@@ -398,7 +368,7 @@ async fn wave(
         }
     }
     assert_eq!(
-        runs.take(),
+        tools.take(),
         ok_by_call,
         "each run answered one caller, and only one"
     );
@@ -444,13 +414,13 @@ fn main() {
             .store(store)
             .build()
             .unwrap();
-        let runs = Runs::default();
-        let svc = gate.layer(policy()).layer(runs.clone());
+        let tools = Tools::default();
+        let svc = gate.layer(policy()).layer(tools.clone());
         let mut rng = Rng::new(42);
         let mut start = None;
         let mut first = 0;
         while first < calls {
-            wave(&gate, &svc, &mut alerts, &runs, &mut rng, first).await;
+            wave(&gate, &svc, &mut alerts, &tools, &mut rng, first).await;
             first += WAVE;
             // The warm-up fills the gate's history of decided requests: measure from there.
             if first == WARM_UP {

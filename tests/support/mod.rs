@@ -65,6 +65,11 @@ pub fn code(error: &BoxError) -> &'static str {
         .unwrap_or("not_a_tollgate_error")
 }
 
+/// How [`Tools`] names a call: its capability and arguments.
+pub fn call_key(call: &ToolCall) -> String {
+    format!("{} {}", call.capability(), call.args())
+}
+
 /// A tool service that answers `ran <capability> <args>` and counts calls per capability+args.
 #[derive(Clone, Debug, Default)]
 pub struct Tools {
@@ -78,8 +83,13 @@ impl Tools {
     }
 
     pub fn calls_of(&self, call: &ToolCall) -> usize {
-        let key = format!("{} {}", call.capability(), call.args());
+        let key = call_key(call);
         self.calls.lock().unwrap().get(&key).copied().unwrap_or(0)
+    }
+
+    /// The runs counted so far, by [`call_key`], leaving none counted.
+    pub fn take(&self) -> HashMap<String, usize> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
     }
 }
 
@@ -93,7 +103,7 @@ impl Service<ToolCall> for Tools {
     }
 
     fn call(&mut self, call: ToolCall) -> Self::Future {
-        let key = format!("{} {}", call.capability(), call.args());
+        let key = call_key(&call);
         *self.calls.lock().unwrap().entry(key.clone()).or_default() += 1;
         self.total.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move { Ok(format!("ran {key}")) })
