@@ -87,6 +87,86 @@ impl fmt::Debug for ArgsDigest {
     }
 }
 
+/// The argument fields a `value` approval is about: JSON pointers ([RFC 6901]), sorted, each
+/// once. A `value` rule made from a request with key fields covers later calls whose key fields
+/// are equal, whatever their other arguments hold.
+///
+/// [RFC 6901]: https://www.rfc-editor.org/rfc/rfc6901
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyFields(std::sync::Arc<[Box<str>]>);
+
+/// Domain separation: a key digest is never the digest of whole arguments, whose canonical JSON
+/// cannot begin with a NUL byte.
+const KEY_DOMAIN: &[u8] = b"\0tollgate/key-args/v1";
+
+impl KeyFields {
+    /// Checks and sorts `fields`: at least one, each a JSON pointer naming a field (`/to`,
+    /// `/recipient/email`, `/items/0`); anything else is `invalid_config`.
+    pub(crate) fn new<I, F>(fields: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = F>,
+        F: Into<Box<str>>,
+    {
+        let mut fields: Vec<Box<str>> = fields.into_iter().map(Into::into).collect();
+        let invalid = |detail: String| Error::new(ErrorKind::InvalidConfig).with_detail(detail);
+        if fields.is_empty() {
+            return Err(invalid("key_fields must name at least one field".into()));
+        }
+        for field in &fields {
+            if !field.starts_with('/') || field.len() < 2 {
+                return Err(invalid(format!(
+                    "key field {field:?} is not a JSON pointer to a field, such as \"/to\""
+                )));
+            }
+            if let Some(bad) = escapes(field) {
+                return Err(invalid(format!(
+                    "key field {field:?} has a `~` not followed by 0 or 1, at byte {bad}"
+                )));
+            }
+        }
+        fields.sort();
+        fields.dedup();
+        Ok(KeyFields(fields.into()))
+    }
+
+    pub(crate) fn as_slice(&self) -> &[Box<str>] {
+        &self.0
+    }
+
+    /// Both sets: a request asked about by two policies is keyed by every field either names.
+    pub(crate) fn union(&self, other: &KeyFields) -> KeyFields {
+        let mut fields: Vec<Box<str>> = self.0.iter().chain(other.0.iter()).cloned().collect();
+        fields.sort();
+        fields.dedup();
+        KeyFields(fields.into())
+    }
+
+    /// The digest of `args`' key fields: SHA-256 over a domain, then each pointer and the
+    /// canonical JSON of its value, length-prefixed. `None` if `args` lacks one of them.
+    pub(crate) fn digest(&self, args: &Value) -> Option<ArgsDigest> {
+        let mut hash = Sha256::new();
+        hash.update(KEY_DOMAIN);
+        for field in self.0.iter() {
+            let value = canonical_json(args.pointer(field)?);
+            for part in [field.as_bytes(), value.as_bytes()] {
+                hash.update((part.len() as u64).to_be_bytes());
+                hash.update(part);
+            }
+        }
+        Some(ArgsDigest(hash.finalize().into()))
+    }
+}
+
+/// The byte at which `pointer` has a `~` that is not `~0` or `~1`.
+fn escapes(pointer: &str) -> Option<usize> {
+    let bytes = pointer.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .find(|&(i, &b)| b == b'~' && !matches!(bytes.get(i + 1), Some(b'0' | b'1')))
+        .map(|(i, _)| i)
+}
+
 /// The canonical JSON text of `args`, as the digest sees it.
 pub fn canonical_json(args: &Value) -> String {
     // Most arguments are short: one allocation for them rather than a doubling from 8 bytes.

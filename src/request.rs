@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::args::ArgsDigest;
+use crate::args::{ArgsDigest, KeyFields};
 use crate::error::{Error, ErrorKind};
 pub use crate::id::RequestId;
 use crate::scope::Scope;
@@ -34,6 +34,9 @@ pub struct AccessRequest {
     /// In whole milliseconds, as stores keep it and the code binds it.
     pub(crate) max_rule_ttl_ms: u64,
     pub(crate) approvers: Option<Arc<[Box<str>]>>,
+    /// The fields a `value` approval is about, and their digest; `None` when it is about the
+    /// whole arguments.
+    pub(crate) key: Option<(KeyFields, ArgsDigest)>,
     pub(crate) created_at: Millis,
     pub(crate) expires_at: Millis,
     pub(crate) approval_url: Option<Box<str>>,
@@ -89,6 +92,19 @@ impl AccessRequest {
     pub fn approvers(&self) -> Option<&[Box<str>]> {
         self.approvers.as_deref()
     }
+    /// The argument fields a [`Scope::Value`] approval of this request is about (JSON
+    /// pointers, sorted): its rule covers later calls whose key fields are equal, whatever
+    /// their other arguments hold. `None` when it covers only identical arguments.
+    pub fn key_fields(&self) -> Option<&[Box<str>]> {
+        self.key.as_ref().map(|(fields, _)| fields.as_slice())
+    }
+    /// The arguments a `value` rule from this request binds: the key fields' digest, or the
+    /// arguments' digest.
+    pub(crate) fn value_digest(&self) -> ArgsDigest {
+        self.key
+            .as_ref()
+            .map_or(self.args_digest, |(_, digest)| *digest)
+    }
     /// Whether `approver` may decide this request.
     pub(crate) fn admits(&self, approver: &str) -> bool {
         self.approvers()
@@ -113,7 +129,7 @@ impl AccessRequest {
 impl Serialize for AccessRequest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut out = s.serialize_struct("AccessRequest", 14)?;
+        let mut out = s.serialize_struct("AccessRequest", 15)?;
         out.serialize_field("id", &self.id)?;
         out.serialize_field("capability", &*self.capability)?;
         out.serialize_field("args", &self.args())?;
@@ -125,6 +141,7 @@ impl Serialize for AccessRequest {
         out.serialize_field("max_scope", &self.max_scope)?;
         out.serialize_field("max_rule_ttl_secs", &self.max_rule_ttl().as_secs())?;
         out.serialize_field("approvers", &self.approvers.as_deref())?;
+        out.serialize_field("key_fields", &self.key_fields())?;
         out.serialize_field("created_at", &rfc3339(self.created_at()))?;
         out.serialize_field("expires_at", &rfc3339(self.expires_at()))?;
         out.serialize_field("approval_url", &self.approval_url.as_deref())?;

@@ -104,6 +104,35 @@ pub(crate) fn describe(outcome: &Outcome) -> String {
     line
 }
 
+/// What a [`Scope::Value`](crate::Scope::Value) approval of `request` covers, in words for a
+/// person: `later calls with the same arguments`, or with
+/// [key fields](crate::policy::Ask::key_fields), which fields must be equal and which
+/// top-level arguments may differ (`later calls with the same /to, whatever /body hold`).
+/// Caller text in it is escaped as [`visible`] does.
+pub fn value_covers(request: &AccessRequest) -> String {
+    let Some(fields) = request.key_fields() else {
+        return "later calls with the same arguments".to_owned();
+    };
+    let args = request.args();
+    let free: Vec<String> = args
+        .as_object()
+        .into_iter()
+        .flat_map(|object| object.keys())
+        .map(|name| format!("/{}", name.replace('~', "~0").replace('/', "~1")))
+        .filter(|top| {
+            !fields.iter().any(|f| {
+                f.strip_prefix(top.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+        })
+        .collect();
+    let mut text = format!("later calls with the same {}", fields.join(", "));
+    if !free.is_empty() {
+        let _ = write!(text, ", whatever {} hold", free.join(", "));
+    }
+    visible(&text).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{visible, visible_lines};

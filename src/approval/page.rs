@@ -275,7 +275,11 @@ fn decision_form(mount: &Mount, approver: &Approver, request: &AccessRequest) ->
                     label.choice {
                         input type="radio" name="scope" id={ "scope-" (scope) } value=(scope)
                             checked[scope == Scope::Once];
-                        " " (scope_text(scope))
+                        " " @if scope == Scope::Value && request.key_fields().is_some() {
+                            (shown(&capitalized(&crate::text::value_covers(request))))
+                        } @else {
+                            (scope_text(scope))
+                        }
                     }
                 }
             }
@@ -344,6 +348,15 @@ fn footer(mount: &Mount, approver: &Approver) -> Markup {
             }
         }
     }
+}
+
+/// `text` with its first letter upper case.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 fn scope_text(scope: Scope) -> &'static str {

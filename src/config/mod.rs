@@ -208,6 +208,10 @@ impl Config {
             if s.require_reason == Some(true) {
                 ask = ask.require_reason();
             }
+            if let Some(fields) = &s.key_fields {
+                // Checked when the file was read.
+                ask = ask.key_fields(fields.iter().map(String::as_str));
+            }
             Decision::Ask(ask)
         };
         match (s.decision.unwrap_or_default(), self.mode) {

@@ -88,6 +88,9 @@ pub struct CapabilitySettings {
     pub require_reason: Option<bool>,
     /// Who may approve or deny; anyone the gate accepts when left out.
     pub approvers: Option<Vec<String>>,
+    /// The argument fields (JSON pointers) a `value` approval is about; all of them when left
+    /// out. See [`Ask::key_fields`](crate::policy::Ask::key_fields).
+    pub key_fields: Option<Vec<String>>,
     /// The text shown to the approver.
     pub description: Option<String>,
     /// The reason given to callers of a `deny` entry.
@@ -135,6 +138,13 @@ impl CapabilitySettings {
         self
     }
 
+    /// The argument fields a `value` approval is about.
+    #[must_use]
+    pub fn key_fields<I: IntoIterator<Item = S>, S: Into<String>>(mut self, fields: I) -> Self {
+        self.key_fields = Some(fields.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// The text shown to the approver.
     #[must_use]
     pub fn description(mut self, text: impl Into<String>) -> Self {
@@ -160,6 +170,10 @@ impl CapabilitySettings {
                 .approvers
                 .clone()
                 .or_else(|| defaults.approvers.clone()),
+            key_fields: self
+                .key_fields
+                .clone()
+                .or_else(|| defaults.key_fields.clone()),
             description: self
                 .description
                 .clone()
@@ -185,6 +199,7 @@ impl CapabilitySettings {
                 ("max_rule_ttl", self.max_rule_ttl.is_some()),
                 ("require_reason", self.require_reason.is_some()),
                 ("approvers", self.approvers.is_some()),
+                ("key_fields", self.key_fields.is_some()),
                 ("description", self.description.is_some()),
             ];
             if let Some((name, _)) = asks.iter().find(|(_, set)| *set) {
@@ -216,6 +231,14 @@ impl CapabilitySettings {
             if approvers.iter().any(|a| a.trim().is_empty()) {
                 return Err((at("approvers"), "approver names must not be empty"));
             }
+        }
+        if let Some(fields) = &self.key_fields
+            && crate::args::KeyFields::new(fields.iter().map(String::as_str)).is_err()
+        {
+            return Err((
+                at("key_fields"),
+                "must list JSON pointers to argument fields, such as [\"/to\"]",
+            ));
         }
         Ok(())
     }

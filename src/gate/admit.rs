@@ -37,14 +37,25 @@ impl Gate {
         }
         let principal = call.principal().unwrap_or(ANONYMOUS);
         let session = call.session();
-        // Computed at most once, and only if a value rule or a new request needs it.
+        // Computed at most once, and only if a value rule or a new request needs them: the
+        // arguments' digest, and with key fields, theirs (`None` if the call lacks one).
         let digest_cell = std::cell::OnceCell::new();
         let digest = || *digest_cell.get_or_init(|| ArgsDigest::of(&call.args()));
+        let key_cell = std::cell::OnceCell::new();
+        let key = || {
+            key_cell
+                .get_or_init(|| ask.key_fields.as_ref().and_then(|f| f.digest(&call.args())))
+                .as_ref()
+                .copied()
+        };
         let now = Instant::now();
-        let covered = self
-            .shared
-            .rules_table()
-            .lookup(capability, principal, session, digest, now);
+        let covered = self.shared.rules_table().lookup(
+            capability,
+            principal,
+            session,
+            || (digest(), key()),
+            now,
+        );
         if let Some(answer) = covered {
             return answer;
         }
@@ -68,6 +79,7 @@ impl Gate {
             max_scope: ask.max_scope,
             max_rule_ttl_ms: duration_millis(ask.max_rule_ttl),
             approvers: ask.approvers,
+            key: key().and_then(|digest| Some((ask.key_fields.clone()?, digest))),
             created_at,
             expires_at: created_at + settings.request_ttl,
             approval_url: settings

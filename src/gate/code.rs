@@ -58,8 +58,9 @@ impl CodeKey {
     }
 
     /// `HMAC-SHA256(secret, domain ‖ id ‖ principal ‖ session ‖ capability ‖ args digest ‖
-    /// max scope ‖ max rule TTL ‖ expiry)`, every field length-prefixed, cut to `length` uppercase
-    /// hex characters.
+    /// max scope ‖ max rule TTL ‖ expiry [‖ key fields])`, every field length-prefixed, cut to
+    /// `length` uppercase hex characters. The key fields (each pointer in turn) come last, and
+    /// only when the request has them, so codes of requests without them are what they were.
     pub(crate) fn code(&self, request: &AccessRequest) -> VerificationCode {
         let digits = self.digits(request);
         let text = std::str::from_utf8(&digits[..self.length]).expect("hex digits are ASCII");
@@ -88,7 +89,8 @@ impl CodeKey {
             &request.max_rule_ttl_ms.to_be_bytes(),
             &expires_ms.to_be_bytes(),
         ];
-        for field in fields {
+        let keys = request.key_fields().unwrap_or_default();
+        for field in fields.into_iter().chain(keys.iter().map(|f| f.as_bytes())) {
             mac.update(&(field.len() as u64).to_be_bytes());
             mac.update(field);
         }
@@ -136,6 +138,7 @@ mod tests {
             max_scope: Scope::Once,
             max_rule_ttl_ms: 60_000,
             approvers: None,
+            key: None,
             created_at: now,
             expires_at: now + Duration::from_secs(60),
             approval_url: None,
@@ -196,5 +199,58 @@ mod tests {
             .collect();
         let key = CodeKey::new(secret, 8).unwrap();
         assert_eq!(key.code(&request).reveal(), expected);
+    }
+
+    /// Key fields come after the documented fields, each pointer in turn: the same request
+    /// keyed on other fields, or on none, has another code.
+    #[test]
+    fn the_code_binds_the_key_fields() {
+        use hmac::{Hmac, KeyInit, Mac};
+        let secret = b"a test secret of sixteen bytes";
+        let key = CodeKey::new(secret, 64).unwrap();
+        let mut request = request();
+        request.args = r#"{"body":"hi","to":"+1"}"#.into();
+        let args: serde_json::Value = serde_json::from_str(&request.args).unwrap();
+        let plain = key.code(&request).reveal().to_owned();
+        let mut codes = vec![plain.clone()];
+        for fields in [&["/to"][..], &["/body"], &["/body", "/to"]] {
+            let fields = crate::args::KeyFields::new(fields.iter().copied()).unwrap();
+            let digest = fields.digest(&args).unwrap();
+            request.key = Some((fields.clone(), digest));
+            let code = key.code(&request).reveal().to_owned();
+            assert!(!codes.contains(&code), "{fields:?}");
+            codes.push(code.clone());
+
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+            let plain_fields: [&[u8]; 9] = [
+                b"tollgate/verification-code/v1",
+                request.id.as_bytes(),
+                b"agent-7",
+                b"",
+                b"payments.refund",
+                request.args_digest.as_bytes(),
+                b"once",
+                &60_000u64.to_be_bytes(),
+                &request.expires_at.get().to_be_bytes(),
+            ];
+            let keyed = fields.as_slice().iter().map(|f| f.as_bytes());
+            for field in plain_fields.into_iter().chain(keyed) {
+                mac.update(&(field.len() as u64).to_be_bytes());
+                mac.update(field);
+            }
+            let expected: String = mac
+                .finalize()
+                .into_bytes()
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect();
+            assert_eq!(code, expected);
+        }
+        request.key = None;
+        assert_eq!(
+            key.code(&request).reveal(),
+            plain,
+            "no key fields: the code as before"
+        );
     }
 }

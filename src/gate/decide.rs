@@ -473,7 +473,7 @@ fn new_rule(
         } else {
             None
         },
-        args_digest: (scope == Scope::Value).then_some(request.args_digest),
+        args_digest: (scope == Scope::Value).then(|| request.value_digest()),
         granted_by: approver.clone(),
         granted_at,
         expires_at: granted_at + ttl,

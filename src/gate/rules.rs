@@ -67,24 +67,29 @@ fn remembered(rule: &Rule) -> Error {
 
 impl RuleTable {
     /// How the live rules covering a call answer it, if any covers it: run it, or refuse it
-    /// with `access_request_denied`; a denial beats an approval. `digest` is called only when
-    /// value rules exist for the principal.
+    /// with `access_request_denied`; a denial beats an approval. `digests` (the arguments', and
+    /// their key fields' when the policy names some and the call has them all) is called only
+    /// when value rules exist for the principal.
     pub(crate) fn lookup(
         &self,
         capability: &str,
         principal: &str,
         session: Option<&str>,
-        digest: impl FnOnce() -> ArgsDigest,
+        digests: impl FnOnce() -> (ArgsDigest, Option<ArgsDigest>),
         now: Instant,
     ) -> Option<Admission> {
         let rules = self.by_capability.get(capability)?;
         let mine = rules.principals.get(principal);
+        let values = mine.filter(|p| !p.values.is_empty());
+        let (args, key) = values.map(|_| digests()).unzip();
+        let value =
+            |digest: Option<ArgsDigest>| values.zip(digest).and_then(|(p, d)| p.values.get(&d));
         let candidates = [
             rules.global.as_ref(),
             mine.and_then(|p| p.capability.as_ref()),
             mine.zip(session).and_then(|(p, s)| p.sessions.get(s)),
-            mine.filter(|p| !p.values.is_empty())
-                .and_then(|p| p.values.get(&digest())),
+            value(args),
+            value(key.flatten()),
         ];
         let mut answer = None;
         for rule in candidates.into_iter().flatten().filter_map(|e| e.live(now)) {

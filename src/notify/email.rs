@@ -87,7 +87,8 @@ Approve or deny at {approval_url}
 Request {id}{#session}, session {session}{/session}
 Expires {expires_at} (in {expires_in}).
 An approval may grant up to scope {max_scope}, with rules of up to {max_rule_ttl}.
-
+{#value_covers}A value approval covers {value_covers}.
+{/value_covers}
 If you do not expect this request, deny it or let it expire.
 ";
 
@@ -103,7 +104,8 @@ pub const DEFAULT_HTML: &str = r#"<!doctype html>
 <p style="font:bold 1.6em monospace;letter-spacing:.15em">{code}</p>
 {#approval_url}<p><a href="{approval_url}" style="display:inline-block;padding:.6em 1.2em;background:#1f6feb;color:#fff;text-decoration:none;border-radius:4px">Approve or deny</a></p>
 {/approval_url}<p style="color:#555">Request {id}{#session}, session {session}{/session}.<br>
-Expires {expires_at} (in {expires_in}). An approval may grant up to scope {max_scope}, with rules of up to {max_rule_ttl}.</p>
+Expires {expires_at} (in {expires_in}). An approval may grant up to scope {max_scope}, with rules of up to {max_rule_ttl}.{#value_covers}<br>
+A value approval covers {value_covers}.{/value_covers}</p>
 <p style="color:#555">If you do not expect this request, deny it or let it expire.</p>
 </body></html>
 "#;

@@ -123,7 +123,7 @@ pub use self::template::Template;
 pub use self::terminal::TerminalNotifier;
 #[cfg(feature = "webhook")]
 pub use self::webhook::{CREATED, DeliveryFailed, RESOLVED, WebhookBuilder, WebhookNotifier};
-pub use crate::text::visible;
+pub use crate::text::{value_covers, visible};
 
 pub use crate::boxed::BoxFuture;
 pub use crate::code::VerificationCode;

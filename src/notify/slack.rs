@@ -10,7 +10,8 @@ use super::webhook::{DeliveryBuilder, Redacted, parse_url};
 use super::{Alert, IncludeCode, Notifier, NotifyError, Resolution, Template};
 use crate::boxed::BoxFuture;
 use crate::error::Error;
-use crate::text::{pretty_args, visible};
+use crate::scope::Scope;
+use crate::text::{pretty_args, value_covers, visible};
 use crate::time::{human_duration, rfc3339};
 
 /// Posts each alert to a chat channel through an incoming webhook: a line of text and the
@@ -100,6 +101,13 @@ impl SlackNotifier {
             ),
             true,
         ));
+        if request.max_scope() >= Scope::Value {
+            fields.push(field(
+                "A value approval covers",
+                &value_covers(request),
+                false,
+            ));
+        }
         if let Some(url) = request.approval_url() {
             let mut link = String::from("<");
             Escape::Chat.write(url, &mut link);

@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use super::{Alert, Resolution};
 use crate::error::{Error, ErrorKind};
 use crate::request::{AccessRequest, Outcome};
-use crate::text::{describe, pretty_args, visible, visible_lines};
+use crate::scope::Scope;
+use crate::text::{describe, pretty_args, value_covers, visible, visible_lines};
 use crate::time::{human_duration, rfc3339};
 
 /// A message template, checked when it is made.
@@ -26,6 +27,7 @@ use crate::time::{human_duration, rfc3339};
 /// | `code` | the verification code (alerts only; empty in resolutions) |
 /// | `expires_at`, `expires_in` | when the request expires, as RFC 3339 and as `4m 59s` |
 /// | `max_scope`, `max_rule_ttl` | the widest scope and longest rule an approval may grant |
+/// | `value_covers` | what a `value` approval covers: `later calls with the same /to, whatever /body hold` (empty if the request allows only `once`) |
 /// | `approval_url` | the approval page, when the gate has a base URL |
 /// | `outcome` | resolutions only: `approved by alice, scope value, until …`, `denied by bob: …` |
 ///
@@ -82,6 +84,7 @@ fields! {
     ExpiresIn = "expires_in",
     MaxScope = "max_scope",
     MaxRuleTtl = "max_rule_ttl",
+    ValueCovers = "value_covers",
     ApprovalUrl = "approval_url",
     Outcome = "outcome",
 }
@@ -273,6 +276,8 @@ impl<'a> Values<'a> {
             }
             Field::MaxScope => r.max_scope().as_str().into(),
             Field::MaxRuleTtl => human_duration(r.max_rule_ttl()).into(),
+            Field::ValueCovers if r.max_scope() >= Scope::Value => value_covers(r).into(),
+            Field::ValueCovers => "".into(),
             Field::ApprovalUrl => visible(r.approval_url().unwrap_or("")),
             Field::Outcome => self.outcome.map(describe).unwrap_or_default().into(),
         }

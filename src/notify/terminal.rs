@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use super::{Alert, Notifier, NotifyError, Resolution};
 
 use crate::boxed::BoxFuture;
-use crate::text::{describe, pretty_args, visible, visible_lines};
+use crate::scope::Scope;
+use crate::text::{describe, pretty_args, value_covers, visible, visible_lines};
 use crate::time::rfc3339;
 
 /// Prints each alert as a clear block on a terminal: capability, arguments, principal, reason,
@@ -118,6 +119,9 @@ fn render(alert: &Alert) -> String {
             request.max_rule_ttl().as_secs()
         ),
     );
+    if request.max_scope() >= Scope::Value {
+        row("value covers", &value_covers(request));
+    }
     if let Some(url) = request.approval_url() {
         row("approve at", &visible(url));
     }

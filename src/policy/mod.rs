@@ -55,6 +55,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::args::KeyFields;
+use crate::error::Error;
 use crate::scope::Scope;
 
 pub use self::combine::{And, FirstMatch, Or, Threshold, and, arg, first_match, or, threshold};
@@ -129,6 +131,7 @@ pub struct Ask {
     pub(crate) max_rule_ttl: Duration,
     pub(crate) approvers: Option<Arc<[Box<str>]>>,
     pub(crate) require_reason: bool,
+    pub(crate) key_fields: Option<KeyFields>,
 }
 
 impl Ask {
@@ -143,6 +146,7 @@ impl Ask {
             max_rule_ttl: Self::DEFAULT_MAX_RULE_TTL,
             approvers: None,
             require_reason: false,
+            key_fields: None,
         }
     }
 
@@ -180,6 +184,47 @@ impl Ask {
         self
     }
 
+    /// The argument fields a [`Scope::Value`] approval is about, as JSON pointers (`/to`,
+    /// `/recipient/email`). The rule it makes then covers later calls of the same principal and
+    /// capability whose key fields are equal (as canonical JSON), whatever their other
+    /// arguments hold: approve a message to one number, and later messages to that number pass
+    /// whatever their text. A remembered `value` denial covers the same calls.
+    ///
+    /// The key set is bound into the verification code, and the alert and the approval page
+    /// say which fields an approval covers and which it leaves free. A call that lacks one of
+    /// the fields (or whose field holds another type: `"42"` is not `42`) is never covered by a
+    /// key-field rule; its own `value` approval covers only calls with identical arguments,
+    /// as it does without key fields.
+    ///
+    /// # Panics
+    /// If a field is not a JSON pointer to a field (`/` and a name), or none is given;
+    /// [`try_key_fields`](Self::try_key_fields) returns `invalid_config` instead.
+    #[must_use]
+    pub fn key_fields<I, F>(self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = F>,
+        F: Into<Box<str>>,
+    {
+        self.try_key_fields(fields)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`key_fields`](Self::key_fields), with `invalid_config` for a field that is not a JSON
+    /// pointer to a field.
+    pub fn try_key_fields<I, F>(mut self, fields: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = F>,
+        F: Into<Box<str>>,
+    {
+        self.key_fields = Some(KeyFields::new(fields)?);
+        Ok(self)
+    }
+
+    /// The argument fields a `value` approval is about; `None` when it is about all of them.
+    pub fn keyed_by(&self) -> Option<&[Box<str>]> {
+        self.key_fields.as_ref().map(KeyFields::as_slice)
+    }
+
     /// Why the policy asks, as shown to the approver.
     pub fn reasoning(&self) -> &str {
         &self.reasoning
@@ -202,6 +247,11 @@ impl Ask {
             max_rule_ttl: self.max_rule_ttl.min(other.max_rule_ttl),
             approvers,
             require_reason: self.require_reason || other.require_reason,
+            // Every field either binds; arguments as a whole if either binds them whole.
+            key_fields: match (self.key_fields, other.key_fields) {
+                (Some(a), Some(b)) => Some(a.union(&b)),
+                _ => None,
+            },
         }
     }
 }

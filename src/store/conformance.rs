@@ -85,6 +85,7 @@ pub fn request(principal: &str, capability: &str, args: serde_json::Value) -> Ac
         max_scope: Scope::Global,
         max_rule_ttl_ms: 3_600_000,
         approvers: Some(Arc::from(vec!["alice".into(), "bob".into()])),
+        key: None,
         created_at: Millis::of(created_at),
         expires_at: Millis::of(created_at) + Duration::from_secs(300),
         approval_url: Some(format!("https://approvals.example/{id}").into()),
@@ -225,6 +226,19 @@ pub async fn records_round_trip(store: impl Store) {
     );
     assert_eq!(stored.status, Status::Pending, "a new request is pending");
     assert_eq!(stored.outcome, None, "a new request has no outcome");
+    let mut keyed =
+        super::conformance::request("agent-7", "sms.send", json!({"to": "+1", "body": "hi"}));
+    let fields = crate::args::KeyFields::new(["/to"]).expect("a pointer");
+    let digest = fields.digest(&keyed.args()).expect("the field is there");
+    keyed.key = Some((fields, digest));
+    insert(&store, &keyed).await;
+    let stored = store.request(keyed.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.request.to_record(),
+        keyed.to_record(),
+        "key fields read back"
+    );
+    assert_eq!(stored.request.value_digest(), keyed.value_digest());
     assert!(
         store.request(RequestId::random()).await.unwrap().is_none(),
         "unknown ids are None"

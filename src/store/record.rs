@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::args::{ArgsDigest, canonical_json, parse_strict};
+use crate::args::{ArgsDigest, KeyFields, canonical_json, parse_strict};
 use crate::error::{Error, ErrorKind};
 use crate::id::{RequestId, RuleId};
 use crate::request::{AccessRequest, Outcome};
@@ -35,6 +35,9 @@ struct RequestRecord {
     max_scope: Scope,
     max_rule_ttl_ms: u64,
     approvers: Option<Vec<String>>,
+    /// Absent on requests without key fields, as on those written before they existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_fields: Option<Vec<String>>,
     created_at_ms: i64,
     expires_at_ms: i64,
     approval_url: Option<String>,
@@ -59,6 +62,9 @@ impl AccessRequest {
                 .approvers
                 .as_deref()
                 .map(|list| list.iter().map(|a| a.to_string()).collect()),
+            key_fields: self
+                .key_fields()
+                .map(|list| list.iter().map(|f| f.to_string()).collect()),
             created_at_ms: millis(self.created_at()),
             expires_at_ms: millis(self.expires_at()),
             approval_url: self.approval_url.as_deref().map(Into::into),
@@ -70,8 +76,19 @@ impl AccessRequest {
     /// their digest; anything else is `store_unreadable`.
     pub fn from_record(text: &str) -> Result<Self, Error> {
         let r: RequestRecord = serde_json::from_str(text).map_err(|e| unreadable("request", e))?;
-        let args = canonical_json(&parse_strict(&r.args).map_err(|e| unreadable("request", e))?);
+        let value = parse_strict(&r.args).map_err(|e| unreadable("request", e))?;
+        let args = canonical_json(&value);
         let args_digest = ArgsDigest::of_canonical(&args);
+        let key = match r.key_fields {
+            Some(fields) => {
+                let fields = KeyFields::new(fields).map_err(|e| unreadable("request", e))?;
+                let digest = fields.digest(&value).ok_or_else(|| {
+                    unreadable("request", "its arguments lack one of its key fields")
+                })?;
+                Some((fields, digest))
+            }
+            None => None,
+        };
         if args_digest.to_string() != r.args_digest {
             return Err(unreadable(
                 "request",
@@ -92,6 +109,7 @@ impl AccessRequest {
             approvers: r
                 .approvers
                 .map(|list| list.into_iter().map(String::into_boxed_str).collect()),
+            key,
             created_at: Millis::of(from_millis(r.created_at_ms)),
             expires_at: Millis::of(from_millis(r.expires_at_ms)),
             approval_url: r.approval_url.map(String::into_boxed_str),

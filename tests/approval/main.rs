@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tollgate::approval::{ApprovalApi, Approver, Tokens};
 use tollgate::notify::{Alert, RecordingNotifier};
-use tollgate::policy::CapabilityTable;
+use tollgate::policy::{Ask, CapabilityTable};
 use tollgate::{BoxError, Gate, RequireApproval, Scope, Status, ToolCall};
 use tower::{Layer, ServiceExt};
 
@@ -984,4 +984,61 @@ async fn a_ttl_written_with_a_zero_fraction_is_a_whole_number() {
     let granted = rule["granted_at"].as_str().unwrap().to_owned();
     assert_ne!(rule["expires_at"].as_str().unwrap(), granted);
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_value_approval_over_http_covers_the_key_fields_the_request_names() {
+    let srv = default_server().await;
+    let tools = Tools::default();
+    let texts = srv
+        .gate
+        .layer(
+            CapabilityTable::new().ask(
+                "sms.send",
+                Ask::new("texts a customer")
+                    .max_scope(Scope::Value)
+                    .key_fields(["/to"]),
+            ),
+        )
+        .layer(tools.clone());
+    let sms = |to: &str, body: &str| {
+        ToolCall::new("sms.send", json!({"to": to, "body": body})).principal("agent-7")
+    };
+    let task = tokio::spawn(texts.clone().oneshot(sms("+15550100", "shipped")));
+    let alert = srv.alerts.next_alert().await;
+    srv.codes
+        .lock()
+        .unwrap()
+        .push(alert.code().reveal().to_owned());
+    let id = alert.request().id();
+
+    let one = srv.get(&format!("/api/requests/{id}"), Some(ALICE)).await;
+    assert_eq!(one.json()["request"]["key_fields"], json!(["/to"]));
+    let listed = srv.get("/api/requests", Some(ALICE)).await;
+    assert_eq!(listed.json()["requests"][0]["key_fields"], json!(["/to"]));
+
+    let approved = srv
+        .approve(
+            &alert,
+            ALICE,
+            json!({"code": code_of(&alert), "scope": "value"}),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
+    task.await.unwrap().unwrap();
+
+    texts
+        .clone()
+        .oneshot(sms("+15550100", "arrives today"))
+        .await
+        .unwrap();
+    assert_eq!(tools.total(), 2, "the same number, another text: covered");
+    let other = tokio::spawn(texts.oneshot(sms("+15550199", "shipped")));
+    let asked = srv.alerts.next_alert().await;
+    assert_eq!(
+        asked.request().args()["to"],
+        "+15550199",
+        "another number asks"
+    );
+    other.abort();
 }

@@ -244,6 +244,21 @@ const BAD: &[(&str, &str, &str)] = &[
         "nobody",
     ),
     (
+        "[capabilities.\"a\"]\nkey_fields = [\"to\"]",
+        "capabilities.a.key_fields",
+        "JSON pointers",
+    ),
+    (
+        "[defaults]\nkey_fields = []",
+        "defaults.key_fields",
+        "JSON pointers",
+    ),
+    (
+        "[capabilities.\"a\"]\ndecision = \"deny\"\nkey_fields = [\"/to\"]",
+        "capabilities.a.key_fields",
+        "this one denies",
+    ),
+    (
         "[capabilities.\"a\"]\ndecision = \"allow\"\ndeny_reason = \"x\"",
         "capabilities.a.deny_reason",
         "decision = \"deny\"",
@@ -709,4 +724,25 @@ async fn gate_settings_from_the_file_take_effect() {
         wrong("000000000001").await.unwrap_err().code(),
         "too_many_attempts"
     );
+}
+
+#[test]
+fn key_fields_are_read_for_value_approvals() {
+    let config = config(
+        r#"
+        [capabilities."sms.send"]
+        max_scope = "value"
+        key_fields = ["/to", "/from"]
+        "#,
+    );
+    match decide(&config, "sms.send") {
+        Decision::Ask(ask) => {
+            assert_eq!(ask.keyed_by(), Some(&["/from".into(), "/to".into()][..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    match decide(&config, "other") {
+        Decision::Ask(ask) => assert_eq!(ask.keyed_by(), None),
+        other => panic!("{other:?}"),
+    }
 }

@@ -113,6 +113,7 @@ async fn an_alert_mail_carries_the_request_and_its_code_and_the_follow_up_is_thr
         &format!("Request {id}, session conv-42"),
         &format!("Approve or deny at https://approve.example.com/requests/{id}"),
         "up to scope value",
+        "A value approval covers later calls with the same arguments.",
     ] {
         assert!(
             text.contains(expected),

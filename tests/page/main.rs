@@ -19,8 +19,8 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tollgate::approval::{Approver, Tokens};
 use tollgate::notify::{Alert, RecordingNotifier};
-use tollgate::policy::CapabilityTable;
-use tollgate::{BoxError, Gate, RequireApproval, Scope, Status};
+use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::{BoxError, Gate, RequireApproval, Scope, Status, ToolCall};
 use tower::{Layer, ServiceExt};
 
 use support::{Tools, code, policy, refund};
@@ -271,4 +271,52 @@ async fn an_expired_request_shows_that_it_expired_instead_of_the_form() {
         "no form for an expired request"
     );
     browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_page_says_which_fields_a_value_approval_covers_and_approves_for_them() {
+    let _one = BROWSER.lock().await;
+    let srv = server(Duration::from_secs(300)).await;
+    let tools = Tools::default();
+    let texts = srv
+        .gate
+        .layer(
+            CapabilityTable::new().ask(
+                "sms.send",
+                Ask::new("texts a customer")
+                    .max_scope(Scope::Value)
+                    .key_fields(["/to"]),
+            ),
+        )
+        .layer(tools.clone());
+    let sms = |body: &str| {
+        ToolCall::new("sms.send", json!({"to": "+15550100", "body": body})).principal("agent-7")
+    };
+    let task = tokio::spawn(texts.clone().oneshot(sms("Your order shipped")));
+    let alert = srv.alerts.next_alert().await;
+    let browser = browser().await;
+    open_and_sign_in(&browser, &alert).await;
+
+    let label = browser
+        .find(Locator::XPath("//input[@id='scope-value']/.."))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        label.trim(),
+        "Later calls with the same /to, whatever /body hold"
+    );
+    type_into(&browser, "code", alert.code().reveal()).await;
+    click(&browser, "scope-value").await;
+    click(&browser, "approve").await;
+    wait_for(&browser, "outcome").await;
+    task.await.unwrap().unwrap();
+    browser.close().await.unwrap();
+
+    // Another message to the same number runs without asking anyone.
+    texts.oneshot(sms("It arrives today")).await.unwrap();
+    assert_eq!(tools.total(), 2);
+    assert_eq!(srv.alerts.alerts().len(), 1);
 }
