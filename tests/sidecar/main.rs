@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Path as UrlPath;
@@ -420,7 +421,18 @@ async fn metrics_count_the_flow_and_carry_no_code_or_argument() {
     assert_eq!(denied.reply.await.unwrap().status, 403);
     let _ = sidecar.alerts.recv().await; // its resolution
 
-    let text = send(sidecar.approval, get_request("/metrics")).await.body;
+    // The receiver hears a delivery before the sidecar hears the receiver's answer and counts
+    // it: read the metrics again until the last one is counted.
+    let deliveries = r#"tollgate_notifier_deliveries_total{notifier="webhook",result="accepted"}"#;
+    let started = std::time::Instant::now();
+    let text = loop {
+        let text = send(sidecar.approval, get_request("/metrics")).await.body;
+        if samples(&text).get(deliveries) == Some(&4.0)
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            break text;
+        }
+    };
     let samples = samples(&text);
     let value = |key: &str| {
         samples
@@ -448,11 +460,7 @@ async fn metrics_count_the_flow_and_carry_no_code_or_argument() {
     assert_eq!(value("tollgate_wrong_codes_total"), 1.0);
     assert_eq!(value("tollgate_pending_requests"), 0.0);
     assert_eq!(value("tollgate_parked_callers"), 0.0);
-    assert_eq!(
-        value(r#"tollgate_notifier_deliveries_total{notifier="webhook",result="accepted"}"#),
-        4.0,
-        "two alerts and two resolutions"
-    );
+    assert_eq!(value(deliveries), 4.0, "two alerts and two resolutions");
     assert!(value("tollgate_store_write_seconds_count") >= 4.0);
     for secret in [
         first_code.as_str(),
