@@ -15,7 +15,7 @@ use super::error::{Answer, ApiErrorKind};
 use super::{Shared, Signed};
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::error::{Error, ErrorKind};
-use crate::gate::Revoke;
+use crate::gate::{Ends, Revoke};
 use crate::id::{RequestId, RuleId};
 use crate::scope::Scope;
 
@@ -118,6 +118,7 @@ pub(super) struct ApproveBody {
     scope: Option<Scope>,
     #[serde(default, deserialize_with = "whole_seconds")]
     ttl_secs: Option<u64>,
+    until: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +129,22 @@ pub(super) struct DenyBody {
     pub(super) remember: Option<Scope>,
     #[serde(default, deserialize_with = "whole_seconds")]
     pub(super) ttl_secs: Option<u64>,
+    pub(super) until: Option<String>,
+}
+
+/// When a decision's rule ends: after `ttl_secs`, or at `until` (RFC 3339 in UTC), not both.
+pub(super) fn ends(ttl_secs: Option<u64>, until: Option<&str>) -> Result<Option<Ends>, Answer> {
+    let invalid = |detail: &'static str| Answer::api(ApiErrorKind::InvalidBody, detail);
+    match (ttl_secs, until) {
+        (Some(_), Some(_)) => Err(invalid("give `ttl_secs` or `until`, not both")),
+        (Some(secs), None) => Ok(Some(Ends::After(Duration::from_secs(secs)))),
+        (None, Some(text)) => humantime::parse_rfc3339_weak(text)
+            .map(|end| Some(Ends::At(end)))
+            .map_err(|_| {
+                invalid("`until` must be a time in RFC 3339, in UTC: 2026-11-27T18:00:00Z")
+            }),
+        (None, None) => Ok(None),
+    }
 }
 
 /// A count of seconds: a JSON integer, written `300` or `300.0` alike (both are integers to
@@ -155,8 +172,8 @@ pub(super) async fn approve(
     let id = request_id(id)?;
     let body = json_body(body)?;
     let scope = body.scope.unwrap_or(Scope::Once);
-    let ttl = body.ttl_secs.map(Duration::from_secs);
-    let approval = api.approve(&approver, id, body.code, scope, ttl).await?;
+    let ends = ends(body.ttl_secs, body.until.as_deref())?;
+    let approval = api.approve(&approver, id, body.code, scope, ends).await?;
     Ok(reply(json!({
         "request": approval.request(),
         "status": "approved",

@@ -80,7 +80,7 @@ pub use self::approvers::{Approver, Approvers, TOKEN_COOKIE, Tokens};
 use self::error::{Answer, explain};
 pub use self::error::{ApiErrorKind, approver_status};
 use crate::gate::rate::{AlertRate, RateLimiter};
-use crate::gate::{Approval, Approve, Denial, Deny, Gate, Revoke};
+use crate::gate::{Approval, Approve, Denial, Deny, Ends, Gate, Revoke};
 use crate::id::RequestId;
 use crate::scope::Scope;
 
@@ -264,16 +264,18 @@ impl Api {
         id: RequestId,
         code: String,
         scope: Scope,
-        ttl: Option<Duration>,
+        ends: Option<Ends>,
     ) -> Result<Approval, Answer> {
-        self.take_decision(approver)?;
         let mut approve = Approve::new(id, code)
             .scope(scope)
             .by(approver.name_arc())
             .authority(approver.clone());
-        if let Some(ttl) = ttl {
-            approve = approve.ttl(ttl);
+        match ends {
+            Some(Ends::After(ttl)) => approve = approve.ttl(ttl),
+            Some(Ends::At(end)) => approve = approve.until(end),
+            None => {}
         }
+        self.take_decision(approver)?;
         Ok(self.gate.approve(approve).await?)
     }
 
@@ -284,6 +286,7 @@ impl Api {
         id: RequestId,
         decision: DenyBody,
     ) -> Result<Denial, Answer> {
+        let ends = api::ends(decision.ttl_secs, decision.until.as_deref())?;
         self.take_decision(approver)?;
         let mut deny = Deny::new(id, decision.code)
             .by(approver.name_arc())
@@ -294,8 +297,10 @@ impl Api {
         if let Some(scope) = decision.remember {
             deny = deny.remember(scope);
         }
-        if let Some(ttl) = decision.ttl_secs {
-            deny = deny.ttl(Duration::from_secs(ttl));
+        match ends {
+            Some(Ends::After(ttl)) => deny = deny.ttl(ttl),
+            Some(Ends::At(end)) => deny = deny.until(end),
+            None => {}
         }
         Ok(self.gate.deny(deny).await?)
     }

@@ -27,7 +27,7 @@ use super::error::{Answer, ApiErrorKind};
 use super::html::{error_page, in_words, layout, shown};
 use super::sign_in::Mount;
 use crate::error::{Error, ErrorKind};
-use crate::gate::{Approval, Denial};
+use crate::gate::{Approval, Denial, Ends};
 use crate::request::{AccessRequest, Status};
 use crate::scope::Scope;
 use crate::text::pretty_args;
@@ -157,8 +157,10 @@ pub(super) async fn decide(
     let decided = match form.action.as_str() {
         "approve" => {
             let scope = form.scope.unwrap_or(Scope::Once);
-            let ttl = form.ttl_secs.map(Duration::from_secs);
-            api.approve(approver, id, form.code, scope, ttl)
+            let ends = form
+                .ttl_secs
+                .map(|secs| Ends::After(Duration::from_secs(secs)));
+            api.approve(approver, id, form.code, scope, ends)
                 .await
                 .map(|approval| approved(&visit.mount, &approval))
         }
@@ -168,6 +170,7 @@ pub(super) async fn decide(
                 reason: form.reason,
                 remember: None,
                 ttl_secs: None,
+                until: None,
             };
             api.deny(approver, id, decision)
                 .await

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::id::{RequestId, RuleId};
@@ -17,9 +17,16 @@ pub struct Approve {
     pub(super) id: RequestId,
     pub(super) code: String,
     pub(super) scope: Scope,
-    pub(super) ttl: Option<Duration>,
+    pub(super) ends: Option<Ends>,
     pub(super) approver: Option<Arc<str>>,
     pub(super) authority: Option<Box<dyn Authority>>,
+}
+
+/// When the rule a decision makes ends: after a duration, or at a given time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ends {
+    After(Duration),
+    At(SystemTime),
 }
 
 /// What one approver may do beyond what the request itself allows: the approval API's
@@ -40,7 +47,7 @@ impl fmt::Debug for Approve {
             .field("id", &self.id)
             .field("code", &"<redacted>")
             .field("scope", &self.scope)
-            .field("ttl", &self.ttl)
+            .field("ends", &self.ends)
             .field("approver", &self.approver)
             .finish()
     }
@@ -54,7 +61,7 @@ impl Approve {
             id,
             code: code.into(),
             scope: Scope::Once,
-            ttl: None,
+            ends: None,
             approver: None,
             authority: None,
         }
@@ -74,9 +81,20 @@ impl Approve {
     }
 
     /// How long the rule lasts; at most, and by default, the request's maximum rule TTL.
+    /// Replaces an earlier [`until`](Self::until).
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
+        self.ends = Some(Ends::After(ttl));
+        self
+    }
+
+    /// When the rule ends, to the millisecond: a given time rather than a duration ("until
+    /// the end of the shift"). It must be in the future, and no later than the request's
+    /// maximum rule TTL from now (`scope_not_allowed` otherwise). Replaces an earlier
+    /// [`ttl`](Self::ttl).
+    #[must_use]
+    pub fn until(mut self, end: SystemTime) -> Self {
+        self.ends = Some(Ends::At(end));
         self
     }
 
@@ -95,7 +113,7 @@ pub struct Deny {
     pub(super) reason: Option<Arc<str>>,
     pub(super) approver: Option<Arc<str>>,
     pub(super) remember: Scope,
-    pub(super) ttl: Option<Duration>,
+    pub(super) ends: Option<Ends>,
     pub(super) authority: Option<Box<dyn Authority>>,
 }
 
@@ -107,7 +125,7 @@ impl fmt::Debug for Deny {
             .field("reason", &self.reason)
             .field("approver", &self.approver)
             .field("remember", &self.remember)
-            .field("ttl", &self.ttl)
+            .field("ends", &self.ends)
             .finish()
     }
 }
@@ -121,7 +139,7 @@ impl Deny {
             reason: None,
             approver: None,
             remember: Scope::Once,
-            ttl: None,
+            ends: None,
             authority: None,
         }
     }
@@ -154,9 +172,17 @@ impl Deny {
     }
 
     /// How long a remembered denial lasts; at most, and by default, the request's maximum rule TTL.
+    /// Replaces an earlier [`until`](Self::until).
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
+        self.ends = Some(Ends::After(ttl));
+        self
+    }
+
+    /// When a remembered denial ends, as [`Approve::until`] says.
+    #[must_use]
+    pub fn until(mut self, end: SystemTime) -> Self {
+        self.ends = Some(Ends::At(end));
         self
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::approver::{Approval, Approve, Authority, Denial, Deny, Revoke};
+use super::approver::{Approval, Approve, Authority, Denial, Deny, Ends, Revoke};
 use super::registry::{Ack, Known, Ruling, already};
 use super::replicas::{RECHECK, settled, settles};
 use super::rules::{LONGEST_RULE, deadline_of};
@@ -31,7 +31,7 @@ use crate::time::to_millis;
 struct Asked {
     effect: RuleEffect,
     scope: Scope,
-    ttl: Option<Duration>,
+    ends: Option<Ends>,
     approver: Option<Arc<str>>,
     reason: Option<Arc<str>>,
     authority: Option<Box<dyn Authority>>,
@@ -53,7 +53,7 @@ impl Gate {
         let asked = Asked {
             effect: RuleEffect::Allow,
             scope: approve.scope,
-            ttl: approve.ttl,
+            ends: approve.ends,
             approver: approve.approver,
             reason: None,
             authority: approve.authority,
@@ -73,7 +73,7 @@ impl Gate {
         let asked = Asked {
             effect: RuleEffect::Deny,
             scope: deny.remember,
-            ttl: deny.ttl,
+            ends: deny.ends,
             approver: deny.approver,
             reason: deny.reason,
             authority: deny.authority,
@@ -379,13 +379,13 @@ impl Asked {
         if let Some(authority) = &self.authority {
             authority.grants(self.scope)?;
         }
-        let ttl = allowed(request, self.scope, self.ttl)?;
+        let granted_at = to_millis(SystemTime::now());
+        let ttl = allowed(request, self.scope, self.ends, granted_at)?;
         let rule = new_rule(
             seals,
             request,
-            self.effect,
-            self.scope,
-            ttl,
+            (self.effect, self.scope),
+            (granted_at, ttl),
             approver,
             self.reason.clone(),
         );
@@ -420,11 +420,13 @@ async fn acknowledged(
         .unwrap_or_else(|_| Err(queue_stopped().with_request(id)))
 }
 
-/// The TTL a decision of `scope` gets, if the request allows that scope and TTL.
+/// The TTL a decision of `scope` granted at `granted_at` gets, if the request allows that scope
+/// and when it `ends`.
 fn allowed(
     request: &AccessRequest,
     scope: Scope,
-    ttl: Option<Duration>,
+    ends: Option<Ends>,
+    granted_at: SystemTime,
 ) -> Result<Duration, Error> {
     let refuse = |detail: String| Err(Error::new(ErrorKind::ScopeNotAllowed).with_detail(detail));
     if scope > request.max_scope {
@@ -437,7 +439,15 @@ fn allowed(
         return refuse("scope `session` needs a call that names its session".into());
     }
     let max = request.max_rule_ttl();
-    let ttl = ttl.unwrap_or(max);
+    let ttl = match ends {
+        None => max,
+        Some(Ends::After(ttl)) => ttl,
+        // To the millisecond, as stores keep it: the rule ends exactly then.
+        Some(Ends::At(end)) => match to_millis(end).duration_since(granted_at) {
+            Ok(ttl) if !ttl.is_zero() => ttl,
+            _ => return refuse("`until` must be in the future".into()),
+        },
+    };
     if ttl > max {
         return refuse(format!(
             "this request allows rules of at most {} s",
@@ -452,16 +462,14 @@ fn allowed(
 fn new_rule(
     seals: &SealKey,
     request: &AccessRequest,
-    effect: RuleEffect,
-    scope: Scope,
-    ttl: Duration,
+    (effect, scope): (RuleEffect, Scope),
+    (granted_at, ttl): (SystemTime, Duration),
     approver: &Arc<str>,
     reason: Option<Arc<str>>,
 ) -> Option<Rule> {
     if scope == Scope::Once {
         return None;
     }
-    let granted_at = to_millis(SystemTime::now());
     let mut rule = Rule {
         id: RuleId::made_at(granted_at),
         effect,

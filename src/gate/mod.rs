@@ -65,9 +65,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub(crate) use self::admit::{Admission, Waiter};
-#[cfg(feature = "axum")]
-pub(crate) use self::approver::Authority;
 pub use self::approver::{Approval, Approve, Denial, Deny, Revoke};
+#[cfg(feature = "axum")]
+pub(crate) use self::approver::{Authority, Ends};
 pub use self::builder::GateBuilder;
 use self::code::CodeKey;
 use self::effects::Deliveries;

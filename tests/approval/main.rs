@@ -1042,3 +1042,52 @@ async fn a_value_approval_over_http_covers_the_key_fields_the_request_names() {
     );
     other.abort();
 }
+
+#[tokio::test]
+async fn an_approval_over_http_can_end_at_a_given_time() {
+    let srv = default_server().await;
+    let (task, alert) = srv.park(refund(10)).await;
+    let code = code_of(&alert);
+    let until = "2100-01-01T00:00:00Z";
+    let beyond = srv
+        .approve(
+            &alert,
+            ALICE,
+            json!({"code": code, "scope": "value", "until": until}),
+        )
+        .await;
+    refused(
+        &beyond,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "scope_not_allowed",
+    );
+    for body in [
+        json!({"code": code, "scope": "value", "until": "tomorrow"}),
+        json!({"code": code, "scope": "value", "until": "2030-01-01T00:00:00+02:00"}),
+        json!({"code": code, "scope": "value", "until": 1}),
+        json!({"code": code, "scope": "value", "until": until, "ttl_secs": 60}),
+    ] {
+        let reply = srv.approve(&alert, ALICE, body.clone()).await;
+        refused(&reply, StatusCode::BAD_REQUEST, "invalid_body");
+    }
+    let end = std::time::SystemTime::now() + Duration::from_secs(1800);
+    let end = humantime::format_rfc3339_millis(end).to_string();
+    let approved = srv
+        .approve(
+            &alert,
+            ALICE,
+            json!({"code": code, "scope": "value", "until": end}),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
+    let rule_ends = approved.json()["rule"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        &rule_ends[..19],
+        &end[..19],
+        "to the second, as the API shows times"
+    );
+    task.await.unwrap().unwrap();
+}

@@ -1089,3 +1089,71 @@ async fn a_dropped_gate_leaves_no_task_behind() {
     }
     until(|| tasks.num_alive_tasks() == 0).await;
 }
+
+#[tokio::test]
+async fn an_approval_can_end_at_a_given_time() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let f = fixture(Scope::Value);
+    let (task, alert) = f.park(refund(100)).await;
+    let id = alert.request().id();
+    let code_ = alert.code().reveal();
+    let now = SystemTime::now();
+    let refused = |approve: Approve| async { f.gate.approve(approve).await.unwrap_err() };
+    for end in [
+        now - Duration::from_secs(1),
+        UNIX_EPOCH,
+        now + Duration::from_secs(3601),
+    ] {
+        let error = refused(
+            Approve::new(id, code_)
+                .scope(Scope::Value)
+                .until(end)
+                .by("a"),
+        )
+        .await;
+        assert_eq!(error.code(), "scope_not_allowed", "{end:?}");
+    }
+    assert_eq!(f.gate.status(id).unwrap(), Status::Pending);
+
+    // A time with a fraction of a millisecond: the rule ends at its millisecond.
+    let end = now + Duration::from_millis(30 * 60 * 1000) + Duration::from_micros(700);
+    let approval = f
+        .gate
+        .approve(
+            Approve::new(id, code_)
+                .scope(Scope::Value)
+                .until(end)
+                .by("alice"),
+        )
+        .await
+        .unwrap();
+    task.await.unwrap().unwrap();
+    let ends = approval.rule().unwrap().expires_at();
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis();
+    assert_eq!(ms(ends), ms(end));
+    assert_eq!(
+        ends.duration_since(UNIX_EPOCH).unwrap().subsec_micros() % 1000,
+        0
+    );
+    assert_eq!(f.gate.rules()[0].expires_at(), ends);
+
+    // The latest of `ttl` and `until` given is the one that counts, for denials too.
+    let (task, alert) = f.park(refund(200)).await;
+    let end = SystemTime::now() + Duration::from_secs(600);
+    let denial = f
+        .gate
+        .deny(
+            Deny::new(alert.request().id(), alert.code().reveal())
+                .remember(Scope::Value)
+                .ttl(Duration::from_secs(60))
+                .until(end)
+                .by("alice"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ms(denial.rule().unwrap().expires_at()), ms(end));
+    assert_eq!(
+        code(&task.await.unwrap().unwrap_err()),
+        "access_request_denied"
+    );
+}
