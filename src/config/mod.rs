@@ -94,7 +94,7 @@ pub use self::settings::{
 use crate::call::Call;
 use crate::error::{Error, ErrorKind};
 use crate::gate::{Gate, GateBuilder};
-use crate::notify::TerminalNotifier;
+use crate::notify::{FanOut, TerminalNotifier};
 use crate::policy::{Ask, CapabilityTable, Decision, Policy};
 use crate::scope::Scope;
 
@@ -134,6 +134,43 @@ impl Config {
                 .with_source(e)
         })?;
         parse_toml(&text, Some(path))
+    }
+
+    /// Reads the TOML file at `path` again and puts its policy in `policy` (the
+    /// [`LivePolicy`](crate::policy::LivePolicy) the service was built with) and its notifiers
+    /// in `gate`, as operators do on `SIGHUP`. Everything is read and built first: a file that
+    /// does not load, or whose policy or notifiers cannot be built, changes nothing, and the
+    /// error names the file and the field. Parked calls keep what they were asked with; the `[gate]` and `[approval]`
+    /// sections (the secret, TTLs, limits, listen address, approvers) take effect at the next
+    /// start. Returns the configuration read.
+    ///
+    /// ```no_run
+    /// # async fn serve(gate: tollgate::Gate) -> Result<(), tollgate::Error> {
+    /// use tollgate::config::Config;
+    /// use tollgate::policy::LivePolicy;
+    ///
+    /// let policy = LivePolicy::new(Config::load("tollgate.toml")?.policy()?);
+    /// // ... gate.layer(policy.clone()) wraps the service ...
+    /// // later, when the file changed:
+    /// if let Err(error) = Config::reload("tollgate.toml", &policy, &gate) {
+    ///     eprintln!("kept the running configuration: {error}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "toml")]
+    pub fn reload(
+        path: impl AsRef<Path>,
+        policy: &crate::policy::LivePolicy<ConfigPolicy>,
+        gate: &Gate,
+    ) -> Result<Config, Error> {
+        let config = Config::load(path)?;
+        let next = config.policy()?;
+        let notifiers = config.notifiers()?;
+        gate.replace_notifiers(notifiers)
+            .map_err(|e| config.wrap("notifiers", e))?;
+        policy.replace(next);
+        tracing::info!(origin = %config.origin_name(), "configuration reloaded");
+        Ok(config)
     }
 
     /// Parses and validates TOML text.
@@ -271,10 +308,18 @@ impl Config {
         if g.park_when_unnotified {
             builder = builder.park_when_unnotified();
         }
+        Ok(builder.notifiers(self.notifiers()?))
+    }
+
+    /// The notifiers of `[[notifiers]]`, their secrets read, as
+    /// [`Gate::replace_notifiers`] takes them.
+    pub fn notifiers(&self) -> Result<FanOut, Error> {
+        self.validate()?;
+        let mut notifiers = FanOut::new();
         for (i, settings) in self.notifiers.iter().enumerate() {
-            builder = self.add_notifier(builder, &format!("notifiers[{i}]"), settings)?;
+            notifiers = self.add_notifier(notifiers, &format!("notifiers[{i}]"), settings)?;
         }
-        Ok(builder)
+        Ok(notifiers)
     }
 
     /// The gate the file describes; [`gate_builder`](Self::gate_builder) then `build`, with
@@ -287,12 +332,12 @@ impl Config {
 
     fn add_notifier(
         &self,
-        builder: GateBuilder,
+        notifiers: FanOut,
         field: &str,
         settings: &NotifierSettings,
-    ) -> Result<GateBuilder, Error> {
+    ) -> Result<FanOut, Error> {
         match settings {
-            NotifierSettings::Terminal(t) => Ok(builder.notifier(match t.stream {
+            NotifierSettings::Terminal(t) => Ok(notifiers.with(match t.stream {
                 Stream::Stderr => TerminalNotifier::stderr(),
                 Stream::Stdout => TerminalNotifier::stdout(),
             })),
@@ -319,7 +364,7 @@ impl Config {
                 for cc in &e.cc {
                     email = email.cc(cc.clone());
                 }
-                Ok(builder.notifier(email.build().map_err(|err| self.wrap(field, err))?))
+                Ok(notifiers.with(email.build().map_err(|err| self.wrap(field, err))?))
             }
             #[cfg(feature = "webhook")]
             NotifierSettings::Webhook(w) => {
@@ -335,7 +380,7 @@ impl Config {
                 if let Some(attempts) = w.max_attempts {
                     webhook = webhook.max_attempts(attempts);
                 }
-                Ok(builder.notifier(webhook.build().map_err(|err| self.wrap(field, err))?))
+                Ok(notifiers.with(webhook.build().map_err(|err| self.wrap(field, err))?))
             }
             #[cfg(feature = "webhook")]
             NotifierSettings::Slack(s) => {
@@ -345,7 +390,7 @@ impl Config {
                 let slack = with(slack, s.include_code, C::include_code);
                 let slack = with(slack, s.attempt_timeout, C::attempt_timeout);
                 let slack = with(slack, s.max_attempts, C::max_attempts);
-                Ok(builder.notifier(slack.build().map_err(|err| self.wrap(field, err))?))
+                Ok(notifiers.with(slack.build().map_err(|err| self.wrap(field, err))?))
             }
             #[cfg(not(feature = "email"))]
             NotifierSettings::Email(_) => Err(self.needs_feature(field, "email", "email")),

@@ -160,6 +160,12 @@ impl GateBuilder {
         self
     }
 
+    /// Adds every channel of `notifiers`, as [`notifier`](Self::notifier) adds one.
+    pub(crate) fn notifiers(mut self, notifiers: FanOut) -> Self {
+        self.notifiers = self.notifiers.extend(notifiers);
+        self
+    }
+
     /// How many decided requests are remembered for `status` and late approvers. Default: 4,096.
     pub fn history(mut self, capacity: usize) -> Self {
         self.history = capacity;
@@ -277,10 +283,12 @@ impl GateBuilder {
                     park_unnotified: self.park_unnotified,
                     audit_args: self.audit_args,
                     shared_store: store.shared(),
+                    alert_concurrency: self.alert_concurrency,
+                    notify_timeout: self.notify_timeout,
                 },
                 key,
                 seals,
-                notifiers,
+                notifiers: RwLock::new(Arc::new(notifiers)),
                 registry: Mutex::new(Registry::new(
                     self.history,
                     self.alert_rate.map(RateLimiter::new),

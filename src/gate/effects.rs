@@ -176,8 +176,8 @@ impl Shared {
         self.deliver(&runtime, id, async move {
             let resolution = Resolution::new(request, outcome);
             let resolution = &resolution;
-            let report = shared
-                .notifiers
+            let notifiers = shared.notifiers();
+            let report = notifiers
                 .each(|notifier| notifier.on_resolved(resolution))
                 .await;
             report.log("on_resolved", id);
@@ -190,7 +190,8 @@ impl Shared {
         let id = request.id;
         let alert = Alert::new(request.clone(), self.key.code(&request));
         let alert = &alert;
-        let report = self.notifiers.each(|notifier| notifier.notify(alert)).await;
+        let notifiers = self.notifiers();
+        let report = notifiers.each(|notifier| notifier.notify(alert)).await;
         report.log("notify", id);
         if report.accepted > 0 {
             tracing::debug!(request_id = %id, notifiers = report.accepted, "access request notified");

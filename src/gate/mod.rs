@@ -96,7 +96,7 @@ impl fmt::Debug for Gate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gate")
             .field("settings", &self.shared.settings)
-            .field("notifiers", &self.shared.notifiers)
+            .field("notifiers", &self.shared.notifiers())
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +112,9 @@ struct Settings {
     audit_args: bool,
     /// Whether other processes share the store, and so decide its requests too.
     shared_store: bool,
+    /// What each set of notifiers is bounded by, replacements included.
+    alert_concurrency: usize,
+    notify_timeout: Duration,
 }
 
 pub(crate) struct Shared {
@@ -119,8 +122,9 @@ pub(crate) struct Shared {
     key: CodeKey,
     /// Seals the rules this gate makes, and checks those it reads back.
     seals: SealKey,
-    /// Every notifier, each bounded in concurrency, all within the notify timeout.
-    notifiers: FanOut,
+    /// Every notifier, each bounded in concurrency, all within the notify timeout; replaced
+    /// whole by `replace_notifiers`, while deliveries under way keep the set they started with.
+    notifiers: RwLock<Arc<FanOut>>,
     registry: Mutex<Registry>,
     rules: RwLock<RuleTable>,
     /// Signalled on every status change, for `Gate::wait`.
@@ -315,6 +319,34 @@ impl Gate {
         Ok(())
     }
 
+    /// Replaces every notifier, as operators do when the configuration changes: alerts and
+    /// resolutions from now on go to `notifiers`, each bounded and timed as the builder set
+    /// ([`alert_concurrency`](GateBuilder::alert_concurrency),
+    /// [`notify_timeout`](GateBuilder::notify_timeout)). Parked calls and pending requests are
+    /// not touched; deliveries under way finish with the notifiers they started with.
+    ///
+    /// `invalid_config`, leaving the notifiers in place, if `notifiers` is empty and the gate
+    /// does not [park unnotified calls](GateBuilder::park_when_unnotified).
+    pub fn replace_notifiers(&self, notifiers: FanOut) -> Result<(), Error> {
+        let settings = &self.shared.settings;
+        if notifiers.is_empty() && !settings.park_unnotified {
+            return Err(Error::new(ErrorKind::InvalidConfig).with_detail(
+                "at least one notifier is needed, or nobody hears of a request (or build the gate with `park_when_unnotified`)",
+            ));
+        }
+        let notifiers = notifiers
+            .bounded(settings.alert_concurrency)
+            .within(settings.notify_timeout);
+        let count = notifiers.len();
+        *self
+            .shared
+            .notifiers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(notifiers);
+        tracing::info!(notifiers = count, "notifiers replaced");
+        Ok(())
+    }
+
     /// The gate's current load.
     pub fn stats(&self) -> Stats {
         let counts = self.shared.registry().counts();
@@ -340,6 +372,14 @@ impl Gate {
 impl Shared {
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The notifiers in place now.
+    fn notifiers(&self) -> Arc<FanOut> {
+        self.notifiers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn rules_table(&self) -> RwLockReadGuard<'_, RuleTable> {

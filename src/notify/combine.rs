@@ -211,6 +211,12 @@ impl FanOut {
         self
     }
 
+    /// These channels, then `other`'s.
+    pub(crate) fn extend(mut self, other: FanOut) -> Self {
+        self.channels.extend(other.channels);
+        self
+    }
+
     /// Lets each channel run at most `slots` deliveries at once; more wait for a free slot.
     pub(crate) fn bounded(mut self, slots: usize) -> Self {
         for channel in &mut self.channels {

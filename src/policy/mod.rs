@@ -14,6 +14,7 @@
 //! - [`threshold`]: Alter's cost rule: a number read from the call; above a limit asks, above
 //!   another denies, at or below passes.
 //! - [`and`], [`or`] and [`first_match`] compose them.
+//! - [`LivePolicy`] holds any of them so that it can be replaced while the service runs.
 //!
 //! ```
 //! use std::time::Duration;
@@ -47,6 +48,7 @@
 //! ```
 
 mod combine;
+mod live;
 mod pattern;
 mod table;
 
@@ -60,6 +62,7 @@ use crate::error::Error;
 use crate::scope::Scope;
 
 pub use self::combine::{And, FirstMatch, Or, Threshold, and, arg, first_match, or, threshold};
+pub use self::live::LivePolicy;
 pub use self::table::CapabilityTable;
 
 pub(crate) use self::pattern::Pattern;

@@ -746,3 +746,108 @@ fn key_fields_are_read_for_value_approvals() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A configuration file that can be rewritten, in its own directory.
+struct File(PathBuf);
+
+impl File {
+    fn new(text: &str) -> File {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-reload-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = File(dir.join("tollgate.toml"));
+        file.write(text);
+        file
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(&self.0, text).unwrap();
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+    }
+}
+
+const RELOADED: &str = r#"
+    mode = "selective"
+    [gate]
+    random_secret = true
+    [[notifiers]]
+    kind = "terminal"
+    stream = "stderr"
+    [capabilities."sms.send"]
+    decision = "DECISION"
+"#;
+
+#[tokio::test]
+async fn a_reload_replaces_the_policy_and_keeps_parked_calls_and_a_bad_file_changes_nothing() {
+    let file = File::new(&RELOADED.replace("DECISION", "ask"));
+    let config = Config::load(&file.0).unwrap();
+    let live = tollgate::policy::LivePolicy::new(config.policy().unwrap());
+    let gate = config.gate().unwrap();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = ran.clone();
+    let svc = gate
+        .layer(live.clone())
+        .layer(service_fn(move |_: ToolCall| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<_, tollgate::BoxError>("sent") }
+        }));
+    let sms = || ToolCall::new("sms.send", json!({"to": "+1"})).principal("agent-7");
+
+    // Parked under the first policy.
+    let parked = tokio::spawn(svc.clone().oneshot(sms()));
+    support::until(|| gate.stats().pending == 1).await;
+    let id = gate.pending()[0].id();
+
+    file.write(&RELOADED.replace("DECISION", "allow"));
+    Config::reload(&file.0, &live, &gate).unwrap();
+    svc.clone().oneshot(sms()).await.unwrap();
+    assert_eq!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "allowed now"
+    );
+    assert_eq!(gate.stats().pending, 1, "the parked call is still there");
+
+    // A bad file: the error names it and the field, and the running policy stays.
+    file.write(&RELOADED.replace("DECISION", "maybe"));
+    let error = Config::reload(&file.0, &live, &gate).unwrap_err();
+    assert_eq!(error.code(), "invalid_config");
+    let message = error.to_string();
+    assert!(message.contains("tollgate.toml"), "{message}");
+    assert!(message.contains("decision"), "{message}");
+    file.write(
+        &RELOADED
+            .replace("DECISION", "deny")
+            .replace("[[notifiers]]", "[[notifierz]]"),
+    );
+    assert_eq!(
+        Config::reload(&file.0, &live, &gate).unwrap_err().code(),
+        "invalid_config"
+    );
+    svc.clone().oneshot(sms()).await.unwrap();
+    assert_eq!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "still allowed"
+    );
+
+    // The parked call is decided as it was asked.
+    let verification = gate.verification_code(id).unwrap();
+    gate.approve(Approve::new(id, verification.reveal()).by("alice"))
+        .await
+        .unwrap();
+    assert_eq!(parked.await.unwrap().unwrap(), "sent");
+
+    file.write(&RELOADED.replace("DECISION", "deny"));
+    Config::reload(&file.0, &live, &gate).unwrap();
+    let denied = svc.oneshot(sms()).await.unwrap_err();
+    assert_eq!(code(&denied), "access_request_denied");
+}

@@ -1157,3 +1157,40 @@ async fn an_approval_can_end_at_a_given_time() {
         "access_request_denied"
     );
 }
+
+#[tokio::test]
+async fn notifiers_can_be_replaced_while_calls_wait() {
+    let f = fixture(Scope::Value);
+    let (task, first) = f.park(refund(100)).await;
+
+    let next = RecordingNotifier::new();
+    f.gate
+        .replace_notifiers(tollgate::notify::FanOut::new().with(next.clone()))
+        .unwrap();
+    let (task2, _) = {
+        let task = tokio::spawn(f.svc.clone().oneshot(refund(200)));
+        (task, next.next_alert().await)
+    };
+    assert_eq!(
+        f.alerts.alerts().len(),
+        1,
+        "the old notifier hears of nothing new"
+    );
+
+    // The request parked before the replacement is decided as before; its resolution goes to
+    // the notifiers in place now.
+    f.approve(&first, Scope::Once).await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        next.next_resolution().await.request().id(),
+        first.request().id()
+    );
+
+    let none = f
+        .gate
+        .replace_notifiers(tollgate::notify::FanOut::new())
+        .unwrap_err();
+    assert_eq!(none.code(), "invalid_config");
+    assert!(!next.alerts().is_empty(), "the notifiers in place stay");
+    task2.abort();
+}

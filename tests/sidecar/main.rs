@@ -70,6 +70,8 @@ struct Sidecar {
     proxy: SocketAddr,
     approval: SocketAddr,
     alerts: tokio::sync::mpsc::UnboundedReceiver<Seen>,
+    /// Its stderr after the addresses, line by line (also copied to ours).
+    stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
     child: Child,
     dir: PathBuf,
 }
@@ -114,16 +116,19 @@ async fn sidecar(name: &str, upstream: &str, ttl: &str) -> Sidecar {
         approval = approval.or(address("tollgate: approval page and API at "));
         proxy = address("tollgate: proxying ");
     }
-    // The rest of its stderr goes to ours.
+    // The rest of its stderr goes to ours, and to the test.
+    let (lines, stderr_lines) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(Some(line)) = stderr.next_line().await {
             eprintln!("{line}");
+            let _ = lines.send(line);
         }
     });
     Sidecar {
         proxy: proxy.unwrap(),
         approval: approval.expect("the approval address is printed first"),
         alerts,
+        stderr: stderr_lines,
         child,
         dir,
     }
@@ -485,4 +490,62 @@ async fn sigterm_stops_the_proxy_cleanly() {
     assert!(killed.success());
     let status = sidecar.child.wait().await.unwrap();
     assert_eq!(status.code(), Some(0), "a clean stop");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_configuration_and_a_bad_file_keeps_the_running_one() {
+    let (upstream, _) = upstream().await;
+    let mut sidecar = sidecar("reload", &format!("http://{upstream}"), "1m").await;
+    assert_eq!(
+        send(sidecar.proxy, get_request("/headers")).await.status,
+        200
+    );
+    let path = sidecar.dir.join("tollgate.toml");
+    let allowing = std::fs::read_to_string(&path).unwrap();
+    let allow = "decision = \"allow\"";
+    assert!(allowing.contains(allow));
+    let hang_up = |sidecar: &Sidecar| {
+        let pid = sidecar.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status();
+        assert!(sent.unwrap().success(), "kill -HUP {pid}");
+    };
+    async fn said(sidecar: &mut Sidecar, what: &str) -> String {
+        loop {
+            let line = sidecar.stderr.recv().await.expect("the proxy is running");
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+
+    std::fs::write(&path, allowing.replace(allow, "decision = \"deny\"")).unwrap();
+    hang_up(&sidecar);
+    said(&mut sidecar, "tollgate: reloaded").await;
+    assert_eq!(
+        send(sidecar.proxy, get_request("/headers")).await.status,
+        403
+    );
+
+    std::fs::write(&path, allowing.replace(allow, "decision = \"perhaps\"")).unwrap();
+    hang_up(&sidecar);
+    let kept = said(&mut sidecar, "kept the running configuration").await;
+    assert!(
+        kept.contains("tollgate.toml") && kept.contains("decision"),
+        "{kept}"
+    );
+    assert_eq!(
+        send(sidecar.proxy, get_request("/headers")).await.status,
+        403,
+        "the running policy stays"
+    );
+
+    std::fs::write(&path, &allowing).unwrap();
+    hang_up(&sidecar);
+    said(&mut sidecar, "tollgate: reloaded").await;
+    assert_eq!(
+        send(sidecar.proxy, get_request("/headers")).await.status,
+        200
+    );
 }

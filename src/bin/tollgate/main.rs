@@ -23,8 +23,9 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use tollgate::Gate;
-use tollgate::config::{Config, NotifierSettings, Stream};
+use tollgate::config::{Config, ConfigPolicy, NotifierSettings, Stream};
 use tollgate::mcp::Identity;
+use tollgate::policy::LivePolicy;
 
 use crate::proxy::{Proxy, UpstreamCommand};
 use crate::sidecar::Upstream;
@@ -279,7 +280,8 @@ async fn mcp(args: McpArgs) -> Result<ExitCode, String> {
         ));
     }
     let gate = start(&config, &args.config, args.listen).await?;
-    let policy = config.policy().map_err(|e| e.to_string())?;
+    let policy = LivePolicy::new(config.policy().map_err(|e| e.to_string())?);
+    reload_on_hangup(args.config.clone(), policy.clone(), gate.clone());
 
     let (program, rest) = args
         .upstream
@@ -344,7 +346,9 @@ async fn proxy(args: ProxyArgs) -> Result<ExitCode, String> {
     let upstream = Arc::new(Upstream::of(&config)?);
     let gate = start(&config, &args.config, args.approval_listen).await?;
     let origin = upstream.origin().to_owned();
-    let app = sidecar::app(&gate, &config, upstream)?;
+    let policy = LivePolicy::new(config.policy().map_err(|e| e.to_string())?);
+    reload_on_hangup(args.config.clone(), policy.clone(), gate.clone());
+    let app = sidecar::app(&gate, &config, policy, upstream)?;
     let address = match args.listen {
         Some(address) => address,
         None => config
@@ -372,6 +376,24 @@ async fn proxy(args: ProxyArgs) -> Result<ExitCode, String> {
 }
 
 /// Until the process is asked to stop: Ctrl-C, or `SIGTERM` from a supervisor.
+/// Reloads the configuration file on every `SIGHUP` while the process runs: the policy and the
+/// notifiers change for later calls, parked calls stay; a bad file changes nothing and says why.
+fn reload_on_hangup(path: PathBuf, policy: LivePolicy<ConfigPolicy>, gate: Gate) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP cannot be watched here: the configuration is read at start only");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match Config::reload(&path, &policy, &gate) {
+                Ok(_) => eprintln!("tollgate: reloaded {}", path.display()),
+                Err(e) => eprintln!("tollgate: error: kept the running configuration: {e}"),
+            }
+        }
+    });
+}
+
 async fn stopped() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

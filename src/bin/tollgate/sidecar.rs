@@ -22,7 +22,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tollgate::Gate;
-use tollgate::config::Config;
+use tollgate::config::{Config, ConfigPolicy};
+use tollgate::policy::LivePolicy;
 
 /// Where requests go, and how long the upstream may take to answer.
 pub(crate) struct Upstream {
@@ -68,9 +69,13 @@ impl Upstream {
 
 /// The proxy's router: the routes named in `[proxy] routes` and every other path, all forwarded,
 /// behind the gate.
-pub(crate) fn app(gate: &Gate, config: &Config, upstream: Arc<Upstream>) -> Result<Router, String> {
+pub(crate) fn app(
+    gate: &Gate,
+    config: &Config,
+    policy: LivePolicy<ConfigPolicy>,
+    upstream: Arc<Upstream>,
+) -> Result<Router, String> {
     let proxy = &config.proxy;
-    let policy = config.policy().map_err(|e| e.to_string())?;
     let mut layer = gate.http(policy).decide_before_body();
     if let Some(limit) = proxy.body_limit {
         layer = layer.body_limit(limit);
