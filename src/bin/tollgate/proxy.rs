@@ -16,13 +16,15 @@ use std::time::Duration;
 use rmcp::ServiceExt as _;
 use rmcp::model::{
     CancelledNotificationParam, ClientConfig, ClientNotification, ClientRequest, ClientResult,
-    ErrorCode, ErrorData, GetMeta as _, InitializeResult, ProgressToken, ServerConfig,
-    ServerNotification, ServerRequest, ServerResult,
+    ErrorCode, ErrorData, GetMeta as _, InitializeResult, JsonRpcMessage, ProgressToken,
+    ServerConfig, ServerNotification, ServerRequest, ServerResult,
 };
 use rmcp::service::{
     NotificationContext, Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer,
-    RunningService, ServiceError,
+    RunningService, RxJsonRpcMessage, ServiceError, TxJsonRpcMessage,
 };
+use rmcp::transport::Transport;
+use rmcp::transport::async_rw::AsyncRwTransport;
 use serde_json::json;
 use tokio::process::Command;
 use tokio::sync::{Notify, OnceCell, oneshot};
@@ -121,7 +123,11 @@ impl Proxy {
             tokens: self.tokens.clone(),
             info: client.unwrap_or_default(),
         };
-        let handshake = relay.serve((stdout, stdin));
+        let transport = Counting {
+            inner: AsyncRwTransport::new_client(stdout, stdin),
+            tokens: self.tokens.clone(),
+        };
+        let handshake = relay.serve(transport);
         let service = match tokio::time::timeout(command.startup_timeout, handshake).await {
             Ok(Ok(service)) => service,
             Ok(Err(e)) => {
@@ -332,11 +338,20 @@ impl Tokens {
         Mapped(self.clone(), ours)
     }
 
-    /// The client's token for `ours`, counted as being relayed until the guard drops.
+    /// Counts a notification on `ours` as on its way to the client, as it is read from the
+    /// upstream: before the SDK hands it to a task of its own, and so before an answer read
+    /// after it.
+    fn arrived(&self, ours: &ProgressToken) {
+        if let Some(mapping) = self.lock().get_mut(ours) {
+            mapping.relaying += 1;
+        }
+    }
+
+    /// The client's token for `ours`, the notification counted as being relayed until the
+    /// guard drops.
     fn relay(&self, ours: &ProgressToken) -> Option<(ProgressToken, Relaying)> {
-        let mut map = self.lock();
-        let mapping = map.get_mut(ours)?;
-        mapping.relaying += 1;
+        let map = self.lock();
+        let mapping = map.get(ours)?;
         Some((mapping.theirs.clone(), Relaying(self.clone(), ours.clone())))
     }
 
@@ -368,6 +383,38 @@ impl Drop for Mapped {
     }
 }
 
+/// The upstream's transport, counting each progress notification as it is read (see
+/// [`Tokens::arrived`]).
+struct Counting<T> {
+    inner: T,
+    tokens: Tokens,
+}
+
+impl<T: Transport<RoleClient>> Transport<RoleClient> for Counting<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        let message = self.inner.receive().await?;
+        if let JsonRpcMessage::Notification(notification) = &message
+            && let ServerNotification::ProgressNotification(progress) = &notification.notification
+        {
+            self.tokens.arrived(&progress.params.progress_token);
+        }
+        Some(message)
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
+}
+
 /// One notification on its way to the client.
 struct Relaying(Tokens, ProgressToken);
 
@@ -377,5 +424,39 @@ impl Drop for Relaying {
             mapping.relaying -= 1;
         }
         self.0.0.relayed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::{Context, Waker};
+
+    use rmcp::model::{NumberOrString, ProgressToken};
+
+    use super::Tokens;
+
+    /// The SDK hands each notification to a task of its own, then reads the answer after it:
+    /// the answer must wait for a notification read before it even if that task has not run.
+    #[tokio::test]
+    async fn an_answer_waits_for_progress_read_before_it() {
+        let tokens = Tokens::default();
+        let ours = ProgressToken(NumberOrString::Number(1));
+        let mapped = tokens.map(ours.clone(), ProgressToken(NumberOrString::Number(7)));
+        tokens.arrived(&ours);
+        let mut answer = pin!(mapped.relayed());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(
+            answer.as_mut().poll(&mut cx).is_pending(),
+            "the handler has not run"
+        );
+        let (theirs, relaying) = tokens.relay(&ours).expect("mapped");
+        assert_eq!(theirs, ProgressToken(NumberOrString::Number(7)));
+        assert!(
+            answer.as_mut().poll(&mut cx).is_pending(),
+            "not yet written"
+        );
+        drop(relaying);
+        answer.await;
     }
 }
