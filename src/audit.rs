@@ -22,6 +22,8 @@ pub enum AuditEvent {
     Requested,
     /// At least one notifier accepted the alert.
     Notified,
+    /// Nobody decided in time, and the escalation notifiers were alerted.
+    Escalated,
     /// A person approved.
     Approved,
     /// A person denied, or too many wrong codes were entered.
@@ -54,6 +56,7 @@ impl AuditEvent {
     pub const ALL: &'static [AuditEvent] = &[
         Self::Requested,
         Self::Notified,
+        Self::Escalated,
         Self::Approved,
         Self::Denied,
         Self::Expired,
@@ -73,6 +76,7 @@ impl AuditEvent {
         match self {
             Self::Requested => "requested",
             Self::Notified => "notified",
+            Self::Escalated => "escalated",
             Self::Approved => "approved",
             Self::Denied => "denied",
             Self::Expired => "expired",

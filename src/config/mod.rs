@@ -88,8 +88,8 @@ use std::path::Path;
 
 pub use self::settings::{
     AlertRateSettings, ApprovalSettings, ApproverSettings, CapabilitySettings, Config,
-    DecisionKind, EmailSettings, GateSettings, Mode, NotifierSettings, ProxySettings, Secret,
-    SlackSettings, Stream, TerminalSettings, WebhookSettings,
+    DecisionKind, EmailSettings, EscalationSettings, GateSettings, Mode, NotifierSettings,
+    ProxySettings, Secret, SlackSettings, Stream, TerminalSettings, WebhookSettings,
 };
 use crate::call::Call;
 use crate::error::{Error, ErrorKind};
@@ -191,6 +191,14 @@ impl Config {
             settings
                 .check(&field, self.defaults.decision)
                 .map_err(invalid)?;
+        }
+        if let Some(escalation) = &self.escalation
+            && escalation.notifiers.is_empty()
+        {
+            return Err(self.invalid(
+                "escalation.notifiers",
+                "an escalation needs at least one notifier to alert",
+            ));
         }
         let gate = &self.gate;
         if gate.secret.is_some() && gate.random_secret {
@@ -308,7 +316,16 @@ impl Config {
         if g.park_when_unnotified {
             builder = builder.park_when_unnotified();
         }
-        Ok(builder.notifiers(self.notifiers()?))
+        builder = builder.notifiers(self.notifiers()?);
+        if let Some(escalation) = &self.escalation {
+            let mut notifiers = FanOut::new();
+            for (i, settings) in escalation.notifiers.iter().enumerate() {
+                let field = format!("escalation.notifiers[{i}]");
+                notifiers = self.add_notifier(notifiers, &field, settings)?;
+            }
+            builder = builder.escalate(escalation.after, notifiers);
+        }
+        Ok(builder)
     }
 
     /// The notifiers of `[[notifiers]]`, their secrets read, as

@@ -33,6 +33,9 @@ pub struct Config {
     /// Who is told of access requests.
     #[serde(default)]
     pub notifiers: Vec<NotifierSettings>,
+    /// Who is told of a request nobody decided in time.
+    #[serde(default)]
+    pub escalation: Option<EscalationSettings>,
     /// The approval page and JSON API the `tollgate` binary serves, and who may use them.
     #[serde(default)]
     pub approval: ApprovalSettings,
@@ -42,6 +45,19 @@ pub struct Config {
     /// The file this was read from, named in errors.
     #[serde(skip)]
     pub origin: Option<PathBuf>,
+}
+
+/// The `[escalation]` section: a request still pending `after` its creation alerts
+/// `[[escalation.notifiers]]` too (see [`GateBuilder::escalate`](crate::gate::GateBuilder::escalate)).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EscalationSettings {
+    /// How long a request waits before it is escalated: shorter than the request TTL.
+    #[serde(deserialize_with = "duration::required")]
+    pub after: Duration,
+    /// Who is alerted then, in the format of `[[notifiers]]`.
+    pub notifiers: Vec<NotifierSettings>,
 }
 
 /// The global approval mode.

@@ -38,6 +38,8 @@ pub struct GateBuilder {
     approval_base_url: Option<String>,
     history: usize,
     notifiers: FanOut,
+    /// The escalation delay and notifiers, if the gate escalates.
+    escalation: Option<(Duration, FanOut)>,
     alert_concurrency: usize,
     alert_rate: Option<AlertRate>,
     park_unnotified: bool,
@@ -160,6 +162,22 @@ impl GateBuilder {
         self
     }
 
+    /// Escalates a request nobody decided within `after`: `notifier` (a second set of people,
+    /// another channel) is alerted too, with the same code, and the audit trail records
+    /// `escalated`. The first alert's notifiers keep theirs; whoever decides first decides.
+    /// Call it again to escalate to more notifiers at once; the last `after` given counts. It
+    /// must be shorter than the request TTL (`invalid_config` otherwise), and the escalation
+    /// happens once per request.
+    #[must_use]
+    pub fn escalate(mut self, after: Duration, notifier: impl Notifier) -> Self {
+        let notifiers = match self.escalation.take() {
+            Some((_, notifiers)) => notifiers,
+            None => FanOut::new(),
+        };
+        self.escalation = Some((after, notifiers.with(notifier)));
+        self
+    }
+
     /// Adds every channel of `notifiers`, as [`notifier`](Self::notifier) adds one.
     pub(crate) fn notifiers(mut self, notifiers: FanOut) -> Self {
         self.notifiers = self.notifiers.extend(notifiers);
@@ -241,10 +259,25 @@ impl GateBuilder {
         {
             return invalid("alert_rate needs at least one alert in a window longer than zero");
         }
+        if let Some((after, _)) = &self.escalation
+            && (after.is_zero() || *after >= self.request_ttl)
+        {
+            return invalid(
+                "an escalation must come after more than zero and before the request TTL",
+            );
+        }
         let notifiers = self
             .notifiers
             .bounded(self.alert_concurrency)
             .within(self.notify_timeout);
+        let escalate_after = self.escalation.as_ref().map(|(after, _)| *after);
+        let escalation = self.escalation.map(|(_, notifiers)| {
+            Arc::new(
+                notifiers
+                    .bounded(self.alert_concurrency)
+                    .within(self.notify_timeout),
+            )
+        });
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn Store>);
@@ -289,10 +322,11 @@ impl GateBuilder {
                 key,
                 seals,
                 notifiers: RwLock::new(Arc::new(notifiers)),
-                registry: Mutex::new(Registry::new(
-                    self.history,
-                    self.alert_rate.map(RateLimiter::new),
-                )),
+                registry: Mutex::new(
+                    Registry::new(self.history, self.alert_rate.map(RateLimiter::new))
+                        .escalate_after(escalate_after),
+                ),
+                escalation,
                 rules: RwLock::new(rules),
                 changed: Notify::new(),
                 alarm: Arc::default(),
@@ -340,6 +374,7 @@ impl Gate {
             approval_base_url: None,
             history: 4096,
             notifiers: FanOut::new(),
+            escalation: None,
             alert_concurrency: 64,
             alert_rate: Some(AlertRate {
                 alerts: 20,

@@ -208,6 +208,30 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Alerts the escalation notifiers about `request`, still pending after the escalation
+    /// delay, with the code the first alert carried; audited as `escalated` once one accepts.
+    pub(super) fn escalate(self: &Arc<Self>, request: Arc<AccessRequest>) {
+        let Some(notifiers) = self.escalation.clone() else {
+            return;
+        };
+        let id = request.id;
+        tracing::info!(request_id = %id, "access request escalated: nobody decided in time");
+        let shared = self.clone();
+        self.deliver(&Handle::current(), id, async move {
+            let alert = Alert::new(request.clone(), shared.key.code(&request));
+            let alert = &alert;
+            let report = notifiers.each(|notifier| notifier.notify(alert)).await;
+            report.log("escalate", id);
+            if report.accepted > 0 {
+                let write =
+                    record::escalated(&request, report.accepted, shared.settings.audit_args);
+                shared.write(write);
+            }
+        });
+    }
+}
+
 /// The span every event of a request's life is logged in, or names the request itself:
 /// `access_request{request_id=areq_…}`.
 pub(super) fn request_span(id: RequestId) -> tracing::Span {

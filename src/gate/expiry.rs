@@ -1,8 +1,10 @@
-//! The expiry task: one per gate, it expires each pending request at its deadline.
+//! The expiry task: one per gate, it expires each pending request at its deadline, and
+//! escalates it first if the gate escalates.
 //!
 //! Parked calls hold no timer of their own. The registry keeps the pending requests' deadlines
-//! in order; the task sleeps until the earliest, expires what is due, and sleeps again. A new
-//! request whose deadline is the earliest (the first after a quiet spell) wakes it early.
+//! and escalations in order; the task sleeps until the earliest, does what is due, and sleeps
+//! again. A new request whose deadline is the earliest (the first after a quiet spell) wakes it
+//! early.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -48,9 +50,15 @@ impl Shared {
         });
     }
 
-    /// Expires every pending request whose deadline has passed; the next deadline.
+    /// Escalates every pending request whose escalation is due and expires every one whose
+    /// deadline has passed; the next of either.
     fn expire_due(self: &Arc<Self>) -> Option<Instant> {
         let now = Instant::now();
+        loop {
+            let due = self.registry().escalate_next(now);
+            let Some(request) = due else { break };
+            self.escalate(request);
+        }
         while self.locked(|registry| registry.expire_next(now)) {}
         self.registry().next_deadline()
     }

@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     /// Every notifier, each bounded in concurrency, all within the notify timeout; replaced
     /// whole by `replace_notifiers`, while deliveries under way keep the set they started with.
     notifiers: RwLock<Arc<FanOut>>,
+    /// Who is alerted about a request nobody decided within the escalation delay.
+    escalation: Option<Arc<FanOut>>,
     registry: Mutex<Registry>,
     rules: RwLock<RuleTable>,
     /// Signalled on every status change, for `Gate::wait`.

@@ -198,6 +198,14 @@ pub(super) fn notified(request: &AccessRequest, accepted: usize, audit_args: boo
     Write::Append(notified)
 }
 
+/// The `escalated` entry: nobody decided `request` in time, and `accepted` escalation
+/// notifiers took its alert.
+pub(super) fn escalated(request: &AccessRequest, accepted: usize, audit_args: bool) -> Write {
+    let mut escalated = entry(audit_args, AuditEvent::Escalated, request);
+    escalated.detail = Some(format!("accepted by {accepted} escalation notifier(s)").into());
+    Write::Append(escalated)
+}
+
 /// The store transition of a request from `from` to `to`, with one audit entry.
 fn step(entry: AuditEntry, from: Status, to: Status, outcome: Option<Outcome>) -> Transition {
     Transition {

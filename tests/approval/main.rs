@@ -1091,3 +1091,27 @@ async fn an_approval_over_http_can_end_at_a_given_time() {
     );
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_audit_event_the_audit_route_takes() {
+    let srv = default_server().await;
+    let doc = srv.get("/api/openapi.json", None).await.json();
+    let audit = &doc["paths"]["/api/audit"]["get"]["parameters"];
+    let event = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "event")
+        .unwrap();
+    let documented: Vec<&str> = event["schema"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    let events: Vec<&str> = tollgate::store::AuditEvent::ALL
+        .iter()
+        .map(|e| e.as_str())
+        .collect();
+    assert_eq!(documented, events);
+}

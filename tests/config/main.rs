@@ -851,3 +851,29 @@ async fn a_reload_replaces_the_policy_and_keeps_parked_calls_and_a_bad_file_chan
     let denied = svc.oneshot(sms()).await.unwrap_err();
     assert_eq!(code(&denied), "access_request_denied");
 }
+
+#[test]
+fn an_escalation_is_read_and_checked() {
+    let with = |escalation: &str| {
+        Config::from_toml(&format!(
+            "[gate]\nrandom_secret = true\n[[notifiers]]\nkind = \"terminal\"\n{escalation}"
+        ))
+    };
+    let config =
+        with("[escalation]\nafter = \"2m\"\n[[escalation.notifiers]]\nkind = \"terminal\"")
+            .unwrap();
+    assert_eq!(
+        config.escalation.as_ref().unwrap().after,
+        std::time::Duration::from_secs(120)
+    );
+    config.gate().unwrap();
+    let none = with("[escalation]\nafter = \"2m\"\nnotifiers = []").unwrap_err();
+    assert!(none.to_string().contains("escalation.notifiers"), "{none}");
+    let late = with("[escalation]\nafter = \"1h\"\n[[escalation.notifiers]]\nkind = \"terminal\"")
+        .unwrap()
+        .gate()
+        .unwrap_err();
+    assert!(late.to_string().contains("escalation"), "{late}");
+    let unsaid = with("[escalation]\n[[escalation.notifiers]]\nkind = \"terminal\"").unwrap_err();
+    assert!(unsaid.to_string().contains("after"), "{unsaid}");
+}

@@ -1194,3 +1194,80 @@ async fn notifiers_can_be_replaced_while_calls_wait() {
     assert!(!next.alerts().is_empty(), "the notifiers in place stay");
     task2.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_nobody_decides_in_time_is_escalated_once_and_audited() {
+    let second = RecordingNotifier::new();
+    let f = fixture_with(Scope::Value, |b| {
+        b.escalate(Duration::from_secs(60), second.clone())
+    });
+    let (task, alert) = f.park(refund(100)).await;
+    // Decided before its escalation: nobody else hears of it.
+    let (quick, quick_alert) = f.park(refund(1)).await;
+    f.approve(&quick_alert, Scope::Once).await.unwrap();
+    quick.await.unwrap().unwrap();
+
+    advance(Duration::from_secs(59)).await;
+    settle().await;
+    assert!(second.alerts().is_empty(), "not yet");
+    advance(Duration::from_secs(2)).await;
+    let escalated = second.next_alert().await;
+    assert_eq!(escalated.request().id(), alert.request().id());
+    assert_eq!(
+        escalated.code().reveal(),
+        alert.code().reveal(),
+        "the same code"
+    );
+    assert_eq!(second.alerts().len(), 1, "only the request still pending");
+    assert_eq!(
+        f.alerts.alerts().len(),
+        2,
+        "the first notifiers hear nothing new"
+    );
+
+    // Whoever was told may decide; the trail says it was escalated, before the decision.
+    let id = alert.request().id();
+    f.gate
+        .approve(Approve::new(id, escalated.code().reveal()).by("bob"))
+        .await
+        .unwrap();
+    task.await.unwrap().unwrap();
+    let trail = f
+        .gate
+        .audit(tollgate::store::AuditFilter::new().request(id))
+        .await
+        .unwrap();
+    let events: Vec<_> = trail.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "requested",
+            "notified",
+            "escalated",
+            "approved",
+            "executing",
+            "executed"
+        ]
+    );
+    advance(Duration::from_secs(600)).await;
+    settle().await;
+    assert_eq!(second.alerts().len(), 1, "once");
+}
+
+#[test]
+fn an_escalation_must_come_before_the_request_expires() {
+    for after in [Duration::ZERO, support::TTL, support::TTL * 2] {
+        let error = gate(&RecordingNotifier::new())
+            .escalate(after, RecordingNotifier::new())
+            .build()
+            .unwrap_err();
+        assert_eq!(error.code(), "invalid_config", "{after:?}");
+    }
+}
+
+/// Lets every task that can run, run: a clock that moved wakes timers, whose tasks need turns.
+async fn settle() {
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+}

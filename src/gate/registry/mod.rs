@@ -34,15 +34,17 @@ mod slot;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 pub(crate) use self::event::{Ack, Effects, Event, Resolved, Ruling};
-use self::index::{Epoch, History, PendingIndex};
+use self::index::{Epoch, History, PendingIndex, Ticks};
 pub(crate) use self::remote::Remote;
 use self::slot::{Phase, Slot, Waiters};
 use super::rate::RateLimiter;
@@ -91,6 +93,11 @@ pub(crate) struct Registry {
     alert_rate: Option<RateLimiter>,
     /// For each request of another replica that callers here joined, their requests here.
     followers: FxHashMap<RequestId, Vec<RequestId>>,
+    /// How long a request waits before it is escalated, if the gate escalates.
+    escalate_after: Option<Duration>,
+    /// When each request made here escalates, in order (one delay for all: creation order).
+    /// Entries of requests decided since are dropped when they come due.
+    escalations: VecDeque<(Ticks, RequestId)>,
 }
 
 /// The numbers behind [`Gate::stats`](crate::Gate::stats).
@@ -130,7 +137,15 @@ impl Registry {
             shut: false,
             alert_rate,
             followers: Default::default(),
+            escalate_after: None,
+            escalations: VecDeque::new(),
         }
+    }
+
+    /// Escalates every request still pending `after` it was made.
+    pub(crate) fn escalate_after(mut self, after: Option<Duration>) -> Self {
+        self.escalate_after = after;
+        self
     }
 
     /// Parks a caller on the pending request for an identical call, or on `request`, a new one.
@@ -186,6 +201,12 @@ impl Registry {
         let request = Arc::new(request);
         let deadline = self.epoch.ticks(deadline);
         effects.alarm = self.index.enter(&request, deadline);
+        if let Some(after) = self.escalate_after {
+            // The first escalation waiting: the expiry task may sleep past it.
+            effects.alarm |= self.escalations.is_empty();
+            let at = self.epoch.ticks(now + after);
+            self.escalations.push_back((at, request.id));
+        }
         let mut slot = Slot {
             request: request.clone(),
             seq: self.made,
@@ -372,10 +393,33 @@ impl Registry {
         }
     }
 
-    /// The earliest deadline of a pending request, for the expiry task (it may belong to a
-    /// request that ended since: the task then finds nothing to do).
+    /// The next request due for escalation at `now` that is still pending, taken off the
+    /// escalation list with those ahead of it that ended before theirs.
+    pub(crate) fn escalate_next(&mut self, now: Instant) -> Option<Arc<AccessRequest>> {
+        let now = self.epoch.ticks(now);
+        while let Some(&(at, id)) = self.escalations.front() {
+            if at > now {
+                return None;
+            }
+            self.escalations.pop_front();
+            if let Some(slot) = self.live.get(&id)
+                && matches!(slot.phase, Phase::Pending)
+            {
+                return Some(slot.request.clone());
+            }
+        }
+        None
+    }
+
+    /// The earliest deadline or escalation of a pending request, for the expiry task (it may
+    /// belong to a request that ended since: the task then finds nothing to do).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let next = self.index.next_deadline()?;
+        let deadline = self.index.next_deadline();
+        let escalation = self.escalations.front().map(|&(at, _)| at);
+        let next = match (deadline, escalation) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
         Some(self.epoch.instant(next))
     }
 
