@@ -168,7 +168,6 @@ impl GateBuilder {
     /// Call it again to escalate to more notifiers at once; the last `after` given counts. It
     /// must be shorter than the request TTL (`invalid_config` otherwise), and the escalation
     /// happens once per request.
-    #[must_use]
     pub fn escalate(mut self, after: Duration, notifier: impl Notifier) -> Self {
         let notifiers = match self.escalation.take() {
             Some((_, notifiers)) => notifiers,
