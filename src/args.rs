@@ -88,12 +88,12 @@ impl fmt::Debug for ArgsDigest {
 }
 
 /// The argument fields a `value` approval is about: JSON pointers ([RFC 6901]), sorted, each
-/// once. A `value` rule made from a request with key fields covers later calls whose key fields
+/// once; one pointer wide, shared by the policy and every request it asked about. A `value` rule made from a request with key fields covers later calls whose key fields
 /// are equal, whatever their other arguments hold.
 ///
 /// [RFC 6901]: https://www.rfc-editor.org/rfc/rfc6901
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct KeyFields(std::sync::Arc<[Box<str>]>);
+pub(crate) struct KeyFields(std::sync::Arc<Box<[Box<str>]>>);
 
 /// Domain separation: a key digest is never the digest of whole arguments, whose canonical JSON
 /// cannot begin with a NUL byte.
@@ -126,7 +126,7 @@ impl KeyFields {
         }
         fields.sort();
         fields.dedup();
-        Ok(KeyFields(fields.into()))
+        Ok(KeyFields(std::sync::Arc::new(fields.into())))
     }
 
     pub(crate) fn as_slice(&self) -> &[Box<str>] {
@@ -138,7 +138,7 @@ impl KeyFields {
         let mut fields: Vec<Box<str>> = self.0.iter().chain(other.0.iter()).cloned().collect();
         fields.sort();
         fields.dedup();
-        KeyFields(fields.into())
+        KeyFields(std::sync::Arc::new(fields.into()))
     }
 
     /// The digest of `args`' key fields: SHA-256 over a domain, then each pointer and the

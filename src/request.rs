@@ -33,10 +33,11 @@ pub struct AccessRequest {
     pub(crate) max_scope: Scope,
     /// In whole milliseconds, as stores keep it and the code binds it.
     pub(crate) max_rule_ttl_ms: u64,
-    pub(crate) approvers: Option<Arc<[Box<str>]>>,
-    /// The fields a `value` approval is about, and their digest; `None` when it is about the
-    /// whole arguments.
-    pub(crate) key: Option<(KeyFields, ArgsDigest)>,
+    /// One pointer wide, shared with the policy that asked.
+    pub(crate) approvers: Option<Arc<Box<[Box<str>]>>>,
+    /// The fields a `value` approval is about, when the policy names some and the call has
+    /// them all; `None` when it is about the whole arguments.
+    pub(crate) key_fields: Option<KeyFields>,
     pub(crate) created_at: Millis,
     pub(crate) expires_at: Millis,
     pub(crate) approval_url: Option<Box<str>>,
@@ -90,20 +91,21 @@ impl AccessRequest {
     }
     /// Who may decide; `None` when any approver may.
     pub fn approvers(&self) -> Option<&[Box<str>]> {
-        self.approvers.as_deref()
+        self.approvers.as_deref().map(|list| &**list)
     }
     /// The argument fields a [`Scope::Value`] approval of this request is about (JSON
     /// pointers, sorted): its rule covers later calls whose key fields are equal, whatever
     /// their other arguments hold. `None` when it covers only identical arguments.
     pub fn key_fields(&self) -> Option<&[Box<str>]> {
-        self.key.as_ref().map(|(fields, _)| fields.as_slice())
+        self.key_fields.as_ref().map(KeyFields::as_slice)
     }
-    /// The arguments a `value` rule from this request binds: the key fields' digest, or the
-    /// arguments' digest.
+    /// The arguments a `value` rule from this request binds: the key fields' digest (the call
+    /// had them all when the request was made), or the arguments' digest.
     pub(crate) fn value_digest(&self) -> ArgsDigest {
-        self.key
+        self.key_fields
             .as_ref()
-            .map_or(self.args_digest, |(_, digest)| *digest)
+            .and_then(|fields| fields.digest(&self.args()))
+            .unwrap_or(self.args_digest)
     }
     /// Whether `approver` may decide this request.
     pub(crate) fn admits(&self, approver: &str) -> bool {
@@ -140,7 +142,7 @@ impl Serialize for AccessRequest {
         out.serialize_field("reasoning", &*self.reasoning)?;
         out.serialize_field("max_scope", &self.max_scope)?;
         out.serialize_field("max_rule_ttl_secs", &self.max_rule_ttl().as_secs())?;
-        out.serialize_field("approvers", &self.approvers.as_deref())?;
+        out.serialize_field("approvers", &self.approvers())?;
         out.serialize_field("key_fields", &self.key_fields())?;
         out.serialize_field("created_at", &rfc3339(self.created_at()))?;
         out.serialize_field("expires_at", &rfc3339(self.expires_at()))?;
@@ -322,5 +324,16 @@ impl Outcome {
             Outcome::StoreFailed => Error::new(ErrorKind::StoreFailed),
         };
         Some(error.with_request(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every parked call holds one (identical calls share it): its size is most of what a
+    /// parked call costs, which `BENCHMARKS.md` records. Key fields and approvers are one
+    /// pointer each, shared with the policy.
+    #[test]
+    fn a_request_stays_within_its_recorded_size() {
+        assert_eq!(std::mem::size_of::<super::AccessRequest>(), 216);
     }
 }

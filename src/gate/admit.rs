@@ -79,7 +79,7 @@ impl Gate {
             max_scope: ask.max_scope,
             max_rule_ttl_ms: duration_millis(ask.max_rule_ttl),
             approvers: ask.approvers,
-            key: key().and_then(|digest| Some((ask.key_fields.clone()?, digest))),
+            key_fields: key().and(ask.key_fields.clone()),
             created_at,
             expires_at: created_at + settings.request_ttl,
             approval_url: settings

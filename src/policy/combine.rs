@@ -47,7 +47,7 @@ impl<R: ?Sized, A: Policy<R>, B: Policy<R>> Policy<R> for And<A, B> {
         }
         match (first, self.b.check(call)) {
             (Decision::Ask(a), Decision::Ask(b)) => match a.narrowed(b) {
-                ask if ask.approvers.as_deref().is_some_and(<[_]>::is_empty) => {
+                ask if ask.allowed_approvers().is_some_and(<[_]>::is_empty) => {
                     Decision::deny("no approver may decide under both policies")
                 }
                 ask => Decision::Ask(ask),

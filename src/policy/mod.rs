@@ -132,7 +132,7 @@ pub struct Ask {
     pub(crate) reasoning: Cow<'static, str>,
     pub(crate) max_scope: Scope,
     pub(crate) max_rule_ttl: Duration,
-    pub(crate) approvers: Option<Arc<[Box<str>]>>,
+    pub(crate) approvers: Option<Arc<Box<[Box<str>]>>>,
     pub(crate) require_reason: bool,
     pub(crate) key_fields: Option<KeyFields>,
 }
@@ -175,7 +175,7 @@ impl Ask {
         I: IntoIterator<Item = A>,
         A: Into<Box<str>>,
     {
-        self.approvers = Some(approvers.into_iter().map(Into::into).collect());
+        self.approvers = Some(Arc::new(approvers.into_iter().map(Into::into).collect()));
         self
     }
 
@@ -235,13 +235,15 @@ impl Ask {
 
     /// Who may decide; `None` when any approver may.
     pub fn allowed_approvers(&self) -> Option<&[Box<str>]> {
-        self.approvers.as_deref()
+        self.approvers.as_deref().map(|list| &**list)
     }
 
     /// Both asks at once: the narrower grant, the approvers both accept, both reasonings.
     fn narrowed(self, other: Ask) -> Ask {
         let approvers = match (self.approvers, other.approvers) {
-            (Some(a), Some(b)) => Some(a.iter().filter(|x| b.contains(x)).cloned().collect()),
+            (Some(a), Some(b)) => Some(Arc::new(
+                a.iter().filter(|x| b.contains(x)).cloned().collect(),
+            )),
             (a, b) => a.or(b),
         };
         Ask {

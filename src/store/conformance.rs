@@ -84,8 +84,8 @@ pub fn request(principal: &str, capability: &str, args: serde_json::Value) -> Ac
         reasoning: "refunds move money".into(),
         max_scope: Scope::Global,
         max_rule_ttl_ms: 3_600_000,
-        approvers: Some(Arc::from(vec!["alice".into(), "bob".into()])),
-        key: None,
+        approvers: Some(Arc::new(vec!["alice".into(), "bob".into()].into())),
+        key_fields: None,
         created_at: Millis::of(created_at),
         expires_at: Millis::of(created_at) + Duration::from_secs(300),
         approval_url: Some(format!("https://approvals.example/{id}").into()),
@@ -228,9 +228,7 @@ pub async fn records_round_trip(store: impl Store) {
     assert_eq!(stored.outcome, None, "a new request has no outcome");
     let mut keyed =
         super::conformance::request("agent-7", "sms.send", json!({"to": "+1", "body": "hi"}));
-    let fields = crate::args::KeyFields::new(["/to"]).expect("a pointer");
-    let digest = fields.digest(&keyed.args()).expect("the field is there");
-    keyed.key = Some((fields, digest));
+    keyed.key_fields = Some(crate::args::KeyFields::new(["/to"]).expect("a pointer"));
     insert(&store, &keyed).await;
     let stored = store.request(keyed.id).await.unwrap().unwrap();
     assert_eq!(

@@ -79,13 +79,16 @@ impl AccessRequest {
         let value = parse_strict(&r.args).map_err(|e| unreadable("request", e))?;
         let args = canonical_json(&value);
         let args_digest = ArgsDigest::of_canonical(&args);
-        let key = match r.key_fields {
+        let key_fields = match r.key_fields {
             Some(fields) => {
                 let fields = KeyFields::new(fields).map_err(|e| unreadable("request", e))?;
-                let digest = fields.digest(&value).ok_or_else(|| {
-                    unreadable("request", "its arguments lack one of its key fields")
-                })?;
-                Some((fields, digest))
+                if fields.digest(&value).is_none() {
+                    return Err(unreadable(
+                        "request",
+                        "its arguments lack one of its key fields",
+                    ));
+                }
+                Some(fields)
             }
             None => None,
         };
@@ -108,8 +111,8 @@ impl AccessRequest {
             max_rule_ttl_ms: r.max_rule_ttl_ms,
             approvers: r
                 .approvers
-                .map(|list| list.into_iter().map(String::into_boxed_str).collect()),
-            key,
+                .map(|list| Arc::new(list.into_iter().map(String::into_boxed_str).collect())),
+            key_fields,
             created_at: Millis::of(from_millis(r.created_at_ms)),
             expires_at: Millis::of(from_millis(r.expires_at_ms)),
             approval_url: r.approval_url.map(String::into_boxed_str),

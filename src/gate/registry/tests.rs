@@ -51,7 +51,7 @@ fn request(principal: &str, args: &str) -> AccessRequest {
         max_scope: Scope::Global,
         max_rule_ttl_ms: TTL.as_millis() as u64,
         approvers: None,
-        key: None,
+        key_fields: None,
         created_at: Millis::of(now),
         expires_at: Millis::of(now) + TTL,
         approval_url: None,
