@@ -116,9 +116,10 @@ pub(super) async fn get_request(
 pub(super) struct ApproveBody {
     code: String,
     scope: Option<Scope>,
-    #[serde(default, deserialize_with = "whole_seconds")]
+    #[serde(default, deserialize_with = "whole_number")]
     ttl_secs: Option<u64>,
-    until: Option<String>,
+    #[serde(default, deserialize_with = "whole_number")]
+    until_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -127,29 +128,37 @@ pub(super) struct DenyBody {
     pub(super) code: String,
     pub(super) reason: Option<String>,
     pub(super) remember: Option<Scope>,
-    #[serde(default, deserialize_with = "whole_seconds")]
+    #[serde(default, deserialize_with = "whole_number")]
     pub(super) ttl_secs: Option<u64>,
-    pub(super) until: Option<String>,
+    #[serde(default, deserialize_with = "whole_number")]
+    pub(super) until_ms: Option<u64>,
 }
 
-/// When a decision's rule ends: after `ttl_secs`, or at `until` (RFC 3339 in UTC), not both.
-pub(super) fn ends(ttl_secs: Option<u64>, until: Option<&str>) -> Result<Option<Ends>, Answer> {
-    let invalid = |detail: &'static str| Answer::api(ApiErrorKind::InvalidBody, detail);
-    match (ttl_secs, until) {
-        (Some(_), Some(_)) => Err(invalid("give `ttl_secs` or `until`, not both")),
+/// When a decision's rule ends: after `ttl_secs`, or at `until_ms` (milliseconds since the
+/// Unix epoch, as the audit query's times), not both.
+pub(super) fn ends(ttl_secs: Option<u64>, until_ms: Option<u64>) -> Result<Option<Ends>, Answer> {
+    match (ttl_secs, until_ms) {
+        (Some(_), Some(_)) => Err(Answer::api(
+            ApiErrorKind::InvalidBody,
+            "give `ttl_secs` or `until_ms`, not both",
+        )),
         (Some(secs), None) => Ok(Some(Ends::After(Duration::from_secs(secs)))),
-        (None, Some(text)) => humantime::parse_rfc3339_weak(text)
-            .map(|end| Some(Ends::At(end)))
-            .map_err(|_| {
-                invalid("`until` must be a time in RFC 3339, in UTC: 2026-11-27T18:00:00Z")
-            }),
+        // A time beyond what the request allows is refused with `scope_not_allowed`, as one
+        // beyond what this platform's clock can hold.
+        (None, Some(ms)) => match SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms)) {
+            Some(end) => Ok(Some(Ends::At(end))),
+            None => Err(Error::new(ErrorKind::ScopeNotAllowed)
+                .with_detail("`until_ms` is later than this request allows")
+                .into()),
+        },
         (None, None) => Ok(None),
     }
 }
 
-/// A count of seconds: a JSON integer, written `300` or `300.0` alike (both are integers to
-/// JSON Schema, so to the OpenAPI document); a fraction or a negative number is refused.
-fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+/// A count (of seconds, of milliseconds): a JSON integer, written `300` or `300.0` alike (both
+/// are integers to JSON Schema, so to the OpenAPI document); a fraction or a negative number is
+/// refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
         return Ok(None);
     };
@@ -160,7 +169,7 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
     });
     whole
         .map(Some)
-        .ok_or_else(|| serde::de::Error::custom("ttl_secs must be a whole number of seconds"))
+        .ok_or_else(|| serde::de::Error::custom("expected a whole number"))
 }
 
 pub(super) async fn approve(
@@ -172,7 +181,7 @@ pub(super) async fn approve(
     let id = request_id(id)?;
     let body = json_body(body)?;
     let scope = body.scope.unwrap_or(Scope::Once);
-    let ends = ends(body.ttl_secs, body.until.as_deref())?;
+    let ends = ends(body.ttl_secs, body.until_ms)?;
     let approval = api.approve(&approver, id, body.code, scope, ends).await?;
     Ok(reply(json!({
         "request": approval.request(),

@@ -286,7 +286,7 @@ impl Api {
         id: RequestId,
         decision: DenyBody,
     ) -> Result<Denial, Answer> {
-        let ends = api::ends(decision.ttl_secs, decision.until.as_deref())?;
+        let ends = api::ends(decision.ttl_secs, decision.until_ms)?;
         self.take_decision(approver)?;
         let mut deny = Deny::new(id, decision.code)
             .by(approver.name_arc())

@@ -170,7 +170,7 @@ pub(super) async fn decide(
                 reason: form.reason,
                 remember: None,
                 ttl_secs: None,
-                until: None,
+                until_ms: None,
             };
             api.deny(approver, id, decision)
                 .await
