@@ -14,7 +14,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -23,12 +23,10 @@ use tokio::task::JoinHandle;
 use tollgate::notify::{Alert, NotifyError};
 use tollgate::policy::{Ask, CapabilityTable};
 use tollgate::store::{
-    AuditEntry, AuditEvent, AuditFilter, BoxFuture, Purged, Recovered, Revocation, ScopeKey,
-    SqliteStore, Store, StoredRequest, Transition, Write,
+    AuditEntry, AuditEvent, AuditFilter, BoxFuture, SqliteStore, Store, Transition, Write,
 };
 use tollgate::{
-    AccessRequest, Approve, BoxError, Deny, Error, ErrorKind, Gate, RequestId, Rule, Scope, Status,
-    ToolCall,
+    AccessRequest, Approve, BoxError, Deny, Error, ErrorKind, Gate, Scope, Status, ToolCall,
 };
 use tower::{Layer, ServiceExt};
 
@@ -78,9 +76,6 @@ impl std::fmt::Debug for FaultyStore {
 }
 
 impl Store for FaultyStore {
-    fn recover(&self, now: SystemTime) -> Result<Recovered, Error> {
-        self.inner.recover(now)
-    }
     fn insert<'a>(
         &'a self,
         request: &'a AccessRequest,
@@ -108,36 +103,7 @@ impl Store for FaultyStore {
             self.inner.write_batch(writes).await
         })
     }
-    fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {
-        self.inner.request(id)
-    }
-    fn covering<'a>(
-        &'a self,
-        keys: &'a [ScopeKey],
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
-        self.inner.covering(keys, now)
-    }
-    fn rules(&self, now: SystemTime) -> BoxFuture<'_, Result<Vec<Rule>, Error>> {
-        self.inner.rules(now)
-    }
-    fn revoke<'a>(
-        &'a self,
-        which: &'a Revocation,
-        by: &'a str,
-        at: SystemTime,
-    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
-        self.inner.revoke(which, by, at)
-    }
-    fn purge(&self, now: SystemTime) -> BoxFuture<'_, Result<Purged, Error>> {
-        self.inner.purge(now)
-    }
-    fn audit<'a>(
-        &'a self,
-        filter: &'a AuditFilter,
-    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>> {
-        self.inner.audit(filter)
-    }
+    store_reads!();
 }
 
 /// Hands each alert to the deciders, except that one fails in thirty and one in fifty stalls

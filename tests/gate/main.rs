@@ -84,19 +84,10 @@ impl Fixture {
     /// Whether `call` parks: it is cancelled right after, leaving no trace but its alert.
     async fn parks(&self, call: ToolCall) -> bool {
         let mut future = Box::pin(self.svc.clone().oneshot(call));
-        let parked = futures_poll(&mut future).is_none() && self.gate.stats().pending == 1;
+        let parked = support::poll_once(&mut future).is_none() && self.gate.stats().pending == 1;
         drop(future);
         assert_eq!(self.gate.stats().pending, 0);
         parked
-    }
-}
-
-/// Polls a future once; `Some` if it finished.
-fn futures_poll<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::pin::Pin::new(future).poll(&mut cx) {
-        std::task::Poll::Ready(out) => Some(out),
-        std::task::Poll::Pending => None,
     }
 }
 
@@ -1000,7 +991,7 @@ fn outside_a_runtime_a_parked_call_fails_with_no_runtime() {
     let gate = gate(&RecordingNotifier::new()).build().unwrap();
     let mut svc = gate.layer(policy(Scope::Value)).layer(Tools::default());
     let mut future = Box::pin(tower::Service::call(&mut svc, refund(1)));
-    let error = futures_poll(&mut future)
+    let error = support::poll_once(&mut future)
         .expect("fails at once")
         .unwrap_err();
     assert_eq!(code(&error), "no_runtime");

@@ -74,7 +74,7 @@ impl Fixture {
     async fn covered(&self, call: ToolCall) -> bool {
         let before = self.tools.total();
         let mut future = Box::pin(self.svc.clone().oneshot(call));
-        let polled = futures_poll(&mut future);
+        let polled = support::poll_once(&mut future);
         let pending = self.gate.stats().pending;
         drop(future);
         match polled {
@@ -88,14 +88,6 @@ impl Fixture {
                 false
             }
         }
-    }
-}
-
-fn futures_poll<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::pin::Pin::new(future).poll(&mut cx) {
-        std::task::Poll::Ready(out) => Some(out),
-        std::task::Poll::Pending => None,
     }
 }
 

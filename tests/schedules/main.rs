@@ -28,17 +28,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tollgate::notify::RecordingNotifier;
 use tollgate::policy::CapabilityTable;
 use tollgate::store::{
-    AuditEntry, AuditEvent, AuditFilter, BoxFuture, MemoryStore, Purged, Recovered, Revocation,
-    ScopeKey, Store, StoredRequest, Transition,
+    AuditEntry, AuditEvent, AuditFilter, BoxFuture, MemoryStore, Store, Transition,
 };
 use tollgate::{
-    AccessRequest, Approve, Deny, Error, Gate, RequestId, RequireApproval, Rule, Scope, Status,
+    AccessRequest, Approve, Deny, Error, Gate, RequestId, RequireApproval, Scope, Status,
 };
 use tower::{Layer, ServiceExt};
 
@@ -185,9 +184,6 @@ impl HeldStore {
 }
 
 impl Store for HeldStore {
-    fn recover(&self, now: SystemTime) -> Result<Recovered, Error> {
-        self.inner.recover(now)
-    }
     fn insert<'a>(
         &'a self,
         request: &'a AccessRequest,
@@ -210,36 +206,7 @@ impl Store for HeldStore {
             self.inner.append(audit).await
         })
     }
-    fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {
-        self.inner.request(id)
-    }
-    fn covering<'a>(
-        &'a self,
-        keys: &'a [ScopeKey],
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
-        self.inner.covering(keys, now)
-    }
-    fn rules(&self, now: SystemTime) -> BoxFuture<'_, Result<Vec<Rule>, Error>> {
-        self.inner.rules(now)
-    }
-    fn revoke<'a>(
-        &'a self,
-        which: &'a Revocation,
-        by: &'a str,
-        at: SystemTime,
-    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
-        self.inner.revoke(which, by, at)
-    }
-    fn purge(&self, now: SystemTime) -> BoxFuture<'_, Result<Purged, Error>> {
-        self.inner.purge(now)
-    }
-    fn audit<'a>(
-        &'a self,
-        filter: &'a AuditFilter,
-    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>> {
-        self.inner.audit(filter)
-    }
+    store_reads!();
 }
 
 /// Rounds of yielding that let the gate's tasks run until they wait.

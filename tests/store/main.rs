@@ -13,12 +13,12 @@ use serde_json::json;
 use tollgate::notify::{RecordingNotifier, notifier_fn};
 use tollgate::policy::CapabilityTable;
 use tollgate::store::{
-    AuditEntry, AuditEvent, AuditFilter, BoxFuture, MemoryStore, Purged, Recovered, Revocation,
-    ScopeKey, SqliteStore, Store, StoredRequest, Transition, Write, conformance,
+    AuditEntry, AuditEvent, AuditFilter, BoxFuture, MemoryStore, SqliteStore, Store, Transition,
+    Write, conformance,
 };
 use tollgate::{
     AccessRequest, Approve, Deny, Error, ErrorKind, Gate, Outcome, RequestId, RequireApproval,
-    Revoke, Rule, Scope, Status,
+    Revoke, Scope, Status,
 };
 use tower::{Layer, ServiceExt};
 
@@ -302,9 +302,6 @@ fn on_flaky(max_scope: Scope) -> (Flaky, RecordingNotifier, Gate, Tools, Gated) 
 type Gated = RequireApproval<Tools, CapabilityTable>;
 
 impl Store for Flaky {
-    fn recover(&self, now: SystemTime) -> Result<Recovered, Error> {
-        self.inner.recover(now)
-    }
     fn insert<'a>(
         &'a self,
         request: &'a AccessRequest,
@@ -346,36 +343,7 @@ impl Store for Flaky {
             results
         })
     }
-    fn request(&self, id: RequestId) -> BoxFuture<'_, Result<Option<StoredRequest>, Error>> {
-        self.inner.request(id)
-    }
-    fn covering<'a>(
-        &'a self,
-        keys: &'a [ScopeKey],
-        now: SystemTime,
-    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
-        self.inner.covering(keys, now)
-    }
-    fn rules(&self, now: SystemTime) -> BoxFuture<'_, Result<Vec<Rule>, Error>> {
-        self.inner.rules(now)
-    }
-    fn revoke<'a>(
-        &'a self,
-        which: &'a Revocation,
-        by: &'a str,
-        at: SystemTime,
-    ) -> BoxFuture<'a, Result<Vec<Rule>, Error>> {
-        self.inner.revoke(which, by, at)
-    }
-    fn purge(&self, now: SystemTime) -> BoxFuture<'_, Result<Purged, Error>> {
-        self.inner.purge(now)
-    }
-    fn audit<'a>(
-        &'a self,
-        filter: &'a AuditFilter,
-    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, Error>> {
-        self.inner.audit(filter)
-    }
+    store_reads!();
 }
 
 /// A decision already being written when the gate shuts down takes effect as usual, and the

@@ -110,6 +110,14 @@ impl Service<ToolCall> for Tools {
     }
 }
 
+/// Polls a future once, with a waker that does nothing; `Some` if it finished.
+pub fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    match Pin::new(future).poll(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
+
 /// Where a test's SQLite file goes when durability is not what it tests: in memory where the
 /// machine has such a place (`/dev/shm`), so syncs cost nothing; else the temporary directory.
 pub fn scratch_dir() -> std::path::PathBuf {
@@ -306,4 +314,64 @@ pub fn hidden(c: char) -> bool {
     matches!(c,
         '\u{0}'..='\u{9}' | '\u{b}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
         | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
+
+/// The read side of [`tollgate::store::Store`], and `recover`, for a test store that wraps
+/// another in a field named `inner` and changes only how writes behave: write `store_reads!();`
+/// inside its `impl Store`.
+#[macro_export]
+macro_rules! store_reads {
+    () => {
+        fn recover(
+            &self,
+            now: std::time::SystemTime,
+        ) -> Result<tollgate::store::Recovered, tollgate::Error> {
+            self.inner.recover(now)
+        }
+        fn request(
+            &self,
+            id: tollgate::RequestId,
+        ) -> tollgate::store::BoxFuture<
+            '_,
+            Result<Option<tollgate::store::StoredRequest>, tollgate::Error>,
+        > {
+            self.inner.request(id)
+        }
+        fn covering<'a>(
+            &'a self,
+            keys: &'a [tollgate::store::ScopeKey],
+            now: std::time::SystemTime,
+        ) -> tollgate::store::BoxFuture<'a, Result<Vec<tollgate::Rule>, tollgate::Error>> {
+            self.inner.covering(keys, now)
+        }
+        fn rules(
+            &self,
+            now: std::time::SystemTime,
+        ) -> tollgate::store::BoxFuture<'_, Result<Vec<tollgate::Rule>, tollgate::Error>> {
+            self.inner.rules(now)
+        }
+        fn revoke<'a>(
+            &'a self,
+            which: &'a tollgate::store::Revocation,
+            by: &'a str,
+            at: std::time::SystemTime,
+        ) -> tollgate::store::BoxFuture<'a, Result<Vec<tollgate::Rule>, tollgate::Error>> {
+            self.inner.revoke(which, by, at)
+        }
+        fn purge(
+            &self,
+            now: std::time::SystemTime,
+        ) -> tollgate::store::BoxFuture<'_, Result<tollgate::store::Purged, tollgate::Error>> {
+            self.inner.purge(now)
+        }
+        fn audit<'a>(
+            &'a self,
+            filter: &'a tollgate::store::AuditFilter,
+        ) -> tollgate::store::BoxFuture<
+            'a,
+            Result<Vec<tollgate::store::AuditEntry>, tollgate::Error>,
+        > {
+            self.inner.audit(filter)
+        }
+    };
 }
