@@ -79,7 +79,10 @@ impl Gate {
             max_scope: ask.max_scope,
             max_rule_ttl_ms: duration_millis(ask.max_rule_ttl),
             approvers: ask.approvers,
-            key_fields: key().and(ask.key_fields.clone()),
+            key_fields: ask
+                .key_fields
+                .as_ref()
+                .and_then(|f| key().map(|_| f.clone())),
             created_at,
             expires_at: created_at + settings.request_ttl,
             approval_url: settings

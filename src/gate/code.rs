@@ -89,10 +89,15 @@ impl CodeKey {
             &request.max_rule_ttl_ms.to_be_bytes(),
             &expires_ms.to_be_bytes(),
         ];
-        let keys = request.key_fields().unwrap_or_default();
-        for field in fields.into_iter().chain(keys.iter().map(|f| f.as_bytes())) {
+        for field in fields {
             mac.update(&(field.len() as u64).to_be_bytes());
             mac.update(field);
+        }
+        if let Some(keys) = &request.key_fields {
+            for field in keys.as_slice() {
+                mac.update(&(field.len() as u64).to_be_bytes());
+                mac.update(field.as_bytes());
+            }
         }
         mac.finalize().into_bytes().into()
     }

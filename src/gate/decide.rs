@@ -379,7 +379,12 @@ impl Asked {
         if let Some(authority) = &self.authority {
             authority.grants(self.scope)?;
         }
-        let granted_at = to_millis(SystemTime::now());
+        // The clock is read for a rule, or to check an end time; `once` alone makes neither.
+        let granted_at = if self.scope == Scope::Once && !matches!(self.ends, Some(Ends::At(_))) {
+            SystemTime::UNIX_EPOCH
+        } else {
+            to_millis(SystemTime::now())
+        };
         let ttl = allowed(request, self.scope, self.ends, granted_at)?;
         let rule = new_rule(
             seals,
