@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tollgate::approval::{ApprovalApi, Approver, Tokens};
 use tollgate::notify::{Alert, RecordingNotifier};
-use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::policy::CapabilityTable;
 use tollgate::{BoxError, Gate, RequireApproval, Scope, Status, ToolCall};
 use tower::{Layer, ServiceExt};
 
@@ -990,17 +990,7 @@ async fn a_ttl_written_with_a_zero_fraction_is_a_whole_number() {
 async fn a_value_approval_over_http_covers_the_key_fields_the_request_names() {
     let srv = default_server().await;
     let tools = Tools::default();
-    let texts = srv
-        .gate
-        .layer(
-            CapabilityTable::new().ask(
-                "sms.send",
-                Ask::new("texts a customer")
-                    .max_scope(Scope::Value)
-                    .key_fields(["/to"]),
-            ),
-        )
-        .layer(tools.clone());
+    let texts = srv.gate.layer(support::texts_policy()).layer(tools.clone());
     let sms = |to: &str, body: &str| {
         ToolCall::new("sms.send", json!({"to": to, "body": body})).principal("agent-7")
     };

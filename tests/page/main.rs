@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tollgate::approval::{Approver, Tokens};
 use tollgate::notify::{Alert, RecordingNotifier};
-use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::policy::CapabilityTable;
 use tollgate::{BoxError, Gate, RequireApproval, Scope, Status, ToolCall};
 use tower::{Layer, ServiceExt};
 
@@ -278,17 +278,7 @@ async fn the_page_says_which_fields_a_value_approval_covers_and_approves_for_the
     let _one = BROWSER.lock().await;
     let srv = server(Duration::from_secs(300)).await;
     let tools = Tools::default();
-    let texts = srv
-        .gate
-        .layer(
-            CapabilityTable::new().ask(
-                "sms.send",
-                Ask::new("texts a customer")
-                    .max_scope(Scope::Value)
-                    .key_fields(["/to"]),
-            ),
-        )
-        .layer(tools.clone());
+    let texts = srv.gate.layer(support::texts_policy()).layer(tools.clone());
     let sms = |body: &str| {
         ToolCall::new("sms.send", json!({"to": "+15550100", "body": body})).principal("agent-7")
     };

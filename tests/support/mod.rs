@@ -43,6 +43,12 @@ pub fn policy(max_scope: Scope) -> CapabilityTable {
         .ask("payments.charge", ask)
 }
 
+/// `sms.send` asks, with `value` approvals about the number texted (`/to`) only.
+pub fn texts_policy() -> CapabilityTable {
+    let ask = Ask::new("texts a customer").max_scope(Scope::Value);
+    CapabilityTable::new().ask("sms.send", ask.key_fields(["/to"]))
+}
+
 pub fn refund(amount: u64) -> ToolCall {
     ToolCall::new(
         "payments.refund",
