@@ -266,15 +266,11 @@ impl Api {
         scope: Scope,
         ends: Option<Ends>,
     ) -> Result<Approval, Answer> {
-        let mut approve = Approve::new(id, code)
+        let approve = Approve::new(id, code)
             .scope(scope)
+            .ends(ends)
             .by(approver.name_arc())
             .authority(approver.clone());
-        match ends {
-            Some(Ends::After(ttl)) => approve = approve.ttl(ttl),
-            Some(Ends::At(end)) => approve = approve.until(end),
-            None => {}
-        }
         self.take_decision(approver)?;
         Ok(self.gate.approve(approve).await?)
     }
@@ -289,6 +285,7 @@ impl Api {
         let ends = api::ends(decision.ttl_secs, decision.until_ms)?;
         self.take_decision(approver)?;
         let mut deny = Deny::new(id, decision.code)
+            .ends(ends)
             .by(approver.name_arc())
             .authority(approver.clone());
         if let Some(reason) = decision.reason.filter(|r| !r.trim().is_empty()) {
@@ -296,11 +293,6 @@ impl Api {
         }
         if let Some(scope) = decision.remember {
             deny = deny.remember(scope);
-        }
-        match ends {
-            Some(Ends::After(ttl)) => deny = deny.ttl(ttl),
-            Some(Ends::At(end)) => deny = deny.until(end),
-            None => {}
         }
         Ok(self.gate.deny(deny).await?)
     }

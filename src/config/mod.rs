@@ -317,7 +317,7 @@ impl Config {
         if g.park_when_unnotified {
             builder = builder.park_when_unnotified();
         }
-        builder = builder.notifiers(self.notifiers()?);
+        builder = builder.notifiers(self.built_notifiers()?);
         if let Some(escalation) = &self.escalation {
             let mut notifiers = FanOut::new();
             for (i, settings) in escalation.notifiers.iter().enumerate() {
@@ -333,6 +333,11 @@ impl Config {
     /// [`Gate::replace_notifiers`] takes them.
     pub fn notifiers(&self) -> Result<FanOut, Error> {
         self.validate()?;
+        self.built_notifiers()
+    }
+
+    /// [`notifiers`](Self::notifiers), for a configuration already validated.
+    fn built_notifiers(&self) -> Result<FanOut, Error> {
         let mut notifiers = FanOut::new();
         for (i, settings) in self.notifiers.iter().enumerate() {
             notifiers = self.add_notifier(notifiers, &format!("notifiers[{i}]"), settings)?;

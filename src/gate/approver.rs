@@ -98,6 +98,13 @@ impl Approve {
         self
     }
 
+    /// When the rule ends, as the approval API reads it: `None` leaves the default.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn ends(mut self, ends: Option<Ends>) -> Self {
+        self.ends = ends.or(self.ends);
+        self
+    }
+
     /// Who approves. Required: every decision records its approver.
     #[must_use]
     pub fn by(mut self, approver: impl Into<Arc<str>>) -> Self {
@@ -176,6 +183,13 @@ impl Deny {
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ends = Some(Ends::After(ttl));
+        self
+    }
+
+    /// When a remembered denial ends, as the approval API reads it: `None` leaves the default.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn ends(mut self, ends: Option<Ends>) -> Self {
+        self.ends = ends.or(self.ends);
         self
     }
 

@@ -206,9 +206,7 @@ impl Shared {
             self.locked(|registry| ((), registry.close(id, Outcome::NotificationFailed)));
         }
     }
-}
 
-impl Shared {
     /// Alerts the escalation notifiers about `request`, still pending after the escalation
     /// delay, with the code the first alert carried; audited as `escalated` once one accepts.
     pub(super) fn escalate(self: &Arc<Self>, request: Arc<AccessRequest>) {

@@ -55,6 +55,7 @@ impl Shared {
     fn expire_due(self: &Arc<Self>) -> Option<Instant> {
         let now = Instant::now();
         loop {
+            // The lock is let go before the escalation's alert goes out.
             let due = self.registry().escalate_next(now);
             let Some(request) = due else { break };
             self.escalate(request);
