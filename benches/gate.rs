@@ -89,15 +89,18 @@ fn allowed(c: &mut Criterion) {
         .layer(policy_fn(|_: &&ToolCall| Decision::allow("always")))
         .layer(Echo);
     let mut table = gate.layer(policy()).layer(Echo);
-    let search = ToolCall::new("search.web", json!({"q": "x"})).principal("agent-7");
+    // Leaked: the gate takes requests that live as long as it may hold them ('static).
+    let search: &'static ToolCall = Box::leak(Box::new(
+        ToolCall::new("search.web", json!({"q": "x"})).principal("agent-7"),
+    ));
 
     let mut group = c.benchmark_group("allowed call");
-    group.bench_function("bare service", |b| b.iter(|| call_once(&mut bare, &search)));
+    group.bench_function("bare service", |b| b.iter(|| call_once(&mut bare, search)));
     group.bench_function("through the gate, closure policy", |b| {
-        b.iter(|| call_once::<_, &ToolCall>(&mut always, &search))
+        b.iter(|| call_once::<_, &ToolCall>(&mut always, search))
     });
     group.bench_function("through the gate, capability table", |b| {
-        b.iter(|| call_once::<_, &ToolCall>(&mut table, &search))
+        b.iter(|| call_once::<_, &ToolCall>(&mut table, search))
     });
     group.finish();
 
@@ -148,19 +151,19 @@ fn standing_rule(c: &mut Criterion) {
         })
     };
     grant("agent-7".to_owned());
-    let call = refund("agent-7");
+    let call: &'static ToolCall = Box::leak(Box::new(refund("agent-7")));
     let mut bare = Echo;
     let mut group = c.benchmark_group("call allowed by a standing rule");
-    group.bench_function("bare service", |b| b.iter(|| call_once(&mut bare, &call)));
+    group.bench_function("bare service", |b| b.iter(|| call_once(&mut bare, call)));
     group.bench_function("through the gate, 1 rule", |b| {
-        b.iter(|| call_once::<_, &ToolCall>(&mut gated, &call))
+        b.iter(|| call_once::<_, &ToolCall>(&mut gated, call))
     });
     for i in 0..99_999 {
         grant(format!("other-{i}"));
     }
     assert_eq!(gate.stats().rules, 100_000);
     group.bench_function("through the gate, 100,000 rules", |b| {
-        b.iter(|| call_once::<_, &ToolCall>(&mut gated, &call))
+        b.iter(|| call_once::<_, &ToolCall>(&mut gated, call))
     });
     group.finish();
 }

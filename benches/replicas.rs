@@ -324,7 +324,8 @@ fn allowed_by_rule(c: &mut Criterion) {
             .unwrap();
         call.await.unwrap();
     });
-    let call = refund("agent-7");
+    // Leaked: the gate takes requests that live as long as it may hold them ('static).
+    let call: &'static ToolCall = Box::leak(Box::new(refund("agent-7")));
     let mut bare = Echo;
     let once = |svc: &mut dyn FnMut() -> bool| assert!(svc());
     let mut group = c.benchmark_group("call allowed by a standing rule, PostgreSQL store");
@@ -333,7 +334,7 @@ fn allowed_by_rule(c: &mut Criterion) {
             once(&mut || {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let _ = Service::<&ToolCall>::poll_ready(&mut bare, &mut cx);
-                let mut future = std::pin::pin!(Service::<&ToolCall>::call(&mut bare, &call));
+                let mut future = std::pin::pin!(Service::<&ToolCall>::call(&mut bare, call));
                 future.as_mut().poll(&mut cx).is_ready()
             })
         })
@@ -343,7 +344,7 @@ fn allowed_by_rule(c: &mut Criterion) {
             once(&mut || {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let _ = Service::<&ToolCall>::poll_ready(&mut gated, &mut cx);
-                let mut future = std::pin::pin!(Service::<&ToolCall>::call(&mut gated, &call));
+                let mut future = std::pin::pin!(Service::<&ToolCall>::call(&mut gated, call));
                 future.as_mut().poll(&mut cx).is_ready()
             })
         })

@@ -24,6 +24,10 @@ pub enum AuditEvent {
     Notified,
     /// Nobody decided in time, and the escalation notifiers were alerted.
     Escalated,
+    /// A person approved with other arguments than the call asked with: the entry holds the
+    /// new arguments' digest (and the arguments, if the gate records them), and is followed by
+    /// `approved`.
+    Edited,
     /// A person approved.
     Approved,
     /// A person denied, or too many wrong codes were entered.
@@ -57,6 +61,7 @@ impl AuditEvent {
         Self::Requested,
         Self::Notified,
         Self::Escalated,
+        Self::Edited,
         Self::Approved,
         Self::Denied,
         Self::Expired,
@@ -77,6 +82,7 @@ impl AuditEvent {
             Self::Requested => "requested",
             Self::Notified => "notified",
             Self::Escalated => "escalated",
+            Self::Edited => "edited",
             Self::Approved => "approved",
             Self::Denied => "denied",
             Self::Expired => "expired",

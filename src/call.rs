@@ -1,11 +1,13 @@
 //! How the gate reads a request: capability, arguments, principal, session and reason.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::args;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
+use crate::id::RequestId;
 
 /// A request the gate can read. Implemented for [`ToolCall`]; implement it for your own type.
 ///
@@ -51,6 +53,70 @@ pub trait Call {
     fn reason(&self) -> Option<&str> {
         None
     }
+
+    /// This call with the arguments an approver wrote ([`Edit::args`]), for a policy that lets
+    /// approvers edit ([`Ask::editable`](crate::policy::Ask::editable)). Everything else stays as
+    /// it was: the gate refuses an edit whose call has another capability, principal or session,
+    /// and checks the rebuilt call against the policy before the approval counts. Keep the
+    /// [`Edit`] on the new call where the service can read it, so that the caller can tell.
+    ///
+    /// The default refuses with [`edit_unsupported`](crate::ErrorKind::EditUnsupported): a type
+    /// that cannot be rebuilt from arguments is never edited.
+    fn edited(&self, edit: &Edit) -> Result<Self, Error>
+    where
+        Self: Sized,
+    {
+        let _ = edit;
+        Err(Error::new(ErrorKind::EditUnsupported))
+    }
+}
+
+/// How an approver changed a call's arguments before it ran: the request, who edited, the
+/// arguments asked for and the ones the call runs with. [`Call::edited`] gets it; the rebuilt
+/// call keeps it ([`ToolCall::edit`], or an HTTP request's extensions), so the service, and
+/// through it the caller, can tell its call was edited.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edit {
+    request: RequestId,
+    approver: Arc<str>,
+    original: Value,
+    args: Value,
+}
+
+impl Edit {
+    pub(crate) fn new(
+        request: RequestId,
+        approver: Arc<str>,
+        original: Value,
+        args: Value,
+    ) -> Self {
+        Edit {
+            request,
+            approver,
+            original,
+            args,
+        }
+    }
+
+    /// The access request that was edited.
+    pub fn request_id(&self) -> RequestId {
+        self.request
+    }
+
+    /// Who edited (and approved) the call.
+    pub fn approver(&self) -> &str {
+        &self.approver
+    }
+
+    /// The arguments the call runs with.
+    pub fn args(&self) -> &Value {
+        &self.args
+    }
+
+    /// The arguments the caller asked with.
+    pub fn original_args(&self) -> &Value {
+        &self.original
+    }
 }
 
 impl<T: Call + ?Sized> Call for &T {
@@ -91,6 +157,7 @@ pub struct ToolCall {
     principal: Option<String>,
     session: Option<String>,
     reason: Option<String>,
+    edit: Option<Arc<Edit>>,
 }
 
 impl ToolCall {
@@ -102,6 +169,7 @@ impl ToolCall {
             principal: None,
             session: None,
             reason: None,
+            edit: None,
         }
     }
 
@@ -146,6 +214,12 @@ impl ToolCall {
     pub fn into_args(self) -> Value {
         self.args
     }
+
+    /// How an approver changed this call's arguments, if one did: the tool can tell the agent
+    /// that it ran with other arguments than it asked for.
+    pub fn edit(&self) -> Option<&Edit> {
+        self.edit.as_deref()
+    }
 }
 
 impl Call for ToolCall {
@@ -163,5 +237,12 @@ impl Call for ToolCall {
     }
     fn reason(&self) -> Option<&str> {
         self.reason.as_deref()
+    }
+    fn edited(&self, edit: &Edit) -> Result<Self, Error> {
+        Ok(ToolCall {
+            args: edit.args.clone(),
+            edit: Some(Arc::new(edit.clone())),
+            ..self.clone()
+        })
     }
 }

@@ -48,6 +48,13 @@ pub enum ErrorKind {
     TooManyAttempts,
     /// The approval asked for a wider scope or longer TTL than the request allows.
     ScopeNotAllowed,
+    /// The approval changed the call's arguments, and may not: the policy does not let this
+    /// request be edited, the edited call would be denied, or the edit changes more than the
+    /// arguments (the capability, the principal, an HTTP request's path).
+    EditNotAllowed,
+    /// The approval changed the call's arguments, and the call's type cannot be rebuilt from
+    /// arguments ([`Call::edited`](crate::Call::edited) is not implemented for it).
+    EditUnsupported,
     /// The approver's rights do not cover this: revoking rules of a capability they may not
     /// decide, revoking every rule or reading the audit trail without rights over every
     /// capability. (An approver who may not decide a request hears `access_request_not_found`,
@@ -96,6 +103,8 @@ impl ErrorKind {
         Self::AccessRequestAbandoned,
         Self::TooManyAttempts,
         Self::ScopeNotAllowed,
+        Self::EditNotAllowed,
+        Self::EditUnsupported,
         Self::ApproverNotAllowed,
         Self::ReasonRequired,
         Self::BodyTooLarge,
@@ -125,6 +134,8 @@ impl ErrorKind {
             Self::AccessRequestAbandoned => "access_request_abandoned",
             Self::TooManyAttempts => "too_many_attempts",
             Self::ScopeNotAllowed => "scope_not_allowed",
+            Self::EditNotAllowed => "edit_not_allowed",
+            Self::EditUnsupported => "edit_unsupported",
             Self::ApproverNotAllowed => "approver_not_allowed",
             Self::ReasonRequired => "reason_required",
             Self::BodyTooLarge => "body_too_large",
@@ -181,6 +192,12 @@ impl ErrorKind {
             }
             Self::ScopeNotAllowed => {
                 "the approval asks for a wider scope or a longer TTL than this access request allows"
+            }
+            Self::EditNotAllowed => {
+                "the approval may not change these arguments; the access request is still pending, approve it as asked or deny it"
+            }
+            Self::EditUnsupported => {
+                "this kind of call cannot be rebuilt from edited arguments; the access request is still pending, approve it as asked or deny it"
             }
             Self::ApproverNotAllowed => "this approver's rights do not cover this",
             Self::ReasonRequired => {

@@ -14,6 +14,7 @@ use tower_service::Service;
 
 pub use crate::pending::{PendingCall, Submitted};
 
+use crate::call::Call;
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::gate::{Gate, Waiter};
 use crate::id::RequestId;
@@ -103,6 +104,7 @@ impl<S, R> Future for ResponseFuture<S, R>
 where
     S: Service<R>,
     S::Error: Into<BoxError>,
+    R: Call,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -122,6 +124,7 @@ impl<S, R> Future for ParkedCall<S, R>
 where
     S: Service<R>,
     S::Error: Into<BoxError>,
+    R: Call,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -134,14 +137,26 @@ where
                     request,
                 } => {
                     // The gate's expiry task ends the request at its deadline, if nobody decided.
-                    ready!(waiter.poll_decision(cx))?;
-                    let finish = Finish {
+                    let edit = ready!(waiter.poll_decision(cx))?;
+                    let mut finish = Finish {
                         gate: waiter.gate(),
                         id: waiter.request().id(),
                         done: false,
                     };
                     let service = service.take().expect("a decision is taken once");
-                    let request = request.take().expect("a decision is taken once");
+                    let mut request = request.take().expect("a decision is taken once");
+                    if let Some(edit) = edit {
+                        // Checked against the policy on the gate's copy of this call; rebuilding
+                        // it the same way fails only for a type whose `edited` is not a function
+                        // of its arguments.
+                        match request.edited(&edit) {
+                            Ok(edited) => request = edited,
+                            Err(error) => {
+                                finish.done(Status::Failed);
+                                return Poll::Ready(Err(error.with_request(finish.id).into()));
+                            }
+                        }
+                    }
                     self.set(ParkedCall::Resuming {
                         call: Oneshot::new(service, request),
                         finish,

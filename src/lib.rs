@@ -201,7 +201,7 @@ pub mod mcp;
 #[cfg(test)]
 mod layers;
 
-pub use crate::call::{Call, ToolCall};
+pub use crate::call::{Call, Edit, ToolCall};
 pub use crate::error::{BoxError, Error, ErrorKind};
 pub use crate::gate::{Approve, Deny, Gate, Revoke};
 pub use crate::layer::RequireApprovalLayer;

@@ -38,6 +38,8 @@ pub struct AccessRequest {
     /// The fields a `value` approval is about, when the policy names some and the call has
     /// them all; `None` when it is about the whole arguments.
     pub(crate) key_fields: Option<KeyFields>,
+    /// Whether an approver may edit the arguments ([`Ask::editable`](crate::policy::Ask::editable)).
+    pub(crate) editable: bool,
     pub(crate) created_at: Millis,
     pub(crate) expires_at: Millis,
     pub(crate) approval_url: Option<Box<str>>,
@@ -99,6 +101,11 @@ impl AccessRequest {
     pub fn key_fields(&self) -> Option<&[Box<str>]> {
         self.key_fields.as_ref().map(KeyFields::as_slice)
     }
+    /// Whether an approver may edit the call's arguments before it runs
+    /// ([`Ask::editable`](crate::policy::Ask::editable)).
+    pub fn editable(&self) -> bool {
+        self.editable
+    }
     /// The arguments a `value` rule from this request binds: the key fields' digest (the call
     /// had them all when the request was made), or the arguments' digest.
     pub(crate) fn value_digest(&self) -> ArgsDigest {
@@ -131,7 +138,7 @@ impl AccessRequest {
 impl Serialize for AccessRequest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut out = s.serialize_struct("AccessRequest", 15)?;
+        let mut out = s.serialize_struct("AccessRequest", 16)?;
         out.serialize_field("id", &self.id)?;
         out.serialize_field("capability", &*self.capability)?;
         out.serialize_field("args", &self.args())?;
@@ -144,6 +151,7 @@ impl Serialize for AccessRequest {
         out.serialize_field("max_rule_ttl_secs", &self.max_rule_ttl().as_secs())?;
         out.serialize_field("approvers", &self.approvers())?;
         out.serialize_field("key_fields", &self.key_fields())?;
+        out.serialize_field("editable", &self.editable)?;
         out.serialize_field("created_at", &rfc3339(self.created_at()))?;
         out.serialize_field("expires_at", &rfc3339(self.expires_at()))?;
         out.serialize_field("approval_url", &self.approval_url.as_deref())?;

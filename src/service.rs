@@ -3,14 +3,16 @@
 
 use std::fmt;
 use std::mem;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use crate::call::Call;
-use crate::error::BoxError;
+use crate::call::{Call, Edit};
+use crate::error::{BoxError, Error, ErrorKind};
 use crate::future::ResponseFuture;
-use crate::gate::{Admission, Gate};
+use crate::gate::{Admission, Checked, Edits, Gate};
+use crate::id::RequestId;
 use crate::pending::{PendingCall, Submitted};
 use crate::policy::{Decision, Policy};
 
@@ -29,6 +31,11 @@ macro_rules! count {
 /// pass if a standing rule covers them; otherwise they wait on an access request. A parked call
 /// holds none of the inner service's readiness: it keeps an unreadied clone and drives it to
 /// ready only after approval, so the inner service stays free for other calls meanwhile.
+///
+/// For a call whose policy lets approvers edit it ([`Ask::editable`](crate::policy::Ask::editable)),
+/// the gate keeps a copy of the call (rebuilt by [`Call::edited`]) and a clone of the policy
+/// while it waits, to check an edit against the policy before the approval counts; hence the
+/// bounds on the policy and the call.
 #[derive(Clone)]
 pub struct RequireApproval<S, P> {
     inner: S,
@@ -86,8 +93,8 @@ impl<S, P, R> Service<R> for RequireApproval<S, P>
 where
     S: Service<R> + Clone,
     S::Error: Into<BoxError>,
-    P: Policy<R>,
-    R: Call,
+    P: Policy<R> + Clone + Send + Sync + 'static,
+    R: Call + Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -109,7 +116,10 @@ where
             }
             Decision::Ask(ask) => ask,
         };
-        match self.gate.admit(&request, ask) {
+        let policy = &self.policy;
+        match self.gate.admit(&request, ask, |id| {
+            PolicyEdits::for_call(policy, &request, id)
+        }) {
             Admission::Run => {
                 count!(self.gate, AllowedByRule);
                 ResponseFuture::allowed(self.inner.call(request))
@@ -143,7 +153,7 @@ impl<S, P> RequireApproval<S, P> {
         S::Future: Send + 'static,
         S::Response: Send + 'static,
         S::Error: Into<BoxError>,
-        P: Policy<R>,
+        P: Policy<R> + Clone + Send + Sync + 'static,
         R: Call + Send + 'static,
     {
         std::future::poll_fn(|cx| Service::<R>::poll_ready(self, cx)).await?;
@@ -152,5 +162,63 @@ impl<S, P> RequireApproval<S, P> {
             Some(parked) => Ok(Submitted::Pending(PendingCall::spawn(parked, future))),
             None => future.await.map(Submitted::Done),
         }
+    }
+}
+
+/// The check of edits of one parked call: the call rebuilt from its own arguments (a copy the
+/// gate can hold while the caller keeps the original), and the policy that asked about it.
+struct PolicyEdits<P, R> {
+    policy: P,
+    call: Mutex<R>,
+}
+
+impl<P, R> PolicyEdits<P, R>
+where
+    P: Policy<R> + Clone + Send + Sync + 'static,
+    R: Call + Send + 'static,
+{
+    /// The check for `call`, parked on request `id`; `None` if the call cannot be rebuilt from
+    /// arguments (an edit is then `edit_unsupported`). The copy is made through
+    /// [`Call::edited`] with the arguments unchanged; no approver has edited it.
+    fn for_call(policy: &P, call: &R, id: RequestId) -> Option<Arc<dyn Edits>> {
+        let args = call.args().into_owned();
+        let copy = call
+            .edited(&Edit::new(id, "".into(), args.clone(), args))
+            .ok()?;
+        Some(Arc::new(PolicyEdits {
+            policy: policy.clone(),
+            call: Mutex::new(copy),
+        }))
+    }
+}
+
+impl<P, R> Edits for PolicyEdits<P, R>
+where
+    P: Policy<R> + Send + Sync,
+    R: Call + Send,
+{
+    fn check(&self, edit: &Edit) -> Result<Checked, Error> {
+        let call = self.call.lock().unwrap_or_else(PoisonError::into_inner);
+        let edited = call.edited(edit)?;
+        if edited.capability() != call.capability()
+            || edited.principal() != call.principal()
+            || edited.session() != call.session()
+        {
+            return Err(Error::new(ErrorKind::EditNotAllowed).with_detail(
+                "an edit may change the call's arguments only, not its capability, principal or session",
+            ));
+        }
+        let ask = match self.policy.check(&edited) {
+            Decision::Allow(_) => None,
+            Decision::Ask(ask) => Some(ask),
+            Decision::Deny(reason) => {
+                return Err(Error::new(ErrorKind::EditNotAllowed)
+                    .with_detail(format!("the policy denies the edited call: {reason}")));
+            }
+        };
+        Ok(Checked {
+            args: edited.args().into_owned(),
+            ask,
+        })
     }
 }

@@ -47,14 +47,17 @@ pub(crate) fn visible_lines(text: &str) -> Cow<'_, str> {
     neutralise(text, true)
 }
 
+/// Whether `c` is a control character, a line or paragraph separator, or a bidirectional
+/// override, isolate or mark: what a person must not be shown as it is.
+pub(crate) fn hidden(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
+        | '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}'
+        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 fn neutralise(text: &str, keep_newlines: bool) -> Cow<'_, str> {
-    let hidden = |c: char| {
-        matches!(c,
-            '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
-            | '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}'
-            | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-            && !(keep_newlines && c == '\n')
-    };
+    let hidden = |c: char| hidden(c) && !(keep_newlines && c == '\n');
     if !text.contains(hidden) {
         return Cow::Borrowed(text);
     }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::error::{Answer, ApiErrorKind};
@@ -120,6 +121,9 @@ pub(super) struct ApproveBody {
     ttl_secs: Option<u64>,
     #[serde(default, deserialize_with = "whole_number")]
     until_ms: Option<u64>,
+    /// New arguments, read strictly (a repeated key is refused) since they are what runs.
+    #[serde(default)]
+    args: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -182,12 +186,19 @@ pub(super) async fn approve(
     let body = json_body(body)?;
     let scope = body.scope.unwrap_or(Scope::Once);
     let ends = ends(body.ttl_secs, body.until_ms)?;
-    let approval = api.approve(&approver, id, body.code, scope, ends).await?;
+    let edit = body
+        .args
+        .map(|args| crate::args::parse_strict(args.get()))
+        .transpose()?;
+    let approval = api
+        .approve(&approver, id, body.code, scope, ends, edit)
+        .await?;
     Ok(reply(json!({
         "request": approval.request(),
         "status": "approved",
         "scope": approval.scope(),
         "rule": approval.rule(),
+        "edited_args": approval.edit().map(|edit| edit.args()),
     })))
 }
 

@@ -265,10 +265,12 @@ impl Api {
         code: String,
         scope: Scope,
         ends: Option<Ends>,
+        edit: Option<serde_json::Value>,
     ) -> Result<Approval, Answer> {
         let approve = Approve::new(id, code)
             .scope(scope)
             .ends(ends)
+            .edits(edit)
             .by(approver.name_arc())
             .authority(approver.clone());
         self.take_decision(approver)?;

@@ -9,6 +9,7 @@
 //! too.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use axum::Form;
@@ -30,7 +31,7 @@ use crate::error::{Error, ErrorKind};
 use crate::gate::{Approval, Denial, Ends};
 use crate::request::{AccessRequest, Status};
 use crate::scope::Scope;
-use crate::text::pretty_args;
+use crate::text::{hidden, pretty_args};
 use crate::time::{human_duration, rfc3339};
 
 /// Who is looking, on which page.
@@ -124,6 +125,8 @@ pub(super) struct DecisionForm {
     scope: Option<Scope>,
     ttl_secs: Option<u64>,
     reason: Option<String>,
+    /// The arguments as the approver left them, on an editable request.
+    args: Option<String>,
 }
 
 /// `POST /{id}`: approve or deny, then show the outcome.
@@ -160,9 +163,18 @@ pub(super) async fn decide(
             let ends = form
                 .ttl_secs
                 .map(|secs| Ends::After(Duration::from_secs(secs)));
-            api.approve(approver, id, form.code, scope, ends)
-                .await
-                .map(|approval| approved(&visit.mount, &approval))
+            match form
+                .args
+                .as_deref()
+                .map(crate::args::parse_strict)
+                .transpose()
+            {
+                Ok(edit) => api
+                    .approve(approver, id, form.code, scope, ends, edit)
+                    .await
+                    .map(|approval| approved(&visit.mount, &approval)),
+                Err(error) => Err(error.into()),
+            }
         }
         "deny" => {
             let decision = DenyBody {
@@ -286,6 +298,10 @@ fn decision_form(mount: &Mount, approver: &Approver, request: &AccessRequest) ->
                     }
                 }
             }
+            @if request.editable() {
+                label for="args" { "Arguments to approve (change them to run the call differently)" }
+                textarea #args name="args" rows="6" spellcheck="false" { (editable_args(request)) }
+            }
             @if widest > Scope::Once {
                 label for="ttl" { "A wider approval lasts" }
                 select #ttl name="ttl_secs" {
@@ -313,7 +329,9 @@ fn approved(mount: &Mount, approval: &Approval) -> Response {
         Scope::Global => html! { "Its calls from everyone pass" },
     };
     let outcome = html! {
-        "The call " code { (shown(request.capability())) } " from " (principal) " is running."
+        "The call " code { (shown(request.capability())) } " from " (principal) " is running"
+        @if approval.edit().is_some() { " with the arguments you edited" }
+        "."
         @match approval.rule() {
             Some(rule) => { " " (covered) " without asking until " (rfc3339(rule.expires_at())) "." }
             None => { " Only this call was approved." }
@@ -412,4 +430,25 @@ fn time_left(request: &AccessRequest, now: SystemTime) -> String {
         ),
         Err(_) => "expiring now".into(),
     }
+}
+
+/// The arguments as pretty JSON an approver can edit and send back: characters
+/// [`visible`](crate::notify::visible) would escape are written as JSON escapes (`\u202e`), which show what they are and parse back
+/// to the same arguments. (serde_json escapes the C0 controls itself; the rest can only stand
+/// inside strings.)
+fn editable_args(request: &AccessRequest) -> String {
+    let pretty = serde_json::to_string_pretty(&request.args())
+        .unwrap_or_else(|_| request.args_json().into());
+    let mut shown = String::with_capacity(pretty.len());
+    for c in pretty.chars() {
+        if c != '\n' && hidden(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(shown, "\\u{unit:04x}");
+            }
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }

@@ -258,6 +258,9 @@ impl Config {
                 // Checked when the file was read.
                 ask = ask.key_fields(fields.iter().map(String::as_str));
             }
+            if s.editable == Some(true) {
+                ask = ask.editable();
+            }
             Decision::Ask(ask)
         };
         match (s.decision.unwrap_or_default(), self.mode) {

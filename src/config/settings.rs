@@ -107,6 +107,9 @@ pub struct CapabilitySettings {
     /// The argument fields (JSON pointers) a `value` approval is about; all of them when left
     /// out. See [`Ask::key_fields`](crate::policy::Ask::key_fields).
     pub key_fields: Option<Vec<String>>,
+    /// Whether approvers may edit the call's arguments before it runs. Default: `false`. See
+    /// [`Ask::editable`](crate::policy::Ask::editable).
+    pub editable: Option<bool>,
     /// The text shown to the approver.
     pub description: Option<String>,
     /// The reason given to callers of a `deny` entry.
@@ -161,6 +164,13 @@ impl CapabilitySettings {
         self
     }
 
+    /// Whether approvers may edit the call's arguments.
+    #[must_use]
+    pub fn editable(mut self, editable: bool) -> Self {
+        self.editable = Some(editable);
+        self
+    }
+
     /// The text shown to the approver.
     #[must_use]
     pub fn description(mut self, text: impl Into<String>) -> Self {
@@ -190,6 +200,7 @@ impl CapabilitySettings {
                 .key_fields
                 .clone()
                 .or_else(|| defaults.key_fields.clone()),
+            editable: self.editable.or(defaults.editable),
             description: self
                 .description
                 .clone()
@@ -216,6 +227,7 @@ impl CapabilitySettings {
                 ("require_reason", self.require_reason.is_some()),
                 ("approvers", self.approvers.is_some()),
                 ("key_fields", self.key_fields.is_some()),
+                ("editable", self.editable.is_some()),
                 ("description", self.description.is_some()),
             ];
             if let Some((name, _)) = asks.iter().find(|(_, set)| *set) {

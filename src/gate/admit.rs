@@ -9,6 +9,8 @@ use std::time::SystemTime;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
+use super::edit::Edits;
+use super::registry::Decided;
 use super::{ANONYMOUS, Gate, Shared};
 use crate::args::{ArgsDigest, canonical_json};
 use crate::call::Call;
@@ -29,8 +31,14 @@ pub(crate) enum Admission {
 }
 
 impl Gate {
-    /// Standing rules first, then the registry: run, refuse, or park the call.
-    pub(crate) fn admit<R: Call>(&self, call: &R, ask: Ask) -> Admission {
+    /// Standing rules first, then the registry: run, refuse, or park the call. For a new request
+    /// approvers may edit, `edits` makes the check of their edits.
+    pub(crate) fn admit<R: Call>(
+        &self,
+        call: &R,
+        ask: Ask,
+        edits: impl FnOnce(RequestId) -> Option<Arc<dyn Edits>>,
+    ) -> Admission {
         let capability = call.capability();
         if ask.require_reason && call.reason().is_none_or(|r| r.trim().is_empty()) {
             return Admission::Refuse(Error::new(ErrorKind::ReasonRequired));
@@ -83,6 +91,7 @@ impl Gate {
                 .key_fields
                 .as_ref()
                 .and_then(|f| key().map(|_| f.clone())),
+            editable: ask.editable,
             created_at,
             expires_at: created_at + settings.request_ttl,
             approval_url: settings
@@ -91,10 +100,12 @@ impl Gate {
                 .map(|base| format!("{base}/{id}").into_boxed_str()),
         };
         let deadline = now + settings.request_ttl;
+        // Made before the lock, and dropped if the call joins a pending request instead.
+        let edits = if request.editable { edits(id) } else { None };
         self.shared.watch_deadlines(&runtime);
-        let admitted = self
-            .shared
-            .locked(|registry| registry.admit(request, now, deadline, runtime, settings.limits));
+        let admitted = self.shared.locked(|registry| {
+            registry.admit(request, now, deadline, runtime, settings.limits, edits)
+        });
         let (request, key, created) = match admitted {
             Ok(admitted) => admitted,
             Err(error) => {
@@ -151,8 +162,9 @@ impl Waiter {
         }
     }
 
-    /// `Ready(Ok)` once an approval is this caller's to run; `Ready(Err)` once the request closed.
-    pub(crate) fn poll_decision(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    /// `Ready(Ok)` once an approval is this caller's to run, with the edit it was approved with,
+    /// if any; `Ready(Err)` once the request closed.
+    pub(crate) fn poll_decision(&mut self, cx: &mut Context<'_>) -> Poll<Decided> {
         let (id, key) = (self.request.id, self.key);
         let (mut poll, took) = self.shared.locked(|registry| {
             let (poll, effects) = registry.poll(id, key, cx.waker());

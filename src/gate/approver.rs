@@ -5,6 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
+
+use crate::call::Edit;
 use crate::error::Error;
 use crate::id::{RequestId, RuleId};
 use crate::request::AccessRequest;
@@ -20,6 +23,7 @@ pub struct Approve {
     pub(super) ends: Option<Ends>,
     pub(super) approver: Option<Arc<str>>,
     pub(super) authority: Option<Box<dyn Authority>>,
+    pub(super) edit: Option<Value>,
 }
 
 /// When the rule a decision makes ends: after a duration, or at a given time.
@@ -49,6 +53,7 @@ impl fmt::Debug for Approve {
             .field("scope", &self.scope)
             .field("ends", &self.ends)
             .field("approver", &self.approver)
+            .field("edit", &self.edit)
             .finish()
     }
 }
@@ -64,12 +69,36 @@ impl Approve {
             ends: None,
             approver: None,
             authority: None,
+            edit: None,
         }
     }
 
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn authority(mut self, authority: impl Authority + 'static) -> Self {
         self.authority = Some(Box::new(authority));
+        self
+    }
+
+    /// Approves the call with these arguments instead of the ones it asked with ("refund 50,
+    /// not 500"), if its policy lets approvers edit it
+    /// ([`Ask::editable`](crate::policy::Ask::editable)). The call is rebuilt with them and
+    /// checked by its policy again first: `edit_not_allowed` if the request may not be edited,
+    /// the policy would deny the edited call, or the edit changes more than the arguments;
+    /// `edit_unsupported` if the call's type cannot be rebuilt. Either way nothing was decided
+    /// and the request is still pending. Arguments equal to the asked ones are no edit.
+    ///
+    /// A gate whose store replicas share refuses edits (`edit_not_allowed`): callers on other
+    /// replicas that joined the request would run it as asked.
+    #[must_use]
+    pub fn edit(mut self, args: Value) -> Self {
+        self.edit = Some(args);
+        self
+    }
+
+    /// The arguments as the approval API reads them: `None` leaves them as asked.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn edits(mut self, args: Option<Value>) -> Self {
+        self.edit = args.or(self.edit);
         self
     }
 
@@ -207,6 +236,7 @@ pub struct Approval {
     pub(super) request: Arc<AccessRequest>,
     pub(super) scope: Scope,
     pub(super) rule: Option<Rule>,
+    pub(super) edit: Option<Arc<Edit>>,
 }
 
 impl Approval {
@@ -221,6 +251,10 @@ impl Approval {
     /// The standing rule it made; `None` for [`Scope::Once`].
     pub fn rule(&self) -> Option<&Rule> {
         self.rule.as_ref()
+    }
+    /// The edit the call ran with, if the approval changed its arguments.
+    pub fn edit(&self) -> Option<&Edit> {
+        self.edit.as_deref()
     }
 }
 

@@ -12,6 +12,8 @@ use crate::request::AccessRequest;
 
 /// Domain separation: a code can never be confused with another HMAC made from the same secret.
 const DOMAIN: &[u8] = b"tollgate/verification-code/v1";
+/// Bound after the key fields when approvers may edit the request (a key field starts with `/`).
+const EDITABLE: &[u8] = b"editable";
 
 /// The shortest secret accepted, in bytes.
 pub(crate) const MIN_SECRET_LEN: usize = 16;
@@ -58,9 +60,10 @@ impl CodeKey {
     }
 
     /// `HMAC-SHA256(secret, domain ‖ id ‖ principal ‖ session ‖ capability ‖ args digest ‖
-    /// max scope ‖ max rule TTL ‖ expiry [‖ key fields])`, every field length-prefixed, cut to
-    /// `length` uppercase hex characters. The key fields (each pointer in turn) come last, and
-    /// only when the request has them, so codes of requests without them are what they were.
+    /// max scope ‖ max rule TTL ‖ expiry [‖ key fields] [‖ "editable"])`, every field
+    /// length-prefixed, cut to `length` uppercase hex characters. The key fields (each pointer in
+    /// turn, every one starting with `/`) and the word `editable` come last, each only when the
+    /// request has it, so codes of requests without them are what they were.
     pub(crate) fn code(&self, request: &AccessRequest) -> VerificationCode {
         let digits = self.digits(request);
         let text = std::str::from_utf8(&digits[..self.length]).expect("hex digits are ASCII");
@@ -98,6 +101,10 @@ impl CodeKey {
                 mac.update(&(field.len() as u64).to_be_bytes());
                 mac.update(field.as_bytes());
             }
+        }
+        if request.editable {
+            mac.update(&(EDITABLE.len() as u64).to_be_bytes());
+            mac.update(EDITABLE);
         }
         mac.finalize().into_bytes().into()
     }
@@ -144,6 +151,7 @@ mod tests {
             max_rule_ttl_ms: 60_000,
             approvers: None,
             key_fields: None,
+            editable: false,
             created_at: now,
             expires_at: now + Duration::from_secs(60),
             approval_url: None,
@@ -255,5 +263,46 @@ mod tests {
             plain,
             "no key fields: the code as before"
         );
+    }
+
+    /// An editable request's code binds the word `editable` after the documented fields: the
+    /// same request without it has another code, and that code is what it always was.
+    #[test]
+    fn the_code_binds_whether_the_request_is_editable() {
+        use hmac::{Hmac, KeyInit, Mac};
+        let secret = b"a test secret of sixteen bytes";
+        let key = CodeKey::new(secret, 64).unwrap();
+        let mut request = request();
+        let plain = key.code(&request).reveal().to_owned();
+        request.editable = true;
+        let editable = key.code(&request).reveal().to_owned();
+        assert_ne!(plain, editable);
+
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        let fields: [&[u8]; 10] = [
+            b"tollgate/verification-code/v1",
+            request.id.as_bytes(),
+            b"agent-7",
+            b"",
+            b"payments.refund",
+            request.args_digest.as_bytes(),
+            b"once",
+            &60_000u64.to_be_bytes(),
+            &request.expires_at.get().to_be_bytes(),
+            b"editable",
+        ];
+        for field in fields {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field);
+        }
+        let expected: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        assert_eq!(editable, expected);
+        request.editable = false;
+        assert_eq!(key.code(&request).reveal(), plain);
     }
 }

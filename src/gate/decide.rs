@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -19,6 +20,7 @@ use super::rules::{LONGEST_RULE, deadline_of};
 use super::seal::SealKey;
 use super::writer::queue_stopped;
 use super::{Gate, record, verdict};
+use crate::call::Edit;
 use crate::error::{Error, ErrorKind};
 use crate::id::{RequestId, RuleId};
 use crate::request::{AccessRequest, Outcome, Status};
@@ -35,7 +37,12 @@ struct Asked {
     approver: Option<Arc<str>>,
     reason: Option<Arc<str>>,
     authority: Option<Box<dyn Authority>>,
+    /// An approval's new arguments.
+    edit: Option<Value>,
 }
+
+/// What a decision made: the request decided, its rule if any, and an approval's edit.
+type Made = (Arc<AccessRequest>, Option<Rule>, Option<Arc<Edit>>);
 
 impl Gate {
     /// Approves a pending request.
@@ -45,7 +52,9 @@ impl Gate {
     /// what happened: `access_request_not_found` (unknown id or wrong code, alike),
     /// `too_many_attempts`, `scope_not_allowed`, `approver_not_allowed`, `already_resolved`,
     /// `access_request_expired`, `access_request_cancelled`, `access_request_abandoned`,
-    /// `missing_approver`, `store_failed` (nothing was approved; the request is still pending).
+    /// `missing_approver`, `store_failed` (nothing was approved; the request is still pending),
+    /// and for an [edit](Approve::edit) `edit_not_allowed` or `edit_unsupported` (nothing was
+    /// approved either).
     ///
     /// Once this future has been polled, the approval is on its way: dropping the future does not
     /// take it back, it only stops you from hearing whether a caller received it.
@@ -57,12 +66,14 @@ impl Gate {
             approver: approve.approver,
             reason: None,
             authority: approve.authority,
+            edit: approve.edit,
         };
-        let (request, rule) = self.rule_on(approve.id, &approve.code, asked).await?;
+        let (request, rule, edit) = self.rule_on(approve.id, &approve.code, asked).await?;
         Ok(Approval {
             request,
             scope: approve.scope,
             rule,
+            edit,
         })
     }
 
@@ -77,22 +88,19 @@ impl Gate {
             approver: deny.approver,
             reason: deny.reason,
             authority: deny.authority,
+            edit: None,
         };
-        let (request, rule) = self.rule_on(deny.id, &deny.code, asked).await?;
+        let (request, rule, _) = self.rule_on(deny.id, &deny.code, asked).await?;
         Ok(Denial { request, rule })
     }
 
     /// What approve and deny share: the approver must be named and may decide the request, the
     /// code must match, the scope and TTL must be allowed; then the registry takes the ruling if
     /// the request is still pending, and it takes effect once stored (and, for an approval, once
-    /// a waiting caller took it; if every caller left first, it was cancelled). Returns the
-    /// request and the rule the decision made, if any.
-    async fn rule_on(
-        &self,
-        id: RequestId,
-        code: &str,
-        asked: Asked,
-    ) -> Result<(Arc<AccessRequest>, Option<Rule>), Error> {
+    /// a waiting caller took it; if every caller left first, it was cancelled). An edit is
+    /// checked once the code is. Returns the request, the rule the decision made, if any, and
+    /// the edit the callers run.
+    async fn rule_on(&self, id: RequestId, code: &str, asked: Asked) -> Result<Made, Error> {
         let shared = &self.shared;
         let approver = asked
             .approver
@@ -128,9 +136,23 @@ impl Gate {
             let limit = shared.settings.limits.attempts;
             return Err(shared.locked(|registry| registry.wrong_code(id, &approver, limit)));
         }
+        let edit = match &asked.edit {
+            Some(args) => shared.edit(&request, args, &approver)?,
+            None => None,
+        };
         let now = Instant::now();
         let (ack, acked) = oneshot::channel();
-        let mut ruling = asked.rule(&request, &approver, &shared.seals, now, ack);
+        let mut ruling = match &edit {
+            None => asked.rule(&request, &approver, &shared.seals, now, ack),
+            Some((edit, edited)) => {
+                asked
+                    .rule(edited, &approver, &shared.seals, now, ack)
+                    .map(|ruling| Ruling {
+                        edit: Some(edit.clone()),
+                        ..ruling
+                    })
+            }
+        };
         if let Ok(ruling) = &mut ruling
             && shared.settings.shared_store
             && ruling.approves()
@@ -144,7 +166,7 @@ impl Gate {
         };
         let request = shared.locked(|registry| registry.decide(id, ruling, now))?;
         acknowledged(id, acked).await?;
-        Ok((request, rule))
+        Ok((request, rule, edit.map(|(edit, _)| edit)))
     }
 
     /// A decision on a request whose callers wait on another replica, made through the store
@@ -158,7 +180,7 @@ impl Gate {
         asked: &Asked,
         approver: &Arc<str>,
         may_decide: impl Fn(&AccessRequest) -> bool,
-    ) -> Result<(Arc<AccessRequest>, Option<Rule>), Error> {
+    ) -> Result<Made, Error> {
         let shared = &self.shared;
         let stored = self
             .queued(move |store| store.request(id))
@@ -173,6 +195,11 @@ impl Gate {
         }
         if stored.status != Status::Pending {
             return Err(already(stored.status, id));
+        }
+        if asked.edit.is_some() {
+            return Err(Error::new(ErrorKind::EditNotAllowed)
+                .with_request(id)
+                .with_detail("edits need a gate whose store is not shared by replicas"));
         }
         if SystemTime::now() >= request.expires_at() {
             return Err(Error::new(ErrorKind::AccessRequestExpired).with_request(id));
@@ -221,7 +248,7 @@ impl Gate {
                 shared.changed.notify_waiters();
             }
         }
-        Ok((request, rule))
+        Ok((request, rule, None))
     }
 
     /// Waits until an approval made here settles on the replica holding its callers, as the
@@ -407,6 +434,7 @@ impl Asked {
         };
         Ok(Ruling {
             verdict: None,
+            edit: None,
             outcome,
             scope: self.scope,
             rule: rule.map(|rule| (rule, now + ttl)),

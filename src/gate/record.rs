@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::registry::Event;
+use crate::args::{ArgsDigest, canonical_json};
 use crate::audit::{AuditEntry, AuditEvent};
+use crate::call::Edit;
 use crate::id::RuleId;
 use crate::request::{AccessRequest, Outcome, Status};
 use crate::store::{self, Transition};
@@ -75,8 +77,13 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             scope,
             rule,
             verdict,
+            edit,
         } => {
             let mut decision = decision(&request, outcome, scope, rule, audit_args);
+            if let Some(edit) = edit {
+                let edited = edited(&request, &edit, decision.audit[0].at, audit_args);
+                decision.audit.insert(0, edited);
+            }
             decision.verdict = verdict;
             Write::Decide(decision)
         }
@@ -166,6 +173,19 @@ pub(super) fn decision(
         write.rule = Some(rule);
     }
     write
+}
+
+/// The `edited` entry of an approval that changed the arguments: the new arguments' digest (and
+/// the arguments, if `audit_args`), who edited, and in `detail` the digest of the arguments the
+/// call asked with, which the `requested` entry holds.
+fn edited(request: &AccessRequest, edit: &Edit, at: SystemTime, audit_args: bool) -> AuditEntry {
+    let args = canonical_json(edit.args());
+    let mut edited = AuditEntry::for_request(AuditEvent::Edited, at, request);
+    edited.args_digest = Some(ArgsDigest::of_canonical(&args));
+    edited.args = audit_args.then(|| args.into_boxed_str());
+    edited.approver = Some(edit.approver().into());
+    edited.detail = Some(format!("edited from arguments {}", request.args_digest).into());
+    edited
 }
 
 /// The transition that closes a pending request with `outcome`, as the registry's `Closed`

@@ -135,6 +135,7 @@ impl Shared {
                     rule,
                     ack: oneshot::channel().0,
                     verdict: None,
+                    edit: None,
                 }))
             }
             (status, Some(outcome)) if is_finished(status) && outcome.status() == status => {

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::extract::{MatchedPath, RawPathParams};
 use bytes::Bytes;
-use http::{HeaderName, Method, Request};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderName, HeaderValue, Method, Request};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::args;
-use crate::call::Call;
+use crate::call::{Call, Edit};
 use crate::error::{Error, ErrorKind};
 
 /// Who makes the request, put in the request's extensions by your own authentication layer.
@@ -123,7 +124,12 @@ impl<B> HttpCall<B> {
     }
 }
 
-impl<B> Call for HttpCall<B> {
+/// Edits of an HTTP request change its body only: its path and query are its capability's
+/// place and stay as they were. A JSON body is written from the edited `body`, a text body from
+/// the edited string; a binary body cannot be edited. The rebuilt request carries the [`Edit`]
+/// in its extensions, and the gate's response to an edited request has a `tollgate-edited`
+/// header naming the access request.
+impl<B: From<Bytes>> Call for HttpCall<B> {
     fn capability(&self) -> &str {
         &self.capability
     }
@@ -154,6 +160,72 @@ impl<B> Call for HttpCall<B> {
     fn reason(&self) -> Option<&str> {
         self.extension_or_header(|r: &Reason| &r.0, self.sources.reason_header.as_ref())
     }
+
+    fn edited(&self, edit: &Edit) -> Result<Self, Error> {
+        let refuse =
+            |detail: &'static str| Error::new(ErrorKind::EditNotAllowed).with_detail(detail);
+        let original = self.args();
+        let (Value::Object(new), Value::Object(old)) = (edit.args(), &*original) else {
+            return Err(refuse("an HTTP request's arguments are an object"));
+        };
+        let parts_kept = ["path", "query"]
+            .iter()
+            .all(|part| new.get(*part) == old.get(*part));
+        if !parts_kept
+            || new
+                .keys()
+                .any(|key| !matches!(key.as_str(), "path" | "query" | "body"))
+        {
+            return Err(refuse("an edit may change an HTTP request's body only"));
+        }
+        let json = is_json(content_type(&self.request));
+        let bytes = match (new.get("body"), &self.body) {
+            (None, None) => Bytes::new(),
+            (Some(body), Some(_)) if json => Bytes::from(
+                serde_json::to_vec(body)
+                    .map_err(|e| Error::new(ErrorKind::InvalidArguments).with_source(e))?,
+            ),
+            (Some(Value::String(text)), Some(Value::String(_))) => Bytes::from(text.clone()),
+            (_, Some(Value::Object(_))) => {
+                return Err(Error::new(ErrorKind::EditUnsupported)
+                    .with_detail("a binary body cannot be edited"));
+            }
+            _ => return Err(refuse("an edit may not add, remove or retype the body")),
+        };
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = self.request.method().clone();
+        parts.uri = self.request.uri().clone();
+        parts.version = self.request.version();
+        parts.headers = self.request.headers().clone();
+        parts.headers.remove(TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        parts.extensions = self.request.extensions().clone();
+        parts.extensions.insert(edit.clone());
+        let params = super::path_params(&mut parts)?;
+        Ok(HttpCall {
+            request: Request::from_parts(parts, B::from(bytes)),
+            capability: self.capability.clone(),
+            route: self.route.clone(),
+            params,
+            body: new.get("body").cloned(),
+            sources: self.sources.clone(),
+        })
+    }
+}
+
+/// The request's content type, if it is readable.
+pub(crate) fn content_type<B>(request: &Request<B>) -> Option<&str> {
+    request.headers().get(CONTENT_TYPE)?.to_str().ok()
+}
+
+/// Whether a body of `content_type` reads as JSON: `application/json` or any `+json` type.
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .is_some_and(|t| t == "application/json" || t.ends_with("+json"))
 }
 
 /// `a=1&b=2&b=3` as `{"a": "1", "b": ["2", "3"]}`.
@@ -181,14 +253,8 @@ pub(crate) fn body_value(
     if bytes.is_empty() {
         return Ok(None);
     }
-    let essence = content_type
-        .and_then(|t| t.split(';').next())
-        .map(|t| t.trim().to_ascii_lowercase());
-    let is_json = essence
-        .as_deref()
-        .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
     let text = std::str::from_utf8(bytes);
-    if is_json {
+    if is_json(content_type) {
         let text = text.map_err(|_| {
             Error::new(ErrorKind::InvalidArguments).with_detail("the JSON body is not UTF-8")
         })?;

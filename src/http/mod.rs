@@ -90,8 +90,10 @@ use tower_service::Service;
 pub use self::call::{HttpCall, Operation, Principal, Reason, Session};
 
 use self::call::{Sources, body_value};
+use crate::call::Edit;
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::gate::Gate;
+use crate::id::RequestId;
 use crate::policy::{Ask, Decision, Policy};
 use crate::service::RequireApproval;
 
@@ -323,8 +325,8 @@ impl<S, P, B, ResBody> Service<Request<B>> for HttpApproval<S, P>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: fmt::Debug + fmt::Display + Send + Sync + 'static,
-    P: Policy<HttpCall<B>>,
-    B: http_body::Body + From<Bytes>,
+    P: Policy<HttpCall<B>> + Send + Sync + 'static,
+    B: http_body::Body + From<Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
     ResBody: From<Bytes>,
 {
@@ -423,8 +425,9 @@ fn too_large(limit: usize) -> Error {
 #[derive(Clone, Debug)]
 pub(crate) struct Forward<S>(S);
 
+/// The response comes back with the access request whose approval edited the call, if one did.
 impl<S: Service<Request<B>>, B> Service<HttpCall<B>> for Forward<S> {
-    type Response = S::Response;
+    type Response = (S::Response, Option<RequestId>);
     type Error = InnerError<S::Error>;
     type Future = ForwardFuture<S::Future>;
 
@@ -433,8 +436,11 @@ impl<S: Service<Request<B>>, B> Service<HttpCall<B>> for Forward<S> {
     }
 
     fn call(&mut self, call: HttpCall<B>) -> Self::Future {
+        let request = call.into_request();
+        let edited = request.extensions().get::<Edit>().map(Edit::request_id);
         ForwardFuture {
-            inner: self.0.call(call.into_request()),
+            inner: self.0.call(request),
+            edited,
         }
     }
 }
@@ -443,6 +449,8 @@ pin_project! {
     pub(crate) struct ForwardFuture<F> {
         #[pin]
         inner: F,
+        // The access request whose approval edited this call, if one did.
+        edited: Option<RequestId>,
     }
 }
 
@@ -450,12 +458,17 @@ impl<F, T, E> Future for ForwardFuture<F>
 where
     F: Future<Output = Result<T, E>>,
 {
-    type Output = Result<T, InnerError<E>>;
+    type Output = Result<(T, Option<RequestId>), InnerError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx).map_err(InnerError)
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx)).map_err(InnerError)?;
+        Poll::Ready(Ok((response, *this.edited)))
     }
 }
+
+/// The header that tells the caller an approver edited its request: the access request's id.
+const EDITED: HeaderName = HeaderName::from_static("tollgate-edited");
 
 /// An error of the inner service, on its way through the gate's boxed errors and back.
 #[derive(Debug)]
@@ -541,8 +554,8 @@ impl<S, P, B, ResBody> Future for ResponseFuture<S, P, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: fmt::Debug + fmt::Display + Send + Sync + 'static,
-    P: Policy<HttpCall<B>>,
-    B: http_body::Body + From<Bytes>,
+    P: Policy<HttpCall<B>> + Send + Sync + 'static,
+    B: http_body::Body + From<Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
     ResBody: From<Bytes>,
 {
@@ -557,7 +570,13 @@ where
                 }
                 StateProj::Gated { future } => {
                     return Poll::Ready(match ready!(future.poll(cx)) {
-                        Ok(response) => Ok(response),
+                        Ok((response, None)) => Ok(response),
+                        Ok((mut response, Some(id))) => {
+                            let id =
+                                HeaderValue::try_from(id.to_string()).expect("ids are header-safe");
+                            response.headers_mut().insert(EDITED, id);
+                            Ok(response)
+                        }
                         Err(error) => match error.downcast::<InnerError<S::Error>>() {
                             Ok(inner) => Err(inner.0),
                             Err(error) => Ok(boxed_error_response(&error)),
@@ -578,8 +597,7 @@ where
                             return Poll::Ready(Ok(error_response(&error)));
                         }
                     };
-                    let content_type = call.request.headers().get(CONTENT_TYPE);
-                    match body_value(content_type.and_then(|v| v.to_str().ok()), &bytes) {
+                    match body_value(call::content_type(&call.request), &bytes) {
                         Ok(value) => call.body = value,
                         Err(error) => return Poll::Ready(Ok(error_response(&error))),
                     }
@@ -633,7 +651,9 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::AccessRequestNotFound => StatusCode::NOT_FOUND,
         ErrorKind::AlreadyResolved => StatusCode::CONFLICT,
-        ErrorKind::ScopeNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::ScopeNotAllowed | ErrorKind::EditNotAllowed | ErrorKind::EditUnsupported => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         ErrorKind::ServiceFailed
         | ErrorKind::InvalidConfig
         | ErrorKind::MissingSecret

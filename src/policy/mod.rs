@@ -135,6 +135,7 @@ pub struct Ask {
     pub(crate) approvers: Option<Arc<Box<[Box<str>]>>>,
     pub(crate) require_reason: bool,
     pub(crate) key_fields: Option<KeyFields>,
+    pub(crate) editable: bool,
 }
 
 impl Ask {
@@ -150,6 +151,7 @@ impl Ask {
             approvers: None,
             require_reason: false,
             key_fields: None,
+            editable: false,
         }
     }
 
@@ -223,6 +225,28 @@ impl Ask {
         Ok(self)
     }
 
+    /// Approvers may change the call's arguments before it runs ("refund 50, not 500"):
+    /// [`Approve::edit`](crate::Approve::edit), the approval API's `args`, the page's argument
+    /// box. The call is rebuilt with the new arguments ([`Call::edited`](crate::Call::edited);
+    /// a type that cannot be rebuilt refuses with `edit_unsupported`) and checked by the same
+    /// policy again before the approval counts: an edit the policy would deny, or one that
+    /// changes the capability, principal or session, is refused with `edit_not_allowed` and
+    /// the request stays pending. An edited call that the policy asks about again is held to
+    /// that ask's limits too (scope, rule TTL, approvers). Whether a request may be edited is
+    /// bound into its verification code; an edit is audited as `edited` beside the original
+    /// arguments, and the edited call is what the inner service runs. A rule of scope `value`
+    /// made by an edited approval covers the edited arguments.
+    #[must_use]
+    pub fn editable(mut self) -> Self {
+        self.editable = true;
+        self
+    }
+
+    /// Whether approvers may edit the call's arguments.
+    pub fn is_editable(&self) -> bool {
+        self.editable
+    }
+
     /// The argument fields a `value` approval is about; `None` when it is about all of them.
     pub fn keyed_by(&self) -> Option<&[Box<str>]> {
         self.key_fields.as_ref().map(KeyFields::as_slice)
@@ -257,6 +281,8 @@ impl Ask {
                 (Some(a), Some(b)) => Some(a.union(&b)),
                 _ => None,
             },
+            // Editable only if both allow it.
+            editable: self.editable && other.editable,
         }
     }
 }

@@ -86,6 +86,7 @@ pub fn request(principal: &str, capability: &str, args: serde_json::Value) -> Ac
         max_rule_ttl_ms: 3_600_000,
         approvers: Some(Arc::new(vec!["alice".into(), "bob".into()].into())),
         key_fields: None,
+        editable: false,
         created_at: Millis::of(created_at),
         expires_at: Millis::of(created_at) + Duration::from_secs(300),
         approval_url: Some(format!("https://approvals.example/{id}").into()),
@@ -229,13 +230,15 @@ pub async fn records_round_trip(store: impl Store) {
     let mut keyed =
         super::conformance::request("agent-7", "sms.send", json!({"to": "+1", "body": "hi"}));
     keyed.key_fields = Some(crate::args::KeyFields::new(["/to"]).expect("a pointer"));
+    keyed.editable = true;
     insert(&store, &keyed).await;
     let stored = store.request(keyed.id).await.unwrap().unwrap();
     assert_eq!(
         stored.request.to_record(),
         keyed.to_record(),
-        "key fields read back"
+        "key fields and editability read back"
     );
+    assert!(stored.request.editable());
     assert_eq!(stored.request.value_digest(), keyed.value_digest());
     assert!(
         store.request(RequestId::random()).await.unwrap().is_none(),

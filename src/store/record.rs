@@ -38,6 +38,9 @@ struct RequestRecord {
     /// Absent on requests without key fields, as on those written before they existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_fields: Option<Vec<String>>,
+    /// Absent unless approvers may edit it, as on requests written before edits existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    editable: bool,
     created_at_ms: i64,
     expires_at_ms: i64,
     approval_url: Option<String>,
@@ -65,6 +68,7 @@ impl AccessRequest {
             key_fields: self
                 .key_fields()
                 .map(|list| list.iter().map(|f| f.to_string()).collect()),
+            editable: self.editable,
             created_at_ms: millis(self.created_at()),
             expires_at_ms: millis(self.expires_at()),
             approval_url: self.approval_url.as_deref().map(Into::into),
@@ -113,6 +117,7 @@ impl AccessRequest {
                 .approvers
                 .map(|list| Arc::new(list.into_iter().map(String::into_boxed_str).collect())),
             key_fields,
+            editable: r.editable,
             created_at: Millis::of(from_millis(r.created_at_ms)),
             expires_at: Millis::of(from_millis(r.expires_at_ms)),
             approval_url: r.approval_url.map(String::into_boxed_str),

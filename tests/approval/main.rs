@@ -1097,3 +1097,69 @@ async fn the_openapi_document_lists_every_audit_event_the_audit_route_takes() {
         .collect();
     assert_eq!(documented, events);
 }
+
+#[tokio::test]
+async fn an_approval_over_http_can_edit_the_arguments_where_the_policy_allows() {
+    use tollgate::policy::{Ask, arg, threshold};
+    let srv = default_server().await;
+    let tools = Tools::default();
+    let refunds = threshold(arg("/amount"), 100.0)
+        .deny_above(1_000.0, "refunds over 1,000 go through finance")
+        .ask(Ask::new("refunds move money").editable());
+    let svc = srv.gate.layer(refunds).layer(tools.clone());
+    let task = tokio::spawn(svc.oneshot(refund(500)));
+    let alert = srv.alerts.next_alert().await;
+    srv.codes.lock().unwrap().push(code_of(&alert));
+    let id = alert.request().id();
+    let one = srv.get(&format!("/api/requests/{id}"), Some(ALICE)).await;
+    assert_eq!(one.json()["request"]["editable"], true);
+
+    let code = code_of(&alert);
+    let denied = json!({"code": code, "args": {"charge": "ch_1", "amount": 5000}});
+    let reply = srv.approve(&alert, ALICE, denied).await;
+    refused(&reply, StatusCode::UNPROCESSABLE_ENTITY, "edit_not_allowed");
+    assert!(reply.body.contains("finance"), "{reply:?}");
+    // A repeated key is refused, not read as its last value.
+    let path = format!("/approvals/api/requests/{id}/approve");
+    let raw = format!(
+        r#"{{"code": "{code}", "args": {{"charge": "ch_1", "amount": 50, "amount": 5000}}}}"#
+    );
+    let request = client::request("POST", &path)
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "application/json")
+        .body(Full::from(raw))
+        .unwrap();
+    let reply = srv.send(request).await;
+    refused(&reply, StatusCode::BAD_REQUEST, "invalid_arguments");
+    assert_eq!(srv.gate.status(id).unwrap(), Status::Pending);
+    assert_eq!(tools.total(), 0);
+
+    let edited = json!({"code": code, "args": {"charge": "ch_1", "amount": 50}});
+    let approved = srv.approve(&alert, ALICE, edited).await;
+    assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
+    assert_eq!(
+        approved.json()["edited_args"],
+        json!({"charge": "ch_1", "amount": 50})
+    );
+    let ran = task.await.unwrap().unwrap();
+    assert_eq!(ran, r#"ran payments.refund {"amount":50,"charge":"ch_1"}"#);
+
+    // A request whose policy does not allow edits refuses them.
+    let (task, alert) = srv.park(refund(10)).await;
+    let reply = srv
+        .approve(
+            &alert,
+            ALICE,
+            json!({"code": code_of(&alert), "args": {"amount": 1}}),
+        )
+        .await;
+    refused(&reply, StatusCode::UNPROCESSABLE_ENTITY, "edit_not_allowed");
+    let one = srv
+        .get(
+            &format!("/api/requests/{}", alert.request().id()),
+            Some(ALICE),
+        )
+        .await;
+    assert_eq!(one.json()["request"]["editable"], false);
+    task.abort();
+}

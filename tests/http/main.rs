@@ -525,3 +525,50 @@ async fn deciding_before_the_body_streams_what_policy_allows_and_still_shows_the
         serde_json::json!({"amount": 7})
     );
 }
+
+#[tokio::test]
+async fn an_approver_edits_a_posts_body_and_the_handler_gets_the_edited_one() {
+    let config = POLICY.replace(
+        "description = \"Refunds move money back to a card.\"",
+        "description = \"Refunds move money back to a card.\"\n    editable = true",
+    );
+    let app = serve(&config, |gate, config| gate.http(config.policy().unwrap())).await;
+    let parked = start(
+        app.addr,
+        json_post("/v1/refunds/r_1?notify=yes", r#"{"amount": 5000}"#),
+    )
+    .await;
+    let alert = app.inbox.next_alert().await;
+    let request = alert.request();
+    assert!(request.editable());
+    let approve = |args| {
+        Approve::new(request.id(), alert.code().reveal())
+            .edit(args)
+            .by("alice")
+    };
+    // The path and query are the capability's place: an edit may not touch them.
+    for widened in [
+        json!({"path": {"id": "r_2"}, "query": {"notify": "yes"}, "body": {"amount": 50}}),
+        json!({"path": {"id": "r_1"}, "body": {"amount": 50}}),
+        json!({"path": {"id": "r_1"}, "query": {"notify": "yes"}, "body": {"amount": 50}, "x": 1}),
+    ] {
+        let error = app
+            .gate
+            .approve(approve(widened.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), "edit_not_allowed", "{widened}");
+    }
+    let edited = json!({"path": {"id": "r_1"}, "query": {"notify": "yes"}, "body": {"amount": 50}});
+    let approval = app.gate.approve(approve(edited)).await.unwrap();
+    assert!(approval.edit().is_some());
+    let reply = parked.reply.await.unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.body, r#"refunded r_1 with {"amount":50}"#);
+    assert_eq!(
+        reply.headers.get("tollgate-edited").unwrap(),
+        &request.id().to_string(),
+        "the caller can tell its request was edited"
+    );
+    assert_eq!(app.ran.load(Ordering::SeqCst), 1);
+}

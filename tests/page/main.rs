@@ -310,3 +310,65 @@ async fn the_page_says_which_fields_a_value_approval_covers_and_approves_for_the
     assert_eq!(tools.total(), 2);
     assert_eq!(srv.alerts.alerts().len(), 1);
 }
+
+#[tokio::test]
+async fn a_person_edits_the_arguments_on_the_page_and_the_edited_call_runs() {
+    use tollgate::policy::{Ask, arg, threshold};
+    let _one = BROWSER.lock().await;
+    let srv = server(Duration::from_secs(300)).await;
+    let tools = Tools::default();
+    let refunds = threshold(arg("/amount"), 100.0)
+        .deny_above(1_000.0, "refunds over 1,000 go through finance")
+        .ask(Ask::new("refunds move money").editable());
+    let svc = srv.gate.layer(refunds).layer(tools.clone());
+    // A string with a bidirectional override: the box shows it escaped, and it round-trips.
+    let call = ToolCall::new(
+        "payments.refund",
+        json!({"charge": "ch_1", "amount": 500, "memo": "txt\u{202e}fdp"}),
+    )
+    .principal("agent-7");
+    let task = tokio::spawn(svc.oneshot(call));
+    let alert = srv.alerts.next_alert().await;
+    let browser = browser().await;
+    open_and_sign_in(&browser, &alert).await;
+
+    let field = browser.find(Locator::Id("args")).await.unwrap();
+    let shown = field.prop("value").await.unwrap().unwrap();
+    assert!(shown.contains(r"txt\u202efdp"), "{shown}");
+    assert!(!shown.contains('\u{202e}'));
+    let edit = |amount: u64| shown.replace("500", &amount.to_string());
+
+    // An edit the policy would deny: the form again, saying why, and nothing ran.
+    field.clear().await.unwrap();
+    field.send_keys(&edit(5000)).await.unwrap();
+    type_into(&browser, "code", alert.code().reveal()).await;
+    click(&browser, "approve").await;
+    let problem = browser
+        .wait()
+        .for_element(Locator::Css("p.error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(problem.contains("finance"), "{problem}");
+    assert_eq!(tools.total(), 0);
+
+    let field = browser.find(Locator::Id("args")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(&edit(50)).await.unwrap();
+    type_into(&browser, "code", alert.code().reveal()).await;
+    click(&browser, "approve").await;
+    wait_for(&browser, "outcome").await;
+    let outcome = text_of(&browser, "outcome").await;
+    assert!(
+        outcome.contains("with the arguments you edited"),
+        "{outcome}"
+    );
+    let ran = task.await.unwrap().unwrap();
+    assert_eq!(
+        ran,
+        "ran payments.refund {\"amount\":50,\"charge\":\"ch_1\",\"memo\":\"txt\u{202e}fdp\"}"
+    );
+    browser.close().await.unwrap();
+}

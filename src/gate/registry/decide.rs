@@ -90,6 +90,7 @@ impl Registry {
                         _ => None,
                     },
                     verdict: ruling.verdict.clone(),
+                    edit: ruling.edit.clone(),
                 });
                 slot.phase = Phase::Deciding(Box::new(ruling));
                 slot.request.clone()

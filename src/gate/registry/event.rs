@@ -8,6 +8,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::call::Edit;
 use crate::error::Error;
 use crate::id::RuleId;
 use crate::request::{AccessRequest, Outcome, Status};
@@ -29,6 +30,8 @@ pub(crate) struct Ruling {
     /// With a store replicas share, an approval's sealed verdict, stored with it: the proof that
     /// a person approved, for replicas whose callers joined the request.
     pub(crate) verdict: Option<Arc<str>>,
+    /// The approver's edit of the arguments, checked against the policy: what the callers run.
+    pub(crate) edit: Option<Arc<Edit>>,
 }
 
 impl Ruling {
@@ -59,6 +62,7 @@ pub(crate) enum Event {
         scope: Scope,
         rule: Option<Box<Rule>>,
         verdict: Option<Arc<str>>,
+        edit: Option<Arc<Edit>>,
     },
     /// A caller took an approval: once stored ([`Registry::taken`]), the callers run.
     Taken {

@@ -47,14 +47,20 @@ pub(crate) use self::event::{Ack, Effects, Event, Resolved, Ruling};
 use self::index::{Epoch, History, PendingIndex, Ticks};
 pub(crate) use self::remote::Remote;
 use self::slot::{Phase, Slot, Waiters};
+use super::edit::Edits;
 use super::rate::RateLimiter;
 use crate::by_id::ById;
+use crate::call::Edit;
 use crate::error::{Error, ErrorKind};
 use crate::id::RequestId;
 use crate::request::{AccessRequest, Outcome, Status};
 
 /// A parked caller: its request, its waiter key, and whether the request is new.
 pub(crate) type Admitted = (Arc<AccessRequest>, usize, bool);
+
+/// What a parked caller gets once its request is decided: the approval to run, with the edit
+/// it was approved with if any, or the request's error.
+pub(crate) type Decided = Result<Option<Arc<Edit>>, Error>;
 
 /// What the registry knows of a request, before an approver's code is checked.
 pub(crate) enum Known {
@@ -98,6 +104,17 @@ pub(crate) struct Registry {
     /// When each request made here escalates, in order (one delay for all: creation order).
     /// Entries of requests decided since are dropped when they come due.
     escalations: VecDeque<(Ticks, RequestId)>,
+    /// For each live request approvers may edit: its check of edits while it is pending, then the
+    /// edit it was approved with, if any. Kept beside the slots, which stay small for the rest.
+    edits: FxHashMap<RequestId, Editing>,
+}
+
+/// What the registry keeps for a request approvers may edit.
+enum Editing {
+    /// The check of an approver's edit, made by the middleware that parked the first caller.
+    Open(Arc<dyn Edits>),
+    /// The edit the request was approved with, for each of its callers to run.
+    Made(Arc<Edit>),
 }
 
 /// The numbers behind [`Gate::stats`](crate::Gate::stats).
@@ -139,6 +156,7 @@ impl Registry {
             followers: Default::default(),
             escalate_after: None,
             escalations: VecDeque::new(),
+            edits: Default::default(),
         }
     }
 
@@ -152,7 +170,8 @@ impl Registry {
     /// Returns the request, the waiter's key, and whether the request is new. Joining a pending
     /// request alerts nobody, so only a new request counts against the caps and the alert rate;
     /// a join counts only against the cap on callers waiting on one request. A new request is
-    /// written to the store before anyone hears of it.
+    /// written to the store before anyone hears of it. A new request approvers may edit keeps
+    /// `edits`, the check of their edits.
     pub(crate) fn admit(
         &mut self,
         request: AccessRequest,
@@ -160,6 +179,7 @@ impl Registry {
         deadline: Instant,
         runtime: Handle,
         limits: Limits,
+        edits: Option<Arc<dyn Edits>>,
     ) -> (Result<Admitted, Error>, Effects) {
         let mut effects = Effects::default();
         if self.shut {
@@ -225,6 +245,9 @@ impl Registry {
         if self.live.insert_new(slot).is_err() {
             unreachable!("request ids are unique");
         }
+        if let Some(edits) = edits.filter(|_| request.editable) {
+            self.edits.insert(request.id, Editing::Open(edits));
+        }
         effects.events.push(Event::Requested(request.clone()));
         (Ok((request, key, true)), effects)
     }
@@ -243,14 +266,23 @@ impl Registry {
         }
     }
 
-    /// A waiter looks at its request: `Ok` once an approval is its to run, the request's error once
-    /// it is closed. A waiter that gets `Ready` is detached.
+    /// The check of edits of pending request `id`, if it is held here and approvers may edit it.
+    pub(crate) fn edits(&self, id: RequestId) -> Option<Arc<dyn Edits>> {
+        match self.edits.get(&id)? {
+            Editing::Open(edits) => Some(edits.clone()),
+            Editing::Made(_) => None,
+        }
+    }
+
+    /// A waiter looks at its request: `Ok` once an approval is its to run (with the edit it was
+    /// approved with, if any), the request's error once it is closed. A waiter that gets `Ready`
+    /// is detached.
     pub(crate) fn poll(
         &mut self,
         id: RequestId,
         key: usize,
         waker: &Waker,
-    ) -> (Poll<Result<(), Error>>, Effects) {
+    ) -> (Poll<Decided>, Effects) {
         let mut effects = Effects::default();
         let slot = self
             .live
@@ -282,7 +314,11 @@ impl Registry {
                     effects.ack = Some((ruling.ack, Ok(())));
                     effects.resolved = Some(slot.resolved(ruling.outcome));
                 }
-                Ok(())
+                let edit = match slot.request.editable.then(|| self.edits.get(&id)).flatten() {
+                    Some(Editing::Made(edit)) => Some(edit.clone()),
+                    _ => None,
+                };
+                Ok(edit)
             }
             Phase::Closed(outcome) => Err(outcome.error(id).expect("closed outcomes are errors")),
         };
@@ -307,6 +343,9 @@ impl Registry {
         match result {
             Ok(()) if slot.attached == 0 => return self.unreceived(id, ruling),
             Ok(()) => {
+                if let Some(edit) = &ruling.edit {
+                    self.edits.insert(id, Editing::Made(edit.clone()));
+                }
                 slot.phase = Phase::Executing {
                     finished: None,
                     unreceived: Some(ruling),
@@ -557,6 +596,9 @@ impl Registry {
             && !slot.phase.in_flight()
         {
             let slot = self.live.remove(&id).expect("just seen");
+            if slot.request.editable {
+                self.edits.remove(&id);
+            }
             // A request that joined another replica's is not remembered: nobody knows its id,
             // and the replica that holds the one it joined records how it ends.
             if !slot.joined {

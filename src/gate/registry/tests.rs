@@ -52,6 +52,7 @@ fn request(principal: &str, args: &str) -> AccessRequest {
         max_rule_ttl_ms: TTL.as_millis() as u64,
         approvers: None,
         key_fields: None,
+        editable: false,
         created_at: Millis::of(now),
         expires_at: Millis::of(now) + TTL,
         approval_url: None,
@@ -154,6 +155,7 @@ fn ruling(
         rule,
         ack,
         verdict: None,
+        edit: None,
     };
     (ruling, acked)
 }
@@ -166,7 +168,8 @@ impl World {
     fn admit(&mut self, request: AccessRequest) -> (Result<Admitted, Error>, Effects) {
         let (now, deadline) = (self.at(0), self.at(0) + TTL);
         let runtime = self.runtime.handle().clone();
-        self.registry.admit(request, now, deadline, runtime, LIMITS)
+        self.registry
+            .admit(request, now, deadline, runtime, LIMITS, None)
     }
 
     /// Admits a new request and stores it: one caller parked.
@@ -208,14 +211,15 @@ impl World {
     }
 
     fn poll(&mut self, parked: &Parked) -> Poll<Result<(), Error>> {
-        let waker = Waker::from(parked.waker.clone());
-        let (poll, _) = self.registry.poll(parked.id, parked.key, &waker);
-        poll
+        self.poll_effects(parked).0
     }
 
+    /// A poll, with what it calls for; these requests are never edited.
     fn poll_effects(&mut self, parked: &Parked) -> (Poll<Result<(), Error>>, Effects) {
         let waker = Waker::from(parked.waker.clone());
-        self.registry.poll(parked.id, parked.key, &waker)
+        let (poll, effects) = self.registry.poll(parked.id, parked.key, &waker);
+        let poll = poll.map_ok(|edit| assert!(edit.is_none(), "nobody edited"));
+        (poll, effects)
     }
 
     fn status(&self, id: RequestId) -> Option<Status> {
@@ -703,7 +707,7 @@ fn only_identical_calls_join_and_only_while_pending() {
         let runtime = world.runtime.handle().clone();
         let (admitted, _) = world
             .registry
-            .admit(request, now, deadline, runtime, limits);
+            .admit(request, now, deadline, runtime, limits, None);
         let (request, _, new) = admitted.expect("admitted");
         assert!(new && request.id != first.id);
     };
