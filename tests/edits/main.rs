@@ -447,7 +447,7 @@ async fn every_caller_of_a_joined_request_runs_the_edit() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Whatever amount an approver writes, the edited call runs only if the policy would let
     /// a person approve it, and then with exactly that amount; otherwise nothing runs and the
