@@ -152,7 +152,8 @@ impl<T: Call + ?Sized> Call for &T {
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolCall {
-    capability: String,
+    // Boxed rather than a `String`: a call moves through several futures, and stays small.
+    capability: Box<str>,
     args: Value,
     principal: Option<String>,
     session: Option<String>,
@@ -164,7 +165,7 @@ impl ToolCall {
     /// A call of `capability` with `args`.
     pub fn new(capability: impl Into<String>, args: Value) -> Self {
         ToolCall {
-            capability: capability.into(),
+            capability: capability.into().into_boxed_str(),
             args,
             principal: None,
             session: None,

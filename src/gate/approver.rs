@@ -18,12 +18,13 @@ use crate::store::Revocation;
 /// An approval: who, which request, how far it reaches.
 pub struct Approve {
     pub(super) id: RequestId,
-    pub(super) code: String,
+    // Boxed, as the edit: an approval moves through several futures, and stays small.
+    pub(super) code: Box<str>,
     pub(super) scope: Scope,
     pub(super) ends: Option<Ends>,
     pub(super) approver: Option<Arc<str>>,
     pub(super) authority: Option<Box<dyn Authority>>,
-    pub(super) edit: Option<Value>,
+    pub(super) edit: Option<Box<Value>>,
 }
 
 /// When the rule a decision makes ends: after a duration, or at a given time.
@@ -64,7 +65,7 @@ impl Approve {
     pub fn new(id: RequestId, code: impl Into<String>) -> Self {
         Approve {
             id,
-            code: code.into(),
+            code: code.into().into_boxed_str(),
             scope: Scope::Once,
             ends: None,
             approver: None,
@@ -91,14 +92,14 @@ impl Approve {
     /// replicas that joined the request would run it as asked.
     #[must_use]
     pub fn edit(mut self, args: Value) -> Self {
-        self.edit = Some(args);
+        self.edit = Some(Box::new(args));
         self
     }
 
     /// The arguments as the approval API reads them: `None` leaves them as asked.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn edits(mut self, args: Option<Value>) -> Self {
-        self.edit = args.or(self.edit);
+        self.edit = args.map(Box::new).or(self.edit);
         self
     }
 

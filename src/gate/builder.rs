@@ -1,7 +1,7 @@
 //! Building a gate: settings checked, the store's state recovered.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -328,6 +328,7 @@ impl GateBuilder {
                 escalation,
                 rules: RwLock::new(rules),
                 changed: Notify::new(),
+                watchers: AtomicUsize::new(0),
                 alarm: Arc::default(),
                 expiring: AtomicBool::new(false),
                 wrong_codes: AtomicU64::new(0),

@@ -38,7 +38,7 @@ struct Asked {
     reason: Option<Arc<str>>,
     authority: Option<Box<dyn Authority>>,
     /// An approval's new arguments.
-    edit: Option<Value>,
+    edit: Option<Box<Value>>,
 }
 
 /// What a decision made: the request decided, its rule if any, and an approval's edit.
@@ -136,22 +136,20 @@ impl Gate {
             let limit = shared.settings.limits.attempts;
             return Err(shared.locked(|registry| registry.wrong_code(id, &approver, limit)));
         }
-        let edit = match &asked.edit {
-            Some(args) => shared.edit(&request, args, &approver)?,
-            None => None,
-        };
         let now = Instant::now();
         let (ack, acked) = oneshot::channel();
-        let mut ruling = match &edit {
+        let mut ruling = match &asked.edit {
             None => asked.rule(&request, &approver, &shared.seals, now, ack),
-            Some((edit, edited)) => {
-                asked
-                    .rule(edited, &approver, &shared.seals, now, ack)
+            Some(args) => match shared.edit(&request, args, &approver)? {
+                None => asked.rule(&request, &approver, &shared.seals, now, ack),
+                // The ruling binds the edited arguments, within both asks' limits.
+                Some((edit, edited)) => asked
+                    .rule(&edited, &approver, &shared.seals, now, ack)
                     .map(|ruling| Ruling {
-                        edit: Some(edit.clone()),
+                        edit: Some(edit),
                         ..ruling
-                    })
-            }
+                    }),
+            },
         };
         if let Ok(ruling) = &mut ruling
             && shared.settings.shared_store
@@ -160,13 +158,16 @@ impl Gate {
             let rule = ruling.rule.as_ref().map(|(rule, _)| rule);
             ruling.verdict = Some(verdict::seal(&shared.seals, id, &ruling.outcome, rule));
         }
-        let rule = match &ruling {
-            Ok(ruling) => ruling.rule.as_ref().map(|(rule, _)| rule.clone()),
-            Err(_) => None,
+        let (rule, edit) = match &ruling {
+            Ok(ruling) => (
+                ruling.rule.as_ref().map(|(rule, _)| rule.clone()),
+                ruling.edit.clone(),
+            ),
+            Err(_) => (None, None),
         };
         let request = shared.locked(|registry| registry.decide(id, ruling, now))?;
         acknowledged(id, acked).await?;
-        Ok((request, rule, edit.map(|(edit, _)| edit)))
+        Ok((request, rule, edit))
     }
 
     /// A decision on a request whose callers wait on another replica, made through the store
@@ -245,7 +246,7 @@ impl Gate {
                 {
                     shared.rules_mut().insert(rule.clone(), deadline);
                 }
-                shared.changed.notify_waiters();
+                shared.announce();
             }
         }
         Ok((request, rule, None))
@@ -380,7 +381,7 @@ impl Gate {
                 for rule in &revoked {
                     tracing::info!(rule_id = %rule.id, capability = ?rule.capability, revoked_by = ?by, "rule revoked");
                 }
-                shared.changed.notify_waiters();
+                shared.announce();
                 Ok(revoked)
             })
         })

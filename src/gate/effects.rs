@@ -134,7 +134,7 @@ impl Shared {
             self.resolved(resolved);
         }
         if changed {
-            self.changed.notify_waiters();
+            self.announce();
         }
     }
 

@@ -58,7 +58,7 @@ mod verdict;
 mod writer;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -131,8 +131,12 @@ pub(crate) struct Shared {
     escalation: Option<Arc<FanOut>>,
     registry: Mutex<Registry>,
     rules: RwLock<RuleTable>,
-    /// Signalled on every status change, for `Gate::wait`.
+    /// Signalled on every status change, for `Gate::wait`, when someone waits ([`announce`]).
+    ///
+    /// [`announce`]: Shared::announce
     changed: Notify,
+    /// How many `Gate::wait` calls are under way: with none, a change is not announced.
+    watchers: AtomicUsize,
     /// Wakes the expiry task when a new request's deadline is the earliest.
     alarm: Arc<Notify>,
     /// Whether the expiry task runs.
@@ -245,6 +249,7 @@ impl Gate {
     /// share, a request held by another replica is followed through the store.
     pub async fn wait(&self, id: RequestId, timeout: Duration) -> Result<Status, Error> {
         let deadline = Instant::now() + timeout;
+        let _watching = Watching::new(&self.shared);
         loop {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
@@ -310,7 +315,7 @@ impl Gate {
             self.shared
                 .locked(|registry| ((), registry.close(id, Outcome::Abandoned)));
         }
-        self.shared.changed.notify_waiters();
+        self.shared.announce();
         // A write that lands may queue another (an approval's take): flush until none is left.
         loop {
             self.queued(|_| Box::pin(async { Ok(()) })).await?;
@@ -368,7 +373,7 @@ impl Gate {
     pub(crate) fn finish(&self, id: RequestId, status: Status) {
         self.shared
             .locked(|registry| ((), registry.finish(id, status)));
-        self.shared.changed.notify_waiters();
+        self.shared.announce();
         tracing::debug!(request_id = %id, %status, "approved call finished");
     }
 }
@@ -406,6 +411,17 @@ impl Shared {
     /// Runs one registry transition: its store writes are queued before the lock is released, so
     /// the store sees transitions in the order the registry made them; its other effects are
     /// applied after, then the store queue is run.
+    /// Wakes every `Gate::wait` to look again, after a change. Skipped when nobody waits, and
+    /// no wake-up is lost: a `wait` counts itself, then listens, then reads the status under the
+    /// registry lock; a change is made under that lock, then this reads the count. If the wait
+    /// took the lock first, its count happened before this read, which sees it; if the change
+    /// took it first, the wait reads the new status.
+    fn announce(&self) {
+        if self.watchers.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
     fn locked<T>(self: &Arc<Self>, transition: impl FnOnce(&mut Registry) -> (T, Effects)) -> T {
         let (value, effects, wrote) = {
             let mut registry = self.registry();
@@ -426,6 +442,22 @@ impl Shared {
             self.drain();
         }
         value
+    }
+}
+
+/// A `Gate::wait` under way, counted while it lasts.
+struct Watching<'a>(&'a Shared);
+
+impl<'a> Watching<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.watchers.fetch_add(1, Ordering::SeqCst);
+        Watching(shared)
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

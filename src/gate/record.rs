@@ -76,15 +76,16 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             outcome,
             scope,
             rule,
-            verdict,
-            edit,
+            carried,
         } => {
             let mut decision = decision(&request, outcome, scope, rule, audit_args);
-            if let Some(edit) = edit {
-                let edited = edited(&request, &edit, decision.audit[0].at, audit_args);
-                decision.audit.insert(0, edited);
+            if let Some(carried) = carried {
+                if let Some(edit) = &carried.edit {
+                    let edited = edited(&request, edit, decision.audit[0].at, audit_args);
+                    decision.audit.insert(0, edited);
+                }
+                decision.verdict = carried.verdict;
             }
-            decision.verdict = verdict;
             Write::Decide(decision)
         }
         Event::Taken { request, rule } => {

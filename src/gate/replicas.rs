@@ -81,7 +81,7 @@ impl Shared {
                 });
             }
         }
-        self.changed.notify_waiters();
+        self.announce();
     }
 
     /// A rule another replica filed: honoured only if its seal verifies.

@@ -833,6 +833,29 @@ async fn submit_returns_a_handle_to_poll_and_wait_on() {
     );
 }
 
+/// A `wait` already listening hears each change at once, however the gate decides whether
+/// anyone listens: time is paused, so a missed wake-up would let the runtime run the clock to
+/// the wait's timeout.
+#[tokio::test(start_paused = true)]
+async fn a_wait_under_way_hears_the_decision_at_once() {
+    let f = fixture(Scope::Value);
+    let (task, alert) = f.park(refund(100)).await;
+    let id = alert.request().id();
+    let started = tokio::time::Instant::now();
+    let mut waiting = Box::pin(f.gate.wait(id, Duration::from_secs(60)));
+    assert!(
+        support::poll_once(&mut waiting).is_none(),
+        "pending: it listens"
+    );
+    let mut second = Box::pin(f.gate.wait(id, Duration::from_secs(60)));
+    assert!(support::poll_once(&mut second).is_none());
+    drop(second); // a wait that gives up stops counting; the other still hears
+    f.approve(&alert, Scope::Once).await.unwrap();
+    task.await.unwrap().unwrap();
+    assert!(!waiting.await.unwrap().is_pending());
+    assert_eq!(started.elapsed(), Duration::ZERO, "no timeout ran out");
+}
+
 #[tokio::test]
 async fn dropping_a_pending_handle_cancels_it() {
     let f = fixture(Scope::Value);

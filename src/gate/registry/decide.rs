@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::event::{Effects, Event, Ruling};
+use super::event::{Carried, Effects, Event, Ruling};
 use super::slot::Phase;
 use super::{Known, Registry, already, not_found};
 use crate::error::{Error, ErrorKind};
@@ -89,8 +89,7 @@ impl Registry {
                         Some((rule, _)) if !ruling.approves() => Some(Box::new(rule.clone())),
                         _ => None,
                     },
-                    verdict: ruling.verdict.clone(),
-                    edit: ruling.edit.clone(),
+                    carried: Carried::by(&ruling),
                 });
                 slot.phase = Phase::Deciding(Box::new(ruling));
                 slot.request.clone()

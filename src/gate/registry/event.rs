@@ -61,8 +61,8 @@ pub(crate) enum Event {
         outcome: Outcome,
         scope: Scope,
         rule: Option<Box<Rule>>,
-        verdict: Option<Arc<str>>,
-        edit: Option<Arc<Edit>>,
+        /// Boxed, since most decisions carry neither: every event moves through a vector.
+        carried: Option<Box<Carried>>,
     },
     /// A caller took an approval: once stored ([`Registry::taken`]), the callers run.
     Taken {
@@ -82,6 +82,26 @@ pub(crate) enum Event {
     },
     /// The rule of an approval nobody received, to revoke again.
     Withdrawn(RuleId),
+}
+
+/// What only some approvals carry into the store: with a store replicas share, the sealed
+/// verdict; with an edit, the edit, audited beside the original arguments.
+#[derive(Debug)]
+pub(crate) struct Carried {
+    pub(crate) verdict: Option<Arc<str>>,
+    pub(crate) edit: Option<Arc<Edit>>,
+}
+
+impl Carried {
+    /// What `ruling` carries, if anything.
+    pub(crate) fn by(ruling: &Ruling) -> Option<Box<Carried>> {
+        (ruling.verdict.is_some() || ruling.edit.is_some()).then(|| {
+            Box::new(Carried {
+                verdict: ruling.verdict.clone(),
+                edit: ruling.edit.clone(),
+            })
+        })
+    }
 }
 
 /// What a transition calls for once the lock is released; its `events` are recorded before.
