@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo bench --bench gate
+//! scripts/instructions            # instructions per round of its loops, under callgrind
 //! ```
 //!
 //! Before the timings it prints what criterion does not measure, for the gate and the floor:
@@ -594,7 +595,56 @@ criterion_group!(
 );
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, what, rounds] = &args[..]
+        && flag == "--count"
+    {
+        return count(what, rounds.parse().expect("a number of rounds"));
+    }
     report();
     benches();
     Criterion::default().configure_from_args().final_summary();
+}
+
+/// `gate --count WHAT ROUNDS`: the benches' loops alone, `ROUNDS` times, for counting
+/// instructions under callgrind (`scripts/instructions`): `park` and `floor` round trips on the
+/// memory store; `bare`, `table` and `closure` allowed calls, the request built per call.
+fn count(what: &str, rounds: usize) {
+    let search = || ToolCall::new("search.web", json!({"q": "x"})).principal("agent-7");
+    let gate = || {
+        builder()
+            .notifier(notifier_fn(|_| async { Ok(()) }))
+            .build()
+            .unwrap()
+    };
+    match what {
+        "park" | "floor" => {
+            let rt = runtime();
+            let _enter = rt.enter();
+            rt.block_on(async {
+                if what == "park" {
+                    let mut subject = gate_subject(builder());
+                    for i in 0..rounds {
+                        subject.round_trip(i).await;
+                    }
+                } else {
+                    let mut subject = floor_subject();
+                    for i in 0..rounds {
+                        subject.round_trip(i).await;
+                    }
+                }
+            });
+        }
+        "bare" => (0..rounds).for_each(|_| call_once(&mut Echo, search())),
+        "table" => {
+            let mut table = gate().layer(policy()).layer(Echo);
+            (0..rounds).for_each(|_| call_once(&mut table, search()));
+        }
+        "closure" => {
+            let always = policy_fn(|_: &ToolCall| Decision::allow("always"));
+            let mut always = gate().layer(always).layer(Echo);
+            (0..rounds).for_each(|_| call_once(&mut always, search()));
+        }
+        _ => panic!("count park, floor, bare, table or closure"),
+    }
 }
