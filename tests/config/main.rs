@@ -259,6 +259,16 @@ const BAD: &[(&str, &str, &str)] = &[
         "this one denies",
     ),
     (
+        "[capabilities.\"a\"]\ndecision = \"deny\"\neditable = true",
+        "capabilities.a.editable",
+        "this one denies",
+    ),
+    (
+        "[capabilities.\"a\"]\neditable = \"yes\"",
+        "capabilities.a.editable",
+        "bool",
+    ),
+    (
         "[capabilities.\"a\"]\ndecision = \"allow\"\ndeny_reason = \"x\"",
         "capabilities.a.deny_reason",
         "decision = \"deny\"",
@@ -743,6 +753,37 @@ fn key_fields_are_read_for_value_approvals() {
     }
     match decide(&config, "other") {
         Decision::Ask(ask) => assert_eq!(ask.keyed_by(), None),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn editable_is_read_and_inherited_from_the_defaults() {
+    let config = config(
+        r#"
+        [defaults]
+        editable = true
+
+        [capabilities."payments.refund"]
+        max_scope = "value"
+
+        [capabilities."payments.payout"]
+        editable = false
+        "#,
+    );
+    for (capability, editable) in [
+        ("payments.refund", true),
+        ("payments.payout", false),
+        ("other", true),
+    ] {
+        match decide(&config, capability) {
+            Decision::Ask(ask) => assert_eq!(ask.is_editable(), editable, "{capability}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let reference = Config::from_toml(REFERENCE).unwrap();
+    match decide(&reference, "payments.refund") {
+        Decision::Ask(ask) => assert!(ask.is_editable()),
         other => panic!("{other:?}"),
     }
 }
