@@ -432,10 +432,10 @@ fn time_left(request: &AccessRequest, now: SystemTime) -> String {
     }
 }
 
-/// The arguments as pretty JSON an approver can edit and send back: characters
-/// [`visible`](crate::notify::visible) would escape are written as JSON escapes (`\u202e`), which show what they are and parse back
-/// to the same arguments. (serde_json escapes the C0 controls itself; the rest can only stand
-/// inside strings.)
+/// The arguments as pretty JSON an approver can edit and send back: characters that
+/// [`visible`](crate::notify::visible) would escape are written as JSON escapes (`\u202e`),
+/// which show what they are and parse back to the same arguments. (serde_json escapes the C0
+/// controls itself; the rest can only stand inside strings.)
 fn editable_args(request: &AccessRequest) -> String {
     let pretty = serde_json::to_string_pretty(&request.args())
         .unwrap_or_else(|_| request.args_json().into());

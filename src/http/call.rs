@@ -197,10 +197,12 @@ impl<B: From<Bytes>> Call for HttpCall<B> {
         parts.uri = self.request.uri().clone();
         parts.version = self.request.version();
         parts.headers = self.request.headers().clone();
-        parts.headers.remove(TRANSFER_ENCODING);
-        parts
-            .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        if self.body.is_some() {
+            // The body is whole now, and of another length.
+            parts.headers.remove(TRANSFER_ENCODING);
+            let length = HeaderValue::from(bytes.len());
+            parts.headers.insert(CONTENT_LENGTH, length);
+        }
         parts.extensions = self.request.extensions().clone();
         parts.extensions.insert(edit.clone());
         let params = super::path_params(&mut parts)?;
