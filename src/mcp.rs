@@ -41,6 +41,15 @@
 //! retry it as is (…)`: the model reads why and need not retry blindly. Protocol errors are left for the
 //! protocol's own faults (an error of the handler itself is passed on as it came).
 //!
+//! # Edits
+//!
+//! Where the policy lets approvers edit a tool's arguments ([`Ask::editable`]), the tool runs
+//! with the arguments the approver wrote, and its result's `_meta` carries `tollgate/edited`:
+//! `{"request_id", "approver", "original_arguments"}`, so the model can tell what ran was not
+//! what it asked for. (The tool's own text says what it did with the new arguments.)
+//!
+//! [`Ask::editable`]: crate::policy::Ask::editable
+//!
 //! # A parked call stays alive
 //!
 //! MCP clients give up on a request after a timeout, often 60 seconds. While a call waits for a
@@ -59,7 +68,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -73,7 +82,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tower::ServiceExt as _;
 
-use crate::call::{Call, ToolCall};
+use crate::call::{Call, Edit, ToolCall};
 use crate::error::{BoxError, Error};
 use crate::gate::Gate;
 use crate::policy::Policy;
@@ -245,8 +254,9 @@ pub struct McpCall {
     tool: ToolCall,
     request: CallToolRequest,
     context: RequestContext<RoleServer>,
-    /// Told when the gate lets the call through to the handler.
-    started: Option<oneshot::Sender<()>>,
+    /// Told when the gate lets the call through to the handler; shared with the copies an
+    /// edit makes of the call.
+    started: Arc<Mutex<Option<oneshot::Sender<()>>>>,
 }
 
 impl McpCall {
@@ -277,9 +287,32 @@ impl Call for McpCall {
     fn reason(&self) -> Option<&str> {
         Call::reason(&self.tool)
     }
+    /// The tool runs with the edited arguments, and its result's `_meta` says so (see the
+    /// module docs).
+    fn edited(&self, edit: &Edit) -> Result<Self, Error> {
+        Ok(McpCall {
+            tool: self.tool.edited(edit)?,
+            request: self.request.clone(),
+            context: self.context.clone(),
+            started: self.started.clone(),
+        })
+    }
 }
 
 type Answer = Pin<Box<dyn Future<Output = Result<ServerResult, ErrorData>> + Send>>;
+
+/// The `_meta` field of the result of a call an approver edited.
+const EDITED: &str = "tollgate/edited";
+
+/// What the `_meta` field [`EDITED`] holds: the access request, who edited, and the arguments
+/// the call asked with (the tool ran with the edited ones).
+fn edited_meta(edit: &Edit) -> Value {
+    serde_json::json!({
+        "request_id": edit.request_id(),
+        "approver": edit.approver(),
+        "original_arguments": edit.original_args(),
+    })
+}
 
 /// The wrapped handler as the tower service the gate lets calls through to.
 struct Handler<S>(Arc<S>);
@@ -300,19 +333,31 @@ impl<S: rmcp::Service<RoleServer>> tower::Service<McpCall> for Handler<S> {
     }
 
     fn call(&mut self, mut call: McpCall) -> Answer {
-        if let Some(started) = call.started.take() {
+        let started = call
+            .started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(started) = started {
             let _ = started.send(());
         }
-        // What runs is what was asked about: the arguments the policy and the approver saw.
+        // What runs is what was asked about: the arguments the policy and the approver saw, or
+        // those the approver wrote.
+        let edited = call.tool.edit().map(edited_meta);
         call.request.params.arguments = match call.tool.into_args() {
             Value::Object(arguments) => Some(arguments),
             _ => None,
         };
         let handler = self.0.clone();
         Box::pin(async move {
-            handler
+            let mut answer = handler
                 .handle_request(ClientRequest::CallToolRequest(call.request), call.context)
-                .await
+                .await?;
+            if let (Some(edited), ServerResult::CallToolResult(result)) = (edited, &mut answer) {
+                let meta = result.meta.get_or_insert_default();
+                meta.0.insert(EDITED.into(), edited);
+            }
+            Ok(answer)
         })
     }
 }
@@ -396,7 +441,7 @@ where
             tool,
             request,
             context,
-            started: Some(started),
+            started: Arc::new(Mutex::new(Some(started))),
         };
         let answer = self.service.clone().oneshot(call);
         let waiting = keep_alive(progress, settings.progress_every, running);

@@ -420,3 +420,32 @@ async fn a_session_approval_covers_the_rest_of_its_connection_only() {
     assert_ne!(asked.request().id(), alert.request().id());
     assert_ne!(asked.request().session(), alert.request().session());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_edited_call_runs_with_the_approvers_arguments_and_its_result_says_so() {
+    let editable = CapabilityTable::new().ask("delete_file", Ask::new("deletes a file").editable());
+    let s = connect(|gate| gate.mcp(editable)).await;
+    let peer = s.client.peer().clone();
+    let args = json!({"path": "/srv/data"});
+    let waiting = tokio::spawn(async move { peer.call_tool(call("delete_file", args)).await });
+    let alert = s.recorder.next_alert().await;
+    let request = alert.request();
+    assert!(request.editable());
+
+    let edited = json!({"path": "/srv/data/tmp"});
+    let approve = Approve::new(request.id(), alert.code().reveal())
+        .edit(edited.clone())
+        .by("alice");
+    s.gate.approve(approve).await.unwrap();
+    let result = waiting.await.unwrap().unwrap();
+    assert_eq!(result.is_error, Some(false));
+    assert_eq!(
+        *s.tools.ran.lock().unwrap(),
+        [("delete_file".to_owned(), edited)],
+        "only the edited call ran"
+    );
+    let meta = &result.meta.expect("the result says it was edited").0["tollgate/edited"];
+    assert_eq!(meta["approver"], "alice");
+    assert_eq!(meta["request_id"], request.id().to_string());
+    assert_eq!(meta["original_arguments"], json!({"path": "/srv/data"}));
+}
