@@ -408,9 +408,6 @@ impl Shared {
         ok
     }
 
-    /// Runs one registry transition: its store writes are queued before the lock is released, so
-    /// the store sees transitions in the order the registry made them; its other effects are
-    /// applied after, then the store queue is run.
     /// Wakes every `Gate::wait` to look again, after a change. Skipped when nobody waits, and
     /// no wake-up is lost: a `wait` counts itself, then listens, then reads the status under the
     /// registry lock; a change is made under that lock, then this reads the count. If the wait
@@ -422,6 +419,9 @@ impl Shared {
         }
     }
 
+    /// Runs one registry transition: its store writes are queued before the lock is released, so
+    /// the store sees transitions in the order the registry made them; its other effects are
+    /// applied after, then the store queue is run.
     fn locked<T>(self: &Arc<Self>, transition: impl FnOnce(&mut Registry) -> (T, Effects)) -> T {
         let (value, effects, wrote) = {
             let mut registry = self.registry();
