@@ -35,7 +35,7 @@ macro_rules! count {
 /// For a call whose policy lets approvers edit it ([`Ask::editable`](crate::policy::Ask::editable)),
 /// the gate keeps a copy of the call (rebuilt by [`Call::edited`]) and a clone of the policy
 /// while it waits, to check an edit against the policy before the approval counts; hence the
-/// bounds on the policy and the call.
+/// bounds on the policy and the call (`Send` and `'static`, as a spawned task needs).
 #[derive(Clone)]
 pub struct RequireApproval<S, P> {
     inner: S,
@@ -93,7 +93,7 @@ impl<S, P, R> Service<R> for RequireApproval<S, P>
 where
     S: Service<R> + Clone,
     S::Error: Into<BoxError>,
-    P: Policy<R> + Clone + Send + Sync + 'static,
+    P: Policy<R> + Clone + Send + 'static,
     R: Call + Send + 'static,
 {
     type Response = S::Response;
@@ -153,7 +153,7 @@ impl<S, P> RequireApproval<S, P> {
         S::Future: Send + 'static,
         S::Response: Send + 'static,
         S::Error: Into<BoxError>,
-        P: Policy<R> + Clone + Send + Sync + 'static,
+        P: Policy<R> + Clone + Send + 'static,
         R: Call + Send + 'static,
     {
         std::future::poll_fn(|cx| Service::<R>::poll_ready(self, cx)).await?;
@@ -168,13 +168,13 @@ impl<S, P> RequireApproval<S, P> {
 /// The check of edits of one parked call: the call rebuilt from its own arguments (a copy the
 /// gate can hold while the caller keeps the original), and the policy that asked about it.
 struct PolicyEdits<P, R> {
-    policy: P,
-    call: Mutex<R>,
+    /// Behind one lock, so that neither needs to be `Sync`.
+    held: Mutex<(P, R)>,
 }
 
 impl<P, R> PolicyEdits<P, R>
 where
-    P: Policy<R> + Clone + Send + Sync + 'static,
+    P: Policy<R> + Clone + Send + 'static,
     R: Call + Send + 'static,
 {
     /// The check for `call`, parked on request `id`; `None` if the call cannot be rebuilt from
@@ -186,19 +186,19 @@ where
             .edited(&Edit::new(id, "".into(), args.clone(), args))
             .ok()?;
         Some(Arc::new(PolicyEdits {
-            policy: policy.clone(),
-            call: Mutex::new(copy),
+            held: Mutex::new((policy.clone(), copy)),
         }))
     }
 }
 
 impl<P, R> Edits for PolicyEdits<P, R>
 where
-    P: Policy<R> + Send + Sync,
+    P: Policy<R> + Send,
     R: Call + Send,
 {
     fn check(&self, edit: &Edit) -> Result<Checked, Error> {
-        let call = self.call.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let (policy, call) = &*held;
         let edited = call.edited(edit)?;
         if edited.capability() != call.capability()
             || edited.principal() != call.principal()
@@ -208,7 +208,7 @@ where
                 "an edit may change the call's arguments only, not its capability, principal or session",
             ));
         }
-        let ask = match self.policy.check(&edited) {
+        let ask = match policy.check(&edited) {
             Decision::Allow(_) => None,
             Decision::Ask(ask) => Some(ask),
             Decision::Deny(reason) => {
