@@ -24,6 +24,9 @@ pub enum AuditEvent {
     Notified,
     /// Nobody decided in time, and the escalation notifiers were alerted.
     Escalated,
+    /// One of several approvers a request needs approved; it waits for the others. The entry
+    /// names the approver and the scope they gave.
+    Endorsed,
     /// A person approved with other arguments than the call asked with: the entry holds the
     /// new arguments' digest (and the arguments, if the gate records them), and is followed by
     /// `approved`.
@@ -61,6 +64,7 @@ impl AuditEvent {
         Self::Requested,
         Self::Notified,
         Self::Escalated,
+        Self::Endorsed,
         Self::Edited,
         Self::Approved,
         Self::Denied,
@@ -82,6 +86,7 @@ impl AuditEvent {
             Self::Requested => "requested",
             Self::Notified => "notified",
             Self::Escalated => "escalated",
+            Self::Endorsed => "endorsed",
             Self::Edited => "edited",
             Self::Approved => "approved",
             Self::Denied => "denied",

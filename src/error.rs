@@ -42,6 +42,8 @@ pub enum ErrorKind {
     AccessRequestNotFound,
     /// The request was already decided.
     AlreadyResolved,
+    /// This approver already approved the request, which needs several approvers to approve.
+    AlreadyApproved,
     /// The process that held the request stopped before it was decided; its caller is gone.
     AccessRequestAbandoned,
     /// Too many wrong codes: the request was denied.
@@ -100,6 +102,7 @@ impl ErrorKind {
         Self::AccessRequestCancelled,
         Self::AccessRequestNotFound,
         Self::AlreadyResolved,
+        Self::AlreadyApproved,
         Self::AccessRequestAbandoned,
         Self::TooManyAttempts,
         Self::ScopeNotAllowed,
@@ -131,6 +134,7 @@ impl ErrorKind {
             Self::AccessRequestCancelled => "access_request_cancelled",
             Self::AccessRequestNotFound => "access_request_not_found",
             Self::AlreadyResolved => "already_resolved",
+            Self::AlreadyApproved => "already_approved",
             Self::AccessRequestAbandoned => "access_request_abandoned",
             Self::TooManyAttempts => "too_many_attempts",
             Self::ScopeNotAllowed => "scope_not_allowed",
@@ -184,6 +188,9 @@ impl ErrorKind {
             }
             Self::AccessRequestNotFound => "no pending access request has this id and code",
             Self::AlreadyResolved => "the access request was already decided",
+            Self::AlreadyApproved => {
+                "this approver already approved the access request; it waits for other approvers"
+            }
             Self::AccessRequestAbandoned => {
                 "the process holding the access request stopped before it was decided; its caller is gone and nothing ran"
             }

@@ -40,6 +40,8 @@ pub struct AccessRequest {
     pub(crate) key_fields: Option<KeyFields>,
     /// Whether an approver may edit the arguments ([`Ask::editable`](crate::policy::Ask::editable)).
     pub(crate) editable: bool,
+    /// How many distinct approvers must approve (1 unless the policy asks for a quorum).
+    pub(crate) quorum: u8,
     pub(crate) created_at: Millis,
     pub(crate) expires_at: Millis,
     pub(crate) approval_url: Option<Box<str>>,
@@ -106,6 +108,12 @@ impl AccessRequest {
     pub fn editable(&self) -> bool {
         self.editable
     }
+    /// How many distinct approvers must approve before the call runs: 1 unless the policy asks
+    /// for a quorum ([`Ask::quorum`](crate::policy::Ask::quorum)). Each of them then has a code
+    /// of their own.
+    pub fn quorum(&self) -> u8 {
+        self.quorum
+    }
     /// The arguments a `value` rule from this request binds: the key fields' digest (the call
     /// had them all when the request was made), or the arguments' digest.
     pub(crate) fn value_digest(&self) -> ArgsDigest {
@@ -138,7 +146,7 @@ impl AccessRequest {
 impl Serialize for AccessRequest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut out = s.serialize_struct("AccessRequest", 16)?;
+        let mut out = s.serialize_struct("AccessRequest", 17)?;
         out.serialize_field("id", &self.id)?;
         out.serialize_field("capability", &*self.capability)?;
         out.serialize_field("args", &self.args())?;
@@ -152,6 +160,7 @@ impl Serialize for AccessRequest {
         out.serialize_field("approvers", &self.approvers())?;
         out.serialize_field("key_fields", &self.key_fields())?;
         out.serialize_field("editable", &self.editable)?;
+        out.serialize_field("quorum", &self.quorum)?;
         out.serialize_field("created_at", &rfc3339(self.created_at()))?;
         out.serialize_field("expires_at", &rfc3339(self.expires_at()))?;
         out.serialize_field("approval_url", &self.approval_url.as_deref())?;

@@ -105,7 +105,10 @@ pub(super) async fn get_request(
     let id = request_id(id)?;
     match api.gate.lookup(id).await {
         Ok((request, status)) if approver.may_see(&request) => {
-            Ok(reply(json!({ "request": request, "status": status })))
+            let approved_by = api.gate.approved_by(id);
+            Ok(reply(
+                json!({ "request": request, "status": status, "approved_by": approved_by }),
+            ))
         }
         Err(error) if error.kind() == ErrorKind::StoreFailed => Err(error.into()),
         _ => Err(Error::new(ErrorKind::AccessRequestNotFound).into()),
@@ -186,16 +189,20 @@ pub(super) async fn approve(
     let body = json_body(body)?;
     let scope = body.scope.unwrap_or(Scope::Once);
     let ends = ends(body.ttl_secs, body.until_ms)?;
-    let edit = body
-        .args
-        .map(|args| crate::args::parse_strict(args.get()))
-        .transpose()?;
+    // Parsed strictly by the gate, once the code is verified.
+    let edit = body.args.map(|args| Box::from(args.get()));
     let approval = api
         .approve(&approver, id, body.code, scope, ends, edit)
         .await?;
+    let status = if approval.outstanding() > 0 {
+        "pending"
+    } else {
+        "approved"
+    };
     Ok(reply(json!({
         "request": approval.request(),
-        "status": "approved",
+        "status": status,
+        "outstanding": approval.outstanding(),
         "scope": approval.scope(),
         "rule": approval.rule(),
         "edited_args": approval.edit().map(|edit| edit.args()),

@@ -265,7 +265,7 @@ impl Api {
         code: String,
         scope: Scope,
         ends: Option<Ends>,
-        edit: Option<serde_json::Value>,
+        edit: Option<Box<str>>,
     ) -> Result<Approval, Answer> {
         let approve = Approve::new(id, code)
             .scope(scope)

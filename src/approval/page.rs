@@ -112,7 +112,10 @@ pub(super) async fn show(
         Err(page) => return *page,
     };
     match visible(&api, approver, id).await {
-        Ok((request, status)) => request_page(&visit.mount, approver, &request, status, None),
+        Ok((request, status)) => {
+            let page = Page::new(&visit.mount, approver, &api);
+            page.request(&request, status, None)
+        }
         Err(answer) => error_page(&answer),
     }
 }
@@ -148,13 +151,8 @@ pub(super) async fn decide(
     let form = match form_body(form) {
         Ok(form) => form,
         Err(answer) => {
-            return request_page(
-                &visit.mount,
-                approver,
-                &request,
-                Status::Pending,
-                Some(&answer),
-            );
+            let page = Page::new(&visit.mount, approver, &api);
+            return page.request(&request, Status::Pending, Some(&answer));
         }
     };
     let decided = match form.action.as_str() {
@@ -163,18 +161,11 @@ pub(super) async fn decide(
             let ends = form
                 .ttl_secs
                 .map(|secs| Ends::After(Duration::from_secs(secs)));
-            match form
-                .args
-                .as_deref()
-                .map(crate::args::parse_strict)
-                .transpose()
-            {
-                Ok(edit) => api
-                    .approve(approver, id, form.code, scope, ends, edit)
-                    .await
-                    .map(|approval| approved(&visit.mount, &approval)),
-                Err(error) => Err(error.into()),
-            }
+            // Parsed strictly by the gate, once the code is verified.
+            let edit = form.args.map(String::into_boxed_str);
+            api.approve(approver, id, form.code, scope, ends, edit)
+                .await
+                .map(|approval| approved(&visit.mount, &approval))
         }
         "deny" => {
             let decision = DenyBody {
@@ -206,7 +197,7 @@ pub(super) async fn decide(
                     .await
                     .map_or(Status::Pending, |(_, s)| s),
             };
-            request_page(&visit.mount, approver, &request, status, Some(&answer))
+            Page::new(&visit.mount, approver, &api).request(&request, status, Some(&answer))
         }
     }
 }
@@ -225,11 +216,44 @@ async fn visible(
     }
 }
 
+/// What the request page is drawn with: where it is mounted, who looks, and the gate.
+struct Page<'a> {
+    mount: &'a Mount,
+    approver: &'a Approver,
+    api: &'a Shared,
+}
+
+impl<'a> Page<'a> {
+    fn new(mount: &'a Mount, approver: &'a Approver, api: &'a Shared) -> Self {
+        Page {
+            mount,
+            approver,
+            api,
+        }
+    }
+
+    fn request(
+        &self,
+        request: &AccessRequest,
+        status: Status,
+        problem: Option<&Answer>,
+    ) -> Response {
+        let approved_by = self.api.gate.approved_by(request.id());
+        request_page(
+            self.mount,
+            self.approver,
+            request,
+            (status, &approved_by),
+            problem,
+        )
+    }
+}
+
 fn request_page(
     mount: &Mount,
     approver: &Approver,
     request: &AccessRequest,
-    status: Status,
+    (status, approved_by): (Status, &[String]),
     problem: Option<&Answer>,
 ) -> Response {
     let now = SystemTime::now();
@@ -245,6 +269,19 @@ fn request_page(
     let left = time_left(request, now);
     if status.is_pending() {
         rows.push(("Time left", &left));
+    }
+    let (needed, so_far);
+    if request.quorum() > 1 {
+        let named = request.approvers().unwrap_or_default().join(", ");
+        needed = format!("{} of {named}", request.quorum());
+        rows.push(("Approvers needed", &needed));
+        if status.is_pending() {
+            so_far = match approved_by {
+                [] => "nobody yet".to_owned(),
+                names => names.join(", "),
+            };
+            rows.push(("Approved so far", &so_far));
+        }
     }
     let body = html! {
         h1 {
@@ -320,6 +357,14 @@ fn decision_form(mount: &Mount, approver: &Approver, request: &AccessRequest) ->
 
 fn approved(mount: &Mount, approval: &Approval) -> Response {
     let request = approval.request();
+    if approval.outstanding() > 0 {
+        let outcome = html! {
+            "Your approval of " code { (shown(request.capability())) } " from "
+            (shown(request.principal())) " is counted. The call runs once "
+            (approval.outstanding()) " more of its approvers approve."
+        };
+        return decided_page(mount, "Approval counted", outcome);
+    }
     let principal = shown(request.principal());
     let covered = match approval.scope() {
         Scope::Once => html! {}, // no rule

@@ -192,6 +192,20 @@ impl Config {
             settings
                 .check(&field, self.defaults.decision)
                 .map_err(invalid)?;
+            self.check_approvers(&field, &settings.or(&self.defaults))?;
+        }
+        self.check_approvers("defaults", &self.defaults)?;
+        for (name, members) in &self.groups {
+            if members.is_empty()
+                || members
+                    .iter()
+                    .any(|m| m.trim().is_empty() || m.starts_with('@'))
+            {
+                return Err(self.invalid(
+                    &format!("groups.{}", toml_key(name)),
+                    "a group lists one or more approvers by name (not other groups)",
+                ));
+            }
         }
         if let Some(escalation) = &self.escalation
             && escalation.notifiers.is_empty()
@@ -249,7 +263,11 @@ impl Config {
                 .max_scope(s.max_scope.unwrap_or(Scope::Once))
                 .max_rule_ttl(s.max_rule_ttl.unwrap_or(Ask::DEFAULT_MAX_RULE_TTL));
             if let Some(approvers) = &s.approvers {
-                ask = ask.approvers(approvers.iter().map(String::as_str));
+                // Groups were checked when the file was read.
+                ask = ask.approvers(self.expanded(approvers));
+            }
+            if let Some(n) = s.quorum {
+                ask = ask.quorum(n);
             }
             if s.require_reason == Some(true) {
                 ask = ask.require_reason();
@@ -390,6 +408,9 @@ impl Config {
                 for cc in &e.cc {
                     email = email.cc(cc.clone());
                 }
+                for (approver, mailbox) in &e.approvers {
+                    email = email.approver(approver.clone(), mailbox.clone());
+                }
                 Ok(notifiers.with(email.build().map_err(|err| self.wrap(field, err))?))
             }
             #[cfg(feature = "webhook")]
@@ -513,6 +534,45 @@ impl Config {
         self.origin
             .as_deref()
             .map_or(Cow::Borrowed("configuration"), Path::to_string_lossy)
+    }
+
+    /// `approvers` with each `"@group"` replaced by its members, each name once.
+    fn expanded<'a>(&'a self, approvers: &'a [String]) -> Vec<&'a str> {
+        let mut names: Vec<&str> = Vec::new();
+        for name in approvers {
+            let members = match name.strip_prefix('@') {
+                Some(group) => self.groups.get(group).map_or(&[][..], Vec::as_slice),
+                None => std::slice::from_ref(name),
+            };
+            for member in members {
+                if !names.contains(&member.as_str()) {
+                    names.push(member);
+                }
+            }
+        }
+        names
+    }
+
+    /// Checks an entry's approvers, its own settings and `[defaults]` combined: every group it
+    /// names exists, and a quorum has that many approvers to come from.
+    fn check_approvers(&self, field: &str, settings: &CapabilitySettings) -> Result<(), Error> {
+        let approvers = settings.approvers.as_deref().unwrap_or_default();
+        if let Some(group) = approvers
+            .iter()
+            .filter_map(|a| a.strip_prefix('@'))
+            .find(|group| !self.groups.contains_key(*group))
+        {
+            let message = format!("names group `{group}`, which [groups] does not list");
+            return Err(self.invalid(&format!("{field}.approvers"), &message));
+        }
+        let quorum = settings.quorum.unwrap_or(1);
+        if quorum > 1 && self.expanded(approvers).len() < usize::from(quorum) {
+            return Err(self.invalid(
+                &format!("{field}.quorum"),
+                "needs at least that many approvers named in `approvers`",
+            ));
+        }
+        Ok(())
     }
 
     fn invalid(&self, field: &str, message: &str) -> Error {

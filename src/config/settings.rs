@@ -30,6 +30,10 @@ pub struct Config {
     /// Per-capability settings, by exact name or glob.
     #[serde(default)]
     pub capabilities: BTreeMap<String, CapabilitySettings>,
+    /// Named groups of approvers: `finance = ["alice", "bob"]`, named `"@finance"` in a
+    /// capability's `approvers`.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
     /// Who is told of access requests.
     #[serde(default)]
     pub notifiers: Vec<NotifierSettings>,
@@ -102,8 +106,12 @@ pub struct CapabilitySettings {
     pub max_rule_ttl: Option<Duration>,
     /// Whether calls must give a reason. Default: `false`.
     pub require_reason: Option<bool>,
-    /// Who may approve or deny; anyone the gate accepts when left out.
+    /// Who may approve or deny; anyone the gate accepts when left out. `"@name"` stands for the
+    /// approvers of group `name` (`[groups]`).
     pub approvers: Option<Vec<String>>,
+    /// How many of the approvers must approve, each with their own code. Default: 1. See
+    /// [`Ask::quorum`](crate::policy::Ask::quorum).
+    pub quorum: Option<u8>,
     /// The argument fields (JSON pointers) a `value` approval is about; all of them when left
     /// out. See [`Ask::key_fields`](crate::policy::Ask::key_fields).
     pub key_fields: Option<Vec<String>>,
@@ -164,6 +172,13 @@ impl CapabilitySettings {
         self
     }
 
+    /// How many of the approvers must approve.
+    #[must_use]
+    pub fn quorum(mut self, n: u8) -> Self {
+        self.quorum = Some(n);
+        self
+    }
+
     /// Whether approvers may edit the call's arguments.
     #[must_use]
     pub fn editable(mut self, editable: bool) -> Self {
@@ -201,6 +216,7 @@ impl CapabilitySettings {
                 .clone()
                 .or_else(|| defaults.key_fields.clone()),
             editable: self.editable.or(defaults.editable),
+            quorum: self.quorum.or(defaults.quorum),
             description: self
                 .description
                 .clone()
@@ -228,6 +244,7 @@ impl CapabilitySettings {
                 ("approvers", self.approvers.is_some()),
                 ("key_fields", self.key_fields.is_some()),
                 ("editable", self.editable.is_some()),
+                ("quorum", self.quorum.is_some()),
                 ("description", self.description.is_some()),
             ];
             if let Some((name, _)) = asks.iter().find(|(_, set)| *set) {
@@ -501,6 +518,11 @@ pub struct EmailSettings {
     /// Copies.
     #[serde(default)]
     pub cc: Vec<String>,
+    /// Where each approver reads mail, `{ alice = "alice@example.com" }`: for a request several
+    /// approvers must approve, each gets their own code there (see
+    /// [`EmailBuilder::approver`](crate::notify::EmailBuilder::approver)).
+    #[serde(default)]
+    pub approvers: BTreeMap<String, String>,
 }
 
 /// `kind = "webhook"`.
@@ -561,6 +583,7 @@ impl EmailSettings {
             from: from.into(),
             to,
             cc: Vec::new(),
+            approvers: BTreeMap::new(),
         }
     }
 }

@@ -71,6 +71,12 @@ impl Gate {
             return Admission::Refuse(Error::new(ErrorKind::NoRuntime));
         };
         let settings = &self.shared.settings;
+        if ask.quorum > 1
+            && let Err(error) = quorum_possible(&ask, settings.shared_store)
+        {
+            tracing::warn!(capability, principal, "call refused: {error}");
+            return Admission::Refuse(error);
+        }
         // Whole milliseconds: what stores keep, and what the code is bound to.
         let created_at = Millis::of(SystemTime::now());
         let id = RequestId::made_at(created_at.time());
@@ -92,6 +98,7 @@ impl Gate {
                 .as_ref()
                 .and_then(|f| key().map(|_| f.clone())),
             editable: ask.editable,
+            quorum: ask.quorum,
             created_at,
             expires_at: created_at + settings.request_ttl,
             approval_url: settings
@@ -132,6 +139,33 @@ impl Gate {
             attached: true,
         })
     }
+}
+
+/// Whether the `n` approvals a quorum ask needs can be given: by that many distinct, named
+/// approvers, on a gate whose store no other replica shares (their approvals would not be
+/// counted together).
+fn quorum_possible(ask: &Ask, shared_store: bool) -> Result<(), Error> {
+    let refuse = |detail: String| Err(Error::new(ErrorKind::InvalidConfig).with_detail(detail));
+    if shared_store {
+        return refuse("a quorum of approvers needs a store no other replica shares".into());
+    }
+    let mut named: Vec<&str> = ask
+        .allowed_approvers()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| &**a)
+        .filter(|a| !a.is_empty())
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    if named.len() < usize::from(ask.quorum) {
+        return refuse(format!(
+            "the policy asks {} approvers to approve but names {}",
+            ask.quorum,
+            named.len()
+        ));
+    }
+    Ok(())
 }
 
 /// A caller parked on an access request. Dropping it leaves the request, cancelling it if this

@@ -24,7 +24,27 @@ pub struct Approve {
     pub(super) ends: Option<Ends>,
     pub(super) approver: Option<Arc<str>>,
     pub(super) authority: Option<Box<dyn Authority>>,
-    pub(super) edit: Option<Box<Value>>,
+    pub(super) edit: Option<Box<NewArgs>>,
+}
+
+/// An approver's new arguments: a value, or JSON text the approval API read and the gate parses
+/// strictly once the code is verified (so that text is judged only for whoever may decide).
+#[derive(Debug)]
+pub(crate) enum NewArgs {
+    Value(Value),
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    Json(Box<str>),
+}
+
+impl NewArgs {
+    /// The arguments, JSON text parsed strictly (`invalid_arguments` for a repeated key or a
+    /// number no 64-bit integer or double holds).
+    pub(crate) fn value(&self) -> Result<std::borrow::Cow<'_, Value>, Error> {
+        match self {
+            NewArgs::Value(value) => Ok(std::borrow::Cow::Borrowed(value)),
+            NewArgs::Json(text) => crate::args::parse_strict(text).map(std::borrow::Cow::Owned),
+        }
+    }
 }
 
 /// When the rule a decision makes ends: after a duration, or at a given time.
@@ -92,14 +112,14 @@ impl Approve {
     /// replicas that joined the request would run it as asked.
     #[must_use]
     pub fn edit(mut self, args: Value) -> Self {
-        self.edit = Some(Box::new(args));
+        self.edit = Some(Box::new(NewArgs::Value(args)));
         self
     }
 
     /// The arguments as the approval API reads them: `None` leaves them as asked.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn edits(mut self, args: Option<Value>) -> Self {
-        self.edit = args.map(Box::new).or(self.edit);
+    pub(crate) fn edits(mut self, json: Option<Box<str>>) -> Self {
+        self.edit = json.map(|text| Box::new(NewArgs::Json(text))).or(self.edit);
         self
     }
 
@@ -238,6 +258,7 @@ pub struct Approval {
     pub(super) scope: Scope,
     pub(super) rule: Option<Rule>,
     pub(super) edit: Option<Arc<Edit>>,
+    pub(super) outstanding: u8,
 }
 
 impl Approval {
@@ -256,6 +277,13 @@ impl Approval {
     /// The edit the call ran with, if the approval changed its arguments.
     pub fn edit(&self) -> Option<&Edit> {
         self.edit.as_deref()
+    }
+    /// How many more approvals the request needs before its call runs: 0 once this approval
+    /// decided it. For a request several approvers must approve
+    /// ([`Ask::quorum`](crate::policy::Ask::quorum)), an approval before the last is counted
+    /// (audited as `endorsed`) and decides nothing: no rule, no call yet.
+    pub fn outstanding(&self) -> u8 {
+        self.outstanding
     }
 }
 

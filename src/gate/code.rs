@@ -14,6 +14,10 @@ use crate::request::AccessRequest;
 const DOMAIN: &[u8] = b"tollgate/verification-code/v1";
 /// Bound after the key fields when approvers may edit the request (a key field starts with `/`).
 const EDITABLE: &[u8] = b"editable";
+/// Bound last, with the number, when several approvers must approve; each approver's code then
+/// binds their name after it.
+const QUORUM: &[u8] = b"quorum";
+const APPROVER: &[u8] = b"approver";
 
 /// The shortest secret accepted, in bytes.
 pub(crate) const MIN_SECRET_LEN: usize = 16;
@@ -44,6 +48,22 @@ impl fmt::Debug for CodeKey {
     }
 }
 
+/// Binds a quorum of `n` and, for one approver's code, their name: out of line, so that the
+/// code of a request one approver decides is computed as it always was.
+#[inline(never)]
+fn bind_quorum(mac: &mut Hmac<Sha256>, n: u8, approver: Option<&str>) {
+    // Without an approver, two fields fewer: no name makes the same input.
+    let n = [n];
+    let named = approver.map(|name| [APPROVER, name.as_bytes()]);
+    let fields = [QUORUM, &n[..]]
+        .into_iter()
+        .chain(named.into_iter().flatten());
+    for field in fields {
+        mac.update(&(field.len() as u64).to_be_bytes());
+        mac.update(field);
+    }
+}
+
 impl CodeKey {
     pub(crate) fn new(secret: &[u8], length: usize) -> Result<Self, Error> {
         if secret.len() < MIN_SECRET_LEN {
@@ -60,25 +80,39 @@ impl CodeKey {
     }
 
     /// `HMAC-SHA256(secret, domain ‖ id ‖ principal ‖ session ‖ capability ‖ args digest ‖
-    /// max scope ‖ max rule TTL ‖ expiry [‖ key fields] [‖ "editable"])`, every field
-    /// length-prefixed, cut to `length` uppercase hex characters. The key fields (each pointer in
-    /// turn, every one starting with `/`) and the word `editable` come last, each only when the
-    /// request has it, so codes of requests without them are what they were.
+    /// max scope ‖ max rule TTL ‖ expiry [‖ key fields] [‖ "editable"] [‖ "quorum" ‖ n [‖
+    /// "approver" ‖ name]])`, every field length-prefixed, cut to `length` uppercase hex characters. The
+    /// key fields (each pointer in turn, every one starting with `/`), the word `editable` and
+    /// the quorum come last, each only when the request has it, so codes of requests without
+    /// them are what they were. A request that several approvers must approve has no code of its
+    /// own (this one is accepted from nobody): each approver has theirs, [`code_for`].
+    ///
+    /// [`code_for`]: Self::code_for
     pub(crate) fn code(&self, request: &AccessRequest) -> VerificationCode {
-        let digits = self.digits(request);
+        self.code_of(request, None)
+    }
+
+    /// The code of `approver` for a request several approvers must approve: bound to their name.
+    pub(crate) fn code_for(&self, request: &AccessRequest, approver: &str) -> VerificationCode {
+        self.code_of(request, Some(approver))
+    }
+
+    #[inline]
+    fn code_of(&self, request: &AccessRequest, approver: Option<&str>) -> VerificationCode {
+        let digits = self.digits(request, approver);
         let text = std::str::from_utf8(&digits[..self.length]).expect("hex digits are ASCII");
         VerificationCode(text.to_owned())
     }
 
     /// The HMAC in uppercase hex digits: a code is the first `length` of them.
-    fn digits(&self, request: &AccessRequest) -> [u8; 64] {
+    fn digits(&self, request: &AccessRequest, approver: Option<&str>) -> [u8; 64] {
         let mut digits = [0u8; 64];
-        crate::hex::upper_into(&self.mac_of(request), &mut digits);
+        crate::hex::upper_into(&self.mac_of(request, approver), &mut digits);
         digits
     }
 
     /// The HMAC a code is cut from.
-    fn mac_of(&self, request: &AccessRequest) -> [u8; 32] {
+    fn mac_of(&self, request: &AccessRequest, approver: Option<&str>) -> [u8; 32] {
         let mut mac = self.mac.clone();
         let expires_ms = request.expires_at.get();
         let fields: [&[u8]; 9] = [
@@ -106,17 +140,22 @@ impl CodeKey {
             mac.update(&(EDITABLE.len() as u64).to_be_bytes());
             mac.update(EDITABLE);
         }
+        if request.quorum > 1 {
+            bind_quorum(&mut mac, request.quorum, approver);
+        }
         mac.finalize().into_bytes().into()
     }
 
-    /// Constant-time check of what a person typed; case and surrounding space do not matter.
-    pub(crate) fn verify(&self, request: &AccessRequest, attempt: &str) -> bool {
+    /// Constant-time check of what `approver` typed; case and surrounding space do not matter.
+    /// For a request several approvers must approve, only their own code verifies.
+    pub(crate) fn verify(&self, request: &AccessRequest, attempt: &str, approver: &str) -> bool {
         let attempt = attempt.trim().as_bytes();
         // The length is the configuration's, not a secret.
         if attempt.len() != self.length {
             return false;
         }
-        let (expected, mut typed) = (self.digits(request), [0u8; 64]);
+        let approver = (request.quorum > 1).then_some(approver);
+        let (expected, mut typed) = (self.digits(request, approver), [0u8; 64]);
         for (typed, c) in typed.iter_mut().zip(attempt) {
             *typed = c.to_ascii_uppercase();
         }
@@ -152,6 +191,7 @@ mod tests {
             approvers: None,
             key_fields: None,
             editable: false,
+            quorum: 1,
             created_at: now,
             expires_at: now + Duration::from_secs(60),
             approval_url: None,
@@ -166,16 +206,22 @@ mod tests {
             let code = key.code(&request);
             let code = code.reveal();
             assert_eq!(code.len(), length);
-            assert!(key.verify(&request, code));
-            assert!(key.verify(&request, &format!(" {} ", code.to_lowercase())));
-            assert!(!key.verify(&request, &code[..length - 1]), "a prefix");
-            assert!(!key.verify(&request, &format!("{code}0")), "one more");
-            assert!(!key.verify(&request, ""));
+            assert!(key.verify(&request, code, "alice"));
+            assert!(key.verify(&request, &format!(" {} ", code.to_lowercase()), "alice"));
+            assert!(
+                !key.verify(&request, &code[..length - 1], "alice"),
+                "a prefix"
+            );
+            assert!(
+                !key.verify(&request, &format!("{code}0"), "alice"),
+                "one more"
+            );
+            assert!(!key.verify(&request, "", "alice"));
             let last = if code.ends_with('0') { "1" } else { "0" };
             let wrong = format!("{}{last}", &code[..length - 1]);
-            assert!(!key.verify(&request, &wrong), "one character off");
+            assert!(!key.verify(&request, &wrong, "alice"), "one character off");
             let other = CodeKey::new(b"another secret of sixteen bytes", length).unwrap();
-            assert!(!other.verify(&request, code), "another secret");
+            assert!(!other.verify(&request, code, "alice"), "another secret");
         }
     }
 
@@ -304,5 +350,55 @@ mod tests {
         assert_eq!(editable, expected);
         request.editable = false;
         assert_eq!(key.code(&request).reveal(), plain);
+    }
+
+    /// A quorum's codes bind the word `quorum`, the number, and each approver's name: one
+    /// approver's code is not another's, nor the request's own, which binds no name.
+    #[test]
+    fn a_quorums_codes_bind_each_approvers_name() {
+        use hmac::{Hmac, KeyInit, Mac};
+        let secret = b"a test secret of sixteen bytes";
+        let key = CodeKey::new(secret, 64).unwrap();
+        let mut request = request();
+        let single = key.code(&request).reveal().to_owned();
+        request.quorum = 2;
+        let alice = key.code_for(&request, "alice").reveal().to_owned();
+        let bob = key.code_for(&request, "bob").reveal().to_owned();
+        let shared = key.code(&request).reveal().to_owned();
+        assert!(alice != bob && alice != shared && shared != single);
+        assert!(key.verify(&request, &alice, "alice"));
+        assert!(!key.verify(&request, &alice, "bob"));
+        assert!(
+            !key.verify(&request, &shared, ""),
+            "the request's own code is nobody's"
+        );
+
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        let fields: [&[u8]; 13] = [
+            b"tollgate/verification-code/v1",
+            request.id.as_bytes(),
+            b"agent-7",
+            b"",
+            b"payments.refund",
+            request.args_digest.as_bytes(),
+            b"once",
+            &60_000u64.to_be_bytes(),
+            &request.expires_at.get().to_be_bytes(),
+            b"quorum",
+            &[2],
+            b"approver",
+            b"alice",
+        ];
+        for field in fields {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field);
+        }
+        let expected: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        assert_eq!(alice, expected);
     }
 }

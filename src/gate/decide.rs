@@ -9,17 +9,17 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::approver::{Approval, Approve, Authority, Denial, Deny, Ends, Revoke};
-use super::registry::{Ack, Known, Ruling, already};
+use super::approver::{Approval, Approve, Authority, Denial, Deny, Ends, NewArgs, Revoke};
+use super::registry::{Ack, Known, Ruling, Vote, already, ttl_of};
 use super::replicas::{RECHECK, settled, settles};
 use super::rules::{LONGEST_RULE, deadline_of};
 use super::seal::SealKey;
 use super::writer::queue_stopped;
 use super::{Gate, record, verdict};
+use crate::args::ArgsDigest;
 use crate::call::Edit;
 use crate::error::{Error, ErrorKind};
 use crate::id::{RequestId, RuleId};
@@ -38,11 +38,17 @@ struct Asked {
     reason: Option<Arc<str>>,
     authority: Option<Box<dyn Authority>>,
     /// An approval's new arguments.
-    edit: Option<Box<Value>>,
+    edit: Option<Box<NewArgs>>,
 }
 
-/// What a decision made: the request decided, its rule if any, and an approval's edit.
-type Made = (Arc<AccessRequest>, Option<Rule>, Option<Arc<Edit>>);
+/// What a decision made: the request, its rule if any, an approval's edit, and for a request
+/// several approvers must approve, how many more approvals it needs (0 once decided).
+struct Made {
+    request: Arc<AccessRequest>,
+    rule: Option<Rule>,
+    edit: Option<Arc<Edit>>,
+    outstanding: u8,
+}
 
 impl Gate {
     /// Approves a pending request.
@@ -68,12 +74,13 @@ impl Gate {
             authority: approve.authority,
             edit: approve.edit,
         };
-        let (request, rule, edit) = self.rule_on(approve.id, &approve.code, asked).await?;
+        let made = self.rule_on(approve.id, &approve.code, asked).await?;
         Ok(Approval {
-            request,
+            request: made.request,
             scope: approve.scope,
-            rule,
-            edit,
+            rule: made.rule,
+            edit: made.edit,
+            outstanding: made.outstanding,
         })
     }
 
@@ -90,8 +97,11 @@ impl Gate {
             authority: deny.authority,
             edit: None,
         };
-        let (request, rule, _) = self.rule_on(deny.id, &deny.code, asked).await?;
-        Ok(Denial { request, rule })
+        let made = self.rule_on(deny.id, &deny.code, asked).await?;
+        Ok(Denial {
+            request: made.request,
+            rule: made.rule,
+        })
     }
 
     /// What approve and deny share: the approver must be named and may decide the request, the
@@ -113,28 +123,45 @@ impl Gate {
         let request = match known {
             Known::Live(request) => request,
             Known::Remembered(request, status) => {
-                return Err(if may_decide(&request) && shared.verify(&request, code) {
-                    already(status, id)
-                } else {
-                    not_found()
-                });
+                return Err(
+                    if may_decide(&request) && shared.verify(&request, code, &approver) {
+                        already(status, id)
+                    } else {
+                        not_found()
+                    },
+                );
             }
             Known::Nowhere if shared.settings.shared_store => {
                 return self
                     .rule_elsewhere(id, code, &asked, &approver, may_decide)
                     .await;
             }
-            Known::Nowhere => return Err(self.stored_answer(id, &may_decide, code).await),
+            Known::Nowhere => {
+                return Err(self.stored_answer(id, &may_decide, code, &approver).await);
+            }
         };
         if !may_decide(&request) {
             return Err(not_found());
         }
-        if !shared.verify(&request, code) {
+        if !shared.verify(&request, code, &approver) {
             if shared.settings.shared_store {
                 return Err(self.wrong_code_stored(&request, &approver).await);
             }
             let limit = shared.settings.limits.attempts;
             return Err(shared.locked(|registry| registry.wrong_code(id, &approver, limit)));
+        }
+        // An approval of a request several approvers must approve, before the last, is counted
+        // and decides nothing. Boxed: the approve future stays as small as it was for others.
+        if request.quorum > 1 && asked.effect == RuleEffect::Allow {
+            let vote = asked.vote(&request, &approver, &shared.seals)?;
+            if let Some(outstanding) = Box::pin(self.endorse(&request, vote)).await? {
+                return Ok(Made {
+                    request,
+                    rule: None,
+                    edit: None,
+                    outstanding,
+                });
+            }
         }
         let now = Instant::now();
         let (ack, acked) = oneshot::channel();
@@ -167,7 +194,30 @@ impl Gate {
         };
         let request = shared.locked(|registry| registry.decide(id, ruling, now))?;
         acknowledged(id, acked).await?;
-        Ok((request, rule, edit))
+        Ok(Made {
+            request,
+            rule,
+            edit,
+            outstanding: 0,
+        })
+    }
+
+    /// An approval of `request`, which several approvers must approve, by `approver`: unless it
+    /// completes the quorum, it is counted once its `endorsed` entry is stored, and decides
+    /// nothing. Returns how many approvals the request still needs, or `None` if this one
+    /// decides.
+    async fn endorse(&self, request: &AccessRequest, vote: Vote) -> Result<Option<u8>, Error> {
+        let shared = &self.shared;
+        let (id, approver) = (request.id, vote.approver.clone());
+        if shared.registry().vote_check(id, &vote)? {
+            return Ok(None);
+        }
+        let entry = record::endorsed(request, &vote, shared.settings.audit_args);
+        self.queued(move |store| Box::pin(async move { store.append(&[entry]).await }))
+            .await?;
+        let counted = shared.registry().count_vote(id, vote)?;
+        tracing::info!(request_id = %id, ?approver, counted, of = request.quorum, "access request endorsed");
+        Ok((counted < request.quorum).then(|| request.quorum - counted))
     }
 
     /// A decision on a request whose callers wait on another replica, made through the store
@@ -191,7 +241,7 @@ impl Gate {
         if !may_decide(&request) {
             return Err(not_found());
         }
-        if !shared.verify(&request, code) {
+        if !shared.verify(&request, code, approver) {
             return Err(self.wrong_code_stored(&request, approver).await);
         }
         if stored.status != Status::Pending {
@@ -249,7 +299,12 @@ impl Gate {
                 shared.announce();
             }
         }
-        Ok((request, rule, None))
+        Ok(Made {
+            request,
+            rule,
+            edit: None,
+            outstanding: 0,
+        })
     }
 
     /// Waits until an approval made here settles on the replica holding its callers, as the
@@ -332,11 +387,13 @@ impl Gate {
         id: RequestId,
         may_decide: impl Fn(&AccessRequest) -> bool,
         code: &str,
+        approver: &str,
     ) -> Error {
         let not_found = || Error::new(ErrorKind::AccessRequestNotFound);
         match self.queued(move |store| store.request(id)).await {
             Ok(Some(stored))
-                if may_decide(&stored.request) && self.shared.verify(&stored.request, code) =>
+                if may_decide(&stored.request)
+                    && self.shared.verify(&stored.request, code, approver) =>
             {
                 if is_finished(stored.status) {
                     already(stored.status, id)
@@ -394,6 +451,39 @@ fn not_found() -> Error {
 }
 
 impl Asked {
+    /// This approval of `request`, which several approvers must approve, as a vote: checked as
+    /// any approval is (the scope and TTL it asks for, the approver's rights), with what it
+    /// lets a rule reach. A quorum's approvers approve the call as asked: no edit.
+    fn vote(
+        &self,
+        request: &AccessRequest,
+        approver: &Arc<str>,
+        seals: &SealKey,
+    ) -> Result<Vote, Error> {
+        if let Some(args) = &self.edit {
+            let args = args
+                .value()
+                .map_err(|error| error.with_request(request.id))?;
+            if ArgsDigest::of(&args) != request.args_digest {
+                return Err(Error::new(ErrorKind::EditNotAllowed)
+                    .with_request(request.id)
+                    .with_detail("the approvers of a quorum approve the call as asked"));
+            }
+        }
+        let checked = self.rule(
+            request,
+            approver,
+            seals,
+            Instant::now(),
+            oneshot::channel().0,
+        )?;
+        Ok(Vote {
+            approver: approver.clone(),
+            scope: checked.scope,
+            ttl: checked.rule.as_ref().map(|(rule, _)| ttl_of(rule)),
+        })
+    }
+
     /// The ruling this asks for on `request`, if this approver may grant it and the request
     /// allows its scope and TTL: its outcome, and its rule, sealed.
     fn rule(

@@ -8,9 +8,8 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::Shared;
+use super::approver::NewArgs;
 use crate::args::{ArgsDigest, canonical_json};
 use crate::call::Edit;
 use crate::error::{Error, ErrorKind};
@@ -44,7 +43,7 @@ impl Shared {
     pub(super) fn edit(
         &self,
         request: &AccessRequest,
-        args: &Value,
+        args: &NewArgs,
         approver: &Arc<str>,
     ) -> Result<Option<(Arc<Edit>, AccessRequest)>, Error> {
         let id = request.id;
@@ -58,12 +57,21 @@ impl Shared {
                 "the policy does not let approvers edit this request",
             ));
         }
+        if request.quorum > 1 {
+            // Each approver approves the call as asked: their approvals could not be counted
+            // together for different arguments.
+            return Err(refuse(
+                "the approvers of a quorum approve the call as asked",
+            ));
+        }
         if self.settings.shared_store {
             // Callers on other replicas may have joined the request; they would run it as asked.
             return Err(refuse(
                 "edits need a gate whose store is not shared by replicas",
             ));
         }
+        let args = args.value().map_err(|error| error.with_request(id))?;
+        let args = &*args;
         if ArgsDigest::of(args) == request.args_digest {
             return Ok(None);
         }

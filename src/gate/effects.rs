@@ -188,7 +188,7 @@ impl Shared {
     /// fails closed, unless the gate parks unnotified requests for pull approvals.
     pub(super) async fn alert(self: Arc<Self>, request: Arc<AccessRequest>) {
         let id = request.id;
-        let alert = Alert::new(request.clone(), self.key.code(&request));
+        let alert = self.alert_of(&request);
         let alert = &alert;
         let notifiers = self.notifiers();
         let report = notifiers.each(|notifier| notifier.notify(alert)).await;
@@ -207,6 +207,19 @@ impl Shared {
         }
     }
 
+    /// The alert for `request`: its code, and for a quorum, each approver's.
+    fn alert_of(&self, request: &Arc<AccessRequest>) -> Alert {
+        let codes = (request.quorum > 1).then(|| {
+            let approvers = request.approvers().unwrap_or_default();
+            approvers
+                .iter()
+                .map(|a| (a.clone(), self.key.code_for(request, a)))
+                .collect::<Box<[_]>>()
+        });
+        let codes = codes.map(Box::new);
+        Alert::new(request.clone(), self.key.code(request), codes)
+    }
+
     /// Alerts the escalation notifiers about `request`, still pending after the escalation
     /// delay, with the code the first alert carried; audited as `escalated` once one accepts.
     pub(super) fn escalate(self: &Arc<Self>, request: Arc<AccessRequest>) {
@@ -217,7 +230,7 @@ impl Shared {
         tracing::info!(request_id = %id, "access request escalated: nobody decided in time");
         let shared = self.clone();
         self.deliver(&Handle::current(), id, async move {
-            let alert = Alert::new(request.clone(), shared.key.code(&request));
+            let alert = shared.alert_of(&request);
             let alert = &alert;
             let report = notifiers.each(|notifier| notifier.notify(alert)).await;
             report.log("escalate", id);

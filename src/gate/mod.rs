@@ -194,6 +194,29 @@ impl Gate {
         Some(self.shared.key.code(&request))
     }
 
+    /// Who has approved request `id` so far, while it waits for the rest of the approvers it
+    /// needs ([`Ask::quorum`](crate::policy::Ask::quorum)); empty for any other request, and
+    /// once it is decided.
+    pub fn approved_by(&self, id: RequestId) -> Vec<String> {
+        let approvers = self.shared.registry().approved_by(id);
+        approvers.iter().map(|a| a.to_string()).collect()
+    }
+
+    /// `approver`'s code for pending request `id`, as [`verification_code`] gives it: their own
+    /// for a request several approvers must approve (`None` if they are not one of its
+    /// approvers), the request's otherwise. Show it to that approver only.
+    ///
+    /// [`verification_code`]: Self::verification_code
+    pub fn verification_code_for(&self, id: RequestId, approver: &str) -> Option<VerificationCode> {
+        let request = self.shared.registry().pending_request(id)?;
+        if request.quorum <= 1 {
+            return Some(self.shared.key.code(&request));
+        }
+        request
+            .admits(approver)
+            .then(|| self.shared.key.code_for(&request, approver))
+    }
+
     /// Request `id` and where it stands, for approval pages: pending requests once stored, and
     /// decided ones up to the history capacity. Codes are never part of it.
     pub fn request(&self, id: RequestId) -> Option<(AccessRequest, Status)> {
@@ -399,8 +422,9 @@ impl Shared {
         self.rules.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn verify(&self, request: &AccessRequest, attempt: &str) -> bool {
-        let ok = self.key.verify(request, attempt);
+    /// Whether `attempt` is `approver`'s code for `request`, counting a wrong one.
+    fn verify(&self, request: &AccessRequest, attempt: &str, approver: &str) -> bool {
+        let ok = self.key.verify(request, attempt, approver);
         if !ok {
             self.wrong_codes.fetch_add(1, Ordering::Relaxed);
             crate::meters::wrong_code();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::registry::Event;
+use super::registry::{Event, Vote};
 use crate::args::{ArgsDigest, canonical_json};
 use crate::audit::{AuditEntry, AuditEvent};
 use crate::call::Edit;
@@ -187,6 +187,16 @@ fn edited(request: &AccessRequest, edit: &Edit, at: SystemTime, audit_args: bool
     edited.approver = Some(edit.approver().into());
     edited.detail = Some(format!("edited from arguments {}", request.args_digest).into());
     edited
+}
+
+/// The `endorsed` entry of an approval of a request several approvers must approve, counted
+/// but not deciding: who, the scope they gave, and in `detail` how many must approve.
+pub(super) fn endorsed(request: &AccessRequest, vote: &Vote, audit_args: bool) -> AuditEntry {
+    let mut endorsed = entry(audit_args, AuditEvent::Endorsed, request);
+    endorsed.approver = Some(vote.approver.clone());
+    endorsed.scope = Some(vote.scope);
+    endorsed.detail = Some(format!("{} approvers must approve", request.quorum).into());
+    endorsed
 }
 
 /// The transition that closes a pending request with `outcome`, as the registry's `Closed`

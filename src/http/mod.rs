@@ -650,7 +650,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         }
         ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::AccessRequestNotFound => StatusCode::NOT_FOUND,
-        ErrorKind::AlreadyResolved => StatusCode::CONFLICT,
+        ErrorKind::AlreadyResolved | ErrorKind::AlreadyApproved => StatusCode::CONFLICT,
         ErrorKind::ScopeNotAllowed | ErrorKind::EditNotAllowed | ErrorKind::EditUnsupported => {
             StatusCode::UNPROCESSABLE_ENTITY
         }

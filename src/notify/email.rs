@@ -48,6 +48,9 @@ pub struct EmailNotifier<T = SmtpTransport> {
     from: Mailbox,
     to: Vec<Mailbox>,
     cc: Vec<Mailbox>,
+    /// Where each named approver reads mail: a request several approvers must approve sends
+    /// each of them their own code there, and the other recipients none.
+    approvers: Vec<(Box<str>, Mailbox)>,
     subject: Template,
     text: Template,
     html: Template,
@@ -67,6 +70,10 @@ impl<T> fmt::Debug for EmailNotifier<T> {
             .finish_non_exhaustive()
     }
 }
+
+/// What `{code}` reads in the mail to the shared recipients of a request several approvers must
+/// approve: each approver has their own code, sent to them alone.
+const OWN_CODES: &str = "each approver was sent their own code";
 
 /// The default subject.
 pub const DEFAULT_SUBJECT: &str = "Approval needed: {capability} for {principal}";
@@ -168,6 +175,7 @@ where
             from: None,
             to: Vec::new(),
             cc: Vec::new(),
+            approvers: Vec::new(),
             subject: DEFAULT_SUBJECT.into(),
             text: DEFAULT_TEXT.into(),
             html: DEFAULT_HTML.into(),
@@ -178,6 +186,20 @@ where
     /// The `Message-ID` of the alert mail for a request, which follow-ups answer.
     fn message_id(&self, request: &crate::AccessRequest) -> String {
         format!("<{}.alert@{}>", request.id(), self.domain)
+    }
+
+    /// The alert's body, plain and HTML, with `code` for its code field.
+    fn body(
+        &self,
+        alert: &Alert,
+        code: &str,
+        message: lettre::message::MessageBuilder,
+    ) -> Result<Message, lettre::error::Error> {
+        let values = Values::alert(alert, code);
+        message.multipart(MultiPart::alternative_plain_html(
+            self.text.render(&values, Escape::None),
+            self.html.render(&values, Escape::Html),
+        ))
     }
 
     fn envelope(&self, subject: String) -> lettre::message::MessageBuilder {
@@ -211,16 +233,40 @@ where
 {
     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
-            let values = Values::alert(alert);
+            let request = alert.request();
+            let quorum = request.quorum() > 1;
+            // A quorum's code is each approver's own: the shared recipients get none.
+            let code = if quorum {
+                OWN_CODES
+            } else {
+                alert.code().reveal()
+            };
+            let subject = self
+                .subject
+                .render(&Values::alert(alert, code), Escape::None);
             let message = self
-                .envelope(self.subject.render(&values, Escape::None))
-                .message_id(Some(self.message_id(alert.request())))
-                .multipart(MultiPart::alternative_plain_html(
-                    self.text.render(&values, Escape::None),
-                    self.html.render(&values, Escape::Html),
-                ));
-            self.send(message).await?;
-            self.sent.insert(alert.request().id());
+                .envelope(subject)
+                .message_id(Some(self.message_id(request)));
+            self.send(self.body(alert, code, message)).await?;
+            self.sent.insert(request.id());
+            if quorum {
+                for (n, (approver, mailbox)) in self.approvers.iter().enumerate() {
+                    let Some(code) = alert.code_for(approver) else {
+                        continue;
+                    };
+                    let values = Values::alert(alert, code.reveal());
+                    let message = Message::builder()
+                        .from(self.from.clone())
+                        .to(mailbox.clone())
+                        .subject(self.subject.render(&values, Escape::None))
+                        .message_id(Some(format!(
+                            "<{}.alert.{n}@{}>",
+                            request.id(),
+                            self.domain
+                        )));
+                    self.send(self.body(alert, code.reveal(), message)).await?;
+                }
+            }
             Ok(())
         })
     }
@@ -262,6 +308,7 @@ pub struct EmailBuilder<T> {
     from: Option<String>,
     to: Vec<String>,
     cc: Vec<String>,
+    approvers: Vec<(String, String)>,
     subject: String,
     text: String,
     html: String,
@@ -298,6 +345,15 @@ where
     /// Adds a recipient in copy.
     pub fn cc(mut self, mailbox: impl Into<String>) -> Self {
         self.cc.push(mailbox.into());
+        self
+    }
+
+    /// Where approver `name` reads mail. For a request several approvers must approve
+    /// ([`Ask::quorum`](crate::policy::Ask::quorum)) each approver has their own code: the
+    /// alert goes to every approver given here with theirs alone, and to the other recipients
+    /// with none. Approvers not given here get their code from another notifier.
+    pub fn approver(mut self, name: impl Into<String>, mailbox: impl Into<String>) -> Self {
+        self.approvers.push((name.into(), mailbox.into()));
         self
     }
 
@@ -353,11 +409,17 @@ where
             .iter()
             .map(|c| mailbox("cc", c))
             .collect::<Result<_, _>>()?;
+        let approvers = self
+            .approvers
+            .iter()
+            .map(|(name, address)| Ok((name.as_str().into(), mailbox("approver", address)?)))
+            .collect::<Result<_, Error>>()?;
         Ok(EmailNotifier {
             domain: from.email.domain().into(),
             from,
             to,
             cc,
+            approvers,
             subject: Template::for_setting("email subject", &self.subject)?,
             text: Template::for_setting("email text_body", &self.text)?,
             html: Template::for_setting("email html_body", &self.html)?,

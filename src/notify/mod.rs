@@ -205,16 +205,30 @@ impl<N: Notifier + ?Sized> Notifier for Box<N> {
     }
 }
 
-/// What a notifier is asked to deliver: the request and its verification code.
+/// Each approver's own code, by name.
+pub(crate) type ApproverCodes = Box<[(Box<str>, VerificationCode)]>;
+
+/// What a notifier is asked to deliver: the request and its verification code, or for a
+/// request several approvers must approve ([`AccessRequest::quorum`]), each approver's own.
 #[derive(Clone, Debug)]
 pub struct Alert {
     request: Arc<AccessRequest>,
     code: VerificationCode,
+    /// Each approver's code, for a quorum: boxed, as most requests have none.
+    codes: Option<Box<ApproverCodes>>,
 }
 
 impl Alert {
-    pub(crate) fn new(request: Arc<AccessRequest>, code: VerificationCode) -> Self {
-        Alert { request, code }
+    pub(crate) fn new(
+        request: Arc<AccessRequest>,
+        code: VerificationCode,
+        codes: Option<Box<ApproverCodes>>,
+    ) -> Self {
+        Alert {
+            request,
+            code,
+            codes,
+        }
     }
 
     /// The access request.
@@ -223,8 +237,30 @@ impl Alert {
     }
 
     /// The code the approver must type. Show it in your channel only.
+    ///
+    /// A request several approvers must approve (a quorum) accepts this code from nobody: each
+    /// approver has their own, [`codes`](Self::codes), to be delivered to them alone.
     pub fn code(&self) -> &VerificationCode {
         &self.code
+    }
+
+    /// Each approver's own code, for a request several approvers must approve: give each one
+    /// to its approver only, since whoever holds it approves as them. Empty for a request that
+    /// one approver decides, whose code is [`code`](Self::code).
+    pub fn codes(&self) -> impl Iterator<Item = (&str, &VerificationCode)> {
+        self.codes
+            .iter()
+            .flat_map(|codes| codes.iter())
+            .map(|(approver, code)| (&**approver, code))
+    }
+
+    /// The code `approver` types: their own for a quorum (`None` if they are not one of its
+    /// approvers), the request's otherwise.
+    pub fn code_for(&self, approver: &str) -> Option<&VerificationCode> {
+        match &self.codes {
+            Some(codes) => codes.iter().find(|(a, _)| &**a == approver).map(|(_, c)| c),
+            None => Some(&self.code),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use reqwest::Url;
 use serde_json::{Value, json};
 
-use super::template::{Escape, Values};
+use super::template::{Escape, Values, shared_code};
 use super::webhook::{DeliveryBuilder, Redacted, parse_url};
 use super::{Alert, IncludeCode, Notifier, NotifyError, Resolution, Template};
 use crate::boxed::BoxFuture;
@@ -87,7 +87,14 @@ impl SlackNotifier {
             &format!("```{}```", pretty_args(request)),
             false,
         ));
-        if self.include_code {
+        if request.quorum() > 1 {
+            // A channel is shared: each approver's own code must reach them another way.
+            let needed = format!(
+                "{} of the approvers, each with their own code",
+                request.quorum()
+            );
+            fields.push(field("Approvals", &needed, true));
+        } else if self.include_code {
             fields.push(field("Code", &format!("`{}`", alert.code().reveal()), true));
         }
         fields.push(field("Request", &request.id().to_string(), true));
@@ -115,7 +122,7 @@ impl SlackNotifier {
             fields.push(json!({ "title": "Approve or deny", "value": link, "short": false }));
         }
         json!({
-            "text": self.text.render(&Values::alert(alert), Escape::Chat),
+            "text": self.text.render(&Values::alert(alert, shared_code(alert)), Escape::Chat),
             "attachments": [{ "color": "#e3b341", "fields": fields }],
         })
     }

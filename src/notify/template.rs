@@ -178,9 +178,11 @@ impl Template {
         })
     }
 
-    /// Renders the template for an alert, code included.
+    /// Renders the template for an alert, code included (for a request several approvers must
+    /// approve, whose approvers each have their own code, `{code}` is empty: render
+    /// [`Alert::codes`] yourself, each to its approver).
     pub fn render_alert(&self, alert: &Alert) -> String {
-        self.render(&Values::alert(alert), Escape::None)
+        self.render(&Values::alert(alert, shared_code(alert)), Escape::None)
     }
 
     /// Renders the template for a resolution; `{code}` is empty.
@@ -230,6 +232,16 @@ impl Escape {
     }
 }
 
+/// The code everyone the alert reaches may see: none for a quorum, whose approvers each have
+/// their own.
+pub(crate) fn shared_code(alert: &Alert) -> &str {
+    if alert.request().quorum() > 1 {
+        ""
+    } else {
+        alert.code().reveal()
+    }
+}
+
 /// What a template's fields are filled with.
 pub(crate) struct Values<'a> {
     request: &'a AccessRequest,
@@ -238,10 +250,11 @@ pub(crate) struct Values<'a> {
 }
 
 impl<'a> Values<'a> {
-    pub(crate) fn alert(alert: &'a Alert) -> Self {
+    /// An alert's values, its code field reading `code`.
+    pub(crate) fn alert(alert: &'a Alert, code: &'a str) -> Self {
         Values {
             request: alert.request(),
-            code: Some(alert.code().reveal()),
+            code: Some(code),
             outcome: None,
         }
     }

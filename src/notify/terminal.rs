@@ -101,7 +101,21 @@ fn render(alert: &Alert) -> String {
     }
     row("arguments", &pretty_args(request));
     row("request", &request.id().to_string());
-    row("code", alert.code().reveal());
+    if request.quorum() > 1 {
+        // One screen, one person: this shows every approver's own code, for development.
+        row(
+            "approvals",
+            &format!("{} of the approvers", request.quorum()),
+        );
+        for (approver, code) in alert.codes() {
+            row(
+                "code",
+                &format!("{} (for {})", code.reveal(), visible(approver)),
+            );
+        }
+    } else {
+        row("code", alert.code().reveal());
+    }
     // Rounded up: a request made a moment ago with a 300 s TTL reads "in 300 s".
     let left = request
         .expires_at()

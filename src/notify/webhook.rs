@@ -1,6 +1,7 @@
 //! Signed JSON events over HTTP (feature `webhook`), and the delivery machinery the chat
 //! notifier shares: per-attempt timeouts, retries with backoff and jitter.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -107,6 +108,9 @@ struct EventData<'a> {
     request: &'a AccessRequest,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<&'a str>,
+    /// Each approver's own code, for a request several approvers must approve: by approver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    codes: Option<BTreeMap<&'a str, &'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<&'a Outcome>,
 }
@@ -137,7 +141,7 @@ impl WebhookNotifier {
         &self,
         kind: &'static str,
         request: &AccessRequest,
-        code: Option<&str>,
+        (code, codes): (Option<&str>, Option<BTreeMap<&str, &str>>),
         outcome: Option<&Outcome>,
     ) -> Result<(), NotifyError> {
         let event = Event {
@@ -147,6 +151,7 @@ impl WebhookNotifier {
             data: EventData {
                 request,
                 code,
+                codes,
                 outcome,
             },
         };
@@ -162,8 +167,12 @@ impl WebhookNotifier {
 
 impl Notifier for WebhookNotifier {
     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
-        let code = self.include_code.then(|| alert.code().reveal());
-        Box::pin(self.send(CREATED, alert.request(), code, None))
+        // A quorum's approvers each have their own code: the receiver routes each to its owner.
+        let quorum = alert.request().quorum() > 1;
+        let code = (self.include_code && !quorum).then(|| alert.code().reveal());
+        let codes = (self.include_code && quorum)
+            .then(|| alert.codes().map(|(a, c)| (a, c.reveal())).collect());
+        Box::pin(self.send(CREATED, alert.request(), (code, codes), None))
     }
 
     fn on_resolved<'a>(
@@ -171,7 +180,7 @@ impl Notifier for WebhookNotifier {
         resolution: &'a Resolution,
     ) -> BoxFuture<'a, Result<(), NotifyError>> {
         let outcome = Some(resolution.outcome());
-        Box::pin(self.send(RESOLVED, resolution.request(), None, outcome))
+        Box::pin(self.send(RESOLVED, resolution.request(), (None, None), outcome))
     }
 
     fn name(&self) -> &str {

@@ -136,6 +136,7 @@ pub struct Ask {
     pub(crate) require_reason: bool,
     pub(crate) key_fields: Option<KeyFields>,
     pub(crate) editable: bool,
+    pub(crate) quorum: u8,
 }
 
 impl Ask {
@@ -152,6 +153,7 @@ impl Ask {
             require_reason: false,
             key_fields: None,
             editable: false,
+            quorum: 1,
         }
     }
 
@@ -247,6 +249,27 @@ impl Ask {
         self.editable
     }
 
+    /// `n` distinct approvers must approve before the call runs (Vault's control groups): a
+    /// quorum of the [`approvers`](Self::approvers) named, who must be at least `n`. Each
+    /// approver then has a code of their own, bound to their name
+    /// ([`Alert::codes`](crate::notify::Alert::codes)); an approval with another approver's
+    /// code is a wrong code. The request stays pending, each approval audited as `endorsed`,
+    /// until the `n`th approves: that approval decides, and may grant no wider a scope or
+    /// longer TTL than any earlier one gave (`scope_not_allowed`). One denial denies. An approver approves once (`already_approved`
+    /// the second time). A call whose ask names fewer than `n` approvers is refused with
+    /// `invalid_config`, as is one on a gate whose store replicas share. `n` of 0 or 1 is one
+    /// approver, as by default.
+    #[must_use]
+    pub fn quorum(mut self, n: u8) -> Self {
+        self.quorum = n.max(1);
+        self
+    }
+
+    /// How many distinct approvers must approve: 1 unless [`quorum`](Self::quorum) says more.
+    pub fn required_approvals(&self) -> u8 {
+        self.quorum
+    }
+
     /// The argument fields a `value` approval is about; `None` when it is about all of them.
     pub fn keyed_by(&self) -> Option<&[Box<str>]> {
         self.key_fields.as_ref().map(KeyFields::as_slice)
@@ -281,8 +304,9 @@ impl Ask {
                 (Some(a), Some(b)) => Some(a.union(&b)),
                 _ => None,
             },
-            // Editable only if both allow it.
+            // Editable only if both allow it; the larger quorum.
             editable: self.editable && other.editable,
+            quorum: self.quorum.max(other.quorum),
         }
     }
 }

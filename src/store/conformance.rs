@@ -87,6 +87,7 @@ pub fn request(principal: &str, capability: &str, args: serde_json::Value) -> Ac
         approvers: Some(Arc::new(vec!["alice".into(), "bob".into()].into())),
         key_fields: None,
         editable: false,
+        quorum: 1,
         created_at: Millis::of(created_at),
         expires_at: Millis::of(created_at) + Duration::from_secs(300),
         approval_url: Some(format!("https://approvals.example/{id}").into()),
@@ -231,14 +232,16 @@ pub async fn records_round_trip(store: impl Store) {
         super::conformance::request("agent-7", "sms.send", json!({"to": "+1", "body": "hi"}));
     keyed.key_fields = Some(crate::args::KeyFields::new(["/to"]).expect("a pointer"));
     keyed.editable = true;
+    keyed.quorum = 2;
     insert(&store, &keyed).await;
     let stored = store.request(keyed.id).await.unwrap().unwrap();
     assert_eq!(
         stored.request.to_record(),
         keyed.to_record(),
-        "key fields and editability read back"
+        "key fields, editability and the quorum read back"
     );
     assert!(stored.request.editable());
+    assert_eq!(stored.request.quorum(), 2);
     assert_eq!(stored.request.value_digest(), keyed.value_digest());
     assert!(
         store.request(RequestId::random()).await.unwrap().is_none(),

@@ -22,6 +22,14 @@ fn unreadable(what: &'static str, cause: impl Into<crate::BoxError>) -> Error {
         .with_source(cause)
 }
 
+fn one() -> u8 {
+    1
+}
+
+fn is_one(n: &u8) -> bool {
+    *n == 1
+}
+
 #[derive(Serialize, Deserialize)]
 struct RequestRecord {
     id: RequestId,
@@ -41,6 +49,9 @@ struct RequestRecord {
     /// Absent unless approvers may edit it, as on requests written before edits existed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     editable: bool,
+    /// Absent when one approver decides, as on requests written before quorums existed.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    quorum: u8,
     created_at_ms: i64,
     expires_at_ms: i64,
     approval_url: Option<String>,
@@ -69,6 +80,7 @@ impl AccessRequest {
                 .key_fields()
                 .map(|list| list.iter().map(|f| f.to_string()).collect()),
             editable: self.editable,
+            quorum: self.quorum,
             created_at_ms: millis(self.created_at()),
             expires_at_ms: millis(self.expires_at()),
             approval_url: self.approval_url.as_deref().map(Into::into),
@@ -118,6 +130,7 @@ impl AccessRequest {
                 .map(|list| Arc::new(list.into_iter().map(String::into_boxed_str).collect())),
             key_fields,
             editable: r.editable,
+            quorum: r.quorum.max(1),
             created_at: Millis::of(from_millis(r.created_at_ms)),
             expires_at: Millis::of(from_millis(r.expires_at_ms)),
             approval_url: r.approval_url.map(String::into_boxed_str),

@@ -1115,12 +1115,22 @@ async fn an_approval_over_http_can_edit_the_arguments_where_the_policy_allows() 
     assert_eq!(one.json()["request"]["editable"], true);
 
     let code = code_of(&alert);
+    // Arguments are judged only for someone whose code is right: a wrong code with arguments
+    // no double holds is an unknown request, as any wrong code is.
+    let path = format!("/approvals/api/requests/{id}/approve");
+    let raw = r#"{"code": "00000000", "args": {"amount": 377490293245380001792}}"#;
+    let request = client::request("POST", &path)
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "application/json")
+        .body(Full::from(raw))
+        .unwrap();
+    let reply = srv.send(request).await;
+    refused(&reply, StatusCode::NOT_FOUND, "access_request_not_found");
     let denied = json!({"code": code, "args": {"charge": "ch_1", "amount": 5000}});
     let reply = srv.approve(&alert, ALICE, denied).await;
     refused(&reply, StatusCode::UNPROCESSABLE_ENTITY, "edit_not_allowed");
     assert!(reply.body.contains("finance"), "{reply:?}");
     // A repeated key is refused, not read as its last value.
-    let path = format!("/approvals/api/requests/{id}/approve");
     let raw = format!(
         r#"{{"code": "{code}", "args": {{"charge": "ch_1", "amount": 50, "amount": 5000}}}}"#
     );
@@ -1162,4 +1172,54 @@ async fn an_approval_over_http_can_edit_the_arguments_where_the_policy_allows() 
         .await;
     assert_eq!(one.json()["request"]["editable"], false);
     task.abort();
+}
+
+#[tokio::test]
+async fn a_quorum_is_approved_over_http_by_each_approver_with_their_own_code() {
+    use tollgate::policy::Ask;
+    let srv = default_server().await;
+    let tools = Tools::default();
+    let ask = Ask::new("pays out").approvers(["alice", "carol"]).quorum(2);
+    let svc = srv
+        .gate
+        .layer(CapabilityTable::new().ask("payments.payout", ask))
+        .layer(tools.clone());
+    let task = tokio::spawn(
+        svc.oneshot(ToolCall::new("payments.payout", json!({"amount": 5})).principal("agent-7")),
+    );
+    let alert = srv.alerts.next_alert().await;
+    for (_, code) in alert.codes() {
+        srv.codes.lock().unwrap().push(code.reveal().to_owned());
+    }
+    let id = alert.request().id();
+    let own = |who: &str| alert.code_for(who).unwrap().reveal().to_owned();
+
+    // carol's code is not alice's.
+    let wrong = srv
+        .approve(&alert, ALICE, json!({"code": own("carol")}))
+        .await;
+    refused(&wrong, StatusCode::NOT_FOUND, "access_request_not_found");
+    let counted = srv
+        .approve(&alert, ALICE, json!({"code": own("alice")}))
+        .await;
+    assert_eq!(counted.status, StatusCode::OK, "{counted:?}");
+    assert_eq!(counted.json()["status"], "pending");
+    assert_eq!(counted.json()["outstanding"], 1);
+    let again = srv
+        .approve(&alert, ALICE, json!({"code": own("alice")}))
+        .await;
+    refused(&again, StatusCode::CONFLICT, "already_approved");
+    let one = srv.get(&format!("/api/requests/{id}"), Some(ALICE)).await;
+    assert_eq!(one.json()["request"]["quorum"], 2);
+    assert_eq!(one.json()["approved_by"], json!(["alice"]));
+    assert_eq!(tools.total(), 0);
+
+    let decided = srv
+        .approve(&alert, CAROL, json!({"code": own("carol")}))
+        .await;
+    assert_eq!(decided.status, StatusCode::OK, "{decided:?}");
+    assert_eq!(decided.json()["status"], "approved");
+    assert_eq!(decided.json()["outstanding"], 0);
+    task.await.unwrap().unwrap();
+    assert_eq!(tools.total(), 1);
 }

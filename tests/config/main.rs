@@ -259,6 +259,27 @@ const BAD: &[(&str, &str, &str)] = &[
         "this one denies",
     ),
     (
+        "[capabilities.\"a\"]\napprovers = [\"@ops\"]",
+        "capabilities.a.approvers",
+        "names group `ops`",
+    ),
+    (
+        "[groups]\nops = [\"alice\"]\n[capabilities.\"a\"]\napprovers = [\"@ops\", \"alice\"]\nquorum = 2",
+        "capabilities.a.quorum",
+        "at least that many approvers",
+    ),
+    (
+        "[capabilities.\"a\"]\nquorum = 2",
+        "capabilities.a.quorum",
+        "at least that many approvers",
+    ),
+    ("[groups]\nops = []", "groups.ops", "one or more approvers"),
+    (
+        "[capabilities.\"a\"]\ndecision = \"deny\"\nquorum = 2",
+        "capabilities.a.quorum",
+        "this one denies",
+    ),
+    (
         "[capabilities.\"a\"]\ndecision = \"deny\"\neditable = true",
         "capabilities.a.editable",
         "this one denies",
@@ -784,6 +805,37 @@ fn editable_is_read_and_inherited_from_the_defaults() {
     let reference = Config::from_toml(REFERENCE).unwrap();
     match decide(&reference, "payments.refund") {
         Decision::Ask(ask) => assert!(ask.is_editable()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_quorum_draws_on_named_groups_of_approvers() {
+    let config = config(
+        r#"
+        [groups]
+        finance = ["alice", "bob"]
+
+        [capabilities."payments.payout"]
+        approvers = ["@finance", "carol", "bob"]
+        quorum = 2
+        "#,
+    );
+    match decide(&config, "payments.payout") {
+        Decision::Ask(ask) => {
+            assert_eq!(ask.required_approvals(), 2);
+            let names: Vec<&str> = ask
+                .allowed_approvers()
+                .unwrap()
+                .iter()
+                .map(|a| &**a)
+                .collect();
+            assert_eq!(names, ["alice", "bob", "carol"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match decide(&config, "other") {
+        Decision::Ask(ask) => assert_eq!(ask.required_approvals(), 1),
         other => panic!("{other:?}"),
     }
 }

@@ -372,3 +372,69 @@ fn bad_addresses_templates_and_urls_fail_at_build_naming_the_setting() {
     assert_eq!(error.code(), "invalid_config");
     assert!(!error.to_string().contains("hunter2"), "{error}");
 }
+
+/// A quorum's approvers each get a mail with their own code; the shared recipients get the
+/// alert with none, and an approver without an address gets nothing by mail.
+#[tokio::test]
+async fn each_approver_of_a_quorum_is_mailed_their_own_code() {
+    use tollgate::policy::{Ask, CapabilityTable};
+    let maildir = server_env("TOLLGATE_TEST_MAILDIR");
+    let email = EmailNotifier::smtp(&smtp_url())
+        .unwrap()
+        .from("Tollgate <tollgate@example.com>")
+        .to("oncall@example.com")
+        .approver("alice", "Alice <alice@example.com>")
+        .approver("bob", "bob@example.com")
+        .build()
+        .unwrap();
+    let (email, mut sent) = Reported::new(email);
+    let recorder = RecordingNotifier::new();
+    let gate = tollgate::Gate::builder()
+        .secret(support::SECRET)
+        .notifier(email)
+        .notifier(recorder.clone())
+        .build()
+        .unwrap();
+    let ask = Ask::new("pays out")
+        .approvers(["alice", "bob", "carol"])
+        .quorum(2);
+    let svc = gate
+        .layer(CapabilityTable::new().ask("payments.payout", ask))
+        .layer(Tools::default());
+    let call = tollgate::ToolCall::new("payments.payout", serde_json::json!({"amount": 9}));
+    let task = tokio::spawn(svc.oneshot(call));
+    let alert = recorder.next_alert().await;
+    let (id, hook, ok) = sent.recv().await.unwrap();
+    assert_eq!((hook, ok), ("notify", true));
+
+    let mails = mails_about(&maildir, id);
+    assert_eq!(mails.len(), 3, "the shared alert, alice's and bob's");
+    let mut codes = Vec::new();
+    for mail in &mails {
+        let mail = mailparse::parse_mail(mail).unwrap();
+        let to = header(&mail, "To");
+        let text = part(&mail, "text/plain");
+        let code = code_in(&text);
+        match to.as_str() {
+            "oncall@example.com" => assert_eq!(code, "each approver was sent their own code"),
+            "Alice <alice@example.com>" => {
+                assert_eq!(code, alert.code_for("alice").unwrap().reveal());
+                codes.push(("alice", code));
+            }
+            "bob@example.com" => {
+                assert_eq!(code, alert.code_for("bob").unwrap().reveal());
+                codes.push(("bob", code));
+            }
+            other => panic!("mail to {other}"),
+        }
+        let carols = alert.code_for("carol").unwrap().reveal();
+        assert!(!text.contains(carols), "carol has no address");
+    }
+    assert_eq!(codes.len(), 2);
+    for (approver, code) in codes {
+        gate.approve(Approve::new(id, &code).by(approver))
+            .await
+            .unwrap();
+    }
+    assert!(task.await.unwrap().is_ok());
+}

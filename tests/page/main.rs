@@ -372,3 +372,48 @@ async fn a_person_edits_the_arguments_on_the_page_and_the_edited_call_runs() {
     );
     browser.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_quorum_shows_who_has_approved_and_counts_an_approval_from_the_page() {
+    use tollgate::policy::Ask;
+    let _one = BROWSER.lock().await;
+    let srv = server(Duration::from_secs(300)).await;
+    let tools = Tools::default();
+    let ask = Ask::new("pays out").approvers(["alice", "bob"]).quorum(2);
+    let svc = srv
+        .gate
+        .layer(CapabilityTable::new().ask("payments.payout", ask))
+        .layer(tools.clone());
+    let call = ToolCall::new("payments.payout", json!({"amount": 5})).principal("agent-7");
+    let task = tokio::spawn(svc.oneshot(call));
+    let alert = srv.alerts.next_alert().await;
+    let browser = browser().await;
+    open_and_sign_in(&browser, &alert).await;
+    let page = browser.source().await.unwrap();
+    assert!(page.contains("2 of alice, bob"), "{page}");
+    assert!(page.contains("nobody yet"), "{page}");
+
+    type_into(&browser, "code", alert.code_for("alice").unwrap().reveal()).await;
+    click(&browser, "approve").await;
+    wait_for(&browser, "outcome").await;
+    let outcome = text_of(&browser, "outcome").await;
+    assert!(outcome.contains("is counted"), "{outcome}");
+    assert!(outcome.contains("1 more"), "{outcome}");
+    assert_eq!(tools.total(), 0);
+
+    browser
+        .goto(alert.request().approval_url().unwrap())
+        .await
+        .unwrap();
+    wait_for(&browser, "code").await;
+    let page = browser.source().await.unwrap();
+    assert!(page.contains("Approved so far"), "{page}");
+    assert!(page.contains("<dd>alice</dd>"), "{page}");
+    browser.close().await.unwrap();
+
+    let code = alert.code_for("bob").unwrap().reveal();
+    let bob = tollgate::Approve::new(alert.request().id(), code).by("bob");
+    srv.gate.approve(bob).await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(tools.total(), 1);
+}

@@ -898,3 +898,38 @@ async fn writes_queued_behind_a_busy_store_are_committed_together() {
         assert!(kinds.contains(&AuditEvent::Executing));
     }
 }
+
+/// A quorum's deciding approval that the store could not record leaves the request pending with
+/// the approvals counted so far; the same approver can decide once the store is back.
+#[tokio::test]
+async fn a_quorums_deciding_approval_the_store_refused_can_be_made_again() {
+    use tollgate::policy::Ask;
+    let store = Flaky::default();
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).store(store.clone()).build().unwrap();
+    let tools = Tools::default();
+    let ask = Ask::new("pays out").approvers(["alice", "bob"]).quorum(2);
+    let svc = gate
+        .layer(CapabilityTable::new().ask("payments.payout", ask))
+        .layer(tools.clone());
+    let call = tollgate::ToolCall::new("payments.payout", json!({"amount": 1}));
+    let task = tokio::spawn(svc.oneshot(call));
+    let alert = alerts.next_alert().await;
+    let id = alert.request().id();
+    let approve = |who: &str| {
+        let code = alert.code_for(who).unwrap().reveal();
+        Approve::new(id, code).by(who)
+    };
+    assert_eq!(gate.approve(approve("alice")).await.unwrap().outstanding(), 1);
+
+    store.fail_transitions.store(true, Ordering::SeqCst);
+    let refused = gate.approve(approve("bob")).await.unwrap_err();
+    assert_eq!(refused.code(), "store_failed");
+    assert_eq!(gate.status(id).unwrap(), Status::Pending);
+    assert_eq!(gate.approved_by(id), ["alice"]);
+
+    store.fail_transitions.store(false, Ordering::SeqCst);
+    assert_eq!(gate.approve(approve("bob")).await.unwrap().outstanding(), 0);
+    task.await.unwrap().unwrap();
+    assert_eq!(tools.total(), 1);
+}

@@ -383,3 +383,50 @@ fn bad_settings_fail_at_build_without_repeating_the_url() {
         "{error}"
     );
 }
+
+/// A quorum's approvers each have their own code: the payload maps each approver to theirs,
+/// for the receiver to route, and carries no shared code; a chat channel, which everyone reads,
+/// gets none.
+#[tokio::test]
+async fn a_quorums_codes_go_out_by_approver_and_never_to_a_chat_channel() {
+    use tollgate::policy::{Ask, CapabilityTable};
+    let (url, mut seen) = receiver(&[]).await;
+    let (chat_url, mut chat_seen) = receiver(&[]).await;
+    let recorder = RecordingNotifier::new();
+    let chat = SlackNotifier::builder(chat_url)
+        .include_code(IncludeCode::Always)
+        .build()
+        .unwrap();
+    let gate = Gate::builder()
+        .secret(support::SECRET)
+        .notifier(
+            webhook(&url)
+                .include_code(IncludeCode::Always)
+                .build()
+                .unwrap(),
+        )
+        .notifier(chat)
+        .notifier(recorder.clone())
+        .build()
+        .unwrap();
+    let ask = Ask::new("pays out").approvers(["alice", "bob"]).quorum(2);
+    let svc = gate
+        .layer(CapabilityTable::new().ask("payments.payout", ask))
+        .layer(Tools::default());
+    let payout = tollgate::ToolCall::new("payments.payout", serde_json::json!({"amount": 3}));
+    let _call = tokio::spawn(svc.oneshot(payout));
+    let alert = recorder.next_alert().await;
+    let event = seen.recv().await.unwrap().json();
+    assert_eq!(event["data"]["request"]["quorum"], 2);
+    assert!(event["data"].get("code").is_none(), "no shared code");
+    for (approver, code) in alert.codes() {
+        assert_eq!(event["data"]["codes"][approver], code.reveal());
+    }
+    let message = chat_seen.recv().await.unwrap();
+    let text = String::from_utf8_lossy(&message.body);
+    for (_, code) in alert.codes() {
+        assert!(!text.contains(code.reveal()), "{text}");
+    }
+    assert!(!text.contains(alert.code().reveal()));
+    assert!(text.contains("each with their own code"), "{text}");
+}

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use tokio::time::Instant;
 
 use super::event::{Carried, Effects, Event, Ruling};
 use super::slot::Phase;
-use super::{Known, Registry, already, not_found};
+use super::{Known, Registry, Vote, already, not_found};
 use crate::error::{Error, ErrorKind};
 use crate::id::RequestId;
 use crate::request::{AccessRequest, Outcome, Status};
@@ -80,6 +82,13 @@ impl Registry {
                 effects = self.close(id, Outcome::Expired);
                 Err(Error::new(ErrorKind::AccessRequestExpired))
             }
+            Phase::Pending
+                if slot.request.quorum > 1
+                    && let Ok(approval) = &ruling
+                    && let Err(error) = may_decide(&self.votes, id, &slot.request, approval) =>
+            {
+                Err(error)
+            }
             Phase::Pending => ruling.map(|ruling| {
                 effects.events.push(Event::Decided {
                     request: slot.request.clone(),
@@ -150,4 +159,127 @@ impl Registry {
         }
         effects
     }
+}
+
+impl Registry {
+    /// Checks `vote` on request `id`, which several approvers must approve, before its
+    /// `endorsed` entry is written: the request is stored and pending, its approver has not
+    /// approved it yet, and it reaches no further than those counted. Returns whether it
+    /// completes the quorum: then it is the approval that decides, and nothing is counted.
+    pub(crate) fn vote_check(&self, id: RequestId, vote: &Vote) -> Result<bool, Error> {
+        let slot = self.live.get(&id).ok_or_else(not_found)?;
+        if !slot.stored {
+            return Err(not_found());
+        }
+        if !matches!(slot.phase, Phase::Pending) {
+            return Err(already(slot.phase.status(), id));
+        }
+        let votes = self.votes.get(&id).map_or(&[][..], Vec::as_slice);
+        let quorum = usize::from(slot.request.quorum);
+        if votes.iter().any(|v| v.approver == vote.approver) {
+            // Counted, with the quorum met, yet undecided (the deciding write failed): any of
+            // them may decide now.
+            if votes.len() >= quorum {
+                return Ok(true);
+            }
+            return Err(Error::new(ErrorKind::AlreadyApproved)
+                .with_request(id)
+                .with_detail(format!("{} approved this request already", vote.approver)));
+        }
+        votes
+            .iter()
+            .try_for_each(|other| narrower(other, vote, id))?;
+        Ok(votes.len() + 1 >= quorum)
+    }
+
+    /// Who has approved request `id` so far, of the several approvers it needs, while it is
+    /// pending.
+    pub(crate) fn approved_by(&self, id: RequestId) -> Vec<Arc<str>> {
+        let pending = self
+            .live
+            .get(&id)
+            .is_some_and(|slot| matches!(slot.phase, Phase::Pending | Phase::Deciding(_)));
+        let votes = self.votes.get(&id).filter(|_| pending);
+        let votes = votes.map_or(&[][..], Vec::as_slice);
+        votes.iter().map(|vote| vote.approver.clone()).collect()
+    }
+
+    /// Counts `vote`, its `endorsed` entry stored, if the request is still pending and its
+    /// approver not counted meanwhile. Returns how many are counted, this one included: at the
+    /// quorum, this approval decides.
+    pub(crate) fn count_vote(&mut self, id: RequestId, vote: Vote) -> Result<u8, Error> {
+        self.vote_check(id, &vote)?;
+        let votes = self.votes.entry(id).or_default();
+        if !votes.iter().any(|v| v.approver == vote.approver) {
+            votes.push(vote);
+        }
+        Ok(u8::try_from(votes.len()).unwrap_or(u8::MAX))
+    }
+}
+
+/// Whether `ruling`, an approval of request `id`, may decide it: for a request several approvers
+/// must approve, the others counted (`votes`) make the quorum with it, and it reaches no further
+/// than they did.
+fn may_decide(
+    votes: &FxHashMap<RequestId, Vec<Vote>>,
+    id: RequestId,
+    request: &AccessRequest,
+    ruling: &Ruling,
+) -> Result<(), Error> {
+    if request.quorum <= 1 || !ruling.approves() {
+        return Ok(());
+    }
+    let Outcome::Approved { approver, .. } = &ruling.outcome else {
+        return Ok(());
+    };
+    let vote = Vote {
+        approver: approver.clone(),
+        scope: ruling.scope,
+        ttl: ruling.rule.as_ref().map(|(rule, _)| ttl_of(rule)),
+    };
+    let votes = votes.get(&id).map_or(&[][..], Vec::as_slice);
+    let others: Vec<&Vote> = votes
+        .iter()
+        .filter(|v| v.approver != vote.approver)
+        .collect();
+    if others.len() + 1 < usize::from(request.quorum) {
+        return Err(Error::new(ErrorKind::AlreadyResolved)
+            .with_request(id)
+            .with_detail("approvals this one needs are not counted"));
+    }
+    others
+        .iter()
+        .try_for_each(|other| narrower(other, &vote, id))
+}
+
+/// `vote` reaches no further than `other`: no wider scope, no longer rule.
+fn narrower(other: &Vote, vote: &Vote, id: RequestId) -> Result<(), Error> {
+    let refuse = |detail: String| {
+        Err(Error::new(ErrorKind::ScopeNotAllowed)
+            .with_request(id)
+            .with_detail(detail))
+    };
+    if vote.scope > other.scope {
+        return refuse(format!(
+            "{} approved this request for scope `{}` only",
+            other.approver, other.scope
+        ));
+    }
+    if let (Some(ttl), Some(limit)) = (vote.ttl, other.ttl)
+        && ttl > limit
+    {
+        return refuse(format!(
+            "{} approved rules of at most {} s",
+            other.approver,
+            limit.as_secs()
+        ));
+    }
+    Ok(())
+}
+
+/// How long `rule` lasts.
+pub(crate) fn ttl_of(rule: &crate::rule::Rule) -> std::time::Duration {
+    rule.expires_at
+        .duration_since(rule.granted_at)
+        .unwrap_or_default()
 }

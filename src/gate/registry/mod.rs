@@ -43,6 +43,7 @@ use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
+pub(crate) use self::decide::ttl_of;
 pub(crate) use self::event::{Ack, Effects, Event, Resolved, Ruling};
 use self::index::{Epoch, History, PendingIndex, Ticks};
 pub(crate) use self::remote::Remote;
@@ -54,6 +55,7 @@ use crate::call::Edit;
 use crate::error::{Error, ErrorKind};
 use crate::id::RequestId;
 use crate::request::{AccessRequest, Outcome, Status};
+use crate::scope::Scope;
 
 /// A parked caller: its request, its waiter key, and whether the request is new.
 pub(crate) type Admitted = (Arc<AccessRequest>, usize, bool);
@@ -107,6 +109,18 @@ pub(crate) struct Registry {
     /// For each live request approvers may edit: its check of edits while it is pending, then the
     /// edit it was approved with, if any. Kept beside the slots, which stay small for the rest.
     edits: FxHashMap<RequestId, Editing>,
+    /// For each live request several approvers must approve, the approvals counted so far.
+    votes: FxHashMap<RequestId, Vec<Vote>>,
+}
+
+/// One approval of a request several approvers must approve, counted once its `endorsed`
+/// entry is stored: who, and how far they let a rule reach (the approval that decides may reach
+/// no further than any of them).
+pub(crate) struct Vote {
+    pub(crate) approver: Arc<str>,
+    pub(crate) scope: Scope,
+    /// The rule's TTL they gave; `None` for `once`.
+    pub(crate) ttl: Option<Duration>,
 }
 
 /// What the registry keeps for a request approvers may edit.
@@ -157,6 +171,7 @@ impl Registry {
             escalate_after: None,
             escalations: VecDeque::new(),
             edits: Default::default(),
+            votes: Default::default(),
         }
     }
 
@@ -598,6 +613,9 @@ impl Registry {
             let slot = self.live.remove(&id).expect("just seen");
             if slot.request.editable {
                 self.edits.remove(&id);
+            }
+            if slot.request.quorum > 1 {
+                self.votes.remove(&id);
             }
             // A request that joined another replica's is not remembered: nobody knows its id,
             // and the replica that holds the one it joined records how it ends.

@@ -53,6 +53,7 @@ fn request(principal: &str, args: &str) -> AccessRequest {
         approvers: None,
         key_fields: None,
         editable: false,
+        quorum: 1,
         created_at: Millis::of(now),
         expires_at: Millis::of(now) + TTL,
         approval_url: None,

@@ -1,0 +1,330 @@
+//! Quorums: a call several approvers must approve waits until that many distinct approvers
+//! have, each with a code of their own; one denial denies.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tollgate::notify::{Alert, RecordingNotifier, TerminalNotifier};
+use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::store::{AuditEvent, AuditFilter};
+use tollgate::{
+    Approve, BoxError, Deny, Error, ErrorKind, Gate, RequireApproval, Scope, Status, ToolCall,
+};
+use tower::{Layer, ServiceExt};
+
+use support::{Tools, gate};
+
+/// Payouts need two of alice, bob and carol; refunds one, as usual.
+fn policy() -> CapabilityTable {
+    CapabilityTable::new()
+        .ask(
+            "payments.payout",
+            Ask::new("pays money out")
+                .approvers(["alice", "bob", "carol"])
+                .quorum(2)
+                .max_scope(Scope::Value),
+        )
+        .ask("payments.refund", Ask::new("refunds"))
+}
+
+struct Fixture {
+    gate: Gate,
+    alerts: RecordingNotifier,
+    tools: Tools,
+    svc: RequireApproval<Tools, CapabilityTable>,
+}
+
+fn fixture() -> Fixture {
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).build().unwrap();
+    let tools = Tools::default();
+    let svc = gate.layer(policy()).layer(tools.clone());
+    Fixture {
+        gate,
+        alerts,
+        tools,
+        svc,
+    }
+}
+
+fn payout(amount: u64) -> ToolCall {
+    ToolCall::new("payments.payout", json!({"amount": amount})).principal("agent-7")
+}
+
+type Task = JoinHandle<Result<String, BoxError>>;
+
+impl Fixture {
+    async fn park(&self, call: ToolCall) -> (Task, Alert) {
+        let task = tokio::spawn(self.svc.clone().oneshot(call));
+        (task, self.alerts.next_alert().await)
+    }
+}
+
+/// `approver`'s approval with their own code.
+fn approve(alert: &Alert, approver: &str) -> Approve {
+    let code = alert.code_for(approver).expect("one of the approvers");
+    Approve::new(alert.request().id(), code.reveal()).by(approver)
+}
+
+fn kind<T: std::fmt::Debug>(result: Result<T, Error>) -> ErrorKind {
+    result.expect_err("refused").kind()
+}
+
+#[tokio::test]
+async fn the_call_waits_for_two_approvers_and_each_approval_is_audited() {
+    let f = fixture();
+    let (task, alert) = f.park(payout(900)).await;
+    let id = alert.request().id();
+    assert_eq!(alert.request().quorum(), 2);
+
+    let first = f.gate.approve(approve(&alert, "alice")).await.unwrap();
+    assert_eq!(first.outstanding(), 1);
+    assert!(first.rule().is_none());
+    assert_eq!(f.gate.status(id).unwrap(), Status::Pending);
+    assert_eq!(f.gate.approved_by(id), ["alice"]);
+    assert_eq!(f.tools.total(), 0, "one approval runs nothing");
+
+    let second = f.gate.approve(approve(&alert, "bob")).await.unwrap();
+    assert_eq!(second.outstanding(), 0);
+    task.await.unwrap().unwrap();
+    assert_eq!(f.tools.total(), 1);
+    assert_eq!(f.gate.status(id).unwrap(), Status::Executed);
+    assert!(f.gate.approved_by(id).is_empty(), "decided: nothing kept");
+
+    let trail = f.gate.audit(AuditFilter::new().request(id)).await.unwrap();
+    let steps: Vec<_> = trail
+        .iter()
+        .map(|e| (e.event, e.approver.as_deref().map(str::to_owned)))
+        .collect();
+    let by = |name: &str| Some(name.to_owned());
+    assert_eq!(
+        steps,
+        [
+            (AuditEvent::Requested, None),
+            (AuditEvent::Notified, None),
+            (AuditEvent::Endorsed, by("alice")),
+            (AuditEvent::Approved, by("bob")),
+            (AuditEvent::Executing, None),
+            (AuditEvent::Executed, None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn each_approver_has_a_code_of_their_own() {
+    let f = fixture();
+    let (task, alert) = f.park(payout(900)).await;
+    let id = alert.request().id();
+    let codes: Vec<(String, String)> = alert
+        .codes()
+        .map(|(a, c)| (a.to_owned(), c.reveal().to_owned()))
+        .collect();
+    let names: Vec<_> = codes.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    let mut distinct: Vec<_> = codes.iter().map(|(_, c)| c.clone()).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "three different codes");
+    assert_eq!(alert.code_for("dave"), None, "not one of the approvers");
+    assert_eq!(
+        f.gate.verification_code_for(id, "bob").unwrap().reveal(),
+        alert.code_for("bob").unwrap().reveal()
+    );
+    assert_eq!(f.gate.verification_code_for(id, "dave"), None);
+
+    // Another approver's code, or the request's own, is a wrong code.
+    let alices = alert.code_for("alice").unwrap().reveal();
+    let as_bob = Approve::new(id, alices).by("bob");
+    assert_eq!(
+        kind(f.gate.approve(as_bob).await),
+        ErrorKind::AccessRequestNotFound
+    );
+    let shared = Approve::new(id, alert.code().reveal()).by("alice");
+    assert_eq!(
+        kind(f.gate.approve(shared).await),
+        ErrorKind::AccessRequestNotFound
+    );
+    assert!(f.gate.approved_by(id).is_empty());
+
+    f.gate.approve(approve(&alert, "alice")).await.unwrap();
+    f.gate.approve(approve(&alert, "carol")).await.unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn one_person_approving_twice_counts_once() {
+    let f = fixture();
+    let (task, alert) = f.park(payout(900)).await;
+    let id = alert.request().id();
+    f.gate.approve(approve(&alert, "alice")).await.unwrap();
+    let again = f.gate.approve(approve(&alert, "alice")).await;
+    assert_eq!(kind(again), ErrorKind::AlreadyApproved);
+    assert_eq!(ErrorKind::AlreadyApproved.code(), "already_approved");
+    assert_eq!(f.gate.status(id).unwrap(), Status::Pending);
+    assert_eq!(f.tools.total(), 0);
+    assert_eq!(f.gate.approved_by(id), ["alice"]);
+    f.gate.approve(approve(&alert, "bob")).await.unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn someone_outside_the_approvers_cannot_join_the_quorum() {
+    let f = fixture();
+    let (task, alert) = f.park(payout(900)).await;
+    let id = alert.request().id();
+    f.gate.approve(approve(&alert, "alice")).await.unwrap();
+    // Dave holds bob's code, and names himself: he may not decide at all.
+    let bobs = alert.code_for("bob").unwrap().reveal();
+    let dave = Approve::new(id, bobs).by("dave");
+    assert_eq!(
+        kind(f.gate.approve(dave).await),
+        ErrorKind::AccessRequestNotFound
+    );
+    assert_eq!(f.gate.approved_by(id), ["alice"]);
+    assert_eq!(f.tools.total(), 0);
+    task.abort();
+}
+
+#[tokio::test]
+async fn one_denial_denies_even_after_an_approval() {
+    let f = fixture();
+    let (task, alert) = f.park(payout(900)).await;
+    f.gate.approve(approve(&alert, "alice")).await.unwrap();
+    let code = alert.code_for("bob").unwrap().reveal();
+    let deny = Deny::new(alert.request().id(), code).reason("no").by("bob");
+    f.gate.deny(deny).await.unwrap();
+    let error = task.await.unwrap().unwrap_err();
+    assert_eq!(support::code(&error), "access_request_denied");
+    assert_eq!(f.tools.total(), 0);
+}
+
+#[tokio::test]
+async fn the_deciding_approval_reaches_no_further_than_the_others() {
+    let f = fixture();
+    let (task, alert) = f.park(payout(900)).await;
+    f.gate.approve(approve(&alert, "alice")).await.unwrap(); // once
+    let wider = approve(&alert, "bob").scope(Scope::Value);
+    assert_eq!(
+        kind(f.gate.approve(wider).await),
+        ErrorKind::ScopeNotAllowed
+    );
+    let approval = f.gate.approve(approve(&alert, "bob")).await.unwrap();
+    assert!(approval.rule().is_none());
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn approvals_made_at_once_run_the_call_once() {
+    for _ in 0..20 {
+        let f = fixture();
+        let (task, alert) = f.park(payout(900)).await;
+        let (a, b) = tokio::join!(
+            f.gate.approve(approve(&alert, "alice")),
+            f.gate.approve(approve(&alert, "bob"))
+        );
+        let mut outstanding = [a.unwrap().outstanding(), b.unwrap().outstanding()];
+        outstanding.sort();
+        assert_eq!(outstanding, [0, 1]);
+        task.await.unwrap().unwrap();
+        assert_eq!(f.tools.total(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_quorum_larger_than_its_approvers_refuses_the_call() {
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).build().unwrap();
+    let ask = Ask::new("x").approvers(["alice", "bob", "bob"]).quorum(3);
+    let error = gate
+        .layer(CapabilityTable::new().ask("x", ask))
+        .layer(Tools::default())
+        .oneshot(ToolCall::new("x", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(support::code(&error), "invalid_config");
+    assert!(error.to_string().contains("names 2"), "{error}");
+    let unnamed = Ask::new("y").quorum(2);
+    let error = gate
+        .layer(CapabilityTable::new().ask("y", unnamed))
+        .layer(Tools::default())
+        .oneshot(ToolCall::new("y", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(support::code(&error), "invalid_config");
+    assert!(alerts.alerts().is_empty(), "nobody was asked");
+}
+
+#[tokio::test]
+async fn a_quorums_arguments_are_not_edited() {
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).build().unwrap();
+    let ask = Ask::new("x")
+        .approvers(["alice", "bob"])
+        .quorum(2)
+        .editable();
+    let svc = gate
+        .layer(CapabilityTable::new().ask("x", ask))
+        .layer(Tools::default());
+    let task = tokio::spawn(svc.oneshot(ToolCall::new("x", json!({"n": 1}))));
+    let alert = alerts.next_alert().await;
+    let edit = approve(&alert, "alice").edit(json!({"n": 2}));
+    assert_eq!(kind(gate.approve(edit).await), ErrorKind::EditNotAllowed);
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_one_approver_request_is_as_before() {
+    let f = fixture();
+    let call = ToolCall::new("payments.refund", json!({})).principal("agent-7");
+    let (task, alert) = f.park(call).await;
+    assert_eq!(alert.request().quorum(), 1);
+    assert_eq!(alert.codes().count(), 0);
+    assert_eq!(
+        alert.code_for("anyone").unwrap().reveal(),
+        alert.code().reveal()
+    );
+    let approval = f
+        .gate
+        .approve(Approve::new(alert.request().id(), alert.code().reveal()).by("zed"))
+        .await
+        .unwrap();
+    assert_eq!(approval.outstanding(), 0);
+    task.await.unwrap().unwrap();
+}
+
+/// The terminal shows each approver's code on a line of its own (it is one person's screen).
+#[tokio::test]
+async fn the_terminal_shows_each_approvers_code() {
+    #[derive(Clone, Default)]
+    struct Screen(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Screen {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let screen = Screen::default();
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts)
+        .notifier(TerminalNotifier::writer(screen.clone()))
+        .build()
+        .unwrap();
+    let svc = gate.layer(policy()).layer(Tools::default());
+    let task = tokio::spawn(svc.oneshot(payout(5)));
+    let alert = alerts.next_alert().await;
+    support::until(|| !screen.0.lock().unwrap().is_empty()).await;
+    let text = String::from_utf8(screen.0.lock().unwrap().clone()).unwrap();
+    for (approver, code) in alert.codes() {
+        let line = format!("{} (for {approver})", code.reveal());
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    assert!(!text.contains(alert.code().reveal()), "no shared code");
+    task.abort();
+}
