@@ -42,6 +42,9 @@ pub struct AccessRequest {
     pub(crate) editable: bool,
     /// How many distinct approvers must approve (1 unless the policy asks for a quorum).
     pub(crate) quorum: u8,
+    /// How far an escalation moved the expiry, in seconds (0 unless it did): the code binds the
+    /// expiry the request was made with, `expires_at` less this.
+    pub(crate) extended_secs: u32,
     pub(crate) created_at: Millis,
     pub(crate) expires_at: Millis,
     pub(crate) approval_url: Option<Box<str>>,
@@ -131,9 +134,15 @@ impl AccessRequest {
     pub fn created_at(&self) -> SystemTime {
         self.created_at.time()
     }
-    /// When the request expires if nobody decides.
+    /// When the request expires if nobody decides (after an escalation that extends it, the
+    /// later time).
     pub fn expires_at(&self) -> SystemTime {
         self.expires_at.time()
+    }
+    /// How much later an escalation made the request expire, if it did
+    /// ([`GateBuilder::escalation_extends`](crate::gate::GateBuilder::escalation_extends)).
+    pub fn extended_by(&self) -> Option<Duration> {
+        (self.extended_secs > 0).then(|| Duration::from_secs(u64::from(self.extended_secs)))
     }
     /// Where a person can decide, when the gate has an approval base URL.
     pub fn approval_url(&self) -> Option<&str> {

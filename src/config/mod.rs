@@ -346,6 +346,9 @@ impl Config {
                 notifiers = self.add_notifier(notifiers, &field, settings)?;
             }
             builder = builder.escalate(escalation.after, notifiers);
+            if let Some(by) = escalation.extend {
+                builder = builder.escalation_extends(by);
+            }
         }
         Ok(builder)
     }

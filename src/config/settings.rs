@@ -60,6 +60,10 @@ pub struct EscalationSettings {
     /// How long a request waits before it is escalated: shorter than the request TTL.
     #[serde(deserialize_with = "duration::required")]
     pub after: Duration,
+    /// How much later an escalated request expires, once. Default: not at all. See
+    /// [`GateBuilder::escalation_extends`](crate::gate::GateBuilder::escalation_extends).
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub extend: Option<Duration>,
     /// Who is alerted then, in the format of `[[notifiers]]`.
     pub notifiers: Vec<NotifierSettings>,
 }

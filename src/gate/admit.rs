@@ -99,6 +99,7 @@ impl Gate {
                 .and_then(|f| key().map(|_| f.clone())),
             editable: ask.editable,
             quorum: ask.quorum,
+            extended_secs: 0,
             created_at,
             expires_at: created_at + settings.request_ttl,
             approval_url: settings

@@ -40,6 +40,8 @@ pub struct GateBuilder {
     notifiers: FanOut,
     /// The escalation delay and notifiers, if the gate escalates.
     escalation: Option<(Duration, FanOut)>,
+    /// How much later an escalated request expires.
+    extension: Option<Duration>,
     alert_concurrency: usize,
     alert_rate: Option<AlertRate>,
     park_unnotified: bool,
@@ -177,6 +179,16 @@ impl GateBuilder {
         self
     }
 
+    /// Gives an escalated request `by` more to be decided: when it escalates, its expiry moves
+    /// that much later, once, and the escalation's alert says so. Its code stays the one its
+    /// first alert carried. Needs an [`escalate`](Self::escalate), a duration from a second to a
+    /// year, and a store no other replica shares (`invalid_config` otherwise: replicas read the
+    /// expiry from the store, where the request keeps the one it was made with).
+    pub fn escalation_extends(mut self, by: Duration) -> Self {
+        self.extension = Some(by);
+        self
+    }
+
     /// Adds every channel of `notifiers`, as [`notifier`](Self::notifier) adds one.
     pub(crate) fn notifiers(mut self, notifiers: FanOut) -> Self {
         self.notifiers = self.notifiers.extend(notifiers);
@@ -269,7 +281,16 @@ impl GateBuilder {
             .notifiers
             .bounded(self.alert_concurrency)
             .within(self.notify_timeout);
+        if let Some(by) = self.extension {
+            if self.escalation.is_none() {
+                return invalid("an escalation's extension needs an escalation: call `escalate`");
+            }
+            if by < Duration::from_secs(1) || by > Duration::from_secs(366 * 86_400) {
+                return invalid("an escalation's extension must be from a second to a year");
+            }
+        }
         let escalate_after = self.escalation.as_ref().map(|(after, _)| *after);
+        let extension = self.extension;
         let escalation = self.escalation.map(|(_, notifiers)| {
             Arc::new(
                 notifiers
@@ -280,6 +301,11 @@ impl GateBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn Store>);
+        if extension.is_some() && store.shared() {
+            return invalid(
+                "an escalation's extension needs a store no other replica shares: they read the expiry from the store",
+            );
+        }
         let recovered = store.recover(to_millis(SystemTime::now()))?;
         let mut rules = RuleTable::default();
         let (honoured, rejected): (Vec<Rule>, Vec<Rule>) = recovered
@@ -323,7 +349,7 @@ impl GateBuilder {
                 notifiers: RwLock::new(Arc::new(notifiers)),
                 registry: Mutex::new(
                     Registry::new(self.history, self.alert_rate.map(RateLimiter::new))
-                        .escalate_after(escalate_after),
+                        .escalate_after(escalate_after, extension),
                 ),
                 escalation,
                 rules: RwLock::new(rules),
@@ -375,6 +401,7 @@ impl Gate {
             history: 4096,
             notifiers: FanOut::new(),
             escalation: None,
+            extension: None,
             alert_concurrency: 64,
             alert_rate: Some(AlertRate {
                 alerts: 20,

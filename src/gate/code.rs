@@ -114,7 +114,8 @@ impl CodeKey {
     /// The HMAC a code is cut from.
     fn mac_of(&self, request: &AccessRequest, approver: Option<&str>) -> [u8; 32] {
         let mut mac = self.mac.clone();
-        let expires_ms = request.expires_at.get();
+        // The expiry the request was made with, whatever an escalation did to it since.
+        let expires_ms = request.expires_at.get() - u64::from(request.extended_secs) * 1000;
         let fields: [&[u8]; 9] = [
             DOMAIN,
             request.id.as_bytes(),
@@ -192,6 +193,7 @@ mod tests {
             key_fields: None,
             editable: false,
             quorum: 1,
+            extended_secs: 0,
             created_at: now,
             expires_at: now + Duration::from_secs(60),
             approval_url: None,
@@ -350,6 +352,24 @@ mod tests {
         assert_eq!(editable, expected);
         request.editable = false;
         assert_eq!(key.code(&request).reveal(), plain);
+    }
+
+    /// An escalation that moves the expiry leaves the code as it was: the code binds the expiry
+    /// the request was made with.
+    #[test]
+    fn an_extended_request_keeps_its_code() {
+        let key = CodeKey::new(b"a test secret of sixteen bytes", 8).unwrap();
+        let mut request = request();
+        let code = key.code(&request).reveal().to_owned();
+        request.expires_at = request.expires_at + Duration::from_secs(600);
+        request.extended_secs = 600;
+        assert_eq!(key.code(&request).reveal(), code);
+        request.extended_secs = 0;
+        assert_ne!(
+            key.code(&request).reveal(),
+            code,
+            "a later expiry is another code"
+        );
     }
 
     /// A quorum's codes bind the word `quorum`, the number, and each approver's name: one

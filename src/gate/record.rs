@@ -233,7 +233,12 @@ pub(super) fn notified(request: &AccessRequest, accepted: usize, audit_args: boo
 /// notifiers took its alert.
 pub(super) fn escalated(request: &AccessRequest, accepted: usize, audit_args: bool) -> Write {
     let mut escalated = entry(audit_args, AuditEvent::Escalated, request);
-    escalated.detail = Some(format!("accepted by {accepted} escalation notifier(s)").into());
+    let mut detail = format!("accepted by {accepted} escalation notifier(s)");
+    if request.extended_secs > 0 {
+        let until = crate::time::rfc3339(request.expires_at());
+        detail.push_str(&format!("; it now expires at {until}"));
+    }
+    escalated.detail = Some(detail.into());
     Write::Append(escalated)
 }
 

@@ -88,6 +88,7 @@ pub fn request(principal: &str, capability: &str, args: serde_json::Value) -> Ac
         key_fields: None,
         editable: false,
         quorum: 1,
+        extended_secs: 0,
         created_at: Millis::of(created_at),
         expires_at: Millis::of(created_at) + Duration::from_secs(300),
         approval_url: Some(format!("https://approvals.example/{id}").into()),

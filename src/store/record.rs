@@ -131,6 +131,8 @@ impl AccessRequest {
             key_fields,
             editable: r.editable,
             quorum: r.quorum.max(1),
+            // The store keeps the expiry a request was made with; an extension lives in memory.
+            extended_secs: 0,
             created_at: Millis::of(from_millis(r.created_at_ms)),
             expires_at: Millis::of(from_millis(r.expires_at_ms)),
             approval_url: r.approval_url.map(String::into_boxed_str),

@@ -969,4 +969,13 @@ fn an_escalation_is_read_and_checked() {
     assert!(late.to_string().contains("escalation"), "{late}");
     let unsaid = with("[escalation]\n[[escalation.notifiers]]\nkind = \"terminal\"").unwrap_err();
     assert!(unsaid.to_string().contains("after"), "{unsaid}");
+    let extended = with(
+        "[escalation]\nafter = \"2m\"\nextend = \"10m\"\n[[escalation.notifiers]]\nkind = \"terminal\"",
+    )
+    .unwrap();
+    assert_eq!(
+        extended.escalation.as_ref().unwrap().extend,
+        Some(std::time::Duration::from_secs(600))
+    );
+    extended.gate().unwrap();
 }

@@ -1268,6 +1268,87 @@ async fn a_request_nobody_decides_in_time_is_escalated_once_and_audited() {
     assert_eq!(second.alerts().len(), 1, "once");
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_escalation_can_give_the_request_more_time_once_with_the_same_code() {
+    let second = RecordingNotifier::new();
+    let extra = Duration::from_secs(120);
+    let f = fixture_with(Scope::Value, |b| {
+        b.escalate(Duration::from_secs(60), second.clone())
+            .escalation_extends(extra)
+    });
+    let (task, alert) = f.park(refund(100)).await;
+    let id = alert.request().id();
+    let made_to_expire = alert.request().expires_at();
+    assert_eq!(alert.request().extended_by(), None);
+
+    advance(Duration::from_secs(61)).await;
+    let escalated = second.next_alert().await;
+    assert_eq!(escalated.request().expires_at(), made_to_expire + extra);
+    assert_eq!(escalated.request().extended_by(), Some(extra));
+    assert_eq!(
+        escalated.code().reveal(),
+        alert.code().reveal(),
+        "the same code"
+    );
+
+    // Past the expiry it was made with, it is still pending, and the first code approves it.
+    advance(support::TTL).await;
+    settle().await;
+    assert_eq!(f.gate.status(id).unwrap(), Status::Pending);
+    f.gate
+        .approve(Approve::new(id, alert.code().reveal()).by("bob"))
+        .await
+        .unwrap();
+    task.await.unwrap().unwrap();
+    let trail = f
+        .gate
+        .audit(tollgate::store::AuditFilter::new().request(id))
+        .await
+        .unwrap();
+    let escalation = trail
+        .iter()
+        .find(|e| e.event.as_str() == "escalated")
+        .unwrap();
+    assert!(
+        escalation
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("now expires at"),
+        "{escalation:?}"
+    );
+
+    // Another request, left alone: it expires at the later time, extended once.
+    let (task, alert) = f.park(refund(7)).await;
+    advance(Duration::from_secs(61)).await;
+    second.next_alert().await;
+    advance(support::TTL - Duration::from_secs(61) + Duration::from_secs(60)).await;
+    settle().await;
+    assert_eq!(
+        f.gate.status(alert.request().id()).unwrap(),
+        Status::Pending
+    );
+    advance(Duration::from_secs(61)).await;
+    let error = task.await.unwrap().unwrap_err();
+    assert_eq!(code(&error), "access_request_expired");
+    assert_eq!(second.alerts().len(), 2, "each escalated once");
+}
+
+#[test]
+fn an_escalation_extends_only_with_an_escalation_and_by_a_sensible_time() {
+    let error = gate(&RecordingNotifier::new())
+        .escalation_extends(Duration::from_secs(60))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.code(), "invalid_config");
+    let error = gate(&RecordingNotifier::new())
+        .escalate(Duration::from_secs(60), RecordingNotifier::new())
+        .escalation_extends(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.code(), "invalid_config");
+}
+
 #[test]
 fn an_escalation_must_come_before_the_request_expires() {
     for after in [Duration::ZERO, support::TTL, support::TTL * 2] {

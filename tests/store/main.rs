@@ -920,7 +920,10 @@ async fn a_quorums_deciding_approval_the_store_refused_can_be_made_again() {
         let code = alert.code_for(who).unwrap().reveal();
         Approve::new(id, code).by(who)
     };
-    assert_eq!(gate.approve(approve("alice")).await.unwrap().outstanding(), 1);
+    assert_eq!(
+        gate.approve(approve("alice")).await.unwrap().outstanding(),
+        1
+    );
 
     store.fail_transitions.store(true, Ordering::SeqCst);
     let refused = gate.approve(approve("bob")).await.unwrap_err();

@@ -109,6 +109,17 @@ impl PendingIndex {
         at == 0
     }
 
+    /// Moves pending request `id`'s deadline later, to `deadline`. Its earlier place on the list
+    /// stays until it comes due, when the request is found not yet due and left pending.
+    pub(super) fn postpone(&mut self, id: RequestId, deadline: Ticks) {
+        let at = self
+            .deadlines
+            .iter()
+            .rposition(|(earlier, _)| *earlier <= deadline)
+            .map_or(0, |i| i + 1);
+        self.deadlines.insert(at, (deadline, id));
+    }
+
     /// Forgets a request that is no longer pending.
     pub(super) fn leave(&mut self, request: &AccessRequest) {
         if let Ok(entry) = self

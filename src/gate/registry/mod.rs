@@ -103,6 +103,8 @@ pub(crate) struct Registry {
     followers: FxHashMap<RequestId, Vec<RequestId>>,
     /// How long a request waits before it is escalated, if the gate escalates.
     escalate_after: Option<Duration>,
+    /// How much later an escalated request expires, if the escalation extends it.
+    extension: Option<Duration>,
     /// When each request made here escalates, in order (one delay for all: creation order).
     /// Entries of requests decided since are dropped when they come due.
     escalations: VecDeque<(Ticks, RequestId)>,
@@ -169,6 +171,7 @@ impl Registry {
             alert_rate,
             followers: Default::default(),
             escalate_after: None,
+            extension: None,
             escalations: VecDeque::new(),
             edits: Default::default(),
             votes: Default::default(),
@@ -176,8 +179,15 @@ impl Registry {
     }
 
     /// Escalates every request still pending `after` it was made.
-    pub(crate) fn escalate_after(mut self, after: Option<Duration>) -> Self {
+    /// Escalates every request still pending `after` it was made, and then gives it
+    /// `extension` more before it expires.
+    pub(crate) fn escalate_after(
+        mut self,
+        after: Option<Duration>,
+        extension: Option<Duration>,
+    ) -> Self {
         self.escalate_after = after;
+        self.extension = extension;
         self
     }
 
@@ -456,9 +466,21 @@ impl Registry {
                 return None;
             }
             self.escalations.pop_front();
-            if let Some(slot) = self.live.get(&id)
+            if let Some(slot) = self.live.get_mut(&id)
                 && matches!(slot.phase, Phase::Pending)
             {
+                if let Some(by) = self.extension {
+                    // A later expiry: a new request in the slot and on the deadline list, whose
+                    // code binds the expiry it was made with.
+                    let mut extended = (*slot.request).clone();
+                    extended.expires_at = extended.expires_at + by;
+                    extended.extended_secs = u32::try_from(by.as_secs()).unwrap_or(u32::MAX);
+                    let extended = Arc::new(extended);
+                    let deadline = self.epoch.ticks(self.epoch.instant(slot.deadline) + by);
+                    self.index.postpone(id, deadline);
+                    slot.request = extended;
+                    slot.deadline = deadline;
+                }
                 return Some(slot.request.clone());
             }
         }

@@ -54,6 +54,7 @@ fn request(principal: &str, args: &str) -> AccessRequest {
         key_fields: None,
         editable: false,
         quorum: 1,
+        extended_secs: 0,
         created_at: Millis::of(now),
         expires_at: Millis::of(now) + TTL,
         approval_url: None,
