@@ -48,7 +48,8 @@ impl<T: HasId> ById<T> {
     }
 
     /// Adds `value` unless a value with its id is there already, which is then kept and
-    /// `value` handed back.
+    /// `value` handed back. Inlined: a value is a whole slot or row, better built in place.
+    #[inline]
     pub(crate) fn insert_new(&mut self, value: T) -> Result<(), T> {
         let id = value.id();
         match self
@@ -63,6 +64,7 @@ impl<T: HasId> ById<T> {
         }
     }
 
+    #[inline]
     pub(crate) fn remove(&mut self, id: &RequestId) -> Option<T> {
         let found = self.table.find_entry(hash(id), |value| value.id() == *id);
         found.ok().map(|entry| entry.remove().0)

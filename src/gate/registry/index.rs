@@ -68,12 +68,16 @@ pub(super) struct PendingIndex {
 
 impl PendingIndex {
     /// The pending request a call identical to `request` joins, if there is one.
+    // Called once a call, from admission: inlined there.
+    #[inline]
     pub(super) fn joinable(&self, request: &AccessRequest) -> Option<&Arc<AccessRequest>> {
         self.joinable
             .find(self.hash(request), |pending| identical(pending, request))
     }
 
     /// The copy of `capability` the pending requests share, counting one more of them.
+    // Called once a call, from admission: inlined there.
+    #[inline]
     pub(super) fn share_capability(&mut self, capability: &mut Arc<str>) {
         match self.per_capability.entry(capability.clone()) {
             Entry::Occupied(mut shared) => {
@@ -88,6 +92,8 @@ impl PendingIndex {
 
     /// Counts a new pending request, due to expire at `deadline`, whose capability was shared
     /// first. Returns whether that is now the earliest deadline.
+    // Called once a call, from admission: inlined there.
+    #[inline]
     pub(super) fn enter(&mut self, request: &Arc<AccessRequest>, deadline: Ticks) -> bool {
         *self
             .per_principal
@@ -170,6 +176,8 @@ impl PendingIndex {
 }
 
 /// The hash of what identical calls share.
+// Called once a call, from admission: inlined there.
+#[inline]
 fn hash(hasher: &RandomState, request: &AccessRequest) -> u64 {
     hasher.hash_one((
         &*request.principal,
