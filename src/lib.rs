@@ -84,6 +84,10 @@
 //! | verification code | the code an alert carries; the proof a person saw the request |
 //! | approve, deny | a person's decision on a request ([`Approve`], [`Deny`]); what they get back is an [`Approval`](gate::Approval) or a [`Denial`](gate::Denial) |
 //! | scope, TTL | how far and how long an approval reaches ([`Scope`]) |
+//! | key fields | the arguments a `value` approval is about ([`policy::Ask::key_fields`]) |
+//! | edit | an approver's new arguments for a call, checked by its policy again ([`Edit`]) |
+//! | quorum, endorsement | the approvers a call needs ([`policy::Ask::quorum`]), and one of their approvals before the last |
+//! | escalation | alerting more people about a request nobody decided in time, and perhaps giving it more time |
 //! | rule | a standing approval or remembered denial that outlives its request ([`Rule`], its [`effect`](rule::RuleEffect)) |
 //! | alert, resolution | what notifiers hear: a new request with its code, and how it ended |
 //! | audit entry | one line of the trail, written with the change it records |

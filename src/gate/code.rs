@@ -200,6 +200,32 @@ mod tests {
         }
     }
 
+    const SECRET: &[u8] = b"a test secret of sixteen bytes";
+
+    /// The documented HMAC under [`SECRET`] of `request`'s nine fixed fields (as [`request`]
+    /// fills them) and then `more`, in uppercase hex.
+    fn documented(request: &AccessRequest, more: &[&[u8]]) -> String {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
+        let fixed: [&[u8]; 9] = [
+            b"tollgate/verification-code/v1",
+            request.id.as_bytes(),
+            b"agent-7",
+            b"",
+            b"payments.refund",
+            request.args_digest.as_bytes(),
+            b"once",
+            &60_000u64.to_be_bytes(),
+            &request.expires_at.get().to_be_bytes(),
+        ];
+        for field in fixed.iter().chain(more) {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field);
+        }
+        let digits = mac.finalize().into_bytes();
+        digits.iter().map(|b| format!("{b:02X}")).collect()
+    }
+
     #[test]
     fn only_the_whole_code_verifies_in_any_case_with_surrounding_space() {
         let request = request();
@@ -266,9 +292,7 @@ mod tests {
     /// keyed on other fields, or on none, has another code.
     #[test]
     fn the_code_binds_the_key_fields() {
-        use hmac::{Hmac, KeyInit, Mac};
-        let secret = b"a test secret of sixteen bytes";
-        let key = CodeKey::new(secret, 64).unwrap();
+        let key = CodeKey::new(SECRET, 64).unwrap();
         let mut request = request();
         request.args = r#"{"body":"hi","to":"+1"}"#.into();
         let plain = key.code(&request).reveal().to_owned();
@@ -279,31 +303,8 @@ mod tests {
             let code = key.code(&request).reveal().to_owned();
             assert!(!codes.contains(&code), "{fields:?}");
             codes.push(code.clone());
-
-            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
-            let plain_fields: [&[u8]; 9] = [
-                b"tollgate/verification-code/v1",
-                request.id.as_bytes(),
-                b"agent-7",
-                b"",
-                b"payments.refund",
-                request.args_digest.as_bytes(),
-                b"once",
-                &60_000u64.to_be_bytes(),
-                &request.expires_at.get().to_be_bytes(),
-            ];
-            let keyed = fields.as_slice().iter().map(|f| f.as_bytes());
-            for field in plain_fields.into_iter().chain(keyed) {
-                mac.update(&(field.len() as u64).to_be_bytes());
-                mac.update(field);
-            }
-            let expected: String = mac
-                .finalize()
-                .into_bytes()
-                .iter()
-                .map(|b| format!("{b:02X}"))
-                .collect();
-            assert_eq!(code, expected);
+            let keyed: Vec<&[u8]> = fields.as_slice().iter().map(|f| f.as_bytes()).collect();
+            assert_eq!(code, documented(&request, &keyed));
         }
         request.key_fields = None;
         assert_eq!(
@@ -317,39 +318,13 @@ mod tests {
     /// same request without it has another code, and that code is what it always was.
     #[test]
     fn the_code_binds_whether_the_request_is_editable() {
-        use hmac::{Hmac, KeyInit, Mac};
-        let secret = b"a test secret of sixteen bytes";
-        let key = CodeKey::new(secret, 64).unwrap();
+        let key = CodeKey::new(SECRET, 64).unwrap();
         let mut request = request();
         let plain = key.code(&request).reveal().to_owned();
         request.editable = true;
         let editable = key.code(&request).reveal().to_owned();
         assert_ne!(plain, editable);
-
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
-        let fields: [&[u8]; 10] = [
-            b"tollgate/verification-code/v1",
-            request.id.as_bytes(),
-            b"agent-7",
-            b"",
-            b"payments.refund",
-            request.args_digest.as_bytes(),
-            b"once",
-            &60_000u64.to_be_bytes(),
-            &request.expires_at.get().to_be_bytes(),
-            b"editable",
-        ];
-        for field in fields {
-            mac.update(&(field.len() as u64).to_be_bytes());
-            mac.update(field);
-        }
-        let expected: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect();
-        assert_eq!(editable, expected);
+        assert_eq!(editable, documented(&request, &[b"editable"]));
         request.editable = false;
         assert_eq!(key.code(&request).reveal(), plain);
     }
@@ -376,9 +351,7 @@ mod tests {
     /// approver's code is not another's, nor the request's own, which binds no name.
     #[test]
     fn a_quorums_codes_bind_each_approvers_name() {
-        use hmac::{Hmac, KeyInit, Mac};
-        let secret = b"a test secret of sixteen bytes";
-        let key = CodeKey::new(secret, 64).unwrap();
+        let key = CodeKey::new(SECRET, 64).unwrap();
         let mut request = request();
         let single = key.code(&request).reveal().to_owned();
         request.quorum = 2;
@@ -392,33 +365,7 @@ mod tests {
             !key.verify(&request, &shared, ""),
             "the request's own code is nobody's"
         );
-
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
-        let fields: [&[u8]; 13] = [
-            b"tollgate/verification-code/v1",
-            request.id.as_bytes(),
-            b"agent-7",
-            b"",
-            b"payments.refund",
-            request.args_digest.as_bytes(),
-            b"once",
-            &60_000u64.to_be_bytes(),
-            &request.expires_at.get().to_be_bytes(),
-            b"quorum",
-            &[2],
-            b"approver",
-            b"alice",
-        ];
-        for field in fields {
-            mac.update(&(field.len() as u64).to_be_bytes());
-            mac.update(field);
-        }
-        let expected: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect();
-        assert_eq!(alice, expected);
+        let named: [&[u8]; 4] = [b"quorum", &[2], b"approver", b"alice"];
+        assert_eq!(alice, documented(&request, &named));
     }
 }
