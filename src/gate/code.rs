@@ -97,7 +97,7 @@ impl CodeKey {
         self.code_of(request, Some(approver))
     }
 
-    #[inline]
+    #[inline(always)]
     fn code_of(&self, request: &AccessRequest, approver: Option<&str>) -> VerificationCode {
         let digits = self.digits(request, approver);
         let text = std::str::from_utf8(&digits[..self.length]).expect("hex digits are ASCII");
