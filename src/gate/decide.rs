@@ -62,6 +62,11 @@ impl Gate {
     /// and for an [edit](Approve::edit) `edit_not_allowed` or `edit_unsupported` (nothing was
     /// approved either).
     ///
+    /// For a request several approvers must approve ([`Ask::quorum`](crate::policy::Ask::quorum)),
+    /// an approval before the last succeeds once it is counted, with
+    /// [`outstanding`](Approval::outstanding) saying how many more are needed; an approver who
+    /// already approved hears `already_approved`.
+    ///
     /// Once this future has been polled, the approval is on its way: dropping the future does not
     /// take it back, it only stops you from hearing whether a caller received it.
     pub async fn approve(&self, approve: Approve) -> Result<Approval, Error> {
