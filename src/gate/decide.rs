@@ -19,7 +19,6 @@ use super::rules::{LONGEST_RULE, deadline_of};
 use super::seal::SealKey;
 use super::writer::queue_stopped;
 use super::{Gate, record, verdict};
-use crate::args::ArgsDigest;
 use crate::call::Edit;
 use crate::error::{Error, ErrorKind};
 use crate::id::{RequestId, RuleId};
@@ -158,6 +157,10 @@ impl Gate {
         // An approval of a request several approvers must approve, before the last, is counted
         // and decides nothing. Boxed: the approve future stays as small as it was for others.
         if request.quorum > 1 && asked.effect == RuleEffect::Allow {
+            // A quorum's approvers approve the call as asked: any other arguments are refused.
+            if let Some(args) = &asked.edit {
+                shared.edit(&request, args, &approver)?;
+            }
             let vote = asked.vote(&request, &approver, &shared.seals)?;
             if let Some(outstanding) = Box::pin(self.endorse(&request, vote)).await? {
                 return Ok(Made {
@@ -458,23 +461,13 @@ fn not_found() -> Error {
 impl Asked {
     /// This approval of `request`, which several approvers must approve, as a vote: checked as
     /// any approval is (the scope and TTL it asks for, the approver's rights), with what it
-    /// lets a rule reach. A quorum's approvers approve the call as asked: no edit.
+    /// lets a rule reach.
     fn vote(
         &self,
         request: &AccessRequest,
         approver: &Arc<str>,
         seals: &SealKey,
     ) -> Result<Vote, Error> {
-        if let Some(args) = &self.edit {
-            let args = args
-                .value()
-                .map_err(|error| error.with_request(request.id))?;
-            if ArgsDigest::of(&args) != request.args_digest {
-                return Err(Error::new(ErrorKind::EditNotAllowed)
-                    .with_request(request.id)
-                    .with_detail("the approvers of a quorum approve the call as asked"));
-            }
-        }
         let checked = self.rule(
             request,
             approver,

@@ -36,10 +36,12 @@ pub(crate) struct Checked {
 
 impl Shared {
     /// Checks an approver's new arguments `args` for `request`, held here, whose code they
-    /// entered correctly: the request must be editable and its call rebuilt and accepted by its
-    /// policy (see [`Edits`]); an edited call the policy asks about again must let `approver`
-    /// decide it. Returns the edit and the request as edited, whose limits are the narrower of
-    /// the two asks, for the ruling; `None` if `args` are the arguments asked with.
+    /// entered correctly. Arguments equal to those asked with are no edit (`None`), on any
+    /// request. Otherwise the request must be editable, decided by one approver and held by a
+    /// gate whose store no replica shares, and its call rebuilt and accepted by its policy (see
+    /// [`Edits`]); an edited call the policy asks about again must let `approver` decide it.
+    /// Returns the edit and the request as edited, whose limits are the narrower of the two
+    /// asks, for the ruling.
     pub(super) fn edit(
         &self,
         request: &AccessRequest,
@@ -52,6 +54,11 @@ impl Shared {
                 .with_request(id)
                 .with_detail(detail)
         };
+        let args = args.value().map_err(|error| error.with_request(id))?;
+        let args = &*args;
+        if ArgsDigest::of(args) == request.args_digest {
+            return Ok(None);
+        }
         if !request.editable {
             return Err(refuse(
                 "the policy does not let approvers edit this request",
@@ -69,11 +76,6 @@ impl Shared {
             return Err(refuse(
                 "edits need a gate whose store is not shared by replicas",
             ));
-        }
-        let args = args.value().map_err(|error| error.with_request(id))?;
-        let args = &*args;
-        if ArgsDigest::of(args) == request.args_digest {
-            return Ok(None);
         }
         let edits = self.registry().edits(id).ok_or_else(|| {
             Error::new(ErrorKind::EditUnsupported)

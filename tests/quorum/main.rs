@@ -273,7 +273,15 @@ async fn a_quorums_arguments_are_not_edited() {
     let alert = alerts.next_alert().await;
     let edit = approve(&alert, "alice").edit(json!({"n": 2}));
     assert_eq!(kind(gate.approve(edit).await), ErrorKind::EditNotAllowed);
-    task.abort();
+
+    // The arguments as asked are no edit, for the deciding approval too (the approval page
+    // always sends them back for an editable request).
+    let same = || json!({"n": 1});
+    let first = gate.approve(approve(&alert, "alice").edit(same())).await;
+    assert_eq!(first.unwrap().outstanding(), 1);
+    let last = gate.approve(approve(&alert, "bob").edit(same())).await;
+    assert_eq!(last.unwrap().outstanding(), 0);
+    assert!(task.await.unwrap().unwrap().contains(r#"{"n":1}"#));
 }
 
 #[tokio::test]
