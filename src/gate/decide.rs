@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::approver::{Approval, Approve, Authority, Denial, Deny, Ends, NewArgs, Revoke};
-use super::registry::{Ack, Known, Ruling, Vote, already, ttl_of};
+use super::registry::{Ack, Known, Ruling, Vote, already};
 use super::replicas::{RECHECK, settled, settles};
 use super::rules::{LONGEST_RULE, deadline_of};
 use super::seal::SealKey;
@@ -475,11 +475,7 @@ impl Asked {
             Instant::now(),
             oneshot::channel().0,
         )?;
-        Ok(Vote {
-            approver: approver.clone(),
-            scope: checked.scope,
-            ttl: checked.rule.as_ref().map(|(rule, _)| ttl_of(rule)),
-        })
+        Ok(Vote::of(approver, &checked))
     }
 
     /// The ruling this asks for on `request`, if this approver may grant it and the request

@@ -159,9 +159,7 @@ impl Registry {
         }
         effects
     }
-}
 
-impl Registry {
     /// Checks `vote` on request `id`, which several approvers must approve, before its
     /// `endorsed` entry is written: the request is stored and pending, its approver has not
     /// approved it yet, and it reaches no further than those counted. Returns whether it
@@ -232,11 +230,7 @@ fn may_decide(
     let Outcome::Approved { approver, .. } = &ruling.outcome else {
         return Ok(());
     };
-    let vote = Vote {
-        approver: approver.clone(),
-        scope: ruling.scope,
-        ttl: ruling.rule.as_ref().map(|(rule, _)| ttl_of(rule)),
-    };
+    let vote = Vote::of(approver, ruling);
     let votes = votes.get(&id).map_or(&[][..], Vec::as_slice);
     let others: Vec<&Vote> = votes
         .iter()
@@ -278,7 +272,7 @@ fn narrower(other: &Vote, vote: &Vote, id: RequestId) -> Result<(), Error> {
 }
 
 /// How long `rule` lasts.
-pub(crate) fn ttl_of(rule: &crate::rule::Rule) -> std::time::Duration {
+pub(super) fn ttl_of(rule: &crate::rule::Rule) -> std::time::Duration {
     rule.expires_at
         .duration_since(rule.granted_at)
         .unwrap_or_default()

@@ -43,7 +43,6 @@ use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-pub(crate) use self::decide::ttl_of;
 pub(crate) use self::event::{Ack, Effects, Event, Resolved, Ruling};
 use self::index::{Epoch, History, PendingIndex, Ticks};
 pub(crate) use self::remote::Remote;
@@ -125,6 +124,17 @@ pub(crate) struct Vote {
     pub(crate) ttl: Option<Duration>,
 }
 
+impl Vote {
+    /// `approver`'s approval `ruling` as a vote.
+    pub(crate) fn of(approver: &Arc<str>, ruling: &Ruling) -> Self {
+        Vote {
+            approver: approver.clone(),
+            scope: ruling.scope,
+            ttl: ruling.rule.as_ref().map(|(rule, _)| decide::ttl_of(rule)),
+        }
+    }
+}
+
 /// What the registry keeps for a request approvers may edit.
 enum Editing {
     /// The check of an approver's edit, made by the middleware that parked the first caller.
@@ -178,7 +188,6 @@ impl Registry {
         }
     }
 
-    /// Escalates every request still pending `after` it was made.
     /// Escalates every request still pending `after` it was made, and then gives it
     /// `extension` more before it expires.
     pub(crate) fn escalate_after(
