@@ -112,10 +112,7 @@ pub(super) async fn show(
         Err(page) => return *page,
     };
     match visible(&api, approver, id).await {
-        Ok((request, status)) => {
-            let page = Page::new(&visit.mount, approver, &api);
-            page.request(&request, status, None)
-        }
+        Ok((request, status)) => request_page(&api, &visit.mount, approver, &request, status, None),
         Err(answer) => error_page(&answer),
     }
 }
@@ -151,8 +148,8 @@ pub(super) async fn decide(
     let form = match form_body(form) {
         Ok(form) => form,
         Err(answer) => {
-            let page = Page::new(&visit.mount, approver, &api);
-            return page.request(&request, Status::Pending, Some(&answer));
+            let (mount, pending) = (&visit.mount, Status::Pending);
+            return request_page(&api, mount, approver, &request, pending, Some(&answer));
         }
     };
     let decided = match form.action.as_str() {
@@ -197,7 +194,14 @@ pub(super) async fn decide(
                     .await
                     .map_or(Status::Pending, |(_, s)| s),
             };
-            Page::new(&visit.mount, approver, &api).request(&request, status, Some(&answer))
+            request_page(
+                &api,
+                &visit.mount,
+                approver,
+                &request,
+                status,
+                Some(&answer),
+            )
         }
     }
 }
@@ -216,46 +220,15 @@ async fn visible(
     }
 }
 
-/// What the request page is drawn with: where it is mounted, who looks, and the gate.
-struct Page<'a> {
-    mount: &'a Mount,
-    approver: &'a Approver,
-    api: &'a Shared,
-}
-
-impl<'a> Page<'a> {
-    fn new(mount: &'a Mount, approver: &'a Approver, api: &'a Shared) -> Self {
-        Page {
-            mount,
-            approver,
-            api,
-        }
-    }
-
-    fn request(
-        &self,
-        request: &AccessRequest,
-        status: Status,
-        problem: Option<&Answer>,
-    ) -> Response {
-        let approved_by = self.api.gate.approved_by(request.id());
-        request_page(
-            self.mount,
-            self.approver,
-            request,
-            (status, &approved_by),
-            problem,
-        )
-    }
-}
-
 fn request_page(
+    api: &Shared,
     mount: &Mount,
     approver: &Approver,
     request: &AccessRequest,
-    (status, approved_by): (Status, &[String]),
+    status: Status,
     problem: Option<&Answer>,
 ) -> Response {
+    let approved_by = api.gate.approved_by(request.id());
     let now = SystemTime::now();
     let status_code = problem.map_or(StatusCode::OK, Answer::status);
     let id = request.id().to_string();
@@ -276,7 +249,7 @@ fn request_page(
         needed = format!("{} of {named}", request.quorum());
         rows.push(("Approvers needed", &needed));
         if status.is_pending() {
-            so_far = match approved_by {
+            so_far = match &approved_by[..] {
                 [] => "nobody yet".to_owned(),
                 names => names.join(", "),
             };
