@@ -365,17 +365,18 @@ async fn proxy(args: ProxyArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    // Watched before the line that says the proxy is up: a supervisor may stop it right after.
+    let stop = stop_requested();
     eprintln!("tollgate: proxying http://{address}/ to {origin}");
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
-        .with_graceful_shutdown(stopped())
+        .with_graceful_shutdown(stop)
         .await
         .map_err(|e| format!("the proxy stopped: {e}"))?;
     gate.shutdown().await.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Until the process is asked to stop: Ctrl-C, or `SIGTERM` from a supervisor.
 /// Reloads the configuration file on every `SIGHUP` while the process runs: the policy and the
 /// notifiers change for later calls, parked calls stay; a bad file changes nothing and says why.
 fn reload_on_hangup(path: PathBuf, policy: LivePolicy<ConfigPolicy>, gate: Gate) {
@@ -394,18 +395,30 @@ fn reload_on_hangup(path: PathBuf, policy: LivePolicy<ConfigPolicy>, gate: Gate)
     });
 }
 
-async fn stopped() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Resolves once the process is asked to stop: Ctrl-C, or `SIGTERM` from a supervisor.
+///
+/// Both signals are watched from the call on, not from the first poll: until a signal is
+/// watched, its default action ends the process at once, with no clean shutdown.
+fn stop_requested() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let watch = |kind: SignalKind, name: &str| {
+        signal(kind)
+            .inspect_err(|e| tracing::warn!("{name} cannot be watched here: {e}"))
+            .ok()
+    };
+    let interrupt = watch(SignalKind::interrupt(), "SIGINT");
+    let terminate = watch(SignalKind::terminate(), "SIGTERM");
+    let received = |signal: Option<tokio::signal::unix::Signal>| async move {
+        match signal {
+            Some(mut signal) => _ = signal.recv().await,
+            None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+    async move {
+        tokio::select! {
+            () = received(interrupt) => {}
+            () = received(terminate) => {}
+        }
     }
 }
 
