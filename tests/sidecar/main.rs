@@ -509,6 +509,31 @@ async fn sigterm_right_after_start_stops_the_proxy_cleanly() {
     }
 }
 
+/// A stop does not wait for parked calls to be decided, which could take longer than any
+/// supervisor waits: they answer `503 gate_shut_down` at once (retryable, against another
+/// instance), their requests end `abandoned`, and the process exits cleanly.
+#[tokio::test]
+async fn sigterm_answers_parked_calls_gate_shut_down_and_stops() {
+    let (upstream, received) = upstream().await;
+    let mut sidecar = sidecar("term-parked", &format!("http://{upstream}"), "1h").await;
+    let parked = start(sidecar.proxy, refund(r#"{"amount": 4}"#)).await;
+    let (id, _, _) = next_alert(&mut sidecar).await;
+    send_signal(&sidecar, "-TERM");
+    let reply = parked.reply.await.unwrap();
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.code(), "gate_shut_down");
+    let resolved = sidecar.alerts.recv().await.unwrap().json();
+    assert_eq!(resolved["type"], "access_request.resolved");
+    assert_eq!(resolved["data"]["request"]["id"], id.as_str(), "{resolved}");
+    assert_eq!(
+        resolved["data"]["outcome"]["status"], "abandoned",
+        "{resolved}"
+    );
+    let status = sidecar.child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0), "a clean stop, not {status}");
+    assert!(received.bodies.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_configuration_and_a_bad_file_keeps_the_running_one() {
     let (upstream, _) = upstream().await;

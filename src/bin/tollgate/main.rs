@@ -368,9 +368,21 @@ async fn proxy(args: ProxyArgs) -> Result<ExitCode, String> {
     // Watched before the line that says the proxy is up: a supervisor may stop it right after.
     let stop = stop_requested();
     eprintln!("tollgate: proxying http://{address}/ to {origin}");
+    // On a stop, the server takes no more connections and waits for the answers under way, while
+    // the gate answers parked calls `gate_shut_down` at once: a decision could take longer than
+    // any supervisor waits.
+    let stopping = {
+        let gate = gate.clone();
+        async move {
+            stop.await;
+            if let Err(e) = gate.shutdown().await {
+                tracing::error!("shutting the gate down: {e}");
+            }
+        }
+    };
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
-        .with_graceful_shutdown(stop)
+        .with_graceful_shutdown(stopping)
         .await
         .map_err(|e| format!("the proxy stopped: {e}"))?;
     gate.shutdown().await.map_err(|e| e.to_string())?;
