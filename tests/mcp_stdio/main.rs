@@ -395,6 +395,101 @@ async fn garbage_from_either_side_is_skipped_and_the_session_goes_on() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The binary in front of the upstream, spoken to in raw JSON-RPC lines, as a client that keeps
+/// listening: it initializes, then sends `call` (a `tools/call` with id 2).
+struct Session {
+    child: Child,
+    /// Held open: the client is still there.
+    _stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    alerts: tokio::sync::mpsc::UnboundedReceiver<support::receiver::Seen>,
+    dir: PathBuf,
+}
+
+async fn session(name: &str, call: &str) -> Session {
+    let (webhook, alerts) = receiver(&[]).await;
+    let dir = temp_dir(name);
+    let config = config(&dir, &webhook, free_port());
+    let (python, upstream) = (python(), here("upstream.py"));
+    let config = config.to_str().unwrap();
+    let mut child = tollgate(&["mcp", "--config", config, "--", &python, &upstream]);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let call = format!(r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{call}}}"#);
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    for line in [INITIALIZE, initialized, &call] {
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    let answer: Value = serde_json::from_str(&stdout.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(answer["id"], 1, "initialized: {answer}");
+    Session {
+        child,
+        _stdin: stdin,
+        stdout,
+        alerts,
+        dir,
+    }
+}
+
+impl Session {
+    async fn answer(&mut self) -> Value {
+        let line = self.stdout.next_line().await.unwrap().expect("an answer");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Until the binary exits, while its client still listens; its exit code.
+    async fn exit_code(mut self) -> Option<i32> {
+        let status = self.child.wait().await.unwrap();
+        std::fs::remove_dir_all(&self.dir).unwrap();
+        status.code()
+    }
+}
+
+/// A supervisor's `SIGTERM` ends the session as an upstream crash does, but cleanly: the parked
+/// call is answered `gate_shut_down`, its request ends `abandoned`, and the binary exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_the_parked_call_and_exits_cleanly() {
+    let call = r#"{"name":"delete_file","arguments":{"path":"kept"}}"#;
+    let mut session = session("term", call).await;
+    let created = session.alerts.recv().await.unwrap().json();
+    assert_eq!(created["type"], "access_request.created", "parked");
+
+    let pid = session.child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(sent.unwrap().success());
+
+    let answer = session.answer().await;
+    assert_eq!(answer["id"], 2, "{answer}");
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("gate_shut_down: "), "{text}");
+    let resolved = session.alerts.recv().await.unwrap().json();
+    assert_eq!(
+        resolved["data"]["outcome"]["status"], "abandoned",
+        "{resolved}"
+    );
+    assert_eq!(session.exit_code().await, Some(0), "a clean stop");
+}
+
+/// Once its upstream is gone the binary exits, even while the client keeps its stdin open (the
+/// exit once waited for a read of stdin that nothing can cancel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_crash_ends_the_binary_while_the_client_listens() {
+    let mut session = session("crash-listening", r#"{"name":"crash","arguments":{}}"#).await;
+    let answer = session.answer().await;
+    assert_eq!(answer["id"], 2, "{answer}");
+    assert_eq!(
+        answer["error"]["data"]["code"], "upstream_failed",
+        "{answer}"
+    );
+    assert_eq!(session.exit_code().await, Some(1));
+}
+
 #[tokio::test]
 async fn configurations_that_cannot_work_are_refused_before_starting() {
     let dir = temp_dir("refused");

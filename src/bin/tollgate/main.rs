@@ -166,6 +166,10 @@ fn main() -> ExitCode {
         Command::Mcp(args) => runtime.block_on(mcp(args)),
         Command::Proxy(args) => runtime.block_on(proxy(args)),
     };
+    // Everything to finish has finished. Not waiting for the runtime's blocking threads: one may
+    // be in a read of stdin that nothing can cancel, and would hold the exit until the client
+    // writes or closes it.
+    runtime.shutdown_background();
     match ran {
         Ok(code) => code,
         Err(message) => fail(&message),
@@ -309,13 +313,32 @@ async fn mcp(args: McpArgs) -> Result<ExitCode, String> {
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| format!("the MCP client's handshake failed: {e}"))?;
-    let stop = server.cancellation_token();
+    let cancel = server.cancellation_token();
     let mut served = tokio::spawn(server.waiting());
+    // Watched once the session is up: a stop before then has no call to answer.
+    let stop = stop_requested();
 
+    // Every waiting call fails with `gate_shut_down` (its request ends `abandoned`); once every
+    // request has its answer, the service stops, writing those answers out first.
+    let wind_down = async || {
+        if let Err(e) = gate.shutdown().await {
+            tracing::error!("shutting the gate down: {e}");
+        }
+        let answered = tokio::time::timeout(Duration::from_secs(5), in_flight.idle()).await;
+        if answered.is_err() {
+            tracing::warn!("some requests were still unanswered after 5 s");
+        }
+        cancel.cancel();
+    };
     tokio::select! {
         // The client closed our stdin: the session is over.
         _ = &mut served => {
             gate.shutdown().await.map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        () = stop => {
+            wind_down().await;
+            let _ = served.await;
             Ok(ExitCode::SUCCESS)
         }
         status = exited => {
@@ -325,16 +348,7 @@ async fn mcp(args: McpArgs) -> Result<ExitCode, String> {
                 Err(_) => "is gone".to_owned(),
             };
             eprintln!("tollgate: error: the upstream MCP server exited ({status}); waiting calls end abandoned");
-            // Every waiting call fails with `gate_shut_down` (its request ends `abandoned`); once every request has
-            // its answer, the service stops, writing those answers out first.
-            if let Err(e) = gate.shutdown().await {
-                tracing::error!("shutting the gate down: {e}");
-            }
-            let answered = tokio::time::timeout(Duration::from_secs(5), in_flight.idle()).await;
-            if answered.is_err() {
-                tracing::warn!("some requests were still unanswered after 5 s");
-            }
-            stop.cancel();
+            wind_down().await;
             let _ = served.await;
             Ok(ExitCode::FAILURE)
         }
