@@ -12,14 +12,10 @@ use std::task::{Context, Poll};
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 use tollgate::notify::{Alert, RecordingNotifier};
 use tollgate::policy::{Ask, CapabilityTable, Decision, Policy, arg, threshold};
 use tollgate::store::{AuditEvent, AuditFilter};
-use tollgate::{
-    Approve, BoxError, Call, Deny, Edit, Error, ErrorKind, Gate, RequireApproval, Scope, Status,
-    ToolCall,
-};
+use tollgate::{Approve, BoxError, Call, Deny, Edit, Error, ErrorKind, Scope, Status, ToolCall};
 use tower::{Layer, Service, ServiceExt};
 
 use support::gate;
@@ -73,12 +69,7 @@ impl Service<ToolCall> for Ledger {
     }
 }
 
-struct Fixture<P> {
-    gate: Gate,
-    alerts: RecordingNotifier,
-    ledger: Ledger,
-    svc: RequireApproval<Ledger, P>,
-}
+type Fixture<P> = support::Fixture<P, Ledger>;
 
 fn fixture() -> Fixture<impl Policy<ToolCall> + Clone + Send + Sync + 'static> {
     fixture_with(policy(), false)
@@ -88,20 +79,7 @@ fn fixture_with<P>(policy: P, audit_args: bool) -> Fixture<P>
 where
     P: Policy<ToolCall> + Clone + Send + Sync + 'static,
 {
-    let alerts = RecordingNotifier::new();
-    let mut builder = gate(&alerts);
-    if audit_args {
-        builder = builder.audit_args(true);
-    }
-    let gate = builder.build().unwrap();
-    let ledger = Ledger::default();
-    let svc = gate.layer(policy).layer(ledger.clone());
-    Fixture {
-        gate,
-        alerts,
-        ledger,
-        svc,
-    }
+    Fixture::new(policy, Ledger::default(), |b| b.audit_args(audit_args))
 }
 
 fn refund(amount: u64) -> ToolCall {
@@ -111,18 +89,6 @@ fn refund(amount: u64) -> ToolCall {
     )
     .principal("agent-7")
     .session("conv-42")
-}
-
-type Task = JoinHandle<Result<Value, BoxError>>;
-
-impl<P> Fixture<P>
-where
-    P: Policy<ToolCall> + Clone + Send + Sync + 'static,
-{
-    async fn park(&self, call: ToolCall) -> (Task, Alert) {
-        let task = tokio::spawn(self.svc.clone().oneshot(call));
-        (task, self.alerts.next_alert().await)
-    }
 }
 
 fn approve(alert: &Alert) -> Approve {
@@ -154,7 +120,7 @@ async fn an_approver_edits_the_arguments_and_the_edited_call_runs() {
     // The caller can tell: the tool saw the edit, and answered with what it ran.
     let answer = task.await.unwrap().expect("ran");
     assert_eq!(answer, json!({"ran": edited, "edited_by": "alice"}));
-    let runs = f.ledger.runs();
+    let runs = f.tools.runs();
     assert_eq!(runs.len(), 1, "only the edited call ran");
     assert_eq!(runs[0].args(), &edited);
     assert_eq!(runs[0].edit().unwrap().request_id(), alert.request().id());
@@ -225,13 +191,13 @@ async fn an_edit_the_policy_would_deny_is_refused_and_the_request_stays_pending(
     assert_eq!(error.kind(), ErrorKind::EditNotAllowed);
     assert!(error.detail().unwrap().contains("finance"), "{error}");
     assert_eq!(f.gate.status(id).unwrap(), Status::Pending);
-    assert!(f.ledger.runs().is_empty());
+    assert!(f.tools.runs().is_empty());
 
     // Nothing was spent: the same code approves as asked.
     f.gate.approve(approve(&alert)).await.unwrap();
     task.await.unwrap().unwrap();
-    assert_eq!(f.ledger.runs()[0].args()["amount"], 500);
-    assert!(f.ledger.runs()[0].edit().is_none());
+    assert_eq!(f.tools.runs()[0].args()["amount"], 500);
+    assert!(f.tools.runs()[0].edit().is_none());
 }
 
 #[tokio::test]
@@ -250,7 +216,7 @@ async fn an_edit_of_a_request_whose_policy_forbids_edits_is_refused() {
         .await
         .unwrap();
     assert!(task.await.unwrap().is_err());
-    assert!(f.ledger.runs().is_empty());
+    assert!(f.tools.runs().is_empty());
 }
 
 #[tokio::test]
@@ -265,7 +231,7 @@ async fn arguments_equal_to_the_asked_ones_are_no_edit() {
         .unwrap();
     assert!(approval.edit().is_none());
     task.await.unwrap().unwrap();
-    assert!(f.ledger.runs()[0].edit().is_none());
+    assert!(f.tools.runs()[0].edit().is_none());
 }
 
 #[tokio::test]
@@ -312,7 +278,7 @@ async fn an_edited_call_the_policy_asks_about_again_keeps_that_asks_limits() {
         .await
         .expect("once is within both asks");
     task.await.unwrap().unwrap();
-    assert_eq!(f.ledger.runs()[0].args(), &large);
+    assert_eq!(f.tools.runs()[0].args(), &large);
 
     // An approver the edited call's ask does not name may not make that edit.
     let policy = tollgate::policy::policy_fn(|call: &ToolCall| {
@@ -465,13 +431,13 @@ proptest! {
             let denied = matches!(policy().check(&refund(written)), Decision::Deny(_));
             if denied {
                 assert_eq!(result.expect_err("denied").kind(), ErrorKind::EditNotAllowed);
-                assert!(f.ledger.runs().is_empty());
+                assert!(f.tools.runs().is_empty());
                 assert_eq!(f.gate.status(alert.request().id()).unwrap(), Status::Pending);
                 task.abort();
             } else {
                 result.expect("approved");
                 task.await.unwrap().unwrap();
-                let runs = f.ledger.runs();
+                let runs = f.tools.runs();
                 assert_eq!(runs.len(), 1);
                 assert_eq!(runs[0].args(), &edited);
             }

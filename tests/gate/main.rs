@@ -7,42 +7,24 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::task::JoinHandle;
 use tokio::time::advance;
 use tollgate::future::Submitted;
 use tollgate::notify::{Alert, RecordingNotifier};
 use tollgate::rule::RuleEffect;
 use tollgate::{
-    Approve, BoxError, Deny, ErrorKind, Gate, Outcome, RequireApproval, Revoke, Scope, Status,
-    ToolCall,
+    Approve, BoxError, Deny, ErrorKind, Gate, Outcome, Revoke, Scope, Status, ToolCall,
 };
 use tower::{Layer, ServiceExt};
 
 use support::{Tools, code, gate, policy, refund, search, until};
 
-type Svc = RequireApproval<Tools, tollgate::policy::CapabilityTable>;
-
-struct Fixture {
-    gate: Gate,
-    alerts: RecordingNotifier,
-    tools: Tools,
-    svc: Svc,
-}
+type Fixture = support::Fixture<tollgate::policy::CapabilityTable>;
 
 fn fixture_with(
     max_scope: Scope,
     configure: impl FnOnce(tollgate::gate::GateBuilder) -> tollgate::gate::GateBuilder,
 ) -> Fixture {
-    let alerts = RecordingNotifier::new();
-    let gate = configure(gate(&alerts)).build().unwrap();
-    let tools = Tools::default();
-    let svc = gate.layer(policy(max_scope)).layer(tools.clone());
-    Fixture {
-        gate,
-        alerts,
-        tools,
-        svc,
-    }
+    Fixture::new(policy(max_scope), Tools::default(), configure)
 }
 
 fn fixture(max_scope: Scope) -> Fixture {
@@ -50,12 +32,6 @@ fn fixture(max_scope: Scope) -> Fixture {
 }
 
 impl Fixture {
-    /// Starts a call in its own task and, if it parks on a new request, returns its alert.
-    async fn park(&self, call: ToolCall) -> (JoinHandle<Result<String, BoxError>>, Alert) {
-        let task = tokio::spawn(self.svc.clone().oneshot(call));
-        (task, self.alerts.next_alert().await)
-    }
-
     async fn approve(
         &self,
         alert: &Alert,

@@ -5,20 +5,14 @@
 mod support;
 
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tollgate::notify::{Alert, RecordingNotifier, TerminalNotifier, value_covers};
+use tollgate::notify::{Alert, TerminalNotifier, value_covers};
 use tollgate::policy::{Ask, CapabilityTable};
-use tollgate::{Approve, BoxError, Deny, Gate, RequireApproval, Scope, ToolCall};
+use tollgate::{Approve, Deny, Gate, Scope, ToolCall};
 use tower::{Layer, ServiceExt};
 
-use support::{SECRET, Tools, code, gate};
+use support::{SECRET, Tools, code};
 
-struct Fixture {
-    gate: Gate,
-    alerts: RecordingNotifier,
-    tools: Tools,
-    svc: RequireApproval<Tools, CapabilityTable>,
-}
+type Fixture = support::Fixture<CapabilityTable>;
 
 fn policy() -> CapabilityTable {
     CapabilityTable::new()
@@ -37,16 +31,7 @@ fn policy() -> CapabilityTable {
 }
 
 fn fixture() -> Fixture {
-    let alerts = RecordingNotifier::new();
-    let gate = gate(&alerts).build().unwrap();
-    let tools = Tools::default();
-    let svc = gate.layer(policy()).layer(tools.clone());
-    Fixture {
-        gate,
-        alerts,
-        tools,
-        svc,
-    }
+    Fixture::new(policy(), Tools::default(), |b| b)
 }
 
 fn sms(args: Value) -> ToolCall {
@@ -54,11 +39,6 @@ fn sms(args: Value) -> ToolCall {
 }
 
 impl Fixture {
-    async fn park(&self, call: ToolCall) -> (JoinHandle<Result<String, BoxError>>, Alert) {
-        let task = tokio::spawn(self.svc.clone().oneshot(call));
-        (task, self.alerts.next_alert().await)
-    }
-
     /// Parks `call`, approves it for `value`, and waits for it to run.
     async fn approve_value(&self, call: ToolCall) -> Alert {
         let (task, alert) = self.park(call).await;

@@ -7,13 +7,10 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use tokio::task::JoinHandle;
 use tollgate::notify::{Alert, RecordingNotifier, TerminalNotifier};
 use tollgate::policy::{Ask, CapabilityTable};
 use tollgate::store::{AuditEvent, AuditFilter};
-use tollgate::{
-    Approve, BoxError, Deny, Error, ErrorKind, Gate, RequireApproval, Scope, Status, ToolCall,
-};
+use tollgate::{Approve, Deny, Error, ErrorKind, Scope, Status, ToolCall};
 use tower::{Layer, ServiceExt};
 
 use support::{Tools, gate};
@@ -31,37 +28,14 @@ fn policy() -> CapabilityTable {
         .ask("payments.refund", Ask::new("refunds"))
 }
 
-struct Fixture {
-    gate: Gate,
-    alerts: RecordingNotifier,
-    tools: Tools,
-    svc: RequireApproval<Tools, CapabilityTable>,
-}
+type Fixture = support::Fixture<CapabilityTable>;
 
 fn fixture() -> Fixture {
-    let alerts = RecordingNotifier::new();
-    let gate = gate(&alerts).build().unwrap();
-    let tools = Tools::default();
-    let svc = gate.layer(policy()).layer(tools.clone());
-    Fixture {
-        gate,
-        alerts,
-        tools,
-        svc,
-    }
+    Fixture::new(policy(), Tools::default(), |b| b)
 }
 
 fn payout(amount: u64) -> ToolCall {
     ToolCall::new("payments.payout", json!({"amount": amount})).principal("agent-7")
-}
-
-type Task = JoinHandle<Result<String, BoxError>>;
-
-impl Fixture {
-    async fn park(&self, call: ToolCall) -> (Task, Alert) {
-        let task = tokio::spawn(self.svc.clone().oneshot(call));
-        (task, self.alerts.next_alert().await)
-    }
 }
 
 /// `approver`'s approval with their own code.

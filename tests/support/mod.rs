@@ -14,11 +14,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde_json::json;
+use tokio::task::JoinHandle;
 use tollgate::gate::GateBuilder;
-use tollgate::notify::RecordingNotifier;
-use tollgate::policy::{Ask, CapabilityTable};
-use tollgate::{BoxError, Error, Scope, ToolCall};
-use tower::Service;
+use tollgate::notify::{Alert, RecordingNotifier};
+use tollgate::policy::{Ask, CapabilityTable, Policy};
+use tollgate::{BoxError, Error, Gate, RequireApproval, Scope, ToolCall};
+use tower::{Layer, Service, ServiceExt};
 
 pub const SECRET: &str = "a test secret of at least sixteen bytes";
 pub const TTL: Duration = Duration::from_secs(300);
@@ -29,6 +30,41 @@ pub fn gate(recorder: &RecordingNotifier) -> GateBuilder {
         .secret(SECRET)
         .request_ttl(TTL)
         .notifier(recorder.clone())
+}
+
+/// A gate whose alerts are recorded, and `policy` in front of the tool service `tools`.
+pub struct Fixture<P, S = Tools> {
+    pub gate: Gate,
+    pub alerts: RecordingNotifier,
+    pub tools: S,
+    pub svc: RequireApproval<S, P>,
+}
+
+impl<P, S> Fixture<P, S>
+where
+    P: Policy<ToolCall> + Clone + Send + 'static,
+    S: Service<ToolCall, Error = BoxError> + Clone + Send + 'static,
+    S::Response: Send,
+    S::Future: Send,
+{
+    /// The gate of [`gate`], changed by `configure`.
+    pub fn new(policy: P, tools: S, configure: impl FnOnce(GateBuilder) -> GateBuilder) -> Self {
+        let alerts = RecordingNotifier::new();
+        let gate = configure(gate(&alerts)).build().unwrap();
+        let svc = gate.layer(policy).layer(tools.clone());
+        Fixture {
+            gate,
+            alerts,
+            tools,
+            svc,
+        }
+    }
+
+    /// Starts a call in its own task and, once it parks on a new request, returns its alert.
+    pub async fn park(&self, call: ToolCall) -> (JoinHandle<Result<S::Response, BoxError>>, Alert) {
+        let task = tokio::spawn(self.svc.clone().oneshot(call));
+        (task, self.alerts.next_alert().await)
+    }
 }
 
 /// `search.web` is allowed, `fs.delete` denied, `payments.*` ask with up to `max_scope`.
