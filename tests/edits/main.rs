@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use tollgate::notify::{Alert, RecordingNotifier};
 use tollgate::policy::{Ask, CapabilityTable, Decision, Policy, arg, threshold};
-use tollgate::store::{AuditEvent, AuditFilter};
+use tollgate::store::AuditEvent;
 use tollgate::{Approve, BoxError, Call, Deny, Edit, Error, ErrorKind, Scope, Status, ToolCall};
 use tower::{Layer, Service, ServiceExt};
 
@@ -142,11 +142,7 @@ async fn the_trail_records_the_edit_beside_the_original() {
         .await
         .unwrap();
     task.await.unwrap().unwrap();
-    let trail = f
-        .gate
-        .audit(AuditFilter::new().request(request.id()))
-        .await
-        .unwrap();
+    let trail = f.trail(request.id()).await;
     let events: Vec<_> = trail.iter().map(|e| e.event).collect();
     assert_eq!(
         events,

@@ -1222,11 +1222,7 @@ async fn a_request_nobody_decides_in_time_is_escalated_once_and_audited() {
         .await
         .unwrap();
     task.await.unwrap().unwrap();
-    let trail = f
-        .gate
-        .audit(tollgate::store::AuditFilter::new().request(id))
-        .await
-        .unwrap();
+    let trail = f.trail(id).await;
     let events: Vec<_> = trail.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(
         events,
@@ -1276,11 +1272,7 @@ async fn an_escalation_can_give_the_request_more_time_once_with_the_same_code() 
         .await
         .unwrap();
     task.await.unwrap().unwrap();
-    let trail = f
-        .gate
-        .audit(tollgate::store::AuditFilter::new().request(id))
-        .await
-        .unwrap();
+    let trail = f.trail(id).await;
     let escalation = trail
         .iter()
         .find(|e| e.event.as_str() == "escalated")

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 use tollgate::notify::{Alert, RecordingNotifier, TerminalNotifier};
 use tollgate::policy::{Ask, CapabilityTable};
-use tollgate::store::{AuditEvent, AuditFilter};
+use tollgate::store::AuditEvent;
 use tollgate::{Approve, Deny, Error, ErrorKind, Scope, Status, ToolCall};
 use tower::{Layer, ServiceExt};
 
@@ -69,7 +69,7 @@ async fn the_call_waits_for_two_approvers_and_each_approval_is_audited() {
     assert_eq!(f.gate.status(id).unwrap(), Status::Executed);
     assert!(f.gate.approved_by(id).is_empty(), "decided: nothing kept");
 
-    let trail = f.gate.audit(AuditFilter::new().request(id)).await.unwrap();
+    let trail = f.trail(id).await;
     let steps: Vec<_> = trail
         .iter()
         .map(|e| (e.event, e.approver.as_deref().map(str::to_owned)))

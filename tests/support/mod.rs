@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 use tollgate::gate::GateBuilder;
 use tollgate::notify::{Alert, RecordingNotifier};
 use tollgate::policy::{Ask, CapabilityTable, Policy};
-use tollgate::{BoxError, Error, Gate, RequireApproval, Scope, ToolCall};
+use tollgate::store::{AuditEntry, AuditFilter};
+use tollgate::{BoxError, Error, Gate, RequestId, RequireApproval, Scope, ToolCall};
 use tower::{Layer, Service, ServiceExt};
 
 pub const SECRET: &str = "a test secret of at least sixteen bytes";
@@ -64,6 +65,14 @@ where
     pub async fn park(&self, call: ToolCall) -> (JoinHandle<Result<S::Response, BoxError>>, Alert) {
         let task = tokio::spawn(self.svc.clone().oneshot(call));
         (task, self.alerts.next_alert().await)
+    }
+
+    /// Request `id`'s audit trail, oldest first.
+    pub async fn trail(&self, id: RequestId) -> Vec<AuditEntry> {
+        self.gate
+            .audit(AuditFilter::new().request(id))
+            .await
+            .unwrap()
     }
 }
 
