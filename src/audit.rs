@@ -56,6 +56,10 @@ pub enum AuditEvent {
     /// A rule read from the store was not honoured: its seal does not verify (not made with this
     /// gate's secret, or changed since).
     RuleRejected,
+    /// A request read from a store replicas share was not honoured: its seal does not verify
+    /// (not filed with this gate's secret, or changed since), or it is not the call that would
+    /// have joined it or run on its verdict. The entry describes the request as stored.
+    RequestRejected,
 }
 
 impl AuditEvent {
@@ -78,6 +82,7 @@ impl AuditEvent {
         Self::CodeRejected,
         Self::Abandoned,
         Self::RuleRejected,
+        Self::RequestRejected,
     ];
 
     /// The snake_case name.
@@ -100,6 +105,7 @@ impl AuditEvent {
             Self::CodeRejected => "code_rejected",
             Self::Abandoned => "abandoned",
             Self::RuleRejected => "rule_rejected",
+            Self::RequestRejected => "request_rejected",
         }
     }
 

@@ -19,6 +19,7 @@ use super::{Gate, Settings, Shared};
 use crate::audit::{AuditEntry, AuditEvent};
 use crate::error::{Error, ErrorKind};
 use crate::notify::{FanOut, Notifier};
+use crate::request::AccessRequest;
 use crate::rule::Rule;
 use crate::store::{MemoryStore, Store};
 use crate::time::to_millis;
@@ -428,6 +429,22 @@ impl Shared {
             AuditEntry::for_rule(AuditEvent::RuleRejected, to_millis(SystemTime::now()), rule);
         entry.detail = Some(
             "its seal does not verify: made with another secret, or changed in the store".into(),
+        );
+        self.write(Write::Append(entry));
+    }
+
+    /// A request read from a store replicas share that is not honoured (its seal does not verify,
+    /// or it is not the call that met it): logged once, and written to the audit trail as stored.
+    pub(super) fn reject_request(self: &Arc<Self>, request: &AccessRequest) {
+        tracing::warn!(
+            request_id = %request.id,
+            capability = ?request.capability,
+            "stored request not honoured: its seal does not verify or it is another call (filed with another secret, or changed in the store)"
+        );
+        let at = to_millis(SystemTime::now());
+        let mut entry = AuditEntry::for_request(AuditEvent::RequestRejected, at, request);
+        entry.detail = Some(
+            "its seal does not verify or it is another call: filed with another secret, or changed in the store".into(),
         );
         self.write(Write::Append(entry));
     }

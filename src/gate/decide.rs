@@ -191,7 +191,12 @@ impl Gate {
             && ruling.approves()
         {
             let rule = ruling.rule.as_ref().map(|(rule, _)| rule);
-            ruling.verdict = Some(verdict::seal(&shared.seals, id, &ruling.outcome, rule));
+            ruling.verdict = Some(verdict::seal(
+                &shared.seals,
+                &request,
+                &ruling.outcome,
+                rule,
+            ));
         }
         let (rule, edit) = match &ruling {
             Ok(ruling) => (
@@ -252,6 +257,14 @@ impl Gate {
         if !shared.verify(&request, code, approver) {
             return Err(self.wrong_code_stored(&request, approver).await);
         }
+        if !shared
+            .seals
+            .request_verifies(&request, stored.seal.as_deref())
+        {
+            // Changed in the store since it was filed: no verdict is made on it.
+            shared.reject_request(&request);
+            return Err(not_found());
+        }
         if stored.status != Status::Pending {
             return Err(already(stored.status, id));
         }
@@ -272,8 +285,8 @@ impl Gate {
         )?;
         let approves = ruling.approves();
         let rule = ruling.rule.map(|(rule, _)| rule);
-        let verdict =
-            approves.then(|| verdict::seal(&shared.seals, id, &ruling.outcome, rule.as_ref()));
+        let verdict = approves
+            .then(|| verdict::seal(&shared.seals, &request, &ruling.outcome, rule.as_ref()));
         let mut change = record::decision(
             &request,
             ruling.outcome,

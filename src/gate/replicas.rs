@@ -106,7 +106,20 @@ impl Shared {
         outcome: Option<Outcome>,
         verdict: Option<&str>,
     ) {
-        let opened = || verdict.and_then(|v| verdict::open(&self.seals, id, v));
+        // A verdict binds the request's seal: the one checked when callers here joined it, or,
+        // for a request made here, the seal of the request as this process holds it.
+        let asked = {
+            let registry = self.registry();
+            registry.followed_seal(id).or_else(|| {
+                registry
+                    .pending_request(id)
+                    .map(|r| self.seals.request_seal(&r))
+            })
+        };
+        let opened = || {
+            let (asked, verdict) = (asked.as_ref()?, verdict?);
+            verdict::open(&self.seals, id, asked, verdict)
+        };
         // Callers here that joined the request run only on a verified approval.
         let taken = matches!(
             status,
@@ -176,13 +189,28 @@ impl Shared {
         request: &AccessRequest,
         audit: &[crate::audit::AuditEntry],
     ) -> Result<bool, Error> {
-        let Some(other) = store.insert_or_join(request, audit).await? else {
+        let seal = crate::hex::lower(&self.seals.request_seal(request));
+        let Some(other) = store.insert_or_join(request, &seal, audit).await? else {
             return Ok(true);
         };
-        let (id, other) = (request.id, other.id);
+        let id = request.id;
+        let asked = self.seals.request_seal(&other.request);
+        let sealed = self
+            .seals
+            .request_verifies(&other.request, other.seal.as_deref());
+        if !(sealed && same_call(request, &other.request)) {
+            self.reject_request(&other.request);
+            return Err(Error::new(ErrorKind::StoreUnreadable)
+                .with_request(id)
+                .with_detail(format!(
+                    "the identical request pending in the store, {}, is not sealed by this gate's secret as this very call; it was not joined",
+                    other.request.id
+                )));
+        }
+        let other = other.request.id;
         tracing::debug!(request_id = %id, joined = %other, "call joined an identical request on another replica");
         self.locked(|registry| {
-            registry.joined(id, other);
+            registry.joined(id, other, asked);
             ((), Effects::default())
         });
         if let Ok(Some(now)) = store.request(other).await {
@@ -219,6 +247,15 @@ impl Shared {
             let _ = waiter.send(status);
         }
     }
+}
+
+/// Whether `stored`, found pending in the store under `request`'s fingerprint, asks about the
+/// very same call.
+fn same_call(request: &AccessRequest, stored: &AccessRequest) -> bool {
+    request.capability == stored.capability
+        && request.principal == stored.principal
+        && request.session == stored.session
+        && request.args_digest == stored.args_digest
 }
 
 /// Whether an approval's request reaching `status` tells its approver how it went.

@@ -198,15 +198,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         self.insert(request, audit)
     }
 
-    /// Files `request` as [`insert`](Self::insert) does, unless, in a store replicas share, an
-    /// identical request (the same principal, session, capability and arguments) is pending:
-    /// then it files nothing and returns that request, for this one's callers to join. The
-    /// default always files it.
+    /// Files `request` as [`insert`](Self::insert) does, with its `seal` (opaque text the gate
+    /// made, kept with the request and handed back in [`StoredRequest::seal`]), unless, in a
+    /// store replicas share, an identical request (the same principal, session, capability and
+    /// arguments) is pending: then it files nothing and returns that request, seal included, for
+    /// this one's callers to join once the gate has checked the seal. The default always files
+    /// it.
     fn insert_or_join<'a>(
         &'a self,
         request: &'a AccessRequest,
+        seal: &'a str,
         audit: &'a [AuditEntry],
-    ) -> BoxFuture<'a, Result<Option<AccessRequest>, Error>> {
+    ) -> BoxFuture<'a, Result<Option<StoredRequest>, Error>> {
+        let _ = seal;
         Box::pin(async move { self.insert(request, audit).await.map(|()| None) })
     }
 
@@ -337,9 +341,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn insert_or_join<'a>(
         &'a self,
         request: &'a AccessRequest,
+        seal: &'a str,
         audit: &'a [AuditEntry],
-    ) -> BoxFuture<'a, Result<Option<AccessRequest>, Error>> {
-        (**self).insert_or_join(request, audit)
+    ) -> BoxFuture<'a, Result<Option<StoredRequest>, Error>> {
+        (**self).insert_or_join(request, seal, audit)
     }
     fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>> {
         (**self).transition(change)
@@ -609,6 +614,8 @@ pub struct StoredRequest {
     pub outcome: Option<Outcome>,
     /// The [`verdict`](Transition::verdict) of its decision, for a store replicas share.
     pub verdict: Option<Arc<str>>,
+    /// The seal it was filed with by [`Store::insert_or_join`], for a store replicas share.
+    pub seal: Option<Arc<str>>,
 }
 
 impl StoredRequest {
@@ -619,12 +626,19 @@ impl StoredRequest {
             status,
             outcome,
             verdict: None,
+            seal: None,
         }
     }
 
     /// The same, with the verdict its decision was stored with.
     pub fn with_verdict(mut self, verdict: Option<Arc<str>>) -> Self {
         self.verdict = verdict;
+        self
+    }
+
+    /// The same, with the seal it was filed with.
+    pub fn with_seal(mut self, seal: Option<Arc<str>>) -> Self {
+        self.seal = seal;
         self
     }
 }

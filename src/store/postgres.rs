@@ -50,7 +50,8 @@ const MIGRATION_LOCK: i64 = 0x546f_6c6c_6761_7465; // "Tollgate"
 const CHANNEL: &str = "tollgate_changes";
 
 /// The schema, one migration a version; `tollgate_schema` says how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tollgate_instances (
     id          TEXT PRIMARY KEY,
     lease_until TIMESTAMPTZ NOT NULL
@@ -127,7 +128,13 @@ CREATE TABLE tollgate_changes (
     record      TEXT
 );
 CREATE INDEX tollgate_changes_at ON tollgate_changes (at);
-"#];
+"#,
+    // The seal of what a request asks (the gate's MAC over the call and its limits), so replicas
+    // join and carry out only requests this gate's secret filed, unchanged.
+    r#"
+ALTER TABLE tollgate_requests ADD COLUMN seal TEXT;
+"#,
+];
 
 /// How long the change feed keeps a change: a replica cut off from the database for longer
 /// misses it (and so, say, a revocation), so keep this well above any outage you ride out.
@@ -683,13 +690,14 @@ async fn file(
     tx: &deadpool_postgres::Transaction<'_>,
     origin: &str,
     request: &AccessRequest,
+    seal: Option<&str>,
     fingerprint: &[u8],
 ) -> Result<bool, Error> {
     let insert = tx
         .prepare_cached(
             "INSERT INTO tollgate_requests (id, status, owner, fingerprint, capability,
-                                            principal, created_at, expires_at, record)
-             VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8)
+                                            principal, created_at, expires_at, record, seal)
+             VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (fingerprint) WHERE status = 'pending' DO NOTHING",
         )
         .await
@@ -706,6 +714,7 @@ async fn file(
                 &millis(request.created_at()),
                 &millis(request.expires_at()),
                 &request.to_record(),
+                &seal,
             ],
         )
         .await
@@ -722,7 +731,7 @@ async fn write_in(
 ) -> Result<bool, Error> {
     match write {
         Write::Insert(request, audit) => {
-            if !file(tx, origin, request, &fingerprint(request)).await? {
+            if !file(tx, origin, request, None, &fingerprint(request)).await? {
                 return Err(Error::new(ErrorKind::StoreFailed)
                     .with_detail("an identical request is pending"));
             }
@@ -902,10 +911,12 @@ impl Store for PostgresStore {
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            match self.insert_or_join(request, audit).await? {
+            match self.insert_or_join(request, "", audit).await? {
                 None => Ok(()),
-                Some(other) => Err(Error::new(ErrorKind::StoreFailed)
-                    .with_detail(format!("an identical request is pending: {}", other.id))),
+                Some(other) => Err(Error::new(ErrorKind::StoreFailed).with_detail(format!(
+                    "an identical request is pending: {}",
+                    other.request.id
+                ))),
             }
         })
     }
@@ -913,29 +924,35 @@ impl Store for PostgresStore {
     fn insert_or_join<'a>(
         &'a self,
         request: &'a AccessRequest,
+        seal: &'a str,
         audit: &'a [AuditEntry],
-    ) -> BoxFuture<'a, Result<Option<AccessRequest>, Error>> {
+    ) -> BoxFuture<'a, Result<Option<StoredRequest>, Error>> {
         Box::pin(async move {
             let fingerprint = fingerprint(request);
+            let seal = (!seal.is_empty()).then_some(seal);
             // Twice at most: an identical request found pending may be decided before it is read.
             for _ in 0..2 {
                 let mut client = self.client().await?;
                 let tx = client.transaction().await.map_err(failed)?;
-                if file(&tx, &self.inner.instance, request, &fingerprint).await? {
+                if file(&tx, &self.inner.instance, request, seal, &fingerprint).await? {
                     append(&tx, audit).await?;
                     tx.commit().await.map_err(failed)?;
                     return Ok(None);
                 }
                 let pending = tx
                     .query_opt(
-                        "SELECT record FROM tollgate_requests
+                        "SELECT record, seal FROM tollgate_requests
                          WHERE fingerprint = $1 AND status = 'pending'",
                         &[&&fingerprint[..]],
                     )
                     .await
                     .map_err(failed)?;
                 if let Some(row) = pending {
-                    return Ok(Some(AccessRequest::from_record(row.get(0))?));
+                    let request = AccessRequest::from_record(row.get(0))?;
+                    let stored = StoredRequest::new(request, Status::Pending, None);
+                    return Ok(Some(
+                        stored.with_seal(row.get::<_, Option<&str>>(1).map(Into::into)),
+                    ));
                 }
             }
             Err(Error::new(ErrorKind::StoreFailed)
@@ -999,7 +1016,8 @@ impl Store for PostgresStore {
             let client = self.client().await?;
             let query = client
                 .prepare_cached(
-                    "SELECT record, status, outcome, verdict FROM tollgate_requests WHERE id = $1",
+                    "SELECT record, status, outcome, verdict, seal FROM tollgate_requests
+                     WHERE id = $1",
                 )
                 .await
                 .map_err(failed)?;
@@ -1019,9 +1037,11 @@ impl Store for PostgresStore {
                 status_of(row.get(1))?,
                 outcome,
             );
-            Ok(Some(stored.with_verdict(
-                row.get::<_, Option<&str>>(3).map(Into::into),
-            )))
+            Ok(Some(
+                stored
+                    .with_verdict(row.get::<_, Option<&str>>(3).map(Into::into))
+                    .with_seal(row.get::<_, Option<&str>>(4).map(Into::into)),
+            ))
         })
     }
 

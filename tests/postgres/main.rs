@@ -3,6 +3,7 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+mod writer;
 
 use std::time::Duration;
 
@@ -39,6 +40,15 @@ async fn postgres_store_conforms() {
 /// Two gates on one database, as two replicas in one process: for the decisions' logic. The
 /// replicas as separate processes are tested in `replicas`.
 async fn pair(name: &str, listen: bool) -> (Gate, RecordingNotifier, Gate, RecordingNotifier) {
+    let (a, alerts_a, b, alerts_b, _) = pair_on(name, listen).await;
+    (a, alerts_a, b, alerts_b)
+}
+
+/// [`pair`], and the name of their database.
+async fn pair_on(
+    name: &str,
+    listen: bool,
+) -> (Gate, RecordingNotifier, Gate, RecordingNotifier, String) {
     let db = database(name).await;
     let mut gates = Vec::new();
     for instance in ["a", "b"] {
@@ -54,7 +64,7 @@ async fn pair(name: &str, listen: bool) -> (Gate, RecordingNotifier, Gate, Recor
         gates.push((gate, alerts));
     }
     let (b, a) = (gates.pop().unwrap(), gates.pop().unwrap());
-    (a.0, a.1, b.0, b.1)
+    (a.0, a.1, b.0, b.1, db)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +233,7 @@ async fn replicas_starting_together_migrate_the_schema_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1], "one schema row, at the latest version");
+    assert_eq!(versions, [2], "one schema row, at the latest version");
     // A schema from a newer tollgate is refused, not written over.
     client
         .execute("UPDATE tollgate_schema SET version = 99", &[])

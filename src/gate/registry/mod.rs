@@ -98,8 +98,9 @@ pub(crate) struct Registry {
     shut: bool,
     /// How often each principal may open a new request, and so alert a person.
     alert_rate: Option<RateLimiter>,
-    /// For each request of another replica that callers here joined, their requests here.
-    followers: FxHashMap<RequestId, Vec<RequestId>>,
+    /// For each request of another replica that callers here joined: its seal, checked when
+    /// they joined, and their requests here.
+    followers: FxHashMap<RequestId, ([u8; 32], Vec<RequestId>)>,
     /// How long a request waits before it is escalated, if the gate escalates.
     escalate_after: Option<Duration>,
     /// How much later an escalated request expires, if the escalation extends it.

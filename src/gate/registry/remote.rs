@@ -55,9 +55,10 @@ impl Registry {
 }
 
 impl Registry {
-    /// The store had a request identical to `id` pending, held by another replica: `id`'s
-    /// callers join it instead, and follow it ([`followed`](Self::followed)).
-    pub(crate) fn joined(&mut self, id: RequestId, other: RequestId) {
+    /// The store had a request identical to `id` pending, held by another replica, whose seal
+    /// (`asked`) the gate checked: `id`'s callers join it instead, and follow it
+    /// ([`followed`](Self::followed)).
+    pub(crate) fn joined(&mut self, id: RequestId, other: RequestId, asked: [u8; 32]) {
         let Some(slot) = self.live.get_mut(&id) else {
             return;
         };
@@ -65,7 +66,17 @@ impl Registry {
             return;
         }
         slot.joined = true;
-        self.followers.entry(other).or_default().push(id);
+        self.followers
+            .entry(other)
+            .or_insert_with(|| (asked, Vec::new()))
+            .1
+            .push(id);
+    }
+
+    /// The seal of another replica's request `other` that callers here joined, as it was
+    /// checked when they joined.
+    pub(crate) fn followed_seal(&self, other: RequestId) -> Option<[u8; 32]> {
+        self.followers.get(&other).map(|(asked, _)| *asked)
     }
 
     /// Another replica's request `other`, which callers here joined, reached `status`. Taken
@@ -93,7 +104,7 @@ impl Registry {
         if !ran && ended.is_none() {
             return effects;
         }
-        let Some(followers) = self.followers.remove(&other) else {
+        let Some((_, followers)) = self.followers.remove(&other) else {
             return effects;
         };
         for id in followers {

@@ -978,7 +978,7 @@ fn callers_following_another_replicas_request() {
     let mut w = world();
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, key, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, other);
+    w.registry.joined(req.id, other, [0; 32]);
     assert_eq!(w.registry.counts().following, 1);
     assert_eq!(
         w.registry.counts().pending,
@@ -1007,7 +1007,7 @@ fn callers_following_another_replicas_request() {
     let mut w = world();
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, key, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, other);
+    w.registry.joined(req.id, other, [0; 32]);
     let parked = Parked {
         id: req.id,
         key,
@@ -1030,7 +1030,7 @@ fn callers_following_another_replicas_request() {
     let mut w = world();
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, key, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, other);
+    w.registry.joined(req.id, other, [0; 32]);
     let effects = w.registry.leave(req.id, key);
     assert!(effects.events.is_empty() && effects.resolved.is_none());
     assert_eq!(w.registry.counts().following, 0);

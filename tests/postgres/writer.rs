@@ -1,0 +1,143 @@
+//! What someone who can write the shared database cannot do: make a replica run a call nobody
+//! approved.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tollgate::store::{AuditEvent, AuditFilter};
+use tollgate::{Approve, Deny, Scope};
+use tower::{Layer, ServiceExt};
+
+use super::pair_on;
+use crate::support::postgres::url;
+use crate::support::{Tools, code, policy, refund};
+
+async fn sql(gate_db: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&url(gate_db), tokio_postgres::NoTls)
+        .await
+        .expect("connect as the database writer");
+    tokio::spawn(connection);
+    client
+}
+
+/// The row of request `id`: (fingerprint, record, outcome, verdict).
+async fn row(
+    db: &tokio_postgres::Client,
+    id: &[u8],
+) -> (Vec<u8>, String, Option<String>, Option<String>) {
+    let row = db
+        .query_one(
+            "SELECT fingerprint, record, outcome, verdict FROM tollgate_requests WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("the request's row");
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+fn id_bytes(id: tollgate::RequestId) -> Vec<u8> {
+    id.as_bytes().to_vec()
+}
+
+/// An old approval of one call, its row set back to pending with another call's fingerprint and
+/// record, and its genuine verdict replayed on the change feed: the other call, made on another
+/// replica, joins nothing it should not, and never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_verdict_cannot_run_another_call_joined_to_its_rewritten_row() {
+    let (a, alerts_a, b, _, name) = pair_on("forged_join", true).await;
+    let db = sql(&name).await;
+    let tools = Tools::default();
+    let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
+    let on_b = b.layer(policy(Scope::Once)).layer(tools.clone());
+
+    // A harmless call, approved and run on A: its row keeps a genuine verdict.
+    let small = tokio::spawn(on_a.clone().oneshot(refund(7)));
+    let alert = alerts_a.next_alert().await;
+    let old = alert.request().id();
+    a.approve(Approve::new(old, alert.code().reveal()).by("alice"))
+        .await
+        .expect("approved");
+    small.await.unwrap().expect("ran");
+    let (_, old_record, outcome, verdict) = row(&db, &id_bytes(old)).await;
+    assert!(
+        verdict.is_some(),
+        "an approval on a shared store keeps its verdict"
+    );
+
+    // The dangerous call's fingerprint and record, from a request of its own, denied.
+    let big = tokio::spawn(on_a.oneshot(refund(9_000)));
+    let alert = alerts_a.next_alert().await;
+    let denied = alert.request().id();
+    a.deny(Deny::new(denied, alert.code().reveal()).by("alice"))
+        .await
+        .expect("denied");
+    assert_eq!(
+        code(&big.await.unwrap().unwrap_err()),
+        "access_request_denied"
+    );
+    let (fingerprint, record, _, _) = row(&db, &id_bytes(denied)).await;
+
+    // The writer turns the old approved row into a pending request for the dangerous call.
+    let mut forged: Value = serde_json::from_str(&record).unwrap();
+    let old_json: Value = serde_json::from_str(&old_record).unwrap();
+    forged["id"] = old_json["id"].clone();
+    let updated = db
+        .execute(
+            "UPDATE tollgate_requests SET status = 'pending', fingerprint = $1, record = $2,
+                 outcome = NULL, expires_at = $3 WHERE id = $4",
+            &[
+                &fingerprint,
+                &forged.to_string(),
+                &forged["expires_at_ms"].as_i64().unwrap(),
+                &id_bytes(old),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 1);
+
+    // The dangerous call on B meets the rewritten row.
+    let payout = tokio::spawn(on_b.oneshot(refund(9_000)));
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while !(payout.is_finished() || b.stats().following == 1) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the call neither joined nor was refused");
+
+    // The writer replays the old request's genuine verdict as its being taken.
+    db.execute(
+        "WITH c AS (UPDATE tollgate_clock SET seq = seq + 1 RETURNING seq)
+         INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome, verdict)
+         SELECT c.seq, 'a', 'request', $1, 'executing', $2, $3 FROM c",
+        &[&id_bytes(old), &outcome, &verdict],
+    )
+    .await
+    .unwrap();
+    db.execute("SELECT pg_notify('tollgate_changes', '')", &[])
+        .await
+        .unwrap();
+
+    let ended = tokio::time::timeout(Duration::from_secs(10), payout)
+        .await
+        .expect("the call on B ended");
+    let error = ended.unwrap().expect_err("the forged call must not run");
+    assert_eq!(code(&error), "store_failed");
+    assert_eq!(
+        tools.total(),
+        1,
+        "only the approved call ran: {:?}",
+        tools.take()
+    );
+    let rejected = b
+        .audit(AuditFilter::new().event(AuditEvent::from_name("request_rejected").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        rejected.len(),
+        1,
+        "the rewritten row is audited: {rejected:?}"
+    );
+    assert_eq!(rejected[0].request, Some(old));
+}
