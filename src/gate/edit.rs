@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use super::Shared;
+use super::admit::Admission;
 use super::approver::NewArgs;
 use crate::args::{ArgsDigest, canonical_json};
 use crate::call::Edit;
@@ -39,7 +40,9 @@ impl Shared {
     /// entered correctly. Arguments equal to those asked with are no edit (`None`), on any
     /// request. Otherwise the request must be editable, decided by one approver and held by a
     /// gate whose store no replica shares, and its call rebuilt and accepted by its policy (see
-    /// [`Edits`]); an edited call the policy asks about again must let `approver` decide it.
+    /// [`Edits`]); an edited call the policy asks about again must need no more than this one
+    /// approval, by `approver`, and no reason the caller did not give; no remembered denial may
+    /// cover it.
     /// Returns the edit and the request as edited, whose limits are the narrower of the two
     /// asks, for the ruling.
     pub(super) fn edit(
@@ -87,30 +90,65 @@ impl Shared {
         let checked = edits
             .check(&asked)
             .map_err(|error| error.with_request(id))?;
-        if let Some(ask) = &checked.ask
-            && let Some(approvers) = ask.allowed_approvers()
-            && !approvers.iter().any(|a| **a == **approver)
-        {
-            return Err(refuse(
-                "the policy lets other approvers decide the edited call",
-            ));
+        // The edited call's whole ask must be met by the approval in hand: one approver, this
+        // one, with the caller's reason; its narrower limits apply below.
+        if let Some(ask) = &checked.ask {
+            if ask.quorum > request.quorum {
+                return Err(refuse(
+                    "the edited call needs more approvers than this approval",
+                ));
+            }
+            if ask
+                .allowed_approvers()
+                .is_some_and(|list| !list.iter().any(|a| **a == **approver))
+            {
+                return Err(refuse(
+                    "the policy lets other approvers decide the edited call",
+                ));
+            }
+            if ask.require_reason && request.reason.is_none() {
+                return Err(refuse(
+                    "the edited call needs a reason the caller did not give",
+                ));
+            }
         }
         let edited = edited(request, &checked);
+        // A remembered denial of the edited call refuses the edit, as it would the call itself.
+        let key = || {
+            edited
+                .key_fields
+                .as_ref()
+                .and_then(|f| f.digest(&checked.args))
+        };
+        let covered = self.rules_table().lookup(
+            &edited.capability,
+            &edited.principal,
+            edited.session.as_deref(),
+            || (edited.args_digest, key()),
+            tokio::time::Instant::now(),
+        );
+        if let Some(Admission::Refuse(denied)) = covered {
+            return Err(refuse("a remembered denial covers the edited call").with_source(denied));
+        }
         let edit = Edit::new(id, approver.clone(), original, checked.args);
         Ok(Some((Arc::new(edit), edited)))
     }
 }
 
 /// `request` with the checked edit's arguments, what an approval of it binds: their digest, the
-/// request's key fields if the new arguments have them all, and the narrower limits of the
-/// request and the policy's ask about the edited call.
+/// key fields of the policy's ask about the edited call (the request's, if it allows it outright)
+/// if the new arguments have them all, and the narrower limits of the request and that ask.
 fn edited(request: &AccessRequest, checked: &Checked) -> AccessRequest {
     let args = canonical_json(&checked.args);
     let mut edited = request.clone();
     edited.args_digest = ArgsDigest::of_canonical(&args);
     edited.args = args.into_boxed_str();
-    edited.key_fields = request
-        .key_fields
+    // A `value` rule is about the key fields the edited call's own ask names, if it asks.
+    let fields = match &checked.ask {
+        Some(ask) => &ask.key_fields,
+        None => &request.key_fields,
+    };
+    edited.key_fields = fields
         .clone()
         .filter(|fields| fields.digest(&checked.args).is_some());
     if let Some(ask) = &checked.ask {

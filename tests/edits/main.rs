@@ -440,3 +440,81 @@ proptest! {
         });
     }
 }
+
+/// Payouts up to 100 ask one approver; above that, two (a quorum of alice and bob); payouts to
+/// an account ask with `value` approvals about the account (`/to`).
+fn payouts() -> impl Policy<ToolCall> + Clone + Send + Sync + 'static {
+    tollgate::policy::policy_fn(|call: &ToolCall| {
+        let amount = call.args()["amount"].as_u64().unwrap_or(0);
+        let ask = Ask::new("payouts move money")
+            .editable()
+            .max_scope(Scope::Value)
+            .key_fields(["/to"]);
+        Decision::Ask(if amount > 100 {
+            ask.approvers(["alice", "bob"]).quorum(2)
+        } else {
+            ask
+        })
+    })
+}
+
+fn payout(to: &str, amount: u64) -> ToolCall {
+    ToolCall::new("payments.payout", json!({"to": to, "amount": amount})).principal("agent-7")
+}
+
+#[tokio::test]
+async fn an_edit_whose_call_needs_a_quorum_is_refused_and_never_runs_on_one_approval() {
+    let f = fixture_with(payouts(), false);
+    let (task, alert) = f.park(payout("acct-1", 50)).await;
+    assert_eq!(alert.request().quorum(), 1);
+    let larger = approve(&alert).edit(json!({"to": "acct-1", "amount": 5_000}));
+    assert_eq!(
+        kind(f.gate.approve(larger).await),
+        ErrorKind::EditNotAllowed
+    );
+    assert!(f.tools.runs().is_empty(), "5,000 needs two approvers");
+    assert_eq!(
+        f.gate.status(alert.request().id()).unwrap(),
+        Status::Pending
+    );
+    // Within the one approver's reach, the edit goes through.
+    f.gate
+        .approve(approve(&alert).edit(json!({"to": "acct-1", "amount": 60})))
+        .await
+        .expect("60 needs one approver");
+    task.await.unwrap().unwrap();
+    assert_eq!(f.tools.runs()[0].args()["amount"], 60);
+}
+
+#[tokio::test]
+async fn an_edit_cannot_land_on_a_remembered_denial() {
+    let f = fixture_with(payouts(), false);
+    // Payouts to acct-evil are denied, and the denial remembered for the account.
+    let (task, alert) = f.park(payout("acct-evil", 10)).await;
+    f.gate
+        .deny(
+            Deny::new(alert.request().id(), alert.code().reveal())
+                .by("alice")
+                .remember(Scope::Value),
+        )
+        .await
+        .expect("denied and remembered");
+    assert!(task.await.unwrap().is_err());
+    let refused = f.gate.layer(payouts()).layer(f.tools.clone());
+    let error = refused.oneshot(payout("acct-evil", 20)).await.unwrap_err();
+    assert_eq!(
+        support::code(&error),
+        "access_request_denied",
+        "the denial covers the account"
+    );
+
+    // An approver's edit of another payout may not send it there.
+    let (_task, alert) = f.park(payout("acct-1", 10)).await;
+    let there = approve(&alert).edit(json!({"to": "acct-evil", "amount": 10}));
+    assert_eq!(kind(f.gate.approve(there).await), ErrorKind::EditNotAllowed);
+    assert!(f.tools.runs().is_empty());
+    assert_eq!(
+        f.gate.status(alert.request().id()).unwrap(),
+        Status::Pending
+    );
+}
