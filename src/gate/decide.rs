@@ -38,6 +38,9 @@ struct Asked {
     authority: Option<Box<dyn Authority>>,
     /// An approval's new arguments.
     edit: Option<Box<NewArgs>>,
+    /// For the approval that completes a quorum: the earliest end of a rule the others allowed,
+    /// which its own rule may not outlive.
+    end_by: Option<SystemTime>,
 }
 
 /// What a decision made: the request, its rule if any, an approval's edit, and for a request
@@ -77,6 +80,7 @@ impl Gate {
             reason: None,
             authority: approve.authority,
             edit: approve.edit,
+            end_by: None,
         };
         let made = self.rule_on(approve.id, &approve.code, asked).await?;
         Ok(Approval {
@@ -100,6 +104,7 @@ impl Gate {
             reason: deny.reason,
             authority: deny.authority,
             edit: None,
+            end_by: None,
         };
         let made = self.rule_on(deny.id, &deny.code, asked).await?;
         Ok(Denial {
@@ -114,7 +119,7 @@ impl Gate {
     /// a waiting caller took it; if every caller left first, it was cancelled). An edit is
     /// checked once the code is. Returns the request, the rule the decision made, if any, and
     /// the edit the callers run.
-    async fn rule_on(&self, id: RequestId, code: &str, asked: Asked) -> Result<Made, Error> {
+    async fn rule_on(&self, id: RequestId, code: &str, mut asked: Asked) -> Result<Made, Error> {
         let shared = &self.shared;
         let approver = asked
             .approver
@@ -170,6 +175,7 @@ impl Gate {
                     outstanding,
                 });
             }
+            asked.end_by = shared.registry().earliest_end(id);
         }
         let now = Instant::now();
         let (ack, acked) = oneshot::channel();
@@ -510,7 +516,17 @@ impl Asked {
         } else {
             to_millis(SystemTime::now())
         };
-        let ttl = allowed(request, self.scope, self.ends, granted_at)?;
+        let mut ttl = allowed(request, self.scope, self.ends, granted_at)?;
+        if let Some(end) = self.end_by.filter(|_| self.scope != Scope::Once) {
+            match to_millis(end).duration_since(granted_at) {
+                Ok(left) if !left.is_zero() => ttl = ttl.min(left),
+                _ => {
+                    return Err(Error::new(ErrorKind::ScopeNotAllowed).with_detail(
+                        "a rule another approver of this request allowed has ended already",
+                    ));
+                }
+            }
+        }
         let rule = new_rule(
             seals,
             request,

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use super::Shared;
-use super::admit::Admission;
 use super::approver::NewArgs;
 use crate::args::{ArgsDigest, canonical_json};
 use crate::call::Edit;
@@ -120,14 +119,14 @@ impl Shared {
                 .as_ref()
                 .and_then(|f| f.digest(&checked.args))
         };
-        let covered = self.rules_table().lookup(
+        let denied = self.rules_table().denial(
             &edited.capability,
             &edited.principal,
             edited.session.as_deref(),
             || (edited.args_digest, key()),
             tokio::time::Instant::now(),
         );
-        if let Some(Admission::Refuse(denied)) = covered {
+        if let Some(denied) = denied {
             return Err(refuse("a remembered denial covers the edited call").with_source(denied));
         }
         let edit = Edit::new(id, approver.clone(), original, checked.args);

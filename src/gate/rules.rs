@@ -101,6 +101,22 @@ impl RuleTable {
         answer
     }
 
+    /// The error a remembered denial covering the call answers with, if one does (see
+    /// [`lookup`](Self::lookup)).
+    pub(crate) fn denial(
+        &self,
+        capability: &str,
+        principal: &str,
+        session: Option<&str>,
+        digests: impl FnOnce() -> (ArgsDigest, Option<ArgsDigest>),
+        now: Instant,
+    ) -> Option<Error> {
+        match self.lookup(capability, principal, session, digests, now)? {
+            Admission::Refuse(error) => Some(error),
+            _ => None,
+        }
+    }
+
     /// Files `rule` until `deadline`, replacing any rule with the same key. Returns the replaced one.
     pub(crate) fn insert(&mut self, rule: Rule, deadline: Instant) -> Option<Rule> {
         if self.ids.len() >= self.sweep_at {

@@ -5,6 +5,7 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use tollgate::notify::{Alert, RecordingNotifier, TerminalNotifier};
@@ -188,6 +189,35 @@ async fn the_deciding_approval_reaches_no_further_than_the_others() {
     );
     let approval = f.gate.approve(approve(&alert, "bob")).await.unwrap();
     assert!(approval.rule().is_none());
+    task.await.unwrap().unwrap();
+}
+
+/// An earlier approver's `until`, and a later one's shorter TTL that would still end later: the
+/// rule ends when the earlier approver allowed, not later.
+#[tokio::test]
+async fn the_quorums_rule_ends_no_later_than_any_approver_allowed() {
+    let f = fixture();
+    let (task, alert) = f.park(payout(900)).await;
+    let before = SystemTime::now();
+    let until = before + Duration::from_secs(600);
+    let alice = approve(&alert, "alice").scope(Scope::Value).until(until);
+    f.gate.approve(alice).await.unwrap();
+    // Wall-clock time passes (rules are wall-clock), so that a TTL shorter than alice's would
+    // still end after her `until`.
+    let later = before + Duration::from_millis(150);
+    while SystemTime::now() < later {
+        tokio::task::yield_now().await;
+    }
+    let bob = approve(&alert, "bob")
+        .scope(Scope::Value)
+        .ttl(Duration::from_secs(600) - Duration::from_millis(100));
+    let approval = f.gate.approve(bob).await.expect("bob completes the quorum");
+    let rule = approval.rule().expect("a value rule").clone();
+    assert!(
+        rule.expires_at() <= until,
+        "the rule ends at {:?}, after alice's end {until:?}",
+        rule.expires_at()
+    );
     task.await.unwrap().unwrap();
 }
 

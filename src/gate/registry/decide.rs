@@ -184,10 +184,19 @@ impl Registry {
                 .with_request(id)
                 .with_detail(format!("{} approved this request already", vote.approver)));
         }
+        // The rule's end is settled by the approval that decides, clamped to the earliest end
+        // any of them allowed; a scope only ever narrows.
         votes
             .iter()
-            .try_for_each(|other| narrower(other, vote, id))?;
+            .try_for_each(|other| narrower(other, vote, id, false))?;
         Ok(votes.len() + 1 >= quorum)
+    }
+
+    /// The earliest end of a rule any approval counted for request `id` allowed: the rule the
+    /// deciding approval makes ends no later.
+    pub(crate) fn earliest_end(&self, id: RequestId) -> Option<std::time::SystemTime> {
+        let votes = self.votes.get(&id)?;
+        votes.iter().filter_map(|vote| vote.until).min()
     }
 
     /// Who has approved request `id` so far, of the several approvers it needs, while it is
@@ -243,11 +252,11 @@ fn may_decide(
     }
     others
         .iter()
-        .try_for_each(|other| narrower(other, &vote, id))
+        .try_for_each(|other| narrower(other, &vote, id, true))
 }
 
-/// `vote` reaches no further than `other`: no wider scope, no longer rule.
-fn narrower(other: &Vote, vote: &Vote, id: RequestId) -> Result<(), Error> {
+/// `vote` reaches no further than `other`: no wider scope, and, if `ends`, no rule ending later.
+fn narrower(other: &Vote, vote: &Vote, id: RequestId, ends: bool) -> Result<(), Error> {
     let refuse = |detail: String| {
         Err(Error::new(ErrorKind::ScopeNotAllowed)
             .with_request(id)
@@ -259,21 +268,14 @@ fn narrower(other: &Vote, vote: &Vote, id: RequestId) -> Result<(), Error> {
             other.approver, other.scope
         ));
     }
-    if let (Some(ttl), Some(limit)) = (vote.ttl, other.ttl)
-        && ttl > limit
+    if let (true, Some(end), Some(limit)) = (ends, vote.until, other.until)
+        && end > limit
     {
         return refuse(format!(
-            "{} approved rules of at most {} s",
+            "{} approved rules ending at {} at the latest",
             other.approver,
-            limit.as_secs()
+            crate::time::rfc3339(limit)
         ));
     }
     Ok(())
-}
-
-/// How long `rule` lasts.
-pub(super) fn ttl_of(rule: &crate::rule::Rule) -> std::time::Duration {
-    rule.expires_at
-        .duration_since(rule.granted_at)
-        .unwrap_or_default()
 }

@@ -37,7 +37,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
@@ -121,8 +121,9 @@ pub(crate) struct Registry {
 pub(crate) struct Vote {
     pub(crate) approver: Arc<str>,
     pub(crate) scope: Scope,
-    /// The rule's TTL they gave; `None` for `once`.
-    pub(crate) ttl: Option<Duration>,
+    /// When the rule they allowed ends (an end time, not a TTL: approvals come at different
+    /// times); `None` for `once`.
+    pub(crate) until: Option<SystemTime>,
 }
 
 impl Vote {
@@ -131,7 +132,7 @@ impl Vote {
         Vote {
             approver: approver.clone(),
             scope: ruling.scope,
-            ttl: ruling.rule.as_ref().map(|(rule, _)| decide::ttl_of(rule)),
+            until: ruling.rule.as_ref().map(|(rule, _)| rule.expires_at),
         }
     }
 }
