@@ -57,8 +57,9 @@ impl Gate {
     ///
     /// Succeeds only if the code matches, the scope and TTL are within what the request allows,
     /// the store recorded the approval, and a waiting call received it. Otherwise the error says
-    /// what happened: `access_request_not_found` (unknown id or wrong code, alike),
-    /// `too_many_attempts`, `scope_not_allowed`, `approver_not_allowed`, `already_resolved`,
+    /// what happened: `access_request_not_found` (unknown id, wrong code, or an approver the
+    /// request does not name, alike: someone who may not decide spends no attempt),
+    /// `too_many_attempts`, `scope_not_allowed`, `already_resolved`,
     /// `access_request_expired`, `access_request_cancelled`, `access_request_abandoned`,
     /// `missing_approver`, `store_failed` (nothing was approved; the request is still pending),
     /// and for an [edit](Approve::edit) `edit_not_allowed` or `edit_unsupported` (nothing was

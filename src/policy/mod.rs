@@ -172,7 +172,8 @@ impl Ask {
     }
 
     /// Only these approvers may decide; anyone else's approve or deny fails with
-    /// `approver_not_allowed`, even with the right code.
+    /// `access_request_not_found`, as for an unknown id, even with the right code, and spends
+    /// none of the request's attempts.
     #[must_use]
     pub fn approvers<I, A>(mut self, approvers: I) -> Self
     where
