@@ -23,12 +23,14 @@
 //!
 //! - **Capability**: the tool's name.
 //! - **Arguments**: the call's arguments (`{}` when it sent none).
-//! - **Principal and session**: by default the client's name from its `initialize` request (or
-//!   the request's client information), and a session id the wrapped server makes for itself,
-//!   `mcp_…`: one per connection, since each connection is served by a server of its own, so an
-//!   approval of scope `session` covers the rest of that conversation. Set your own with
+//! - **Principal and session**: by default the client's name from its `initialize` request
+//!   (never the client information a request carries in its `_meta`, which a client could change
+//!   from call to call), and a session id the wrapped server makes for itself, `mcp_…`: one per
+//!   connection, since each connection is served by a server of its own, so an approval of scope
+//!   `session` covers the rest of that conversation. Set your own with
 //!   [`identify`](McpApproval::identify), from the request's context (its extensions carry the
-//!   HTTP request on the streamable HTTP transport).
+//!   HTTP request on the streamable HTTP transport); an identity that names no session keeps
+//!   the connection's.
 //! - **Reason**: the request's `_meta` field `reason` by default, or a tool argument you name
 //!   with [`reason_from_argument`](McpApproval::reason_from_argument) (read, not removed: the
 //!   tool receives its arguments as sent).
@@ -102,7 +104,8 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// A principal, with no session.
+    /// A principal; its calls belong to the connection's session unless
+    /// [`session`](Self::session) names another.
     pub fn new(principal: impl Into<String>) -> Self {
         Identity {
             principal: principal.into(),
@@ -117,14 +120,16 @@ impl Identity {
         self
     }
 
-    /// By default: the client's name from its handshake, or from the request's client
-    /// information, else `mcp-client`; and the connection's session.
-    fn of_client(context: &RequestContext<RoleServer>, connection: &str) -> Self {
+    /// By default: the client's name from its `initialize` handshake, else `mcp-client`. Never
+    /// the client information a request carries in its `_meta`: a client could name itself
+    /// anew in every call, and take on another principal's rules and limits.
+    fn of_client(context: &RequestContext<RoleServer>) -> Self {
         let name = context
-            .client_info()
-            .map(|info| info.name)
+            .peer
+            .peer_info()
+            .map(|info| info.client_info.name.clone())
             .filter(|name| !name.is_empty());
-        Identity::new(name.unwrap_or_else(|| "mcp-client".to_owned())).session(connection)
+        Identity::new(name.unwrap_or_else(|| "mcp-client".to_owned()))
     }
 }
 
@@ -411,7 +416,7 @@ where
         let args = Value::Object(request.params.arguments.take().unwrap_or_default());
         let identity = match &settings.identify {
             Some(identify) => identify(&context),
-            None => Identity::of_client(&context, &self.connection),
+            None => Identity::of_client(&context),
         };
         let reason = match &settings.reason {
             ReasonFrom::Meta(field) => context.meta.0.get(field.as_str()),
@@ -419,11 +424,13 @@ where
         }
         .and_then(Value::as_str)
         .map(str::to_owned);
-        let mut tool =
-            ToolCall::new(request.params.name.clone(), args).principal(identity.principal);
-        if let Some(session) = identity.session {
-            tool = tool.session(session);
-        }
+        // Every call belongs to a session: the identity's, else the connection's.
+        let session = identity
+            .session
+            .unwrap_or_else(|| self.connection.to_string());
+        let mut tool = ToolCall::new(request.params.name.clone(), args)
+            .principal(identity.principal)
+            .session(session);
         if let Some(reason) = reason {
             tool = tool.reason(reason);
         }

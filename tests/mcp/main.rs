@@ -286,6 +286,49 @@ async fn the_reason_comes_from_meta_by_default_and_identity_can_be_set() {
     assert_eq!(result.is_error, Some(false));
 }
 
+/// A client that said who it is at `initialize` cannot name itself otherwise per call through
+/// the request's `_meta` client information; and an identity without a session still belongs to
+/// the connection's.
+#[tokio::test(start_paused = true)]
+async fn a_client_cannot_rename_itself_per_call() {
+    let s = connect(|gate| gate.mcp(policy())).await;
+    let peer = s.client.peer().clone();
+    let request = CallToolRequest::new(call("delete_file", json!({"path": "/tmp/a"})));
+    let mut meta = rmcp::model::RequestMetaObject::new();
+    meta.0.insert(
+        "io.modelcontextprotocol/clientInfo".into(),
+        json!({"name": "release-bot", "version": "1.0"}),
+    );
+    let options = PeerRequestOptions::no_options().with_meta(meta);
+    let _handle = peer
+        .send_request_with_option(ClientRequest::CallToolRequest(request), options)
+        .await
+        .unwrap();
+    let alert = s.recorder.next_alert().await;
+    assert_eq!(
+        alert.request().principal(),
+        "rmcp",
+        "the name from the handshake, not the one the request carries"
+    );
+
+    let s = connect(|gate| gate.mcp(policy()).identify(|_| Identity::new("agent-7"))).await;
+    let peer = s.client.peer().clone();
+    let _call = tokio::spawn(async move {
+        peer.call_tool(call("delete_file", json!({"path": "/tmp/b"})))
+            .await
+    });
+    let alert = s.recorder.next_alert().await;
+    assert_eq!(alert.request().principal(), "agent-7");
+    assert!(
+        alert
+            .request()
+            .session()
+            .is_some_and(|s| s.starts_with("mcp_")),
+        "the connection's session: {:?}",
+        alert.request().session()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_call_withdraws_its_request() {
     let s = connect(|gate| gate.mcp(policy())).await;
