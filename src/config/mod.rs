@@ -216,6 +216,15 @@ impl Config {
             ));
         }
         let gate = &self.gate;
+        // Decided: refused rather than letting a signed-in approver decide without a code. The
+        // code proves the alert reached a person the gate chose; a page sign-in proves only
+        // that someone holds a token, which may sit in a script the agent can read.
+        if gate.park_when_unnotified && self.notifiers.is_empty() {
+            return Err(self.invalid(
+                "gate.park_when_unnotified",
+                "with no notifier nobody is ever shown a verification code, so no request could be approved (the page and API ask for one): add a [[notifiers]] entry (kind = \"terminal\", \"email\", \"webhook\" or \"slack\"), or set park_when_unnotified = false",
+            ));
+        }
         if gate.secret.is_some() && gate.random_secret {
             return Err(self.invalid(
                 "gate",

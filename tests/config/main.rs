@@ -275,6 +275,11 @@ const BAD: &[(&str, &str, &str)] = &[
     ),
     ("[groups]\nops = []", "groups.ops", "one or more approvers"),
     (
+        "[gate]\npark_when_unnotified = true",
+        "gate.park_when_unnotified",
+        "add a [[notifiers]] entry",
+    ),
+    (
         "[capabilities.\"a\"]\ndecision = \"deny\"\nquorum = 2",
         "capabilities.a.quorum",
         "this one denies",
