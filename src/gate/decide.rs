@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::approver::{Approval, Approve, Authority, Denial, Deny, Ends, NewArgs, Revoke};
-use super::registry::{Ack, Known, Ruling, Vote, already};
+use super::registry::{Ack, Known, Remote, Ruling, Vote, already};
 use super::replicas::{RECHECK, settled, settles};
 use super::rules::{LONGEST_RULE, deadline_of};
 use super::seal::SealKey;
@@ -377,30 +377,25 @@ impl Gate {
             shared.settings.audit_args,
         );
         let entry = record::code_rejected(request, None, limit, by.clone(), audit_args);
+        // The store ends the request in the same step as the last wrong code it allows.
+        let close = record::closed(
+            request,
+            Status::Pending,
+            Outcome::TooManyAttempts,
+            audit_args,
+        );
         let counted = self
-            .queued(move |store| Box::pin(async move { store.wrong_code(id, &entry).await }))
+            .queued(move |store| {
+                Box::pin(async move { store.wrong_code(id, &entry, limit, &close).await })
+            })
             .await;
         match counted {
             Ok(Some(attempts)) if attempts >= limit => {
                 tracing::warn!(request_id = %id, attempts, "access request locked after too many wrong codes");
-                if shared.registry().pending_request(id).is_some() {
-                    shared.locked(|registry| ((), registry.close(id, Outcome::TooManyAttempts)));
-                } else {
-                    let change = record::closed(
-                        request,
-                        Status::Pending,
-                        Outcome::TooManyAttempts,
-                        audit_args,
-                    );
-                    if let Err(error) = self
-                        .queued(move |store| {
-                            Box::pin(async move { store.transition(&change).await })
-                        })
-                        .await
-                    {
-                        return error;
-                    }
-                }
+                // Stored already: callers here end as they would on another replica's word;
+                // callers elsewhere hear it from the change feed.
+                let closed = Remote::Closed(Outcome::TooManyAttempts);
+                shared.locked(|registry| ((), registry.remote(id, closed)));
                 Error::new(ErrorKind::TooManyAttempts).with_request(id)
             }
             Ok(_) => not_found(),

@@ -168,7 +168,8 @@ use crate::scope::Scope;
 ///    transition, rule and revocation another process made, each [`Transition::verdict`]
 ///    included, and the requests this process found abandoned by a stopped replica.
 /// 10. **Counted once.** [`wrong_code`](Self::wrong_code) counts wrong codes in the store, so
-///     that the limit holds across every replica together.
+///     that the limit holds across every replica together, and ends the request at the limit in
+///     the same step.
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Prepares the store for a gate that is starting: ends every request that is not finished
     /// (pending, approved, executing) as [`Status::Abandoned`] with an `abandoned` audit entry,
@@ -307,15 +308,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Counts a wrong code against request `id` while it is pending, appending `entry` in the
-    /// same step, and returns how many it has had; `None` if the request is not pending. The gate
-    /// calls it only for a store that is [`shared`](Self::shared); with any other it counts in
-    /// memory, so the default, which writes nothing and returns `None`, serves them.
+    /// same step, and returns how many it has had; `None` if the request is not pending. When the
+    /// count reaches `limit`, the same step also applies `close` (the request's ending, from
+    /// pending), so that no decision can come between the last wrong code allowed and the end
+    /// it brings: every replica, caller and notifier hears one ending. The gate calls it only
+    /// for a store that is [`shared`](Self::shared); with any other it counts in memory, so the
+    /// default, which writes nothing and returns `None`, serves them.
     fn wrong_code<'a>(
         &'a self,
         id: RequestId,
         entry: &'a AuditEntry,
+        limit: u32,
+        close: &'a Transition,
     ) -> BoxFuture<'a, Result<Option<u32>, Error>> {
-        let _ = (id, entry);
+        let _ = (id, entry, limit, close);
         Box::pin(std::future::ready(Ok(None)))
     }
 }
@@ -404,8 +410,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         &'a self,
         id: RequestId,
         entry: &'a AuditEntry,
+        limit: u32,
+        close: &'a Transition,
     ) -> BoxFuture<'a, Result<Option<u32>, Error>> {
-        (**self).wrong_code(id, entry)
+        (**self).wrong_code(id, entry, limit, close)
     }
 }
 

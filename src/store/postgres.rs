@@ -1181,10 +1181,13 @@ impl Store for PostgresStore {
         &'a self,
         id: RequestId,
         entry: &'a AuditEntry,
+        limit: u32,
+        close: &'a Transition,
     ) -> BoxFuture<'a, Result<Option<u32>, Error>> {
         Box::pin(async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(failed)?;
+            // The row stays locked from here to the commit: no decision comes in between.
             let count = tx
                 .query_opt(
                     "UPDATE tollgate_requests SET wrong_codes = wrong_codes + 1
@@ -1194,8 +1197,13 @@ impl Store for PostgresStore {
                 .await
                 .map_err(failed)?
                 .map(|row| row.get::<_, i32>(0).max(0) as u32);
-            if count.is_some() {
+            if let Some(count) = count {
                 append(&tx, std::slice::from_ref(entry)).await?;
+                if count >= limit && !transition(&tx, &self.inner.instance, close).await? {
+                    return Err(Error::new(ErrorKind::StoreFailed)
+                        .with_request(id)
+                        .with_detail("a locked pending request could not be closed"));
+                }
             }
             tx.commit().await.map_err(failed)?;
             Ok(count)

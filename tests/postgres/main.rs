@@ -1,6 +1,7 @@
 //! `PostgresStore` on a real PostgreSQL server: the conformance suite, and replicas of a gate
 //! sharing one database.
 
+mod attempts;
 #[path = "../support/mod.rs"]
 mod support;
 mod writer;
