@@ -20,7 +20,7 @@ use crate::id::RequestId;
 use crate::request::AccessRequest;
 use crate::request::{Outcome, Status};
 use crate::rule::Rule;
-use crate::store::{Change, Store, is_finished};
+use crate::store::{Change, Store, Transition, is_finished};
 
 /// How often an approver waiting for a caller on another replica re-reads the store, in case
 /// the change that would have told it was lost.
@@ -177,6 +177,41 @@ impl Shared {
         self.locked(|registry| ((), registry.decided(id, result, at)));
         if let Ok(Some(now)) = now {
             self.apply_remote(id, now.status, now.outcome, now.verdict.as_deref());
+        }
+    }
+
+    /// This process ended request `closing.id` (expired, cancelled) for its callers, but the
+    /// store had it decided by another replica first. An approval there, which nobody will take
+    /// now that the callers here are gone, is ended the way they were, so that the store, the
+    /// approver waiting elsewhere and the callers agree; any other ending stands as stored.
+    pub(super) async fn closed_elsewhere(self: &Arc<Self>, store: &dyn Store, closing: Transition) {
+        let id = closing.id;
+        let stored = match store.request(id).await {
+            Ok(Some(stored)) => stored.status,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(request_id = %id, %error, "an ending this process recorded was not stored, and the store could not be read back");
+                return;
+            }
+        };
+        if stored != Status::Approved {
+            tracing::warn!(request_id = %id, ended_here = %closing.to, stored = %stored, "another replica ended the request first");
+            return;
+        }
+        let ended = Transition {
+            from: Status::Approved,
+            ..closing
+        };
+        match store.transition(&ended).await {
+            Ok(true) => {
+                tracing::warn!(request_id = %id, ended = %ended.to, "an approval made on another replica after the callers here ended is ended as they were");
+            }
+            Ok(false) => {
+                tracing::warn!(request_id = %id, "another replica moved the request on meanwhile");
+            }
+            Err(error) => {
+                tracing::error!(request_id = %id, %error, "an untaken approval could not be ended as its callers were");
+            }
         }
     }
 

@@ -31,6 +31,7 @@ use super::{Gate, Shared};
 use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
 use crate::meters::Timing;
+use crate::request::Status;
 use crate::store::{Revocation, Store};
 use crate::time::to_millis;
 
@@ -529,8 +530,16 @@ impl Shared {
             }
             Write::Record(change) => match result {
                 Ok(true) => {}
+                Ok(false) if self.writer.core.shared && change.from == Status::Pending => {
+                    // Another replica decided first, after the callers here had ended.
+                    let shared = self.clone();
+                    return Some(Box::pin(async move {
+                        let store = shared.writer.store_ref();
+                        shared.closed_elsewhere(store, change).await
+                    }));
+                }
                 Ok(false) => {
-                    tracing::debug!(request_id = %change.id, from = %change.from, to = %change.to, "store transition did not apply")
+                    tracing::warn!(request_id = %change.id, from = %change.from, to = %change.to, "store transition did not apply")
                 }
                 Err(error) => {
                     tracing::error!(request_id = %change.id, to = %change.to, %error, "store transition failed")

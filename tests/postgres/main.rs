@@ -2,6 +2,7 @@
 //! sharing one database.
 
 mod attempts;
+mod endings;
 #[path = "../support/mod.rs"]
 mod support;
 mod writer;
