@@ -38,9 +38,6 @@ struct Asked {
     authority: Option<Box<dyn Authority>>,
     /// An approval's new arguments.
     edit: Option<Box<NewArgs>>,
-    /// For the approval that completes a quorum: the earliest end of a rule the others allowed,
-    /// which its own rule may not outlive.
-    end_by: Option<SystemTime>,
 }
 
 /// What a decision made: the request, its rule if any, an approval's edit, and for a request
@@ -81,7 +78,6 @@ impl Gate {
             reason: None,
             authority: approve.authority,
             edit: approve.edit,
-            end_by: None,
         };
         let made = self.rule_on(approve.id, &approve.code, asked).await?;
         Ok(Approval {
@@ -105,7 +101,6 @@ impl Gate {
             reason: deny.reason,
             authority: deny.authority,
             edit: None,
-            end_by: None,
         };
         let made = self.rule_on(deny.id, &deny.code, asked).await?;
         Ok(Denial {
@@ -176,7 +171,10 @@ impl Gate {
                     outstanding,
                 });
             }
-            asked.end_by = shared.registry().earliest_end(id);
+            // Its rule ends no later than the earliest end any counted approval allowed.
+            if let Some(end) = shared.registry().earliest_end(id) {
+                asked.end_by(end, &request);
+            }
         }
         let now = Instant::now();
         let (ack, acked) = oneshot::channel();
@@ -493,6 +491,24 @@ impl Asked {
         Ok(Vote::of(approver, &checked))
     }
 
+    /// Makes a rule this asks for on `request` end by `end` at the latest: for the approval
+    /// that completes a quorum, `end` is the earliest end another approver allowed. An end
+    /// within a second of `end` is taken as `end`, so that the clock read when the rule is made
+    /// cannot carry it past.
+    fn end_by(&mut self, end: SystemTime, request: &AccessRequest) {
+        let now = SystemTime::now();
+        // `None` past what a time can hold: a policy may allow rules with no limit.
+        let own = match self.ends {
+            Some(Ends::At(at)) => Some(at),
+            Some(Ends::After(ttl)) => now.checked_add(ttl),
+            None => now.checked_add(request.max_rule_ttl()),
+        };
+        let near = |own: SystemTime| own + Duration::from_secs(1) > end;
+        if self.scope != Scope::Once && own.is_none_or(near) {
+            self.ends = Some(Ends::At(own.map_or(end, |own| own.min(end))));
+        }
+    }
+
     /// The ruling this asks for on `request`, if this approver may grant it and the request
     /// allows its scope and TTL: its outcome, and its rule, sealed.
     fn rule(
@@ -512,17 +528,7 @@ impl Asked {
         } else {
             to_millis(SystemTime::now())
         };
-        let mut ttl = allowed(request, self.scope, self.ends, granted_at)?;
-        if let Some(end) = self.end_by.filter(|_| self.scope != Scope::Once) {
-            match to_millis(end).duration_since(granted_at) {
-                Ok(left) if !left.is_zero() => ttl = ttl.min(left),
-                _ => {
-                    return Err(Error::new(ErrorKind::ScopeNotAllowed).with_detail(
-                        "a rule another approver of this request allowed has ended already",
-                    ));
-                }
-            }
-        }
+        let ttl = allowed(request, self.scope, self.ends, granted_at)?;
         let rule = new_rule(
             seals,
             request,
