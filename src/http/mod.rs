@@ -65,7 +65,10 @@
 //!   [`skip_body`](HttpApprovalLayer::skip_body) for uploads the policy need not read.
 //! - **Route patterns need the router.** Applied around a whole `Router` from outside (for example
 //!   with `ServiceBuilder` before `into_make_service`), the layer runs before routing and sees
-//!   only literal paths.
+//!   only literal paths. axum routes a path as written (no `..` resolved, no escape decoded, no
+//!   slashes merged), so the literal path is the one it routes; a service that reads paths more
+//!   loosely (a proxy to another server) needs them put in one form before the layer, as
+//!   `tollgate proxy` does.
 
 mod call;
 

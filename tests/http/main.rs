@@ -24,6 +24,8 @@ use tollgate::{Approve, Deny, Gate, Scope, Status};
 
 use support::client::{Chunked, request, send, start};
 
+mod paths;
+
 const POLICY: &str = r#"
     [gate]
     random_secret = true

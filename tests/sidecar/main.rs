@@ -5,6 +5,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod paths;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -85,11 +87,21 @@ impl Drop for Sidecar {
 /// The binary in front of `upstream`, its requests living `ttl`; returns once it has said where
 /// it listens.
 async fn sidecar(name: &str, upstream: &str, ttl: &str) -> Sidecar {
+    sidecar_with(name, upstream, ttl, |config| config).await
+}
+
+/// [`sidecar`], its configuration changed by `edit`.
+async fn sidecar_with(
+    name: &str,
+    upstream: &str,
+    ttl: &str,
+    edit: impl FnOnce(String) -> String,
+) -> Sidecar {
     let (webhook, alerts) = receiver(&[]).await;
     let dir = std::env::temp_dir().join(format!("tollgate-proxy-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("tollgate.toml");
-    std::fs::write(&config, configuration(upstream, &webhook, ttl)).unwrap();
+    std::fs::write(&config, edit(configuration(upstream, &webhook, ttl))).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["proxy", "--config"])
         .arg(&config)

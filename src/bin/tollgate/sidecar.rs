@@ -1,18 +1,28 @@
 //! `tollgate proxy`: a reverse proxy in front of any HTTP API, gating each request as
 //! `tollgate::http` gates an axum router, then forwarding it to the upstream.
 //!
-//! The request's way: axum matches it against the configured route patterns (for its capability),
-//! the gate's layer asks the policy (reading the body only for a request it asks about), and
-//! [`forward`] sends it on with hyper, streaming both bodies. Hop-by-hop headers stay on their
-//! own hop; the upstream learns who asked from `X-Forwarded-For`, `-Host` and `-Proto`.
+//! The request's way: [`Canonical`] puts its path in the one form the gate judges and the
+//! upstream receives, axum matches it against the configured route patterns (for its
+//! capability), the gate's layer asks the policy (reading the body only for a request it asks
+//! about), and [`forward`] sends it on with hyper, streaming both bodies. Hop-by-hop headers stay
+//! on their own hop; the upstream learns who asked from `X-Forwarded-For`, `-Host` and `-Proto`.
 
+mod aliases;
+mod canonical;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -20,10 +30,15 @@ use axum::routing::any;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use pin_project_lite::pin_project;
 use serde_json::json;
 use tollgate::Gate;
 use tollgate::config::{Config, ConfigPolicy};
 use tollgate::policy::LivePolicy;
+use tower::Service;
+
+use self::aliases::Aliased;
+use self::canonical::canonical;
 
 /// Where requests go, and how long the upstream may take to answer.
 pub(crate) struct Upstream {
@@ -76,7 +91,7 @@ pub(crate) fn app(
     upstream: Arc<Upstream>,
 ) -> Result<Router, String> {
     let proxy = &config.proxy;
-    let mut layer = gate.http(policy).decide_before_body();
+    let mut layer = gate.http(Aliased(policy)).decide_before_body();
     if let Some(limit) = proxy.body_limit {
         layer = layer.body_limit(limit);
     }
@@ -98,24 +113,128 @@ pub(crate) fn app(
         layer = layer.reason_header(name);
     }
     let mut router = Router::new();
+    // Many servers route `/x/` as `/x` (and `/x` as `/x/`): each route is matched either way,
+    // and judged under the pattern as configured.
+    let mut variants: HashMap<String, Arc<str>> = HashMap::new();
     for (i, route) in proxy.routes.iter().enumerate() {
         if !route.starts_with('/') || proxy.routes[..i].contains(route) {
             return Err(format!(
                 "[proxy] routes: {route:?} must start with `/` and be listed once"
             ));
         }
-        // axum refuses a malformed pattern by panicking; say which one instead.
-        let added = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Router::new().route(route, any(forward))
-        }));
-        let Ok(one) = added else {
-            return Err(format!(
-                "[proxy] routes: {route:?} is not a route pattern (write parameters as {{name}})"
-            ));
-        };
-        router = router.merge(one);
+        router = router.merge(one_route(route)?);
+        if let Some(variant) = slash_variant(route).filter(|v| !proxy.routes.contains(v)) {
+            router = router.merge(one_route(&variant)?);
+            variants.insert(variant, route.as_str().into());
+        }
     }
-    Ok(router.fallback(forward).layer(layer).with_state(upstream))
+    if !variants.is_empty() {
+        layer = layer.capability_fn(move |parts| {
+            let route = variants.get(parts.extensions.get::<MatchedPath>()?.as_str())?;
+            Some(format!("{} {route}", parts.method))
+        });
+    }
+    let gated = router.fallback(forward).layer(layer).with_state(upstream);
+    Ok(Router::new().fallback_service(Canonical(gated)))
+}
+
+/// A router forwarding `route`, or why `route` is no pattern.
+fn one_route(route: &str) -> Result<Router<Arc<Upstream>>, String> {
+    // axum refuses a malformed pattern by panicking; say which one instead.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Router::new().route(route, any(forward))
+    }))
+    .map_err(|_| {
+        format!("[proxy] routes: {route:?} is not a route pattern (write parameters as {{name}})")
+    })
+}
+
+/// `route` with a trailing slash added or taken off; none for `/` and for a catch-all, which
+/// matches either already.
+fn slash_variant(route: &str) -> Option<String> {
+    if route == "/" || route.contains("{*") {
+        return None;
+    }
+    Some(match route.strip_suffix('/') {
+        Some(trimmed) => trimmed.to_owned(),
+        None => format!("{route}/"),
+    })
+}
+
+/// Puts each request's path in its canonical form before anything reads it, so that routing,
+/// the gate and the upstream all see one path; refuses `400 invalid_path` a path that has none.
+#[derive(Clone, Debug)]
+struct Canonical<S>(S);
+
+impl<S> Service<Request> for Canonical<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = CanonicalFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match canonical(request.uri().path()) {
+            Ok(Cow::Borrowed(_)) => {}
+            Ok(Cow::Owned(path)) => match with_path(request.uri(), &path) {
+                Some(uri) => *request.uri_mut() = uri,
+                None => return CanonicalFuture::refused("the path cannot be forwarded"),
+            },
+            Err(refused) => return CanonicalFuture::refused(refused.detail()),
+        }
+        CanonicalFuture::Routed {
+            future: self.0.call(request),
+        }
+    }
+}
+
+/// `uri` with `path` in place of its own.
+fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+pin_project! {
+    #[project = CanonicalProj]
+    enum CanonicalFuture<F> {
+        Refused { response: Option<Response> },
+        Routed { #[pin] future: F },
+    }
+}
+
+impl<F> CanonicalFuture<F> {
+    fn refused(detail: &str) -> Self {
+        CanonicalFuture::Refused {
+            response: Some(failure(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                detail.into(),
+            )),
+        }
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for CanonicalFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CanonicalProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            CanonicalProj::Routed { future } => future.poll(cx),
+        }
+    }
 }
 
 /// Headers that belong to one hop, not to the request or response (RFC 9110, 7.6.1).

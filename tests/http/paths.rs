@@ -1,0 +1,135 @@
+//! A layer in front of an axum router judges the path axum routes: inside the router by the
+//! route axum matched, outside it by the literal path, which axum routes as written (it resolves
+//! no dot segments, decodes no escapes, merges no slashes).
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use axum::routing::get;
+use proptest::prelude::*;
+use tollgate::Call;
+use tollgate::http::HttpCall;
+use tollgate::policy::{Decision, policy_fn};
+use tower::{Layer, ServiceExt};
+
+/// A recorder of the capability the gate judged, and of the route axum dispatched.
+#[derive(Clone, Default)]
+struct Seen {
+    judged: Arc<Mutex<Vec<String>>>,
+    dispatched: Arc<Mutex<Vec<String>>>,
+}
+
+fn router(seen: &Seen) -> Router {
+    let dispatched = seen.dispatched.clone();
+    let handler = get(move |route: MatchedPath| async move {
+        dispatched.lock().unwrap().push(route.as_str().to_owned());
+    });
+    Router::new()
+        .route("/v1/customers/{id}/export", handler.clone())
+        .route("/v1/customers/{id}", handler)
+}
+
+fn layer(
+    seen: &Seen,
+) -> tollgate::http::HttpApprovalLayer<impl tollgate::policy::Policy<HttpCall<Body>> + use<>> {
+    let gate = tollgate::Gate::builder()
+        .random_secret()
+        .notifier(tollgate::notify::RecordingNotifier::new())
+        .build()
+        .unwrap();
+    let judged = seen.judged.clone();
+    gate.http(policy_fn(move |call: &HttpCall<Body>| {
+        judged.lock().unwrap().push(call.capability().to_owned());
+        Decision::allow("recorded")
+    }))
+}
+
+/// A spelling of a customer's path or its export: segments maybe escaped, doubled slashes,
+/// dot segments, a trailing slash.
+fn spellings() -> impl Strategy<Value = String> {
+    let segment = |text: &'static str| {
+        prop::collection::vec(any::<bool>(), text.len()).prop_map(move |escape| {
+            text.chars()
+                .zip(escape)
+                .map(|(c, e)| {
+                    if e {
+                        format!("%{:02x}", c as u32)
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect::<String>()
+        })
+    };
+    let separator =
+        prop_oneof![4 => Just("/"), 1 => Just("//"), 1 => Just("/./"), 1 => Just("/x/../")];
+    (
+        segment("v1"),
+        segment("customers"),
+        segment("c1"),
+        prop::option::of(segment("export")),
+        prop::collection::vec(separator, 4),
+        any::<bool>(),
+    )
+        .prop_map(|(v1, customers, id, export, separators, trailing)| {
+            let mut path = format!(
+                "{}{v1}{}{customers}{}{id}",
+                separators[0], separators[1], separators[2]
+            );
+            if let Some(export) = export {
+                path.push_str(separators[3]);
+                path.push_str(&export);
+            }
+            if trailing {
+                path.push('/');
+            }
+            path
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Inside the router, the capability is the route axum dispatched, for any spelling, and
+    /// the literal path when it dispatches none.
+    #[test]
+    fn inside_a_router_the_capability_is_the_route_dispatched(path in spellings()) {
+        let seen = Seen::default();
+        let app = router(&seen).layer(layer(&seen));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let request = http::Request::get(&path).body(Body::empty()).unwrap();
+        runtime.block_on(app.oneshot(request)).unwrap();
+        let dispatched = seen.dispatched.lock().unwrap().clone();
+        let judged = seen.judged.lock().unwrap().clone();
+        // No route: the fallback's literal path, which routes nowhere.
+        let expected = match dispatched.as_slice() {
+            [] => format!("GET {path}"),
+            [route] => format!("GET {route}"),
+            more => panic!("dispatched twice: {more:?}"),
+        };
+        prop_assert_eq!(judged, vec![expected], "{}", path);
+    }
+
+    /// Outside it, the literal path is judged, and axum dispatches a route only for a path
+    /// that is that route's literal spelling: a policy naming `GET /v1/customers/*/export`
+    /// sees every request that reaches the export.
+    #[test]
+    fn in_front_of_a_router_the_literal_path_is_what_axum_routes(path in spellings()) {
+        let seen = Seen::default();
+        let app = layer(&seen).layer(router(&seen));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let request = http::Request::get(&path).body(Body::empty()).unwrap();
+        runtime.block_on(app.oneshot(request)).unwrap();
+        let dispatched = seen.dispatched.lock().unwrap().clone();
+        let judged = seen.judged.lock().unwrap().clone();
+        prop_assert_eq!(judged.clone(), vec![format!("GET {path}")]);
+        if dispatched == ["/v1/customers/{id}/export"] {
+            prop_assert!(path.starts_with("/v1/customers/") && path.ends_with("/export"), "{}", path);
+        }
+        if dispatched == ["/v1/customers/{id}"] {
+            prop_assert!(path.starts_with("/v1/customers/") && !path.contains("/export"), "{}", path);
+        }
+    }
+}
