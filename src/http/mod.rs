@@ -29,9 +29,10 @@
 //!   one, the literal path stands in for the pattern; name capabilities yourself with
 //!   [`capability_fn`](HttpApprovalLayer::capability_fn) there.
 //! - **Arguments**: `{"path": {…}, "query": {…}, "body": …}`. The body is read, up to
-//!   [`body_limit`](HttpApprovalLayer::body_limit) (64 KiB by default), only for methods that
-//!   send (`POST`, `PUT`, `PATCH`, `DELETE`); reads (`GET`, `HEAD`, `OPTIONS`) pass through
-//!   untouched. A larger body is answered `413 body_too_large` and nobody is asked.
+//!   [`body_limit`](HttpApprovalLayer::body_limit) (64 KiB by default), whatever the method: a
+//!   `GET`'s body reaches the handler as surely as a `POST`'s, so the approver sees it and a
+//!   `value` approval binds it. A request without a body (most reads) is not read at all. A
+//!   larger body is answered `413 body_too_large` and nobody is asked.
 //! - **Principal, session, reason**: the [`Principal`], [`Session`] and [`Reason`] extensions your
 //!   own authentication layer sets. A header is read only when you name it, and only when the
 //!   extension is absent: a header is whatever the client says it is.
@@ -60,8 +61,7 @@
 //!
 //! # Pitfalls
 //!
-//! - **Bodies of sending methods are buffered** up to the limit before the policy runs, allowed
-//!   calls included. Put the layer on the routes that need it, or call
+//! - **Bodies are buffered** up to the limit before the policy runs, allowed calls included. Put the layer on the routes that need it, or call
 //!   [`skip_body`](HttpApprovalLayer::skip_body) for uploads the policy need not read.
 //! - **Route patterns need the router.** Applied around a whole `Router` from outside (for example
 //!   with `ServiceBuilder` before `into_make_service`), the layer runs before routing and sees
@@ -366,7 +366,9 @@ where
             body,
             sources: settings.sources.clone(),
         };
-        if !settings.read_body || Operation::of(&parts.method) == Operation::Receive {
+        // Every method's body reaches the service, so every method's is judged; a request
+        // without one (most reads) is not read at all.
+        if !settings.read_body || body.is_end_stream() {
             return ResponseFuture::gated(
                 self.inner
                     .call(call(Request::from_parts(parts, body), None)),

@@ -574,3 +574,49 @@ async fn an_approver_edits_a_posts_body_and_the_handler_gets_the_edited_one() {
     );
     assert_eq!(app.ran.load(Ordering::SeqCst), 1);
 }
+
+/// A GET's body reaches the handler as a POST's does: the approver sees it, and a `value`
+/// approval covers that body and no other.
+#[tokio::test]
+async fn a_gated_gets_body_is_judged_as_a_posts() {
+    const ASKING: &str = r#"
+        [gate]
+        random_secret = true
+        request_ttl = "1m"
+        [capabilities."GET /v1/refunds/{id}"]
+        max_scope = "value"
+    "#;
+    let app = serve(ASKING, |gate, config| gate.http(config.policy().unwrap())).await;
+    let get = |body: &str| {
+        request("GET", "/v1/refunds/r_1")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap()
+    };
+    let parked = start(app.addr, get(r#"{"amount": 1}"#)).await;
+    let alert = app.inbox.next_alert().await;
+    assert_eq!(
+        alert.request().args()["body"],
+        json!({"amount": 1}),
+        "the approver sees the body"
+    );
+    app.gate
+        .approve(
+            Approve::new(alert.request().id(), alert.code().reveal())
+                .scope(Scope::Value)
+                .by("alice"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(parked.reply.await.unwrap().body, "refund r_1");
+
+    let other = start(app.addr, get(r#"{"amount": 100000}"#)).await;
+    let again = app.inbox.next_alert().await;
+    assert_eq!(
+        again.request().args()["body"],
+        json!({"amount": 100000}),
+        "another body is another call"
+    );
+    other.disconnect();
+    assert_eq!(app.ran.load(Ordering::SeqCst), 1);
+}
