@@ -43,13 +43,15 @@ fn big() -> String {
 async fn upstream() -> (SocketAddr, Received) {
     let received = Received::default();
     let (bodies, headers) = (received.bodies.clone(), received.headers.clone());
+    let refund_headers = headers.clone();
     let app = Router::new()
         .route("/big", get(|| async { big() }))
         .route(
             "/v1/refunds/{id}",
             post(
-                move |UrlPath(id): UrlPath<String>, body: String| async move {
+                move |UrlPath(id): UrlPath<String>, seen: HeaderMap, body: String| async move {
                     bodies.lock().unwrap().push(body.clone());
+                    *refund_headers.lock().unwrap() = Some(seen);
                     format!("refunded {id}")
                 },
             ),
@@ -595,4 +597,33 @@ async fn sighup_reloads_the_configuration_and_a_bad_file_keeps_the_running_one()
         send(sidecar.proxy, get_request("/headers")).await.status,
         200
     );
+}
+
+/// `Connection` names headers that stay on the first hop. They are gone before the gate reads
+/// the request, so that the approver is shown the request the upstream gets: here, no principal
+/// header and a body of no declared type.
+#[tokio::test]
+async fn headers_that_connection_names_are_gone_before_the_gate_judges() {
+    let (upstream, received) = upstream().await;
+    let mut sidecar = sidecar("connection", &format!("http://{upstream}"), "1m").await;
+    let body = r#"{"amount": 5000}"#;
+    let call = request("POST", "/v1/refunds/r_1")
+        .header("content-type", "application/json")
+        .header("x-agent", "agent-7")
+        .header("connection", "content-type, x-agent")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let parked = start(sidecar.proxy, call).await;
+    let (id, code, seen) = next_alert(&mut sidecar).await;
+    assert_ne!(seen["principal"], "agent-7", "{seen}");
+    assert_eq!(
+        seen["args"]["body"], body,
+        "text, as the upstream gets it: {seen}"
+    );
+    assert_eq!(decide(&sidecar, &id, "approve", &code).await, 200);
+    assert_eq!(parked.reply.await.unwrap().status, 200);
+    let headers = received.headers.lock().unwrap().clone().unwrap();
+    assert!(headers.get("x-agent").is_none(), "{headers:?}");
+    assert!(headers.get("content-type").is_none(), "{headers:?}");
+    assert_eq!(*received.bodies.lock().unwrap(), [body]);
 }

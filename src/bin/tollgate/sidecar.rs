@@ -2,10 +2,11 @@
 //! `tollgate::http` gates an axum router, then forwarding it to the upstream.
 //!
 //! The request's way: [`Canonical`] puts its path in the one form the gate judges and the
-//! upstream receives, axum matches it against the configured route patterns (for its
+//! upstream receives and drops its hop-by-hop headers (and those `Connection` names) before
+//! anything reads it, axum matches it against the configured route patterns (for its
 //! capability), the gate's layer asks the policy (reading the body only for a request it asks
-//! about), and [`forward`] sends it on with hyper, streaming both bodies. Hop-by-hop headers stay
-//! on their own hop; the upstream learns who asked from `X-Forwarded-For`, `-Host` and `-Proto`.
+//! about), and [`forward`] sends it on with hyper, streaming both bodies. The upstream learns
+//! who asked from `X-Forwarded-For`, `-Host` and `-Proto`.
 
 mod aliases;
 mod canonical;
@@ -161,8 +162,9 @@ fn slash_variant(route: &str) -> Option<String> {
     })
 }
 
-/// Puts each request's path in its canonical form before anything reads it, so that routing,
-/// the gate and the upstream all see one path; refuses `400 invalid_path` a path that has none.
+/// Puts each request in the form the upstream gets before anything reads it, so that routing,
+/// the gate and the upstream see one request: its path canonical, its hop-by-hop headers gone.
+/// A path with no canonical form is refused `400 invalid_path`.
 #[derive(Clone, Debug)]
 struct Canonical<S>(S);
 
@@ -179,6 +181,9 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
+        // Before the gate reads them: `Connection` may name the content type or the principal's
+        // header, which the upstream then never gets.
+        strip_hop_by_hop(request.headers_mut());
         match canonical(request.uri().path()) {
             Ok(Cow::Borrowed(_)) => {}
             Ok(Cow::Owned(path)) => match with_path(request.uri(), &path) {
@@ -279,7 +284,7 @@ async fn forward(
         );
     };
     parts.uri = uri;
-    strip_hop_by_hop(&mut parts.headers);
+    // Hop-by-hop headers went before routing (`Canonical`).
     let host = parts.headers.remove(header::HOST);
     let forwarded_for = match parts
         .headers
