@@ -60,15 +60,27 @@ pub(crate) struct Sources {
 /// The capability is the method and route pattern (`POST /v1/refunds/{id}`) unless the layer
 /// names another. The arguments are an object with the path parameters under `path`, the query
 /// under `query` (a repeated key gives an array), and the body under `body` (JSON as JSON, other
-/// UTF-8 text as a string, anything else as its length and SHA-256); parts that are absent are
-/// left out.
+/// UTF-8 text as a string); parts that are absent are left out. Distinct bytes never read as the
+/// same arguments, so two forms stand apart, under keys no JSON body or decoded query can
+/// produce: a body that is not UTF-8 is its length and SHA-256 under `body_bytes` and
+/// `body_sha256`, and a query whose bytes are not UTF-8 once decoded is its text as sent under
+/// `query_raw`.
 pub struct HttpCall<B> {
     pub(crate) request: Request<B>,
     pub(crate) capability: Box<str>,
     pub(crate) route: Option<MatchedPath>,
     pub(crate) params: Option<RawPathParams>,
-    pub(crate) body: Option<Value>,
+    pub(crate) body: Option<BodyArgs>,
     pub(crate) sources: Arc<Sources>,
+}
+
+/// A body as arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum BodyArgs {
+    /// JSON, or UTF-8 text as a string.
+    Value(Value),
+    /// Other bytes: their length and lowercase hex SHA-256.
+    Bytes { length: usize, sha256: String },
 }
 
 impl<B> fmt::Debug for HttpCall<B> {
@@ -102,9 +114,12 @@ impl<B> HttpCall<B> {
         &self.request
     }
 
-    /// The JSON body, when one was read.
+    /// The body as JSON (UTF-8 text as a string), when one was read and is text.
     pub fn body(&self) -> Option<&Value> {
-        self.body.as_ref()
+        match &self.body {
+            Some(BodyArgs::Value(value)) => Some(value),
+            _ => None,
+        }
     }
 
     pub(crate) fn into_request(self) -> Request<B> {
@@ -141,10 +156,20 @@ impl<B: From<Bytes>> Call for HttpCall<B> {
             args.insert("path".into(), Value::Object(path.collect()));
         }
         if let Some(query) = self.request.uri().query().filter(|q| !q.is_empty()) {
-            args.insert("query".into(), query_object(query));
+            match query_object(query) {
+                Some(object) => args.insert("query".into(), object),
+                None => args.insert("query_raw".into(), Value::from(query)),
+            };
         }
-        if let Some(body) = &self.body {
-            args.insert("body".into(), body.clone());
+        match &self.body {
+            Some(BodyArgs::Value(body)) => {
+                args.insert("body".into(), body.clone());
+            }
+            Some(BodyArgs::Bytes { length, sha256 }) => {
+                args.insert("body_bytes".into(), Value::from(*length));
+                args.insert("body_sha256".into(), Value::from(sha256.as_str()));
+            }
+            None => {}
         }
         Cow::Owned(Value::Object(args))
     }
@@ -164,32 +189,32 @@ impl<B: From<Bytes>> Call for HttpCall<B> {
     fn edited(&self, edit: &Edit) -> Result<Self, Error> {
         let refuse =
             |detail: &'static str| Error::new(ErrorKind::EditNotAllowed).with_detail(detail);
+        if let Some(BodyArgs::Bytes { .. }) = self.body {
+            return Err(Error::new(ErrorKind::EditUnsupported)
+                .with_detail("a binary body cannot be edited"));
+        }
         let original = self.args();
         let (Value::Object(new), Value::Object(old)) = (edit.args(), &*original) else {
             return Err(refuse("an HTTP request's arguments are an object"));
         };
-        let parts_kept = ["path", "query"]
+        let parts_kept = ["path", "query", "query_raw"]
             .iter()
             .all(|part| new.get(*part) == old.get(*part));
         if !parts_kept
             || new
                 .keys()
-                .any(|key| !matches!(key.as_str(), "path" | "query" | "body"))
+                .any(|key| !matches!(key.as_str(), "path" | "query" | "query_raw" | "body"))
         {
             return Err(refuse("an edit may change an HTTP request's body only"));
         }
         let json = is_json(content_type(&self.request));
-        let bytes = match (new.get("body"), &self.body) {
+        let bytes = match (new.get("body"), self.body()) {
             (None, None) => Bytes::new(),
             (Some(body), Some(_)) if json => Bytes::from(
                 serde_json::to_vec(body)
                     .map_err(|e| Error::new(ErrorKind::InvalidArguments).with_source(e))?,
             ),
             (Some(Value::String(text)), Some(Value::String(_))) => Bytes::from(text.clone()),
-            (_, Some(Value::Object(_))) => {
-                return Err(Error::new(ErrorKind::EditUnsupported)
-                    .with_detail("a binary body cannot be edited"));
-            }
             _ => return Err(refuse("an edit may not add, remove or retype the body")),
         };
         let (mut parts, ()) = Request::new(()).into_parts();
@@ -211,7 +236,7 @@ impl<B: From<Bytes>> Call for HttpCall<B> {
             capability: self.capability.clone(),
             route: self.route.clone(),
             params,
-            body: new.get("body").cloned(),
+            body: new.get("body").cloned().map(BodyArgs::Value),
             sources: self.sources.clone(),
         })
     }
@@ -230,10 +255,13 @@ fn is_json(content_type: Option<&str>) -> bool {
         .is_some_and(|t| t == "application/json" || t.ends_with("+json"))
 }
 
-/// `a=1&b=2&b=3` as `{"a": "1", "b": ["2", "3"]}`.
-fn query_object(query: &str) -> Value {
+/// `a=1&b=2&b=3` as `{"a": "1", "b": ["2", "3"]}`; `None` if a key or value is not UTF-8 once
+/// decoded (decoding it lossily would give `%FF` and `%FE` one meaning).
+fn query_object(query: &str) -> Option<Value> {
     let mut object = Map::new();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (key, value) = (form_decoded(key)?, form_decoded(value)?);
         let value = Value::String(value.into_owned());
         match object.get_mut(&*key) {
             None => {
@@ -243,7 +271,39 @@ fn query_object(query: &str) -> Value {
             Some(first) => *first = Value::Array(vec![first.take(), value]),
         }
     }
-    Value::Object(object)
+    Some(Value::Object(object))
+}
+
+/// `text` form-decoded as `form_urlencoded` does (`+` is a space; an escape that is not two hex
+/// digits stays as written), or `None` if the bytes it decodes to are not UTF-8.
+fn form_decoded(text: &str) -> Option<Cow<'_, str>> {
+    if !text.bytes().any(|b| b == b'%' || b == b'+') {
+        return Some(Cow::Borrowed(text));
+    }
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|hex| bytes[i] == b'%' && hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match (bytes[i], escaped) {
+            (_, Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (b'+', None) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (byte, None) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok().map(Cow::Owned)
 }
 
 /// The body as arguments: JSON (strictly: a repeated key is refused) when the content type says
@@ -251,7 +311,7 @@ fn query_object(query: &str) -> Value {
 pub(crate) fn body_value(
     content_type: Option<&str>,
     bytes: &Bytes,
-) -> Result<Option<Value>, Error> {
+) -> Result<Option<BodyArgs>, Error> {
     if bytes.is_empty() {
         return Ok(None);
     }
@@ -260,13 +320,13 @@ pub(crate) fn body_value(
         let text = text.map_err(|_| {
             Error::new(ErrorKind::InvalidArguments).with_detail("the JSON body is not UTF-8")
         })?;
-        return args::parse_strict(text).map(Some);
+        return args::parse_strict(text).map(|value| Some(BodyArgs::Value(value)));
     }
     Ok(Some(match text {
-        Ok(text) => Value::String(text.to_owned()),
-        Err(_) => serde_json::json!({
-            "bytes": bytes.len(),
-            "sha256": crate::hex::lower(&Sha256::digest(bytes)),
-        }),
+        Ok(text) => BodyArgs::Value(Value::String(text.to_owned())),
+        Err(_) => BodyArgs::Bytes {
+            length: bytes.len(),
+            sha256: crate::hex::lower(&Sha256::digest(bytes)),
+        },
     }))
 }

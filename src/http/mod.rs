@@ -28,11 +28,14 @@
 //!   inside an axum router (`Router::layer`, `route_layer`, or a route's own `.layer`). Outside
 //!   one, the literal path stands in for the pattern; name capabilities yourself with
 //!   [`capability_fn`](HttpApprovalLayer::capability_fn) there.
-//! - **Arguments**: `{"path": {…}, "query": {…}, "body": …}`. The body is read, up to
-//!   [`body_limit`](HttpApprovalLayer::body_limit) (64 KiB by default), whatever the method: a
-//!   `GET`'s body reaches the handler as surely as a `POST`'s, so the approver sees it and a
-//!   `value` approval binds it. A request without a body (most reads) is not read at all. A
-//!   larger body is answered `413 body_too_large` and nobody is asked.
+//! - **Arguments**: `{"path": {…}, "query": {…}, "body": …}`. A body that is not UTF-8 is its
+//!   length and digest under `body_bytes` and `body_sha256`, and a query that is not UTF-8 once
+//!   decoded is its text as sent under `query_raw`: keys no JSON body or decoded query can
+//!   produce, so distinct bytes are never the same arguments (see [`HttpCall`]). The body is
+//!   read, up to [`body_limit`](HttpApprovalLayer::body_limit) (64 KiB by default), whatever
+//!   the method: a `GET`'s body reaches the handler as surely as a `POST`'s, so the approver
+//!   sees it and a `value` approval binds it. A request without a body (most reads) is not read
+//!   at all. A larger body is answered `413 body_too_large` and nobody is asked.
 //! - **Principal, session, reason**: the [`Principal`], [`Session`] and [`Reason`] extensions your
 //!   own authentication layer sets. A header is read only when you name it, and only when the
 //!   extension is absent: a header is whatever the client says it is.

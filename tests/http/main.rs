@@ -620,3 +620,94 @@ async fn a_gated_gets_body_is_judged_as_a_posts() {
     other.disconnect();
     assert_eq!(app.ran.load(Ordering::SeqCst), 1);
 }
+
+/// A binary body is shown by its length and digest under keys of its own, which no JSON body
+/// can produce: a `value` approval of one binary body covers no JSON body that spells its
+/// length and digest.
+#[tokio::test]
+async fn a_binary_body_and_a_json_body_never_share_arguments() {
+    use sha2::{Digest as _, Sha256};
+
+    let app = app().await;
+    const BINARY: [u8; 3] = [0xff, 0xfe, 0x00];
+    let post = request("POST", "/v1/refunds/r_1")
+        .header("content-type", "application/octet-stream")
+        .body(Full::new(Bytes::from_static(&BINARY)))
+        .unwrap();
+    let parked = start(app.addr, post).await;
+    let alert = app.inbox.next_alert().await;
+    let sha256: String = Sha256::digest(BINARY)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        alert.request().args(),
+        json!({"path": {"id": "r_1"}, "body_bytes": 3, "body_sha256": sha256})
+    );
+    app.gate
+        .approve(
+            Approve::new(alert.request().id(), alert.code().reveal())
+                .scope(Scope::Value)
+                .by("alice"),
+        )
+        .await
+        .unwrap();
+    // The handler reads text, and answers this body 400: the call ran all the same.
+    parked.reply.await.unwrap();
+
+    let lookalike = json!({"bytes": 3, "sha256": sha256}).to_string();
+    let mut other = start(app.addr, json_post("/v1/refunds/r_1", &lookalike)).await;
+    tokio::select! {
+        alert = app.inbox.next_alert() => {
+            assert_eq!(alert.request().args()["body"], json!({"bytes": 3, "sha256": sha256}));
+        }
+        reply = &mut other.reply => {
+            panic!("the binary body's approval let a JSON body through: {reply:?}");
+        }
+    }
+    other.disconnect();
+}
+
+/// Query values are decoded strictly: a query whose bytes are not UTF-8 once decoded is shown
+/// whole, as sent, under `query_raw`, so `%FF` and `%FE` are two calls, not one.
+#[tokio::test]
+async fn undecodable_query_bytes_keep_every_byte() {
+    const ASKING: &str = r#"
+        [gate]
+        random_secret = true
+        request_ttl = "1m"
+        [capabilities."GET /v1/refunds/{id}"]
+        max_scope = "value"
+    "#;
+    let app = serve(ASKING, |gate, config| gate.http(config.policy().unwrap())).await;
+    let parked = start(app.addr, empty("GET", "/v1/refunds/r_1?name=%FF&x=1")).await;
+    let alert = app.inbox.next_alert().await;
+    assert_eq!(
+        alert.request().args(),
+        json!({"path": {"id": "r_1"}, "query_raw": "name=%FF&x=1"})
+    );
+    app.gate
+        .approve(
+            Approve::new(alert.request().id(), alert.code().reveal())
+                .scope(Scope::Value)
+                .by("alice"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(parked.reply.await.unwrap().body, "refund r_1");
+
+    let mut other = start(app.addr, empty("GET", "/v1/refunds/r_1?name=%FE&x=1")).await;
+    tokio::select! {
+        alert = app.inbox.next_alert() => {
+            assert_eq!(alert.request().args()["query_raw"], "name=%FE&x=1");
+        }
+        reply = &mut other.reply => panic!("%FF's approval let %FE through: {reply:?}"),
+    }
+    other.disconnect();
+
+    // Text that decodes is shown decoded, as before.
+    let parked = start(app.addr, empty("GET", "/v1/refunds/r_1?name=%C3%A9+a")).await;
+    let alert = app.inbox.next_alert().await;
+    assert_eq!(alert.request().args()["query"], json!({"name": "é a"}));
+    parked.disconnect();
+}
