@@ -69,6 +69,14 @@ pub trait Call {
         let _ = edit;
         Err(Error::new(ErrorKind::EditUnsupported))
     }
+
+    /// Told, just before a call a person approved runs, which access request approved it (never
+    /// for calls the policy or a standing rule let through). Keep the id where the service can
+    /// read it, to name the request in its own answers: an HTTP request gets it in its
+    /// extensions as `tollgate::http::Approved`. The default forgets it.
+    fn approved(&mut self, request: RequestId) {
+        let _ = request;
+    }
 }
 
 /// How an approver changed a call's arguments before it ran: the request, who edited, the

@@ -157,6 +157,7 @@ where
                             }
                         }
                     }
+                    request.approved(finish.id);
                     self.set(ParkedCall::Resuming {
                         call: Oneshot::new(service, request),
                         finish,

@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 use crate::args;
 use crate::call::{Call, Edit};
 use crate::error::{Error, ErrorKind};
+use crate::id::RequestId;
 
 /// Who makes the request, put in the request's extensions by your own authentication layer.
 /// The gate reads it as the call's principal.
@@ -27,6 +28,12 @@ pub struct Session(pub String);
 /// Why the caller makes the request, shown to the approver, put in the request's extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reason(pub String);
+
+/// The access request whose approval let this request run, put in its extensions just before
+/// it reaches the service (absent for requests the policy or a standing rule let through): to
+/// name the request in the service's own answers and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Approved(pub RequestId);
 
 /// democrai's operation classes: what an HTTP method does to the resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -184,6 +191,10 @@ impl<B: From<Bytes>> Call for HttpCall<B> {
 
     fn reason(&self) -> Option<&str> {
         self.extension_or_header(|r: &Reason| &r.0, self.sources.reason_header.as_ref())
+    }
+
+    fn approved(&mut self, request: RequestId) {
+        self.request.extensions_mut().insert(Approved(request));
     }
 
     fn edited(&self, edit: &Edit) -> Result<Self, Error> {

@@ -56,6 +56,11 @@
 //! | `service_failed` (the service's own error, not repeated), `invalid_config`, `missing_secret`, `no_runtime` | 500 |
 //!
 //! The body is `{"error": {"code", "message", "detail", "request_id", "retryable"}}`.
+//!
+//! A call a person approved reaches the service with the request's id in its extensions
+//! ([`Approved`]), for the service's own answers and logs to name it. If the service answers it
+//! with a server error (5xx), the request ends `failed` in the audit trail (not `executed`),
+//! and the service's answer goes to the caller as it is.
 //! [`handle_error`] gives the same answer for services that fail with a [`BoxError`], for axum's
 //! `HandleErrorLayer`.
 //!
@@ -77,9 +82,10 @@ mod call;
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::mem;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
@@ -93,7 +99,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use self::call::{HttpCall, Operation, Principal, Reason, Session};
+pub use self::call::{Approved, HttpCall, Operation, Principal, Reason, Session};
 
 use self::call::{Sources, body_value};
 use crate::call::Edit;
@@ -334,11 +340,11 @@ where
     P: Policy<HttpCall<B>> + Send + Sync + 'static,
     B: http_body::Body + From<Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
-    ResBody: From<Bytes>,
+    ResBody: From<Bytes> + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, P, B>;
+    type Future = ResponseFuture<S, P, B, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.get_mut().0.poll_ready(cx)
@@ -434,13 +440,16 @@ fn too_large(limit: usize) -> Error {
 pub(crate) struct Forward<S>(S);
 
 /// The response comes back with the access request whose approval edited the call, if one did.
-impl<S: Service<Request<B>>, B> Service<HttpCall<B>> for Forward<S> {
+impl<S, B, ResBody> Service<HttpCall<B>> for Forward<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
     type Response = (S::Response, Option<RequestId>);
-    type Error = InnerError<S::Error>;
+    type Error = InnerError<S::Error, S::Response>;
     type Future = ForwardFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx).map_err(InnerError)
+        self.0.poll_ready(cx).map_err(InnerError::Service)
     }
 
     fn call(&mut self, call: HttpCall<B>) -> Self::Future {
@@ -462,15 +471,23 @@ pin_project! {
     }
 }
 
-impl<F, T, E> Future for ForwardFuture<F>
+impl<F, ResBody, E> Future for ForwardFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<Response<ResBody>, E>>,
 {
-    type Output = Result<(T, Option<RequestId>), InnerError<E>>;
+    type Output = Result<(Response<ResBody>, Option<RequestId>), InnerError<E, Response<ResBody>>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.inner.poll(cx)).map_err(InnerError)?;
+        let response = ready!(this.inner.poll(cx)).map_err(InnerError::Service)?;
+        if response.status().is_server_error() {
+            // An error, so that the gate records an approved call `failed`; the layer takes the
+            // answer back out for the caller.
+            return Poll::Ready(Err(InnerError::Answered {
+                response: Mutex::new(response),
+                edited: *this.edited,
+            }));
+        }
         Poll::Ready(Ok((response, *this.edited)))
     }
 }
@@ -478,42 +495,62 @@ where
 /// The header that tells the caller an approver edited its request: the access request's id.
 const EDITED: HeaderName = HeaderName::from_static("tollgate-edited");
 
-/// An error of the inner service, on its way through the gate's boxed errors and back.
-#[derive(Debug)]
-pub(crate) struct InnerError<E>(E);
+/// What the inner service did wrong, on its way through the gate's boxed errors and back.
+pub(crate) enum InnerError<E, T> {
+    /// It failed.
+    Service(E),
+    /// It answered a server error (5xx): the call failed, and the answer still goes back.
+    /// Behind a lock only because boxed errors are `Sync` and bodies need not be.
+    Answered {
+        response: Mutex<T>,
+        edited: Option<RequestId>,
+    },
+}
 
-impl<E: fmt::Display> fmt::Display for InnerError<E> {
+impl<E: fmt::Debug, T> fmt::Debug for InnerError<E, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        match self {
+            InnerError::Service(error) => f.debug_tuple("Service").field(error).finish(),
+            InnerError::Answered { .. } => f.debug_struct("Answered").finish_non_exhaustive(),
+        }
     }
 }
 
-impl<E: fmt::Debug + fmt::Display> std::error::Error for InnerError<E> {}
+impl<E: fmt::Display, T> fmt::Display for InnerError<E, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InnerError::Service(error) => error.fmt(f),
+            InnerError::Answered { .. } => f.write_str("the service answered a server error"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display, T> std::error::Error for InnerError<E, T> {}
 
 type Gated<S, B> = crate::future::ResponseFuture<Forward<S>, HttpCall<B>>;
 
 pin_project! {
     /// Response future of [`HttpApproval`].
-    pub struct ResponseFuture<S, P, B>
+    pub struct ResponseFuture<S, P, B, ResBody>
     where
-        S: Service<Request<B>>,
+        S: Service<Request<B>, Response = Response<ResBody>>,
         B: http_body::Body,
         B::Error: Into<BoxError>,
     {
         #[pin]
-        state: State<S, P, B>,
+        state: State<S, P, B, ResBody>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, P, B>
+    enum State<S, P, B, ResBody>
     where
-        S: Service<Request<B>>,
+        S: Service<Request<B>, Response = Response<ResBody>>,
         B: http_body::Body,
         B::Error: Into<BoxError>,
     {
-        Answer { error: Option<Error> },
+        Answer { error: Option<Error>, body: PhantomData<fn() -> ResBody> },
         Reading {
             #[pin]
             body: Collect<Limited<B>>,
@@ -524,15 +561,18 @@ pin_project! {
     }
 }
 
-impl<S, P, B> ResponseFuture<S, P, B>
+impl<S, P, B, ResBody> ResponseFuture<S, P, B, ResBody>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
     fn answer(error: Error) -> Self {
         ResponseFuture {
-            state: State::Answer { error: Some(error) },
+            state: State::Answer {
+                error: Some(error),
+                body: PhantomData,
+            },
         }
     }
 
@@ -558,37 +598,41 @@ where
     }
 }
 
-impl<S, P, B, ResBody> Future for ResponseFuture<S, P, B>
+impl<S, P, B, ResBody> Future for ResponseFuture<S, P, B, ResBody>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: fmt::Debug + fmt::Display + Send + Sync + 'static,
     P: Policy<HttpCall<B>> + Send + Sync + 'static,
     B: http_body::Body + From<Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
-    ResBody: From<Bytes>,
+    ResBody: From<Bytes> + Send + 'static,
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let next = match self.as_mut().project().state.project() {
-                StateProj::Answer { error } => {
+                StateProj::Answer { error, .. } => {
                     let error = error.take().expect("polled after completion");
                     return Poll::Ready(Ok(error_response(&error)));
                 }
                 StateProj::Gated { future } => {
                     return Poll::Ready(match ready!(future.poll(cx)) {
-                        Ok((response, None)) => Ok(response),
-                        Ok((mut response, Some(id))) => {
-                            let id =
-                                HeaderValue::try_from(id.to_string()).expect("ids are header-safe");
-                            response.headers_mut().insert(EDITED, id);
-                            Ok(response)
+                        Ok((response, edited)) => Ok(marked(response, edited)),
+                        Err(error) => {
+                            match error.downcast::<InnerError<S::Error, Response<ResBody>>>() {
+                                Ok(inner) => match *inner {
+                                    InnerError::Service(error) => Err(error),
+                                    InnerError::Answered { response, edited } => {
+                                        let response = response
+                                            .into_inner()
+                                            .unwrap_or_else(PoisonError::into_inner);
+                                        Ok(marked(response, edited))
+                                    }
+                                },
+                                Err(error) => Ok(boxed_error_response(&error)),
+                            }
                         }
-                        Err(error) => match error.downcast::<InnerError<S::Error>>() {
-                            Ok(inner) => Err(inner.0),
-                            Err(error) => Ok(boxed_error_response(&error)),
-                        },
                     });
                 }
                 StateProj::Reading { body, next, limit } => {
@@ -620,9 +664,9 @@ where
     }
 }
 
-impl<S, P, B> fmt::Debug for ResponseFuture<S, P, B>
+impl<S, P, B, ResBody> fmt::Debug for ResponseFuture<S, P, B, ResBody>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
@@ -638,6 +682,18 @@ where
             .field("state", &state)
             .finish()
     }
+}
+
+/// `response`, with the `tollgate-edited` header if an approver edited its request.
+fn marked<ResBody>(
+    mut response: Response<ResBody>,
+    edited: Option<RequestId>,
+) -> Response<ResBody> {
+    if let Some(id) = edited {
+        let id = HeaderValue::try_from(id.to_string()).expect("ids are header-safe");
+        response.headers_mut().insert(EDITED, id);
+    }
+    response
 }
 
 /// The HTTP status for an error of this kind, answered to the caller of a gated service.

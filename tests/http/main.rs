@@ -711,3 +711,48 @@ async fn undecodable_query_bytes_keep_every_byte() {
     assert_eq!(alert.request().args()["query"], json!({"name": "é a"}));
     parked.disconnect();
 }
+
+/// An approved call whose handler answers a server error is recorded `failed`, and the answer
+/// still reaches the caller; the handler can read which access request approved it.
+#[tokio::test]
+async fn an_approved_call_answered_with_a_server_error_is_recorded_failed() {
+    use tollgate::http::Approved;
+    use tollgate::store::{AuditEvent, AuditFilter};
+
+    let inbox = RecordingNotifier::new();
+    let gate = Gate::builder()
+        .random_secret()
+        .notifier(inbox.clone())
+        .build()
+        .unwrap();
+    let failing = post(|request: Request| async move {
+        let approved = request.extensions().get::<Approved>().map(|a| a.0);
+        let body = approved.map(|id| id.to_string()).unwrap_or_default();
+        (StatusCode::BAD_GATEWAY, body)
+    });
+    let app = Router::new()
+        .route("/v1/refunds/{id}", failing)
+        .layer(gate.http(CapabilityTable::new().ask("POST /v1/refunds/{id}", Ask::new("refunds"))));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let parked = start(addr, json_post("/v1/refunds/r_1", r#"{"amount": 1}"#)).await;
+    let alert = inbox.next_alert().await;
+    let id = alert.request().id();
+    gate.approve(Approve::new(id, alert.code().reveal()).by("alice"))
+        .await
+        .unwrap();
+    let reply = parked.reply.await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_GATEWAY,
+        "the handler's answer"
+    );
+    assert_eq!(reply.body, id.to_string(), "the handler knew its request");
+    assert_eq!(gate.status(id).unwrap(), Status::Failed);
+    let trail = gate.audit(AuditFilter::new().request(id)).await.unwrap();
+    let events: Vec<AuditEvent> = trail.iter().map(|entry| entry.event).collect();
+    assert!(events.contains(&AuditEvent::Failed), "{events:?}");
+    assert!(!events.contains(&AuditEvent::Executed), "{events:?}");
+}

@@ -319,6 +319,27 @@ async fn an_upstream_down_is_502_and_a_slow_one_504() {
     assert_eq!(reply.code(), "upstream_timeout");
 }
 
+/// The approver was told the call runs; if the upstream is down then, the caller's `502` names
+/// the request, and the request ends `failed`.
+#[tokio::test]
+async fn an_approved_call_whose_upstream_is_down_is_a_502_naming_its_request() {
+    let port = support::closed_port();
+    let mut sidecar = sidecar("approved-down", &format!("http://127.0.0.1:{port}"), "1m").await;
+    let parked = start(sidecar.proxy, refund(r#"{"amount": 8}"#)).await;
+    let (id, code, _) = next_alert(&mut sidecar).await;
+    assert_eq!(decide(&sidecar, &id, "approve", &code).await, 200);
+    let reply = parked.reply.await.unwrap();
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.code(), "upstream_unavailable");
+    assert_eq!(reply.json()["error"]["request_id"], id.as_str());
+    let status = request("GET", &format!("/api/requests/{id}/status"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let status = send(sidecar.approval, status).await.json();
+    assert_eq!(status["status"], "failed", "{status}");
+}
+
 #[tokio::test]
 async fn hop_by_hop_headers_stay_on_their_hop() {
     let (upstream, received) = upstream().await;

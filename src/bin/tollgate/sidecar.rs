@@ -33,9 +33,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pin_project_lite::pin_project;
 use serde_json::json;
-use tollgate::Gate;
 use tollgate::config::{Config, ConfigPolicy};
+use tollgate::http::Approved;
 use tollgate::policy::LivePolicy;
+use tollgate::{Gate, RequestId};
 use tower::Service;
 
 use self::aliases::Aliased;
@@ -220,11 +221,9 @@ pin_project! {
 impl<F> CanonicalFuture<F> {
     fn refused(detail: &str) -> Self {
         CanonicalFuture::Refused {
-            response: Some(failure(
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
-                detail.into(),
-            )),
+            response: Some(
+                Failure::new(StatusCode::BAD_REQUEST, "invalid_path", detail.into()).of(None),
+            ),
         }
     }
 }
@@ -275,13 +274,19 @@ async fn forward(
     request: Request,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
+    // An approver was told this call runs: a failure names their request.
+    let approved = parts
+        .extensions
+        .get::<Approved>()
+        .map(|approved| approved.0);
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let Ok(uri) = format!("{}{path}", upstream.origin).parse::<Uri>() else {
-        return failure(
+        return Failure::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "the request's path cannot be forwarded".into(),
-        );
+        )
+        .of(approved);
     };
     parts.uri = uri;
     // Hop-by-hop headers went before routing (`Canonical`).
@@ -313,37 +318,57 @@ async fn forward(
             Response::from_parts(parts, Body::new(body))
         }
         Ok(Err(error)) => {
-            tracing::warn!(%error, "the upstream could not be reached");
-            failure(
+            tracing::warn!(%error, request_id = ?approved, "the upstream could not be reached");
+            Failure::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_unavailable",
                 format!("the upstream at {} could not be reached", upstream.origin),
             )
+            .of(approved)
         }
-        Err(_) => failure(
+        Err(_) => Failure::new(
             StatusCode::GATEWAY_TIMEOUT,
             "upstream_timeout",
             format!(
                 "the upstream did not answer within {}",
                 humantime::format_duration(upstream.timeout)
             ),
-        ),
+        )
+        .of(approved),
     }
 }
 
-/// An error of the proxy's own, in the shape of the gate's JSON errors.
-fn failure(status: StatusCode, code: &str, detail: String) -> Response {
-    let message = match status {
-        StatusCode::BAD_GATEWAY => "the service behind the proxy is unavailable; retry later",
-        StatusCode::GATEWAY_TIMEOUT => "the service behind the proxy did not answer in time",
-        _ => "the request cannot be forwarded",
-    };
-    let body = json!({"error": {
-        "code": code,
-        "message": message,
-        "detail": detail,
-        "request_id": null,
-        "retryable": status != StatusCode::BAD_REQUEST,
-    }});
-    (status, axum::Json(body)).into_response()
+/// An error of the proxy's own, answered as the gate's JSON errors are.
+struct Failure {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: &'static str, detail: String) -> Self {
+        Failure {
+            status,
+            code,
+            detail,
+        }
+    }
+
+    /// The answer, naming the access request whose approval let the call run, if one did. A
+    /// server error answered to an approved call also ends its request `failed`.
+    fn of(self, request: Option<RequestId>) -> Response {
+        let message = match self.status {
+            StatusCode::BAD_GATEWAY => "the service behind the proxy is unavailable; retry later",
+            StatusCode::GATEWAY_TIMEOUT => "the service behind the proxy did not answer in time",
+            _ => "the request cannot be forwarded",
+        };
+        let body = json!({"error": {
+            "code": self.code,
+            "message": message,
+            "detail": self.detail,
+            "request_id": request,
+            "retryable": self.status != StatusCode::BAD_REQUEST,
+        }});
+        (self.status, axum::Json(body)).into_response()
+    }
 }
