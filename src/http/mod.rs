@@ -27,7 +27,9 @@
 //! - **Capability**: the method and route pattern, `POST /v1/refunds/{id}`, when the layer runs
 //!   inside an axum router (`Router::layer`, `route_layer`, or a route's own `.layer`). Outside
 //!   one, the literal path stands in for the pattern; name capabilities yourself with
-//!   [`capability_fn`](HttpApprovalLayer::capability_fn) there.
+//!   [`capability_fn`](HttpApprovalLayer::capability_fn) there. axum answers `HEAD` with the
+//!   route's `GET` handler, so a `HEAD` is judged as `GET` too, and keeps the name whose
+//!   decision is stricter.
 //! - **Arguments**: `{"path": {…}, "query": {…}, "body": …}`. A body that is not UTF-8 is its
 //!   length and digest under `body_bytes` and `body_sha256`, and a query that is not UTF-8 once
 //!   decoded is its text as sent under `query_raw`: keys no JSON body or decoded query can
@@ -92,7 +94,7 @@ use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::Collect;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
@@ -367,23 +369,22 @@ where
             Ok(params) => params,
             Err(error) => return ResponseFuture::answer(error),
         };
-        let call = |request, body| HttpCall {
-            request,
+        let mut head = HttpCall {
+            request: Request::from_parts(parts, body),
             capability,
             route,
             params,
-            body,
+            body: None,
             sources: settings.sources.clone(),
         };
+        if head.request.method() == Method::HEAD {
+            judge_head_as_get(self.inner.policy(), &mut head);
+        }
         // Every method's body reaches the service, so every method's is judged; a request
         // without one (most reads) is not read at all.
-        if !settings.read_body || body.is_end_stream() {
-            return ResponseFuture::gated(
-                self.inner
-                    .call(call(Request::from_parts(parts, body), None)),
-            );
+        if !settings.read_body || head.request.body().is_end_stream() {
+            return ResponseFuture::gated(self.inner.call(head));
         }
-        let head = call(Request::from_parts(parts, body), None);
         if settings.decide_before_body
             && matches!(self.inner.policy().check(&head), Decision::Allow(_))
         {
@@ -410,6 +411,24 @@ where
             ready,
             settings.body_limit,
         )
+    }
+}
+
+/// axum answers `HEAD` with the route's `GET` handler, unless the route has a `HEAD` handler of
+/// its own: a `HEAD` is judged under both names and keeps the one whose decision is stricter
+/// (`GET` on a tie), so that it gets no further than the `GET` it may run.
+fn judge_head_as_get<P: Policy<HttpCall<B>>, B>(policy: &P, call: &mut HttpCall<B>) {
+    let Some(get) = call
+        .capability
+        .strip_prefix("HEAD ")
+        .map(|path| format!("GET {path}"))
+    else {
+        return;
+    };
+    let as_head = policy.check(call).strictness();
+    let head = mem::replace(&mut call.capability, get.into_boxed_str());
+    if policy.check(call).strictness() < as_head {
+        call.capability = head;
     }
 }
 

@@ -105,7 +105,7 @@ impl Decision {
     }
 
     /// How strict the decision is: allow < ask < deny.
-    fn strictness(&self) -> u8 {
+    pub(crate) fn strictness(&self) -> u8 {
         match self {
             Decision::Allow(_) => 0,
             Decision::Ask(_) => 1,

@@ -133,3 +133,30 @@ proptest! {
         }
     }
 }
+
+/// axum answers `HEAD` with the `GET` handler (when the route has no `HEAD` handler of its
+/// own): a `HEAD` is judged as the `GET` it runs.
+#[tokio::test]
+async fn head_is_judged_as_the_get_it_runs() {
+    use tollgate::policy::CapabilityTable;
+
+    let seen = Seen::default();
+    let gate = tollgate::Gate::builder()
+        .random_secret()
+        .notifier(tollgate::notify::RecordingNotifier::new())
+        .build()
+        .unwrap();
+    let policy = CapabilityTable::new()
+        .allow("*")
+        .deny("GET /v1/customers/{id}/export", "exports are done by hand");
+    let app = router(&seen).layer(gate.http(policy));
+    let head = http::Request::head("/v1/customers/c1/export")
+        .body(Body::empty())
+        .unwrap();
+    let reply = app.oneshot(head).await.unwrap();
+    assert_eq!(reply.status(), http::StatusCode::FORBIDDEN);
+    assert!(
+        seen.dispatched.lock().unwrap().is_empty(),
+        "the GET handler never ran"
+    );
+}
