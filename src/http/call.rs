@@ -66,11 +66,11 @@ pub(crate) struct Sources {
 ///
 /// The capability is the method and route pattern (`POST /v1/refunds/{id}`) unless the layer
 /// names another. The arguments are an object with the path parameters under `path`, the query
-/// under `query` (a repeated key gives an array), and the body under `body` (JSON as JSON, other
-/// UTF-8 text as a string); parts that are absent are left out. Distinct bytes never read as the
-/// same arguments, so two forms stand apart, under keys no JSON body or decoded query can
-/// produce: a body that is not UTF-8 is its length and SHA-256 under `body_bytes` and
-/// `body_sha256`, and a query whose bytes are not UTF-8 once decoded is its text as sent under
+/// under `query` (a repeated key gives an array), and the body; parts that are absent are left
+/// out. Distinct bytes never read as the same arguments, so each form of a body has keys of its
+/// own: a JSON body (by its content type) is under `body`, other UTF-8 text is a string under
+/// `body_text`, and anything else is its length and SHA-256 under `body_bytes` and
+/// `body_sha256`. A query whose bytes are not UTF-8 once decoded is its text as sent under
 /// `query_raw`.
 pub struct HttpCall<B> {
     pub(crate) request: Request<B>,
@@ -81,12 +81,14 @@ pub struct HttpCall<B> {
     pub(crate) sources: Arc<Sources>,
 }
 
-/// A body as arguments.
+/// A body as arguments: each form under keys of its own, so that no two forms meet.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum BodyArgs {
-    /// JSON, or UTF-8 text as a string.
-    Value(Value),
-    /// Other bytes: their length and lowercase hex SHA-256.
+    /// JSON, under `body`.
+    Json(Value),
+    /// Other UTF-8 text, a string under `body_text`.
+    Text(Value),
+    /// Other bytes: their length and lowercase hex SHA-256, under `body_bytes` and `body_sha256`.
     Bytes { length: usize, sha256: String },
 }
 
@@ -124,7 +126,7 @@ impl<B> HttpCall<B> {
     /// The body as JSON (UTF-8 text as a string), when one was read and is text.
     pub fn body(&self) -> Option<&Value> {
         match &self.body {
-            Some(BodyArgs::Value(value)) => Some(value),
+            Some(BodyArgs::Json(value) | BodyArgs::Text(value)) => Some(value),
             _ => None,
         }
     }
@@ -148,7 +150,7 @@ impl<B> HttpCall<B> {
 
 /// Edits of an HTTP request change its body only: its path and query are its capability's
 /// place and stay as they were. A JSON body is written from the edited `body`, a text body from
-/// the edited string; a binary body cannot be edited. The rebuilt request carries the [`Edit`]
+/// the edited `body_text`; a binary body cannot be edited. The rebuilt request carries the [`Edit`]
 /// in its extensions, and the gate's response to an edited request has a `tollgate-edited`
 /// header naming the access request.
 impl<B: From<Bytes>> Call for HttpCall<B> {
@@ -169,8 +171,11 @@ impl<B: From<Bytes>> Call for HttpCall<B> {
             };
         }
         match &self.body {
-            Some(BodyArgs::Value(body)) => {
+            Some(BodyArgs::Json(body)) => {
                 args.insert("body".into(), body.clone());
+            }
+            Some(BodyArgs::Text(text)) => {
+                args.insert("body_text".into(), text.clone());
             }
             Some(BodyArgs::Bytes { length, sha256 }) => {
                 args.insert("body_bytes".into(), Value::from(*length));
@@ -212,20 +217,28 @@ impl<B: From<Bytes>> Call for HttpCall<B> {
             .iter()
             .all(|part| new.get(*part) == old.get(*part));
         if !parts_kept
-            || new
-                .keys()
-                .any(|key| !matches!(key.as_str(), "path" | "query" | "query_raw" | "body"))
+            || new.keys().any(|key| {
+                !matches!(
+                    key.as_str(),
+                    "path" | "query" | "query_raw" | "body" | "body_text"
+                )
+            })
         {
             return Err(refuse("an edit may change an HTTP request's body only"));
         }
-        let json = is_json(content_type(&self.request));
-        let bytes = match (new.get("body"), self.body()) {
-            (None, None) => Bytes::new(),
-            (Some(body), Some(_)) if json => Bytes::from(
-                serde_json::to_vec(body)
-                    .map_err(|e| Error::new(ErrorKind::InvalidArguments).with_source(e))?,
+        let (bytes, body) = match (&self.body, new.get("body"), new.get("body_text")) {
+            (None, None, None) => (Bytes::new(), None),
+            (Some(BodyArgs::Json(_)), Some(body), None) => (
+                Bytes::from(
+                    serde_json::to_vec(body)
+                        .map_err(|e| Error::new(ErrorKind::InvalidArguments).with_source(e))?,
+                ),
+                Some(BodyArgs::Json(body.clone())),
             ),
-            (Some(Value::String(text)), Some(Value::String(_))) => Bytes::from(text.clone()),
+            (Some(BodyArgs::Text(_)), None, Some(Value::String(text))) => (
+                Bytes::from(text.clone()),
+                Some(BodyArgs::Text(Value::from(text.as_str()))),
+            ),
             _ => return Err(refuse("an edit may not add, remove or retype the body")),
         };
         let (mut parts, ()) = Request::new(()).into_parts();
@@ -247,7 +260,7 @@ impl<B: From<Bytes>> Call for HttpCall<B> {
             capability: self.capability.clone(),
             route: self.route.clone(),
             params,
-            body: new.get("body").cloned().map(BodyArgs::Value),
+            body,
             sources: self.sources.clone(),
         })
     }
@@ -331,10 +344,10 @@ pub(crate) fn body_value(
         let text = text.map_err(|_| {
             Error::new(ErrorKind::InvalidArguments).with_detail("the JSON body is not UTF-8")
         })?;
-        return args::parse_strict(text).map(|value| Some(BodyArgs::Value(value)));
+        return args::parse_strict(text).map(|value| Some(BodyArgs::Json(value)));
     }
     Ok(Some(match text {
-        Ok(text) => BodyArgs::Value(Value::String(text.to_owned())),
+        Ok(text) => BodyArgs::Text(Value::String(text.to_owned())),
         Err(_) => BodyArgs::Bytes {
             length: bytes.len(),
             sha256: crate::hex::lower(&Sha256::digest(bytes)),

@@ -30,10 +30,11 @@
 //!   [`capability_fn`](HttpApprovalLayer::capability_fn) there. axum answers `HEAD` with the
 //!   route's `GET` handler, so a `HEAD` is judged as `GET` too, and keeps the name whose
 //!   decision is stricter.
-//! - **Arguments**: `{"path": {…}, "query": {…}, "body": …}`. A body that is not UTF-8 is its
-//!   length and digest under `body_bytes` and `body_sha256`, and a query that is not UTF-8 once
-//!   decoded is its text as sent under `query_raw`: keys no JSON body or decoded query can
-//!   produce, so distinct bytes are never the same arguments (see [`HttpCall`]). The body is
+//! - **Arguments**: `{"path": {…}, "query": {…}, "body": …}` for a JSON body. Other text is a
+//!   string under `body_text`, other bytes their length and digest under `body_bytes` and
+//!   `body_sha256`, and a query that is not UTF-8 once decoded its text as sent under
+//!   `query_raw`: each form has keys of its own, so distinct bytes are never the same arguments
+//!   (see [`HttpCall`]). The body is
 //!   read, up to [`body_limit`](HttpApprovalLayer::body_limit) (64 KiB by default), whatever
 //!   the method: a `GET`'s body reaches the handler as surely as a `POST`'s, so the approver
 //!   sees it and a `value` approval binds it. A request without a body (most reads) is not read

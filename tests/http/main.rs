@@ -756,3 +756,40 @@ async fn an_approved_call_answered_with_a_server_error_is_recorded_failed() {
     assert!(events.contains(&AuditEvent::Failed), "{events:?}");
     assert!(!events.contains(&AuditEvent::Executed), "{events:?}");
 }
+
+/// A text body is shown under a key of its own: the JSON string `"{\"amount\": 5000}"` and the
+/// text `{"amount": 5000}` are distinct bytes (a handler that parses the text reads an object),
+/// and a `value` approval of one does not cover the other.
+#[tokio::test]
+async fn a_text_body_and_a_json_string_never_share_arguments() {
+    let app = app().await;
+    let json_string = json!(r#"{"amount": 5000}"#).to_string();
+    let parked = start(app.addr, json_post("/v1/refunds/r_1", &json_string)).await;
+    let alert = app.inbox.next_alert().await;
+    assert_eq!(alert.request().args()["body"], r#"{"amount": 5000}"#);
+    app.gate
+        .approve(
+            Approve::new(alert.request().id(), alert.code().reveal())
+                .scope(Scope::Value)
+                .by("alice"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(parked.reply.await.unwrap().status, StatusCode::CREATED);
+
+    let text = request("POST", "/v1/refunds/r_1")
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from_static(br#"{"amount": 5000}"#)))
+        .unwrap();
+    let mut other = start(app.addr, text).await;
+    tokio::select! {
+        alert = app.inbox.next_alert() => {
+            assert_eq!(alert.request().args()["body_text"], r#"{"amount": 5000}"#);
+            assert!(alert.request().args().get("body").is_none());
+        }
+        reply = &mut other.reply => {
+            panic!("the JSON string's approval let the text through: {reply:?}");
+        }
+    }
+    other.disconnect();
+}

@@ -638,7 +638,7 @@ async fn headers_that_connection_names_are_gone_before_the_gate_judges() {
     let (id, code, seen) = next_alert(&mut sidecar).await;
     assert_ne!(seen["principal"], "agent-7", "{seen}");
     assert_eq!(
-        seen["args"]["body"], body,
+        seen["args"]["body_text"], body,
         "text, as the upstream gets it: {seen}"
     );
     assert_eq!(decide(&sidecar, &id, "approve", &code).await, 200);
