@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::{MatchedPath, RawPathParams};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method, Request};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
@@ -60,6 +61,25 @@ pub(crate) struct Sources {
     pub(crate) principal_header: Option<HeaderName>,
     pub(crate) session_header: Option<HeaderName>,
     pub(crate) reason_header: Option<HeaderName>,
+}
+
+impl Sources {
+    /// A header the call would be read from that the request sends more than once: the gate
+    /// reads the first value, and a service may read the last, or all of them joined.
+    pub(crate) fn repeated(&self, parts: &Parts) -> Option<&HeaderName> {
+        let extensions = &parts.extensions;
+        [
+            (
+                &self.principal_header,
+                extensions.get::<Principal>().is_none(),
+            ),
+            (&self.session_header, extensions.get::<Session>().is_none()),
+            (&self.reason_header, extensions.get::<Reason>().is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(header, read)| header.as_ref().filter(|_| read))
+        .find(|name| parts.headers.get_all(*name).iter().nth(1).is_some())
+    }
 }
 
 /// An HTTP request as the gate and the policy see it.

@@ -41,7 +41,9 @@
 //!   at all. A larger body is answered `413 body_too_large` and nobody is asked.
 //! - **Principal, session, reason**: the [`Principal`], [`Session`] and [`Reason`] extensions your
 //!   own authentication layer sets. A header is read only when you name it, and only when the
-//!   extension is absent: a header is whatever the client says it is.
+//!   extension is absent: a header is whatever the client says it is. A named header sent more
+//!   than once is refused `400 invalid_arguments`: the gate would read one value, the service
+//!   perhaps another.
 //!
 //! # Answers
 //!
@@ -370,6 +372,11 @@ where
             Ok(params) => params,
             Err(error) => return ResponseFuture::answer(error),
         };
+        if let Some(name) = settings.sources.repeated(&parts) {
+            return ResponseFuture::answer(Error::new(ErrorKind::InvalidArguments).with_detail(
+                format!("the {name} header is sent more than once: the gate would read one value, the service perhaps another"),
+            ));
+        }
         let mut head = HttpCall {
             request: Request::from_parts(parts, body),
             capability,

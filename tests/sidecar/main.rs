@@ -648,3 +648,24 @@ async fn headers_that_connection_names_are_gone_before_the_gate_judges() {
     assert!(headers.get("content-type").is_none(), "{headers:?}");
     assert_eq!(*received.bodies.lock().unwrap(), [body]);
 }
+
+/// A header the gate reads a principal from, sent twice, is refused: the gate would judge the
+/// first value while the upstream may read the last, or both joined.
+#[tokio::test]
+async fn a_principal_header_sent_twice_is_refused() {
+    let (upstream, received) = upstream().await;
+    let sidecar = sidecar("twice", &format!("http://{upstream}"), "1m").await;
+    let call = request("POST", "/v1/refunds/r_1")
+        .header("content-type", "application/json")
+        .header("x-agent", "agent-7")
+        .header("x-agent", "admin")
+        .body(Full::new(Bytes::from_static(br#"{"amount": 1}"#)))
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), send(sidecar.proxy, call))
+        .await
+        .expect("answered at once, not parked");
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.code(), "invalid_arguments");
+    assert!(reply.body.contains("x-agent"), "{}", reply.body);
+    assert!(received.bodies.lock().unwrap().is_empty());
+}
