@@ -43,7 +43,7 @@
 //!   own authentication layer sets. A header is read only when you name it, and only when the
 //!   extension is absent: a header is whatever the client says it is. A named header sent more
 //!   than once is refused `400 invalid_arguments`: the gate would read one value, the service
-//!   perhaps another.
+//!   perhaps another. So is a body sent with two content types.
 //!
 //! # Answers
 //!
@@ -405,6 +405,12 @@ where
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > settings.body_limit as u64) {
             return ResponseFuture::answer(too_large(settings.body_limit));
+        }
+        // Which type the body is read as decides its arguments: one type, or none.
+        if parts.headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+            return ResponseFuture::answer(Error::new(ErrorKind::InvalidArguments).with_detail(
+                "the content-type header is sent more than once: the gate would read the body as one type, the service perhaps as another",
+            ));
         }
         let head = HttpCall {
             request: Request::from_parts(parts, B::from(Bytes::new())),

@@ -793,3 +793,20 @@ async fn a_text_body_and_a_json_string_never_share_arguments() {
     }
     other.disconnect();
 }
+
+/// A body with two content types is refused: the gate would read it as one type (and show the
+/// approver, say, text) while the handler may read it as the other.
+#[tokio::test]
+async fn a_body_with_two_content_types_is_refused() {
+    let app = app().await;
+    let call = request("POST", "/v1/refunds/r_1")
+        .header("content-type", "text/plain")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(br#"{"amount": 1}"#)))
+        .unwrap();
+    let reply = send(app.addr, call).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.code(), "invalid_arguments");
+    assert!(app.inbox.alerts().is_empty());
+    assert_eq!(app.ran.load(Ordering::SeqCst), 0);
+}
