@@ -575,18 +575,42 @@ async fn an_approver_edits_a_posts_body_and_the_handler_gets_the_edited_one() {
     assert_eq!(app.ran.load(Ordering::SeqCst), 1);
 }
 
+/// The app of [`app`], but reads of a refund ask, with approvals up to `value`.
+async fn asking_reads() -> App {
+    let config = POLICY.replace(
+        r#"[capabilities."GET *"]
+    decision = "allow""#,
+        r#"[capabilities."GET /v1/refunds/{id}"]
+    max_scope = "value""#,
+    );
+    serve(&config, |gate, config| gate.http(config.policy().unwrap())).await
+}
+
+/// Approves `alert`'s request with scope `value`, as alice.
+async fn approve_value(app: &App, alert: &tollgate::notify::Alert) {
+    app.gate
+        .approve(
+            Approve::new(alert.request().id(), alert.code().reveal())
+                .scope(Scope::Value)
+                .by("alice"),
+        )
+        .await
+        .unwrap();
+}
+
+/// The alert of the call in flight, which a standing rule must not let through: fails if the
+/// call is answered first.
+async fn asked_again(app: &App, call: &mut support::client::InFlight) -> tollgate::notify::Alert {
+    tokio::select! {
+        alert = app.inbox.next_alert() => alert,
+        reply = &mut call.reply => panic!("a standing approval let another call through: {reply:?}"),
+    }
+}
 /// A GET's body reaches the handler as a POST's does: the approver sees it, and a `value`
 /// approval covers that body and no other.
 #[tokio::test]
 async fn a_gated_gets_body_is_judged_as_a_posts() {
-    const ASKING: &str = r#"
-        [gate]
-        random_secret = true
-        request_ttl = "1m"
-        [capabilities."GET /v1/refunds/{id}"]
-        max_scope = "value"
-    "#;
-    let app = serve(ASKING, |gate, config| gate.http(config.policy().unwrap())).await;
+    let app = asking_reads().await;
     let get = |body: &str| {
         request("GET", "/v1/refunds/r_1")
             .header("content-type", "application/json")
@@ -600,14 +624,7 @@ async fn a_gated_gets_body_is_judged_as_a_posts() {
         json!({"amount": 1}),
         "the approver sees the body"
     );
-    app.gate
-        .approve(
-            Approve::new(alert.request().id(), alert.code().reveal())
-                .scope(Scope::Value)
-                .by("alice"),
-        )
-        .await
-        .unwrap();
+    approve_value(&app, &alert).await;
     assert_eq!(parked.reply.await.unwrap().body, "refund r_1");
 
     let other = start(app.addr, get(r#"{"amount": 100000}"#)).await;
@@ -644,27 +661,17 @@ async fn a_binary_body_and_a_json_body_never_share_arguments() {
         alert.request().args(),
         json!({"path": {"id": "r_1"}, "body_bytes": 3, "body_sha256": sha256})
     );
-    app.gate
-        .approve(
-            Approve::new(alert.request().id(), alert.code().reveal())
-                .scope(Scope::Value)
-                .by("alice"),
-        )
-        .await
-        .unwrap();
+    approve_value(&app, &alert).await;
     // The handler reads text, and answers this body 400: the call ran all the same.
     parked.reply.await.unwrap();
 
     let lookalike = json!({"bytes": 3, "sha256": sha256}).to_string();
     let mut other = start(app.addr, json_post("/v1/refunds/r_1", &lookalike)).await;
-    tokio::select! {
-        alert = app.inbox.next_alert() => {
-            assert_eq!(alert.request().args()["body"], json!({"bytes": 3, "sha256": sha256}));
-        }
-        reply = &mut other.reply => {
-            panic!("the binary body's approval let a JSON body through: {reply:?}");
-        }
-    }
+    let again = asked_again(&app, &mut other).await;
+    assert_eq!(
+        again.request().args()["body"],
+        json!({"bytes": 3, "sha256": sha256})
+    );
     other.disconnect();
 }
 
@@ -672,37 +679,19 @@ async fn a_binary_body_and_a_json_body_never_share_arguments() {
 /// whole, as sent, under `query_raw`, so `%FF` and `%FE` are two calls, not one.
 #[tokio::test]
 async fn undecodable_query_bytes_keep_every_byte() {
-    const ASKING: &str = r#"
-        [gate]
-        random_secret = true
-        request_ttl = "1m"
-        [capabilities."GET /v1/refunds/{id}"]
-        max_scope = "value"
-    "#;
-    let app = serve(ASKING, |gate, config| gate.http(config.policy().unwrap())).await;
+    let app = asking_reads().await;
     let parked = start(app.addr, empty("GET", "/v1/refunds/r_1?name=%FF&x=1")).await;
     let alert = app.inbox.next_alert().await;
     assert_eq!(
         alert.request().args(),
         json!({"path": {"id": "r_1"}, "query_raw": "name=%FF&x=1"})
     );
-    app.gate
-        .approve(
-            Approve::new(alert.request().id(), alert.code().reveal())
-                .scope(Scope::Value)
-                .by("alice"),
-        )
-        .await
-        .unwrap();
+    approve_value(&app, &alert).await;
     assert_eq!(parked.reply.await.unwrap().body, "refund r_1");
 
     let mut other = start(app.addr, empty("GET", "/v1/refunds/r_1?name=%FE&x=1")).await;
-    tokio::select! {
-        alert = app.inbox.next_alert() => {
-            assert_eq!(alert.request().args()["query_raw"], "name=%FE&x=1");
-        }
-        reply = &mut other.reply => panic!("%FF's approval let %FE through: {reply:?}"),
-    }
+    let again = asked_again(&app, &mut other).await;
+    assert_eq!(again.request().args()["query_raw"], "name=%FE&x=1");
     other.disconnect();
 
     // Text that decodes is shown decoded, as before.
@@ -767,14 +756,7 @@ async fn a_text_body_and_a_json_string_never_share_arguments() {
     let parked = start(app.addr, json_post("/v1/refunds/r_1", &json_string)).await;
     let alert = app.inbox.next_alert().await;
     assert_eq!(alert.request().args()["body"], r#"{"amount": 5000}"#);
-    app.gate
-        .approve(
-            Approve::new(alert.request().id(), alert.code().reveal())
-                .scope(Scope::Value)
-                .by("alice"),
-        )
-        .await
-        .unwrap();
+    approve_value(&app, &alert).await;
     assert_eq!(parked.reply.await.unwrap().status, StatusCode::CREATED);
 
     let text = request("POST", "/v1/refunds/r_1")
@@ -782,15 +764,9 @@ async fn a_text_body_and_a_json_string_never_share_arguments() {
         .body(Full::new(Bytes::from_static(br#"{"amount": 5000}"#)))
         .unwrap();
     let mut other = start(app.addr, text).await;
-    tokio::select! {
-        alert = app.inbox.next_alert() => {
-            assert_eq!(alert.request().args()["body_text"], r#"{"amount": 5000}"#);
-            assert!(alert.request().args().get("body").is_none());
-        }
-        reply = &mut other.reply => {
-            panic!("the JSON string's approval let the text through: {reply:?}");
-        }
-    }
+    let again = asked_again(&app, &mut other).await;
+    assert_eq!(again.request().args()["body_text"], r#"{"amount": 5000}"#);
+    assert!(again.request().args().get("body").is_none());
     other.disconnect();
 }
 

@@ -89,6 +89,21 @@ fn spellings() -> impl Strategy<Value = String> {
         })
 }
 
+/// Sends `GET path` to `app`: the capabilities the gate judged, and the routes axum dispatched.
+fn send_get<S>(app: S, seen: &Seen, path: &str) -> (Vec<String>, Vec<String>)
+where
+    S: tower::Service<http::Request<Body>, Error = std::convert::Infallible>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let request = http::Request::get(path).body(Body::empty()).unwrap();
+    runtime.block_on(app.oneshot(request)).unwrap();
+    let judged = seen.judged.lock().unwrap().clone();
+    let dispatched = seen.dispatched.lock().unwrap().clone();
+    (judged, dispatched)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -97,12 +112,7 @@ proptest! {
     #[test]
     fn inside_a_router_the_capability_is_the_route_dispatched(path in spellings()) {
         let seen = Seen::default();
-        let app = router(&seen).layer(layer(&seen));
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let request = http::Request::get(&path).body(Body::empty()).unwrap();
-        runtime.block_on(app.oneshot(request)).unwrap();
-        let dispatched = seen.dispatched.lock().unwrap().clone();
-        let judged = seen.judged.lock().unwrap().clone();
+        let (judged, dispatched) = send_get(router(&seen).layer(layer(&seen)), &seen, &path);
         // No route: the fallback's literal path, which routes nowhere.
         let expected = match dispatched.as_slice() {
             [] => format!("GET {path}"),
@@ -118,13 +128,8 @@ proptest! {
     #[test]
     fn in_front_of_a_router_the_literal_path_is_what_axum_routes(path in spellings()) {
         let seen = Seen::default();
-        let app = layer(&seen).layer(router(&seen));
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let request = http::Request::get(&path).body(Body::empty()).unwrap();
-        runtime.block_on(app.oneshot(request)).unwrap();
-        let dispatched = seen.dispatched.lock().unwrap().clone();
-        let judged = seen.judged.lock().unwrap().clone();
-        prop_assert_eq!(judged.clone(), vec![format!("GET {path}")]);
+        let (judged, dispatched) = send_get(layer(&seen).layer(router(&seen)), &seen, &path);
+        prop_assert_eq!(judged, vec![format!("GET {path}")]);
         if dispatched == ["/v1/customers/{id}/export"] {
             prop_assert!(path.starts_with("/v1/customers/") && path.ends_with("/export"), "{}", path);
         }
