@@ -117,7 +117,7 @@ pub(crate) fn app(
     let mut router = Router::new();
     // Many servers route `/x/` as `/x` (and `/x` as `/x/`): each route is matched either way,
     // and judged under the pattern as configured.
-    let mut variants: HashMap<String, Arc<str>> = HashMap::new();
+    let mut variants: HashMap<String, String> = HashMap::new();
     for (i, route) in proxy.routes.iter().enumerate() {
         if !route.starts_with('/') || proxy.routes[..i].contains(route) {
             return Err(format!(
@@ -127,7 +127,7 @@ pub(crate) fn app(
         router = router.merge(one_route(route)?);
         if let Some(variant) = slash_variant(route).filter(|v| !proxy.routes.contains(v)) {
             router = router.merge(one_route(&variant)?);
-            variants.insert(variant, route.as_str().into());
+            variants.insert(variant, route.clone());
         }
     }
     if !variants.is_empty() {
@@ -221,9 +221,12 @@ pin_project! {
 impl<F> CanonicalFuture<F> {
     fn refused(detail: &str) -> Self {
         CanonicalFuture::Refused {
-            response: Some(
-                Failure::new(StatusCode::BAD_REQUEST, "invalid_path", detail.into()).of(None),
-            ),
+            response: Some(failure(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                detail.into(),
+                None,
+            )),
         }
     }
 }
@@ -281,12 +284,12 @@ async fn forward(
         .map(|approved| approved.0);
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let Ok(uri) = format!("{}{path}", upstream.origin).parse::<Uri>() else {
-        return Failure::new(
+        return failure(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "the request's path cannot be forwarded".into(),
-        )
-        .of(approved);
+            approved,
+        );
     };
     parts.uri = uri;
     // Hop-by-hop headers went before routing (`Canonical`).
@@ -319,56 +322,39 @@ async fn forward(
         }
         Ok(Err(error)) => {
             tracing::warn!(%error, request_id = ?approved, "the upstream could not be reached");
-            Failure::new(
+            failure(
                 StatusCode::BAD_GATEWAY,
                 "upstream_unavailable",
                 format!("the upstream at {} could not be reached", upstream.origin),
+                approved,
             )
-            .of(approved)
         }
-        Err(_) => Failure::new(
+        Err(_) => failure(
             StatusCode::GATEWAY_TIMEOUT,
             "upstream_timeout",
             format!(
                 "the upstream did not answer within {}",
                 humantime::format_duration(upstream.timeout)
             ),
-        )
-        .of(approved),
+            approved,
+        ),
     }
 }
 
-/// An error of the proxy's own, answered as the gate's JSON errors are.
-struct Failure {
-    status: StatusCode,
-    code: &'static str,
-    detail: String,
-}
-
-impl Failure {
-    fn new(status: StatusCode, code: &'static str, detail: String) -> Self {
-        Failure {
-            status,
-            code,
-            detail,
-        }
-    }
-
-    /// The answer, naming the access request whose approval let the call run, if one did. A
-    /// server error answered to an approved call also ends its request `failed`.
-    fn of(self, request: Option<RequestId>) -> Response {
-        let message = match self.status {
-            StatusCode::BAD_GATEWAY => "the service behind the proxy is unavailable; retry later",
-            StatusCode::GATEWAY_TIMEOUT => "the service behind the proxy did not answer in time",
-            _ => "the request cannot be forwarded",
-        };
-        let body = json!({"error": {
-            "code": self.code,
-            "message": message,
-            "detail": self.detail,
-            "request_id": request,
-            "retryable": self.status != StatusCode::BAD_REQUEST,
-        }});
-        (self.status, axum::Json(body)).into_response()
-    }
+/// An error of the proxy's own, in the shape of the gate's JSON errors, naming the access request
+/// whose approval let the call run, if one did.
+fn failure(status: StatusCode, code: &str, detail: String, request: Option<RequestId>) -> Response {
+    let message = match status {
+        StatusCode::BAD_GATEWAY => "the service behind the proxy is unavailable; retry later",
+        StatusCode::GATEWAY_TIMEOUT => "the service behind the proxy did not answer in time",
+        _ => "the request cannot be forwarded",
+    };
+    let body = json!({"error": {
+        "code": code,
+        "message": message,
+        "detail": detail,
+        "request_id": request,
+        "retryable": status != StatusCode::BAD_REQUEST,
+    }});
+    (status, axum::Json(body)).into_response()
 }
