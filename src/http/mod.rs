@@ -34,11 +34,11 @@
 //!   string under `body_text`, other bytes their length and digest under `body_bytes` and
 //!   `body_sha256`, and a query that is not UTF-8 once decoded its text as sent under
 //!   `query_raw`: each form has keys of its own, so distinct bytes are never the same arguments
-//!   (see [`HttpCall`]). The body is
-//!   read, up to [`body_limit`](HttpApprovalLayer::body_limit) (64 KiB by default), whatever
-//!   the method: a `GET`'s body reaches the handler as surely as a `POST`'s, so the approver
-//!   sees it and a `value` approval binds it. A request without a body (most reads) is not read
-//!   at all. A larger body is answered `413 body_too_large` and nobody is asked.
+//!   (see [`HttpCall`]). The body is read, up to
+//!   [`body_limit`](HttpApprovalLayer::body_limit) (64 KiB by default), whatever the method: a
+//!   `GET`'s body reaches the handler as surely as a `POST`'s, so the approver sees it and a
+//!   `value` approval binds it. A request without a body (most reads) is not read at all. A
+//!   larger body is answered `413 body_too_large` and nobody is asked.
 //! - **Principal, session, reason**: the [`Principal`], [`Session`] and [`Reason`] extensions your
 //!   own authentication layer sets. A header is read only when you name it, and only when the
 //!   extension is absent: a header is whatever the client says it is. A named header sent more
@@ -74,8 +74,11 @@
 //!
 //! # Pitfalls
 //!
-//! - **Bodies are buffered** up to the limit before the policy runs, allowed calls included. Put the layer on the routes that need it, or call
-//!   [`skip_body`](HttpApprovalLayer::skip_body) for uploads the policy need not read.
+//! - **Bodies are buffered** up to the limit before the policy runs, allowed calls included.
+//!   Put the layer on the routes that need it, call
+//!   [`skip_body`](HttpApprovalLayer::skip_body) for uploads the policy need not read, or
+//!   [`decide_before_body`](HttpApprovalLayer::decide_before_body) for a policy that decides
+//!   without them.
 //! - **Route patterns need the router.** Applied around a whole `Router` from outside (for example
 //!   with `ServiceBuilder` before `into_make_service`), the layer runs before routing and sees
 //!   only literal paths. axum routes a path as written (no `..` resolved, no escape decoded, no
@@ -373,9 +376,7 @@ where
             Err(error) => return ResponseFuture::answer(error),
         };
         if let Some(name) = settings.sources.repeated(&parts) {
-            return ResponseFuture::answer(Error::new(ErrorKind::InvalidArguments).with_detail(
-                format!("the {name} header is sent more than once: the gate would read one value, the service perhaps another"),
-            ));
+            return ResponseFuture::answer(sent_twice(name));
         }
         let mut head = HttpCall {
             request: Request::from_parts(parts, body),
@@ -408,9 +409,7 @@ where
         }
         // Which type the body is read as decides its arguments: one type, or none.
         if parts.headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
-            return ResponseFuture::answer(Error::new(ErrorKind::InvalidArguments).with_detail(
-                "the content-type header is sent more than once: the gate would read the body as one type, the service perhaps as another",
-            ));
+            return ResponseFuture::answer(sent_twice(&CONTENT_TYPE));
         }
         let head = HttpCall {
             request: Request::from_parts(parts, B::from(Bytes::new())),
@@ -460,6 +459,14 @@ fn path_params(parts: &mut Parts) -> Result<Option<RawPathParams>, Error> {
             .with_detail(format!("path parameters: {}", rejection.body_text()))),
         Poll::Pending => Ok(None),
     }
+}
+
+/// A header the gate reads, sent more than once.
+fn sent_twice(name: &HeaderName) -> Error {
+    Error::new(ErrorKind::InvalidArguments).with_detail(format!(
+        "the {name} header is sent more than once: the gate would read one value, the service \
+         perhaps another"
+    ))
 }
 
 fn too_large(limit: usize) -> Error {
