@@ -216,6 +216,13 @@ fn every_spelling_of_a_route_is_judged_as_that_route() {
         } else if spelling.export {
             prop_assert_eq!(reply.status, 403, "{}", context);
             prop_assert_eq!(reply.code(), "access_request_denied", "{}", context);
+            // Judged as the export's route, not merely refused.
+            prop_assert_eq!(
+                &reply.json()["error"]["detail"],
+                "exports are done by hand",
+                "{}",
+                context
+            );
             prop_assert!(seen.is_empty(), "{}", context);
         } else {
             prop_assert_eq!(reply.status, 200, "{}", context);
