@@ -49,14 +49,16 @@ async fn upstream() -> (SocketAddr, Dispatched) {
     (addr, dispatched)
 }
 
-/// Reads pass; the export is denied outright, so that a request judged as the export is told
-/// apart at once from one that was not.
+/// Reads pass (`HEAD` by a rule of its own); the export is denied outright, so that a request
+/// judged as the export is told apart at once from one that was not.
 async fn proxy(name: &str, upstream: SocketAddr) -> Sidecar {
     sidecar_with(name, &format!("http://{upstream}"), "1m", |config| {
         config.replace(
             r#"routes = ["/v1/refunds/{id}"]"#,
             r#"routes = ["/v1/refunds/{id}", "/v1/customers/{id}/export", "/v1/customers/{id}"]"#,
         ) + r#"
+        [capabilities."HEAD *"]
+        decision = "allow"
         [capabilities."GET /v1/customers/{id}/export"]
         decision = "deny"
         deny_reason = "exports are done by hand"
@@ -296,7 +298,8 @@ async fn the_named_spellings_of_the_export_are_denied() {
     );
 }
 
-/// `HEAD` runs the `GET` handler on most servers (axum's included): it meets `GET`'s rules.
+/// `HEAD` runs the `GET` handler on most servers (axum's included): it meets `GET`'s rules, here
+/// a denial stricter than its own `HEAD *` allow.
 #[tokio::test]
 async fn head_is_judged_as_get() {
     let (upstream, dispatched) = upstream().await;
@@ -307,4 +310,14 @@ async fn head_is_judged_as_get() {
     let reply = send(sidecar.proxy, head).await;
     assert_eq!(reply.status, 403);
     assert!(dispatched.lock().unwrap().is_empty());
+
+    let head = super::support::client::request("HEAD", "/v1/customers/c1")
+        .body(http_body_util::Full::<bytes::Bytes>::default())
+        .unwrap();
+    assert_eq!(
+        send(sidecar.proxy, head).await.status,
+        200,
+        "a HEAD of what GET allows passes"
+    );
+    assert_eq!(*dispatched.lock().unwrap(), ["customer /v1/customers/c1"]);
 }
