@@ -36,7 +36,7 @@ pub struct Reason(pub String);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Approved(pub RequestId);
 
-/// democrai's operation classes: what an HTTP method does to the resource.
+/// Operation classes: what an HTTP method does to the resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operation {
     /// `GET`, `HEAD`, `OPTIONS`: reads.
