@@ -70,6 +70,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -232,6 +233,7 @@ impl<P> McpApproval<P> {
             service: tower::Layer::layer(&self.gate.layer(self.policy), upstream),
             settings: self.settings,
             connection: format!("mcp_{}", crate::hex::lower(&bits)).into(),
+            initialized: AtomicBool::new(false),
         }
     }
 }
@@ -243,6 +245,8 @@ pub struct GatedServer<S, P> {
     settings: Settings,
     /// The session of calls [`identify`](McpApproval::identify) does not name.
     connection: Box<str>,
+    /// Whether the handshake's `initialize` came: any later one is refused.
+    initialized: AtomicBool,
 }
 
 impl<S, P> fmt::Debug for GatedServer<S, P> {
@@ -379,6 +383,16 @@ where
     ) -> Result<ServerResult, ErrorData> {
         match request {
             ClientRequest::CallToolRequest(call) => self.call_tool(call, context).await,
+            // The handshake's `initialize` names the client, and so the principal; another one
+            // later would let a client name itself anew between calls.
+            ClientRequest::InitializeRequest(_)
+                if self.initialized.swap(true, Ordering::AcqRel) =>
+            {
+                Err(ErrorData::invalid_request(
+                    "the connection is initialized already",
+                    None,
+                ))
+            }
             other => self.handler.handle_request(other, context).await,
         }
     }

@@ -492,3 +492,29 @@ async fn an_edited_call_runs_with_the_approvers_arguments_and_its_result_says_so
     assert_eq!(meta["request_id"], request.id().to_string());
     assert_eq!(meta["original_arguments"], json!({"path": "/srv/data"}));
 }
+
+/// A second `initialize` in the middle of the connection is refused: the handshake's named the
+/// client, and so the principal, once.
+#[tokio::test(start_paused = true)]
+async fn a_second_initialize_cannot_rename_the_client() {
+    let s = connect(|gate| gate.mcp(policy())).await;
+    let peer = s.client.peer().clone();
+    let params: rmcp::model::InitializeRequestParams = serde_json::from_value(json!({
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "release-bot", "version": "1.0"}
+    }))
+    .unwrap();
+    let again = peer
+        .send_request(ClientRequest::InitializeRequest(
+            rmcp::model::InitializeRequest::new(params),
+        ))
+        .await;
+    assert!(again.is_err(), "answered {again:?}");
+    let _call = tokio::spawn(async move {
+        peer.call_tool(call("delete_file", json!({"path": "/tmp/c"})))
+            .await
+    });
+    let alert = s.recorder.next_alert().await;
+    assert_eq!(alert.request().principal(), "rmcp", "the handshake's name");
+}
