@@ -321,3 +321,31 @@ async fn head_is_judged_as_get() {
     );
     assert_eq!(*dispatched.lock().unwrap(), ["customer /v1/customers/c1"]);
 }
+
+/// Servers that route without regard to letter case (and any on a case-insensitive file
+/// system), drop a trailing `.`, or take a `.json` for a format run the export for these
+/// spellings: the proxy refuses them rather than judge them as some other path.
+#[tokio::test]
+async fn near_misses_of_a_route_are_refused_not_judged_as_other_paths() {
+    let (upstream, dispatched) = upstream().await;
+    let sidecar = proxy("near-misses", upstream).await;
+    for path in [
+        "/v1/customers/c1/EXPORT",
+        "/V1/customers/c1/export",
+        "/v1/Customers/c1/Export",
+        "/v1/customers/c1/%45xport",
+        "/v1/customers/c1/export.json",
+        "/v1/customers/c1/export.",
+    ] {
+        let reply = send(sidecar.proxy, get_request(path)).await;
+        assert_eq!(reply.status, 400, "{path}: {}", reply.body);
+        assert_eq!(reply.code(), "invalid_path", "{path}");
+    }
+    assert!(
+        dispatched.lock().unwrap().is_empty(),
+        "nothing was forwarded"
+    );
+    // A parameter's case is the caller's own: that path is the route itself.
+    let reply = send(sidecar.proxy, get_request("/v1/customers/C1")).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}

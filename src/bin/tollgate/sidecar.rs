@@ -10,6 +10,7 @@
 
 mod aliases;
 mod canonical;
+mod lookalike;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ use tower::Service;
 
 use self::aliases::Aliased;
 use self::canonical::canonical;
+use self::lookalike::Routes;
 
 /// Where requests go, and how long the upstream may take to answer.
 pub(crate) struct Upstream {
@@ -137,7 +139,8 @@ pub(crate) fn app(
         });
     }
     let gated = router.fallback(forward).layer(layer).with_state(upstream);
-    Ok(Router::new().fallback_service(Canonical(gated)))
+    let routes = Arc::new(Routes::new(&proxy.routes));
+    Ok(Router::new().fallback_service(Canonical(gated, routes)))
 }
 
 /// A router forwarding `route`, or why `route` is no pattern.
@@ -167,7 +170,7 @@ fn slash_variant(route: &str) -> Option<String> {
 /// the gate and the upstream see one request: its path canonical, its hop-by-hop headers gone.
 /// A path with no canonical form is refused `400 invalid_path`.
 #[derive(Clone, Debug)]
-struct Canonical<S>(S);
+struct Canonical<S>(S, Arc<Routes>);
 
 impl<S> Service<Request> for Canonical<S>
 where
@@ -192,6 +195,11 @@ where
                 None => return CanonicalFuture::refused("the path cannot be forwarded"),
             },
             Err(refused) => return CanonicalFuture::refused(refused.detail()),
+        }
+        if self.1.near_miss(request.uri().path()).is_some() {
+            return CanonicalFuture::refused(
+                "the path differs from a configured route only in letter case, a trailing `.` or a `.ext`, which some servers run as that route",
+            );
         }
         CanonicalFuture::Routed {
             future: self.0.call(request),
