@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::approver::{Approval, Approve, Authority, Denial, Deny, Ends, NewArgs, Revoke};
-use super::registry::{Ack, Known, Remote, Ruling, Vote, already};
+use super::registry::{Ack, Known, Ruling, Vote, already};
 use super::replicas::{RECHECK, settled, settles};
 use super::rules::{LONGEST_RULE, deadline_of};
 use super::seal::SealKey;
@@ -292,6 +292,7 @@ impl Gate {
         let rule = ruling.rule.map(|(rule, _)| rule);
         let verdict = approves
             .then(|| verdict::seal(&shared.seals, &request, &ruling.outcome, rule.as_ref()));
+        let outcome = ruling.outcome.clone();
         let mut change = record::decision(
             &request,
             ruling.outcome,
@@ -322,6 +323,9 @@ impl Gate {
                 {
                     shared.rules_mut().insert(rule.clone(), deadline);
                 }
+                // Callers here that joined the request end too: the feed brings this process
+                // no word of its own writes.
+                shared.apply_remote(id, outcome.status(), Some(outcome), None);
                 shared.announce();
             }
         }
@@ -390,10 +394,10 @@ impl Gate {
         match counted {
             Ok(Some(attempts)) if attempts >= limit => {
                 tracing::warn!(request_id = %id, attempts, "access request locked after too many wrong codes");
-                // Stored already: callers here end as they would on another replica's word;
-                // callers elsewhere hear it from the change feed.
-                let closed = Remote::Closed(Outcome::TooManyAttempts);
-                shared.locked(|registry| ((), registry.remote(id, closed)));
+                // Stored already: callers here, holding the request or joined to it, end as they
+                // would on another replica's word; callers elsewhere hear it from the feed.
+                let locked = Outcome::TooManyAttempts;
+                shared.apply_remote(id, locked.status(), Some(locked), None);
                 Error::new(ErrorKind::TooManyAttempts).with_request(id)
             }
             Ok(_) => not_found(),

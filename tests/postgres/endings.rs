@@ -72,3 +72,40 @@ async fn an_expiry_here_and_an_approval_elsewhere_end_the_request_one_way() {
     support::within(Duration::from_secs(5), || !alerts.resolutions().is_empty()).await;
     assert_eq!(alerts.resolutions().len(), 1);
 }
+
+/// A denial, or the last wrong code, entered on the replica where a joined caller waits ends
+/// that caller too, though the feed brings a replica no word of its own writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_on_the_replica_of_a_joined_caller_reaches_it() {
+    let (a, alerts, b, _) = crate::pair("joined_end", true).await;
+    let tools = Tools::default();
+    for (round, wrong_codes) in [(0u64, false), (1, true)] {
+        let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
+        let on_b = b.layer(policy(Scope::Once)).layer(tools.clone());
+        let first = tokio::spawn(on_a.oneshot(refund(80 + round)));
+        let alert = alerts.next_alert().await;
+        let id = alert.request().id();
+        let second = tokio::spawn(on_b.oneshot(refund(80 + round)));
+        support::within(Duration::from_secs(10), || b.stats().following == 1).await;
+        let expected = if wrong_codes {
+            for i in 0..5 {
+                let _ = b
+                    .approve(Approve::new(id, format!("wrong-{i}")).by("alice"))
+                    .await;
+            }
+            "too_many_attempts"
+        } else {
+            b.deny(tollgate::Deny::new(id, alert.code().reveal()).by("alice"))
+                .await
+                .expect("denied on B");
+            "access_request_denied"
+        };
+        for (caller, on) in [(first, "A"), (second, "B")] {
+            let ended = tokio::time::timeout(Duration::from_secs(10), caller)
+                .await
+                .unwrap_or_else(|_| panic!("the caller on {on} still waits"));
+            assert_eq!(code(&ended.unwrap().unwrap_err()), expected, "on {on}");
+        }
+    }
+    assert_eq!(tools.total(), 0);
+}
