@@ -1,5 +1,6 @@
-//! Two replicas agree on how a request ended: an expiry here and an approval elsewhere, stored
-//! the other way round, leave the database saying what the callers and the approver heard.
+//! Replicas agree on how a request ended: an expiry here and an approval elsewhere, stored the
+//! other way round, leave the database saying what the callers and the approver heard; an
+//! ending entered on the replica of a caller that joined the request reaches that caller.
 
 use std::time::Duration;
 
