@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-/// How a [`PostgresStore`] runs: its instance name, its lease, how it watches for changes.
+/// How a [`PostgresStore`](super::PostgresStore) runs: its instance name, its lease, how it
+/// watches for changes.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct PostgresOptions {
