@@ -36,11 +36,20 @@ pub struct Rule {
     pub(crate) expires_at: SystemTime,
     pub(crate) request: RequestId,
     pub(crate) reason: Option<Arc<str>>,
+    /// How many distinct approvers made it: the quorum the request needed for an approval, 1
+    /// otherwise. It covers only calls whose ask needs no more.
+    pub(crate) approvals: u8,
     /// The gate's MAC over every other field; see `seal.rs`. `None` until sealed.
     pub(crate) seal: Option<[u8; 32]>,
 }
 
 impl Rule {
+    /// How many distinct approvers made the rule (a quorum's size, else 1): an approval rule
+    /// covers only later calls whose own ask needs no more approvers, and names its granter
+    /// among its approvers if it names any.
+    pub fn approvals(&self) -> u8 {
+        self.approvals
+    }
     /// The rule's id, for [`Gate::revoke`](crate::Gate::revoke).
     pub fn id(&self) -> RuleId {
         self.id

@@ -62,6 +62,7 @@ impl Gate {
             principal,
             session,
             || (digest(), key()),
+            |rule| ask.met_by(rule),
             now,
         );
         if let Some(answer) = covered {

@@ -640,6 +640,11 @@ fn new_rule(
         expires_at: granted_at + ttl,
         request: request.id,
         reason,
+        approvals: if effect == RuleEffect::Allow {
+            request.quorum
+        } else {
+            1
+        },
         seal: None,
     };
     seals.seal(&mut rule);

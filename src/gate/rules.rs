@@ -69,13 +69,15 @@ impl RuleTable {
     /// How the live rules covering a call answer it, if any covers it: run it, or refuse it
     /// with `access_request_denied`; a denial beats an approval. `digests` (the arguments', and
     /// their key fields' when the policy names some and the call has them all) is called only
-    /// when value rules exist for the principal.
+    /// when value rules exist for the principal. An approval rule covers the call only if it
+    /// `meets` the call's own ask ([`Ask::met_by`](crate::policy::Ask::met_by)).
     pub(crate) fn lookup(
         &self,
         capability: &str,
         principal: &str,
         session: Option<&str>,
         digests: impl FnOnce() -> (ArgsDigest, Option<ArgsDigest>),
+        meets: impl Fn(&Rule) -> bool,
         now: Instant,
     ) -> Option<Admission> {
         let rules = self.by_capability.get(capability)?;
@@ -95,7 +97,8 @@ impl RuleTable {
         for rule in candidates.into_iter().flatten().filter_map(|e| e.live(now)) {
             match rule.effect {
                 RuleEffect::Deny => return Some(Admission::Refuse(remembered(rule))),
-                RuleEffect::Allow => answer = Some(Admission::Run),
+                RuleEffect::Allow if meets(rule) => answer = Some(Admission::Run),
+                RuleEffect::Allow => {}
             }
         }
         answer
@@ -111,7 +114,7 @@ impl RuleTable {
         digests: impl FnOnce() -> (ArgsDigest, Option<ArgsDigest>),
         now: Instant,
     ) -> Option<Error> {
-        match self.lookup(capability, principal, session, digests, now)? {
+        match self.lookup(capability, principal, session, digests, |_| false, now)? {
             Admission::Refuse(error) => Some(error),
             _ => None,
         }

@@ -63,6 +63,10 @@ impl SealKey {
         mac.field(Some(&millis(rule.expires_at).to_be_bytes()));
         mac.field(Some(rule.request.as_bytes()));
         mac.text(rule.reason.as_deref());
+        // Only when more than one: rules sealed before the field existed still verify.
+        if rule.approvals != 1 {
+            mac.field(Some(&[rule.approvals]));
+        }
         mac.0.finalize().into_bytes().into()
     }
 
@@ -190,6 +194,7 @@ mod tests {
             expires_at: at + Duration::from_secs(3600),
             request: RequestId::random(),
             reason: None,
+            approvals: 1,
             seal: None,
         }
     }
@@ -204,7 +209,7 @@ mod tests {
         let other = SealKey::new(b"another secret of at least sixteen bytes");
         assert!(!other.verifies(&sealed));
 
-        let changes: [fn(&mut Rule); 13] = [
+        let changes: [fn(&mut Rule); 14] = [
             |r| r.id = RuleId::random(),
             |r| r.effect = RuleEffect::Deny,
             |r| r.scope = Scope::Global,
@@ -217,6 +222,7 @@ mod tests {
             |r| r.expires_at += Duration::from_millis(1),
             |r| r.request = RequestId::random(),
             |r| r.reason = Some("".into()),
+            |r| r.approvals = 2,
             |r| r.seal.as_mut().unwrap()[31] ^= 1,
         ];
         for (i, change) in changes.iter().enumerate() {

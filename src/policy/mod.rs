@@ -157,6 +157,17 @@ impl Ask {
         }
     }
 
+    /// Whether approval `rule` may stand for a person's answer to this ask: made by as many
+    /// approvers as it needs and, if it names who may decide, granted by one of them. So one
+    /// approver's `value` rule about an account does not let through a payout to it that
+    /// needs two.
+    pub(crate) fn met_by(&self, rule: &crate::rule::Rule) -> bool {
+        rule.approvals >= self.quorum
+            && self
+                .allowed_approvers()
+                .is_none_or(|list| list.iter().any(|a| **a == *rule.granted_by))
+    }
+
     /// The widest scope an approval may grant.
     #[must_use]
     pub fn max_scope(mut self, scope: Scope) -> Self {

@@ -99,6 +99,7 @@ pub fn request(principal: &str, capability: &str, args: serde_json::Value) -> Ac
 pub fn rule(request: &AccessRequest, effect: RuleEffect, scope: Scope, ttl: Duration) -> Rule {
     let granted_at = now();
     Rule {
+        approvals: 1,
         seal: None,
         id: RuleId::random(),
         effect,

@@ -154,6 +154,9 @@ struct RuleRecord {
     expires_at_ms: i64,
     request: RequestId,
     reason: Option<String>,
+    /// Absent when one approver made it, as on rules written before quorums' rules said so.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    approvals: u8,
     /// Hex; absent on rules no gate sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seal: Option<String>,
@@ -175,6 +178,7 @@ impl Rule {
             expires_at_ms: millis(self.expires_at),
             request: self.request,
             reason: self.reason.as_deref().map(Into::into),
+            approvals: self.approvals,
             seal: self.seal.map(|seal| crate::hex::lower(&seal)),
         };
         serde_json::to_string(&record).expect("records serialize")
@@ -217,6 +221,7 @@ impl Rule {
             expires_at: from_millis(r.expires_at_ms),
             request: r.request,
             reason: r.reason.map(Into::into),
+            approvals: r.approvals.max(1),
             // A malformed seal is no seal: the rule is read, and refused by the gate.
             seal: r.seal.and_then(|hex| crate::hex::decode::<32>(&hex)),
         })

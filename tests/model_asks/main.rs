@@ -254,6 +254,10 @@ struct MRule {
     request: usize,
     allow: bool,
     deadline: Duration,
+    /// Who decided, and how many approvers' approval made it: an approval rule covers a call
+    /// only if that meets the call's own ask (as many approvers, among those it names).
+    by: usize,
+    approvals: usize,
 }
 
 type Heard = Option<Result<(), &'static str>>;
@@ -285,13 +289,20 @@ impl Model {
         let answer = match ask_of(account, amount) {
             MAsk::Denied => Some(Err("access_request_denied")),
             MAsk::Asks { reason: true, .. } if !reason => Some(Err("reason_required")),
-            MAsk::Asks { .. } => self.live_rule(principal, account).map(|rule| {
-                if rule.allow {
-                    Ok(())
-                } else {
-                    Err("access_request_denied")
-                }
-            }),
+            MAsk::Asks { quorum, only, .. } => self
+                .live_rule(principal, account)
+                .filter(|rule| {
+                    !rule.allow
+                        || (rule.approvals >= quorum
+                            && only.is_none_or(|only| only.contains(&rule.by)))
+                })
+                .map(|rule| {
+                    if rule.allow {
+                        Ok(())
+                    } else {
+                        Err("access_request_denied")
+                    }
+                }),
         };
         if let Some(answer) = answer {
             self.callers[caller] = Some(answer);
@@ -398,7 +409,7 @@ impl Model {
                 });
             }
             let earliest = self.requests[r].votes.iter().map(|v| v.ttl).min().unwrap();
-            self.decide(r, true, scope, earliest, args_of(key));
+            self.decide(r, (true, approver, quorum), scope, earliest, args_of(key));
             return Ok(Approved {
                 outstanding: 0,
                 asked: ttl,
@@ -437,7 +448,7 @@ impl Model {
         if scope > Scope::Value {
             return Err("scope_not_allowed");
         }
-        self.decide(r, true, scope, ttl, runs);
+        self.decide(r, (true, approver, 1), scope, ttl, runs);
         Ok(Approved {
             outstanding: 0,
             asked: ttl,
@@ -458,13 +469,20 @@ impl Model {
             return Err("scope_not_allowed");
         }
         let key = self.requests[r].key;
-        self.decide(r, false, remember, ttl, args_of(key));
+        self.decide(r, (false, approver, 1), remember, ttl, args_of(key));
         Ok(())
     }
 
     /// Request `r` decided: its callers resume, running `runs` if approved, and a `value`
     /// decision files a rule about the account that ran (or would have).
-    fn decide(&mut self, r: usize, allow: bool, scope: Scope, ttl: Duration, runs: Args) {
+    fn decide(
+        &mut self,
+        r: usize,
+        (allow, by, approvals): (bool, usize, usize),
+        scope: Scope,
+        ttl: Duration,
+        runs: Args,
+    ) {
         let principal = self.requests[r].key.0;
         if allow {
             self.requests[r].status = Status::Executed;
@@ -478,6 +496,8 @@ impl Model {
                 request: r,
                 allow,
                 deadline: self.now + ttl,
+                by,
+                approvals,
             };
             self.rules.insert((principal, runs.0), rule);
         }

@@ -340,3 +340,75 @@ async fn the_terminal_shows_each_approvers_code() {
     assert!(!text.contains(alert.code().reveal()), "no shared code");
     task.abort();
 }
+
+/// Payouts up to 100 ask one approver, above that two of alice, bob and carol; `value`
+/// approvals are about the account.
+fn payouts_by_account() -> impl tollgate::policy::Policy<ToolCall> + Clone + Send + Sync + 'static {
+    tollgate::policy::policy_fn(|call: &ToolCall| {
+        let amount = call.args()["amount"].as_u64().unwrap_or(0);
+        let ask = Ask::new("pays money out")
+            .max_scope(Scope::Value)
+            .key_fields(["/account"]);
+        tollgate::policy::Decision::Ask(if amount > 100 {
+            ask.approvers(["alice", "bob", "carol"]).quorum(2)
+        } else {
+            ask
+        })
+    })
+}
+
+fn payout_to(account: &str, amount: u64) -> ToolCall {
+    ToolCall::new(
+        "payments.payout",
+        json!({"account": account, "amount": amount}),
+    )
+    .principal("agent-7")
+}
+
+/// A standing rule covers a later call only if the approval that made it meets that call's
+/// own ask: one approver's `value` rule about an account does not let through a payout to it
+/// that needs two; a rule the quorum made does.
+#[tokio::test]
+async fn a_rule_one_approver_made_does_not_cover_a_call_that_needs_a_quorum() {
+    let f = support::Fixture::new(payouts_by_account(), Tools::default(), |b| b);
+    let (task, alert) = f.park(payout_to("a1", 10)).await;
+    let small = Approve::new(alert.request().id(), alert.code().reveal())
+        .by("alice")
+        .scope(Scope::Value);
+    f.gate
+        .approve(small)
+        .await
+        .expect("one approver suffices for 10");
+    task.await.unwrap().unwrap();
+    let svc = f.gate.layer(payouts_by_account()).layer(f.tools.clone());
+    svc.clone()
+        .oneshot(payout_to("a1", 20))
+        .await
+        .expect("the rule covers another small payout to a1");
+    // 500 to a1 needs two approvers: it asks.
+    let task = tokio::spawn(svc.clone().oneshot(payout_to("a1", 500)));
+    let alert = tokio::time::timeout(Duration::from_secs(5), f.alerts.next_alert())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the large payout ran on one approver's rule: {:?}",
+                f.tools.take()
+            )
+        });
+    assert_eq!(f.tools.total(), 2, "the large payout waits");
+    assert_eq!(alert.request().quorum(), 2);
+    // Approved by two, with a `value` rule: that rule covers the next large payout to a1.
+    f.gate
+        .approve(approve(&alert, "alice").scope(Scope::Value))
+        .await
+        .unwrap();
+    f.gate
+        .approve(approve(&alert, "bob").scope(Scope::Value))
+        .await
+        .unwrap();
+    task.await.unwrap().unwrap();
+    svc.oneshot(payout_to("a1", 600))
+        .await
+        .expect("the quorum's rule covers it");
+    assert_eq!(f.tools.total(), 4);
+}

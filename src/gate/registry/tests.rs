@@ -123,6 +123,7 @@ fn rule(effect: RuleEffect, request: &AccessRequest) -> Rule {
         expires_at: now + TTL,
         request: request.id,
         reason: None,
+        approvals: 1,
         seal: None,
     }
 }
