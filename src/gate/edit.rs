@@ -92,17 +92,9 @@ impl Shared {
         // The edited call's whole ask must be met by the approval in hand: one approver, this
         // one, with the caller's reason; its narrower limits apply below.
         if let Some(ask) = &checked.ask {
-            if ask.quorum > request.quorum {
+            if !ask.met(request.quorum, approver) {
                 return Err(refuse(
-                    "the edited call needs more approvers than this approval",
-                ));
-            }
-            if ask
-                .allowed_approvers()
-                .is_some_and(|list| !list.iter().any(|a| **a == **approver))
-            {
-                return Err(refuse(
-                    "the policy lets other approvers decide the edited call",
+                    "the edited call needs more approvers, or other ones, than this approval",
                 ));
             }
             if ask.require_reason && request.reason.is_none() {

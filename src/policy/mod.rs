@@ -157,15 +157,21 @@ impl Ask {
         }
     }
 
-    /// Whether approval `rule` may stand for a person's answer to this ask: made by as many
-    /// approvers as it needs and, if it names who may decide, granted by one of them. So one
-    /// approver's `value` rule about an account does not let through a payout to it that
-    /// needs two.
-    pub(crate) fn met_by(&self, rule: &crate::rule::Rule) -> bool {
-        rule.approvals >= self.quorum
+    /// Whether an approval by `approvals` distinct approvers, decided by `by`, meets this ask:
+    /// as many approvers as it needs and, if it names who may decide, `by` among them. What an
+    /// edit's approval and a standing rule must both show.
+    pub(crate) fn met(&self, approvals: u8, by: &str) -> bool {
+        approvals >= self.quorum
             && self
                 .allowed_approvers()
-                .is_none_or(|list| list.iter().any(|a| **a == *rule.granted_by))
+                .is_none_or(|list| list.iter().any(|a| **a == *by))
+    }
+
+    /// Whether approval `rule` may stand for a person's answer to this ask ([`met`](Self::met)
+    /// by the approvals that made it): so one approver's `value` rule about an account does not
+    /// let through a payout to it that needs two.
+    pub(crate) fn met_by(&self, rule: &crate::rule::Rule) -> bool {
+        self.met(rule.approvals, &rule.granted_by)
     }
 
     /// The widest scope an approval may grant.
