@@ -708,16 +708,12 @@ fn run_sequence(steps: &[Step], dir: &std::path::Path) -> Result<(), TestCaseErr
         real.settle(&model).await?;
         real.compare_audit(&model).await
     });
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    support::remove_sqlite(&path);
     result
 }
 
 fn cases() -> u32 {
-    std::env::var("TOLLGATE_MODEL_CASES")
-        .map(|n| n.parse().expect("TOLLGATE_MODEL_CASES is a number"))
-        .unwrap_or(10_000)
+    support::cases("TOLLGATE_MODEL_CASES", 10_000)
 }
 
 proptest! {

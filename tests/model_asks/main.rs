@@ -12,6 +12,9 @@
 //! - else anyone approves.
 //!
 //! `TOLLGATE_MODEL_CASES` sets the number of sequences (256 unless set).
+//!
+//! Long by design, as `tests/model` is: the steps, the model written from the promises and the
+//! driver that compares the gate with it after every step read best together.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -955,9 +958,7 @@ fn run_sequence(steps: &[Step], dir: &std::path::Path) -> Result<(), TestCaseErr
         .build()
         .unwrap();
     let path = dir.join(format!("model-asks-{}.db", std::process::id()));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    support::remove_sqlite(&path);
     let result = runtime.block_on(async {
         let alerts = RecordingNotifier::new();
         let tools = Tools::default();
@@ -990,16 +991,12 @@ fn run_sequence(steps: &[Step], dir: &std::path::Path) -> Result<(), TestCaseErr
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))
     });
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    support::remove_sqlite(&path);
     result
 }
 
 fn cases() -> u32 {
-    std::env::var("TOLLGATE_MODEL_CASES")
-        .map(|n| n.parse().expect("TOLLGATE_MODEL_CASES is a number"))
-        .unwrap_or(256)
+    support::cases("TOLLGATE_MODEL_CASES", 256)
 }
 
 proptest! {

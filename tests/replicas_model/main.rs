@@ -17,6 +17,9 @@
 //!
 //! `TOLLGATE_REPLICAS_MODEL_CASES` sets the number of schedules (32 unless set).
 //! `TOLLGATE_TEST_POSTGRES` names the server (`scripts/test` starts one).
+//!
+//! Long by design, as `tests/model` is: the steps, the model written from the promises and the
+//! driver that compares the gate with it after every step read best together.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -833,12 +836,7 @@ fn drop_database(db: &str) {
 }
 
 fn cases() -> u32 {
-    std::env::var("TOLLGATE_REPLICAS_MODEL_CASES")
-        .map(|n| {
-            n.parse()
-                .expect("TOLLGATE_REPLICAS_MODEL_CASES is a number")
-        })
-        .unwrap_or(32)
+    support::cases("TOLLGATE_REPLICAS_MODEL_CASES", 32)
 }
 
 proptest! {

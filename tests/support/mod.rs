@@ -426,3 +426,18 @@ macro_rules! store_reads {
         }
     };
 }
+
+/// How many sequences a property test runs: the number in the environment variable `var`, or
+/// `default`.
+pub fn cases(var: &str, default: u32) -> u32 {
+    std::env::var(var)
+        .map(|n| n.parse().unwrap_or_else(|_| panic!("{var} is a number")))
+        .unwrap_or(default)
+}
+
+/// Deletes the SQLite database at `path` with its journal files, if they are there.
+pub fn remove_sqlite(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
