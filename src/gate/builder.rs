@@ -328,6 +328,7 @@ impl GateBuilder {
                 "store recovered"
             );
         }
+        let shared_store = store.shared();
         let gate = Gate {
             shared: Arc::new(Shared {
                 settings: Settings {
@@ -341,7 +342,7 @@ impl GateBuilder {
                     approval_base_url: self.approval_base_url,
                     park_unnotified: self.park_unnotified,
                     audit_args: self.audit_args,
-                    shared_store: store.shared(),
+                    shared_store,
                     alert_concurrency: self.alert_concurrency,
                     notify_timeout: self.notify_timeout,
                 },
@@ -350,7 +351,8 @@ impl GateBuilder {
                 notifiers: RwLock::new(Arc::new(notifiers)),
                 registry: Mutex::new(
                     Registry::new(self.history, self.alert_rate.map(RateLimiter::new))
-                        .escalate_after(escalate_after, extension),
+                        .escalate_after(escalate_after, extension)
+                        .shared(shared_store),
                 ),
                 escalation,
                 rules: RwLock::new(rules),

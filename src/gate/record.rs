@@ -23,6 +23,14 @@ pub(super) enum Write {
     Take(Transition),
     /// A transition nobody waits for.
     Record(Transition),
+    /// The last caller here left a pending request, in a store replicas share: the store ends
+    /// it with this cancellation, or it lives on for callers elsewhere ([`Store::leave`]).
+    ///
+    /// [`Store::leave`]: crate::store::Store::leave
+    Leave(Transition, Arc<AccessRequest>),
+    /// An approval taken for the callers here of a request handed to this process: once
+    /// stored, they run.
+    Carry(Transition, Box<(Arc<AccessRequest>, Outcome)>),
     /// Audit entries that change no request.
     Append(AuditEntry),
     /// A rule filed for an approval nobody received, revoked again.
@@ -37,11 +45,12 @@ impl Write {
             Write::Insert(request, entry) => {
                 store::Write::Insert(request, std::slice::from_ref(entry))
             }
-            Write::Decide(change) | Write::Take(change) | Write::Record(change) => {
-                store::Write::Transition(change)
-            }
+            Write::Decide(change)
+            | Write::Take(change)
+            | Write::Record(change)
+            | Write::Carry(change, _) => store::Write::Transition(change),
             Write::Append(entry) => store::Write::Append(std::slice::from_ref(entry)),
-            Write::Withdraw(_) => return None,
+            Write::Withdraw(_) | Write::Leave(..) => return None,
         })
     }
 
@@ -88,18 +97,19 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             }
             Write::Decide(decision)
         }
-        Event::Taken { request, rule } => {
-            let executing = audit(AuditEvent::Executing, &request);
-            let at = executing.at;
-            let mut take = step(executing, Status::Approved, Status::Executing, None);
-            if let Some(rule) = rule {
-                let mut granted = AuditEntry::for_rule(AuditEvent::RuleGranted, at, &rule);
-                granted.approver = Some(rule.granted_by.clone());
-                take.audit.push(granted);
-                take.rule = Some(rule);
-            }
-            Write::Take(take)
-        }
+        Event::Taken { request, rule } => Write::Take(take(&request, rule, audit_args)),
+        Event::Carried {
+            request,
+            outcome,
+            rule,
+        } => Write::Carry(
+            take(&request, rule, audit_args),
+            Box::new((request, outcome)),
+        ),
+        Event::Left(request) => Write::Leave(
+            closed(&request, Status::Pending, Outcome::Cancelled, audit_args),
+            request,
+        ),
         Event::Closed {
             request,
             from,
@@ -143,6 +153,20 @@ pub(super) fn code_rejected(
         }
     });
     rejected
+}
+
+/// The transition that records a caller taking an approval, with the rule it files.
+fn take(request: &AccessRequest, rule: Option<Box<crate::rule::Rule>>, audit_args: bool) -> Transition {
+    let executing = entry(audit_args, AuditEvent::Executing, request);
+    let at = executing.at;
+    let mut take = step(executing, Status::Approved, Status::Executing, None);
+    if let Some(rule) = rule {
+        let mut granted = AuditEntry::for_rule(AuditEvent::RuleGranted, at, &rule);
+        granted.approver = Some(rule.granted_by.clone());
+        take.audit.push(granted);
+        take.rule = Some(rule);
+    }
+    take
 }
 
 /// The transition that records a person's decision, with its audit entries and, for a denial,

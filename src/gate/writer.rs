@@ -139,7 +139,7 @@ impl StoreWriter {
         self.core.store.clone()
     }
 
-    fn store_ref(&self) -> &dyn Store {
+    pub(super) fn store_ref(&self) -> &dyn Store {
         &*self.core.store
     }
 
@@ -404,7 +404,7 @@ pub(super) fn queue_stopped() -> Error {
 
 impl Shared {
     /// Queues a job on the store and runs the queue.
-    fn run(self: &Arc<Self>, job: Job) {
+    pub(super) fn run(self: &Arc<Self>, job: Job) {
         self.writer.push(job);
         self.drain();
     }
@@ -467,6 +467,13 @@ impl Shared {
                 if let Some(more) = self.after(Write::Insert(request, entry), filed) {
                     more.await;
                 }
+            }),
+            Write::Leave(cancel, request) => Box::pin(async move {
+                let store = self.writer.store_ref();
+                let timing = Timing::start();
+                let left = store.leave(&cancel).await;
+                timing.stop(1, usize::from(left.is_err()));
+                self.left(request, left).await;
             }),
             Write::Withdraw(rule) => Box::pin(async move {
                 let which = Revocation::Rule(rule);
@@ -545,12 +552,16 @@ impl Shared {
                     tracing::error!(request_id = %change.id, to = %change.to, %error, "store transition failed")
                 }
             },
+            Write::Carry(take, carried) => {
+                let (request, outcome) = *carried;
+                return self.carried(take, request, outcome, result);
+            }
             Write::Append(entry) => {
                 if let Err(error) = result {
                     tracing::error!(request_id = ?entry.request, event = %entry.event, %error, "audit entry not written");
                 }
             }
-            Write::Withdraw(_) => {}
+            Write::Withdraw(_) | Write::Leave(..) => {}
         }
         None
     }

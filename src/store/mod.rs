@@ -170,6 +170,10 @@ use crate::scope::Scope;
 /// 10. **Counted once.** [`wrong_code`](Self::wrong_code) counts wrong codes in the store, so
 ///     that the limit holds across every replica together, and ends the request at the limit in
 ///     the same step.
+/// 11. **Alive while a caller waits anywhere.** [`insert_or_join`](Self::insert_or_join)
+///     records the process whose callers joined a pending request; [`leave`](Self::leave) ends a
+///     request only once no process holds or follows it, and otherwise hands it to one that
+///     follows it, telling that one with [`Change::HandedOver`].
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Prepares the store for a gate that is starting: ends every request that is not finished
     /// (pending, approved, executing) as [`Status::Abandoned`] with an `abandoned` audit entry,
@@ -202,9 +206,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Files `request` as [`insert`](Self::insert) does, with its `seal` (opaque text the gate
     /// made, kept with the request and handed back in [`StoredRequest::seal`]), unless, in a
     /// store replicas share, an identical request (the same principal, session, capability and
-    /// arguments) is pending: then it files nothing and returns that request, seal included, for
-    /// this one's callers to join once the gate has checked the seal. The default always files
-    /// it.
+    /// arguments) is pending: then it files nothing, records this process as following that
+    /// request (see [`leave`](Self::leave)), and returns it, seal included, for this one's
+    /// callers to join once the gate has checked the seal. The default always files it.
     fn insert_or_join<'a>(
         &'a self,
         request: &'a AccessRequest,
@@ -219,6 +223,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// outcome, rule and audit entries. `Ok(false)` if the request is unknown or no longer in
     /// `from`; nothing is written then.
     fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// The last caller of this process waiting on request `cancel.id` left it. The default, for
+    /// a store one process owns, applies `cancel` (its ending as cancelled, from pending).
+    ///
+    /// In a store replicas share, that request may be one this process holds or one its callers
+    /// joined ([`insert_or_join`](Self::insert_or_join)); in one step: a process that only
+    /// follows it no longer does ([`Left::Unfollowed`]); the process holding it hands it, pending
+    /// or approved, to a process that follows it ([`Left::HandedOver`], or [`Left::Kept`] if that
+    /// is this one again) and tells it through [`changes`](Self::changes); with nobody following,
+    /// it applies `cancel` (from approved instead, for an approval nobody took) and returns
+    /// [`Left::Cancelled`]. A request that moved on otherwise is [`Left::Moved`].
+    fn leave<'a>(&'a self, cancel: &'a Transition) -> BoxFuture<'a, Result<Left, Error>> {
+        Box::pin(async move {
+            Ok(match self.transition(cancel).await? {
+                true => Left::Cancelled,
+                false => Left::Moved,
+            })
+        })
+    }
 
     /// Appends audit entries that change no request (`notified`, `code_rejected`).
     fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>>;
@@ -355,6 +378,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>> {
         (**self).transition(change)
     }
+    fn leave<'a>(&'a self, cancel: &'a Transition) -> BoxFuture<'a, Result<Left, Error>> {
+        (**self).leave(cancel)
+    }
     fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>> {
         (**self).append(audit)
     }
@@ -461,6 +487,10 @@ pub enum Change {
     RuleGranted(Rule),
     /// A rule was revoked.
     RuleRevoked(RuleId),
+    /// The process holding request `id`, which callers of this process joined, had its last
+    /// caller leave ([`Store::leave`]): the request is this process's now, to take an approval
+    /// of it and to tell the notifiers how it ends. Delivered to that process only.
+    HandedOver(RequestId),
     /// This process found a request whose owner stopped renewing its lease, and abandoned it
     /// (with its `abandoned` audit entry): the notifiers are told, by this process only.
     Abandoned(AccessRequest),
@@ -683,6 +713,23 @@ impl Purged {
     pub fn new(rules: usize, requests: usize) -> Self {
         Purged { rules, requests }
     }
+}
+
+/// What became of a request when the last caller of this process waiting on it left; see
+/// [`Store::leave`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Left {
+    /// Nobody else waited on it: it ended cancelled.
+    Cancelled,
+    /// Callers on another replica wait on it: it is that replica's now, still decidable.
+    HandedOver,
+    /// Callers of this process joined it again meanwhile: it stays with this process.
+    Kept,
+    /// This process only followed it, and no longer does.
+    Unfollowed,
+    /// It had moved on (decided, taken, ended): nothing was written.
+    Moved,
 }
 
 /// Which rules to revoke.

@@ -75,6 +75,16 @@ pub(crate) enum Event {
         from: Status,
         outcome: Outcome,
     },
+    /// The last caller here left a pending request, with a store replicas share: the store
+    /// ends it, or it lives on for callers on other replicas.
+    Left(Arc<AccessRequest>),
+    /// An approval of a request handed to this process, taken for the callers here that joined
+    /// it: once stored, they run.
+    Carried {
+        request: Arc<AccessRequest>,
+        outcome: Outcome,
+        rule: Option<Box<Rule>>,
+    },
     /// An approved call ended.
     Finished {
         request: Arc<AccessRequest>,

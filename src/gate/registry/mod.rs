@@ -28,6 +28,7 @@
 
 mod decide;
 mod event;
+mod follow;
 mod index;
 mod remote;
 mod slot;
@@ -44,6 +45,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 pub(crate) use self::event::{Ack, Effects, Event, Resolved, Ruling};
+use self::follow::Following;
 use self::index::{Epoch, History, PendingIndex, Ticks};
 pub(crate) use self::remote::Remote;
 use self::slot::{Phase, Slot, Waiters};
@@ -98,9 +100,16 @@ pub(crate) struct Registry {
     shut: bool,
     /// How often each principal may open a new request, and so alert a person.
     alert_rate: Option<RateLimiter>,
-    /// For each request of another replica that callers here joined: its seal, checked when
-    /// they joined, and their requests here.
-    followers: FxHashMap<RequestId, ([u8; 32], Vec<RequestId>)>,
+    /// Whether the store is one replicas share: a request the last caller here leaves may live
+    /// on for callers elsewhere, so whether it ends is the store's to say.
+    shared: bool,
+    /// Each request of another replica that callers here joined.
+    followers: FxHashMap<RequestId, Following>,
+    /// For each caller's request here that joined another replica's: the one it joined.
+    follows: FxHashMap<RequestId, RequestId>,
+    /// The callers' requests here running on the approval of a request handed to this process,
+    /// with that request: the first of them to end records how.
+    running: FxHashMap<RequestId, Arc<AccessRequest>>,
     /// How long a request waits before it is escalated, if the gate escalates.
     escalate_after: Option<Duration>,
     /// How much later an escalated request expires, if the escalation extends it.
@@ -181,13 +190,22 @@ impl Registry {
             made: 0,
             shut: false,
             alert_rate,
+            shared: false,
             followers: Default::default(),
+            follows: Default::default(),
+            running: Default::default(),
             escalate_after: None,
             extension: None,
             escalations: VecDeque::new(),
             edits: Default::default(),
             votes: Default::default(),
         }
+    }
+
+    /// For a store replicas share (see the field).
+    pub(crate) fn shared(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Escalates every request still pending `after` it was made, and then gives it
@@ -409,7 +427,7 @@ impl Registry {
         self.parked -= 1;
         if slot.attached == 0 {
             match &mut slot.phase {
-                Phase::Pending => return self.close(id, Outcome::Cancelled),
+                Phase::Pending => return self.left(id),
                 Phase::Approved(_) => {
                     let ruling = slot.phase.take(|p| matches!(p, Phase::Approved(_)));
                     return self.cancel(id, Status::Approved, ruling.expect("just seen"));
@@ -424,6 +442,24 @@ impl Registry {
         }
         self.retire_if_done(id);
         Effects::default()
+    }
+
+    /// The last caller here left pending request `id`. With a store replicas share, callers on
+    /// other replicas may still wait on it, so the store says whether it ends ([`Event::Left`]);
+    /// it is not remembered here, since it may live on elsewhere. Otherwise it ends cancelled.
+    fn left(&mut self, id: RequestId) -> Effects {
+        let Some(slot) = self.live.get_mut(&id).filter(|_| self.shared) else {
+            return self.close(id, Outcome::Cancelled);
+        };
+        if slot.joined {
+            return self.close(id, Outcome::Cancelled);
+        }
+        self.index.leave(&slot.request);
+        slot.phase = Phase::Closed(Box::new(Outcome::Cancelled));
+        let mut effects = Effects::default();
+        effects.events.push(Event::Left(slot.request.clone()));
+        self.retire(id, false);
+        effects
     }
 
     /// An approval stored as executing that no caller received, because every caller left first:
@@ -521,9 +557,12 @@ impl Registry {
         }
         self.index.leave(&slot.request);
         effects.wake.extend(slot.wakers());
-        if outcome == Outcome::StoreFailed || slot.joined {
-            // A request the store never took was never announced, so there is nobody to tell;
-            // the callers of one that joined another replica's request just leave it.
+        if slot.joined {
+            // The callers of one that joined another replica's request leave it.
+            slot.phase = Phase::Closed(Box::new(outcome.clone()));
+            effects.merge(self.unfollow(id, &outcome));
+        } else if outcome == Outcome::StoreFailed {
+            // A request the store never took was never announced, so there is nobody to tell.
             slot.phase = Phase::Closed(Box::new(outcome));
         } else {
             slot.closed(Status::Pending, outcome, &mut effects);
@@ -561,9 +600,11 @@ impl Registry {
             *finished = Some(status);
             if slot.joined {
                 // The replica that holds the request it joined records how that ended.
-                return effects;
+                return self.finished_following(id, status).unwrap_or_default();
             }
             slot.request.clone()
+        } else if let Some(effects) = self.finished_following(id, status) {
+            return effects;
         } else {
             let Some((request, current)) = self.history.entries.get_mut(&id) else {
                 return effects;
@@ -643,18 +684,29 @@ impl Registry {
             && !matches!(slot.phase, Phase::Pending)
             && !slot.phase.in_flight()
         {
-            let slot = self.live.remove(&id).expect("just seen");
-            if slot.request.editable {
-                self.edits.remove(&id);
-            }
-            if slot.request.quorum > 1 {
-                self.votes.remove(&id);
-            }
             // A request that joined another replica's is not remembered: nobody knows its id,
             // and the replica that holds the one it joined records how it ends.
-            if !slot.joined {
-                self.history.insert(slot.request, slot.phase.status());
-            }
+            let remember = !slot.joined;
+            self.retire(id, remember);
+        }
+    }
+
+    /// Moves request `id` out of the live table, into the history if `remember`.
+    fn retire(&mut self, id: RequestId, remember: bool) {
+        let Some(slot) = self.live.remove(&id) else {
+            return;
+        };
+        if slot.request.editable {
+            self.edits.remove(&id);
+        }
+        if slot.request.quorum > 1 {
+            self.votes.remove(&id);
+        }
+        if slot.joined {
+            self.follows.remove(&id);
+        }
+        if remember {
+            self.history.insert(slot.request, slot.phase.status());
         }
     }
 }

@@ -137,6 +137,12 @@ impl Watcher {
                 if row.get::<_, &str>(1) == &*self.instance {
                     continue;
                 }
+                // A request handed over is news to the process it was handed to only.
+                if row.get::<_, &str>(2) == "handover"
+                    && row.get::<_, Option<&str>>(8) != Some(&*self.instance)
+                {
+                    continue;
+                }
                 match change_of(&row) {
                     Ok(Some(change)) => {
                         let _ = self.sender.send(change);
@@ -175,6 +181,7 @@ pub(super) fn change_of(row: &Row) -> Result<Option<Change>, Error> {
                 .ok_or_else(|| unreadable("a rule change without its rule"))?,
         )?),
         "revoke" => Change::RuleRevoked(RuleId::from_bytes(id(7)?)),
+        "handover" => Change::HandedOver(RequestId::from_bytes(id(3)?)),
         _ => return Ok(None),
     }))
 }

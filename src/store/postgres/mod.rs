@@ -18,6 +18,7 @@
 //!   exactly one replica, which tells the notifiers.
 
 mod feed;
+mod handover;
 mod lease;
 mod options;
 mod queries;

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::handover::leave;
 use super::writes::{FeedRow, Unkept, append, file, fingerprint, transition};
 use super::{PostgresStore, failed, status_of, unreadable};
 use crate::args::ArgsDigest;
@@ -20,7 +21,8 @@ use crate::rule::Rule;
 use crate::scope::Scope;
 use crate::store::sql::{Param, audit_query};
 use crate::store::{
-    Change, Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition, Write,
+    Change, Left, Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition,
+    Write,
 };
 use crate::time::{from_millis, millis};
 
@@ -92,20 +94,25 @@ impl Store for PostgresStore {
                     tx.commit().await.map_err(failed)?;
                     return Ok(None);
                 }
+                // Joined: this replica follows it from now on, so that it lives while a caller
+                // waits here.
                 let pending = tx
                     .query_opt(
-                        "SELECT record, seal FROM tollgate_requests
-                         WHERE fingerprint = $1 AND status = 'pending'",
-                        &[&&fingerprint[..]],
+                        "UPDATE tollgate_requests
+                         SET followers = CASE WHEN $2 = ANY(followers) THEN followers
+                                              ELSE array_append(followers, $2) END
+                         WHERE fingerprint = $1 AND status = 'pending'
+                         RETURNING record, seal",
+                        &[&&fingerprint[..], &&*self.inner.instance],
                     )
                     .await
                     .map_err(failed)?;
                 if let Some(row) = pending {
                     let request = AccessRequest::from_record(row.get(0))?;
                     let stored = StoredRequest::new(request, Status::Pending, None);
-                    return Ok(Some(
-                        stored.with_seal(row.get::<_, Option<&str>>(1).map(Into::into)),
-                    ));
+                    let stored = stored.with_seal(row.get::<_, Option<&str>>(1).map(Into::into));
+                    tx.commit().await.map_err(failed)?;
+                    return Ok(Some(stored));
                 }
             }
             Err(Error::new(ErrorKind::StoreFailed)
@@ -122,6 +129,16 @@ impl Store for PostgresStore {
             }
             tx.commit().await.map_err(failed)?;
             Ok(true)
+        })
+    }
+
+    fn leave<'a>(&'a self, cancel: &'a Transition) -> BoxFuture<'a, Result<Left, Error>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(failed)?;
+            let left = leave(&tx, &self.inner.instance, cancel).await?;
+            tx.commit().await.map_err(failed)?;
+            Ok(left)
         })
     }
 

@@ -93,6 +93,11 @@ CREATE INDEX tollgate_changes_at ON tollgate_changes (at);
     r#"
 ALTER TABLE tollgate_requests ADD COLUMN seal TEXT;
 "#,
+    // The replicas whose callers joined a request: it lives while one of them still waits, and
+    // passes to one of them when the last caller of the replica holding it leaves.
+    r#"
+ALTER TABLE tollgate_requests ADD COLUMN followers TEXT[] NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// Creates the schema or brings it up to date, under the advisory lock.

@@ -1,0 +1,119 @@
+//! A request lives while a caller waits on any replica: when the last caller on the replica
+//! holding it leaves, an identical call still waiting on another replica keeps it decidable, and
+//! the approval runs there; once no caller waits anywhere, it ends cancelled.
+
+use std::time::Duration;
+
+use tollgate::notify::RecordingNotifier;
+use tollgate::{Approve, ErrorKind, Gate, Scope, Status};
+use tower::{Layer, ServiceExt};
+
+use crate::support::{self, Tools, policy, refund};
+
+/// Reads the store until it says request `id` is `status` (real I/O on another connection:
+/// each read paces the next; no sleep).
+async fn ended(gate: &Gate, id: tollgate::RequestId, status: Status) {
+    let mut now = None;
+    let reached = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let read = gate.lookup(id).await.expect("stored").1;
+            if read == status {
+                return;
+            }
+            now = Some(read);
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "the store says {now:?}, not {status}");
+}
+
+fn resolutions(alerts: &[&RecordingNotifier]) -> Vec<String> {
+    alerts
+        .iter()
+        .flat_map(|a| a.resolutions())
+        .map(|r| r.outcome().status().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_on_another_replica_keeps_the_request_and_runs_its_approval() {
+    let (a, alerts_a, b, alerts_b) = crate::pair("handover", true).await;
+    let tools = Tools::default();
+    let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
+    let on_b = b.layer(policy(Scope::Once)).layer(tools.clone());
+    let first = tokio::spawn(on_a.oneshot(refund(31)));
+    let alert = alerts_a.next_alert().await;
+    let id = alert.request().id();
+    let second = tokio::spawn(on_b.oneshot(refund(31)));
+    support::within(Duration::from_secs(10), || b.stats().following == 1).await;
+    // The only caller on A, the replica that holds the request, goes away.
+    first.abort();
+    support::within(Duration::from_secs(10), || a.stats().parked == 0).await;
+    // The approver, on A's page, approves what they were alerted about: the call waiting on B
+    // runs, once.
+    a.approve(Approve::new(id, alert.code().reveal()).by("alice"))
+        .await
+        .expect("approved: a caller still waits on B");
+    let ran = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the caller on B ran");
+    assert!(ran.unwrap().is_ok());
+    assert_eq!(tools.total(), 1);
+    ended(&a, id, Status::Executed).await;
+    support::within(Duration::from_secs(10), || {
+        !resolutions(&[&alerts_a, &alerts_b]).is_empty()
+    })
+    .await;
+    assert_eq!(
+        resolutions(&[&alerts_a, &alerts_b]),
+        ["approved"],
+        "the notifiers heard one ending, the approval"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_ends_cancelled_once_no_replica_has_a_caller() {
+    let (a, alerts_a, b, alerts_b) = crate::pair("handover_gone", true).await;
+    let tools = Tools::default();
+    for (round, a_leaves_first) in [(0u64, true), (1, false)] {
+        let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
+        let on_b = b.layer(policy(Scope::Once)).layer(tools.clone());
+        let first = tokio::spawn(on_a.oneshot(refund(40 + round)));
+        let alert = alerts_a.next_alert().await;
+        let id = alert.request().id();
+        let second = tokio::spawn(on_b.oneshot(refund(40 + round)));
+        support::within(Duration::from_secs(10), || b.stats().following == 1).await;
+        let (leaves, stays) = if a_leaves_first {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        leaves.abort();
+        support::within(Duration::from_secs(10), || {
+            a.stats().parked + b.stats().parked == 1
+        })
+        .await;
+        assert_eq!(
+            a.lookup(id).await.expect("stored").1,
+            Status::Pending,
+            "round {round}: one caller still waits"
+        );
+        stays.abort();
+        ended(&b, id, Status::Cancelled).await;
+        let refused = a
+            .approve(Approve::new(id, alert.code().reveal()).by("alice"))
+            .await
+            .expect_err("nobody waits");
+        assert_eq!(refused.kind(), ErrorKind::AccessRequestCancelled);
+        support::within(Duration::from_secs(10), || {
+            resolutions(&[&alerts_a, &alerts_b]).len() == round as usize + 1
+        })
+        .await;
+    }
+    assert_eq!(
+        resolutions(&[&alerts_a, &alerts_b]),
+        ["cancelled", "cancelled"]
+    );
+    assert_eq!(tools.total(), 0);
+}
