@@ -4,9 +4,9 @@
 //! after every step against the README's promises for replicas ("Deploying replicas", "Across
 //! replicas" in DESIGN.md): one ending per request, every caller hears it (an approval runs each
 //! caller's call exactly once), the notifiers hear each ending once, wrong codes count once
-//! across replicas, an approval answered Ok ran the call, and a request ends `cancelled` once no
-//! caller waits on it on the replica that made it: today's known limit (README, "Deploying
-//! replicas"; issue 32, item 3), whose fix turns [`Model::leave`] into "on no replica".
+//! across replicas, an approval answered Ok ran the call, and a request ends `cancelled` only
+//! once no caller waits on it on any replica: when the last caller of the replica holding it
+//! leaves, it passes to the first replica still following it, in the order they joined.
 //!
 //! Real time passes (a real database): every wait is on a condition, with a time limit. At the
 //! end of a schedule every request still pending is approved, and each of its callers must run.
@@ -71,8 +71,8 @@ enum Step {
         caller: usize,
     },
     /// A caller leaves and, at once, an identical call is made on another replica: it joins the
-    /// request in time (and, by the known limit, is cancelled with it) or finds it ended and
-    /// makes a new one.
+    /// request in time (which then passes to that replica) or finds it ended and makes a new
+    /// one.
     LeaveAndCall {
         caller: usize,
         replica: usize,
@@ -170,6 +170,13 @@ struct MRequest {
     arg: u8,
     /// The replica that made it (and alerted).
     owner: usize,
+    /// The replica holding it now: the one that made it, until its last caller there leaves.
+    holder: usize,
+    /// Whether it ever passed from the replica that made it (whose callers then join it
+    /// through the store, as any other replica's).
+    handed: bool,
+    /// The other replicas whose callers joined it through the store, in the order they joined.
+    followers: Vec<usize>,
     end: End,
     /// Callers waiting on it, on any replica.
     callers: Vec<usize>,
@@ -213,12 +220,20 @@ impl Model {
             .iter()
             .position(|r| r.arg == arg && r.end == End::Pending)
         {
-            self.requests[r].callers.push(caller);
+            let request = &mut self.requests[r];
+            let here = request.callers.iter().any(|&x| self.callers[x].replica == replica);
+            if !here && request.holder != replica {
+                request.followers.push(replica);
+            }
+            request.callers.push(caller);
             return CallOutcome::Joined;
         }
         self.requests.push(MRequest {
             arg,
             owner: replica,
+            holder: replica,
+            handed: false,
+            followers: Vec::new(),
             end: End::Pending,
             callers: vec![caller],
             wrong: 0,
@@ -257,28 +272,40 @@ impl Model {
         "too_many_attempts"
     }
 
-    /// Caller `c` goes away: its request ends `cancelled` once no caller waits on it on the
-    /// replica that made it, and callers that joined it from other replicas hear so (the known
-    /// limit; once it is fixed, only when no caller waits on any replica).
+    /// Caller `c` goes away. Once no caller waits on its request on its replica, that replica
+    /// lets go of it: a follower no longer follows; the holder hands it to the first follower,
+    /// or, with none, it ends `cancelled`.
     fn leave(&mut self, c: usize) {
         self.callers[c].heard = Some(Err("left"));
         if let Some(r) = self.requests.iter().position(|r| r.callers.contains(&c)) {
             self.requests[r].callers.retain(|&x| x != c);
-            let owner = self.requests[r].owner;
-            let callers = &self.callers;
-            if !self.requests[r]
-                .callers
-                .iter()
-                .any(|&x| callers[x].replica == owner)
-            {
-                self.end(r, End::Cancelled);
-            }
+            self.let_go(r, self.callers[c].replica);
         }
     }
 
-    /// Replica `k` shuts down: its callers hear `gate_shut_down`; the requests it made and that
-    /// are pending are abandoned (their callers elsewhere hear so); a request made elsewhere
-    /// that only its callers waited on is left with none, and ends `cancelled`.
+    /// Replica `k` may have no caller left on pending request `r`: then it lets go of it.
+    fn let_go(&mut self, r: usize, k: usize) {
+        let callers = &self.callers;
+        let request = &mut self.requests[r];
+        if request.end != End::Pending || request.callers.iter().any(|&x| callers[x].replica == k)
+        {
+            return;
+        }
+        request.followers.retain(|&x| x != k);
+        if request.holder != k {
+            return;
+        }
+        if request.followers.is_empty() {
+            self.end(r, End::Cancelled);
+        } else {
+            request.holder = request.followers.remove(0);
+            request.handed = true;
+        }
+    }
+
+    /// Replica `k` shuts down: its callers hear `gate_shut_down`; the pending requests it made
+    /// and still holds are abandoned (their callers elsewhere hear so); it lets go of the others
+    /// as when its last caller leaves.
     fn shutdown(&mut self, k: usize) {
         self.down[k] = true;
         for c in 0..self.callers.len() {
@@ -293,10 +320,11 @@ impl Model {
             if self.requests[r].end != End::Pending {
                 continue;
             }
-            if self.requests[r].owner == k {
+            let request = &self.requests[r];
+            if request.holder == k && !request.handed {
                 self.end(r, End::Abandoned);
-            } else if self.requests[r].callers.is_empty() {
-                self.requests[r].end = End::Cancelled;
+            } else {
+                self.let_go(r, k);
             }
         }
     }
@@ -309,11 +337,12 @@ impl Model {
             .count()
     }
 
-    /// Pending requests made elsewhere that callers on replica `i` joined.
+    /// Pending requests that callers on replica `i` joined through the store: all but those it
+    /// made and never let go of.
     fn following_on(&self, i: usize) -> usize {
         self.requests
             .iter()
-            .filter(|r| r.end == End::Pending && r.owner != i)
+            .filter(|r| r.end == End::Pending && (r.owner != i || r.handed))
             .filter(|r| r.callers.iter().any(|&c| self.callers[c].replica == i))
             .count()
     }
@@ -501,8 +530,8 @@ impl Real {
                 let r = (0..model.requests.len())
                     .find(|&r| model.requests[r].callers.contains(&c))
                     .expect("a waiting caller waits on a request");
-                let (arg, owner) = (model.requests[r].arg, model.requests[r].owner);
-                if replica == owner || model.down[replica] {
+                let (arg, holder) = (model.requests[r].arg, model.requests[r].holder);
+                if replica == model.callers[c].replica || model.down[replica] {
                     return Ok(());
                 }
                 let on = &self.replicas[replica];
@@ -534,12 +563,18 @@ impl Real {
                     .await;
                     match joined {
                         Ok(Ok(true)) => {
-                            // Joined in time, and ended with the request it joined (the
-                            // known limit).
+                            // Joined in time: the request lives on, and passes to this replica.
+                            let new = model.callers.len();
                             model.callers.push(MCaller {
                                 replica,
-                                heard: Some(End::Cancelled.heard()),
+                                heard: None,
                             });
+                            let request = &mut model.requests[r];
+                            request.end = End::Pending;
+                            request.callers.push(new);
+                            request.followers.clear();
+                            request.holder = replica;
+                            request.handed = true;
                         }
                         Ok(Ok(false)) => {
                             model.call(replica, arg);
@@ -550,18 +585,9 @@ impl Real {
                         }
                         Ok(Err(())) => {
                             let heard = self.heard(new).await;
-                            if heard == End::Cancelled.heard() {
-                                // Joined and cancelled with the request before the count of
-                                // followers was seen to move (the known limit).
-                                model.callers.push(MCaller {
-                                    replica,
-                                    heard: Some(heard),
-                                });
-                                return self.settle(model).await;
-                            }
                             return Err(failed(format!(
                                 "caller {new} on replica {replica}, made as caller {c} on \
-                                 replica {owner} left, neither joined request {r} nor made one: \
+                                 replica {holder} left, neither joined request {r} nor made one: \
                                  it heard {heard:?}"
                             )));
                         }
@@ -857,7 +883,7 @@ proptest! {
 
 /// Minimal schedules that failed once, replayed on every run before the random ones.
 fn regressions() -> Vec<(&'static str, Vec<Step>)> {
-    use Step::{Call, Deny, Leave, LeaveAndCall, WrongCode};
+    use Step::{Approve, Call, Deny, Leave, LeaveAndCall, WrongCode};
     let joined = || vec![Call { replica: 0, arg: 0 }, Call { replica: 1, arg: 0 }];
     vec![
         (
@@ -886,9 +912,30 @@ fn regressions() -> Vec<(&'static str, Vec<Step>)> {
             .concat(),
         ),
         (
-            "the owner's only caller leaving ends the request for the caller that joined it (the \
-             known limit)",
-            [joined(), vec![Leave { caller: 0 }]].concat(),
+            "the holder's only caller leaving hands the request to the replica whose caller \
+             joined it, where its approval runs",
+            [
+                joined(),
+                vec![
+                    Leave { caller: 0 },
+                    Approve {
+                        replica: 0,
+                        request: 0,
+                    },
+                ],
+            ]
+            .concat(),
+        ),
+        (
+            "a request handed on passes again, then ends cancelled with its last caller",
+            vec![
+                Call { replica: 0, arg: 0 },
+                Call { replica: 1, arg: 0 },
+                Call { replica: 2, arg: 0 },
+                Leave { caller: 0 },
+                Leave { caller: 1 },
+                Leave { caller: 2 },
+            ],
         ),
         (
             "a call joining as the last caller leaves joins in time or makes its own request (a \

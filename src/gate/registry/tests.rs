@@ -100,6 +100,8 @@ fn events(effects: &Effects) -> Vec<String> {
             Event::Closed { from, outcome, .. } => format!("closed {from}→{}", outcome.status()),
             Event::Finished { status, .. } => format!("finished {status}"),
             Event::Withdrawn(_) => "withdrawn".into(),
+            Event::Left(_) => "left".into(),
+            Event::Carried { rule, .. } => format!("carried rule={}", rule.is_some()),
         })
         .collect()
 }
@@ -974,12 +976,13 @@ fn a_change_from_elsewhere_waits_for_a_local_write() {
 /// request is taken after a verified approval, end as it ends otherwise, and leave silently.
 #[test]
 fn callers_following_another_replicas_request() {
-    let other = RequestId::random();
+    let held = Arc::new(request("agent-7", "{}"));
+    let other = held.id;
     // Taken elsewhere, approved: they run.
     let mut w = world();
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, key, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, other, [0; 32]);
+    w.registry.joined(req.id, held.clone(), [0; 32]);
     assert_eq!(w.registry.counts().following, 1);
     assert_eq!(
         w.registry.counts().pending,
@@ -1008,7 +1011,7 @@ fn callers_following_another_replicas_request() {
     let mut w = world();
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, key, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, other, [0; 32]);
+    w.registry.joined(req.id, held.clone(), [0; 32]);
     let parked = Parked {
         id: req.id,
         key,
@@ -1027,14 +1030,96 @@ fn callers_following_another_replicas_request() {
     };
     assert_eq!(error.kind(), ErrorKind::AccessRequestDenied);
 
-    // The last follower leaving writes and tells nothing.
+    // The last follower leaving tells the store, which ends or hands on the request, and
+    // tells no notifier.
     let mut w = world();
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, key, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, other, [0; 32]);
+    w.registry.joined(req.id, held.clone(), [0; 32]);
     let effects = w.registry.leave(req.id, key);
-    assert!(effects.events.is_empty() && effects.resolved.is_none());
+    assert_eq!(events(&effects), ["left"]);
+    assert!(effects.resolved.is_none());
     assert_eq!(w.registry.counts().following, 0);
+}
+
+/// A request handed to this process (the last caller of the replica holding it left): its
+/// approval is taken here once, its callers here run, the first to end records how it ended,
+/// and the notifiers hear its ending from here.
+#[test]
+fn a_request_handed_to_this_replica_is_carried_out_here() {
+    let held = Arc::new(request("agent-7", "{}"));
+    let other = held.id;
+    let approved = Outcome::Approved {
+        approver: "alice".into(),
+        scope: Scope::Once,
+        until: None,
+    };
+    let mut w = world();
+    w.registry = Registry::new(16, None).shared(true);
+    let (admitted, _) = w.admit(request("agent-7", "{}"));
+    let (req, key, _) = admitted.expect("admitted");
+    w.registry.joined(req.id, held.clone(), [0; 32]);
+    let parked = Parked {
+        id: req.id,
+        key,
+        waker: Arc::default(),
+    };
+    assert!(w.poll(&parked).is_pending());
+    // Not held here: an approval is the holder's to take.
+    let effects = w.registry.carry(other, approved.clone(), None);
+    assert!(effects.events.is_empty());
+    assert!(w.registry.handed(other));
+    assert!(!w.registry.handed(RequestId::random()), "nobody here follows it");
+    let effects = w.registry.carry(other, approved.clone(), None);
+    assert_eq!(events(&effects), ["carried rule=false"]);
+    let again = w.registry.carry(other, approved.clone(), None);
+    assert!(again.events.is_empty(), "taken once");
+    let taken = w.registry.followed(other, Status::Executing, None, true);
+    assert_eq!(taken.wake.len(), 1);
+    assert!(matches!(w.poll(&parked), Poll::Ready(Ok(()))));
+    let finished = w.registry.finish(req.id, Status::Executed);
+    assert_eq!(events(&finished), ["finished executed"], "recorded here");
+    assert!(w.registry.finish(req.id, Status::Executed).events.is_empty());
+
+    // Held here and denied elsewhere: the notifiers hear it from here.
+    let mut w = world();
+    let (admitted, _) = w.admit(request("agent-7", "{}"));
+    let (req, _, _) = admitted.expect("admitted");
+    w.registry.joined(req.id, held.clone(), [0; 32]);
+    assert!(w.registry.handed(other));
+    let denied = Outcome::Denied {
+        approver: "bob".into(),
+        reason: None,
+    };
+    let effects = w
+        .registry
+        .followed(other, Status::Denied, Some(&denied), false);
+    assert_eq!(effects.resolved.map(|r| r.outcome), Some(denied));
+
+    // Held here, it expires with its callers here, for everyone.
+    let mut w = world();
+    let (admitted, _) = w.admit(request("agent-7", "{}"));
+    let (req, _, _) = admitted.expect("admitted");
+    w.registry.joined(req.id, held.clone(), [0; 32]);
+    assert!(w.registry.handed(other));
+    let effects = w.registry.close(req.id, Outcome::Expired);
+    assert_eq!(events(&effects), ["closed pending→expired"]);
+    let resolved = effects.resolved.expect("the notifiers hear it");
+    assert_eq!((resolved.request.id, resolved.outcome), (other, Outcome::Expired));
+}
+
+/// With a store replicas share, the last caller leaving a request held here does not end it:
+/// the store says whether callers elsewhere keep it; nothing is told or remembered here.
+#[test]
+fn the_last_caller_here_leaving_a_shared_request_asks_the_store() {
+    let mut w = world();
+    w.registry = Registry::new(16, None).shared(true);
+    let parked = w.parked();
+    let effects = w.registry.leave(parked.id, parked.key);
+    assert_eq!(events(&effects), ["left"]);
+    assert!(effects.resolved.is_none(), "the store's answer decides what is told");
+    assert_eq!(w.registry.status(parked.id), None, "not remembered as cancelled");
+    assert_eq!(w.registry.counts().pending, 0);
 }
 
 /// Deadlines are kept as ticks from the registry's epoch: instants before it (a paused clock may
