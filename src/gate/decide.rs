@@ -300,7 +300,7 @@ impl Gate {
             rule.clone().filter(|_| !approves).map(Box::new),
             shared.settings.audit_args,
         );
-        change.verdict = verdict;
+        change.verdict = verdict.clone();
         // Listening before the write: the replica holding the callers may answer at once.
         let answer = approves.then(|| shared.await_settled(id));
         let won = self
@@ -312,6 +312,9 @@ impl Gate {
         }
         match answer {
             Some(answer) => {
+                // Handed to this process, for callers here that joined it: taken here, as the
+                // feed brings this process no word of its own writes.
+                shared.apply_remote(id, Status::Approved, Some(outcome), verdict.as_deref());
                 self.settled_elsewhere(id, request.expires_at(), answer)
                     .await?
             }

@@ -156,7 +156,11 @@ pub(super) fn code_rejected(
 }
 
 /// The transition that records a caller taking an approval, with the rule it files.
-fn take(request: &AccessRequest, rule: Option<Box<crate::rule::Rule>>, audit_args: bool) -> Transition {
+fn take(
+    request: &AccessRequest,
+    rule: Option<Box<crate::rule::Rule>>,
+    audit_args: bool,
+) -> Transition {
     let executing = entry(audit_args, AuditEvent::Executing, request);
     let at = executing.at;
     let mut take = step(executing, Status::Approved, Status::Executing, None);

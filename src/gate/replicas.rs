@@ -14,15 +14,15 @@ use tokio::sync::oneshot;
 
 use super::record::{self, Write};
 use super::registry::{Effects, Event, Remote, Resolved, Ruling, already};
-use super::writer::Job;
 use super::rules::deadline_of;
+use super::writer::Job;
 use super::{Shared, verdict};
+use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
 use crate::id::RequestId;
 use crate::request::AccessRequest;
 use crate::request::{Outcome, Status};
 use crate::rule::Rule;
-use crate::boxed::BoxFuture;
 use crate::store::{Change, Left, Store, Transition, is_finished};
 
 /// How often an approver waiting for a caller on another replica re-reads the store, in case
@@ -345,7 +345,9 @@ impl Shared {
                             from: Status::Executing,
                             outcome: Outcome::Cancelled,
                         });
-                        effects.events.extend(rule.map(|rule| Event::Withdrawn(rule.id)));
+                        effects
+                            .events
+                            .extend(rule.map(|rule| Event::Withdrawn(rule.id)));
                         effects.resolved = Some(Resolved {
                             runtime,
                             request,
@@ -353,6 +355,9 @@ impl Shared {
                         });
                         return ((), effects);
                     }
+                    // An approver waiting here hears at once: the feed brings this process no
+                    // word of its own writes.
+                    self.settle(id, Status::Executing);
                     let mut effects = registry.followed(id, Status::Executing, None, true);
                     effects.rule = rule.and_then(|rule| deadline_of(&rule).map(|d| (rule, d)));
                     effects.resolved = Some(Resolved {
@@ -377,7 +382,10 @@ impl Shared {
                 tracing::error!(request_id = %id, %error, "approved call failed: not recorded");
                 let failed = Outcome::StoreFailed;
                 self.locked(|registry| {
-                    ((), registry.followed(id, failed.status(), Some(&failed), false))
+                    (
+                        (),
+                        registry.followed(id, failed.status(), Some(&failed), false),
+                    )
                 });
                 None
             }

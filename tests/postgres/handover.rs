@@ -8,6 +8,7 @@ use tollgate::notify::RecordingNotifier;
 use tollgate::{Approve, ErrorKind, Gate, Scope, Status};
 use tower::{Layer, ServiceExt};
 
+use crate::support::postgres::url;
 use crate::support::{self, Tools, policy, refund};
 
 /// Reads the store until it says request `id` is `status` (real I/O on another connection:
@@ -28,6 +29,31 @@ async fn ended(gate: &Gate, id: tollgate::RequestId, status: Status) {
     assert!(reached.is_ok(), "the store says {now:?}, not {status}");
 }
 
+/// Reads the database until replica `instance` holds request `id`.
+async fn holder_is(db: &str, id: tollgate::RequestId, instance: &str) {
+    let (client, connection) = tokio_postgres::connect(&url(db), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let held = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let row = client
+                .query_one(
+                    "SELECT owner FROM tollgate_requests WHERE id = $1",
+                    &[&&id.as_bytes()[..]],
+                )
+                .await
+                .expect("the request is stored");
+            if row.get::<_, &str>(0) == instance {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(held.is_ok(), "not handed to {instance}");
+}
+
 fn resolutions(alerts: &[&RecordingNotifier]) -> Vec<String> {
     alerts
         .iter()
@@ -38,7 +64,20 @@ fn resolutions(alerts: &[&RecordingNotifier]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_on_another_replica_keeps_the_request_and_runs_its_approval() {
-    let (a, alerts_a, b, alerts_b) = crate::pair("handover", true).await;
+    for on_a in [true, false] {
+        handed_over_and_approved(on_a).await;
+    }
+}
+
+/// The caller on A leaves, and the approver approves on A (`on_a`) or on B, where the request
+/// then is.
+async fn handed_over_and_approved(approve_on_a: bool) {
+    let name = if approve_on_a {
+        "handover_a"
+    } else {
+        "handover_b"
+    };
+    let (a, alerts_a, b, alerts_b, db) = crate::pair_on(name, true).await;
     let tools = Tools::default();
     let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
     let on_b = b.layer(policy(Scope::Once)).layer(tools.clone());
@@ -50,11 +89,17 @@ async fn a_caller_on_another_replica_keeps_the_request_and_runs_its_approval() {
     // The only caller on A, the replica that holds the request, goes away.
     first.abort();
     support::within(Duration::from_secs(10), || a.stats().parked == 0).await;
-    // The approver, on A's page, approves what they were alerted about: the call waiting on B
-    // runs, once.
-    a.approve(Approve::new(id, alert.code().reveal()).by("alice"))
-        .await
-        .expect("approved: a caller still waits on B");
+    // The database has handed it to B (B's own approval must then reach B's callers too).
+    holder_is(&db, id, "b").await;
+    // The approver approves what they were alerted about: the call waiting on B runs, once.
+    let decider = if approve_on_a { &a } else { &b };
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        decider.approve(Approve::new(id, alert.code().reveal()).by("alice")),
+    )
+    .await
+    .expect("the approver hears at once")
+    .expect("approved: a caller still waits on B");
     let ran = tokio::time::timeout(Duration::from_secs(10), second)
         .await
         .expect("the caller on B ran");

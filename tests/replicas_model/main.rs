@@ -221,7 +221,10 @@ impl Model {
             .position(|r| r.arg == arg && r.end == End::Pending)
         {
             let request = &mut self.requests[r];
-            let here = request.callers.iter().any(|&x| self.callers[x].replica == replica);
+            let here = request
+                .callers
+                .iter()
+                .any(|&x| self.callers[x].replica == replica);
             if !here && request.holder != replica {
                 request.followers.push(replica);
             }
@@ -287,8 +290,7 @@ impl Model {
     fn let_go(&mut self, r: usize, k: usize) {
         let callers = &self.callers;
         let request = &mut self.requests[r];
-        if request.end != End::Pending || request.callers.iter().any(|&x| callers[x].replica == k)
-        {
+        if request.end != End::Pending || request.callers.iter().any(|&x| callers[x].replica == k) {
             return;
         }
         request.followers.retain(|&x| x != k);
@@ -920,6 +922,20 @@ fn regressions() -> Vec<(&'static str, Vec<Step>)> {
                     Leave { caller: 0 },
                     Approve {
                         replica: 0,
+                        request: 0,
+                    },
+                ],
+            ]
+            .concat(),
+        ),
+        (
+            "an approval on the replica a request was handed to is taken there",
+            [
+                joined(),
+                vec![
+                    Leave { caller: 0 },
+                    Approve {
+                        replica: 1,
                         request: 0,
                     },
                 ],

@@ -70,7 +70,12 @@ impl Registry {
 
     /// Request `other`, held here for the callers that joined it, was approved: the request,
     /// the first time, for the gate to take the approval for them ([`Event::Carried`]).
-    pub(crate) fn carry(&mut self, other: RequestId, outcome: Outcome, rule: Option<Rule>) -> Effects {
+    pub(crate) fn carry(
+        &mut self,
+        other: RequestId,
+        outcome: Outcome,
+        rule: Option<Rule>,
+    ) -> Effects {
         let mut effects = Effects::default();
         if let Some(following) = self.followers.get_mut(&other)
             && following.held
@@ -126,13 +131,14 @@ impl Registry {
             self.index.leave(&slot.request);
             effects.wake.extend(slot.wakers());
             if following.held && effects.resolved.is_none() {
-                effects.resolved = ended
-                    .filter(|outcome| **outcome != Outcome::Abandoned)
-                    .map(|outcome| Resolved {
-                        runtime: slot.runtime.clone(),
-                        request: following.request.clone(),
-                        outcome: outcome.clone(),
-                    });
+                effects.resolved =
+                    ended
+                        .filter(|outcome| **outcome != Outcome::Abandoned)
+                        .map(|outcome| Resolved {
+                            runtime: slot.runtime.clone(),
+                            request: following.request.clone(),
+                            outcome: outcome.clone(),
+                        });
             }
             slot.phase = match ended {
                 Some(outcome) => Phase::Closed(Box::new(outcome.clone())),
@@ -190,6 +196,9 @@ impl Registry {
     /// How a call of request `id` here, run on an approval of a request held here that it
     /// joined, ended: the first of them to end records it. `None` for any other call.
     pub(super) fn finished_following(&mut self, id: RequestId, status: Status) -> Option<Effects> {
+        if self.running.is_empty() {
+            return None;
+        }
         let request = self.running.remove(&id)?;
         self.running.retain(|_, r| r.id != request.id);
         let mut effects = Effects::default();

@@ -1069,7 +1069,10 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     let effects = w.registry.carry(other, approved.clone(), None);
     assert!(effects.events.is_empty());
     assert!(w.registry.handed(other));
-    assert!(!w.registry.handed(RequestId::random()), "nobody here follows it");
+    assert!(
+        !w.registry.handed(RequestId::random()),
+        "nobody here follows it"
+    );
     let effects = w.registry.carry(other, approved.clone(), None);
     assert_eq!(events(&effects), ["carried rule=false"]);
     let again = w.registry.carry(other, approved.clone(), None);
@@ -1079,7 +1082,12 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     assert!(matches!(w.poll(&parked), Poll::Ready(Ok(()))));
     let finished = w.registry.finish(req.id, Status::Executed);
     assert_eq!(events(&finished), ["finished executed"], "recorded here");
-    assert!(w.registry.finish(req.id, Status::Executed).events.is_empty());
+    assert!(
+        w.registry
+            .finish(req.id, Status::Executed)
+            .events
+            .is_empty()
+    );
 
     // Held here and denied elsewhere: the notifiers hear it from here.
     let mut w = world();
@@ -1105,7 +1113,10 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     let effects = w.registry.close(req.id, Outcome::Expired);
     assert_eq!(events(&effects), ["closed pending→expired"]);
     let resolved = effects.resolved.expect("the notifiers hear it");
-    assert_eq!((resolved.request.id, resolved.outcome), (other, Outcome::Expired));
+    assert_eq!(
+        (resolved.request.id, resolved.outcome),
+        (other, Outcome::Expired)
+    );
 }
 
 /// With a store replicas share, the last caller leaving a request held here does not end it:
@@ -1117,8 +1128,15 @@ fn the_last_caller_here_leaving_a_shared_request_asks_the_store() {
     let parked = w.parked();
     let effects = w.registry.leave(parked.id, parked.key);
     assert_eq!(events(&effects), ["left"]);
-    assert!(effects.resolved.is_none(), "the store's answer decides what is told");
-    assert_eq!(w.registry.status(parked.id), None, "not remembered as cancelled");
+    assert!(
+        effects.resolved.is_none(),
+        "the store's answer decides what is told"
+    );
+    assert_eq!(
+        w.registry.status(parked.id),
+        None,
+        "not remembered as cancelled"
+    );
     assert_eq!(w.registry.counts().pending, 0);
 }
 

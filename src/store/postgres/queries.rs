@@ -21,8 +21,7 @@ use crate::rule::Rule;
 use crate::scope::Scope;
 use crate::store::sql::{Param, audit_query};
 use crate::store::{
-    Change, Left, Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition,
-    Write,
+    Change, Left, Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition, Write,
 };
 use crate::time::{from_millis, millis};
 
