@@ -196,11 +196,14 @@ impl Gate {
             && ruling.approves()
         {
             let rule = ruling.rule.as_ref().map(|(rule, _)| rule);
+            // Stored only while no caller of another replica has joined the request: with one,
+            // sealed again over their joins' tickets (`Shared::decided_elsewhere`).
             ruling.verdict = Some(verdict::seal(
                 &shared.seals,
                 &request,
                 &ruling.outcome,
                 rule,
+                &[],
             ));
         }
         let (rule, edit) = match &ruling {
@@ -290,26 +293,46 @@ impl Gate {
         )?;
         let approves = ruling.approves();
         let rule = ruling.rule.map(|(rule, _)| rule);
-        let verdict = approves
-            .then(|| verdict::seal(&shared.seals, &request, &ruling.outcome, rule.as_ref()));
         let outcome = ruling.outcome.clone();
-        let mut change = record::decision(
-            &request,
-            ruling.outcome,
-            ruling.scope,
-            rule.clone().filter(|_| !approves).map(Box::new),
-            shared.settings.audit_args,
-        );
-        change.verdict = verdict.clone();
         // Listening before the write: the replica holding the callers may answer at once.
         let answer = approves.then(|| shared.await_settled(id));
-        let won = self
-            .queued(move |store| Box::pin(async move { store.transition(&change).await }))
-            .await?;
-        if !won {
-            let now = self.queued(move |store| store.request(id)).await?;
-            return Err(now.map_or_else(not_found, |s| already(s.status, id)));
-        }
+        // An approval binds the tickets of the joins made so far, and is stored only while they
+        // are all there are: a join meanwhile has it sealed again.
+        let mut tickets = stored.tickets;
+        let mut tries = 0;
+        let verdict = loop {
+            let verdict = approves
+                .then(|| verdict::seal(&shared.seals, &request, &outcome, rule.as_ref(), &tickets));
+            let mut change = record::decision(
+                &request,
+                outcome.clone(),
+                ruling.scope,
+                rule.clone().filter(|_| !approves).map(Box::new),
+                shared.settings.audit_args,
+            );
+            change.verdict = verdict.clone();
+            change.tickets = approves.then(|| tickets.clone());
+            let won = self
+                .queued(move |store| Box::pin(async move { store.transition(&change).await }))
+                .await?;
+            if won {
+                break verdict;
+            }
+            tries += 1;
+            match self.queued(move |store| store.request(id)).await? {
+                Some(now)
+                    if approves && now.status == Status::Pending && now.tickets != tickets =>
+                {
+                    if tries == verdict::RESEALS {
+                        return Err(Error::new(ErrorKind::StoreFailed)
+                            .with_request(id)
+                            .with_detail("identical calls kept joining the request; try again"));
+                    }
+                    tickets = now.tickets;
+                }
+                now => return Err(now.map_or_else(not_found, |s| already(s.status, id))),
+            }
+        };
         match answer {
             Some(answer) => {
                 // Handed to this process, for callers here that joined it: taken here, as the

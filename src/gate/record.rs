@@ -93,6 +93,9 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
                     let edited = edited(&request, edit, decision.audit[0].at, audit_args);
                     decision.audit.insert(0, edited);
                 }
+                // Sealed over no join's ticket: stored only while no call of another replica
+                // joined (else sealed again, `Shared::decided_elsewhere`).
+                decision.tickets = carried.verdict.is_some().then(Vec::new);
                 decision.verdict = carried.verdict;
             }
             Write::Decide(decision)
@@ -280,6 +283,7 @@ fn step(entry: AuditEntry, from: Status, to: Status, outcome: Option<Outcome>) -
         rule: None,
         audit: vec![entry],
         verdict: None,
+        tickets: None,
     }
 }
 

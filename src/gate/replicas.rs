@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use super::record::{self, Write};
-use super::registry::{Effects, Event, Remote, Resolved, Ruling, already};
+use super::registry::{Effects, Event, Known, Remote, Resolved, Ruling, already};
 use super::rules::deadline_of;
 use super::writer::Job;
 use super::{Shared, verdict};
@@ -111,18 +111,29 @@ impl Shared {
         verdict: Option<&str>,
     ) {
         // A verdict binds the request's seal: the one checked when callers here joined it, or,
-        // for a request made here, the seal of the request as this process holds it.
-        let asked = {
+        // for a request made here, the seal of the request as this process holds it. Callers
+        // that joined run only on a verdict stored after their join: one that binds its ticket.
+        let known = {
             let registry = self.registry();
-            registry.followed_seal(id).or_else(|| {
-                registry
-                    .pending_request(id)
-                    .map(|r| self.seals.request_seal(&r))
-            })
+            registry
+                .joined_seal(id)
+                .map(|(asked, ticket)| (asked, Some(ticket)))
+                .or_else(|| {
+                    registry
+                        .pending_request(id)
+                        .map(|r| (self.seals.request_seal(&r), None))
+                })
         };
         let opened = || {
-            let (asked, verdict) = (asked.as_ref()?, verdict?);
-            verdict::open(&self.seals, id, asked, verdict)
+            let ((asked, ticket), verdict) = (known.as_ref()?, verdict?);
+            let opened = verdict::open(&self.seals, id, asked, verdict)?;
+            if let Some(ticket) = ticket
+                && !opened.binds(ticket)
+            {
+                tracing::warn!(request_id = %id, "a verdict made before the callers here joined is not honoured for them");
+                return None;
+            }
+            Some((opened.outcome, opened.rule))
         };
         // Callers here that joined the request run only on a verified approval.
         let taken = matches!(
@@ -169,11 +180,45 @@ impl Shared {
         self.locked(|registry| ((), registry.remote(id, remote)));
     }
 
-    /// In a store replicas share, another replica decided request `id` before this process's
-    /// decision could be stored: the approver here hears where it stands, and the decision
-    /// that won is carried out on the callers here.
-    pub(super) async fn decided_elsewhere(self: &Arc<Self>, store: &dyn Store, id: RequestId) {
-        let now = store.request(id).await;
+    /// In a store replicas share, this process's decision `change` was not stored. If callers
+    /// of other replicas joined the request meanwhile, an approval is sealed again over their
+    /// tickets and stored. Otherwise another replica decided it first: the approver here hears
+    /// where it stands, and the decision that won is carried out on the callers here.
+    pub(super) async fn decided_elsewhere(
+        self: &Arc<Self>,
+        store: &dyn Store,
+        mut change: Transition,
+    ) {
+        let id = change.id;
+        let mut now = store.request(id).await;
+        for _ in 0..verdict::RESEALS {
+            let Ok(Some(stored)) = &now else { break };
+            let Some(verdict) = change.verdict.as_deref() else {
+                break;
+            };
+            if stored.status != Status::Pending || change.tickets.as_ref() == Some(&stored.tickets)
+            {
+                break;
+            }
+            let Known::Live(request) = self.registry().look(id) else {
+                break;
+            };
+            let Some(resealed) = verdict::reseal(&self.seals, &request, verdict, &stored.tickets)
+            else {
+                break;
+            };
+            change.verdict = Some(resealed);
+            change.tickets = Some(stored.tickets.clone());
+            match store.transition(&change).await {
+                Ok(true) => {
+                    let at = tokio::time::Instant::now();
+                    self.locked(|registry| ((), registry.decided(id, Ok(()), at)));
+                    return;
+                }
+                Ok(false) => now = store.request(id).await,
+                Err(error) => now = Err(error),
+            }
+        }
         let result = match &now {
             Ok(Some(stored)) => Err(already(stored.status, id)),
             Ok(None) => Err(Error::new(ErrorKind::AccessRequestNotFound).with_request(id)),
@@ -235,7 +280,9 @@ impl Shared {
         audit: &[crate::audit::AuditEntry],
     ) -> Result<bool, Error> {
         let seal = crate::hex::lower(&self.seals.request_seal(request));
-        let Some(other) = store.insert_or_join(request, &seal, audit).await? else {
+        // The ticket of this join, if it is one: fresh, so no verdict stored before it binds it.
+        let ticket = crate::hex::lower(RequestId::random().as_bytes());
+        let Some(other) = store.insert_or_join(request, &seal, &ticket, audit).await? else {
             return Ok(true);
         };
         let id = request.id;
@@ -256,7 +303,7 @@ impl Shared {
         let request = Arc::new(other.request);
         let other = request.id;
         self.locked(|registry| {
-            registry.joined(id, request, asked);
+            registry.joined(id, request, asked, ticket.into());
             ((), Effects::default())
         });
         if let Ok(Some(now)) = store.request(other).await {
@@ -338,7 +385,7 @@ impl Shared {
                 let rule = take.rule.map(|rule| *rule);
                 let runtime = Handle::current();
                 self.locked(|registry| {
-                    if registry.followed_seal(id).is_none() {
+                    if registry.joined_seal(id).is_none() {
                         let mut effects = Effects::default();
                         effects.events.push(Event::Closed {
                             request: request.clone(),

@@ -518,7 +518,7 @@ impl Shared {
                     let shared = self.clone();
                     return Some(Box::pin(async move {
                         let store = shared.writer.store_ref();
-                        shared.decided_elsewhere(store, change.id).await
+                        shared.decided_elsewhere(store, change).await
                     }));
                 }
                 let result = applied(result, "the store no longer holds the request as pending");

@@ -138,6 +138,7 @@ fn approval(request: &AccessRequest, approver: &str) -> Transition {
         rule: None,
         audit: vec![approved],
         verdict: None,
+        tickets: None,
     }
 }
 
@@ -159,6 +160,7 @@ fn denial(request: &AccessRequest, approver: &str, remember: Option<Rule>) -> Tr
         rule: remember.map(Box::new),
         audit,
         verdict: None,
+        tickets: None,
     }
 }
 
@@ -176,6 +178,7 @@ fn take(request: &AccessRequest, rule: Option<Rule>) -> Transition {
         rule: rule.map(Box::new),
         audit,
         verdict: None,
+        tickets: None,
     }
 }
 

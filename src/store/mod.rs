@@ -207,15 +207,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// made, kept with the request and handed back in [`StoredRequest::seal`]), unless, in a
     /// store replicas share, an identical request (the same principal, session, capability and
     /// arguments) is pending: then it files nothing, records this process as following that
-    /// request (see [`leave`](Self::leave)), and returns it, seal included, for this one's
-    /// callers to join once the gate has checked the seal. The default always files it.
+    /// request (see [`leave`](Self::leave)) and adds `ticket` (random text the gate made for
+    /// this join) to the request's [`tickets`](StoredRequest::tickets), and returns it, seal
+    /// included, for this one's callers to join once the gate has checked the seal. The default
+    /// always files it.
     fn insert_or_join<'a>(
         &'a self,
         request: &'a AccessRequest,
         seal: &'a str,
+        ticket: &'a str,
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<Option<StoredRequest>, Error>> {
-        let _ = seal;
+        let _ = (seal, ticket);
         Box::pin(async move { self.insert(request, audit).await.map(|()| None) })
     }
 
@@ -371,9 +374,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         &'a self,
         request: &'a AccessRequest,
         seal: &'a str,
+        ticket: &'a str,
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<Option<StoredRequest>, Error>> {
-        (**self).insert_or_join(request, seal, audit)
+        (**self).insert_or_join(request, seal, ticket, audit)
     }
     fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>> {
         (**self).transition(change)
@@ -604,6 +608,7 @@ pub struct Transition {
     pub(crate) rule: Option<Box<Rule>>,
     pub(crate) audit: Vec<AuditEntry>,
     pub(crate) verdict: Option<Arc<str>>,
+    pub(crate) tickets: Option<Vec<Arc<str>>>,
 }
 
 impl Transition {
@@ -638,6 +643,13 @@ impl Transition {
     pub fn verdict(&self) -> Option<&str> {
         self.verdict.as_deref()
     }
+    /// For an approval in a store replicas share: the request's
+    /// [`tickets`](StoredRequest::tickets) as the verdict binds them. The step applies only if
+    /// the request's tickets are exactly these, so that no caller that joined it is left out of
+    /// the approval (a store one process owns may ignore it). `None`: no such condition.
+    pub fn tickets(&self) -> Option<&[Arc<str>]> {
+        self.tickets.as_deref()
+    }
 }
 
 /// A request as a store holds it: the request, where it stands, how it ended.
@@ -654,6 +666,10 @@ pub struct StoredRequest {
     pub verdict: Option<Arc<str>>,
     /// The seal it was filed with by [`Store::insert_or_join`], for a store replicas share.
     pub seal: Option<Arc<str>>,
+    /// The tickets of the joins [`Store::insert_or_join`] made to it, in order, for a store
+    /// replicas share: an approval binds those present when it is stored
+    /// ([`Transition::tickets`]).
+    pub tickets: Vec<Arc<str>>,
 }
 
 impl StoredRequest {
@@ -665,6 +681,7 @@ impl StoredRequest {
             outcome,
             verdict: None,
             seal: None,
+            tickets: Vec::new(),
         }
     }
 
@@ -674,7 +691,13 @@ impl StoredRequest {
         self
     }
 
-    /// The same, with the seal it was filed with.
+    /// The same, with the tickets of the joins made to it.
+    pub fn with_tickets(mut self, tickets: Vec<Arc<str>>) -> Self {
+        self.tickets = tickets;
+        self
+    }
+
+    /// With the seal it was filed with.
     pub fn with_seal(mut self, seal: Option<Arc<str>>) -> Self {
         self.seal = seal;
         self

@@ -189,6 +189,25 @@ async fn an_identical_call_on_another_replica_joins_the_pending_request() {
     assert!(alerts_b.alerts().is_empty(), "B alerted nobody");
     assert_eq!(alerts_a.alerts().len(), 1);
 
+    // Approved on A, which holds the request: the approval binds B's join, and both run.
+    let first = tokio::spawn(
+        a.layer(policy(Scope::Once))
+            .layer(tools.clone())
+            .oneshot(refund(6)),
+    );
+    let alert = alerts_a.next_alert().await;
+    let second = tokio::spawn(on_b.clone().oneshot(refund(6)));
+    support::within(Duration::from_secs(10), || b.stats().following == 1).await;
+    a.approve(Approve::new(alert.request().id(), alert.code().reveal()).by("alice"))
+        .await
+        .expect("approved on the replica holding the request");
+    assert!(first.await.unwrap().is_ok());
+    let joined = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the joined call heard the approval");
+    assert!(joined.unwrap().is_ok(), "the joined call ran too");
+    assert_eq!(tools.total(), 4);
+
     // A denial ends the joined call the same way.
     let first = tokio::spawn(
         a.layer(policy(Scope::Capability))
@@ -209,7 +228,7 @@ async fn an_identical_call_on_another_replica_joins_the_pending_request() {
         code(&second.await.unwrap().unwrap_err()),
         "access_request_denied"
     );
-    assert_eq!(tools.total(), 2);
+    assert_eq!(tools.total(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

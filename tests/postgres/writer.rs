@@ -141,3 +141,80 @@ async fn an_old_verdict_cannot_run_another_call_joined_to_its_rewritten_row() {
     );
     assert_eq!(rejected[0].request, Some(old));
 }
+
+/// An old approval of a call, its row set back to pending and its genuine verdict replayed on
+/// the change feed: the very same call, made again on another replica and joined to the row,
+/// does not run on the old approval (a verdict binds the callers that had joined when it was
+/// made).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_verdict_replayed_runs_no_repeat_of_its_call() {
+    let (a, alerts_a, b, _, name) = pair_on("replayed", true).await;
+    let db = sql(&name).await;
+    let tools = Tools::default();
+    let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
+    let on_b = b.layer(policy(Scope::Once)).layer(tools.clone());
+
+    let first = tokio::spawn(on_a.oneshot(refund(12)));
+    let alert = alerts_a.next_alert().await;
+    let old = alert.request().id();
+    a.approve(Approve::new(old, alert.code().reveal()).by("alice"))
+        .await
+        .expect("approved");
+    first.await.unwrap().expect("ran");
+    let (_, _, outcome, verdict) = row(&db, &id_bytes(old)).await;
+
+    // The writer sets the approved row back to pending.
+    let updated = db
+        .execute(
+            "UPDATE tollgate_requests SET status = 'pending', outcome = NULL WHERE id = $1",
+            &[&id_bytes(old)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 1);
+
+    // The same call again, on B, joins the row.
+    let again = tokio::spawn(on_b.oneshot(refund(12)));
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while !(again.is_finished() || b.stats().following == 1) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok() && !again.is_finished(),
+        "the call joined the row"
+    );
+
+    // The writer replays the old verdict as the request being taken; then a person denies.
+    db.execute(
+        "WITH c AS (UPDATE tollgate_clock SET seq = seq + 1 RETURNING seq)
+         INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome, verdict)
+         SELECT c.seq, 'a', 'request', $1, 'executing', $2, $3 FROM c",
+        &[&id_bytes(old), &outcome, &verdict],
+    )
+    .await
+    .unwrap();
+    // Then a denial, after it on the feed: once B's caller hears it, B has read the replay.
+    db.execute(
+        "WITH c AS (UPDATE tollgate_clock SET seq = seq + 1 RETURNING seq)
+         INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome)
+         SELECT c.seq, 'a', 'request', $1, 'denied', $2 FROM c",
+        &[
+            &id_bytes(old),
+            &r#"{"outcome":"denied","approver":"alice"}"#,
+        ],
+    )
+    .await
+    .unwrap();
+    db.execute("SELECT pg_notify('tollgate_changes', '')", &[])
+        .await
+        .unwrap();
+
+    let ended = tokio::time::timeout(Duration::from_secs(10), again)
+        .await
+        .expect("the call on B ended");
+    let error = ended.unwrap().expect_err("the repeat must not run");
+    assert_eq!(code(&error), "access_request_denied");
+    assert_eq!(tools.total(), 1, "the approved call ran once");
+}

@@ -17,6 +17,8 @@ use crate::rule::Rule;
 pub(super) struct Following {
     /// Its seal, checked when they joined.
     asked: [u8; 32],
+    /// The ticket of their join: only a verdict that binds it runs them.
+    ticket: Arc<str>,
     /// The request, as it was stored.
     request: Arc<AccessRequest>,
     /// The callers' requests here.
@@ -31,7 +33,13 @@ impl Registry {
     /// The store had a request identical to `id` pending, held by another replica, whose seal
     /// (`asked`) the gate checked: `id`'s callers join `other` instead, and follow it
     /// ([`followed`](Self::followed)).
-    pub(crate) fn joined(&mut self, id: RequestId, other: Arc<AccessRequest>, asked: [u8; 32]) {
+    pub(crate) fn joined(
+        &mut self,
+        id: RequestId,
+        other: Arc<AccessRequest>,
+        asked: [u8; 32],
+        ticket: Arc<str>,
+    ) {
         let Some(slot) = self.live.get_mut(&id) else {
             return;
         };
@@ -44,6 +52,7 @@ impl Registry {
             .entry(other.id)
             .or_insert_with(|| Following {
                 asked,
+                ticket,
                 request: other,
                 ids: Vec::new(),
                 held: false,
@@ -54,9 +63,11 @@ impl Registry {
     }
 
     /// The seal of another replica's request `other` that callers here joined, as it was
-    /// checked when they joined.
-    pub(crate) fn followed_seal(&self, other: RequestId) -> Option<[u8; 32]> {
-        self.followers.get(&other).map(|f| f.asked)
+    /// checked when they joined, and the ticket of their join.
+    pub(crate) fn joined_seal(&self, other: RequestId) -> Option<([u8; 32], Arc<str>)> {
+        self.followers
+            .get(&other)
+            .map(|f| (f.asked, f.ticket.clone()))
     }
 
     /// Request `other`, which callers here follow, was handed to this process. `false` if no

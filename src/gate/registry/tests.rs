@@ -982,7 +982,8 @@ fn callers_following_another_replicas_request() {
     let mut w = world();
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, key, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, held.clone(), [0; 32]);
+    w.registry
+        .joined(req.id, held.clone(), [0; 32], "ticket".into());
     assert_eq!(w.registry.counts().following, 1);
     assert_eq!(
         w.registry.counts().pending,
@@ -1011,7 +1012,8 @@ fn callers_following_another_replicas_request() {
     let mut w = world();
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, key, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, held.clone(), [0; 32]);
+    w.registry
+        .joined(req.id, held.clone(), [0; 32], "ticket".into());
     let parked = Parked {
         id: req.id,
         key,
@@ -1035,7 +1037,8 @@ fn callers_following_another_replicas_request() {
     let mut w = world();
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, key, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, held.clone(), [0; 32]);
+    w.registry
+        .joined(req.id, held.clone(), [0; 32], "ticket".into());
     let effects = w.registry.leave(req.id, key);
     assert_eq!(events(&effects), ["left"]);
     assert!(effects.resolved.is_none());
@@ -1058,7 +1061,8 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     w.registry = Registry::new(16, None).shared(true);
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, key, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, held.clone(), [0; 32]);
+    w.registry
+        .joined(req.id, held.clone(), [0; 32], "ticket".into());
     let parked = Parked {
         id: req.id,
         key,
@@ -1093,7 +1097,8 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     let mut w = world();
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, _, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, held.clone(), [0; 32]);
+    w.registry
+        .joined(req.id, held.clone(), [0; 32], "ticket".into());
     assert!(w.registry.handed(other));
     let denied = Outcome::Denied {
         approver: "bob".into(),
@@ -1108,7 +1113,8 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     let mut w = world();
     let (admitted, _) = w.admit(request("agent-7", "{}"));
     let (req, _, _) = admitted.expect("admitted");
-    w.registry.joined(req.id, held.clone(), [0; 32]);
+    w.registry
+        .joined(req.id, held.clone(), [0; 32], "ticket".into());
     assert!(w.registry.handed(other));
     let effects = w.registry.close(req.id, Outcome::Expired);
     assert_eq!(events(&effects), ["closed pending→expired"]);

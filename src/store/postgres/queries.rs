@@ -1,6 +1,6 @@
 //! The `Store` methods: each one statement or one transaction over the tables.
 
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use std::time::SystemTime;
 use tokio::sync::mpsc;
@@ -24,6 +24,14 @@ use crate::store::{
     Change, Left, Purged, Recovered, Revocation, ScopeKey, Store, StoredRequest, Transition, Write,
 };
 use crate::time::{from_millis, millis};
+
+/// The tickets in column `i` of `row`.
+fn tickets_of(row: &Row, i: usize) -> Vec<Arc<str>> {
+    row.get::<_, Vec<&str>>(i)
+        .into_iter()
+        .map(Into::into)
+        .collect()
+}
 
 pub(super) fn rules_from(rows: Vec<Row>) -> Result<Vec<Rule>, Error> {
     rows.iter()
@@ -65,13 +73,15 @@ impl Store for PostgresStore {
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            match self.insert_or_join(request, "", audit).await? {
-                None => Ok(()),
-                Some(other) => Err(Error::new(ErrorKind::StoreFailed).with_detail(format!(
-                    "an identical request is pending: {}",
-                    other.request.id
-                ))),
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(failed)?;
+            let print = fingerprint(request);
+            if !file(&tx, &self.inner.instance, request, None, &print).await? {
+                return Err(Error::new(ErrorKind::StoreFailed)
+                    .with_detail("an identical request is pending"));
             }
+            append(&tx, audit).await?;
+            tx.commit().await.map_err(failed)
         })
     }
 
@@ -79,6 +89,7 @@ impl Store for PostgresStore {
         &'a self,
         request: &'a AccessRequest,
         seal: &'a str,
+        ticket: &'a str,
         audit: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<Option<StoredRequest>, Error>> {
         Box::pin(async move {
@@ -99,17 +110,20 @@ impl Store for PostgresStore {
                     .query_opt(
                         "UPDATE tollgate_requests
                          SET followers = CASE WHEN $2 = ANY(followers) THEN followers
-                                              ELSE array_append(followers, $2) END
+                                              ELSE array_append(followers, $2) END,
+                             tickets = array_append(tickets, $3)
                          WHERE fingerprint = $1 AND status = 'pending'
-                         RETURNING record, seal",
-                        &[&&fingerprint[..], &&*self.inner.instance],
+                         RETURNING record, seal, tickets",
+                        &[&&fingerprint[..], &&*self.inner.instance, &ticket],
                     )
                     .await
                     .map_err(failed)?;
                 if let Some(row) = pending {
                     let request = AccessRequest::from_record(row.get(0))?;
                     let stored = StoredRequest::new(request, Status::Pending, None);
-                    let stored = stored.with_seal(row.get::<_, Option<&str>>(1).map(Into::into));
+                    let stored = stored
+                        .with_seal(row.get::<_, Option<&str>>(1).map(Into::into))
+                        .with_tickets(tickets_of(&row, 2));
                     tx.commit().await.map_err(failed)?;
                     return Ok(Some(stored));
                 }
@@ -185,7 +199,7 @@ impl Store for PostgresStore {
             let client = self.client().await?;
             let query = client
                 .prepare_cached(
-                    "SELECT record, status, outcome, verdict, seal FROM tollgate_requests
+                    "SELECT record, status, outcome, verdict, seal, tickets FROM tollgate_requests
                      WHERE id = $1",
                 )
                 .await
@@ -209,7 +223,8 @@ impl Store for PostgresStore {
             Ok(Some(
                 stored
                     .with_verdict(row.get::<_, Option<&str>>(3).map(Into::into))
-                    .with_seal(row.get::<_, Option<&str>>(4).map(Into::into)),
+                    .with_seal(row.get::<_, Option<&str>>(4).map(Into::into))
+                    .with_tickets(tickets_of(&row, 5)),
             ))
         })
     }

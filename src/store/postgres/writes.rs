@@ -202,12 +202,16 @@ pub(super) async fn transition(
         .prepare_cached(
             "UPDATE tollgate_requests
              SET status = $1, outcome = coalesce($2, outcome), verdict = coalesce($3, verdict)
-             WHERE id = $4 AND status = $5
+             WHERE id = $4 AND status = $5 AND ($6::text[] IS NULL OR tickets = $6::text[])
              RETURNING verdict",
         )
         .await
         .map_err(failed)?;
     let outcome = change.outcome.as_ref().map(Outcome::to_record);
+    let tickets: Option<Vec<&str>> = change
+        .tickets
+        .as_ref()
+        .map(|tickets| tickets.iter().map(|t| &**t).collect());
     let updated = tx
         .query_opt(
             &update,
@@ -217,6 +221,7 @@ pub(super) async fn transition(
                 &change.verdict.as_deref(),
                 &&change.id.as_bytes()[..],
                 &change.from.as_str(),
+                &tickets,
             ],
         )
         .await
