@@ -34,6 +34,7 @@
 // - `effects`: what follows a transition: wake callers, answer approvers, file rules, alert;
 // - `expiry`: the task that expires pending requests at their deadlines;
 // - `replicas`, `verdict`: what other processes sharing the store did, carried out here;
+// - `handover`: a request passed to the replica where a caller still waits;
 // - `builder`: settings, and recovery from the store;
 // - `code`, `seal`, `rules`, `rate`: verification codes, rule seals, the rule table, the
 //   alert rate.
@@ -48,6 +49,7 @@ mod decide;
 mod edit;
 mod effects;
 mod expiry;
+mod handover;
 pub(crate) mod rate;
 mod record;
 mod registry;

@@ -12,18 +12,15 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use super::record::{self, Write};
-use super::registry::{Effects, Event, Known, Remote, Resolved, Ruling, already};
+use super::registry::{Effects, Known, Remote, Resolved, Ruling, already};
 use super::rules::deadline_of;
-use super::writer::Job;
 use super::{Shared, verdict};
-use crate::boxed::BoxFuture;
 use crate::error::{Error, ErrorKind};
 use crate::id::RequestId;
 use crate::request::AccessRequest;
 use crate::request::{Outcome, Status};
 use crate::rule::Rule;
-use crate::store::{Change, Left, Store, Transition, is_finished};
+use crate::store::{Change, Store, Transition, is_finished};
 
 /// How often an approver waiting for a caller on another replica re-reads the store, in case
 /// the change that would have told it was lost.
@@ -312,133 +309,6 @@ impl Shared {
         Ok(false)
     }
 
-    /// What the store did when the last caller here left `request` ([`Store::leave`]): the
-    /// notifiers hear of a cancellation from here; a request callers here joined again stays.
-    pub(super) async fn left(
-        self: &Arc<Self>,
-        request: Arc<AccessRequest>,
-        left: Result<Left, Error>,
-    ) {
-        let id = request.id;
-        match left {
-            Ok(Left::Cancelled) => self.resolved(Resolved {
-                runtime: Handle::current(),
-                request,
-                outcome: Outcome::Cancelled,
-            }),
-            Ok(Left::HandedOver) => {
-                tracing::info!(request_id = %id, "the last caller here left; the request passes to a replica where an identical call waits");
-            }
-            Ok(Left::Kept) => self.handed_over(id),
-            Ok(left) => tracing::debug!(request_id = %id, ?left, "the last caller here left"),
-            Err(error) => {
-                tracing::error!(request_id = %id, %error, "the store did not hear that no caller here waits on the request any more");
-            }
-        }
-    }
-
-    /// Request `id`, which callers here joined, is this process's now (the last caller of the
-    /// replica holding it left): an approval made before is taken for the callers here; with
-    /// none of them left, it is left in turn.
-    fn handed_over(self: &Arc<Self>, id: RequestId) {
-        let held = self.locked(|registry| (registry.handed(id), Effects::default()));
-        let shared = self.clone();
-        self.run(Job::Run(Box::pin(async move {
-            let now = match shared.writer.store_ref().request(id).await {
-                Ok(Some(now)) => now,
-                Ok(None) => return,
-                Err(error) => {
-                    tracing::error!(request_id = %id, %error, "a request handed to this replica could not be read");
-                    return;
-                }
-            };
-            if held {
-                tracing::info!(request_id = %id, "request handed to this replica, where an identical call waits");
-                shared.apply_remote(id, now.status, now.outcome, now.verdict.as_deref());
-            } else {
-                let request = Arc::new(now.request);
-                let cancel = record::closed(
-                    &request,
-                    Status::Pending,
-                    Outcome::Cancelled,
-                    shared.settings.audit_args,
-                );
-                shared.write(Write::Leave(cancel, request));
-            }
-        })));
-    }
-
-    /// The store has (`Ok(true)`), or did not take, the approval of request `request` taken here
-    /// for the callers that joined it, held here since another replica's callers left. Stored,
-    /// they run and the notifiers hear of the approval; with none left to run it, it ends
-    /// cancelled and its rule is withdrawn.
-    pub(super) fn carried(
-        self: &Arc<Self>,
-        take: Transition,
-        request: Arc<AccessRequest>,
-        outcome: Outcome,
-        result: Result<bool, Error>,
-    ) -> Option<BoxFuture<'static, ()>> {
-        let id = request.id;
-        match result {
-            Ok(true) => {
-                let rule = take.rule.map(|rule| *rule);
-                let runtime = Handle::current();
-                self.locked(|registry| {
-                    if registry.joined_seal(id).is_none() {
-                        let mut effects = Effects::default();
-                        effects.events.push(Event::Closed {
-                            request: request.clone(),
-                            from: Status::Executing,
-                            outcome: Outcome::Cancelled,
-                        });
-                        effects
-                            .events
-                            .extend(rule.map(|rule| Event::Withdrawn(rule.id)));
-                        effects.resolved = Some(Resolved {
-                            runtime,
-                            request,
-                            outcome: Outcome::Cancelled,
-                        });
-                        return ((), effects);
-                    }
-                    // An approver waiting here hears at once: the feed brings this process no
-                    // word of its own writes.
-                    self.settle(id, Status::Executing);
-                    let mut effects = registry.followed(id, Status::Executing, None, true);
-                    effects.rule = rule.and_then(|rule| deadline_of(&rule).map(|d| (rule, d)));
-                    effects.resolved = Some(Resolved {
-                        runtime,
-                        request,
-                        outcome,
-                    });
-                    ((), effects)
-                });
-                None
-            }
-            Ok(false) => {
-                let shared = self.clone();
-                Some(Box::pin(async move {
-                    let store = shared.writer.store_ref();
-                    if let Ok(Some(now)) = store.request(id).await {
-                        shared.apply_remote(id, now.status, now.outcome, now.verdict.as_deref());
-                    }
-                }))
-            }
-            Err(error) => {
-                tracing::error!(request_id = %id, %error, "approved call failed: not recorded");
-                let failed = Outcome::StoreFailed;
-                self.locked(|registry| {
-                    (
-                        (),
-                        registry.followed(id, failed.status(), Some(&failed), false),
-                    )
-                });
-                None
-            }
-        }
-    }
-
     /// An approver here waits for request `id`'s callers on another replica to take the approval:
     /// the receiver hears the status that settles it.
     pub(super) fn await_settled(&self, id: RequestId) -> oneshot::Receiver<Status> {
@@ -454,7 +324,7 @@ impl Shared {
 
     /// Tells the approvers waiting on request `id` that it reached `status`, if that settles an
     /// approval.
-    fn settle(&self, id: RequestId, status: Status) {
+    pub(super) fn settle(&self, id: RequestId, status: Status) {
         if !settles(status) {
             return;
         }

@@ -81,9 +81,12 @@
 //! through the store (one conditional update: one winner among every replica), and the one that
 //! holds them learns of it from [`Store::changes`] and lets them run. Such an approval is stored
 //! with a [`verdict`](Transition::verdict) sealed under a key derived from the secret, and a
-//! replica carries out only a verdict whose seal verifies: someone who can write the database
-//! still cannot approve a request, or make callers that joined one run, by editing its row. They
-//! can end requests (deny, abandon) and delete rules, as above: the gate fails closed.
+//! replica carries out only a verdict whose seal verifies and, for callers that joined the
+//! request, binds their join's ticket: someone who can write the database still cannot approve
+//! a request, make callers that joined one run, or replay an old approval for a call that joined
+//! later, by editing rows or the change feed. They can end requests (deny, abandon), delete
+//! rules, or hand a request to a replica whose callers do not follow it (which lets it go
+//! again), as above: the gate fails closed.
 //!
 //! # Writing a store
 //!
@@ -174,6 +177,10 @@ use crate::scope::Scope;
 ///     records the process whose callers joined a pending request; [`leave`](Self::leave) ends a
 ///     request only once no process holds or follows it, and otherwise hands it to one that
 ///     follows it, telling that one with [`Change::HandedOver`].
+/// 12. **Tickets.** [`insert_or_join`](Self::insert_or_join) adds the join's ticket to the
+///     request's [`tickets`](StoredRequest::tickets), and [`transition`](Self::transition)
+///     applies a step whose [`Transition::tickets`] are given only while the request's tickets
+///     are exactly those.
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Prepares the store for a gate that is starting: ends every request that is not finished
     /// (pending, approved, executing) as [`Status::Abandoned`] with an `abandoned` audit entry,
