@@ -17,7 +17,7 @@ fn stamped(mut bits: [u8; 16], millis: u64) -> [u8; 16] {
 
 /// 128 bits from the operating system's random source, read 64 ids at a time per thread: one
 /// system call per 64 requests instead of one each.
-fn random_bits() -> [u8; 16] {
+pub(crate) fn random_bits() -> [u8; 16] {
     use std::cell::RefCell;
     const IDS: usize = 64;
     thread_local! {

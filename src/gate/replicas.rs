@@ -278,7 +278,7 @@ impl Shared {
     ) -> Result<bool, Error> {
         let seal = crate::hex::lower(&self.seals.request_seal(request));
         // The ticket of this join, if it is one: fresh, so no verdict stored before it binds it.
-        let ticket = crate::hex::lower(RequestId::random().as_bytes());
+        let ticket = crate::hex::lower(&crate::id::random_bits());
         let Some(other) = store.insert_or_join(request, &seal, &ticket, audit).await? else {
             return Ok(true);
         };
