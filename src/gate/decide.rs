@@ -25,7 +25,7 @@ use crate::id::{RequestId, RuleId};
 use crate::request::{AccessRequest, Outcome, Status};
 use crate::rule::{Rule, RuleEffect};
 use crate::scope::Scope;
-use crate::store::{Revocation, is_finished};
+use crate::store::{Revocation, Sealed, is_finished};
 use crate::time::to_millis;
 
 /// What an approver asked for, before anything is checked.
@@ -310,8 +310,12 @@ impl Gate {
                 rule.clone().filter(|_| !approves).map(Box::new),
                 shared.settings.audit_args,
             );
-            change.verdict = verdict.clone();
-            change.tickets = approves.then(|| tickets.clone());
+            change.sealed = verdict.clone().map(|verdict| {
+                Box::new(Sealed {
+                    verdict,
+                    tickets: tickets.clone(),
+                })
+            });
             let won = self
                 .queued(move |store| Box::pin(async move { store.transition(&change).await }))
                 .await?;

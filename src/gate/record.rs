@@ -10,7 +10,7 @@ use crate::audit::{AuditEntry, AuditEvent};
 use crate::call::Edit;
 use crate::id::RuleId;
 use crate::request::{AccessRequest, Outcome, Status};
-use crate::store::{self, Transition};
+use crate::store::{self, Sealed, Transition};
 use crate::time::to_millis;
 
 /// One store write, and which registry step waits for it.
@@ -95,8 +95,12 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
                 }
                 // Sealed over no join's ticket: stored only while no call of another replica
                 // joined (else sealed again, `Shared::decided_elsewhere`).
-                decision.tickets = carried.verdict.is_some().then(Vec::new);
-                decision.verdict = carried.verdict;
+                decision.sealed = carried.verdict.map(|verdict| {
+                    Box::new(Sealed {
+                        verdict,
+                        tickets: Vec::new(),
+                    })
+                });
             }
             Write::Decide(decision)
         }
@@ -282,8 +286,7 @@ fn step(entry: AuditEntry, from: Status, to: Status, outcome: Option<Outcome>) -
         outcome,
         rule: None,
         audit: vec![entry],
-        verdict: None,
-        tickets: None,
+        sealed: None,
     }
 }
 

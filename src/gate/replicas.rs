@@ -190,22 +190,22 @@ impl Shared {
         let mut now = store.request(id).await;
         for _ in 0..verdict::RESEALS {
             let Ok(Some(stored)) = &now else { break };
-            let Some(verdict) = change.verdict.as_deref() else {
+            let Some(sealed) = change.sealed.as_deref_mut() else {
                 break;
             };
-            if stored.status != Status::Pending || change.tickets.as_ref() == Some(&stored.tickets)
-            {
+            if stored.status != Status::Pending || sealed.tickets == stored.tickets {
                 break;
             }
             let Known::Live(request) = self.registry().look(id) else {
                 break;
             };
-            let Some(resealed) = verdict::reseal(&self.seals, &request, verdict, &stored.tickets)
+            let Some(resealed) =
+                verdict::reseal(&self.seals, &request, &sealed.verdict, &stored.tickets)
             else {
                 break;
             };
-            change.verdict = Some(resealed);
-            change.tickets = Some(stored.tickets.clone());
+            sealed.verdict = resealed;
+            sealed.tickets.clone_from(&stored.tickets);
             match store.transition(&change).await {
                 Ok(true) => {
                     let at = tokio::time::Instant::now();

@@ -137,8 +137,7 @@ fn approval(request: &AccessRequest, approver: &str) -> Transition {
         }),
         rule: None,
         audit: vec![approved],
-        verdict: None,
-        tickets: None,
+        sealed: None,
     }
 }
 
@@ -159,8 +158,7 @@ fn denial(request: &AccessRequest, approver: &str, remember: Option<Rule>) -> Tr
         }),
         rule: remember.map(Box::new),
         audit,
-        verdict: None,
-        tickets: None,
+        sealed: None,
     }
 }
 
@@ -177,8 +175,7 @@ fn take(request: &AccessRequest, rule: Option<Rule>) -> Transition {
         outcome: None,
         rule: rule.map(Box::new),
         audit,
-        verdict: None,
-        tickets: None,
+        sealed: None,
     }
 }
 

@@ -614,8 +614,15 @@ pub struct Transition {
     pub(crate) outcome: Option<Outcome>,
     pub(crate) rule: Option<Box<Rule>>,
     pub(crate) audit: Vec<AuditEntry>,
-    pub(crate) verdict: Option<Arc<str>>,
-    pub(crate) tickets: Option<Vec<Arc<str>>>,
+    /// Boxed: only approvals in a store replicas share carry one, and every step moves.
+    pub(crate) sealed: Option<Box<Sealed>>,
+}
+
+/// What an approval in a store replicas share carries: its verdict, and the tickets it binds.
+#[derive(Clone, Debug)]
+pub(crate) struct Sealed {
+    pub(crate) verdict: Arc<str>,
+    pub(crate) tickets: Vec<Arc<str>>,
 }
 
 impl Transition {
@@ -648,14 +655,14 @@ impl Transition {
     /// [`Change::Request`], so the process that does hold them can check and carry it out.
     /// `None` for every other transition; a store one process owns may ignore it.
     pub fn verdict(&self) -> Option<&str> {
-        self.verdict.as_deref()
+        self.sealed.as_deref().map(|sealed| &*sealed.verdict)
     }
     /// For an approval in a store replicas share: the request's
     /// [`tickets`](StoredRequest::tickets) as the verdict binds them. The step applies only if
     /// the request's tickets are exactly these, so that no caller that joined it is left out of
     /// the approval (a store one process owns may ignore it). `None`: no such condition.
     pub fn tickets(&self) -> Option<&[Arc<str>]> {
-        self.tickets.as_deref()
+        self.sealed.as_deref().map(|sealed| &sealed.tickets[..])
     }
 }
 

@@ -207,9 +207,6 @@ impl Registry {
     /// How a call of request `id` here, run on an approval of a request held here that it
     /// joined, ended: the first of them to end records it. `None` for any other call.
     pub(super) fn finished_following(&mut self, id: RequestId, status: Status) -> Option<Effects> {
-        if self.running.is_empty() {
-            return None;
-        }
         let request = self.running.remove(&id)?;
         self.running.retain(|_, r| r.id != request.id);
         let mut effects = Effects::default();

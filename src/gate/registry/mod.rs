@@ -603,7 +603,9 @@ impl Registry {
                 return self.finished_following(id, status).unwrap_or_default();
             }
             slot.request.clone()
-        } else if let Some(effects) = self.finished_following(id, status) {
+        } else if !self.running.is_empty()
+            && let Some(effects) = self.finished_following(id, status)
+        {
             return effects;
         } else {
             let Some((request, current)) = self.history.entries.get_mut(&id) else {

@@ -209,8 +209,7 @@ pub(super) async fn transition(
         .map_err(failed)?;
     let outcome = change.outcome.as_ref().map(Outcome::to_record);
     let tickets: Option<Vec<&str>> = change
-        .tickets
-        .as_ref()
+        .tickets()
         .map(|tickets| tickets.iter().map(|t| &**t).collect());
     let updated = tx
         .query_opt(
@@ -218,7 +217,7 @@ pub(super) async fn transition(
             &[
                 &change.to.as_str(),
                 &outcome,
-                &change.verdict.as_deref(),
+                &change.verdict(),
                 &&change.id.as_bytes()[..],
                 &change.from.as_str(),
                 &tickets,
