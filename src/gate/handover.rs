@@ -5,6 +5,7 @@
 //! approval for the callers there, runs them, and tells the notifiers how it ended.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::runtime::Handle;
 
@@ -49,7 +50,6 @@ impl Shared {
     /// replica holding it left): an approval made before is taken for the callers here; with
     /// none of them left, it is left in turn.
     pub(super) fn handed_over(self: &Arc<Self>, id: RequestId) {
-        let held = self.locked(|registry| (registry.handed(id), Effects::default()));
         let shared = self.clone();
         self.run(Job::Run(Box::pin(async move {
             let now = match shared.writer.store_ref().request(id).await {
@@ -60,7 +60,13 @@ impl Shared {
                     return;
                 }
             };
-            if held {
+            let left = now
+                .request
+                .expires_at()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let deadline = tokio::time::Instant::now() + left;
+            if shared.locked(|registry| registry.handed(id, deadline)) {
                 tracing::info!(request_id = %id, "request handed to this replica, where an identical call waits");
                 shared.apply_remote(id, now.status, now.outcome, now.verdict.as_deref());
             } else {

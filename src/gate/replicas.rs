@@ -72,8 +72,18 @@ impl Shared {
             Change::Abandoned(request) => {
                 let id = request.id;
                 self.settle(id, Status::Abandoned);
+                // Callers here that joined it end too: the change this process wrote when it
+                // abandoned the request does not come back to it on the feed.
                 self.locked(|registry| {
-                    ((), registry.remote(id, Remote::Closed(Outcome::Abandoned)))
+                    let mut effects = registry.remote(id, Remote::Closed(Outcome::Abandoned));
+                    let abandoned = Outcome::Abandoned;
+                    effects.merge(registry.followed(
+                        id,
+                        abandoned.status(),
+                        Some(&abandoned),
+                        false,
+                    ));
+                    ((), effects)
                 });
                 self.resolved(Resolved {
                     runtime: Handle::current(),
@@ -217,6 +227,11 @@ impl Shared {
             }
         }
         let result = match &now {
+            Ok(Some(stored)) if stored.status == Status::Pending => {
+                Err(Error::new(ErrorKind::StoreFailed)
+                    .with_request(id)
+                    .with_detail("identical calls kept joining the request; try again"))
+            }
             Ok(Some(stored)) => Err(already(stored.status, id)),
             Ok(None) => Err(Error::new(ErrorKind::AccessRequestNotFound).with_request(id)),
             Err(error) => Err(Error::new(ErrorKind::StoreFailed)

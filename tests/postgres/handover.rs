@@ -8,12 +8,14 @@ use tollgate::notify::RecordingNotifier;
 use tollgate::{Approve, ErrorKind, Gate, Scope, Status};
 use tower::{Layer, ServiceExt};
 
-use crate::support::postgres::url;
-use crate::support::{self, Tools, policy, refund};
+use tollgate::store::PostgresStore;
+
+use crate::support::postgres::{database, url};
+use crate::support::{self, Tools, code, policy, refund};
 
 /// Reads the store until it says request `id` is `status` (real I/O on another connection:
 /// each read paces the next; no sleep).
-async fn ended(gate: &Gate, id: tollgate::RequestId, status: Status) {
+async fn ended_as(gate: &Gate, id: tollgate::RequestId, status: Status) {
     let mut now = None;
     let reached = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -105,7 +107,7 @@ async fn handed_over_and_approved(approve_on_a: bool) {
         .expect("the caller on B ran");
     assert!(ran.unwrap().is_ok());
     assert_eq!(tools.total(), 1);
-    ended(&a, id, Status::Executed).await;
+    ended_as(&a, id, Status::Executed).await;
     support::within(Duration::from_secs(10), || {
         !resolutions(&[&alerts_a, &alerts_b]).is_empty()
     })
@@ -145,7 +147,7 @@ async fn a_request_ends_cancelled_once_no_replica_has_a_caller() {
             "round {round}: one caller still waits"
         );
         stays.abort();
-        ended(&b, id, Status::Cancelled).await;
+        ended_as(&b, id, Status::Cancelled).await;
         let refused = a
             .approve(Approve::new(id, alert.code().reveal()).by("alice"))
             .await
@@ -160,5 +162,107 @@ async fn a_request_ends_cancelled_once_no_replica_has_a_caller() {
         resolutions(&[&alerts_a, &alerts_b]),
         ["cancelled", "cancelled"]
     );
+    assert_eq!(tools.total(), 0);
+}
+
+/// A request handed to a replica whose own requests live longer still expires when it was
+/// filed to: its callers there hear `access_request_expired` then, not at their own deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_handed_over_expires_when_it_was_filed_to() {
+    let db = database("handover_expiry").await;
+    let mut gates = Vec::new();
+    for (instance, ttl) in [("a", 3), ("b", 600)] {
+        let store = PostgresStore::connect_with(&url(&db), crate::options(instance))
+            .await
+            .expect("connect");
+        let alerts = RecordingNotifier::new();
+        let gate = support::gate(&alerts)
+            .request_ttl(Duration::from_secs(ttl))
+            .unlimited_alert_rate()
+            .store(store)
+            .build()
+            .expect("build");
+        gates.push((gate, alerts));
+    }
+    let (b, _) = gates.pop().unwrap();
+    let (a, alerts_a) = gates.pop().unwrap();
+    let tools = Tools::default();
+    let first = tokio::spawn(
+        a.layer(policy(Scope::Once))
+            .layer(tools.clone())
+            .oneshot(refund(77)),
+    );
+    let alert = alerts_a.next_alert().await;
+    let id = alert.request().id();
+    let second = tokio::spawn(
+        b.layer(policy(Scope::Once))
+            .layer(tools.clone())
+            .oneshot(refund(77)),
+    );
+    support::within(Duration::from_secs(10), || b.stats().following == 1).await;
+    first.abort();
+    holder_is(&db, id, "b").await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the caller on B heard the request expire with its own expiry");
+    assert_eq!(code(&ended.unwrap().unwrap_err()), "access_request_expired");
+    ended_as(&a, id, Status::Expired).await;
+    assert_eq!(tools.total(), 0);
+}
+
+/// The replica that finds a stopped replica's request abandoned ends its own callers that
+/// joined it too (the change it wrote does not come back to it on the feed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_of_the_replica_that_abandons_a_request_hear_so() {
+    let db = database("handover_sweep").await;
+    let mut gates = Vec::new();
+    // A's lease is long: B, whose lease is short, is the replica that sweeps.
+    for (instance, lease) in [("a", 600), ("b", 1)] {
+        let options = crate::options(instance).lease(Duration::from_secs(lease));
+        let store = PostgresStore::connect_with(&url(&db), options)
+            .await
+            .expect("connect");
+        let alerts = RecordingNotifier::new();
+        let gate = support::gate(&alerts)
+            .unlimited_alert_rate()
+            .store(store)
+            .build()
+            .expect("build");
+        gates.push((gate, alerts));
+    }
+    let (b, _) = gates.pop().unwrap();
+    let (a, alerts_a) = gates.pop().unwrap();
+    let tools = Tools::default();
+    let first = tokio::spawn(
+        a.layer(policy(Scope::Once))
+            .layer(tools.clone())
+            .oneshot(refund(66)),
+    );
+    alerts_a.next_alert().await;
+    let second = tokio::spawn(
+        b.layer(policy(Scope::Once))
+            .layer(tools.clone())
+            .oneshot(refund(66)),
+    );
+    support::within(Duration::from_secs(10), || b.stats().following == 1).await;
+    // A stops renewing its lease, as a replica that died would.
+    let (client, connection) = tokio_postgres::connect(&url(&db), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .execute("DELETE FROM tollgate_instances WHERE id = 'a'", &[])
+        .await
+        .unwrap();
+    for (caller, on) in [(first, "A"), (second, "B")] {
+        let ended = tokio::time::timeout(Duration::from_secs(15), caller)
+            .await
+            .unwrap_or_else(|_| panic!("the caller on {on} still waits"));
+        assert_eq!(
+            code(&ended.unwrap().unwrap_err()),
+            "gate_shut_down",
+            "on {on}"
+        );
+    }
     assert_eq!(tools.total(), 0);
 }

@@ -218,3 +218,72 @@ async fn an_old_verdict_replayed_runs_no_repeat_of_its_call() {
     assert_eq!(code(&error), "access_request_denied");
     assert_eq!(tools.total(), 1, "the approved call ran once");
 }
+
+/// A follower that has not heard of an approval (its feed rows held back by the database
+/// writer, as a replica cut off would not hear them) lets no later identical call attach to the
+/// callers that joined: the later call joins through the store with a ticket of its own, and
+/// runs on no verdict stored before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_made_after_an_approval_was_stored_does_not_run_on_it() {
+    let (a, alerts_a, b, alerts_b, name) = pair_on("held_feed", true).await;
+    let db = sql(&name).await;
+    let tools = Tools::default();
+    let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
+    let on_b = b.layer(policy(Scope::Once)).layer(tools.clone());
+
+    let first = tokio::spawn(on_a.oneshot(refund(55)));
+    let alert = alerts_a.next_alert().await;
+    let id = alert.request().id();
+    let second = tokio::spawn(on_b.clone().oneshot(refund(55)));
+    crate::support::within(Duration::from_secs(10), || b.stats().following == 1).await;
+
+    // The writer diverts this request's feed rows into a table of its own.
+    let hex: String = id.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    db.batch_execute(&format!(
+        "CREATE TABLE held AS SELECT * FROM tollgate_changes WITH NO DATA;
+         CREATE FUNCTION hold() RETURNS trigger AS $$ BEGIN
+             IF NEW.request = '\\x{hex}'::bytea THEN
+                 INSERT INTO held SELECT NEW.*; NEW.kind := 'held';
+             END IF; RETURN NEW; END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER hold BEFORE INSERT ON tollgate_changes
+             FOR EACH ROW EXECUTE FUNCTION hold();"
+    ))
+    .await
+    .unwrap();
+    a.approve(Approve::new(id, alert.code().reveal()).by("alice"))
+        .await
+        .expect("approved, once");
+    first.await.unwrap().expect("the caller on A ran");
+
+    // After the approval was stored and taken, the same call again on B: a request of its own.
+    let later = tokio::spawn(on_b.oneshot(refund(55)));
+    let alerted = tokio::time::timeout(Duration::from_secs(10), alerts_b.next_alert())
+        .await
+        .expect("the later call made a request of its own");
+    assert_ne!(alerted.request().id(), id);
+
+    // The writer lets the held rows through.
+    db.batch_execute(
+        "DROP TRIGGER hold ON tollgate_changes;
+         INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome, verdict, rule, record)
+           SELECT (SELECT seq FROM tollgate_clock) + row_number() OVER (ORDER BY seq),
+                  origin, kind, request, status, outcome, verdict, rule, record FROM held;
+         UPDATE tollgate_clock SET seq = (SELECT max(seq) FROM tollgate_changes);
+         SELECT pg_notify('tollgate_changes', '');",
+    )
+    .await
+    .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("B's first caller heard the approval");
+    assert!(
+        second.unwrap().is_ok(),
+        "joined before the approval: it runs"
+    );
+    assert!(
+        !later.is_finished(),
+        "the later call waits on its own request"
+    );
+    later.abort();
+    assert_eq!(tools.total(), 2);
+}

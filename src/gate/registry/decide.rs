@@ -151,7 +151,7 @@ impl Registry {
             Err(error) => {
                 effects.ack = Some((ruling.ack, Err(error.with_request(id))));
                 if slot.attached == 0 {
-                    effects.merge(self.close(id, Outcome::Cancelled));
+                    effects.merge(self.left(id));
                 } else if self.epoch.ticks(now) >= slot.deadline {
                     effects.merge(self.close(id, Outcome::Expired));
                 }

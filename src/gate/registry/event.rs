@@ -130,7 +130,7 @@ pub(crate) struct Effects {
 
 impl Effects {
     /// Adds `other`'s work after this one's.
-    pub(super) fn merge(&mut self, other: Effects) {
+    pub(crate) fn merge(&mut self, other: Effects) {
         self.events.extend(other.events);
         self.wake.extend(other.wake);
         self.rule = other.rule.or(self.rule.take());

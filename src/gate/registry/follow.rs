@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use super::Registry;
 use super::event::{Effects, Event, Resolved};
 use super::slot::Phase;
@@ -47,6 +49,10 @@ impl Registry {
             return;
         }
         slot.joined = true;
+        // A later identical call here joins through the store too, with a ticket of its own:
+        // attached here, it would run on a verdict that binds only these callers' ticket, though
+        // made after that verdict was stored (while the feed had not yet brought it).
+        self.index.unjoinable(&slot.request);
         self.follows.insert(id, other.id);
         self.followers
             .entry(other.id)
@@ -70,13 +76,26 @@ impl Registry {
             .map(|f| (f.asked, f.ticket.clone()))
     }
 
-    /// Request `other`, which callers here follow, was handed to this process. `false` if no
-    /// caller here follows it any more: the gate then leaves it again.
-    pub(crate) fn handed(&mut self, other: RequestId) -> bool {
-        self.followers
-            .get_mut(&other)
-            .map(|following| following.held = true)
-            .is_some()
+    /// Request `other`, which callers here follow, was handed to this process: its callers here
+    /// wait no later than its own `deadline`, when it expires for everyone. `false` if no caller
+    /// here follows it any more: the gate then leaves it again.
+    pub(crate) fn handed(&mut self, other: RequestId, deadline: Instant) -> (bool, Effects) {
+        let mut effects = Effects::default();
+        let Some(following) = self.followers.get_mut(&other) else {
+            return (false, effects);
+        };
+        following.held = true;
+        let deadline = self.epoch.ticks(deadline);
+        for id in &following.ids {
+            if let Some(slot) = self.live.get_mut(id)
+                && slot.deadline > deadline
+            {
+                slot.deadline = deadline;
+                self.index.postpone(*id, deadline);
+                effects.alarm = true;
+            }
+        }
+        (true, effects)
     }
 
     /// Request `other`, held here for the callers that joined it, was approved: the request,

@@ -115,8 +115,8 @@ impl PendingIndex {
         at == 0
     }
 
-    /// Moves pending request `id`'s deadline later, to `deadline`. Its earlier place on the list
-    /// stays until it comes due, when the request is found not yet due and left pending.
+    /// Moves pending request `id`'s deadline to `deadline`. Its other place on the list stays
+    /// until it comes due, when the request is found not due (or no longer pending) and skipped.
     pub(super) fn postpone(&mut self, id: RequestId, deadline: Ticks) {
         let at = self
             .deadlines
@@ -126,14 +126,19 @@ impl PendingIndex {
         self.deadlines.insert(at, (deadline, id));
     }
 
-    /// Forgets a request that is no longer pending.
-    pub(super) fn leave(&mut self, request: &AccessRequest) {
+    /// Identical calls join pending `request` no more: each makes a request of its own.
+    pub(super) fn unjoinable(&mut self, request: &AccessRequest) {
         if let Ok(entry) = self
             .joinable
             .find_entry(self.hash(request), |pending| pending.id == request.id)
         {
             entry.remove();
         }
+    }
+
+    /// Forgets a request that is no longer pending.
+    pub(super) fn leave(&mut self, request: &AccessRequest) {
+        self.unjoinable(request);
         self.total -= 1;
         for (counts, name) in [
             (&mut self.per_principal, &request.principal),

@@ -447,7 +447,7 @@ impl Registry {
     /// The last caller here left pending request `id`. With a store replicas share, callers on
     /// other replicas may still wait on it, so the store says whether it ends ([`Event::Left`]);
     /// it is not remembered here, since it may live on elsewhere. Otherwise it ends cancelled.
-    fn left(&mut self, id: RequestId) -> Effects {
+    pub(super) fn left(&mut self, id: RequestId) -> Effects {
         let Some(slot) = self.live.get_mut(&id).filter(|_| self.shared) else {
             return self.close(id, Outcome::Cancelled);
         };

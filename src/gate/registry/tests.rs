@@ -1072,9 +1072,11 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     // Not held here: an approval is the holder's to take.
     let effects = w.registry.carry(other, approved.clone(), None);
     assert!(effects.events.is_empty());
-    assert!(w.registry.handed(other));
+    assert!(w.registry.handed(other, Instant::now() + TTL).0);
     assert!(
-        !w.registry.handed(RequestId::random()),
+        !w.registry
+            .handed(RequestId::random(), Instant::now() + TTL)
+            .0,
         "nobody here follows it"
     );
     let effects = w.registry.carry(other, approved.clone(), None);
@@ -1099,7 +1101,7 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     let (req, _, _) = admitted.expect("admitted");
     w.registry
         .joined(req.id, held.clone(), [0; 32], "ticket".into());
-    assert!(w.registry.handed(other));
+    assert!(w.registry.handed(other, Instant::now() + TTL).0);
     let denied = Outcome::Denied {
         approver: "bob".into(),
         reason: None,
@@ -1115,7 +1117,7 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     let (req, _, _) = admitted.expect("admitted");
     w.registry
         .joined(req.id, held.clone(), [0; 32], "ticket".into());
-    assert!(w.registry.handed(other));
+    assert!(w.registry.handed(other, Instant::now() + TTL).0);
     let effects = w.registry.close(req.id, Outcome::Expired);
     assert_eq!(events(&effects), ["closed pending→expired"]);
     let resolved = effects.resolved.expect("the notifiers hear it");
