@@ -339,14 +339,20 @@ impl Model {
             .count()
     }
 
-    /// Pending requests that callers on replica `i` joined through the store: all but those it
-    /// made and never let go of.
+    /// Callers on replica `i` that joined a pending request through the store, each with a
+    /// request (and a ticket) of its own: all but those of a request it made and never let go
+    /// of, which attach there.
     fn following_on(&self, i: usize) -> usize {
         self.requests
             .iter()
             .filter(|r| r.end == End::Pending && (r.owner != i || r.handed))
-            .filter(|r| r.callers.iter().any(|&c| self.callers[c].replica == i))
-            .count()
+            .map(|r| {
+                r.callers
+                    .iter()
+                    .filter(|&&c| self.callers[c].replica == i)
+                    .count()
+            })
+            .sum()
     }
 
     /// A live replica, `want` if it is one.
@@ -633,7 +639,7 @@ impl Real {
             let gate = &self.replicas[i].gate;
             let (parked, following) = (model.parked_on(i), model.following_on(i));
             eventually(
-                &format!("replica {i} parks {parked} callers and follows {following} requests"),
+                &format!("replica {i} parks {parked} callers, {following} of them following"),
                 || {
                     let stats = gate.stats();
                     stats.parked == parked && stats.following == following
