@@ -119,25 +119,21 @@ impl Shared {
     ) {
         // A verdict binds the request's seal: the one checked when callers here joined it, or,
         // for a request made here, the seal of the request as this process holds it. Callers
-        // that joined run only on a verdict stored after their join: one that binds its ticket.
+        // that joined run only on a verdict stored after their joins: one that binds every
+        // one of their tickets.
         let known = {
             let registry = self.registry();
-            registry
-                .joined_seal(id)
-                .map(|(asked, ticket)| (asked, Some(ticket)))
-                .or_else(|| {
-                    registry
-                        .pending_request(id)
-                        .map(|r| (self.seals.request_seal(&r), None))
-                })
+            registry.joined_seal(id).or_else(|| {
+                registry
+                    .pending_request(id)
+                    .map(|r| (self.seals.request_seal(&r), Vec::new()))
+            })
         };
         let opened = || {
-            let ((asked, ticket), verdict) = (known.as_ref()?, verdict?);
+            let ((asked, tickets), verdict) = (known.as_ref()?, verdict?);
             let opened = verdict::open(&self.seals, id, asked, verdict)?;
-            if let Some(ticket) = ticket
-                && !opened.binds(ticket)
-            {
-                tracing::warn!(request_id = %id, "a verdict made before the callers here joined is not honoured for them");
+            if !tickets.iter().all(|ticket| opened.binds(ticket)) {
+                tracing::warn!(request_id = %id, "a verdict made before callers here joined is not honoured for them");
                 return None;
             }
             Some((opened.outcome, opened.rule))

@@ -35,6 +35,52 @@ async fn row(
     (row.get(0), row.get(1), row.get(2), row.get(3))
 }
 
+/// The writer diverts request `id`'s rows of the change feed into a table of its own.
+async fn hold(db: &tokio_postgres::Client, id: tollgate::RequestId) {
+    let hex: String = id.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    db.batch_execute(&format!(
+        "CREATE TABLE held AS SELECT * FROM tollgate_changes WITH NO DATA;
+         CREATE FUNCTION hold() RETURNS trigger AS $$ BEGIN
+             IF NEW.request = '\\x{hex}'::bytea THEN
+                 INSERT INTO held SELECT NEW.*; NEW.kind := 'held';
+             END IF; RETURN NEW; END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER hold BEFORE INSERT ON tollgate_changes
+             FOR EACH ROW EXECUTE FUNCTION hold();"
+    ))
+    .await
+    .unwrap();
+}
+
+/// The writer lets the rows [`hold`] diverted through, under new numbers.
+async fn release(db: &tokio_postgres::Client) {
+    db.batch_execute(
+        "DROP TRIGGER hold ON tollgate_changes;
+         INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome, verdict, rule, record)
+           SELECT (SELECT seq FROM tollgate_clock) + row_number() OVER (ORDER BY seq),
+                  origin, kind, request, status, outcome, verdict, rule, record FROM held;
+         UPDATE tollgate_clock SET seq = (SELECT max(seq) FROM tollgate_changes);
+         SELECT pg_notify('tollgate_changes', '');",
+    )
+    .await
+    .unwrap();
+}
+
+/// The writer appends a denial of request `id` to the change feed: once a caller hears it,
+/// its replica has read every row before it.
+async fn forged_denial(db: &tokio_postgres::Client, id: tollgate::RequestId) {
+    db.execute(
+        "WITH c AS (UPDATE tollgate_clock SET seq = seq + 1 RETURNING seq)
+         INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome)
+         SELECT c.seq, 'a', 'request', $1, 'denied', $2 FROM c",
+        &[&id_bytes(id), &r#"{"outcome":"denied","approver":"alice"}"#],
+    )
+    .await
+    .unwrap();
+    db.execute("SELECT pg_notify('tollgate_changes', '')", &[])
+        .await
+        .unwrap();
+}
+
 fn id_bytes(id: tollgate::RequestId) -> Vec<u8> {
     id.as_bytes().to_vec()
 }
@@ -196,20 +242,7 @@ async fn an_old_verdict_replayed_runs_no_repeat_of_its_call() {
     .await
     .unwrap();
     // Then a denial, after it on the feed: once B's caller hears it, B has read the replay.
-    db.execute(
-        "WITH c AS (UPDATE tollgate_clock SET seq = seq + 1 RETURNING seq)
-         INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome)
-         SELECT c.seq, 'a', 'request', $1, 'denied', $2 FROM c",
-        &[
-            &id_bytes(old),
-            &r#"{"outcome":"denied","approver":"alice"}"#,
-        ],
-    )
-    .await
-    .unwrap();
-    db.execute("SELECT pg_notify('tollgate_changes', '')", &[])
-        .await
-        .unwrap();
+    forged_denial(&db, old).await;
 
     let ended = tokio::time::timeout(Duration::from_secs(10), again)
         .await
@@ -238,18 +271,7 @@ async fn a_call_made_after_an_approval_was_stored_does_not_run_on_it() {
     crate::support::within(Duration::from_secs(10), || b.stats().following == 1).await;
 
     // The writer diverts this request's feed rows into a table of its own.
-    let hex: String = id.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    db.batch_execute(&format!(
-        "CREATE TABLE held AS SELECT * FROM tollgate_changes WITH NO DATA;
-         CREATE FUNCTION hold() RETURNS trigger AS $$ BEGIN
-             IF NEW.request = '\\x{hex}'::bytea THEN
-                 INSERT INTO held SELECT NEW.*; NEW.kind := 'held';
-             END IF; RETURN NEW; END $$ LANGUAGE plpgsql;
-         CREATE TRIGGER hold BEFORE INSERT ON tollgate_changes
-             FOR EACH ROW EXECUTE FUNCTION hold();"
-    ))
-    .await
-    .unwrap();
+    hold(&db, id).await;
     a.approve(Approve::new(id, alert.code().reveal()).by("alice"))
         .await
         .expect("approved, once");
@@ -263,16 +285,7 @@ async fn a_call_made_after_an_approval_was_stored_does_not_run_on_it() {
     assert_ne!(alerted.request().id(), id);
 
     // The writer lets the held rows through.
-    db.batch_execute(
-        "DROP TRIGGER hold ON tollgate_changes;
-         INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome, verdict, rule, record)
-           SELECT (SELECT seq FROM tollgate_clock) + row_number() OVER (ORDER BY seq),
-                  origin, kind, request, status, outcome, verdict, rule, record FROM held;
-         UPDATE tollgate_clock SET seq = (SELECT max(seq) FROM tollgate_changes);
-         SELECT pg_notify('tollgate_changes', '');",
-    )
-    .await
-    .unwrap();
+    release(&db).await;
     let second = tokio::time::timeout(Duration::from_secs(10), second)
         .await
         .expect("B's first caller heard the approval");
@@ -286,4 +299,48 @@ async fn a_call_made_after_an_approval_was_stored_does_not_run_on_it() {
     );
     later.abort();
     assert_eq!(tools.total(), 2);
+}
+
+/// A verdict stored after one caller on B joined, held back, and replayed once the writer set
+/// the row back to pending and a second identical call on B joined it: the second call does
+/// not run on it (nor, since the replica cannot tell them apart on the feed, the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_verdict_runs_no_call_that_joined_after_it() {
+    let (a, alerts_a, b, _, name) = pair_on("mixed_tickets", true).await;
+    let db = sql(&name).await;
+    let tools = Tools::default();
+    let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
+    let on_b = b.layer(policy(Scope::Once)).layer(tools.clone());
+    let first = tokio::spawn(on_a.oneshot(refund(56)));
+    let alert = alerts_a.next_alert().await;
+    let id = alert.request().id();
+    let joined = tokio::spawn(on_b.clone().oneshot(refund(56)));
+    crate::support::within(Duration::from_secs(10), || b.stats().following == 1).await;
+    hold(&db, id).await;
+    a.approve(Approve::new(id, alert.code().reveal()).by("alice"))
+        .await
+        .expect("approved, once");
+    first.await.unwrap().expect("the caller on A ran");
+    // The writer sets the row back to pending; the same call again on B joins it.
+    db.execute(
+        "UPDATE tollgate_requests SET status = 'pending', outcome = NULL WHERE id = $1",
+        &[&id_bytes(id)],
+    )
+    .await
+    .unwrap();
+    let later = tokio::spawn(on_b.oneshot(refund(56)));
+    crate::support::within(Duration::from_secs(10), || b.stats().following == 2).await;
+    release(&db).await;
+    forged_denial(&db, id).await;
+    for (caller, which) in [(joined, "first"), (later, "later")] {
+        let ended = tokio::time::timeout(Duration::from_secs(10), caller)
+            .await
+            .unwrap_or_else(|_| panic!("the {which} caller on B still waits"));
+        assert_eq!(
+            code(&ended.unwrap().expect_err("no run on the held verdict")),
+            "access_request_denied",
+            "the {which} caller on B"
+        );
+    }
+    assert_eq!(tools.total(), 1, "only the caller on A ran");
 }

@@ -19,12 +19,11 @@ use crate::rule::Rule;
 pub(super) struct Following {
     /// Its seal, checked when they joined.
     asked: [u8; 32],
-    /// The ticket of their join: only a verdict that binds it runs them.
-    ticket: Arc<str>,
     /// The request, as it was stored.
     request: Arc<AccessRequest>,
-    /// The callers' requests here.
-    ids: Vec<RequestId>,
+    /// The callers' requests here, each with the ticket of its join: only a verdict that binds
+    /// every one of them runs them.
+    ids: Vec<(RequestId, Arc<str>)>,
     /// Handed to this process: the last caller of the replica holding it left.
     held: bool,
     /// Held here, and its approval is being taken for the callers here.
@@ -58,22 +57,22 @@ impl Registry {
             .entry(other.id)
             .or_insert_with(|| Following {
                 asked,
-                ticket,
                 request: other,
                 ids: Vec::new(),
                 held: false,
                 taking: false,
             })
             .ids
-            .push(id);
+            .push((id, ticket));
     }
 
     /// The seal of another replica's request `other` that callers here joined, as it was
-    /// checked when they joined, and the ticket of their join.
-    pub(crate) fn joined_seal(&self, other: RequestId) -> Option<([u8; 32], Arc<str>)> {
-        self.followers
-            .get(&other)
-            .map(|f| (f.asked, f.ticket.clone()))
+    /// checked when they joined, and the tickets of their joins.
+    pub(crate) fn joined_seal(&self, other: RequestId) -> Option<([u8; 32], Vec<Arc<str>>)> {
+        self.followers.get(&other).map(|f| {
+            let tickets = f.ids.iter().map(|(_, ticket)| ticket.clone()).collect();
+            (f.asked, tickets)
+        })
     }
 
     /// Request `other`, which callers here follow, was handed to this process: its callers here
@@ -86,7 +85,7 @@ impl Registry {
         };
         following.held = true;
         let deadline = self.epoch.ticks(deadline);
-        for id in &following.ids {
+        for (id, _) in &following.ids {
             if let Some(slot) = self.live.get_mut(id)
                 && slot.deadline > deadline
             {
@@ -151,7 +150,7 @@ impl Registry {
             return effects;
         };
         let ended = ended.filter(|_| !ran);
-        for &id in &following.ids {
+        for &(id, _) in &following.ids {
             let Some(slot) = self.live.get_mut(&id) else {
                 continue;
             };
@@ -180,7 +179,7 @@ impl Registry {
             self.retire_if_done(id);
         }
         if ran && following.held {
-            for &id in &following.ids {
+            for &(id, _) in &following.ids {
                 self.running.insert(id, following.request.clone());
             }
         }
@@ -199,7 +198,7 @@ impl Registry {
         let Some(following) = self.followers.get_mut(&other) else {
             return effects;
         };
-        following.ids.retain(|&i| i != id);
+        following.ids.retain(|&(i, _)| i != id);
         if following.held
             && *outcome == Outcome::Expired
             && let Some(slot) = self.live.get(&id)
