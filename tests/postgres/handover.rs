@@ -8,9 +8,7 @@ use tollgate::notify::RecordingNotifier;
 use tollgate::{Approve, ErrorKind, Gate, Scope, Status};
 use tower::{Layer, ServiceExt};
 
-use tollgate::store::PostgresStore;
-
-use crate::support::postgres::{database, url};
+use crate::support::postgres::url;
 use crate::support::{self, Tools, code, policy, refund};
 
 /// Reads the store until it says request `id` is `status` (real I/O on another connection:
@@ -169,23 +167,11 @@ async fn a_request_ends_cancelled_once_no_replica_has_a_caller() {
 /// filed to: its callers there hear `access_request_expired` then, not at their own deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_handed_over_expires_when_it_was_filed_to() {
-    let db = database("handover_expiry").await;
-    let mut gates = Vec::new();
-    for (instance, ttl) in [("a", 3), ("b", 600)] {
-        let store = PostgresStore::connect_with(&url(&db), crate::options(instance))
-            .await
-            .expect("connect");
-        let alerts = RecordingNotifier::new();
-        let gate = support::gate(&alerts)
-            .request_ttl(Duration::from_secs(ttl))
-            .unlimited_alert_rate()
-            .store(store)
-            .build()
-            .expect("build");
-        gates.push((gate, alerts));
-    }
-    let (b, _) = gates.pop().unwrap();
-    let (a, alerts_a) = gates.pop().unwrap();
+    let (a, alerts_a, b, _, db) = crate::pair_with("handover_expiry", |instance, options, gate| {
+        let ttl = if instance == "a" { 3 } else { 600 };
+        (options, gate.request_ttl(Duration::from_secs(ttl)))
+    })
+    .await;
     let tools = Tools::default();
     let first = tokio::spawn(
         a.layer(policy(Scope::Once))
@@ -214,24 +200,12 @@ async fn a_request_handed_over_expires_when_it_was_filed_to() {
 /// joined it too (the change it wrote does not come back to it on the feed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_of_the_replica_that_abandons_a_request_hear_so() {
-    let db = database("handover_sweep").await;
-    let mut gates = Vec::new();
     // A's lease is long: B, whose lease is short, is the replica that sweeps.
-    for (instance, lease) in [("a", 600), ("b", 1)] {
-        let options = crate::options(instance).lease(Duration::from_secs(lease));
-        let store = PostgresStore::connect_with(&url(&db), options)
-            .await
-            .expect("connect");
-        let alerts = RecordingNotifier::new();
-        let gate = support::gate(&alerts)
-            .unlimited_alert_rate()
-            .store(store)
-            .build()
-            .expect("build");
-        gates.push((gate, alerts));
-    }
-    let (b, _) = gates.pop().unwrap();
-    let (a, alerts_a) = gates.pop().unwrap();
+    let (a, alerts_a, b, _, db) = crate::pair_with("handover_sweep", |instance, options, gate| {
+        let lease = if instance == "a" { 600 } else { 1 };
+        (options.lease(Duration::from_secs(lease)), gate)
+    })
+    .await;
     let tools = Tools::default();
     let first = tokio::spawn(
         a.layer(policy(Scope::Once))

@@ -10,6 +10,7 @@ mod writer;
 
 use std::time::Duration;
 
+use tollgate::gate::GateBuilder;
 use tollgate::notify::RecordingNotifier;
 use tollgate::store::{PostgresOptions, PostgresStore, Store, conformance};
 use tollgate::{Approve, Deny, ErrorKind, Gate, Scope, Status};
@@ -52,18 +53,25 @@ async fn pair_on(
     name: &str,
     listen: bool,
 ) -> (Gate, RecordingNotifier, Gate, RecordingNotifier, String) {
+    pair_with(name, |_, options, gate| (options.listen(listen), gate)).await
+}
+
+/// Two gates on one database, `a` and `b`, each as `configure` sets it up from the test
+/// defaults (given the instance's name), and the name of their database.
+async fn pair_with(
+    name: &str,
+    configure: impl Fn(&str, PostgresOptions, GateBuilder) -> (PostgresOptions, GateBuilder),
+) -> (Gate, RecordingNotifier, Gate, RecordingNotifier, String) {
     let db = database(name).await;
     let mut gates = Vec::new();
     for instance in ["a", "b"] {
-        let store = PostgresStore::connect_with(&url(&db), options(instance).listen(listen))
+        let alerts = RecordingNotifier::new();
+        let defaults = support::gate(&alerts).unlimited_alert_rate();
+        let (options, gate) = configure(instance, options(instance), defaults);
+        let store = PostgresStore::connect_with(&url(&db), options)
             .await
             .expect("connect");
-        let alerts = RecordingNotifier::new();
-        let gate = support::gate(&alerts)
-            .unlimited_alert_rate()
-            .store(store)
-            .build()
-            .expect("build");
+        let gate = gate.store(store).build().expect("build");
         gates.push((gate, alerts));
     }
     let (b, a) = (gates.pop().unwrap(), gates.pop().unwrap());

@@ -81,6 +81,37 @@ async fn forged_denial(db: &tokio_postgres::Client, id: tollgate::RequestId) {
         .unwrap();
 }
 
+/// The writer appends to the change feed request `id` being taken, with `verdict`.
+async fn replay_taken(
+    db: &tokio_postgres::Client,
+    id: tollgate::RequestId,
+    outcome: &Option<String>,
+    verdict: &Option<String>,
+) {
+    db.execute(
+        "WITH c AS (UPDATE tollgate_clock SET seq = seq + 1 RETURNING seq)
+         INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome, verdict)
+         SELECT c.seq, 'a', 'request', $1, 'executing', $2, $3 FROM c",
+        &[&id_bytes(id), outcome, verdict],
+    )
+    .await
+    .unwrap();
+    db.execute("SELECT pg_notify('tollgate_changes', '')", &[])
+        .await
+        .unwrap();
+}
+
+/// Whether `call` on replica `b` joined a request there (or ended) within ten seconds.
+async fn joined_or_ended<T>(b: &tollgate::Gate, call: &tokio::task::JoinHandle<T>) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !(call.is_finished() || b.stats().following == 1) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
 fn id_bytes(id: tollgate::RequestId) -> Vec<u8> {
     id.as_bytes().to_vec()
 }
@@ -144,26 +175,13 @@ async fn an_old_verdict_cannot_run_another_call_joined_to_its_rewritten_row() {
 
     // The dangerous call on B meets the rewritten row.
     let payout = tokio::spawn(on_b.oneshot(refund(9_000)));
-    let waited = tokio::time::timeout(Duration::from_secs(10), async {
-        while !(payout.is_finished() || b.stats().following == 1) {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "the call neither joined nor was refused");
+    assert!(
+        joined_or_ended(&b, &payout).await,
+        "the call neither joined nor was refused"
+    );
 
     // The writer replays the old request's genuine verdict as its being taken.
-    db.execute(
-        "WITH c AS (UPDATE tollgate_clock SET seq = seq + 1 RETURNING seq)
-         INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome, verdict)
-         SELECT c.seq, 'a', 'request', $1, 'executing', $2, $3 FROM c",
-        &[&id_bytes(old), &outcome, &verdict],
-    )
-    .await
-    .unwrap();
-    db.execute("SELECT pg_notify('tollgate_changes', '')", &[])
-        .await
-        .unwrap();
+    replay_taken(&db, old, &outcome, &verdict).await;
 
     let ended = tokio::time::timeout(Duration::from_secs(10), payout)
         .await
@@ -221,27 +239,14 @@ async fn an_old_verdict_replayed_runs_no_repeat_of_its_call() {
 
     // The same call again, on B, joins the row.
     let again = tokio::spawn(on_b.oneshot(refund(12)));
-    let waited = tokio::time::timeout(Duration::from_secs(10), async {
-        while !(again.is_finished() || b.stats().following == 1) {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
     assert!(
-        waited.is_ok() && !again.is_finished(),
+        joined_or_ended(&b, &again).await && !again.is_finished(),
         "the call joined the row"
     );
 
-    // The writer replays the old verdict as the request being taken; then a person denies.
-    db.execute(
-        "WITH c AS (UPDATE tollgate_clock SET seq = seq + 1 RETURNING seq)
-         INSERT INTO tollgate_changes (seq, origin, kind, request, status, outcome, verdict)
-         SELECT c.seq, 'a', 'request', $1, 'executing', $2, $3 FROM c",
-        &[&id_bytes(old), &outcome, &verdict],
-    )
-    .await
-    .unwrap();
-    // Then a denial, after it on the feed: once B's caller hears it, B has read the replay.
+    // The writer replays the old verdict as the request being taken, then a denial after it
+    // on the feed: once B's caller hears the denial, B has read the replay.
+    replay_taken(&db, old, &outcome, &verdict).await;
     forged_denial(&db, old).await;
 
     let ended = tokio::time::timeout(Duration::from_secs(10), again)
@@ -252,45 +257,67 @@ async fn an_old_verdict_replayed_runs_no_repeat_of_its_call() {
     assert_eq!(tools.total(), 1, "the approved call ran once");
 }
 
+/// A call on A approved once, with an identical call on B joined to it, whose feed rows the
+/// writer holds back from before the approval: B has not heard of it.
+struct Held {
+    b: tollgate::Gate,
+    alerts_b: tollgate::notify::RecordingNotifier,
+    db: tokio_postgres::Client,
+    tools: Tools,
+    on_b: tollgate::RequireApproval<Tools, tollgate::policy::CapabilityTable>,
+    id: tollgate::RequestId,
+    /// B's caller, joined before the approval.
+    joined: tokio::task::JoinHandle<Result<String, tollgate::BoxError>>,
+}
+
+async fn approved_while_held(name: &str, amount: u64) -> Held {
+    let (a, alerts_a, b, alerts_b, name) = pair_on(name, true).await;
+    let db = sql(&name).await;
+    let tools = Tools::default();
+    let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
+    let on_b = b.layer(policy(Scope::Once)).layer(tools.clone());
+    let first = tokio::spawn(on_a.oneshot(refund(amount)));
+    let alert = alerts_a.next_alert().await;
+    let id = alert.request().id();
+    let joined = tokio::spawn(on_b.clone().oneshot(refund(amount)));
+    crate::support::within(Duration::from_secs(10), || b.stats().following == 1).await;
+    hold(&db, id).await;
+    a.approve(Approve::new(id, alert.code().reveal()).by("alice"))
+        .await
+        .expect("approved, once");
+    first.await.unwrap().expect("the caller on A ran");
+    Held {
+        b,
+        alerts_b,
+        db,
+        tools,
+        on_b,
+        id,
+        joined,
+    }
+}
+
 /// A follower that has not heard of an approval (its feed rows held back by the database
 /// writer, as a replica cut off would not hear them) lets no later identical call attach to the
 /// callers that joined: the later call joins through the store with a ticket of its own, and
 /// runs on no verdict stored before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_made_after_an_approval_was_stored_does_not_run_on_it() {
-    let (a, alerts_a, b, alerts_b, name) = pair_on("held_feed", true).await;
-    let db = sql(&name).await;
-    let tools = Tools::default();
-    let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
-    let on_b = b.layer(policy(Scope::Once)).layer(tools.clone());
-
-    let first = tokio::spawn(on_a.oneshot(refund(55)));
-    let alert = alerts_a.next_alert().await;
-    let id = alert.request().id();
-    let second = tokio::spawn(on_b.clone().oneshot(refund(55)));
-    crate::support::within(Duration::from_secs(10), || b.stats().following == 1).await;
-
-    // The writer diverts this request's feed rows into a table of its own.
-    hold(&db, id).await;
-    a.approve(Approve::new(id, alert.code().reveal()).by("alice"))
-        .await
-        .expect("approved, once");
-    first.await.unwrap().expect("the caller on A ran");
-
+    let held = approved_while_held("held_feed", 55).await;
     // After the approval was stored and taken, the same call again on B: a request of its own.
-    let later = tokio::spawn(on_b.oneshot(refund(55)));
-    let alerted = tokio::time::timeout(Duration::from_secs(10), alerts_b.next_alert())
+    let later = tokio::spawn(held.on_b.oneshot(refund(55)));
+    let alerted = tokio::time::timeout(Duration::from_secs(10), held.alerts_b.next_alert())
         .await
         .expect("the later call made a request of its own");
-    assert_ne!(alerted.request().id(), id);
+    assert_ne!(alerted.request().id(), held.id);
 
     // The writer lets the held rows through.
-    release(&db).await;
-    let second = tokio::time::timeout(Duration::from_secs(10), second)
+    release(&held.db).await;
+    let joined = tokio::time::timeout(Duration::from_secs(10), held.joined)
         .await
         .expect("B's first caller heard the approval");
     assert!(
-        second.unwrap().is_ok(),
+        joined.unwrap().is_ok(),
         "joined before the approval: it runs"
     );
     assert!(
@@ -298,7 +325,7 @@ async fn a_call_made_after_an_approval_was_stored_does_not_run_on_it() {
         "the later call waits on its own request"
     );
     later.abort();
-    assert_eq!(tools.total(), 2);
+    assert_eq!(held.tools.total(), 2);
 }
 
 /// A verdict stored after one caller on B joined, held back, and replayed once the writer set
@@ -306,33 +333,21 @@ async fn a_call_made_after_an_approval_was_stored_does_not_run_on_it() {
 /// not run on it (nor, since the replica cannot tell them apart on the feed, the first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_verdict_runs_no_call_that_joined_after_it() {
-    let (a, alerts_a, b, _, name) = pair_on("mixed_tickets", true).await;
-    let db = sql(&name).await;
-    let tools = Tools::default();
-    let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
-    let on_b = b.layer(policy(Scope::Once)).layer(tools.clone());
-    let first = tokio::spawn(on_a.oneshot(refund(56)));
-    let alert = alerts_a.next_alert().await;
-    let id = alert.request().id();
-    let joined = tokio::spawn(on_b.clone().oneshot(refund(56)));
-    crate::support::within(Duration::from_secs(10), || b.stats().following == 1).await;
-    hold(&db, id).await;
-    a.approve(Approve::new(id, alert.code().reveal()).by("alice"))
-        .await
-        .expect("approved, once");
-    first.await.unwrap().expect("the caller on A ran");
+    let held = approved_while_held("mixed_tickets", 56).await;
     // The writer sets the row back to pending; the same call again on B joins it.
-    db.execute(
-        "UPDATE tollgate_requests SET status = 'pending', outcome = NULL WHERE id = $1",
-        &[&id_bytes(id)],
-    )
-    .await
-    .unwrap();
-    let later = tokio::spawn(on_b.oneshot(refund(56)));
+    held.db
+        .execute(
+            "UPDATE tollgate_requests SET status = 'pending', outcome = NULL WHERE id = $1",
+            &[&id_bytes(held.id)],
+        )
+        .await
+        .unwrap();
+    let later = tokio::spawn(held.on_b.oneshot(refund(56)));
+    let b = &held.b;
     crate::support::within(Duration::from_secs(10), || b.stats().following == 2).await;
-    release(&db).await;
-    forged_denial(&db, id).await;
-    for (caller, which) in [(joined, "first"), (later, "later")] {
+    release(&held.db).await;
+    forged_denial(&held.db, held.id).await;
+    for (caller, which) in [(held.joined, "first"), (later, "later")] {
         let ended = tokio::time::timeout(Duration::from_secs(10), caller)
             .await
             .unwrap_or_else(|_| panic!("the {which} caller on B still waits"));
@@ -342,5 +357,5 @@ async fn a_held_verdict_runs_no_call_that_joined_after_it() {
             "the {which} caller on B"
         );
     }
-    assert_eq!(tools.total(), 1, "only the caller on A ran");
+    assert_eq!(held.tools.total(), 1, "only the caller on A ran");
 }

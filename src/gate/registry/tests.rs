@@ -194,6 +194,19 @@ impl World {
         parked
     }
 
+    /// Admits a request whose callers join `held`, another replica's: one caller parked.
+    fn following(&mut self, held: &Arc<AccessRequest>) -> Parked {
+        let (admitted, _) = self.admit(request("agent-7", "{}"));
+        let (req, key, _) = admitted.expect("admitted");
+        self.registry
+            .joined(req.id, held.clone(), [0; 32], "ticket".into());
+        Parked {
+            id: req.id,
+            key,
+            waker: Arc::default(),
+        }
+    }
+
     fn join(&mut self, on: &Parked) -> Parked {
         let request = self.request(on.id);
         let mut twin = (*request).clone();
@@ -980,10 +993,7 @@ fn callers_following_another_replicas_request() {
     let other = held.id;
     // Taken elsewhere, approved: they run.
     let mut w = world();
-    let (admitted, _) = w.admit(request("agent-7", "{}"));
-    let (req, key, _) = admitted.expect("admitted");
-    w.registry
-        .joined(req.id, held.clone(), [0; 32], "ticket".into());
+    let parked = w.following(&held);
     assert_eq!(w.registry.counts().following, 1);
     assert_eq!(
         w.registry.counts().pending,
@@ -991,11 +1001,6 @@ fn callers_following_another_replicas_request() {
         "not a request of this replica"
     );
     assert!(w.registry.pending().is_empty(), "never listed here");
-    let parked = Parked {
-        id: req.id,
-        key,
-        waker: Arc::default(),
-    };
     assert!(w.poll(&parked).is_pending());
     // An `executing` whose verdict did not verify moves nobody.
     let unverified = w.registry.followed(other, Status::Executing, None, false);
@@ -1005,20 +1010,12 @@ fn callers_following_another_replicas_request() {
     assert_eq!(taken.wake.len(), 1);
     assert!(taken.events.is_empty());
     assert!(matches!(w.poll(&parked), Poll::Ready(Ok(()))));
-    let finished = w.registry.finish(req.id, Status::Executed);
+    let finished = w.registry.finish(parked.id, Status::Executed);
     assert!(finished.events.is_empty(), "the owner records how it ended");
 
     // Denied elsewhere: they fail the same way.
     let mut w = world();
-    let (admitted, _) = w.admit(request("agent-7", "{}"));
-    let (req, key, _) = admitted.expect("admitted");
-    w.registry
-        .joined(req.id, held.clone(), [0; 32], "ticket".into());
-    let parked = Parked {
-        id: req.id,
-        key,
-        waker: Arc::default(),
-    };
+    let parked = w.following(&held);
     let denied = Outcome::Denied {
         approver: "bob".into(),
         reason: None,
@@ -1035,11 +1032,8 @@ fn callers_following_another_replicas_request() {
     // The last follower leaving tells the store, which ends or hands on the request, and
     // tells no notifier.
     let mut w = world();
-    let (admitted, _) = w.admit(request("agent-7", "{}"));
-    let (req, key, _) = admitted.expect("admitted");
-    w.registry
-        .joined(req.id, held.clone(), [0; 32], "ticket".into());
-    let effects = w.registry.leave(req.id, key);
+    let parked = w.following(&held);
+    let effects = w.registry.leave(parked.id, parked.key);
     assert_eq!(events(&effects), ["left"]);
     assert!(effects.resolved.is_none());
     assert_eq!(w.registry.counts().following, 0);
@@ -1059,15 +1053,7 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     };
     let mut w = world();
     w.registry = Registry::new(16, None).shared(true);
-    let (admitted, _) = w.admit(request("agent-7", "{}"));
-    let (req, key, _) = admitted.expect("admitted");
-    w.registry
-        .joined(req.id, held.clone(), [0; 32], "ticket".into());
-    let parked = Parked {
-        id: req.id,
-        key,
-        waker: Arc::default(),
-    };
+    let parked = w.following(&held);
     assert!(w.poll(&parked).is_pending());
     // Not held here: an approval is the holder's to take.
     let effects = w.registry.carry(other, approved.clone(), None);
@@ -1086,21 +1072,18 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     let taken = w.registry.followed(other, Status::Executing, None, true);
     assert_eq!(taken.wake.len(), 1);
     assert!(matches!(w.poll(&parked), Poll::Ready(Ok(()))));
-    let finished = w.registry.finish(req.id, Status::Executed);
+    let finished = w.registry.finish(parked.id, Status::Executed);
     assert_eq!(events(&finished), ["finished executed"], "recorded here");
     assert!(
         w.registry
-            .finish(req.id, Status::Executed)
+            .finish(parked.id, Status::Executed)
             .events
             .is_empty()
     );
 
     // Held here and denied elsewhere: the notifiers hear it from here.
     let mut w = world();
-    let (admitted, _) = w.admit(request("agent-7", "{}"));
-    let (req, _, _) = admitted.expect("admitted");
-    w.registry
-        .joined(req.id, held.clone(), [0; 32], "ticket".into());
+    w.following(&held);
     assert!(w.registry.handed(other, Instant::now() + TTL).0);
     let denied = Outcome::Denied {
         approver: "bob".into(),
@@ -1113,12 +1096,9 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
 
     // Held here, it expires with its callers here, for everyone.
     let mut w = world();
-    let (admitted, _) = w.admit(request("agent-7", "{}"));
-    let (req, _, _) = admitted.expect("admitted");
-    w.registry
-        .joined(req.id, held.clone(), [0; 32], "ticket".into());
+    let parked = w.following(&held);
     assert!(w.registry.handed(other, Instant::now() + TTL).0);
-    let effects = w.registry.close(req.id, Outcome::Expired);
+    let effects = w.registry.close(parked.id, Outcome::Expired);
     assert_eq!(events(&effects), ["closed pending→expired"]);
     let resolved = effects.resolved.expect("the notifiers hear it");
     assert_eq!(
