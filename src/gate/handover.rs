@@ -77,9 +77,25 @@ impl Shared {
                     Outcome::Cancelled,
                     shared.settings.audit_args,
                 );
-                shared.write(Write::Leave(cancel, request));
+                shared.write(Write::Leave(cancel, request, false));
             }
         })));
+    }
+
+    /// This process moved request `id` on in the store (decided, took, ended it). Callers here
+    /// that joined it through the store (identical calls made after it was filed) hear of it as
+    /// callers on other replicas do from the feed, which brings a process no word of its own
+    /// writes: from the store, with its verdict, so that they run only on one that binds their
+    /// tickets. `None` unless callers here joined it.
+    pub(super) fn mirrored(self: &Arc<Self>, id: RequestId) -> Option<BoxFuture<'static, ()>> {
+        self.registry().joined_seal(id)?;
+        let shared = self.clone();
+        Some(Box::pin(async move {
+            let store = shared.writer.store_ref();
+            if let Ok(Some(now)) = store.request(id).await {
+                shared.apply_remote(id, now.status, now.outcome, now.verdict.as_deref());
+            }
+        }))
     }
 
     /// The store has (`Ok(true)`), or did not take, the approval of request `request` taken here

@@ -27,7 +27,7 @@ pub(super) enum Write {
     /// it with this cancellation, or it lives on for callers elsewhere ([`Store::leave`]).
     ///
     /// [`Store::leave`]: crate::store::Store::leave
-    Leave(Transition, Arc<AccessRequest>),
+    Leave(Transition, Arc<AccessRequest>, bool),
     /// An approval taken for the callers here of a request handed to this process: once
     /// stored, they run.
     Carry(Transition, Box<(Arc<AccessRequest>, Outcome)>),
@@ -113,9 +113,10 @@ pub(super) fn write(event: Event, audit_args: bool) -> Write {
             take(&request, rule, audit_args),
             Box::new((request, outcome)),
         ),
-        Event::Left(request) => Write::Leave(
+        Event::Left { request, holding } => Write::Leave(
             closed(&request, Status::Pending, Outcome::Cancelled, audit_args),
             request,
+            holding,
         ),
         Event::Closed {
             request,

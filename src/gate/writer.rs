@@ -468,10 +468,10 @@ impl Shared {
                     more.await;
                 }
             }),
-            Write::Leave(cancel, request) => Box::pin(async move {
+            Write::Leave(cancel, request, holding) => Box::pin(async move {
                 let store = self.writer.store_ref();
                 let timing = Timing::start();
-                let left = store.leave(&cancel).await;
+                let left = store.leave(&cancel, holding).await;
                 timing.stop(1, usize::from(left.is_err()));
                 self.left(request, left).await;
             }),
@@ -498,6 +498,27 @@ impl Shared {
     /// The registry step that follows `write` once the store has answered with `result`; what
     /// is left to await, if anything (kept apart so that a write's future stays small).
     fn after(
+        self: &Arc<Self>,
+        write: Write,
+        result: Result<bool, Error>,
+    ) -> Option<BoxFuture<'static, ()>> {
+        let mirrored = self.writer.core.shared && matches!(result, Ok(true));
+        let id = match &write {
+            Write::Decide(change) | Write::Take(change) | Write::Record(change) if mirrored => {
+                Some(change.id)
+            }
+            _ => None,
+        };
+        let more = self.step_after(write, result);
+        match id {
+            Some(id) if more.is_none() => self.mirrored(id),
+            _ => more,
+        }
+    }
+
+    /// [`after`](Self::after), but for callers here that joined, through the store, the very
+    /// request this write moved on.
+    fn step_after(
         self: &Arc<Self>,
         write: Write,
         result: Result<bool, Error>,

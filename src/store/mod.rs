@@ -237,14 +237,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The last caller of this process waiting on request `cancel.id` left it. The default, for
     /// a store one process owns, applies `cancel` (its ending as cancelled, from pending).
     ///
-    /// In a store replicas share, that request may be one this process holds or one its callers
-    /// joined ([`insert_or_join`](Self::insert_or_join)); in one step: a process that only
-    /// follows it no longer does ([`Left::Unfollowed`]); the process holding it hands it, pending
-    /// or approved, to a process that follows it ([`Left::HandedOver`], or [`Left::Kept`] if that
-    /// is this one again) and tells it through [`changes`](Self::changes); with nobody following,
-    /// it applies `cancel` (from approved instead, for an approval nobody took) and returns
-    /// [`Left::Cancelled`]. A request that moved on otherwise is [`Left::Moved`].
-    fn leave<'a>(&'a self, cancel: &'a Transition) -> BoxFuture<'a, Result<Left, Error>> {
+    /// In a store replicas share, those callers were either the ones of the request this process
+    /// filed (`holding`) or ones that joined it ([`insert_or_join`](Self::insert_or_join)). In one
+    /// step: this process no longer follows it; if it held the request (filed it and had not
+    /// let go of it, or was handed it), it hands it, pending or approved, to the first process
+    /// that follows it ([`Left::HandedOver`], or [`Left::Kept`] if that is this one, whose
+    /// joined callers then hold it) and tells that one through [`changes`](Self::changes); with
+    /// nobody following, it applies `cancel` (from approved instead, for an approval nobody
+    /// took) and returns [`Left::Cancelled`]. A process that only followed it returns
+    /// [`Left::Unfollowed`]; a request that moved on otherwise is [`Left::Moved`].
+    fn leave<'a>(
+        &'a self,
+        cancel: &'a Transition,
+        holding: bool,
+    ) -> BoxFuture<'a, Result<Left, Error>> {
+        let _ = holding;
         Box::pin(async move {
             Ok(match self.transition(cancel).await? {
                 true => Left::Cancelled,
@@ -389,8 +396,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn transition<'a>(&'a self, change: &'a Transition) -> BoxFuture<'a, Result<bool, Error>> {
         (**self).transition(change)
     }
-    fn leave<'a>(&'a self, cancel: &'a Transition) -> BoxFuture<'a, Result<Left, Error>> {
-        (**self).leave(cancel)
+    fn leave<'a>(
+        &'a self,
+        cancel: &'a Transition,
+        holding: bool,
+    ) -> BoxFuture<'a, Result<Left, Error>> {
+        (**self).leave(cancel, holding)
     }
     fn append<'a>(&'a self, audit: &'a [AuditEntry]) -> BoxFuture<'a, Result<(), Error>> {
         (**self).append(audit)

@@ -359,3 +359,49 @@ async fn a_held_verdict_runs_no_call_that_joined_after_it() {
     }
     assert_eq!(held.tools.total(), 1, "only the caller on A ran");
 }
+
+/// On the replica holding a request, which has not heard of an approval made on another
+/// replica (its feed rows held back by the database writer), a later identical call does not
+/// attach to the request there: it joins through the store, with a ticket of its own, and runs
+/// on no verdict stored before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_the_holder_made_after_an_approval_elsewhere_does_not_run_on_it() {
+    let (a, alerts_a, b, _, name) = pair_on("held_holder", true).await;
+    let db = sql(&name).await;
+    let tools = Tools::default();
+    let on_a = a.layer(policy(Scope::Once)).layer(tools.clone());
+    let first = tokio::spawn(on_a.clone().oneshot(refund(57)));
+    let alert = alerts_a.next_alert().await;
+    let id = alert.request().id();
+    hold(&db, id).await;
+    // Approved on B: stored, but A does not hear of it yet.
+    let approval = tokio::spawn({
+        let code = alert.code().reveal().to_owned();
+        async move { b.approve(Approve::new(id, code).by("alice")).await }
+    });
+    let approved = tokio::time::timeout(Duration::from_secs(10), async {
+        while row(&db, &id_bytes(id)).await.2.is_none() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(approved.is_ok(), "the approval was stored");
+    // The same call again on A, after the approval was stored: a request of its own.
+    let later = tokio::spawn(on_a.oneshot(refund(57)));
+    let alerted = tokio::time::timeout(Duration::from_secs(10), alerts_a.next_alert())
+        .await
+        .expect("the later call made a request of its own");
+    assert_ne!(alerted.request().id(), id);
+    release(&db).await;
+    let ran = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("A's first caller heard the approval");
+    assert!(ran.unwrap().is_ok(), "made before the approval: it runs");
+    approval.await.unwrap().expect("the approver hears it ran");
+    assert!(
+        !later.is_finished(),
+        "the later call waits on its own request"
+    );
+    later.abort();
+    assert_eq!(tools.total(), 1);
+}

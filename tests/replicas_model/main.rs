@@ -168,9 +168,8 @@ impl End {
 #[derive(Debug)]
 struct MRequest {
     arg: u8,
-    /// The replica that made it (and alerted).
-    owner: usize,
-    /// The replica holding it now: the one that made it, until its last caller there leaves.
+    /// The replica holding it now: the one that made it (and alerted), until the caller that
+    /// made it leaves.
     holder: usize,
     /// Whether it ever passed from the replica that made it (whose callers then join it
     /// through the store, as any other replica's).
@@ -187,6 +186,9 @@ struct MRequest {
 struct MCaller {
     replica: usize,
     heard: Option<Result<(), &'static str>>,
+    /// Joined the request through the store (every caller but the one that made it), with a
+    /// request and a ticket of its own.
+    joined: bool,
 }
 
 #[derive(Debug, Default)]
@@ -210,6 +212,7 @@ impl Model {
         self.callers.push(MCaller {
             replica,
             heard: None,
+            joined: false,
         });
         if self.down[replica] {
             self.callers[caller].heard = Some(Err("gate_shut_down"));
@@ -221,19 +224,15 @@ impl Model {
             .position(|r| r.arg == arg && r.end == End::Pending)
         {
             let request = &mut self.requests[r];
-            let here = request
-                .callers
-                .iter()
-                .any(|&x| self.callers[x].replica == replica);
-            if !here && request.holder != replica {
+            if !request.followers.contains(&replica) {
                 request.followers.push(replica);
             }
             request.callers.push(caller);
+            self.callers[caller].joined = true;
             return CallOutcome::Joined;
         }
         self.requests.push(MRequest {
             arg,
-            owner: replica,
             holder: replica,
             handed: false,
             followers: Vec::new(),
@@ -275,33 +274,44 @@ impl Model {
         "too_many_attempts"
     }
 
-    /// Caller `c` goes away. Once no caller waits on its request on its replica, that replica
-    /// lets go of it: a follower no longer follows; the holder hands it to the first follower,
+    /// Caller `c` goes away. The caller that made its request lets go of it at once; the others
+    /// once no caller that joined it waits on their replica: that replica no longer follows it.
+    /// The replica holding it (through the request it made, or through joined callers once it
+    /// was handed it) hands it to the first follower (itself again, if its joined callers wait),
     /// or, with none, it ends `cancelled`.
     fn leave(&mut self, c: usize) {
         self.callers[c].heard = Some(Err("left"));
         if let Some(r) = self.requests.iter().position(|r| r.callers.contains(&c)) {
             self.requests[r].callers.retain(|&x| x != c);
-            self.let_go(r, self.callers[c].replica);
+            self.let_go(r, self.callers[c].replica, !self.callers[c].joined);
         }
     }
 
-    /// Replica `k` may have no caller left on pending request `r`: then it lets go of it.
-    fn let_go(&mut self, r: usize, k: usize) {
+    /// Replica `k` may have let go of pending request `r`: of the request it made (`made`), or
+    /// of its joined callers' share, if none of them waits any more.
+    fn let_go(&mut self, r: usize, k: usize, made: bool) {
         let callers = &self.callers;
         let request = &mut self.requests[r];
-        if request.end != End::Pending || request.callers.iter().any(|&x| callers[x].replica == k) {
+        if request.end != End::Pending {
             return;
         }
-        request.followers.retain(|&x| x != k);
-        if request.holder != k {
+        if !made {
+            let joined_here = |&x: &usize| callers[x].replica == k && callers[x].joined;
+            if request.callers.iter().any(joined_here) {
+                return;
+            }
+            request.followers.retain(|&x| x != k);
+        }
+        // It held the request that way: through the request it made, not yet handed on, or
+        // through joined callers, once it was handed it.
+        if request.holder != k || request.handed == made {
             return;
         }
+        request.handed = true;
         if request.followers.is_empty() {
             self.end(r, End::Cancelled);
         } else {
             request.holder = request.followers.remove(0);
-            request.handed = true;
         }
     }
 
@@ -326,7 +336,7 @@ impl Model {
             if request.holder == k && !request.handed {
                 self.end(r, End::Abandoned);
             } else {
-                self.let_go(r, k);
+                self.let_go(r, k, false);
             }
         }
     }
@@ -340,19 +350,14 @@ impl Model {
     }
 
     /// Callers on replica `i` that joined a pending request through the store, each with a
-    /// request (and a ticket) of its own: all but those of a request it made and never let go
-    /// of, which attach there.
+    /// request (and a ticket) of its own.
     fn following_on(&self, i: usize) -> usize {
         self.requests
             .iter()
-            .filter(|r| r.end == End::Pending && (r.owner != i || r.handed))
-            .map(|r| {
-                r.callers
-                    .iter()
-                    .filter(|&&c| self.callers[c].replica == i)
-                    .count()
-            })
-            .sum()
+            .filter(|r| r.end == End::Pending)
+            .flat_map(|r| &r.callers)
+            .filter(|&&c| self.callers[c].replica == i && self.callers[c].joined)
+            .count()
     }
 
     /// A live replica, `want` if it is one.
@@ -576,6 +581,7 @@ impl Real {
                             model.callers.push(MCaller {
                                 replica,
                                 heard: None,
+                                joined: true,
                             });
                             let request = &mut model.requests[r];
                             request.end = End::Pending;

@@ -76,8 +76,12 @@ pub(crate) enum Event {
         outcome: Outcome,
     },
     /// The last caller here left a pending request, with a store replicas share: the store
-    /// ends it, or it lives on for callers on other replicas.
-    Left(Arc<AccessRequest>),
+    /// ends it, or it lives on for callers on other replicas. `holding`: the callers of the
+    /// request this process filed, rather than callers that joined it through the store.
+    Left {
+        request: Arc<AccessRequest>,
+        holding: bool,
+    },
     /// An approval of a request handed to this process, taken for the callers here that joined
     /// it: once stored, they run.
     Carried {

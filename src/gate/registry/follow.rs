@@ -217,7 +217,10 @@ impl Registry {
             });
         } else if following.ids.is_empty() {
             let following = self.followers.remove(&other).expect("just seen");
-            effects.events.push(Event::Left(following.request));
+            effects.events.push(Event::Left {
+                request: following.request,
+                holding: false,
+            });
         }
         effects
     }

@@ -314,6 +314,11 @@ impl Registry {
         };
         if stored {
             slot.stored = true;
+            if self.shared {
+                // Another replica may decide it from now on: a later identical call here joins
+                // it through the store, with a ticket of its own, as on any other replica.
+                self.index.unjoinable(&slot.request);
+            }
             (matches!(slot.phase, Phase::Pending), Effects::default())
         } else {
             (false, self.close(id, Outcome::StoreFailed))
@@ -457,7 +462,10 @@ impl Registry {
         self.index.leave(&slot.request);
         slot.phase = Phase::Closed(Box::new(Outcome::Cancelled));
         let mut effects = Effects::default();
-        effects.events.push(Event::Left(slot.request.clone()));
+        effects.events.push(Event::Left {
+            request: slot.request.clone(),
+            holding: true,
+        });
         self.retire(id, false);
         effects
     }

@@ -100,7 +100,7 @@ fn events(effects: &Effects) -> Vec<String> {
             Event::Closed { from, outcome, .. } => format!("closed {from}→{}", outcome.status()),
             Event::Finished { status, .. } => format!("finished {status}"),
             Event::Withdrawn(_) => "withdrawn".into(),
-            Event::Left(_) => "left".into(),
+            Event::Left { holding, .. } => format!("left holding={holding}"),
             Event::Carried { rule, .. } => format!("carried rule={}", rule.is_some()),
         })
         .collect()
@@ -1034,7 +1034,7 @@ fn callers_following_another_replicas_request() {
     let mut w = world();
     let parked = w.following(&held);
     let effects = w.registry.leave(parked.id, parked.key);
-    assert_eq!(events(&effects), ["left"]);
+    assert_eq!(events(&effects), ["left holding=false"]);
     assert!(effects.resolved.is_none());
     assert_eq!(w.registry.counts().following, 0);
 }
@@ -1107,15 +1107,23 @@ fn a_request_handed_to_this_replica_is_carried_out_here() {
     );
 }
 
-/// With a store replicas share, the last caller leaving a request held here does not end it:
-/// the store says whether callers elsewhere keep it; nothing is told or remembered here.
+/// With a store replicas share, once a request is stored (and so may be decided elsewhere) an
+/// identical call does not attach to it here, but makes a request of its own (which joins it
+/// through the store); and the last caller leaving a request held here does not end it: the
+/// store says whether callers elsewhere keep it; nothing is told or remembered here.
 #[test]
 fn the_last_caller_here_leaving_a_shared_request_asks_the_store() {
     let mut w = world();
     w.registry = Registry::new(16, None).shared(true);
     let parked = w.parked();
+    let (admitted, _) = w.admit(request("agent-7", "{}"));
+    let (twin, _, new) = admitted.expect("admitted");
+    assert!(
+        new && twin.id != parked.id,
+        "not attached to a stored request"
+    );
     let effects = w.registry.leave(parked.id, parked.key);
-    assert_eq!(events(&effects), ["left"]);
+    assert_eq!(events(&effects), ["left holding=true"]);
     assert!(
         effects.resolved.is_none(),
         "the store's answer decides what is told"
@@ -1125,7 +1133,7 @@ fn the_last_caller_here_leaving_a_shared_request_asks_the_store() {
         None,
         "not remembered as cancelled"
     );
-    assert_eq!(w.registry.counts().pending, 0);
+    assert_eq!(w.registry.counts().pending, 1, "the twin's request alone");
 }
 
 /// Deadlines are kept as ticks from the registry's epoch: instants before it (a paused clock may

@@ -13,12 +13,16 @@ pub(super) async fn leave(
     tx: &deadpool_postgres::Transaction<'_>,
     origin: &str,
     cancel: &Transition,
+    holding: bool,
 ) -> Result<Left, Error> {
     let id = &cancel.id.as_bytes()[..];
     let Some(row) = tx
         .query_opt(
-            "SELECT status, owner, followers FROM tollgate_requests WHERE id = $1 FOR UPDATE",
-            &[&id],
+            "UPDATE tollgate_requests
+             SET followers = CASE WHEN $3 THEN followers ELSE array_remove(followers, $2) END
+             WHERE id = $1
+             RETURNING status, owner, followers, handed",
+            &[&id, &origin, &holding],
         )
         .await
         .map_err(failed)?
@@ -26,18 +30,19 @@ pub(super) async fn leave(
         return Ok(Left::Moved);
     };
     let status = super::status_of(row.get(0))?;
-    let (owner, followers): (&str, Vec<String>) = (row.get(1), row.get(2));
+    let (owner, followers, handed): (&str, Vec<String>, bool) =
+        (row.get(1), row.get(2), row.get(3));
     if !matches!(status, Status::Pending | Status::Approved) {
         return Ok(Left::Moved);
     }
-    if owner != origin {
-        tx.execute(
-            "UPDATE tollgate_requests SET followers = array_remove(followers, $2) WHERE id = $1",
-            &[&id, &origin],
-        )
-        .await
-        .map_err(failed)?;
-        return Ok(Left::Unfollowed);
+    // This process held it: through the request it filed, or, once it let go of that or was
+    // handed it, through the callers that joined it.
+    if owner != origin || holding == handed {
+        return Ok(if holding {
+            Left::Moved
+        } else {
+            Left::Unfollowed
+        });
     }
     let Some(heir) = followers.first() else {
         let cancel = Transition {
@@ -50,13 +55,14 @@ pub(super) async fn leave(
         });
     };
     tx.execute(
-        "UPDATE tollgate_requests SET owner = followers[1], followers = followers[2:] WHERE id = $1",
+        "UPDATE tollgate_requests SET owner = followers[1], followers = followers[2:],
+                handed = true WHERE id = $1",
         &[&id],
     )
     .await
     .map_err(failed)?;
     if heir == origin {
-        // Callers here joined it again meanwhile: this process keeps it.
+        // Callers here joined it too: they hold it now.
         return Ok(Left::Kept);
     }
     FeedRow {

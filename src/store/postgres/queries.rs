@@ -145,11 +145,15 @@ impl Store for PostgresStore {
         })
     }
 
-    fn leave<'a>(&'a self, cancel: &'a Transition) -> BoxFuture<'a, Result<Left, Error>> {
+    fn leave<'a>(
+        &'a self,
+        cancel: &'a Transition,
+        holding: bool,
+    ) -> BoxFuture<'a, Result<Left, Error>> {
         Box::pin(async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(failed)?;
-            let left = leave(&tx, &self.inner.instance, cancel).await?;
+            let left = leave(&tx, &self.inner.instance, cancel, holding).await?;
             tx.commit().await.map_err(failed)?;
             Ok(left)
         })

@@ -94,12 +94,14 @@ CREATE INDEX tollgate_changes_at ON tollgate_changes (at);
 ALTER TABLE tollgate_requests ADD COLUMN seal TEXT;
 "#,
     // The replicas whose callers joined a request: it lives while one of them still waits, and
-    // passes to one of them when the last caller of the replica holding it leaves. Each join's
+    // passes to one of them when the last caller of the replica holding it leaves (`handed`: the
+    // owner holds it through callers that joined it, not the request it filed). Each join's
     // ticket: an approval binds those present when it is stored, so that an old approval
     // replayed runs no caller that joined after it.
     r#"
 ALTER TABLE tollgate_requests ADD COLUMN followers TEXT[] NOT NULL DEFAULT '{}';
 ALTER TABLE tollgate_requests ADD COLUMN tickets TEXT[] NOT NULL DEFAULT '{}';
+ALTER TABLE tollgate_requests ADD COLUMN handed BOOLEAN NOT NULL DEFAULT false;
 "#,
 ];
 
