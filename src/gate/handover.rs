@@ -87,6 +87,8 @@ impl Shared {
     /// callers on other replicas do from the feed, which brings a process no word of its own
     /// writes: from the store, with its verdict, so that they run only on one that binds their
     /// tickets. `None` unless callers here joined it.
+    // Off the path of a gate whose store is its own: kept out of `after`, which it would grow.
+    #[inline(never)]
     pub(super) fn mirrored(self: &Arc<Self>, id: RequestId) -> Option<BoxFuture<'static, ()>> {
         self.registry().joined_seal(id)?;
         let shared = self.clone();
@@ -102,6 +104,8 @@ impl Shared {
     /// for the callers that joined it, held here since another replica's callers left. Stored,
     /// they run and the notifiers hear of the approval; with none left to run it, it ends
     /// cancelled and its rule is withdrawn.
+    // As `mirrored`: only for a store replicas share.
+    #[inline(never)]
     pub(super) fn carried(
         self: &Arc<Self>,
         take: Transition,

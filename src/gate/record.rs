@@ -165,7 +165,7 @@ pub(super) fn code_rejected(
 
 /// The transition that records a caller taking an approval, with the rule it files.
 // On the path of every approval: inlined into `write`.
-#[inline]
+#[inline(always)]
 fn take(
     request: &AccessRequest,
     rule: Option<Box<crate::rule::Rule>>,

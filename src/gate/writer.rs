@@ -502,27 +502,9 @@ impl Shared {
         write: Write,
         result: Result<bool, Error>,
     ) -> Option<BoxFuture<'static, ()>> {
-        let mirrored = self.writer.core.shared && matches!(result, Ok(true));
-        let id = match &write {
-            Write::Decide(change) | Write::Take(change) | Write::Record(change) if mirrored => {
-                Some(change.id)
-            }
-            _ => None,
-        };
-        let more = self.step_after(write, result);
-        match id {
-            Some(id) if more.is_none() => self.mirrored(id),
-            _ => more,
-        }
-    }
-
-    /// [`after`](Self::after), but for callers here that joined, through the store, the very
-    /// request this write moved on.
-    fn step_after(
-        self: &Arc<Self>,
-        write: Write,
-        result: Result<bool, Error>,
-    ) -> Option<BoxFuture<'static, ()>> {
+        // A request this process moved on in a store replicas share: callers here that joined
+        // it through the store hear of it from the store (`Shared::mirrored`).
+        let shared = self.writer.core.shared;
         match write {
             Write::Insert(request, _) => {
                 if let Err(error) = &result {
@@ -535,7 +517,7 @@ impl Shared {
                 }
             }
             Write::Decide(change) => {
-                if matches!(result, Ok(false)) && self.writer.core.shared {
+                if matches!(result, Ok(false)) && shared {
                     let shared = self.clone();
                     return Some(Box::pin(async move {
                         let store = shared.writer.store_ref();
@@ -547,18 +529,27 @@ impl Shared {
                     tracing::error!(request_id = %change.id, %error, "decision not recorded; the request stays pending");
                 }
                 let now = tokio::time::Instant::now();
+                let stored = result.is_ok();
                 self.locked(|registry| ((), registry.decided(change.id, result, now)));
+                if shared && stored {
+                    return self.mirrored(change.id);
+                }
             }
             Write::Take(change) => {
                 let result = applied(result, "the store did not record the approval being taken");
                 if let Err(error) = &result {
                     tracing::error!(request_id = %change.id, %error, "approved call failed: not recorded");
                 }
+                let stored = result.is_ok();
                 self.locked(|registry| ((), registry.taken(change.id, result)));
+                if shared && stored {
+                    return self.mirrored(change.id);
+                }
             }
             Write::Record(change) => match result {
+                Ok(true) if shared => return self.mirrored(change.id),
                 Ok(true) => {}
-                Ok(false) if self.writer.core.shared && change.from == Status::Pending => {
+                Ok(false) if shared && change.from == Status::Pending => {
                     // Another replica decided first, after the callers here had ended.
                     let shared = self.clone();
                     return Some(Box::pin(async move {

@@ -128,7 +128,7 @@ impl PendingIndex {
 
     /// Identical calls join pending `request` no more: each makes a request of its own.
     // Called once a parked call, from `leave`: inlined there.
-    #[inline]
+    #[inline(always)]
     pub(super) fn unjoinable(&mut self, request: &AccessRequest) {
         if let Ok(entry) = self
             .joinable

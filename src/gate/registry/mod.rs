@@ -703,7 +703,7 @@ impl Registry {
 
     /// Moves request `id` out of the live table, into the history if `remember`.
     // On the path of every call that parks: inlined into `retire_if_done`.
-    #[inline]
+    #[inline(always)]
     fn retire(&mut self, id: RequestId, remember: bool) {
         let Some(slot) = self.live.remove(&id) else {
             return;
