@@ -722,7 +722,7 @@ impl StoredRequest {
         self
     }
 
-    /// With the seal it was filed with.
+    /// The same, with the seal it was filed with.
     pub fn with_seal(mut self, seal: Option<Arc<str>>) -> Self {
         self.seal = seal;
         self
@@ -772,7 +772,8 @@ pub enum Left {
     Cancelled,
     /// Callers on another replica wait on it: it is that replica's now, still decidable.
     HandedOver,
-    /// Callers of this process joined it again meanwhile: it stays with this process.
+    /// Callers of this process that joined it through the store still wait on it: it stays
+    /// with this process, held through them.
     Kept,
     /// This process only followed it, and no longer does.
     Unfollowed,
