@@ -23,8 +23,11 @@
 //!
 //! With a store replicas share, a pending request may also move on because another replica
 //! decided or ended it ([`Registry::remote`]: `Approved` or `Closed`, writing nothing), and the
-//! callers of a request the store found already pending on another replica follow that one
-//! instead ([`Registry::joined`], [`Registry::followed`]: `Executing` or `Closed`).
+//! callers of a request the store found already pending (on another replica, or, once stored,
+//! on this one) follow that one instead ([`Registry::joined`], [`Registry::followed`]:
+//! `Executing` or `Closed`). There the last caller leaving does not end a request: it leaves it
+//! closed here and unremembered, and the store ends it or hands it to a replica where a caller
+//! still waits ([`Event::Left`]; `follow.rs` for a request handed here).
 
 mod decide;
 mod event;
