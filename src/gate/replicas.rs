@@ -129,7 +129,7 @@ impl Shared {
                     .map(|r| (self.seals.request_seal(&r), Vec::new()))
             })
         };
-        let opened = || {
+        let open = || {
             let ((asked, tickets), verdict) = (known.as_ref()?, verdict?);
             let opened = verdict::open(&self.seals, id, asked, verdict)?;
             if !tickets.iter().all(|ticket| opened.binds(ticket)) {
@@ -143,10 +143,12 @@ impl Shared {
             status,
             Status::Executing | Status::Executed | Status::Failed
         );
-        let approved = taken && matches!(opened(), Some((Outcome::Approved { .. }, _)));
+        // Opened once, and only where a verdict counts: an approval, or its being taken.
+        let opened = (taken || status == Status::Approved).then(open).flatten();
+        let approved = taken && matches!(opened, Some((Outcome::Approved { .. }, _)));
         // Approved, and handed to this process for the callers here that joined it: taken here.
         if status == Status::Approved
-            && let Some((outcome @ Outcome::Approved { .. }, rule)) = opened()
+            && let Some((outcome @ Outcome::Approved { .. }, rule)) = opened.clone()
         {
             self.locked(|registry| ((), registry.carry(id, outcome, rule)));
         }
@@ -158,7 +160,6 @@ impl Shared {
         });
         let remote = match (status, outcome) {
             (Status::Approved, _) => {
-                let opened = opened();
                 let Some((outcome @ Outcome::Approved { scope, .. }, rule)) = opened else {
                     if self.registry().pending_request(id).is_some() {
                         tracing::warn!(request_id = %id, "approval not honoured: its verdict is missing or its seal does not verify");
