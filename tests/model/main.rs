@@ -278,7 +278,7 @@ impl Model {
         ttl: Option<Duration>,
     ) -> Result<(), &'static str> {
         let r = &self.requests[request];
-        if let Some(answer) = finished(r.status) {
+        if let Some(answer) = support::decided_answer(r.status) {
             return Err(answer);
         }
         let capability = r.key.2;
@@ -385,17 +385,6 @@ impl Model {
         for rule in self.rules.values_mut() {
             rule.deadline = now + rule.ttl;
         }
-    }
-}
-
-/// The answer a decision on a request that has ended gets.
-fn finished(status: Status) -> Option<&'static str> {
-    match status {
-        Status::Pending => None,
-        Status::Expired => Some("access_request_expired"),
-        Status::Cancelled => Some("access_request_cancelled"),
-        Status::Abandoned => Some("access_request_abandoned"),
-        _ => Some("already_resolved"),
     }
 }
 

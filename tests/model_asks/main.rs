@@ -35,7 +35,7 @@ use tollgate::{
 };
 use tower::{Layer, ServiceExt};
 
-use support::{SECRET, Tools, code, until};
+use support::{SECRET, Tools, until};
 
 const PRINCIPALS: [&str; 2] = ["agent-1", "agent-2"];
 const ACCOUNTS: [&str; 4] = ["a1", "a2", "ops", "blocked"];
@@ -375,7 +375,7 @@ impl Model {
         if !self.may_decide(r, approver) {
             return Err("access_request_not_found");
         }
-        if let Some(answer) = finished(self.requests[r].status) {
+        if let Some(answer) = support::decided_answer(self.requests[r].status) {
             return Err(answer);
         }
         let key = self.requests[r].key;
@@ -463,7 +463,7 @@ impl Model {
         if !self.may_decide(r, approver) {
             return Err("access_request_not_found");
         }
-        if let Some(answer) = finished(self.requests[r].status) {
+        if let Some(answer) = support::decided_answer(self.requests[r].status) {
             return Err(answer);
         }
         let (_, max_ttl) = self.asked(r);
@@ -557,16 +557,6 @@ struct Approved {
     ttl: Duration,
 }
 
-fn finished(status: Status) -> Option<&'static str> {
-    match status {
-        Status::Pending => None,
-        Status::Expired => Some("access_request_expired"),
-        Status::Cancelled => Some("access_request_cancelled"),
-        Status::Abandoned => Some("access_request_abandoned"),
-        _ => Some("already_resolved"),
-    }
-}
-
 enum CallOutcome {
     Answered(usize),
     Joined,
@@ -653,18 +643,10 @@ fn pick(index: usize, len: usize) -> Option<usize> {
 
 impl Real {
     async fn heard(&mut self, caller: usize) -> Result<(), &'static str> {
-        let mut handle = self.callers[caller].take().expect("a caller is heard once");
+        let handle = self.callers[caller].take().expect("a caller is heard once");
         // An answer the model expects is there without time passing; a caller still parked
         // is told apart rather than waited on.
-        match tokio::time::timeout(Duration::from_secs(1), &mut handle).await {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err(error))) => Err(code(&error)),
-            Ok(Err(_)) => Err("left"),
-            Err(_) => {
-                handle.abort();
-                Err("still waiting")
-            }
-        }
+        support::heard(handle, Duration::from_secs(1)).await
     }
 
     async fn run(&mut self, model: &mut Model, step: &Step) -> Result<(), TestCaseError> {

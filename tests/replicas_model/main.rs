@@ -39,7 +39,7 @@ use tollgate::{
 use tower::{Layer, ServiceExt};
 
 use support::postgres::{database, server, url};
-use support::{SECRET, Tools, code};
+use support::{SECRET, Tools};
 
 const REPLICAS: usize = 3;
 /// Distinct arguments: calls with the same one are identical and join.
@@ -431,16 +431,8 @@ async fn eventually(what: &str, done: impl FnMut() -> bool) -> Result<(), TestCa
 
 impl Real {
     async fn heard(&mut self, c: usize) -> Result<(), &'static str> {
-        let mut handle = self.callers[c].take().expect("a caller is heard once");
-        match tokio::time::timeout(LIMIT, &mut handle).await {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err(error))) => Err(code(&error)),
-            Ok(Err(_)) => Err("left"),
-            Err(_) => {
-                handle.abort();
-                Err("still waiting")
-            }
-        }
+        let handle = self.callers[c].take().expect("a caller is heard once");
+        support::heard(handle, LIMIT).await
     }
 
     async fn run(&mut self, model: &mut Model, step: &Step) -> Result<(), TestCaseError> {

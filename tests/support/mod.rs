@@ -441,3 +441,34 @@ pub fn remove_sqlite(path: &std::path::Path) {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+/// The answer an approval or a denial with the right code gets once its request stands at
+/// `status`, for the reference models: `None` while it is pending.
+pub fn decided_answer(status: tollgate::Status) -> Option<&'static str> {
+    use tollgate::Status;
+    match status {
+        Status::Pending => None,
+        Status::Expired => Some("access_request_expired"),
+        Status::Cancelled => Some("access_request_cancelled"),
+        Status::Abandoned => Some("access_request_abandoned"),
+        _ => Some("already_resolved"),
+    }
+}
+
+/// What a caller heard, for the reference models: `Ok` if its call ran, its error's code,
+/// `"left"` if it was aborted, or `"still waiting"` (and it is aborted) if it did not end within
+/// `limit`.
+pub async fn heard<T>(
+    mut handle: JoinHandle<Result<T, BoxError>>,
+    limit: Duration,
+) -> Result<(), &'static str> {
+    match tokio::time::timeout(limit, &mut handle).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err(error))) => Err(code(&error)),
+        Ok(Err(_)) => Err("left"),
+        Err(_) => {
+            handle.abort();
+            Err("still waiting")
+        }
+    }
+}
