@@ -60,6 +60,10 @@ pub enum AuditEvent {
     /// (not filed with this gate's secret, or changed since), or it is not the call that would
     /// have joined it or run on its verdict. The entry describes the request as stored.
     RequestRejected,
+    /// A call ran under an observed policy ([`Decision::Observe`](crate::policy::Decision::Observe))
+    /// that, enforced, would have asked a person or refused it; `detail` says which and why.
+    /// No request was made.
+    Observed,
 }
 
 impl AuditEvent {
@@ -83,6 +87,7 @@ impl AuditEvent {
         Self::Abandoned,
         Self::RuleRejected,
         Self::RequestRejected,
+        Self::Observed,
     ];
 
     /// The snake_case name.
@@ -106,6 +111,7 @@ impl AuditEvent {
             Self::Abandoned => "abandoned",
             Self::RuleRejected => "rule_rejected",
             Self::RequestRejected => "request_rejected",
+            Self::Observed => "observed",
         }
     }
 

@@ -80,6 +80,9 @@ pub enum ErrorKind {
     InvalidArguments,
     /// The gate was built with an invalid setting.
     InvalidConfig,
+    /// The configuration file could not be read, or is not TOML: the detail names the file and,
+    /// for TOML, the line and column.
+    ConfigUnreadable,
     /// The gate was built without a secret and without asking for a random one.
     MissingSecret,
     /// An approve or deny did not say who decided.
@@ -118,6 +121,7 @@ impl ErrorKind {
         Self::WaitTimedOut,
         Self::InvalidArguments,
         Self::InvalidConfig,
+        Self::ConfigUnreadable,
         Self::MissingSecret,
         Self::MissingApprover,
         Self::NoRuntime,
@@ -150,6 +154,7 @@ impl ErrorKind {
             Self::WaitTimedOut => "wait_timed_out",
             Self::InvalidArguments => "invalid_arguments",
             Self::InvalidConfig => "invalid_config",
+            Self::ConfigUnreadable => "config_unreadable",
             Self::MissingSecret => "missing_secret",
             Self::MissingApprover => "missing_approver",
             Self::NoRuntime => "no_runtime",
@@ -227,9 +232,10 @@ impl ErrorKind {
                 "no decision yet; the access request is still pending and can be waited on again"
             }
             Self::InvalidArguments => "the call's arguments are not acceptable JSON",
-            Self::InvalidConfig => "the gate's configuration is invalid",
+            Self::InvalidConfig => "the configuration cannot be used as written",
+            Self::ConfigUnreadable => "the configuration file cannot be read",
             Self::MissingSecret => {
-                "no secret was given: set one with `secret(..)`, or call `random_secret()` to derive codes from a per-process secret"
+                "no secret was given, and verification codes are derived from one"
             }
             Self::MissingApprover => "a decision must say who made it: call `.by(approver)`",
             Self::NoRuntime => "tollgate must run inside a Tokio runtime",

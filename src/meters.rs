@@ -4,7 +4,7 @@
 //!
 //! | name | kind | labels |
 //! |---|---|---|
-//! | `tollgate_calls_total` | counter | `decision`: `allowed_by_policy`, `allowed_by_rule`, `denied_by_policy`, `refused`, `asked` |
+//! | `tollgate_calls_total` | counter | `decision`: `allowed_by_policy`, `allowed_by_rule`, `denied_by_policy`, `refused`, `asked`, `observed` |
 //! | `tollgate_pending_requests` | gauge | |
 //! | `tollgate_parked_callers` | gauge | |
 //! | `tollgate_requests_resolved_total` | counter | `status`: `approved`, `denied`, `expired`, `cancelled`, … |
@@ -28,16 +28,19 @@ pub(crate) enum Disposed {
     /// Refused by the gate: a remembered denial, a cap, a missing reason.
     Refused,
     Asked,
+    /// Run under an observed policy that would have asked or refused it.
+    Observed,
 }
 
 #[cfg(feature = "metrics")]
 impl Disposed {
-    const ALL: [Disposed; 5] = [
+    const ALL: [Disposed; 6] = [
         Disposed::AllowedByPolicy,
         Disposed::AllowedByRule,
         Disposed::DeniedByPolicy,
         Disposed::Refused,
         Disposed::Asked,
+        Disposed::Observed,
     ];
 
     fn label(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Disposed {
             Disposed::DeniedByPolicy => "denied_by_policy",
             Disposed::Refused => "refused",
             Disposed::Asked => "asked",
+            Disposed::Observed => "observed",
         }
     }
 }
@@ -54,7 +58,7 @@ impl Disposed {
 /// The handles a gate counts its calls and load with, registered when it is built.
 #[cfg(feature = "metrics")]
 pub(crate) struct Meters {
-    calls: [metrics::Counter; 5],
+    calls: [metrics::Counter; 6],
     pending: metrics::Gauge,
     parked: metrics::Gauge,
 }

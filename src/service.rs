@@ -115,6 +115,14 @@ where
                 return ResponseFuture::denied_by_policy(reason);
             }
             Decision::Ask(ask) => ask,
+            Decision::Observe(would) => {
+                if self.gate.observe(&request, &would) {
+                    count!(self.gate, Observed);
+                } else {
+                    count!(self.gate, AllowedByRule);
+                }
+                return ResponseFuture::allowed(self.inner.call(request));
+            }
         };
         let policy = &self.policy;
         match self.gate.admit(&request, ask, |id| {
@@ -209,7 +217,8 @@ where
             ));
         }
         let ask = match policy.check(&edited) {
-            Decision::Allow(_) => None,
+            // An observed policy enforces nothing on the edited call either.
+            Decision::Allow(_) | Decision::Observe(_) => None,
             Decision::Ask(ask) => Some(ask),
             Decision::Deny(reason) => {
                 return Err(Error::new(ErrorKind::EditNotAllowed)

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use std::fmt;
+
+use serde::Deserializer;
+use serde::de::{self, Visitor};
 
 const EXPECTED: &str = "a duration like `90s`, `5m` or `1h 30m`";
 
@@ -19,14 +22,44 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
 
 /// `deserialize_with` for `Option<Duration>` fields written as text.
 pub(crate) fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(d)?;
-    parse(&text).map(Some).map_err(serde::de::Error::custom)
+    required(d).map(Some)
 }
 
 /// `deserialize_with` for required `Duration` fields written as text.
 pub(crate) fn required<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse(&text).map_err(serde::de::Error::custom)
+    d.deserialize_any(Text)
+}
+
+/// Reads a duration from text, and says how to write one when given a number (`ttl = 300`:
+/// seconds? minutes?), rather than only that a string was expected.
+struct Text;
+
+impl Visitor<'_> for Text {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(EXPECTED)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+        parse(text).map_err(E::custom)
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
+        Err(E::custom(format!(
+            "a duration is text with a unit, not a number: write \"{n}s\" for {n} seconds, or \"5m\", \"1h 30m\""
+        )))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
+        self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Duration, E> {
+        Err(E::custom(format!(
+            "a duration is text with a unit, not a number: write \"{n}s\" for {n} seconds, or \"5m\", \"1h 30m\""
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -49,5 +82,14 @@ mod tests {
             let error = parse(bad).unwrap_err();
             assert!(error.contains("expected a duration like"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn a_number_is_answered_with_how_to_write_it() {
+        use serde::de::IntoDeserializer;
+        use serde::de::value::Error;
+        let read = |d: serde::de::value::I64Deserializer<Error>| super::required(d);
+        let error = read(300_i64.into_deserializer()).unwrap_err().to_string();
+        assert!(error.contains("write \"300s\" for 300 seconds"), "{error}");
     }
 }

@@ -63,6 +63,7 @@
 //! | `selective` (default) | each capability follows its entry; capabilities with no entry follow `[defaults]`, which ask |
 //! | `all_capabilities` | every call asks, even those whose entry says `allow`; `deny` entries still deny |
 //! | `disabled` | every call runs, denied ones too, without asking anyone; a warning says so when the policy is built |
+//! | `observe` | as `selective`, but every call runs: what an entry would have asked or refused is recorded instead (an `observed` audit entry, the `tollgate_calls_total{decision="observed"}` counter, a log line at `info` with the capability and principal, the arguments only with `audit_args`); an entry with `observe = false` is enforced. A capability can be observed under any mode with `observe = true` |
 //!
 //! # Which entry applies
 //!
@@ -89,7 +90,8 @@ use std::path::Path;
 pub use self::settings::{
     AlertRateSettings, ApprovalSettings, ApproverSettings, CapabilitySettings, Config,
     DecisionKind, EmailSettings, EscalationSettings, GateSettings, Mode, NotifierSettings,
-    ProxySettings, Secret, SlackSettings, Stream, TerminalSettings, WebhookSettings,
+    PostgresSettings, ProxySettings, Secret, SlackSettings, SqliteSettings, StoreSettings, Stream,
+    TerminalSettings, WebhookSettings,
 };
 use crate::call::Call;
 use crate::error::{Error, ErrorKind};
@@ -129,7 +131,7 @@ impl Config {
     pub fn load(path: impl AsRef<Path>) -> Result<Config, Error> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::new(ErrorKind::InvalidConfig)
+            Error::new(ErrorKind::ConfigUnreadable)
                 .with_detail(format!("{}: cannot read the file: {e}", path.display()))
                 .with_source(e)
         })?;
@@ -290,25 +292,108 @@ impl Config {
             }
             Decision::Ask(ask)
         };
-        match (s.decision.unwrap_or_default(), self.mode) {
+        let decision = match (s.decision.unwrap_or_default(), self.mode) {
             (DecisionKind::Deny, _) => Decision::deny(
                 s.deny_reason
                     .clone()
                     .map_or(Cow::Borrowed("denied by the configuration"), Cow::Owned),
             ),
-            (DecisionKind::Allow, Mode::Selective) => {
-                Decision::allow("allowed by the configuration")
-            }
-            (DecisionKind::Allow, _) => {
+            (DecisionKind::Allow, Mode::AllCapabilities) => {
                 ask("mode = \"all_capabilities\" asks a person about every call".into())
             }
+            (DecisionKind::Allow, _) => Decision::allow("allowed by the configuration"),
             (DecisionKind::Ask, _) => ask(label),
+        };
+        if s.observe.unwrap_or(self.mode == Mode::Observe) {
+            Decision::observe(decision)
+        } else {
+            decision
         }
     }
 
-    /// A [`GateBuilder`] with the `[gate]` settings, the secret read, and the notifiers built.
-    /// Add notifiers or change settings in code before building.
+    /// A [`GateBuilder`] with the `[gate]` settings, the secret read, the notifiers built, and
+    /// the `[store]` opened. Add notifiers or change settings in code before building.
+    ///
+    /// A `[store]` of kind `postgres` connects over the network, which this synchronous call
+    /// cannot do: it is refused here, with [`open_gate`](Self::open_gate) named as the way.
     pub fn gate_builder(&self) -> Result<GateBuilder, Error> {
+        let builder = self.builder_without_store()?;
+        match &self.store {
+            StoreSettings::Memory => Ok(builder),
+            #[cfg(feature = "sqlite")]
+            StoreSettings::Sqlite(sqlite) => {
+                let store = crate::store::SqliteStore::open(&sqlite.path)
+                    .map_err(|e| self.wrap("store.path", e))?;
+                Ok(builder.store(store))
+            }
+            #[cfg(not(feature = "sqlite"))]
+            StoreSettings::Sqlite(_) => Err(self.needs_feature("store", "sqlite", "sqlite")),
+            StoreSettings::Postgres(_) => Err(self.invalid(
+                "store.kind",
+                "a PostgreSQL store connects over the network: build the gate with `Config::open_gate().await`",
+            )),
+        }
+    }
+
+    /// The gate the file describes, its `[store]` opened, or connected for one of kind
+    /// `postgres` (feature `postgres`), with errors naming the file. The `tollgate` binary
+    /// builds its gate this way.
+    ///
+    /// ```no_run
+    /// # async fn start() -> Result<(), tollgate::Error> {
+    /// let config = tollgate::config::Config::load("tollgate.toml")?;
+    /// let gate = config.open_gate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn open_gate(&self) -> Result<Gate, Error> {
+        self.check_complete()?;
+        let builder = match &self.store {
+            #[cfg(feature = "postgres")]
+            StoreSettings::Postgres(postgres) => {
+                use crate::store::{PostgresOptions, PostgresStore};
+                let builder = self.builder_without_store()?;
+                let url = self.read(&postgres.url, "store.url")?;
+                let mut options = PostgresOptions::new();
+                if let Some(instance) = &postgres.instance {
+                    options = options.instance(instance.clone());
+                }
+                let store = PostgresStore::connect_with(&url, options)
+                    .await
+                    .map_err(|e| self.wrap("store.url", e))?;
+                builder.store(store)
+            }
+            #[cfg(not(feature = "postgres"))]
+            StoreSettings::Postgres(_) => {
+                return Err(self.needs_feature("store", "postgres", "postgres"));
+            }
+            _ => self.gate_builder()?,
+        };
+        builder.build().map_err(|e| self.wrap("gate", e))
+    }
+
+    /// A gate built from the file alone needs a secret and a `[[notifiers]]` entry (without
+    /// one, nobody would hear of a request or see the code that approves it). The errors say
+    /// what to write; a [`gate_builder`](Self::gate_builder) can still get either in code.
+    fn check_complete(&self) -> Result<(), Error> {
+        let g = &self.gate;
+        if g.secret.is_none() && !g.random_secret {
+            let detail = format!(
+                "{}: gate.secret: add `secret = {{ env = \"TOLLGATE_SECRET\" }}` (or `{{ file = \"/run/secrets/tollgate\" }}`) under [gate], with at least 32 random bytes there (`openssl rand -hex 32`); or `random_secret = true`, whose codes and rules end with the process",
+                self.origin_name()
+            );
+            return Err(Error::new(ErrorKind::MissingSecret).with_detail(detail));
+        }
+        if self.notifiers.is_empty() {
+            return Err(self.invalid(
+                "notifiers",
+                "no [[notifiers]] entry, so nobody would hear of a request or see its code: add one, such as `[[notifiers]]` with `kind = \"terminal\"` (or \"email\", \"webhook\", \"slack\")",
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`gate_builder`](Self::gate_builder) but for the store.
+    fn builder_without_store(&self) -> Result<GateBuilder, Error> {
         self.validate()?;
         let g = &self.gate;
         let mut builder = Gate::builder();
@@ -381,6 +466,7 @@ impl Config {
     /// The gate the file describes; [`gate_builder`](Self::gate_builder) then `build`, with
     /// errors naming the file.
     pub fn gate(&self) -> Result<Gate, Error> {
+        self.check_complete()?;
         self.gate_builder()?
             .build()
             .map_err(|e| self.wrap("gate", e))
@@ -460,7 +546,12 @@ impl Config {
         }
     }
 
-    #[cfg(not(all(feature = "email", feature = "webhook")))]
+    #[cfg(not(all(
+        feature = "email",
+        feature = "webhook",
+        feature = "sqlite",
+        feature = "postgres"
+    )))]
     fn needs_feature(&self, field: &str, kind: &str, feature: &str) -> Error {
         let message = format!(
             "kind = \"{kind}\" needs tollgate's `{feature}` feature, which this build lacks"
@@ -525,7 +616,7 @@ impl Config {
     fn read(&self, secret: &Secret, field: &str) -> Result<String, Error> {
         match secret {
             Secret::Env(name) => std::env::var(name).map_err(|_| {
-                self.invalid(field, &format!("the environment variable {name} is not set or not UTF-8"))
+                self.invalid(field, &format!("the environment variable {name} is not set (or not UTF-8): set it before starting, or read the value from a file with {{ file = \"PATH\" }}"))
             }),
             Secret::File(path) => match std::fs::read_to_string(path) {
                 Ok(text) => Ok(text.strip_suffix('\n').unwrap_or(&text).trim_end_matches('\r').to_owned()),
@@ -642,7 +733,7 @@ fn toml_key(key: &str) -> String {
 #[cfg(feature = "toml")]
 fn parse_toml(text: &str, origin: Option<&Path>) -> Result<Config, Error> {
     let name = origin.map_or(Cow::Borrowed("configuration"), Path::to_string_lossy);
-    let error = |path: String, e: &toml::de::Error| {
+    let error = |kind: ErrorKind, path: String, e: &toml::de::Error| {
         let mut detail = format!("{name}: ");
         if !path.is_empty() {
             detail.push_str(&path);
@@ -655,9 +746,10 @@ fn parse_toml(text: &str, origin: Option<&Path>) -> Result<Config, Error> {
         }
         // The TOML error's own text quotes the offending line, which may hold a secret: keep
         // only its message and position.
-        Error::new(ErrorKind::InvalidConfig).with_detail(detail)
+        Error::new(kind).with_detail(detail)
     };
-    let de = toml::Deserializer::parse(text).map_err(|e| error(String::new(), &e))?;
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| error(ErrorKind::ConfigUnreadable, "not TOML".into(), &e))?;
     let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e
             .path()
@@ -670,7 +762,7 @@ fn parse_toml(text: &str, origin: Option<&Path>) -> Result<Config, Error> {
             .collect::<Vec<_>>()
             .join(".")
             .replace(".[", "[");
-        error(path, e.inner())
+        error(ErrorKind::InvalidConfig, path, e.inner())
     })?;
     config.origin = origin.map(Path::to_path_buf);
     config.validate()?;

@@ -18,7 +18,7 @@ use crate::scope::Scope;
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
-    /// `disabled`, `selective` or `all_capabilities`.
+    /// `disabled`, `selective`, `all_capabilities` or `observe`.
     #[serde(default)]
     pub mode: Mode,
     /// The gate's settings.
@@ -46,6 +46,9 @@ pub struct Config {
     /// The HTTP sidecar the `tollgate proxy` command runs.
     #[serde(default)]
     pub proxy: ProxySettings,
+    /// Where requests, standing rules and the audit trail are kept: in memory unless it says.
+    #[serde(default)]
+    pub store: StoreSettings,
     /// The file this was read from, named in errors.
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -80,6 +83,11 @@ pub enum Mode {
     Selective,
     /// Every call asks, except those denied outright.
     AllCapabilities,
+    /// Each capability follows its settings as in `selective`, but no call waits and none is
+    /// refused: every call runs, and what would have been asked or refused is recorded (an
+    /// `observed` audit entry, a metric and a log line). A capability with `observe = false` is
+    /// enforced. See [`policy::observe`](crate::policy::observe).
+    Observe,
 }
 
 /// What a capability's calls get.
@@ -126,6 +134,10 @@ pub struct CapabilitySettings {
     pub description: Option<String>,
     /// The reason given to callers of a `deny` entry.
     pub deny_reason: Option<String>,
+    /// Whether the entry is observed rather than enforced: its calls run, and what it would
+    /// have asked or refused is recorded. Default: `true` under `mode = "observe"`, else
+    /// `false`. See [`policy::observe`](crate::policy::observe).
+    pub observe: Option<bool>,
 }
 
 impl CapabilitySettings {
@@ -204,6 +216,13 @@ impl CapabilitySettings {
         self
     }
 
+    /// Whether the entry is observed rather than enforced.
+    #[must_use]
+    pub fn observe(mut self, observe: bool) -> Self {
+        self.observe = Some(observe);
+        self
+    }
+
     /// These settings, with fields left out taken from `defaults`.
     pub(super) fn or(&self, defaults: &CapabilitySettings) -> CapabilitySettings {
         CapabilitySettings {
@@ -229,6 +248,7 @@ impl CapabilitySettings {
                 .deny_reason
                 .clone()
                 .or_else(|| defaults.deny_reason.clone()),
+            observe: self.observe.or(defaults.observe),
         }
     }
 
@@ -467,6 +487,44 @@ impl<'de> Deserialize<'de> for Secret {
         }
         d.deserialize_any(SecretVisitor)
     }
+}
+
+/// The `[store]` section, chosen by `kind`: where requests, standing rules, remembered denials
+/// and the audit trail are kept.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum StoreSettings {
+    /// In the process's memory (the default): everything ends with the process, standing
+    /// approvals and the audit trail included.
+    #[default]
+    Memory,
+    /// A SQLite file on this machine (feature `sqlite`): survives restarts.
+    Sqlite(SqliteSettings),
+    /// A PostgreSQL database, which replicas may share (feature `postgres`).
+    Postgres(PostgresSettings),
+}
+
+/// `kind = "sqlite"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SqliteSettings {
+    /// The database file, made if absent; relative paths are from the working directory.
+    pub path: PathBuf,
+}
+
+/// `kind = "postgres"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PostgresSettings {
+    /// The connection string (`host=… user=… dbname=…` or `postgres://…`), which may hold a
+    /// password: `{ env = "NAME" }` or `{ file = "PATH" }`.
+    pub url: Secret,
+    /// This replica's name, stable across its restarts. Default: a random one per process.
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 /// One `[[notifiers]]` entry, chosen by `kind`.

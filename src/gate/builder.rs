@@ -238,7 +238,11 @@ impl GateBuilder {
             (Some(secret), false) => secret,
             (None, true) => code::random_secret()?,
             (Some(_), true) => return invalid("give either `secret` or `random_secret`, not both"),
-            (None, false) => return Err(Error::new(ErrorKind::MissingSecret)),
+            (None, false) => {
+                return Err(Error::new(ErrorKind::MissingSecret).with_detail(
+                    "set one with `secret(..)` (from the environment or a file, never from the source), or call `random_secret()` for codes and rules that end with the process",
+                ));
+            }
         };
         let key = CodeKey::new(&secret, self.code_length)?;
         let seals = SealKey::new(&secret);

@@ -50,6 +50,7 @@ mod edit;
 mod effects;
 mod expiry;
 mod handover;
+mod observe;
 pub(crate) mod rate;
 mod record;
 mod registry;

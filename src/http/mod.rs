@@ -760,6 +760,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         }
         ErrorKind::ServiceFailed
         | ErrorKind::InvalidConfig
+        | ErrorKind::ConfigUnreadable
         | ErrorKind::MissingSecret
         | ErrorKind::NoRuntime
         | ErrorKind::StoreUnreadable => StatusCode::INTERNAL_SERVER_ERROR,

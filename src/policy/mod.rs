@@ -11,10 +11,12 @@
 //! - [`CapabilityTable`]: per-capability decisions by exact name or glob (`payments.*`); what
 //!   it does not list asks. A [configuration file](crate::config) becomes one.
 //! - [`policy_fn`]: any closure over the call and its arguments.
-//! - [`threshold`]: Alter's cost rule: a number read from the call; above a limit asks, above
+//! - [`threshold`]: a cost rule: a number read from the call; above a limit asks, above
 //!   another denies, at or below passes.
 //! - [`and`], [`or`] and [`first_match`] compose them.
 //! - [`LivePolicy`] holds any of them so that it can be replaced while the service runs.
+//! - [`observe`] lets every call of any of them run, recording what it would have asked or
+//!   refused ([`Decision::Observe`]): how a team watches a policy before it enforces it.
 //!
 //! ```
 //! use std::time::Duration;
@@ -49,6 +51,7 @@
 
 mod combine;
 mod live;
+mod observe;
 mod pattern;
 mod table;
 
@@ -63,6 +66,7 @@ use crate::scope::Scope;
 
 pub use self::combine::{And, FirstMatch, Or, Threshold, and, arg, first_match, or, threshold};
 pub use self::live::LivePolicy;
+pub use self::observe::{Observe, observe};
 pub use self::table::CapabilityTable;
 
 pub(crate) use self::pattern::Pattern;
@@ -83,6 +87,11 @@ pub enum Decision {
     /// A person must approve, unless a standing rule already covers the call. The reasoning is
     /// shown to the approver.
     Ask(Ask),
+    /// The call runs, and the gate records what this decision (an `Ask` or a `Deny`) would
+    /// have done had it been enforced: an `observed` audit entry, the
+    /// `tollgate_calls_total{decision="observed"}` counter and a log line naming the capability
+    /// and principal. Nobody is alerted. Made by [`Decision::observe`] and [`observe`].
+    Observe(Box<Decision>),
 }
 
 impl Decision {
@@ -96,20 +105,35 @@ impl Decision {
         Decision::Deny(reason.into())
     }
 
-    /// Why: the allow's reasoning, the denial's reason, or what the approver is shown.
+    /// `decision`, not enforced: the call runs and what `decision` would have done is recorded.
+    /// An `Allow` stays an `Allow` (there is nothing to record), and an observed decision stays
+    /// as it is.
+    pub fn observe(decision: Decision) -> Self {
+        match decision {
+            Decision::Ask(_) | Decision::Deny(_) => Decision::Observe(Box::new(decision)),
+            decision => decision,
+        }
+    }
+
+    /// Why: the allow's reasoning, the denial's reason, or what the approver is shown (for an
+    /// observed decision, that of the decision observed).
     pub fn reasoning(&self) -> &str {
         match self {
             Decision::Allow(why) | Decision::Deny(why) => why,
             Decision::Ask(ask) => &ask.reasoning,
+            Decision::Observe(decision) => decision.reasoning(),
         }
     }
 
-    /// How strict the decision is: allow < ask < deny.
+    /// How strict the decision is: allow < observe < ask < deny. An observed decision runs the
+    /// call as an allow does, but is kept over an allow where both apply (`and`), so that what
+    /// it records is not lost.
     pub(crate) fn strictness(&self) -> u8 {
         match self {
             Decision::Allow(_) => 0,
-            Decision::Ask(_) => 1,
-            Decision::Deny(_) => 2,
+            Decision::Observe(_) => 1,
+            Decision::Ask(_) => 2,
+            Decision::Deny(_) => 3,
         }
     }
 }

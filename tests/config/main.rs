@@ -32,6 +32,11 @@ fn kind(decision: &Decision) -> &'static str {
         Decision::Allow(_) => "allow",
         Decision::Ask(_) => "ask",
         Decision::Deny(_) => "deny",
+        Decision::Observe(would) => match **would {
+            Decision::Ask(_) => "observe ask",
+            Decision::Deny(_) => "observe deny",
+            _ => "observe other",
+        },
     }
 }
 
@@ -186,11 +191,6 @@ const BAD: &[(&str, &str, &str)] = &[
         "gate.request_ttl",
         "expected a duration like `90s`, `5m` or `1h 30m`",
     ),
-    (
-        "[gate]\nrequest_ttl = 300",
-        "gate.request_ttl",
-        "expected a string",
-    ),
     ("[gate]\nsecrett = 1", "gate", "unknown field `secrett`"),
     ("[gate]\nmax_attempts = -1", "gate.max_attempts", "u32"),
     (
@@ -334,9 +334,42 @@ const BAD: &[(&str, &str, &str)] = &[
         "notifiers[0]",
         "missing field `secret`",
     ),
-    ("mode = ", "", "line 1, column"),
-    ("[gate\nsecret = 1", "", "line 1"),
+    (
+        "[gate]\nrequest_ttl = 300",
+        "gate.request_ttl",
+        "write \"300s\" for 300 seconds",
+    ),
+    (
+        "[capabilities.\"a\"]\nmax_rule_ttl = 1.5",
+        "capabilities.a.max_rule_ttl",
+        "not a number",
+    ),
+    (
+        "[store]\nkind = \"sqlite\"",
+        "store",
+        "missing field `path`",
+    ),
+    (
+        "[store]\nkind = \"redis\"",
+        "store",
+        "unknown variant `redis`, expected one of `memory`, `sqlite`, `postgres`",
+    ),
+    (
+        "[store]\nkind = \"sqlite\"\npath = \"x.db\"\nurl = \"y\"",
+        "store",
+        "unknown field `url`",
+    ),
+    (
+        "[capabilities.\"a\"]\nobserve = \"yes\"",
+        "capabilities.a.observe",
+        "bool",
+    ),
+    ("mode = ", NOT_TOML, "line 1, column"),
+    ("[gate\nsecret = 1", NOT_TOML, "line 1"),
 ];
+
+/// What a file that is not TOML at all is called, in place of a field.
+const NOT_TOML: &str = "not TOML";
 
 #[test]
 fn each_invalid_file_fails_naming_the_file_the_field_and_what_is_accepted() {
@@ -345,7 +378,12 @@ fn each_invalid_file_fails_naming_the_file_the_field_and_what_is_accepted() {
         let path = dir.join(format!("bad-{i}.toml"));
         std::fs::write(&path, text).unwrap();
         let error = Config::load(&path).expect_err(text);
-        assert_eq!(error.code(), "invalid_config", "{text}");
+        let code = if *field == NOT_TOML {
+            "config_unreadable"
+        } else {
+            "invalid_config"
+        };
+        assert_eq!(error.code(), code, "{text}");
         let detail = error.detail().unwrap();
         let prefix = format!("{}: {field}", path.display());
         assert!(
@@ -362,7 +400,11 @@ fn each_invalid_file_fails_naming_the_file_the_field_and_what_is_accepted() {
 #[test]
 fn a_missing_file_is_named() {
     let error = Config::load("/nonexistent/tollgate.toml").unwrap_err();
-    assert_eq!(error.code(), "invalid_config");
+    assert_eq!(error.code(), "config_unreadable");
+    assert!(
+        !error.to_string().contains("invalid"),
+        "a missing file is not an invalid configuration: {error}"
+    );
     assert!(
         error
             .detail()
@@ -413,7 +455,7 @@ fn secrets_come_from_the_environment_or_a_file_and_never_inline_by_default() {
     assert_eq!(
         error.detail(),
         Some(
-            "configuration: gate.secret: the environment variable TOLLGATE_TEST_SURELY_UNSET is not set or not UTF-8"
+            "configuration: gate.secret: the environment variable TOLLGATE_TEST_SURELY_UNSET is not set (or not UTF-8): set it before starting, or read the value from a file with { file = \"PATH\" }"
         )
     );
 
@@ -983,4 +1025,121 @@ fn an_escalation_is_read_and_checked() {
         Some(std::time::Duration::from_secs(600))
     );
     extended.gate().unwrap();
+}
+
+#[test]
+fn a_file_without_a_secret_says_which_key_to_add_and_how() {
+    let error = config("[[notifiers]]\nkind = \"terminal\"")
+        .gate()
+        .unwrap_err();
+    assert_eq!(error.code(), "missing_secret");
+    let detail = error.detail().unwrap();
+    assert!(
+        detail.starts_with(
+            "configuration: gate.secret: add `secret = { env = \"TOLLGATE_SECRET\" }`"
+        ),
+        "{detail}"
+    );
+    assert!(detail.contains("random_secret = true"), "{detail}");
+}
+
+#[test]
+fn a_file_without_notifiers_names_the_key_not_a_method() {
+    let error = config("[gate]\nrandom_secret = true").gate().unwrap_err();
+    assert_eq!(error.code(), "invalid_config");
+    let text = error.to_string();
+    assert!(text.contains("notifiers: no [[notifiers]] entry"), "{text}");
+    assert!(text.contains("kind = \"terminal\""), "{text}");
+    assert!(!text.contains("park_when_unnotified"), "{text}");
+    // In code, notifiers can still be added to the file's builder.
+    let gate = config("[gate]\nrandom_secret = true")
+        .gate_builder()
+        .unwrap()
+        .notifier(RecordingNotifier::new())
+        .build();
+    assert!(gate.is_ok());
+}
+
+#[test]
+fn observe_runs_every_entry_unenforced_and_an_entry_can_opt_out() {
+    let observed = config(&format!("mode = \"observe\"\n{ENTRIES}"));
+    assert_eq!(kind(&decide(&observed, "search.web")), "allow");
+    assert_eq!(kind(&decide(&observed, "fs.delete")), "observe deny");
+    assert_eq!(kind(&decide(&observed, "payments.refund")), "observe ask");
+    assert_eq!(kind(&decide(&observed, "shell.exec")), "observe ask");
+    // One capability enforced while the rest are watched.
+    let enforced = config(&format!(
+        "mode = \"observe\"\n{ENTRIES}\n[capabilities.\"shell.*\"]\nobserve = false"
+    ));
+    assert_eq!(kind(&decide(&enforced, "shell.exec")), "ask");
+    // And one watched under an enforcing mode, inheriting from [defaults] too.
+    let one = config(&format!(
+        "{ENTRIES}\n[capabilities.\"shell.*\"]\nobserve = true"
+    ));
+    assert_eq!(kind(&decide(&one, "shell.exec")), "observe ask");
+    assert_eq!(kind(&decide(&one, "fs.delete")), "deny");
+    let defaults = config(&format!("[defaults]\nobserve = true\n{ENTRIES}"));
+    assert_eq!(kind(&decide(&defaults, "fs.delete")), "observe deny");
+}
+
+#[tokio::test]
+async fn a_sqlite_store_from_the_file_keeps_a_rule_across_a_restart() {
+    let dir = scratch("store");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, INLINE).unwrap();
+    let text = format!(
+        "[gate]\nsecret = {{ file = {:?} }}\n[[notifiers]]\nkind = \"terminal\"\n\
+         [store]\nkind = \"sqlite\"\npath = {:?}\n\
+         [capabilities.\"payments.refund\"]\nmax_scope = \"value\"",
+        secret.display().to_string(),
+        dir.join("tollgate.db").display().to_string()
+    );
+    let call = || ToolCall::new("payments.refund", json!({"amount": 5})).principal("agent");
+    {
+        let config = config(&text);
+        let notifier = RecordingNotifier::new();
+        let gate = config
+            .gate_builder()
+            .unwrap()
+            .notifier(notifier.clone())
+            .build()
+            .unwrap();
+        let svc = gate
+            .layer(config.policy().unwrap())
+            .layer(service_fn(|_: ToolCall| async {
+                Ok::<_, tollgate::BoxError>("ran")
+            }));
+        let parked = tokio::spawn(svc.oneshot(call()));
+        let alert = notifier.next_alert().await;
+        let code_text = alert.code().reveal().to_owned();
+        gate.approve(
+            Approve::new(alert.request().id(), code_text)
+                .scope(Scope::Value)
+                .by("alice"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(parked.await.unwrap().unwrap(), "ran");
+        gate.shutdown().await.unwrap();
+    }
+    let config = config(&text);
+    let gate = config.open_gate().await.unwrap();
+    let svc = gate
+        .layer(config.policy().unwrap())
+        .layer(service_fn(|_: ToolCall| async {
+            Ok::<_, tollgate::BoxError>("ran")
+        }));
+    // The rule came back with the store: the same call runs without asking.
+    assert_eq!(svc.oneshot(call()).await.unwrap(), "ran");
+}
+
+#[tokio::test]
+async fn a_postgres_store_is_refused_by_the_synchronous_builder_naming_the_async_one() {
+    let config = config(
+        "[gate]\nrandom_secret = true\n[[notifiers]]\nkind = \"terminal\"\n\
+         [store]\nkind = \"postgres\"\nurl = { env = \"TOLLGATE_TEST_SURELY_UNSET\" }",
+    );
+    let error = config.gate().unwrap_err();
+    assert!(error.to_string().contains("store.kind"), "{error}");
+    assert!(error.to_string().contains("open_gate"), "{error}");
 }

@@ -23,7 +23,7 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use tollgate::Gate;
-use tollgate::config::{Config, ConfigPolicy, NotifierSettings, Stream};
+use tollgate::config::{Config, ConfigPolicy, NotifierSettings, StoreSettings, Stream};
 use tollgate::mcp::Identity;
 use tollgate::policy::LivePolicy;
 
@@ -192,13 +192,10 @@ async fn start(config: &Config, path: &Path, listen: Option<SocketAddr>) -> Resu
     let approvers = config.approvers().map_err(|e| e.to_string())?;
     if approvers.is_empty() {
         return Err(format!(
-            "{}: [[approval.approvers]] names nobody, so no one could approve a call; add an approver with a token",
+            "{}: approval.approvers: nobody may approve a call; add an approver with a token of at least 16 bytes:\n  [[approval.approvers]]\n  name = \"alice\"\n  token = {{ env = \"TOLLGATE_ALICE_TOKEN\" }}",
             path.display()
         ));
     }
-    // The recorder goes in before the gate is built: the gate registers its counters then.
-    let metrics = prometheus()?;
-    let gate = config.gate().map_err(|e| e.to_string())?;
     let address = match listen {
         Some(address) => address,
         None => config.approval_address().map_err(|e| e.to_string())?,
@@ -207,6 +204,19 @@ async fn start(config: &Config, path: &Path, listen: Option<SocketAddr>) -> Resu
         .await
         .map_err(|e| format!("cannot serve the approval page on {address}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    // Alerts link to this page unless the file says where approvers reach it.
+    let mut config = Cow::Borrowed(config);
+    if config.gate.approval_base_url.is_none() {
+        config.to_mut().gate.approval_base_url = Some(page_url(address));
+    }
+    // The recorder goes in before the gate is built: the gate registers its counters then.
+    let metrics = prometheus()?;
+    let gate = config.open_gate().await.map_err(|e| e.to_string())?;
+    if matches!(config.store, StoreSettings::Memory) {
+        eprintln!(
+            "tollgate: requests, standing approvals and the audit trail are kept in memory and end with this process; a [store] section keeps them"
+        );
+    }
     let app = tollgate::approval::router(gate.clone(), approvers)
         .merge(operations(gate.clone(), metrics));
     tokio::spawn(async move {
@@ -216,6 +226,17 @@ async fn start(config: &Config, path: &Path, listen: Option<SocketAddr>) -> Resu
     });
     eprintln!("tollgate: approval page and API at http://{address}/");
     Ok(gate)
+}
+
+/// The approval page's address as approvers' browsers open it: a wildcard listen address is
+/// reached on the loopback one (set `approval_base_url` when approvers are elsewhere).
+fn page_url(address: SocketAddr) -> String {
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, address.port()))
 }
 
 /// The `metrics` facade's recorder, rendering Prometheus text, kept up to date.
