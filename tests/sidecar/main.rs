@@ -5,7 +5,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod observe;
 mod paths;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,6 +78,8 @@ struct Sidecar {
     alerts: tokio::sync::mpsc::UnboundedReceiver<Seen>,
     /// Its stderr after the addresses, line by line (also copied to ours).
     stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Its stderr up to the line that says it is proxying.
+    said_at_start: String,
     child: Child,
     dir: PathBuf,
 }
@@ -113,12 +117,15 @@ async fn sidecar_with(
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let (mut proxy, mut approval) = (None, None);
+    let mut said_at_start = String::new();
     while proxy.is_none() {
         let line = stderr
             .next_line()
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("the proxy exited: {}", exit_of(&mut child)));
+        said_at_start.push_str(&line);
+        said_at_start.push('\n');
         let address = |prefix: &str| -> Option<SocketAddr> {
             let rest = line.strip_prefix(prefix)?;
             rest.trim_start_matches("http://")
@@ -143,6 +150,7 @@ async fn sidecar_with(
         approval: approval.expect("the approval address is printed first"),
         alerts,
         stderr: stderr_lines,
+        said_at_start,
         child,
         dir,
     }
@@ -240,6 +248,11 @@ async fn a_post_parks_until_approved_and_the_upstream_gets_the_body_the_approver
     let (id, code, seen) = next_alert(&mut sidecar).await;
     assert_eq!(seen["capability"], "POST /v1/refunds/{id}");
     assert_eq!(seen["principal"], "agent-7");
+    // The alert links to the binary's own page, though the file names no approval_base_url.
+    assert_eq!(
+        seen["approval_url"],
+        format!("http://{}/{id}", sidecar.approval)
+    );
     assert!(
         received.bodies.lock().unwrap().is_empty(),
         "nothing forwarded yet"
