@@ -64,8 +64,8 @@
 //! 5. Each step is written to the [`store`] in order, before anyone acts on it: the request before
 //!    the alert, the decision before the caller resumes. The audit trail records every one.
 //!
-//! [`RequireApproval::submit`] is the non-blocking form: the response, or a [`PendingCall`](future::PendingCall)
-//! handle to poll or wait on. [`Gate::shutdown`] lets every parked caller go with
+//! [`RequireApproval::submit`] is the non-blocking form: [`Submitted::Done`] with the response,
+//! or [`Submitted::Pending`] with a [`PendingCall`] handle to poll or wait on. [`Gate::shutdown`] lets every parked caller go with
 //! `gate_shut_down` and flushes the store, for a process about to exit.
 //!
 //! # Words
@@ -82,7 +82,8 @@
 //! | status | where a request stands: pending, approved, denied, … ([`Status`]) |
 //! | outcome | how a request ended, and who ended it ([`Outcome`]) |
 //! | verification code | the code an alert carries; the proof a person saw the request |
-//! | approve, deny | a person's decision on a request ([`Approve`], [`Deny`]); what they get back is an [`Approval`](gate::Approval) or a [`Denial`](gate::Denial) |
+//! | approve, deny | a person's decision on a request ([`Approve`], [`Deny`]); what they get back is an [`Approval`] or a [`Denial`] |
+//! | observe | running a call the policy would ask about or refuse, and recording that instead ([`policy::observe`]) |
 //! | scope, TTL | how far and how long an approval reaches ([`Scope`]) |
 //! | key fields | the arguments a `value` approval is about ([`policy::Ask::key_fields`]) |
 //! | edit | an approver's new arguments for a call, checked by its policy again ([`Edit`]) |
@@ -156,8 +157,10 @@
 //!   share: decide on any replica, resume where the caller waits (tokio-postgres, deadpool).
 //! - `test-util`: `tollgate::store::conformance`, the checks every [`store::Store`] passes.
 //! - `mcp`: `tollgate::mcp`, gating every `tools/call` of an MCP server handler (rmcp).
+//! - `metrics`: counts through the `metrics` facade (no exporter).
 //! - `cli`: the `tollgate` binary; `tollgate mcp --config FILE -- COMMAND` gates an MCP server
-//!   over stdio and serves the approval page and API.
+//!   over stdio, `tollgate proxy --config FILE` an HTTP API, each serving the approval page and
+//!   API.
 //!
 //! The core (the gate, policies and their [configuration](config) types, the terminal and
 //! recording notifiers, webhook signature checks for receivers, [`store::MemoryStore`]) needs none
@@ -207,8 +210,9 @@ mod layers;
 
 pub use crate::call::{Call, Edit, ToolCall};
 pub use crate::error::{BoxError, Error, ErrorKind};
-pub use crate::gate::{Approve, Deny, Gate, Revoke};
+pub use crate::gate::{Approval, Approve, Denial, Deny, Gate, Revoke};
 pub use crate::layer::RequireApprovalLayer;
+pub use crate::pending::{PendingCall, Submitted};
 pub use crate::request::{AccessRequest, Outcome, RequestId, Status};
 pub use crate::rule::Rule;
 pub use crate::scope::Scope;

@@ -8,6 +8,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod shipped;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -503,7 +505,7 @@ async fn configurations_that_cannot_work_are_refused_before_starting() {
     std::fs::write(&nobody, "[gate]\nrandom_secret = true\n").unwrap();
     for (config, says) in [
         (&stdout_terminal, "would write into the MCP protocol"),
-        (&nobody, "no one could approve a call"),
+        (&nobody, "nobody may approve a call; add an approver"),
     ] {
         let child = tollgate(&["mcp", "--config", config.to_str().unwrap(), "--", "true"]);
         let output = child.wait_with_output().await.unwrap();

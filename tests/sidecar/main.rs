@@ -7,6 +7,7 @@ mod support;
 
 mod observe;
 mod paths;
+mod shipped;
 mod store;
 
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod postgres;
 pub mod receiver;
+pub mod shipped;
 
 use std::collections::HashMap;
 use std::future::Future;

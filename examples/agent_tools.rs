@@ -1,0 +1,54 @@
+//! An agent's tools behind tollgate: the refund waits until you approve it in the browser.
+//!
+//! ```sh
+//! export TOLLGATE_SECRET=$(openssl rand -hex 32) TOLLGATE_TOKEN=$(openssl rand -hex 16)
+//! cargo run --example agent_tools --features axum
+//! ```
+use serde_json::json;
+use tollgate::approval::{Approver, Tokens};
+use tollgate::notify::TerminalNotifier;
+use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::{BoxError, Gate, Scope, ToolCall};
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let env = |name: &str| std::env::var(name).map_err(|_| format!("set {name} first"));
+    let addr = env("TOLLGATE_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+        format!("cannot listen on {addr} ({e}): set TOLLGATE_EXAMPLE_ADDR to another address")
+    })?;
+
+    // The gate: codes derive from the secret; alerts print on this terminal with a link.
+    let gate = Gate::builder()
+        .secret(env("TOLLGATE_SECRET")?)
+        .notifier(TerminalNotifier::stderr())
+        .approval_base_url(format!("http://{addr}"))
+        .build()?;
+
+    // The approval page and API, where alice signs in with her token.
+    let approvers = Tokens::new().token(env("TOLLGATE_TOKEN")?, Approver::new("alice"));
+    let page = tollgate::approval::router(gate.clone(), approvers);
+    tokio::spawn(async move { axum::serve(listener, page).await });
+
+    // The agent's tools: searching runs at once, a refund needs a person.
+    let policy = CapabilityTable::new().allow("search.web").ask(
+        "payments.refund",
+        Ask::new("refunds move money").max_scope(Scope::Value),
+    );
+    let tools = ServiceBuilder::new()
+        .layer(gate.layer(policy))
+        .service(service_fn(|call: ToolCall| async move {
+            Ok::<_, BoxError>(format!("ran {} with {}", call.capability(), call.args()))
+        }));
+
+    // The agent's side: this await blocks until a person decides.
+    let refund = ToolCall::new("payments.refund", json!({"charge": "ch_1", "amount": 4200}))
+        .principal("agent-7")
+        .reason("customer ticket #4421");
+    match tools.oneshot(refund).await {
+        Ok(output) => println!("{output}"),
+        Err(refused) => println!("refused: {refused}"),
+    }
+    Ok(())
+}

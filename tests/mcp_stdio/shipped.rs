@@ -1,0 +1,71 @@
+//! `examples/config/mcp.toml`, the file the README runs, started as shipped (its address moved
+//! to a free port, its database to a scratch folder): a tool that reads passes, one that writes
+//! parks, its terminal alert links to the binary's page, and an approval with that code runs it.
+
+use super::*;
+use support::shipped::{SECRET as SHIPPED_SECRET, TOKEN as SHIPPED_TOKEN, shipped, terminal_alert};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_mcp_file_runs_as_the_readme_says() {
+    let dir = temp_dir("shipped");
+    let port = free_port();
+    let db = dir.join("tollgate.db").display().to_string();
+    let config = shipped(
+        "mcp.toml",
+        &dir,
+        &[
+            ("\"127.0.0.1:8790\"", &format!("\"127.0.0.1:{port}\"")),
+            ("\"tollgate.db\"", &format!("{db:?}")),
+        ],
+    );
+    let (python, upstream) = (python(), here("upstream.py"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["mcp", "--config"])
+        .arg(&config)
+        .args(["--", &python, &upstream])
+        .env(SHIPPED_SECRET.0, SHIPPED_SECRET.1)
+        .env(SHIPPED_TOKEN.0, SHIPPED_TOKEN.1)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"approve-me"}}}"#;
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    for line in [INITIALIZE, initialized, call] {
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    let mut answer = async || -> Value {
+        serde_json::from_str(&stdout.next_line().await.unwrap().expect("an answer")).unwrap()
+    };
+    assert_eq!(answer().await["id"], 1);
+
+    let mut seen = String::new();
+    let alert = terminal_alert(&mut stderr, &mut seen).await;
+    assert_eq!(
+        alert.approve_at.as_deref(),
+        Some(format!("http://127.0.0.1:{port}/{}", alert.request).as_str()),
+        "{seen}"
+    );
+    let body = json!({"code": alert.code}).to_string();
+    let post = request("POST", &format!("/api/requests/{}/approve", alert.request))
+        .header("authorization", format!("Bearer {}", SHIPPED_TOKEN.1))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let approved = send(([127, 0, 0, 1], port).into(), post).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let result = answer().await;
+    assert_eq!(result["id"], 2, "{result}");
+    assert_eq!(result["result"]["isError"], json!(false), "{result}");
+    drop(stdin);
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

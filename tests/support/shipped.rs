@@ -1,0 +1,103 @@
+//! The configurations the README shows, as the tests start the binary on them: the file with
+//! only its addresses moved to free ports, the variables it reads set, and the terminal alert
+//! an approver reads off stderr.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::{BufReader, Lines};
+use tokio::process::ChildStderr;
+
+/// The variables the shipped files read their secrets from.
+pub const SECRET: (&str, &str) = (
+    "TOLLGATE_SECRET",
+    "a-secret-for-the-shipped-configs-0123456789",
+);
+pub const TOKEN: (&str, &str) = (
+    "TOLLGATE_ALICE_TOKEN",
+    "alice-token-for-the-shipped-configs",
+);
+
+/// `examples/config/{name}`, its `moves` (a value in the file, and what the test puts there)
+/// applied, written to `dir`; each move must find its value, so the test runs the file as
+/// shipped but for them.
+pub fn shipped(name: &str, dir: &Path, moves: &[(&str, &str)]) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/config")
+        .join(name);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in moves {
+        assert!(text.contains(from), "{name} no longer says {from}");
+        text = text.replacen(from, to, 1);
+    }
+    let copy = dir.join(name);
+    std::fs::write(&copy, text).unwrap();
+    copy
+}
+
+/// What an approver reads off the terminal notifier's alert.
+#[derive(Debug)]
+pub struct TerminalAlert {
+    pub request: String,
+    pub code: String,
+    pub approve_at: Option<String>,
+}
+
+/// Reads `stderr` up to the end of the next terminal alert; every line read is kept in `seen`.
+pub async fn terminal_alert(
+    stderr: &mut Lines<BufReader<ChildStderr>>,
+    seen: &mut String,
+) -> TerminalAlert {
+    let (mut request, mut code, mut approve_at) = (None, None, None);
+    loop {
+        let line = stderr
+            .next_line()
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("stderr ended before an alert:\n{seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+        let value = |label: &str| {
+            line.strip_prefix("│ ")?
+                .strip_prefix(label)
+                .map(|rest| rest.trim().to_owned())
+        };
+        request = request.or(value("request"));
+        code = code.or(value("code"));
+        approve_at = approve_at.or(value("approve at"));
+        if line.starts_with('└') {
+            return TerminalAlert {
+                request: request.expect("the alert names its request"),
+                code: code.expect("the alert shows the code"),
+                approve_at,
+            };
+        }
+    }
+}
+
+/// Each `curl` line of the README: its method, port and path (`areq_…` and `…` kept as written).
+pub fn readme_curls() -> Vec<(String, u16, String)> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut curls = Vec::new();
+    for line in readme
+        .lines()
+        .filter(|l| l.trim_start().starts_with("curl "))
+    {
+        let method = if line.contains("-X POST") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("localhost:") || w.starts_with("http://localhost:"))
+            .unwrap_or_else(|| panic!("a README curl line without a localhost URL: {line}"));
+        let url = url
+            .trim_start_matches("http://")
+            .trim_start_matches("localhost:");
+        let (port, path) = url.split_once('/').unwrap();
+        curls.push((method.to_owned(), port.parse().unwrap(), format!("/{path}")));
+    }
+    assert!(!curls.is_empty(), "the README shows no curl line");
+    curls
+}
