@@ -1,9 +1,5 @@
 //! An agent's tools behind tollgate: the refund waits until you approve it in the browser.
-//!
-//! ```sh
-//! export TOLLGATE_SECRET=$(openssl rand -hex 32) TOLLGATE_TOKEN=$(openssl rand -hex 16)
-//! cargo run --example agent_tools --features axum
-//! ```
+//! Run it as the README says: `cargo run --example agent_tools --features axum`.
 use serde_json::json;
 use tollgate::approval::{Approver, Tokens};
 use tollgate::notify::TerminalNotifier;
