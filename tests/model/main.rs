@@ -1,5 +1,6 @@
-//! The gate against a reference model: random sequences of calls, approvals, denials, wrong
-//! codes, departures, revocations, time passing and restarts, run through the public API on a
+//! The gate against a reference model: random sequences of calls (enforced, and watched in
+//! observe mode), approvals, denials, wrong codes, departures, revocations, time passing and
+//! restarts, run through the public API on a
 //! SQLite store, with every answer, status, rule, run and audit entry compared to a small model
 //! written from the README's promises, not from the implementation.
 //!
@@ -17,7 +18,7 @@ use proptest::test_runner::FileFailurePersistence;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tollgate::notify::RecordingNotifier;
-use tollgate::policy::{Ask, CapabilityTable};
+use tollgate::policy::{Ask, CapabilityTable, Observe, observe};
 use tollgate::rule::RuleEffect;
 use tollgate::store::{AuditEvent, AuditFilter, SqliteStore};
 use tollgate::{
@@ -62,6 +63,13 @@ fn policy() -> CapabilityTable {
 #[derive(Clone, Debug)]
 enum Step {
     Call {
+        principal: usize,
+        session: usize,
+        capability: usize,
+        arg: u8,
+    },
+    /// The same call through a layer that observes the policy instead of enforcing it.
+    Observe {
         principal: usize,
         session: usize,
         capability: usize,
@@ -116,6 +124,12 @@ fn scope() -> impl Strategy<Value = Scope> {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (0..2usize, 0..2usize, 0..3usize, 0..2u8).prop_map(|(principal, session, capability, arg)| Step::Call {
+            principal,
+            session,
+            capability,
+            arg
+        }),
+        2 => (0..2usize, 0..2usize, 0..3usize, 0..2u8).prop_map(|(principal, session, capability, arg)| Step::Observe {
             principal,
             session,
             capability,
@@ -201,6 +215,8 @@ struct Model {
     callers: Vec<(CallKey, Heard)>,
     /// Runs of the inner service by capability and argument.
     runs: BTreeMap<(usize, u8), usize>,
+    /// The `observed` audit entries: the call, and how its detail begins.
+    observed: Vec<(CallKey, &'static str)>,
 }
 
 impl Model {
@@ -223,6 +239,29 @@ impl Model {
         let r = &mut self.requests[request];
         r.status = status;
         r.audit.push(event);
+    }
+
+    /// A call through the observing layer: it runs, and is recorded unless the policy allows
+    /// it or a standing approval covers it; a remembered denial covering it is recorded as a
+    /// refusal. No request is made, joined or decided.
+    fn observe(&mut self, key: CallKey) {
+        *self.runs.entry((key.2, key.3)).or_default() += 1;
+        if key.2 == 2 {
+            return;
+        }
+        let covering: Vec<bool> = self
+            .live_rules()
+            .filter(|(k, _)| k.covers(key))
+            .map(|(_, r)| r.allow)
+            .collect();
+        let detail = if covering.contains(&false) {
+            "would have been refused"
+        } else if covering.is_empty() {
+            "would have asked a person"
+        } else {
+            return;
+        };
+        self.observed.push((key, detail));
     }
 
     /// How a new call is answered: at once (ran, or refused), joined to a pending request, or
@@ -400,6 +439,7 @@ enum CallOutcome {
 // The system under test.
 
 type Svc = RequireApproval<Tools, CapabilityTable>;
+type Watched = RequireApproval<Tools, Observe<CapabilityTable>>;
 
 struct Real {
     path: std::path::PathBuf,
@@ -407,12 +447,17 @@ struct Real {
     tools: Tools,
     gate: Gate,
     svc: Svc,
+    watched: Watched,
     /// Each model request's id and code.
     requests: Vec<(RequestId, String)>,
     callers: Vec<Option<JoinHandle<Result<String, BoxError>>>>,
 }
 
-fn build(path: &std::path::Path, alerts: &RecordingNotifier, tools: &Tools) -> (Gate, Svc) {
+fn build(
+    path: &std::path::Path,
+    alerts: &RecordingNotifier,
+    tools: &Tools,
+) -> (Gate, Svc, Watched) {
     let gate = Gate::builder()
         .secret(SECRET)
         .request_ttl(REQUEST_TTL)
@@ -423,7 +468,8 @@ fn build(path: &std::path::Path, alerts: &RecordingNotifier, tools: &Tools) -> (
         .build()
         .expect("build the gate");
     let svc = gate.layer(policy()).layer(tools.clone());
-    (gate, svc)
+    let watched = gate.layer(observe(policy())).layer(tools.clone());
+    (gate, svc, watched)
 }
 
 fn call_of((p, s, c, a): CallKey) -> ToolCall {
@@ -484,6 +530,17 @@ impl Real {
                             .push((alert.request().id(), alert.code().reveal().to_owned()));
                     }
                 }
+            }
+            Step::Observe {
+                principal,
+                session,
+                capability,
+                arg,
+            } => {
+                let key = (principal, session, capability, arg);
+                let ran = self.watched.clone().oneshot(call_of(key)).await;
+                prop_assert!(ran.is_ok(), "an observed call runs: {:?}", ran.err());
+                model.observe(key);
             }
             Step::Approve {
                 request,
@@ -566,9 +623,10 @@ impl Real {
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 model.restart();
                 self.settle(model).await?;
-                let (gate, svc) = build(&self.path, &self.alerts, &self.tools);
+                let (gate, svc, watched) = build(&self.path, &self.alerts, &self.tools);
                 self.gate = gate;
                 self.svc = svc;
+                self.watched = watched;
             }
         }
         self.settle(model).await?;
@@ -646,11 +704,31 @@ impl Real {
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut got: HashMap<usize, Vec<AuditEvent>> = HashMap::new();
+        let mut observed = Vec::new();
         for entry in &trail {
             if let Some(id) = entry.request {
                 got.entry(self.index_of(id)).or_default().push(entry.event);
+            } else if entry.event == AuditEvent::Observed {
+                let detail = entry.detail.as_deref().unwrap_or_default();
+                observed.push((
+                    entry.principal.as_deref().unwrap_or_default().to_owned(),
+                    entry.capability.to_string(),
+                    detail.split(':').next().unwrap_or_default().to_owned(),
+                ));
             }
         }
+        let want: Vec<_> = model
+            .observed
+            .iter()
+            .map(|&((p, _, c, _), detail)| {
+                (
+                    PRINCIPALS[p].to_owned(),
+                    CAPABILITIES[c].to_owned(),
+                    detail.to_owned(),
+                )
+            })
+            .collect();
+        prop_assert_eq!(observed, want, "the observed calls");
         for (i, request) in model.requests.iter().enumerate() {
             let mut events = got.remove(&i).unwrap_or_default();
             events.retain(|e| !matches!(e, AuditEvent::Executing | AuditEvent::Executed));
@@ -675,13 +753,14 @@ fn run_sequence(steps: &[Step], dir: &std::path::Path) -> Result<(), TestCaseErr
     let result = runtime.block_on(async {
         let alerts = RecordingNotifier::new();
         let tools = Tools::default();
-        let (gate, svc) = build(&path, &alerts, &tools);
+        let (gate, svc, watched) = build(&path, &alerts, &tools);
         let mut real = Real {
             path: path.clone(),
             alerts,
             tools,
             gate,
             svc,
+            watched,
             requests: Vec::new(),
             callers: Vec::new(),
         };
