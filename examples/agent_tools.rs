@@ -22,10 +22,13 @@ async fn main() -> Result<(), BoxError> {
         .approval_base_url(format!("http://{addr}"))
         .build()?;
 
-    // The approval page and API, where alice signs in with her token.
+    // The approval page and API, where alice signs in with her token; served until the end,
+    // when it finishes the answers under way (the approver's among them) and stops.
     let approvers = Tokens::new().token(env("TOLLGATE_TOKEN")?, Approver::new("alice"));
     let page = tollgate::approval::router(gate.clone(), approvers);
-    tokio::spawn(async move { axum::serve(listener, page).await });
+    let (end, ended) = tokio::sync::oneshot::channel::<()>();
+    let served = axum::serve(listener, page).with_graceful_shutdown(async { _ = ended.await });
+    let server = tokio::spawn(async move { served.await });
 
     // The agent's tools: searching runs at once, a refund needs a person.
     let policy = CapabilityTable::new().allow("search.web").ask(
@@ -46,5 +49,6 @@ async fn main() -> Result<(), BoxError> {
         Ok(output) => println!("{output}"),
         Err(refused) => println!("refused: {refused}"),
     }
-    Ok(())
+    _ = end.send(());
+    Ok(server.await??)
 }
