@@ -127,9 +127,12 @@ impl Answer {
         }
     }
 
-    /// `Not found` for an unknown or hidden request, for the page's title.
-    pub(super) fn is_not_found(&self) -> bool {
-        matches!(self, Answer::Gate(e) if e.kind() == ErrorKind::AccessRequestNotFound)
+    /// The stable code, e.g. `access_request_expired`.
+    pub(super) fn code(&self) -> &'static str {
+        match self {
+            Answer::Gate(error) => error.code(),
+            Answer::Api(kind, _) => kind.code(),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! The frame every approval page shares: the layout with its protective headers, the error
-//! page, and [`shown`], the one way caller or approver text enters a page.
+//! The frame every approval page shares: the layout with its protective headers, and
+//! [`shown`], the one way caller or approver text enters a page.
 
 use std::borrow::Cow;
 
@@ -8,36 +8,12 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_FRAME_OPTIONS
 use http::{HeaderName, HeaderValue, StatusCode};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::error::Answer;
 use crate::text::visible_lines;
 
 /// Text someone else chose, as a person should see it: hidden characters (controls, line
 /// separators, bidirectional overrides) shown escaped. The template escapes it for HTML.
 pub(super) fn shown(text: &str) -> Cow<'_, str> {
     visible_lines(text)
-}
-
-pub(super) fn error_page(answer: &Answer) -> Response {
-    let title = if answer.is_not_found() {
-        "No such request"
-    } else {
-        "Something went wrong"
-    };
-    let body = html! {
-        h1 { (title) }
-        p.error role="alert" { (shown(&in_words(answer))) }
-    };
-    layout(answer.status(), "tollgate", body)
-}
-
-/// The error in words, with its code: never a verification code.
-pub(super) fn in_words(answer: &Answer) -> String {
-    if answer.is_not_found() {
-        "That code does not match this request, or the request is unknown. (access_request_not_found)"
-            .into()
-    } else {
-        answer.to_string()
-    }
 }
 
 const STYLE: &str = "\
@@ -49,7 +25,7 @@ label{display:block;margin-top:.75rem}input,select,textarea{font:inherit;width:1
 input[type=radio]{width:auto}fieldset{margin-top:.75rem;border:1px solid #ccc}.choice{margin:.25rem 0}\
 button{font:inherit;padding:.6rem 1.2rem;margin-top:.75rem;border:0;border-radius:4px;cursor:pointer}\
 .approve{background:#1a7f37;color:#fff}.deny{background:#b42318;color:#fff}button.link{background:none;padding:0;margin:0;color:#0645ad;text-decoration:underline}\
-.error{background:#fdecea;padding:.5rem;border-radius:4px}.outcome{background:#eef6ee;padding:.5rem;border-radius:4px}\
+.error{background:#fdecea;padding:.5rem;border-radius:4px}.error-code{display:block;color:#6b6b6b;font:.75rem ui-monospace,monospace}.outcome{background:#eef6ee;padding:.5rem;border-radius:4px}\
 .meta{color:#555}footer{margin-top:2rem;color:#555;font-size:.9rem}";
 
 /// A whole page, with the headers that keep it out of caches, frames and other sites' hands.

@@ -58,6 +58,7 @@ mod error;
 mod html;
 mod page;
 mod sign_in;
+mod words;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

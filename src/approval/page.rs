@@ -25,8 +25,9 @@ use super::Shared;
 use super::api::{DenyBody, form_body, request_id};
 use super::approvers::Approver;
 use super::error::{Answer, ApiErrorKind};
-use super::html::{error_page, in_words, layout, shown};
+use super::html::{layout, shown};
 use super::sign_in::Mount;
+use super::words::{Asked, Problem};
 use crate::error::{Error, ErrorKind};
 use crate::gate::{Approval, Denial, Ends};
 use crate::request::{AccessRequest, Status};
@@ -60,7 +61,10 @@ impl Visit {
             Err(answer) if answer.is(ApiErrorKind::Unauthenticated) => {
                 Err(Box::new(self.mount.sign_in_form(None)))
             }
-            Err(answer) => Err(Box::new(error_page(answer))),
+            Err(answer) => {
+                let problem = Problem::of(answer, Asked::Page);
+                Err(Box::new(problem.page(Asked::Page, html! {})))
+            }
         }
     }
 }
@@ -74,7 +78,10 @@ pub(super) async fn list(State(api): State<Shared>, visit: Visit) -> Response {
     let now = SystemTime::now();
     let pending = match api.gate.pending_anywhere().await {
         Ok(pending) => pending,
-        Err(error) => return error_page(&error.into()),
+        Err(error) => {
+            let problem = Problem::of(&error.into(), Asked::Page);
+            return problem.page(Asked::Page, footer(&visit.mount, approver));
+        }
     };
     let pending: Vec<AccessRequest> = pending
         .into_iter()
@@ -113,7 +120,10 @@ pub(super) async fn show(
     };
     match visible(&api, approver, id).await {
         Ok((request, status)) => request_page(&api, &visit.mount, approver, &request, status, None),
-        Err(answer) => error_page(&answer),
+        Err(answer) => {
+            let problem = Problem::of(&answer, Asked::Page);
+            problem.page(Asked::Page, footer(&visit.mount, approver))
+        }
     }
 }
 
@@ -140,16 +150,34 @@ pub(super) async fn decide(
         Ok(approver) => approver,
         Err(page) => return *page,
     };
-    let (request, _) = match visible(&api, approver, id).await {
+    let mount = &visit.mount;
+    let (request, status) = match visible(&api, approver, id).await {
         Ok(found) => found,
-        Err(answer) => return error_page(&answer),
+        Err(answer) => {
+            let problem = Problem::of(&answer, Asked::Decision);
+            return problem.page(Asked::Decision, footer(mount, approver));
+        }
     };
     let id = request.id();
+    // Ended: said so whatever was typed. This approver sees the status on the page anyway, so
+    // nothing about the code is told, and the gate is not asked.
+    if let Some(ended) = ended(status) {
+        let problem = Problem::of(&ended, Asked::Decision);
+        return request_page(&api, mount, approver, &request, status, Some(&problem));
+    }
     let form = match form_body(form) {
+        Ok(form) if form.code.trim().is_empty() => {
+            let problem = Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Type the verification code from the alert first: approving and denying both need it.",
+                ApiErrorKind::InvalidBody.code(),
+            );
+            return request_page(&api, mount, approver, &request, status, Some(&problem));
+        }
         Ok(form) => form,
         Err(answer) => {
-            let (mount, pending) = (&visit.mount, Status::Pending);
-            return request_page(&api, mount, approver, &request, pending, Some(&answer));
+            let problem = Problem::of(&answer, Asked::Decision);
+            return request_page(&api, mount, approver, &request, status, Some(&problem));
         }
     };
     let decided = match form.action.as_str() {
@@ -194,16 +222,28 @@ pub(super) async fn decide(
                     .await
                     .map_or(Status::Pending, |(_, s)| s),
             };
-            request_page(
-                &api,
-                &visit.mount,
-                approver,
-                &request,
-                status,
-                Some(&answer),
-            )
+            // Ended meanwhile: what ended it, rather than a code that no longer matters.
+            let answer = match ended(status) {
+                Some(ended) if answer.code() == ErrorKind::AccessRequestNotFound.code() => ended,
+                _ => answer,
+            };
+            let problem = Problem::of(&answer, Asked::Decision);
+            request_page(&api, mount, approver, &request, status, Some(&problem))
         }
     }
+}
+
+/// What a decision on a request that has ended with `status` hears, as the gate answers one
+/// made with the right code; `None` while it is pending.
+fn ended(status: Status) -> Option<Answer> {
+    let kind = match status {
+        Status::Pending => return None,
+        Status::Expired => ErrorKind::AccessRequestExpired,
+        Status::Cancelled => ErrorKind::AccessRequestCancelled,
+        Status::Abandoned => ErrorKind::AccessRequestAbandoned,
+        _ => ErrorKind::AlreadyResolved,
+    };
+    Some(Error::new(kind).into())
 }
 
 /// Request `id`, if this approver may see it.
@@ -226,11 +266,11 @@ fn request_page(
     approver: &Approver,
     request: &AccessRequest,
     status: Status,
-    problem: Option<&Answer>,
+    problem: Option<&Problem>,
 ) -> Response {
     let approved_by = api.gate.approved_by(request.id());
     let now = SystemTime::now();
-    let status_code = problem.map_or(StatusCode::OK, Answer::status);
+    let status_code = problem.map_or(StatusCode::OK, Problem::status);
     let id = request.id().to_string();
     let mut rows = vec![
         ("Principal", request.principal()),
@@ -262,7 +302,7 @@ fn request_page(
             code { (shown(request.capability())) } "?"
         }
         @if let Some(problem) = problem {
-            p.error role="alert" { (shown(&in_words(problem))) }
+            (problem.markup())
         }
         dl {
             @for (name, value) in &rows {
