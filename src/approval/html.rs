@@ -25,7 +25,10 @@ label{display:block;margin-top:.75rem}input,select,textarea{font:inherit;width:1
 input[type=radio]{width:auto}fieldset{margin-top:.75rem;border:1px solid #ccc}.choice{margin:.25rem 0}\
 button{font:inherit;padding:.6rem 1.2rem;margin-top:.75rem;border:0;border-radius:4px;cursor:pointer}\
 .approve{background:#1a7f37;color:#fff}.deny{background:#b42318;color:#fff}button.link{background:none;padding:0;margin:0;color:#0645ad;text-decoration:underline}\
-.error{background:#fdecea;padding:.5rem;border-radius:4px}.error-code{display:block;color:#6b6b6b;font:.75rem ui-monospace,monospace}.outcome{background:#eef6ee;padding:.5rem;border-radius:4px}\
+.error{background:#fdecea;padding:.5rem;border-radius:4px}.error-code{display:block;color:#6b6b6b;font:.75rem ui-monospace,monospace}.outcome{padding:.5rem .75rem;border-radius:4px;border-left:4px solid}\
+.approved{background:#e7f4ea;border-color:#1a7f37}.denied{background:#fdecea;border-color:#b42318}\
+.ended{background:#efefef;border-color:#767676}.failed{background:#fff4e5;border-color:#b54708}\
+.counted{background:#eaf0fb;border-color:#2f5bb7}\
 .meta{color:#555}footer{margin-top:2rem;color:#555;font-size:.9rem}";
 
 /// A whole page, with the headers that keep it out of caches, frames and other sites' hands.

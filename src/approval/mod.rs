@@ -56,6 +56,7 @@ mod api;
 mod approvers;
 mod error;
 mod html;
+mod outcome;
 mod page;
 mod sign_in;
 mod words;

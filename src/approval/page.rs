@@ -26,10 +26,11 @@ use super::api::{DenyBody, form_body, request_id};
 use super::approvers::Approver;
 use super::error::{Answer, ApiErrorKind};
 use super::html::{layout, shown};
+use super::outcome::{Ending, approved, denied, heading};
 use super::sign_in::Mount;
 use super::words::{Asked, Problem};
 use crate::error::{Error, ErrorKind};
-use crate::gate::{Approval, Denial, Ends};
+use crate::gate::Ends;
 use crate::request::{AccessRequest, Status};
 use crate::scope::Scope;
 use crate::text::{hidden, pretty_args};
@@ -296,13 +297,21 @@ fn request_page(
             rows.push(("Approved so far", &so_far));
         }
     }
+    let ending = Ending::of(status);
     let body = html! {
-        h1 {
-            "May " span.who { (shown(request.principal())) } " use "
-            code { (shown(request.capability())) } "?"
+        @if let Some(ending) = &ending {
+            (heading(ending.word, request))
+        } @else {
+            h1 {
+                "May " span.who { (shown(request.principal())) } " use "
+                code { (shown(request.capability())) } "?"
+            }
         }
         @if let Some(problem) = problem {
             (problem.markup())
+        }
+        @if let Some(ending) = &ending {
+            (ending.markup())
         }
         dl {
             @for (name, value) in &rows {
@@ -312,16 +321,16 @@ fn request_page(
         }
         h2 { "Arguments" }
         pre { (shown(&pretty_args(request))) }
-        @if status.is_pending() {
+        @if ending.is_none() {
             (decision_form(mount, approver, request))
-        } @else {
-            p.outcome #outcome {
-                "This request is " strong { (status) } ": " (settled(status))
-            }
         }
         (footer(mount, approver))
     };
-    layout(status_code, request.capability(), body)
+    let title = match &ending {
+        Some(ending) => format!("{}: {}", ending.word, request.capability()),
+        None => request.capability().to_owned(),
+    };
+    layout(status_code, &title, body)
 }
 
 fn decision_form(mount: &Mount, approver: &Approver, request: &AccessRequest) -> Markup {
@@ -368,55 +377,6 @@ fn decision_form(mount: &Mount, approver: &Approver, request: &AccessRequest) ->
     }
 }
 
-fn approved(mount: &Mount, approval: &Approval) -> Response {
-    let request = approval.request();
-    if approval.outstanding() > 0 {
-        let outcome = html! {
-            "Your approval of " code { (shown(request.capability())) } " from "
-            (shown(request.principal())) " is counted. The call runs once "
-            (approval.outstanding()) " more of its approvers approve."
-        };
-        return decided_page(mount, "Approval counted", outcome);
-    }
-    let principal = shown(request.principal());
-    let covered = match approval.scope() {
-        Scope::Once => html! {}, // no rule
-        Scope::Value => html! { "The same call with the same arguments passes" },
-        Scope::Session => html! { "Its calls in this session pass" },
-        Scope::Capability => html! { "Its calls from " (principal) " pass" },
-        Scope::Global => html! { "Its calls from everyone pass" },
-    };
-    let outcome = html! {
-        "The call " code { (shown(request.capability())) } " from " (principal) " is running"
-        @if approval.edit().is_some() { " with the arguments you edited" }
-        "."
-        @match approval.rule() {
-            Some(rule) => { " " (covered) " without asking until " (rfc3339(rule.expires_at())) "." }
-            None => { " Only this call was approved." }
-        }
-    };
-    decided_page(mount, "Approved", outcome)
-}
-
-fn denied(mount: &Mount, denial: &Denial) -> Response {
-    let request = denial.request();
-    let outcome = html! {
-        "The call " code { (shown(request.capability())) } " from " (shown(request.principal()))
-        " was denied and did not run."
-    };
-    decided_page(mount, "Denied", outcome)
-}
-
-/// The page after a decision: what happened, and the way back.
-fn decided_page(mount: &Mount, title: &str, outcome: Markup) -> Response {
-    let body = html! {
-        h1 { (title) }
-        p.outcome #outcome { (outcome) }
-        p { a href=(shown(mount.home())) { "Back to the list" } }
-    };
-    layout(StatusCode::OK, title, body)
-}
-
 fn footer(mount: &Mount, approver: &Approver) -> Markup {
     html! {
         footer {
@@ -445,19 +405,6 @@ fn scope_text(scope: Scope) -> &'static str {
         Scope::Session => "Any arguments, in this session",
         Scope::Capability => "Any arguments, from this principal",
         Scope::Global => "Any arguments, from everyone",
-    }
-}
-
-fn settled(status: Status) -> &'static str {
-    match status {
-        Status::Approved | Status::Executing => "it was approved and runs",
-        Status::Executed => "it was approved and ran",
-        Status::Failed => "it did not complete",
-        Status::Denied => "it was denied and did not run",
-        Status::Expired => "nobody decided in time; the call did not run",
-        Status::Cancelled => "the caller went away; the call did not run",
-        Status::Abandoned => "the gate stopped before a decision; the call did not run",
-        _ => "it can no longer be decided",
     }
 }
 

@@ -26,6 +26,7 @@ use tower::{Layer, ServiceExt};
 use support::{Tools, code, policy, refund};
 
 mod not_found;
+mod outcomes;
 
 const TOKEN: &str = "alice-browser-token-0123456789";
 /// bob decides `fs.*` only: refunds are hidden from him.
