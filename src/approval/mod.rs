@@ -55,6 +55,7 @@
 mod api;
 mod approvers;
 mod error;
+mod form;
 mod html;
 mod outcome;
 mod page;

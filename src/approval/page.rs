@@ -9,8 +9,7 @@
 //! too.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Form;
 use axum::extract::rejection::{FormRejection, PathRejection};
@@ -19,21 +18,19 @@ use axum::response::Response;
 use http::StatusCode;
 use http::request::Parts;
 use maud::{Markup, html};
-use serde::Deserialize;
 
 use super::Shared;
 use super::api::{DenyBody, form_body, request_id};
 use super::approvers::Approver;
 use super::error::{Answer, ApiErrorKind};
+use super::form::{DecisionForm, decision_form};
 use super::html::{layout, shown};
 use super::outcome::{Ending, approved, denied, heading};
 use super::sign_in::Mount;
 use super::words::{Asked, Problem};
 use crate::error::{Error, ErrorKind};
-use crate::gate::Ends;
 use crate::request::{AccessRequest, Status};
-use crate::scope::Scope;
-use crate::text::{hidden, pretty_args};
+use crate::text::pretty_args;
 use crate::time::{human_duration, rfc3339};
 
 /// Who is looking, on which page.
@@ -128,18 +125,6 @@ pub(super) async fn show(
     }
 }
 
-/// What the decision form sends.
-#[derive(Deserialize)]
-pub(super) struct DecisionForm {
-    code: String,
-    action: String,
-    scope: Option<Scope>,
-    ttl_secs: Option<u64>,
-    reason: Option<String>,
-    /// The arguments as the approver left them, on an editable request.
-    args: Option<String>,
-}
-
 /// `POST /{id}`: approve or deny, then show the outcome.
 pub(super) async fn decide(
     State(api): State<Shared>,
@@ -183,10 +168,7 @@ pub(super) async fn decide(
     };
     let decided = match form.action.as_str() {
         "approve" => {
-            let scope = form.scope.unwrap_or(Scope::Once);
-            let ends = form
-                .ttl_secs
-                .map(|secs| Ends::After(Duration::from_secs(secs)));
+            let (scope, ends) = (form.scope(), form.ends());
             // Parsed strictly by the gate, once the code is verified.
             let edit = form.args.map(String::into_boxed_str);
             api.approve(approver, id, form.code, scope, ends, edit)
@@ -333,50 +315,6 @@ fn request_page(
     layout(status_code, &title, body)
 }
 
-fn decision_form(mount: &Mount, approver: &Approver, request: &AccessRequest) -> Markup {
-    let widest = request.max_scope().min(approver.widest_scope());
-    let offered = Scope::ALL.iter().copied().filter(|&scope| {
-        scope <= widest && (scope != Scope::Session || request.session().is_some())
-    });
-    html! {
-        form method="post" action={ (shown(&mount.prefix)) "/" (request.id()) } {
-            label for="code" { "Verification code" }
-            input #code name="code" required autocomplete="one-time-code"
-                autocapitalize="characters" spellcheck="false";
-            fieldset {
-                legend { "Approve for" }
-                @for scope in offered {
-                    label.choice {
-                        input type="radio" name="scope" id={ "scope-" (scope) } value=(scope)
-                            checked[scope == Scope::Once];
-                        " " @if scope == Scope::Value && request.key_fields().is_some() {
-                            (shown(&capitalized(&crate::text::value_covers(request))))
-                        } @else {
-                            (scope_text(scope))
-                        }
-                    }
-                }
-            }
-            @if request.editable() {
-                label for="args" { "Arguments to approve (change them to run the call differently)" }
-                textarea #args name="args" rows="6" spellcheck="false" { (editable_args(request)) }
-            }
-            @if widest > Scope::Once {
-                label for="ttl" { "A wider approval lasts" }
-                select #ttl name="ttl_secs" {
-                    @for (secs, label) in ttl_choices(request.max_rule_ttl()) {
-                        option value=(secs) { (label) }
-                    }
-                }
-            }
-            button #approve .approve type="submit" name="action" value="approve" { "Approve" }
-            label for="reason" { "Reason for denying (told to the caller)" }
-            textarea #reason name="reason" rows="2" {}
-            button #deny .deny type="submit" name="action" value="deny" { "Deny" }
-        }
-    }
-}
-
 fn footer(mount: &Mount, approver: &Approver) -> Markup {
     html! {
         footer {
@@ -389,43 +327,6 @@ fn footer(mount: &Mount, approver: &Approver) -> Markup {
     }
 }
 
-/// `text` with its first letter upper case.
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
-}
-
-fn scope_text(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Once => "Just this call",
-        Scope::Value => "The same call with the same arguments",
-        Scope::Session => "Any arguments, in this session",
-        Scope::Capability => "Any arguments, from this principal",
-        Scope::Global => "Any arguments, from everyone",
-    }
-}
-
-/// The rule lengths offered, shortest first, up to what the request allows.
-fn ttl_choices(max: Duration) -> Vec<(u64, String)> {
-    const CHOICES: [u64; 6] = [15 * 60, 3600, 8 * 3600, 86_400, 7 * 86_400, 30 * 86_400];
-    let max_secs = max.as_secs();
-    let mut choices: Vec<(u64, String)> = CHOICES
-        .into_iter()
-        .filter(|&secs| secs < max_secs)
-        .map(|secs| (secs, human_duration(Duration::from_secs(secs))))
-        .collect();
-    let longest = if max_secs >= 100 * 365 * 86_400 {
-        "no limit".to_owned()
-    } else {
-        human_duration(max)
-    };
-    choices.push((max_secs, longest));
-    choices
-}
-
 fn time_left(request: &AccessRequest, now: SystemTime) -> String {
     match request.expires_at().duration_since(now) {
         Ok(left) => format!(
@@ -435,25 +336,4 @@ fn time_left(request: &AccessRequest, now: SystemTime) -> String {
         ),
         Err(_) => "expiring now".into(),
     }
-}
-
-/// The arguments as pretty JSON an approver can edit and send back: characters that
-/// [`visible`](crate::notify::visible) would escape are written as JSON escapes (`\u202e`),
-/// which show what they are and parse back to the same arguments. (serde_json escapes the C0
-/// controls itself; the rest can only stand inside strings.)
-fn editable_args(request: &AccessRequest) -> String {
-    let pretty = serde_json::to_string_pretty(&request.args())
-        .unwrap_or_else(|_| request.args_json().into());
-    let mut shown = String::with_capacity(pretty.len());
-    for c in pretty.chars() {
-        if c != '\n' && hidden(c) {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                let _ = write!(shown, "\\u{unit:04x}");
-            }
-        } else {
-            shown.push(c);
-        }
-    }
-    shown
 }

@@ -25,6 +25,7 @@ use tower::{Layer, ServiceExt};
 
 use support::{Tools, code, policy, refund};
 
+mod form;
 mod not_found;
 mod outcomes;
 

@@ -1,0 +1,100 @@
+//! The decision form as a first-time approver reads it: where the code comes from, why denying
+//! needs it too, and the rule length only where it applies.
+
+use std::time::Duration;
+
+use fantoccini::Locator;
+use tollgate::Status;
+
+use super::{BROWSER, browser, click, open_and_sign_in, server, style_at, text_at, type_into};
+
+#[tokio::test]
+async fn the_form_says_where_the_code_comes_from_and_why_deny_needs_it() {
+    let _one = BROWSER.lock().await;
+    let srv = server(Duration::from_secs(300)).await;
+    let (task, alert) = srv.park(40).await;
+    let browser = browser().await;
+    open_and_sign_in(&browser, &alert).await;
+
+    let code = browser.find(Locator::Id("code")).await.unwrap();
+    let described = code.attr("aria-describedby").await.unwrap().unwrap();
+    let hint = browser.find(Locator::Id(&described)).await.unwrap();
+    assert!(hint.is_displayed().await.unwrap());
+    let hint = hint.text().await.unwrap();
+    assert!(hint.contains("alert"), "{hint}");
+    for channel in ["terminal", "email", "chat"] {
+        assert!(hint.contains(channel), "{hint}");
+    }
+    let deny = text_at(&browser, "#deny-hint").await;
+    assert!(deny.contains("code"), "{deny}");
+    assert!(deny.contains("saw this alert"), "{deny}");
+
+    // Without the browser's own check, an empty code is answered in words, and nothing is
+    // decided or counted.
+    browser
+        .execute(
+            "document.getElementById('code').removeAttribute('required')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    click(&browser, "deny").await;
+    let problem = browser
+        .wait()
+        .for_element(Locator::Css("p.error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        problem.contains("Type the verification code from the alert"),
+        "{problem}"
+    );
+    let id = alert.request().id();
+    assert_eq!(srv.gate.status(id).unwrap(), Status::Pending);
+    assert_eq!(srv.gate.stats().wrong_codes, 0);
+    task.abort();
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_rule_length_shows_only_for_an_approval_wider_than_this_call() {
+    let _one = BROWSER.lock().await;
+    let srv = server(Duration::from_secs(300)).await;
+    let (task, alert) = srv.park(41).await;
+    let browser = browser().await;
+    open_and_sign_in(&browser, &alert).await;
+
+    let ttl = browser.find(Locator::Id("ttl")).await.unwrap();
+    assert!(!ttl.is_displayed().await.unwrap());
+    click(&browser, "scope-value").await;
+    assert!(ttl.is_displayed().await.unwrap());
+    click(&browser, "scope-once").await;
+    assert!(!ttl.is_displayed().await.unwrap());
+    assert_eq!(style_at(&browser, "#ttl-choice", "display").await, "none");
+
+    // The hidden field is still sent; for `once` the server ignores it, even a length this
+    // request would refuse for a rule (at most an hour).
+    browser
+        .execute(
+            "const o = document.querySelector('#ttl option'); o.value = '99999999'; o.selected = true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    type_into(&browser, "code", alert.code().reveal()).await;
+    click(&browser, "approve").await;
+    let outcome = browser
+        .wait()
+        .for_element(Locator::Id("outcome"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(outcome.contains("Only this call was approved"), "{outcome}");
+    task.await.unwrap().unwrap();
+    assert!(srv.gate.rules().is_empty());
+    browser.close().await.unwrap();
+}
