@@ -9,13 +9,13 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::approvers::Approver;
+use super::clock::spoken;
 use super::html::shown;
 use super::sign_in::Mount;
 use crate::gate::Ends;
 use crate::request::AccessRequest;
 use crate::scope::Scope;
 use crate::text::{hidden, value_covers};
-use crate::time::human_duration;
 
 /// What the decision form sends.
 #[derive(Deserialize)]
@@ -133,12 +133,12 @@ fn ttl_choices(max: Duration) -> Vec<(u64, String)> {
     let mut choices: Vec<(u64, String)> = CHOICES
         .into_iter()
         .filter(|&secs| secs < max_secs)
-        .map(|secs| (secs, human_duration(Duration::from_secs(secs))))
+        .map(|secs| (secs, spoken(Duration::from_secs(secs))))
         .collect();
     let longest = if max_secs >= 100 * 365 * 86_400 {
         "no limit".to_owned()
     } else {
-        human_duration(max)
+        spoken(max)
     };
     choices.push((max_secs, longest));
     choices

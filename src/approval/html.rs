@@ -29,7 +29,8 @@ button{font:inherit;padding:.6rem 1.2rem;margin-top:.75rem;border:0;border-radiu
 .approved{background:#e7f4ea;border-color:#1a7f37}.denied{background:#fdecea;border-color:#b42318}\
 .ended{background:#efefef;border-color:#767676}.failed{background:#fff4e5;border-color:#b54708}\
 .counted{background:#eaf0fb;border-color:#2f5bb7}\
-.meta{color:#555}.hint{margin:.25rem 0;color:#555;font-size:.9rem}\
+.meta{color:#555}.requests{padding:0;list-style:none}.request{margin:0 0 1rem;padding:.5rem 0;border-bottom:1px solid #ddd}\
+.request p{margin:.2rem 0}.args code{font-size:.9rem}.hint{margin:.25rem 0;color:#555;font-size:.9rem}\
 form:has(#scope-once:checked) .ttl{display:none}footer{margin-top:2rem;color:#555;font-size:.9rem}";
 
 /// A whole page, with the headers that keep it out of caches, frames and other sites' hands.

@@ -54,6 +54,7 @@
 
 mod api;
 mod approvers;
+mod clock;
 mod error;
 mod form;
 mod html;

@@ -2,16 +2,18 @@
 //! starts with what happened, and a box coloured by it (approved green, denied red, ended
 //! without a decision grey, failed amber), after a decision and whenever the page is opened again.
 
+use std::time::SystemTime;
+
 use axum::response::Response;
 use http::StatusCode;
 use maud::{Markup, html};
 
+use super::clock::until;
 use super::html::{layout, shown};
 use super::sign_in::Mount;
 use crate::gate::{Approval, Denial};
 use crate::request::{AccessRequest, Status};
 use crate::scope::Scope;
-use crate::time::rfc3339;
 
 /// What happened, as the outcome box's class and colour say it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -148,7 +150,9 @@ pub(super) fn approved(mount: &Mount, approval: &Approval) -> Response {
         @if approval.edit().is_some() { " with the arguments you edited" }
         "."
         @match approval.rule() {
-            Some(rule) => { " " (covered) " without asking until " (rfc3339(rule.expires_at())) "." }
+            Some(rule) => {
+                " " (covered) " without asking until " (until(rule.expires_at(), SystemTime::now())) "."
+            }
             None => { " Only this call was approved." }
         }
     };

@@ -22,6 +22,7 @@ use maud::{Markup, html};
 use super::Shared;
 use super::api::{DenyBody, form_body, request_id};
 use super::approvers::Approver;
+use super::clock::{how_long, when};
 use super::error::{Answer, ApiErrorKind};
 use super::form::{DecisionForm, decision_form};
 use super::html::{layout, shown};
@@ -31,7 +32,6 @@ use super::words::{Asked, Problem};
 use crate::error::{Error, ErrorKind};
 use crate::request::{AccessRequest, Status};
 use crate::text::pretty_args;
-use crate::time::{human_duration, rfc3339};
 
 /// Who is looking, on which page.
 pub(super) struct Visit {
@@ -86,6 +86,7 @@ pub(super) async fn list(State(api): State<Shared>, visit: Visit) -> Response {
         .filter(|request| approver.may_see(request))
         .collect();
     let prefix = shown(&visit.mount.prefix);
+    // Enough of each to tell two calls of one capability apart: arguments, reason and age.
     let body = html! {
         h1 { "Waiting for you" }
         @if pending.is_empty() {
@@ -93,10 +94,17 @@ pub(super) async fn list(State(api): State<Shared>, visit: Visit) -> Response {
         } @else {
             ul.requests {
                 @for request in &pending {
-                    li {
+                    li.request {
                         a href={ (prefix) "/" (request.id()) } { code { (shown(request.capability())) } }
-                        " "
-                        span.meta { "by " (shown(request.principal())) ", " (time_left(request, now)) }
+                        p.meta {
+                            "from " span.who { (shown(request.principal())) }
+                            " · asked " (how_long(request.created_at(), now))
+                            " · expires " (how_long(request.expires_at(), now))
+                        }
+                        p.args { code { (shown(&summary(request))) } }
+                        @if let Some(reason) = request.reason() {
+                            p.reason { "Reason: " (shown(reason)) }
+                        }
                     }
                 }
             }
@@ -254,29 +262,30 @@ fn request_page(
     let approved_by = api.gate.approved_by(request.id());
     let now = SystemTime::now();
     let status_code = problem.map_or(StatusCode::OK, Problem::status);
-    let id = request.id().to_string();
+    let text = |text: &str| html! { (shown(text)) };
     let mut rows = vec![
-        ("Principal", request.principal()),
-        ("Session", request.session().unwrap_or("none")),
-        ("Reason given", request.reason().unwrap_or("none")),
-        ("Why you are asked", request.reasoning()),
-        ("Request", &id),
+        ("Principal", text(request.principal())),
+        ("Session", text(request.session().unwrap_or("none"))),
+        ("Reason given", text(request.reason().unwrap_or("none"))),
+        ("Why you are asked", text(request.reasoning())),
+        ("Asked", when(request.created_at(), now)),
     ];
-    let left = time_left(request, now);
     if status.is_pending() {
-        rows.push(("Time left", &left));
+        rows.push(("Expires", when(request.expires_at(), now)));
     }
-    let (needed, so_far);
+    rows.push(("Request", html! { code { (request.id()) } }));
     if request.quorum() > 1 {
         let named = request.approvers().unwrap_or_default().join(", ");
-        needed = format!("{} of {named}", request.quorum());
-        rows.push(("Approvers needed", &needed));
+        rows.push((
+            "Approvers needed",
+            text(&format!("{} of {named}", request.quorum())),
+        ));
         if status.is_pending() {
-            so_far = match &approved_by[..] {
+            let so_far = match &approved_by[..] {
                 [] => "nobody yet".to_owned(),
                 names => names.join(", "),
             };
-            rows.push(("Approved so far", &so_far));
+            rows.push(("Approved so far", text(&so_far)));
         }
     }
     let ending = Ending::of(status);
@@ -298,7 +307,7 @@ fn request_page(
         dl {
             @for (name, value) in &rows {
                 dt { (name) }
-                dd { (shown(value)) }
+                dd { (value) }
             }
         }
         h2 { "Arguments" }
@@ -327,13 +336,12 @@ fn footer(mount: &Mount, approver: &Approver) -> Markup {
     }
 }
 
-fn time_left(request: &AccessRequest, now: SystemTime) -> String {
-    match request.expires_at().duration_since(now) {
-        Ok(left) => format!(
-            "{} left (until {})",
-            human_duration(left),
-            rfc3339(request.expires_at())
-        ),
-        Err(_) => "expiring now".into(),
+/// The arguments on one line, cut short: a list shows many requests.
+fn summary(request: &AccessRequest) -> String {
+    const LONGEST: usize = 120;
+    let args = request.args_json();
+    match args.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("{}…", &args[..cut]),
+        None => args.to_owned(),
     }
 }

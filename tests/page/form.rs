@@ -1,5 +1,5 @@
 //! The decision form as a first-time approver reads it: where the code comes from, why denying
-//! needs it too, and the rule length only where it applies.
+//! needs it too, the rule length only where it applies, and times a person can read.
 
 use std::time::Duration;
 
@@ -96,5 +96,45 @@ async fn the_rule_length_shows_only_for_an_approval_wider_than_this_call() {
     assert!(outcome.contains("Only this call was approved"), "{outcome}");
     task.await.unwrap().unwrap();
     assert!(srv.gate.rules().is_empty());
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn times_say_how_long_ago_and_how_long_left_beside_utc() {
+    let _one = BROWSER.lock().await;
+    let srv = server(Duration::from_secs(300)).await;
+    let (task, alert) = srv.park(42).await;
+    let browser = browser().await;
+    open_and_sign_in(&browser, &alert).await;
+
+    let times = browser.find_all(Locator::Css("dd time")).await.unwrap();
+    assert_eq!(times.len(), 2, "when it was asked and when it expires");
+    let mut shown = Vec::new();
+    for time in times {
+        let at = time.attr("datetime").await.unwrap().unwrap();
+        assert!(at.ends_with('Z') && at.len() == 20, "{at}");
+        shown.push(time.text().await.unwrap());
+    }
+    let [asked, expires] = &shown[..] else {
+        unreachable!()
+    };
+    assert!(
+        asked.contains(" ago, at ") || asked.starts_with("just now, at "),
+        "{asked}"
+    );
+    assert!(asked.ends_with(" UTC"), "{asked}");
+    assert!(
+        expires.starts_with("in 4 min") || expires.starts_with("in 5 min"),
+        "{expires}"
+    );
+    assert!(
+        expires.contains(", at ") && expires.ends_with(" UTC"),
+        "{expires}"
+    );
+    assert!(
+        !browser.source().await.unwrap().contains("left (until"),
+        "no bare ISO time"
+    );
+    task.abort();
     browser.close().await.unwrap();
 }

@@ -26,6 +26,7 @@ use tower::{Layer, ServiceExt};
 use support::{Tools, code, policy, refund};
 
 mod form;
+mod list;
 mod not_found;
 mod outcomes;
 
@@ -211,7 +212,7 @@ async fn a_person_approves_from_the_page_and_the_parked_call_returns() {
         "customer ticket #4421",
         "refunds move money",
         "\"amount\": 30",
-        "left",
+        "Expires",
     ] {
         assert!(source.contains(shown), "the page shows {shown}");
     }
