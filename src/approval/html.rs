@@ -16,22 +16,9 @@ pub(super) fn shown(text: &str) -> Cow<'_, str> {
     visible_lines(text)
 }
 
-const STYLE: &str = "\
-body{font:16px/1.5 system-ui,sans-serif;margin:0 auto;max-width:40rem;padding:1rem;color:#1b1b1b;background:#fff}\
-h1{font-size:1.4rem;line-height:1.3}code,pre{font-family:ui-monospace,monospace}\
-pre{background:#f4f4f4;padding:.75rem;overflow-x:auto;border-radius:4px}\
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}dt{color:#555}dd{margin:0;overflow-wrap:anywhere}\
-label{display:block;margin-top:.75rem}input,select,textarea{font:inherit;width:100%;box-sizing:border-box;padding:.5rem}\
-input[type=radio]{width:auto}fieldset{margin-top:.75rem;border:1px solid #ccc}.choice{margin:.25rem 0}\
-button{font:inherit;padding:.6rem 1.2rem;margin-top:.75rem;border:0;border-radius:4px;cursor:pointer}\
-.approve{background:#1a7f37;color:#fff}.deny{background:#b42318;color:#fff}button.link{background:none;padding:0;margin:0;color:#0645ad;text-decoration:underline}\
-.error{background:#fdecea;padding:.5rem;border-radius:4px}.error-code{display:block;color:#6b6b6b;font:.75rem ui-monospace,monospace}.outcome{padding:.5rem .75rem;border-radius:4px;border-left:4px solid}\
-.approved{background:#e7f4ea;border-color:#1a7f37}.denied{background:#fdecea;border-color:#b42318}\
-.ended{background:#efefef;border-color:#767676}.failed{background:#fff4e5;border-color:#b54708}\
-.counted{background:#eaf0fb;border-color:#2f5bb7}\
-.meta{color:#555}.requests{padding:0;list-style:none}.request{margin:0 0 1rem;padding:.5rem 0;border-bottom:1px solid #ddd}\
-.request p{margin:.2rem 0}.args code{font-size:.9rem}.hint{margin:.25rem 0;color:#555;font-size:.9rem}\
-form:has(#scope-once:checked) .ttl{display:none}footer{margin-top:2rem;color:#555;font-size:.9rem}";
+/// The one style sheet, inline (the page loads nothing else). Long words wrap anywhere, so caller
+/// text no break can split (ids, paths, arguments) never makes a page wider than a phone.
+const STYLE: &str = include_str!("page.css");
 
 /// A whole page, with the headers that keep it out of caches, frames and other sites' hands.
 pub(super) fn layout(status: StatusCode, title: &str, body: Markup) -> Response {

@@ -273,7 +273,7 @@ fn request_page(
     if status.is_pending() {
         rows.push(("Expires", when(request.expires_at(), now)));
     }
-    rows.push(("Request", html! { code { (request.id()) } }));
+    rows.push(("Request", html! { code.id { (request.id()) } }));
     if request.quorum() > 1 {
         let named = request.approvers().unwrap_or_default().join(", ");
         rows.push((

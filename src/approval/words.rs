@@ -121,7 +121,7 @@ fn gate_words(kind: ErrorKind, asked: Asked) -> &'static str {
         // Opening a page shows no code, so saying there is no such request gives nothing away;
         // a request this approver may not decide reads the same.
         ErrorKind::AccessRequestNotFound => {
-            "No request at this address is waiting for you. Check the address against the link in the alert: it may be mistyped or cut short. Requests you may not decide are not shown here, and ended ones are forgotten after a while."
+            "No request at this address is waiting for you. Check the address against the link in the alert: it may be mistyped or cut short. Requests you may not decide are not shown here, and one that ended long ago may no longer be kept."
         }
         ErrorKind::AccessRequestDenied => "This request was denied; the call did not run.",
         ErrorKind::AccessRequestExpired => {

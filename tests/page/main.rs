@@ -25,6 +25,7 @@ use tower::{Layer, ServiceExt};
 
 use support::{Tools, code, policy, refund};
 
+mod fit;
 mod form;
 mod list;
 mod not_found;
