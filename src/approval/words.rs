@@ -3,11 +3,12 @@
 
 use std::borrow::Cow;
 
-use axum::response::Response;
-use http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use http::header::ACCEPT;
+use http::{HeaderMap, StatusCode};
 use maud::{Markup, html};
 
-use super::error::{Answer, ApiErrorKind};
+use super::error::{Answer, ApiErrorKind, unexplained};
 use super::html::{layout, shown};
 use crate::error::ErrorKind;
 
@@ -97,6 +98,26 @@ impl Problem {
             }
         }
     }
+}
+
+/// Gives answers made outside the routes the form every route's answers have: for a browser,
+/// which asks for HTML, a page in words (a form sent from another site, a body too large, a
+/// timeout); for everyone else the JSON error. The status is kept.
+pub(super) async fn explain(headers: HeaderMap, response: Response) -> Response {
+    let Some(answer) = unexplained(&response) else {
+        return response;
+    };
+    let browser = headers
+        .get(ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    let mut explained = if browser {
+        Problem::of(&answer, Asked::Page).page(Asked::Page, html! {})
+    } else {
+        answer.into_response()
+    };
+    *explained.status_mut() = response.status();
+    explained
 }
 
 /// Kinds whose detail tells the person something they can act on: which scope or length, why

@@ -30,6 +30,7 @@ mod form;
 mod list;
 mod not_found;
 mod outcomes;
+mod refused;
 
 const TOKEN: &str = "alice-browser-token-0123456789";
 /// bob decides `fs.*` only: refunds are hidden from him.
