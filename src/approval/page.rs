@@ -1,4 +1,5 @@
-//! The approval page: plain server-rendered HTML, a little inline CSS, no JavaScript.
+//! The approval page's routes: the list of pending requests, a request's page, and the decision
+//! its form sends. Plain server-rendered HTML, one inline style sheet, no JavaScript.
 //!
 //! Only a `POST` decides, so mail scanners that open links decide nothing. Forms from other sites
 //! are refused by the router's cross-site check, the sign-in cookie is `SameSite=Strict`, and the
@@ -6,7 +7,8 @@
 //!
 //! Pages are [`maud`] templates: text is escaped as it goes in, and whatever a caller or an
 //! approver chose goes through `shown` (in `html.rs`) first, so hidden characters are visible
-//! too.
+//! too. The form is in `form.rs`, how a request ended in `outcome.rs`, times in `clock.rs`, and
+//! what went wrong in `words.rs`.
 
 use std::convert::Infallible;
 use std::time::SystemTime;
@@ -214,9 +216,13 @@ pub(super) async fn decide(
                     .map_or(Status::Pending, |(_, s)| s),
             };
             // Ended meanwhile: what ended it, rather than a code that no longer matters.
-            let answer = match ended(status) {
-                Some(ended) if answer.code() == ErrorKind::AccessRequestNotFound.code() => ended,
-                _ => answer,
+            let answer = match (ended(status), answer) {
+                (Some(ended), Answer::Gate(error))
+                    if error.kind() == ErrorKind::AccessRequestNotFound =>
+                {
+                    ended
+                }
+                (_, answer) => answer,
             };
             let problem = Problem::of(&answer, Asked::Decision);
             request_page(&api, mount, approver, &request, status, Some(&problem))

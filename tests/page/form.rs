@@ -6,7 +6,10 @@ use std::time::Duration;
 use fantoccini::Locator;
 use tollgate::Status;
 
-use super::{BROWSER, browser, click, open_and_sign_in, server, style_at, text_at, type_into};
+use super::{
+    BROWSER, browser, click, open_and_sign_in, problem, server, style_at, text_at, text_of,
+    type_into, wait_for,
+};
 
 #[tokio::test]
 async fn the_form_says_where_the_code_comes_from_and_why_deny_needs_it() {
@@ -39,14 +42,7 @@ async fn the_form_says_where_the_code_comes_from_and_why_deny_needs_it() {
         .await
         .unwrap();
     click(&browser, "deny").await;
-    let problem = browser
-        .wait()
-        .for_element(Locator::Css("p.error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (problem, _) = problem(&browser).await;
     assert!(
         problem.contains("Type the verification code from the alert"),
         "{problem}"
@@ -85,14 +81,8 @@ async fn the_rule_length_shows_only_for_an_approval_wider_than_this_call() {
         .unwrap();
     type_into(&browser, "code", alert.code().reveal()).await;
     click(&browser, "approve").await;
-    let outcome = browser
-        .wait()
-        .for_element(Locator::Id("outcome"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    wait_for(&browser, "outcome").await;
+    let outcome = text_of(&browser, "outcome").await;
     assert!(outcome.contains("Only this call was approved"), "{outcome}");
     task.await.unwrap().unwrap();
     assert!(srv.gate.rules().is_empty());

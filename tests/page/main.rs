@@ -188,6 +188,17 @@ async fn style_at(browser: &Client, css: &str, property: &str) -> String {
         .unwrap()
 }
 
+/// The problem the next page shows, once it shows one: its words, and the code beside them.
+async fn problem(browser: &Client) -> (String, String) {
+    browser
+        .wait()
+        .for_element(Locator::Css("p.error"))
+        .await
+        .unwrap();
+    let code = text_at(browser, "p.error .error-code").await;
+    (text_at(browser, "p.error").await, code)
+}
+
 async fn text_of(browser: &Client, id: &str) -> String {
     browser
         .find(Locator::Id(id))
@@ -236,14 +247,7 @@ async fn a_person_approves_from_the_page_and_the_parked_call_returns() {
     // A wrong code: the form again, saying so, and nothing decided.
     type_into(&browser, "code", "00000000").await;
     click(&browser, "approve").await;
-    let error = browser
-        .wait()
-        .for_element(Locator::Css(".error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (error, _) = problem(&browser).await;
     assert!(error.contains("does not match"), "{error}");
     assert_eq!(
         srv.gate.status(alert.request().id()).unwrap(),
@@ -393,14 +397,7 @@ async fn a_person_edits_the_arguments_on_the_page_and_the_edited_call_runs() {
     field.send_keys(&edit(5000)).await.unwrap();
     type_into(&browser, "code", alert.code().reveal()).await;
     click(&browser, "approve").await;
-    let problem = browser
-        .wait()
-        .for_element(Locator::Css("p.error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (problem, _) = problem(&browser).await;
     assert!(problem.contains("finance"), "{problem}");
     assert_eq!(tools.total(), 0);
 

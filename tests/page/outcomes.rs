@@ -8,7 +8,7 @@ use tollgate::notify::Alert;
 use tollgate::{Deny, Status};
 
 use super::{
-    BROWSER, Server, browser, click, open, open_and_sign_in, server, style_at, text_at, text_of,
+    BROWSER, Server, browser, click, open, open_and_sign_in, problem, server, text_at, text_of,
     type_into, wait_for,
 };
 
@@ -24,26 +24,33 @@ pub(super) async fn expire(srv: &Server, alert: &Alert) {
     assert_eq!(status.unwrap(), Status::Expired);
 }
 
-/// The outcome box's classes and its background as `[r, g, b]`.
-async fn outcome_box(browser: &Client) -> (String, [u8; 3]) {
-    let classes = browser
-        .find(Locator::Id("outcome"))
-        .await
-        .unwrap()
-        .attr("class")
-        .await
-        .unwrap()
-        .unwrap_or_default();
-    let colour = style_at(browser, "#outcome", "background-color").await;
-    let channels: Vec<u8> = colour
-        .trim_start_matches("rgba(")
-        .trim_start_matches("rgb(")
-        .trim_end_matches(')')
-        .split(',')
-        .take(3)
-        .map(|c| c.trim().parse().unwrap())
-        .collect();
-    (classes, [channels[0], channels[1], channels[2]])
+/// Checks that the page shown is titled `{word}: payments.refund from agent-7` over an outcome
+/// box of class `class` whose background `looks` right; then the same once the request's page
+/// is opened again.
+async fn shows_ending(
+    browser: &Client,
+    alert: &Alert,
+    (word, class): (&str, &str),
+    looks: fn([u8; 3]) -> bool,
+) {
+    for _ in 0..2 {
+        let heading = text_at(browser, "h1").await;
+        assert_eq!(heading, format!("{word}: payments.refund from agent-7"));
+        let outcome = browser.find(Locator::Id("outcome")).await.unwrap();
+        let classes = outcome.attr("class").await.unwrap().unwrap_or_default();
+        assert!(classes.split(' ').any(|c| c == class), "{classes}");
+        let colour = outcome.css_value("background-color").await.unwrap();
+        let rgb: Vec<u8> = colour
+            .trim_start_matches("rgba(")
+            .trim_start_matches("rgb(")
+            .trim_end_matches(')')
+            .split(',')
+            .take(3)
+            .map(|c| c.trim().parse().unwrap())
+            .collect();
+        assert!(looks([rgb[0], rgb[1], rgb[2]]), "{word}: {colour}");
+        open(browser, alert).await;
+    }
 }
 
 #[tokio::test]
@@ -64,15 +71,7 @@ async fn each_outcome_has_its_own_heading_and_colour() {
     click(&browser, "approve").await;
     wait_for(&browser, "outcome").await;
     let green = |[r, g, b]: [u8; 3]| g > r && g > b;
-    for _ in 0..2 {
-        let heading = text_at(&browser, "h1").await;
-        assert_eq!(heading, "Approved: payments.refund from agent-7");
-        let (classes, colour) = outcome_box(&browser).await;
-        assert!(classes.split(' ').any(|c| c == "approved"), "{classes}");
-        assert!(green(colour), "{colour:?}");
-        // The same once opened again.
-        open(&browser, &approved_alert).await;
-    }
+    shows_ending(&browser, &approved_alert, ("Approved", "approved"), green).await;
     approved.await.unwrap().unwrap();
 
     open(&browser, &denied_alert).await;
@@ -81,42 +80,15 @@ async fn each_outcome_has_its_own_heading_and_colour() {
     click(&browser, "deny").await;
     wait_for(&browser, "outcome").await;
     let red = |[r, g, b]: [u8; 3]| r > g && r > b;
-    for _ in 0..2 {
-        let heading = text_at(&browser, "h1").await;
-        assert_eq!(heading, "Denied: payments.refund from agent-7");
-        let (classes, colour) = outcome_box(&browser).await;
-        assert!(classes.split(' ').any(|c| c == "denied"), "{classes}");
-        assert!(red(colour), "{colour:?}");
-        open(&browser, &denied_alert).await;
-    }
+    shows_ending(&browser, &denied_alert, ("Denied", "denied"), red).await;
     denied.await.unwrap().unwrap_err();
 
     expire(&srv, &expired_alert).await;
     expired.await.unwrap().unwrap_err();
     open(&browser, &expired_alert).await;
-    assert_eq!(
-        text_at(&browser, "h1").await,
-        "Expired: payments.refund from agent-7"
-    );
-    let (classes, [r, g, b]) = outcome_box(&browser).await;
-    assert!(classes.split(' ').any(|c| c == "ended"), "{classes}");
-    let grey = r.abs_diff(g) < 16 && g.abs_diff(b) < 16 && r.abs_diff(b) < 16;
-    assert!(grey, "{:?}", [r, g, b]);
+    let grey = |[r, g, b]: [u8; 3]| r.abs_diff(g) < 16 && g.abs_diff(b) < 16 && r.abs_diff(b) < 16;
+    shows_ending(&browser, &expired_alert, ("Expired", "ended"), grey).await;
     browser.close().await.unwrap();
-}
-
-/// The problem shown, and the stable code beside it.
-async fn problem(browser: &Client) -> (String, String) {
-    let words = browser
-        .wait()
-        .for_element(Locator::Css("p.error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let code = text_at(browser, "p.error .error-code").await;
-    (words, code)
 }
 
 #[tokio::test]

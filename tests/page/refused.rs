@@ -7,22 +7,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
-use fantoccini::{Client, Locator};
 use tokio::net::TcpListener;
 use tollgate::Status;
 
-use super::{BROWSER, browser, click, open_and_sign_in, server, text_at, type_into};
-
-/// The page's words and its code, once the browser shows the refusal.
-async fn refusal(browser: &Client) -> (String, String) {
-    browser
-        .wait()
-        .for_element(Locator::Css("p.error"))
-        .await
-        .unwrap();
-    let code = text_at(browser, "p.error .error-code").await;
-    (text_at(browser, "p.error").await, code)
-}
+use super::{BROWSER, browser, click, open_and_sign_in, problem, server, type_into};
 
 #[tokio::test]
 async fn a_refusal_before_any_page_reads_as_a_page_in_words() {
@@ -43,7 +31,7 @@ async fn a_refusal_before_any_page_reads_as_a_page_in_words() {
         .await
         .unwrap();
     click(&browser, "deny").await;
-    let (words, code) = refusal(&browser).await;
+    let (words, code) = problem(&browser).await;
     assert!(words.starts_with("What you sent was too large"), "{words}");
     assert_eq!(code, "body_too_large");
 
@@ -58,14 +46,14 @@ async fn a_refusal_before_any_page_reads_as_a_page_in_words() {
     tokio::spawn(async move { axum::serve(listener, site).await.unwrap() });
     browser.goto(&elsewhere).await.unwrap();
     click(&browser, "go").await;
-    let (words, code) = refusal(&browser).await;
+    let (words, code) = problem(&browser).await;
     assert!(words.contains("sent from another site"), "{words}");
     assert_eq!(code, "cross_site_request");
     assert_eq!(srv.gate.status(id).unwrap(), Status::Pending);
 
     // An address the page does not serve.
     browser.goto(&format!("{url}/approve")).await.unwrap();
-    let (words, code) = refusal(&browser).await;
+    let (words, code) = problem(&browser).await;
     assert!(
         words.starts_with("There is no page at this address"),
         "{words}"
