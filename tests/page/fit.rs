@@ -44,7 +44,8 @@ impl Look<'_> {
         }
         if let Some(dir) = &self.shots {
             for width in [390, 1280] {
-                self.resize(width, 600).await;
+                // Short first: a page shorter than its window is as tall as the window.
+                self.resize(width, 200).await;
                 // The whole page, not just the first screen of it: a window as tall as the
                 // page and the window's own frame.
                 let heights = self
@@ -56,7 +57,7 @@ impl Look<'_> {
                     .await
                     .unwrap();
                 let (tall, frame) = (heights[0].as_u64().unwrap(), heights[1].as_u64().unwrap());
-                self.resize(width, (tall.max(400) + frame) as u32).await;
+                self.resize(width, (tall + frame) as u32).await;
                 let shot = self.browser.screenshot().await.unwrap();
                 assert!(shot.starts_with(b"\x89PNG"));
                 std::fs::write(dir.join(format!("{page}-{width}.png")), shot).unwrap();
