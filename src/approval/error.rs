@@ -127,9 +127,12 @@ impl Answer {
         }
     }
 
-    /// `Not found` for an unknown or hidden request, for the page's title.
-    pub(super) fn is_not_found(&self) -> bool {
-        matches!(self, Answer::Gate(e) if e.kind() == ErrorKind::AccessRequestNotFound)
+    /// The stable code, e.g. `access_request_expired`.
+    pub(super) fn code(&self) -> &'static str {
+        match self {
+            Answer::Gate(error) => error.code(),
+            Answer::Api(kind, _) => kind.code(),
+        }
     }
 }
 
@@ -197,9 +200,11 @@ pub fn approver_status(kind: ErrorKind) -> StatusCode {
     }
 }
 
-/// Gives answers made outside the routes (the body limit, the timeout, the cross-site check,
-/// axum's own rejections) the JSON error form every route uses.
-pub(super) async fn explain(response: Response) -> Response {
+/// What an error answered outside the routes (the body limit, the timeout, the cross-site
+/// check, axum's own rejections) stands for, judged by its status; `None` for a success or an
+/// answer a route made, which is typed already. [`explain`](super::words::explain) gives it the
+/// form every route's answers have.
+pub(super) fn unexplained(response: &Response) -> Option<Answer> {
     let status = response.status();
     let typed = response
         .headers()
@@ -207,9 +212,9 @@ pub(super) async fn explain(response: Response) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if typed || !(status.is_client_error() || status.is_server_error()) {
-        return response;
+        return None;
     }
-    let answer = match status {
+    Some(match status {
         StatusCode::NOT_FOUND => ApiErrorKind::UnknownRoute.into(),
         StatusCode::METHOD_NOT_ALLOWED => ApiErrorKind::MethodNotAllowed.into(),
         StatusCode::PAYLOAD_TOO_LARGE => Answer::Gate(Error::new(ErrorKind::BodyTooLarge)),
@@ -219,10 +224,7 @@ pub(super) async fn explain(response: Response) -> Response {
         }
         status if status.is_client_error() => ApiErrorKind::InvalidBody.into(),
         _ => Answer::Gate(Error::new(ErrorKind::ServiceFailed)),
-    };
-    let mut answer = answer.into_response();
-    *answer.status_mut() = status;
-    answer
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The frame every approval page shares: the layout with its protective headers, the error
-//! page, and [`shown`], the one way caller or approver text enters a page.
+//! The frame every approval page shares: the layout with its protective headers, and
+//! [`shown`], the one way caller or approver text enters a page.
 
 use std::borrow::Cow;
 
@@ -8,7 +8,6 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_FRAME_OPTIONS
 use http::{HeaderName, HeaderValue, StatusCode};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::error::Answer;
 use crate::text::visible_lines;
 
 /// Text someone else chose, as a person should see it: hidden characters (controls, line
@@ -17,40 +16,9 @@ pub(super) fn shown(text: &str) -> Cow<'_, str> {
     visible_lines(text)
 }
 
-pub(super) fn error_page(answer: &Answer) -> Response {
-    let title = if answer.is_not_found() {
-        "No such request"
-    } else {
-        "Something went wrong"
-    };
-    let body = html! {
-        h1 { (title) }
-        p.error role="alert" { (shown(&in_words(answer))) }
-    };
-    layout(answer.status(), "tollgate", body)
-}
-
-/// The error in words, with its code: never a verification code.
-pub(super) fn in_words(answer: &Answer) -> String {
-    if answer.is_not_found() {
-        "That code does not match this request, or the request is unknown. (access_request_not_found)"
-            .into()
-    } else {
-        answer.to_string()
-    }
-}
-
-const STYLE: &str = "\
-body{font:16px/1.5 system-ui,sans-serif;margin:0 auto;max-width:40rem;padding:1rem;color:#1b1b1b;background:#fff}\
-h1{font-size:1.4rem;line-height:1.3}code,pre{font-family:ui-monospace,monospace}\
-pre{background:#f4f4f4;padding:.75rem;overflow-x:auto;border-radius:4px}\
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}dt{color:#555}dd{margin:0;overflow-wrap:anywhere}\
-label{display:block;margin-top:.75rem}input,select,textarea{font:inherit;width:100%;box-sizing:border-box;padding:.5rem}\
-input[type=radio]{width:auto}fieldset{margin-top:.75rem;border:1px solid #ccc}.choice{margin:.25rem 0}\
-button{font:inherit;padding:.6rem 1.2rem;margin-top:.75rem;border:0;border-radius:4px;cursor:pointer}\
-.approve{background:#1a7f37;color:#fff}.deny{background:#b42318;color:#fff}button.link{background:none;padding:0;margin:0;color:#0645ad;text-decoration:underline}\
-.error{background:#fdecea;padding:.5rem;border-radius:4px}.outcome{background:#eef6ee;padding:.5rem;border-radius:4px}\
-.meta{color:#555}footer{margin-top:2rem;color:#555;font-size:.9rem}";
+/// The one style sheet, inline (the page loads nothing else). Long words wrap anywhere, so caller
+/// text no break can split (ids, paths, arguments) never makes a page wider than a phone.
+const STYLE: &str = include_str!("page.css");
 
 /// A whole page, with the headers that keep it out of caches, frames and other sites' hands.
 pub(super) fn layout(status: StatusCode, title: &str, body: Markup) -> Response {

@@ -54,10 +54,14 @@
 
 mod api;
 mod approvers;
+mod clock;
 mod error;
+mod form;
 mod html;
+mod outcome;
 mod page;
 mod sign_in;
+mod words;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -77,8 +81,9 @@ use tower_http::timeout::TimeoutLayer;
 pub use self::api::OPENAPI;
 use self::api::{DenyBody, reply};
 pub use self::approvers::{Approver, Approvers, TOKEN_COOKIE, Tokens};
-use self::error::{Answer, explain};
+use self::error::Answer;
 pub use self::error::{ApiErrorKind, approver_status};
+use self::words::explain;
 use crate::gate::rate::{AlertRate, RateLimiter};
 use crate::gate::{Approval, Approve, Denial, Deny, Ends, Gate, Revoke};
 use crate::id::RequestId;
@@ -217,7 +222,8 @@ impl ApprovalApi {
         Router::new()
             .route("/api/requests/{id}/wait", get(api::wait))
             .merge(timed)
-            .fallback(|| async { Answer::from(ApiErrorKind::UnknownRoute) })
+            // Explained as `unknown_route` by `explain`: JSON, or a page for a browser.
+            .fallback(|| async { StatusCode::NOT_FOUND })
             .layer(RequestBodyLimitLayer::new(self.body_limit))
             .layer(CsrfLayer::new())
             .layer(axum::middleware::map_response(explain))

@@ -1,4 +1,5 @@
-//! The approval page: plain server-rendered HTML, a little inline CSS, no JavaScript.
+//! The approval page's routes: the list of pending requests, a request's page, and the decision
+//! its form sends. Plain server-rendered HTML, one inline style sheet, no JavaScript.
 //!
 //! Only a `POST` decides, so mail scanners that open links decide nothing. Forms from other sites
 //! are refused by the router's cross-site check, the sign-in cookie is `SameSite=Strict`, and the
@@ -6,11 +7,11 @@
 //!
 //! Pages are [`maud`] templates: text is escaped as it goes in, and whatever a caller or an
 //! approver chose goes through `shown` (in `html.rs`) first, so hidden characters are visible
-//! too.
+//! too. The form is in `form.rs`, how a request ended in `outcome.rs`, times in `clock.rs`, and
+//! what went wrong in `words.rs`.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Form;
 use axum::extract::rejection::{FormRejection, PathRejection};
@@ -19,20 +20,20 @@ use axum::response::Response;
 use http::StatusCode;
 use http::request::Parts;
 use maud::{Markup, html};
-use serde::Deserialize;
 
 use super::Shared;
 use super::api::{DenyBody, form_body, request_id};
 use super::approvers::Approver;
+use super::clock::{how_long, when};
 use super::error::{Answer, ApiErrorKind};
-use super::html::{error_page, in_words, layout, shown};
+use super::form::{DecisionForm, decision_form};
+use super::html::{layout, shown};
+use super::outcome::{Ending, approved, denied, heading};
 use super::sign_in::Mount;
+use super::words::{Asked, Problem};
 use crate::error::{Error, ErrorKind};
-use crate::gate::{Approval, Denial, Ends};
 use crate::request::{AccessRequest, Status};
-use crate::scope::Scope;
-use crate::text::{hidden, pretty_args};
-use crate::time::{human_duration, rfc3339};
+use crate::text::pretty_args;
 
 /// Who is looking, on which page.
 pub(super) struct Visit {
@@ -60,7 +61,10 @@ impl Visit {
             Err(answer) if answer.is(ApiErrorKind::Unauthenticated) => {
                 Err(Box::new(self.mount.sign_in_form(None)))
             }
-            Err(answer) => Err(Box::new(error_page(answer))),
+            Err(answer) => {
+                let problem = Problem::of(answer, Asked::Page);
+                Err(Box::new(problem.page(Asked::Page, html! {})))
+            }
         }
     }
 }
@@ -74,13 +78,17 @@ pub(super) async fn list(State(api): State<Shared>, visit: Visit) -> Response {
     let now = SystemTime::now();
     let pending = match api.gate.pending_anywhere().await {
         Ok(pending) => pending,
-        Err(error) => return error_page(&error.into()),
+        Err(error) => {
+            let problem = Problem::of(&error.into(), Asked::Page);
+            return problem.page(Asked::Page, footer(&visit.mount, approver));
+        }
     };
     let pending: Vec<AccessRequest> = pending
         .into_iter()
         .filter(|request| approver.may_see(request))
         .collect();
     let prefix = shown(&visit.mount.prefix);
+    // Enough of each to tell two calls of one capability apart: arguments, reason and age.
     let body = html! {
         h1 { "Waiting for you" }
         @if pending.is_empty() {
@@ -88,10 +96,17 @@ pub(super) async fn list(State(api): State<Shared>, visit: Visit) -> Response {
         } @else {
             ul.requests {
                 @for request in &pending {
-                    li {
+                    li.request {
                         a href={ (prefix) "/" (request.id()) } { code { (shown(request.capability())) } }
-                        " "
-                        span.meta { "by " (shown(request.principal())) ", " (time_left(request, now)) }
+                        p.meta {
+                            "from " span.who { (shown(request.principal())) }
+                            " · asked " (how_long(request.created_at(), now))
+                            " · expires " (how_long(request.expires_at(), now))
+                        }
+                        p.args { code { (shown(&summary(request))) } }
+                        @if let Some(reason) = request.reason() {
+                            p.reason { "Reason: " (shown(reason)) }
+                        }
                     }
                 }
             }
@@ -113,20 +128,11 @@ pub(super) async fn show(
     };
     match visible(&api, approver, id).await {
         Ok((request, status)) => request_page(&api, &visit.mount, approver, &request, status, None),
-        Err(answer) => error_page(&answer),
+        Err(answer) => {
+            let problem = Problem::of(&answer, Asked::Page);
+            problem.page(Asked::Page, footer(&visit.mount, approver))
+        }
     }
-}
-
-/// What the decision form sends.
-#[derive(Deserialize)]
-pub(super) struct DecisionForm {
-    code: String,
-    action: String,
-    scope: Option<Scope>,
-    ttl_secs: Option<u64>,
-    reason: Option<String>,
-    /// The arguments as the approver left them, on an editable request.
-    args: Option<String>,
 }
 
 /// `POST /{id}`: approve or deny, then show the outcome.
@@ -140,24 +146,39 @@ pub(super) async fn decide(
         Ok(approver) => approver,
         Err(page) => return *page,
     };
-    let (request, _) = match visible(&api, approver, id).await {
+    let mount = &visit.mount;
+    let (request, status) = match visible(&api, approver, id).await {
         Ok(found) => found,
-        Err(answer) => return error_page(&answer),
+        Err(answer) => {
+            let problem = Problem::of(&answer, Asked::Decision);
+            return problem.page(Asked::Decision, footer(mount, approver));
+        }
     };
     let id = request.id();
+    // Ended: said so whatever was typed. This approver sees the status on the page anyway, so
+    // nothing about the code is told, and the gate is not asked.
+    if let Some(ended) = ended(status) {
+        let problem = Problem::of(&ended, Asked::Decision);
+        return request_page(&api, mount, approver, &request, status, Some(&problem));
+    }
     let form = match form_body(form) {
+        Ok(form) if form.code.trim().is_empty() => {
+            let problem = Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Type the verification code from the alert first: approving and denying both need it.",
+                ApiErrorKind::InvalidBody.code(),
+            );
+            return request_page(&api, mount, approver, &request, status, Some(&problem));
+        }
         Ok(form) => form,
         Err(answer) => {
-            let (mount, pending) = (&visit.mount, Status::Pending);
-            return request_page(&api, mount, approver, &request, pending, Some(&answer));
+            let problem = Problem::of(&answer, Asked::Decision);
+            return request_page(&api, mount, approver, &request, status, Some(&problem));
         }
     };
     let decided = match form.action.as_str() {
         "approve" => {
-            let scope = form.scope.unwrap_or(Scope::Once);
-            let ends = form
-                .ttl_secs
-                .map(|secs| Ends::After(Duration::from_secs(secs)));
+            let (scope, ends) = (form.scope(), form.ends());
             // Parsed strictly by the gate, once the code is verified.
             let edit = form.args.map(String::into_boxed_str);
             api.approve(approver, id, form.code, scope, ends, edit)
@@ -194,16 +215,32 @@ pub(super) async fn decide(
                     .await
                     .map_or(Status::Pending, |(_, s)| s),
             };
-            request_page(
-                &api,
-                &visit.mount,
-                approver,
-                &request,
-                status,
-                Some(&answer),
-            )
+            // Ended meanwhile: what ended it, rather than a code that no longer matters.
+            let answer = match (ended(status), answer) {
+                (Some(ended), Answer::Gate(error))
+                    if error.kind() == ErrorKind::AccessRequestNotFound =>
+                {
+                    ended
+                }
+                (_, answer) => answer,
+            };
+            let problem = Problem::of(&answer, Asked::Decision);
+            request_page(&api, mount, approver, &request, status, Some(&problem))
         }
     }
+}
+
+/// What a decision on a request that has ended with `status` hears, as the gate answers one
+/// made with the right code; `None` while it is pending.
+fn ended(status: Status) -> Option<Answer> {
+    let kind = match status {
+        Status::Pending => return None,
+        Status::Expired => ErrorKind::AccessRequestExpired,
+        Status::Cancelled => ErrorKind::AccessRequestCancelled,
+        Status::Abandoned => ErrorKind::AccessRequestAbandoned,
+        _ => ErrorKind::AlreadyResolved,
+    };
+    Some(Error::new(kind).into())
 }
 
 /// Request `id`, if this approver may see it.
@@ -226,155 +263,71 @@ fn request_page(
     approver: &Approver,
     request: &AccessRequest,
     status: Status,
-    problem: Option<&Answer>,
+    problem: Option<&Problem>,
 ) -> Response {
     let approved_by = api.gate.approved_by(request.id());
     let now = SystemTime::now();
-    let status_code = problem.map_or(StatusCode::OK, Answer::status);
-    let id = request.id().to_string();
+    let status_code = problem.map_or(StatusCode::OK, Problem::status);
+    let text = |text: &str| html! { (shown(text)) };
     let mut rows = vec![
-        ("Principal", request.principal()),
-        ("Session", request.session().unwrap_or("none")),
-        ("Reason given", request.reason().unwrap_or("none")),
-        ("Why you are asked", request.reasoning()),
-        ("Request", &id),
+        ("Principal", text(request.principal())),
+        ("Session", text(request.session().unwrap_or("none"))),
+        ("Reason given", text(request.reason().unwrap_or("none"))),
+        ("Why you are asked", text(request.reasoning())),
+        ("Asked", when(request.created_at(), now)),
     ];
-    let left = time_left(request, now);
     if status.is_pending() {
-        rows.push(("Time left", &left));
+        rows.push(("Expires", when(request.expires_at(), now)));
     }
-    let (needed, so_far);
+    rows.push(("Request", html! { code.id { (request.id()) } }));
     if request.quorum() > 1 {
         let named = request.approvers().unwrap_or_default().join(", ");
-        needed = format!("{} of {named}", request.quorum());
-        rows.push(("Approvers needed", &needed));
+        rows.push((
+            "Approvers needed",
+            text(&format!("{} of {named}", request.quorum())),
+        ));
         if status.is_pending() {
-            so_far = match &approved_by[..] {
+            let so_far = match &approved_by[..] {
                 [] => "nobody yet".to_owned(),
                 names => names.join(", "),
             };
-            rows.push(("Approved so far", &so_far));
+            rows.push(("Approved so far", text(&so_far)));
         }
     }
+    let ending = Ending::of(status);
     let body = html! {
-        h1 {
-            "May " span.who { (shown(request.principal())) } " use "
-            code { (shown(request.capability())) } "?"
+        @if let Some(ending) = &ending {
+            (heading(ending.word, request))
+        } @else {
+            h1 {
+                "May " span.who { (shown(request.principal())) } " use "
+                code { (shown(request.capability())) } "?"
+            }
         }
         @if let Some(problem) = problem {
-            p.error role="alert" { (shown(&in_words(problem))) }
+            (problem.markup())
+        }
+        @if let Some(ending) = &ending {
+            (ending.markup())
         }
         dl {
             @for (name, value) in &rows {
                 dt { (name) }
-                dd { (shown(value)) }
+                dd { (value) }
             }
         }
         h2 { "Arguments" }
         pre { (shown(&pretty_args(request))) }
-        @if status.is_pending() {
+        @if ending.is_none() {
             (decision_form(mount, approver, request))
-        } @else {
-            p.outcome #outcome {
-                "This request is " strong { (status) } ": " (settled(status))
-            }
         }
         (footer(mount, approver))
     };
-    layout(status_code, request.capability(), body)
-}
-
-fn decision_form(mount: &Mount, approver: &Approver, request: &AccessRequest) -> Markup {
-    let widest = request.max_scope().min(approver.widest_scope());
-    let offered = Scope::ALL.iter().copied().filter(|&scope| {
-        scope <= widest && (scope != Scope::Session || request.session().is_some())
-    });
-    html! {
-        form method="post" action={ (shown(&mount.prefix)) "/" (request.id()) } {
-            label for="code" { "Verification code" }
-            input #code name="code" required autocomplete="one-time-code"
-                autocapitalize="characters" spellcheck="false";
-            fieldset {
-                legend { "Approve for" }
-                @for scope in offered {
-                    label.choice {
-                        input type="radio" name="scope" id={ "scope-" (scope) } value=(scope)
-                            checked[scope == Scope::Once];
-                        " " @if scope == Scope::Value && request.key_fields().is_some() {
-                            (shown(&capitalized(&crate::text::value_covers(request))))
-                        } @else {
-                            (scope_text(scope))
-                        }
-                    }
-                }
-            }
-            @if request.editable() {
-                label for="args" { "Arguments to approve (change them to run the call differently)" }
-                textarea #args name="args" rows="6" spellcheck="false" { (editable_args(request)) }
-            }
-            @if widest > Scope::Once {
-                label for="ttl" { "A wider approval lasts" }
-                select #ttl name="ttl_secs" {
-                    @for (secs, label) in ttl_choices(request.max_rule_ttl()) {
-                        option value=(secs) { (label) }
-                    }
-                }
-            }
-            button #approve .approve type="submit" name="action" value="approve" { "Approve" }
-            label for="reason" { "Reason for denying (told to the caller)" }
-            textarea #reason name="reason" rows="2" {}
-            button #deny .deny type="submit" name="action" value="deny" { "Deny" }
-        }
-    }
-}
-
-fn approved(mount: &Mount, approval: &Approval) -> Response {
-    let request = approval.request();
-    if approval.outstanding() > 0 {
-        let outcome = html! {
-            "Your approval of " code { (shown(request.capability())) } " from "
-            (shown(request.principal())) " is counted. The call runs once "
-            (approval.outstanding()) " more of its approvers approve."
-        };
-        return decided_page(mount, "Approval counted", outcome);
-    }
-    let principal = shown(request.principal());
-    let covered = match approval.scope() {
-        Scope::Once => html! {}, // no rule
-        Scope::Value => html! { "The same call with the same arguments passes" },
-        Scope::Session => html! { "Its calls in this session pass" },
-        Scope::Capability => html! { "Its calls from " (principal) " pass" },
-        Scope::Global => html! { "Its calls from everyone pass" },
+    let title = match &ending {
+        Some(ending) => format!("{}: {}", ending.word, request.capability()),
+        None => request.capability().to_owned(),
     };
-    let outcome = html! {
-        "The call " code { (shown(request.capability())) } " from " (principal) " is running"
-        @if approval.edit().is_some() { " with the arguments you edited" }
-        "."
-        @match approval.rule() {
-            Some(rule) => { " " (covered) " without asking until " (rfc3339(rule.expires_at())) "." }
-            None => { " Only this call was approved." }
-        }
-    };
-    decided_page(mount, "Approved", outcome)
-}
-
-fn denied(mount: &Mount, denial: &Denial) -> Response {
-    let request = denial.request();
-    let outcome = html! {
-        "The call " code { (shown(request.capability())) } " from " (shown(request.principal()))
-        " was denied and did not run."
-    };
-    decided_page(mount, "Denied", outcome)
-}
-
-/// The page after a decision: what happened, and the way back.
-fn decided_page(mount: &Mount, title: &str, outcome: Markup) -> Response {
-    let body = html! {
-        h1 { (title) }
-        p.outcome #outcome { (outcome) }
-        p { a href=(shown(mount.home())) { "Back to the list" } }
-    };
-    layout(StatusCode::OK, title, body)
+    layout(status_code, &title, body)
 }
 
 fn footer(mount: &Mount, approver: &Approver) -> Markup {
@@ -389,84 +342,12 @@ fn footer(mount: &Mount, approver: &Approver) -> Markup {
     }
 }
 
-/// `text` with its first letter upper case.
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
-}
-
-fn scope_text(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Once => "Just this call",
-        Scope::Value => "The same call with the same arguments",
-        Scope::Session => "Any arguments, in this session",
-        Scope::Capability => "Any arguments, from this principal",
-        Scope::Global => "Any arguments, from everyone",
+/// The arguments on one line, cut short: a list shows many requests.
+fn summary(request: &AccessRequest) -> String {
+    const LONGEST: usize = 120;
+    let args = request.args_json();
+    match args.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("{}…", &args[..cut]),
+        None => args.to_owned(),
     }
-}
-
-fn settled(status: Status) -> &'static str {
-    match status {
-        Status::Approved | Status::Executing => "it was approved and runs",
-        Status::Executed => "it was approved and ran",
-        Status::Failed => "it did not complete",
-        Status::Denied => "it was denied and did not run",
-        Status::Expired => "nobody decided in time; the call did not run",
-        Status::Cancelled => "the caller went away; the call did not run",
-        Status::Abandoned => "the gate stopped before a decision; the call did not run",
-        _ => "it can no longer be decided",
-    }
-}
-
-/// The rule lengths offered, shortest first, up to what the request allows.
-fn ttl_choices(max: Duration) -> Vec<(u64, String)> {
-    const CHOICES: [u64; 6] = [15 * 60, 3600, 8 * 3600, 86_400, 7 * 86_400, 30 * 86_400];
-    let max_secs = max.as_secs();
-    let mut choices: Vec<(u64, String)> = CHOICES
-        .into_iter()
-        .filter(|&secs| secs < max_secs)
-        .map(|secs| (secs, human_duration(Duration::from_secs(secs))))
-        .collect();
-    let longest = if max_secs >= 100 * 365 * 86_400 {
-        "no limit".to_owned()
-    } else {
-        human_duration(max)
-    };
-    choices.push((max_secs, longest));
-    choices
-}
-
-fn time_left(request: &AccessRequest, now: SystemTime) -> String {
-    match request.expires_at().duration_since(now) {
-        Ok(left) => format!(
-            "{} left (until {})",
-            human_duration(left),
-            rfc3339(request.expires_at())
-        ),
-        Err(_) => "expiring now".into(),
-    }
-}
-
-/// The arguments as pretty JSON an approver can edit and send back: characters that
-/// [`visible`](crate::notify::visible) would escape are written as JSON escapes (`\u202e`),
-/// which show what they are and parse back to the same arguments. (serde_json escapes the C0
-/// controls itself; the rest can only stand inside strings.)
-fn editable_args(request: &AccessRequest) -> String {
-    let pretty = serde_json::to_string_pretty(&request.args())
-        .unwrap_or_else(|_| request.args_json().into());
-    let mut shown = String::with_capacity(pretty.len());
-    for c in pretty.chars() {
-        if c != '\n' && hidden(c) {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                let _ = write!(shown, "\\u{unit:04x}");
-            }
-        } else {
-            shown.push(c);
-        }
-    }
-    shown
 }

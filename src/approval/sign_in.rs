@@ -17,7 +17,8 @@ use super::Shared;
 use super::api::form_body;
 use super::approvers::TOKEN_COOKIE;
 use super::error::ApiErrorKind;
-use super::html::{error_page, layout, shown};
+use super::html::{layout, shown};
+use super::words::{Asked, Problem};
 
 /// Where the routes are mounted, and which page was asked for.
 pub(super) struct Mount {
@@ -123,7 +124,7 @@ pub(super) async fn sign_in(
         Err(answer) if answer.is(ApiErrorKind::Unauthenticated) => {
             mount.sign_in_form(Some("That token is not known."))
         }
-        Err(answer) => error_page(&answer),
+        Err(answer) => Problem::of(&answer, Asked::Page).page(Asked::Page, html! {}),
     }
 }
 

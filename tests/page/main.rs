@@ -2,8 +2,8 @@
 //! the URL from the alert, signs in, types the code and decides, and the parked call returns.
 //!
 //! `scripts/test` installs Chromium and chromedriver and exports `TOLLGATE_TEST_WEBDRIVER`;
-//! without it these tests fail. A screenshot of the page, at a phone's width, is written to
-//! `target/tmp/approval-page.png`.
+//! without it these tests fail. With `TOLLGATE_UPDATE_SCREENSHOTS=1`, `fit.rs` also writes the
+//! screenshots in `docs/screenshots/`.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -25,7 +25,16 @@ use tower::{Layer, ServiceExt};
 
 use support::{Tools, code, policy, refund};
 
+mod fit;
+mod form;
+mod list;
+mod not_found;
+mod outcomes;
+mod refused;
+
 const TOKEN: &str = "alice-browser-token-0123456789";
+/// bob decides `fs.*` only: refunds are hidden from him.
+const BOB: &str = "bob-browser-token-0123456789";
 
 /// One browser at a time: two cores run one Chromium well, three badly.
 static BROWSER: Mutex<()> = Mutex::const_new(());
@@ -34,18 +43,23 @@ struct Server {
     gate: Gate,
     alerts: RecordingNotifier,
     svc: RequireApproval<Tools, CapabilityTable>,
+    /// Where the approval pages are: `http://127.0.0.1:…/approvals`.
+    base: String,
 }
 
 async fn server(ttl: Duration) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let alerts = RecordingNotifier::new();
+    let base = format!("http://{addr}/approvals");
     let gate = support::gate(&alerts)
         .request_ttl(ttl)
-        .approval_base_url(format!("http://{addr}/approvals"))
+        .approval_base_url(&base)
         .build()
         .unwrap();
-    let approvers = Tokens::new().token(TOKEN, Approver::new("alice"));
+    let approvers = Tokens::new()
+        .token(TOKEN, Approver::new("alice"))
+        .token(BOB, Approver::new("bob").capabilities(["fs.*"]));
     let app = Router::new().nest(
         "/approvals",
         tollgate::approval::router(gate.clone(), approvers),
@@ -54,7 +68,12 @@ async fn server(ttl: Duration) -> Server {
     let svc = gate
         .layer(policy(Scope::Capability))
         .layer(Tools::default());
-    Server { gate, alerts, svc }
+    Server {
+        gate,
+        alerts,
+        svc,
+        base,
+    }
 }
 
 impl Server {
@@ -106,12 +125,25 @@ async fn open_and_sign_in(browser: &Client, alert: &Alert) {
         .request()
         .approval_url()
         .expect("the gate has a base URL");
+    sign_in_at(browser, url, TOKEN).await;
+}
+
+/// Opens `url` and signs in there with `token`.
+async fn sign_in_at(browser: &Client, url: &str, token: &str) {
     browser.goto(url).await.unwrap();
-    type_into(browser, "token", TOKEN).await;
+    type_into(browser, "token", token).await;
     click(browser, "sign-in").await;
-    // Signed in, the sign-in sends the browser back to the request it asked for.
+    // Signed in, the sign-in sends the browser back to the page it asked for.
     wait_for(browser, "approver").await;
     assert_eq!(browser.current_url().await.unwrap().as_str(), url);
+}
+
+/// Opens the approval page of `alert`'s request, already signed in.
+async fn open(browser: &Client, alert: &Alert) {
+    browser
+        .goto(alert.request().approval_url().unwrap())
+        .await
+        .unwrap();
 }
 
 async fn type_into(browser: &Client, id: &str, text: &str) {
@@ -132,6 +164,39 @@ async fn click(browser: &Client, id: &str) {
 /// Waits for the next page to show element `id`.
 async fn wait_for(browser: &Client, id: &str) {
     browser.wait().for_element(Locator::Id(id)).await.unwrap();
+}
+
+/// The text of the first element `css` selects.
+async fn text_at(browser: &Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The computed value of `property` on the first element `css` selects.
+async fn style_at(browser: &Client, css: &str, property: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .css_value(property)
+        .await
+        .unwrap()
+}
+
+/// The problem the next page shows, once it shows one: its words, and the code beside them.
+async fn problem(browser: &Client) -> (String, String) {
+    browser
+        .wait()
+        .for_element(Locator::Css("p.error"))
+        .await
+        .unwrap();
+    let code = text_at(browser, "p.error .error-code").await;
+    (text_at(browser, "p.error").await, code)
 }
 
 async fn text_of(browser: &Client, id: &str) -> String {
@@ -160,7 +225,7 @@ async fn a_person_approves_from_the_page_and_the_parked_call_returns() {
         "customer ticket #4421",
         "refunds move money",
         "\"amount\": 30",
-        "left",
+        "Expires",
     ] {
         assert!(source.contains(shown), "the page shows {shown}");
     }
@@ -178,22 +243,11 @@ async fn a_person_approves_from_the_page_and_the_parked_call_returns() {
         .await
         .unwrap();
     assert_eq!(overflow, json!(false));
-    let shot = browser.screenshot().await.unwrap();
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("approval-page.png");
-    std::fs::write(&path, &shot).unwrap();
-    assert!(shot.starts_with(b"\x89PNG"), "a PNG at {}", path.display());
 
     // A wrong code: the form again, saying so, and nothing decided.
     type_into(&browser, "code", "00000000").await;
     click(&browser, "approve").await;
-    let error = browser
-        .wait()
-        .for_element(Locator::Css(".error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (error, _) = problem(&browser).await;
     assert!(error.contains("does not match"), "{error}");
     assert_eq!(
         srv.gate.status(alert.request().id()).unwrap(),
@@ -343,14 +397,7 @@ async fn a_person_edits_the_arguments_on_the_page_and_the_edited_call_runs() {
     field.send_keys(&edit(5000)).await.unwrap();
     type_into(&browser, "code", alert.code().reveal()).await;
     click(&browser, "approve").await;
-    let problem = browser
-        .wait()
-        .for_element(Locator::Css("p.error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (problem, _) = problem(&browser).await;
     assert!(problem.contains("finance"), "{problem}");
     assert_eq!(tools.total(), 0);
 
