@@ -143,9 +143,9 @@ impl Config {
     /// in `gate`, as operators do on `SIGHUP`. Everything is read and built first: a file that
     /// does not load, or whose policy or notifiers cannot be built, changes nothing, and the
     /// error names the file and the field. Parked calls keep what they were asked with; the
-    /// `[gate]`, `[escalation]` and `[approval]` sections (the secret, TTLs, limits, escalation,
-    /// listen address, approvers) take effect at the next start. Returns the configuration
-    /// read.
+    /// `[gate]`, `[escalation]`, `[approval]` and `[store]` sections (the secret, TTLs, limits,
+    /// escalation, listen address, approvers, where state is kept) take effect at the next
+    /// start. Returns the configuration read.
     ///
     /// ```no_run
     /// # async fn serve(gate: tollgate::Gate) -> Result<(), tollgate::Error> {

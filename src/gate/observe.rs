@@ -16,6 +16,12 @@ impl Gate {
     /// Records that `call` runs although `would` (an observed decision) would have asked about
     /// it or refused it. A standing rule that covers an ask lets the call through unrecorded, as
     /// it would have when enforced. Returns whether the call was recorded.
+    ///
+    /// Out of line and cold: the middleware's allowed path, which shares its match, stays as
+    /// small as it was before observing existed (callgrind: +16 and +23 instructions an allowed
+    /// call when this was inlined).
+    #[cold]
+    #[inline(never)]
     pub(crate) fn observe<R: Call>(&self, call: &R, would: &Decision) -> bool {
         let capability = call.capability();
         let principal = call.principal().unwrap_or(ANONYMOUS);
