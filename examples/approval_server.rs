@@ -11,7 +11,10 @@
 //! the token printed at start (or `TOLLGATE_TOKEN`), type the code, choose a scope and press
 //! Approve: the waiting `curl` gets its answer. `http://127.0.0.1:3000/approvals` lists what is
 //! pending; the JSON API is under `/approvals/api/` (see `/approvals/api/openapi.json`).
-//! `TOLLGATE_ADDR` changes the address.
+//! `TOLLGATE_EXAMPLE_ADDR` changes the address (`127.0.0.1:3000`).
+
+#[path = "support/listen.rs"]
+mod listen;
 
 use std::time::Duration;
 
@@ -40,8 +43,7 @@ fn tools() -> Router {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let addr = std::env::var("TOLLGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let [listener] = listen::listen().await;
     let base = format!("http://{}", listener.local_addr()?);
 
     let gate = Gate::builder()

@@ -3,7 +3,10 @@
 //! The shop below knows nothing of approvals. A few lines in `main` load
 //! `examples/axum_service.toml`, build the gate on a SQLite store, and layer it over the router:
 //! reads pass, refunds wait for a person, deletes are refused. Approvals with `value` scope
-//! outlive a restart of the example.
+//! outlive a restart of the example: the store and the secret that seals its rules are kept in
+//! the temporary directory (`tollgate-shop.db`, `tollgate-shop.secret`; delete both to start
+//! fresh). What the gate logs (a stored rule it cannot honour, a notifier that failed) is printed
+//! on stderr.
 //!
 //! ```sh
 //! cargo run --example axum_service --features axum,toml
@@ -14,8 +17,14 @@
 //! curl -s -X DELETE localhost:3000/orders/o_1                         # 403, with a JSON error
 //! ```
 //!
-//! The refund's alert is printed here; type `approve <id> <code>` (or `deny <id> <code> why`)
-//! and the waiting `curl` gets the shop's answer.
+//! The refund's alert is printed here; type `approve <id> <code> value` (or `deny <id> <code>
+//! why`) and the waiting `curl` gets the shop's answer; after a restart the same refund passes
+//! without asking. `TOLLGATE_EXAMPLE_ADDR` changes the address (`127.0.0.1:3000`).
+
+#[path = "support/listen.rs"]
+mod listen;
+#[path = "support/secret.rs"]
+mod secret;
 
 use axum::extract::Path;
 use axum::http::{HeaderName, StatusCode};
@@ -46,13 +55,23 @@ fn shop() -> Router {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // The gate logs through `tracing`; without a subscriber its warnings would go nowhere.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let [listener] = listen::listen().await;
     let config = Config::load(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/axum_service.toml"
     ))?;
-    // Standing approvals and the audit trail live in one SQLite file, and survive restarts.
-    let store = SqliteStore::open(std::env::temp_dir().join("tollgate-shop.db"))?;
-    let gate = config.gate_builder()?.store(store).build()?;
+    // Standing approvals and the audit trail live in one SQLite file, and survive restarts: so
+    // does the secret their seals are made with, kept beside it.
+    let path = std::env::temp_dir().join("tollgate-shop.db");
+    let secret = secret::kept_secret(&path.with_extension("secret"))?;
+    let gate = (config.gate_builder()?)
+        .secret(secret)
+        .store(SqliteStore::open(&path)?)
+        .build()?;
     // A trusted proxy would set this header; here `curl -H 'x-agent: …'` plays the agent.
     let layer = gate
         .http(config.policy()?)
@@ -60,11 +79,12 @@ async fn main() -> Result<(), BoxError> {
     let app = shop().layer(layer);
 
     tokio::spawn(approve_from_stdin(gate.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!(
-        "the shop listens on http://{}; approve here with `approve <id> <code>`",
-        listener.local_addr()?
+        "the shop listens on http://{}; standing rules from earlier runs: {}",
+        listener.local_addr()?,
+        gate.rules().len()
     );
+    println!("approve here with `approve <id> <code> [once|value]`");
     axum::serve(listener, app)
         .with_graceful_shutdown(on_ctrl_c(gate))
         .await?;

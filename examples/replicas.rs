@@ -12,17 +12,22 @@
 //! they share one process only to be one command. The walkthrough it prints:
 //!
 //! ```sh
-//! curl -s -X POST localhost:3001/tools/refund -d '{"amount": 42}' \
+//! curl -s -X POST localhost:3000/tools/refund -d '{"amount": 42}' \
 //!      -H 'content-type: application/json'                                  # waits on replica a
 //! # the alert (id and code) is printed here; approve it through replica b:
-//! curl -s -X POST localhost:3002/approvals/api/requests/ID/approve \
+//! curl -s -X POST localhost:3001/approvals/api/requests/ID/approve \
 //!      -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
 //!      -d '{"code": "CODE", "scope": "capability"}'                          # the curl above returns
-//! curl -s -X POST localhost:3003/tools/refund -d '{"amount": 43}' \
+//! curl -s -X POST localhost:3002/tools/refund -d '{"amount": 43}' \
 //!      -H 'content-type: application/json'                                  # passes on c: the rule
 //! ```
 //!
-//! `TOLLGATE_SECRET` must be the same on every replica (here it is, by construction).
+//! The replicas listen on three consecutive ports from `TOLLGATE_EXAMPLE_ADDR`
+//! (`127.0.0.1:3000`). `TOLLGATE_SECRET` must be the same on every replica (here it is, by
+//! construction).
+
+#[path = "support/listen.rs"]
+mod listen;
 
 use std::time::Duration;
 
@@ -45,11 +50,12 @@ async fn main() -> Result<(), BoxError> {
     let secret = std::env::var("TOLLGATE_SECRET")
         .unwrap_or_else(|_| "the secret every replica of this example shares".into());
     let token = std::env::var("TOLLGATE_TOKEN").unwrap_or_else(|_| "replicas-example-token".into());
+    let listeners: [_; 3] = listen::listen().await;
     let mut servers = Vec::new();
-    for (name, port) in [("a", 3001), ("b", 3002), ("c", 3003)] {
+    for (name, listener) in ["a", "b", "c"].into_iter().zip(listeners) {
         let store =
             PostgresStore::connect_with(&url, PostgresOptions::new().instance(name)).await?;
-        let base = format!("http://127.0.0.1:{port}");
+        let base = format!("http://{}", listener.local_addr()?);
         let gate = Gate::builder()
             .secret(&secret)
             .request_ttl(Duration::from_secs(600))
@@ -72,14 +78,13 @@ async fn main() -> Result<(), BoxError> {
             "/approvals",
             tollgate::approval::router(gate.clone(), approvers),
         );
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         println!("replica {name}: {base}/tools/refund, approvals at {base}/approvals");
         servers.push(tokio::spawn(
             async move { axum::serve(listener, app).await },
         ));
     }
     println!("approval API token: {token}");
-    println!("park a call on a (3001), approve it through b (3002), then call c (3003)");
+    println!("park a call on a, approve it through b, then call c");
     for server in servers {
         server.await??;
     }

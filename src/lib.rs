@@ -157,7 +157,8 @@
 //!   share: decide on any replica, resume where the caller waits (tokio-postgres, deadpool).
 //! - `test-util`: `tollgate::store::conformance`, the checks every [`store::Store`] passes.
 //! - `mcp`: `tollgate::mcp`, gating every `tools/call` of an MCP server handler (rmcp).
-//! - `metrics`: counts through the `metrics` facade (no exporter).
+//! - `metrics`: counts through the `metrics` facade (calls, pending requests, decisions,
+//!   notifiers, store); no exporter: install the recorder you use before building the gate.
 //! - `cli`: the `tollgate` binary; `tollgate mcp --config FILE -- COMMAND` gates an MCP server
 //!   over stdio, `tollgate proxy --config FILE` an HTTP API, each serving the approval page and
 //!   API.
@@ -165,6 +166,8 @@
 //! The core (the gate, policies and their [configuration](config) types, the terminal and
 //! recording notifiers, webhook signature checks for receivers, [`store::MemoryStore`]) needs none
 //! of them.
+// On docs.rs (nightly), each item a feature gates is marked with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The layers, bottom up (`layers.rs` checks them): the data the whole crate speaks; the plugin
 // traits and their implementations (`policy`, `notify`, `store`); the engine (`gate`); the tower
