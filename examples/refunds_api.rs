@@ -5,6 +5,9 @@
 //! cargo run --example refunds_api --features axum    # on TOLLGATE_EXAMPLE_ADDR, 127.0.0.1:3000
 //! ```
 
+#[path = "support/listen.rs"]
+mod listen;
+
 use axum::Json;
 use axum::extract::Path;
 use axum::routing::{get, post};
@@ -12,10 +15,8 @@ use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::var("TOLLGATE_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
-        format!("cannot listen on {addr} ({e}): set TOLLGATE_EXAMPLE_ADDR to another address")
-    })?;
+    let [listener] = listen::listen().await;
+    let addr = listener.local_addr()?;
     let app = axum::Router::new()
         .route("/v1/refunds", get(|| async { Json(json!([])) }))
         .route(

@@ -202,6 +202,7 @@ fn gate_words(kind: ErrorKind, asked: Asked) -> &'static str {
         | ErrorKind::TooManyAlerts
         | ErrorKind::NotificationFailed
         | ErrorKind::InvalidConfig
+        | ErrorKind::ConfigUnreadable
         | ErrorKind::MissingSecret
         | ErrorKind::NoRuntime => {
             "The service behind this page is not working as it should, so nothing was decided. Tell whoever runs it, with the code below."
