@@ -3,7 +3,9 @@
 //! parks, its terminal alert links to the binary's page, and an approval with that code runs it.
 
 use super::*;
-use support::shipped::{SECRET as SHIPPED_SECRET, TOKEN as SHIPPED_TOKEN, shipped, terminal_alert};
+use support::shipped::{
+    APPROVE, SECRET as SHIPPED_SECRET, TOKEN as SHIPPED_TOKEN, approve, linked_alert, shipped,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_mcp_file_runs_as_the_readme_says() {
@@ -47,20 +49,9 @@ async fn the_shipped_mcp_file_runs_as_the_readme_says() {
     };
     assert_eq!(answer().await["id"], 1);
 
-    let mut seen = String::new();
-    let alert = terminal_alert(&mut stderr, &mut seen).await;
-    assert_eq!(
-        alert.approve_at.as_deref(),
-        Some(format!("http://127.0.0.1:{port}/{}", alert.request).as_str()),
-        "{seen}"
-    );
-    let body = json!({"code": alert.code}).to_string();
-    let post = request("POST", &format!("/api/requests/{}/approve", alert.request))
-        .header("authorization", format!("Bearer {}", SHIPPED_TOKEN.1))
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body)))
-        .unwrap();
-    let approved = send(([127, 0, 0, 1], port).into(), post).await;
+    let api = ([127, 0, 0, 1], port).into();
+    let alert = linked_alert(&mut stderr, &mut String::new(), api).await;
+    let approved = approve(api, APPROVE, SHIPPED_TOKEN.1, &alert, json!({})).await;
     assert_eq!(approved.status, 200, "{}", approved.body);
     let result = answer().await;
     assert_eq!(result["id"], 2, "{result}");

@@ -9,14 +9,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
-use support::client::{request, send};
-use support::shipped::terminal_alert;
+use support::shipped::{APPROVE, approve, linked_alert};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -104,20 +101,16 @@ async fn the_readmes_program_parks_the_refund_until_the_approver_approves() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = String::new();
-    let alert = terminal_alert(&mut stderr, &mut seen).await;
-    assert_eq!(
-        alert.approve_at.as_deref(),
-        Some(format!("http://127.0.0.1:{port}/{}", alert.request).as_str()),
-        "{seen}"
-    );
-    let body = json!({"code": alert.code}).to_string();
-    let approve = request("POST", &format!("/api/requests/{}/approve", alert.request))
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let approved = send(([127, 0, 0, 1], port).into(), approve).await;
+    let page = ([127, 0, 0, 1], port).into();
+    let alert = linked_alert(&mut stderr, &mut String::new(), page).await;
+    let approved = approve(
+        ([127, 0, 0, 1], port).into(),
+        APPROVE,
+        token,
+        &alert,
+        json!({}),
+    )
+    .await;
     assert_eq!(approved.status, 200, "{}", approved.body);
     let mut out = String::new();
     child

@@ -109,9 +109,46 @@ async fn sidecar_with(
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("tollgate.toml");
     std::fs::write(&config, edit(configuration(upstream, &webhook, ttl))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["proxy", "--config"])
-        .arg(&config)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command.args(["proxy", "--config"]).arg(&config);
+    let Spawned {
+        child,
+        mut stderr,
+        proxy,
+        approval,
+        said_at_start,
+    } = spawned(command).await;
+    // The rest of its stderr goes to ours, and to the test.
+    let (lines, stderr_lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            eprintln!("{line}");
+            let _ = lines.send(line);
+        }
+    });
+    Sidecar {
+        proxy,
+        approval,
+        alerts,
+        stderr: stderr_lines,
+        said_at_start,
+        child,
+        dir,
+    }
+}
+
+/// The binary as `command` runs it, once it has said where it serves: its stderr so far, and
+/// the rest still to read.
+struct Spawned {
+    child: Child,
+    stderr: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    proxy: SocketAddr,
+    approval: SocketAddr,
+    said_at_start: String,
+}
+
+async fn spawned(mut command: Command) -> Spawned {
+    let mut child = command
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -120,11 +157,9 @@ async fn sidecar_with(
     let (mut proxy, mut approval) = (None, None);
     let mut said_at_start = String::new();
     while proxy.is_none() {
-        let line = stderr
-            .next_line()
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("the proxy exited: {}", exit_of(&mut child)));
+        let line = stderr.next_line().await.unwrap().unwrap_or_else(|| {
+            panic!("the proxy exited: {}\n{said_at_start}", exit_of(&mut child))
+        });
         said_at_start.push_str(&line);
         said_at_start.push('\n');
         let address = |prefix: &str| -> Option<SocketAddr> {
@@ -138,22 +173,12 @@ async fn sidecar_with(
         approval = approval.or(address("tollgate: approval page and API at "));
         proxy = address("tollgate: proxying ");
     }
-    // The rest of its stderr goes to ours, and to the test.
-    let (lines, stderr_lines) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = stderr.next_line().await {
-            eprintln!("{line}");
-            let _ = lines.send(line);
-        }
-    });
-    Sidecar {
+    Spawned {
+        child,
+        stderr,
         proxy: proxy.unwrap(),
         approval: approval.expect("the approval address is printed first"),
-        alerts,
-        stderr: stderr_lines,
         said_at_start,
-        child,
-        dir,
     }
 }
 

@@ -3,54 +3,16 @@
 //! curl route approves it, and the standing rule is in its SQLite file after a restart.
 
 use super::*;
-use support::shipped::{SECRET, TOKEN, readme_curls, shipped, terminal_alert};
+use support::shipped::{SECRET, TOKEN, approve, linked_alert, readme_curls, shipped};
 
-struct Shipped {
-    _child: Child,
-    stderr: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
-    proxy: SocketAddr,
-    approval: SocketAddr,
-    said: String,
-}
-
-async fn start_shipped(config: &Path) -> Shipped {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+async fn start_shipped(config: &Path) -> Spawned {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
         .args(["proxy", "--config"])
         .arg(config)
         .env(SECRET.0, SECRET.1)
-        .env(TOKEN.0, TOKEN.1)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut proxy, mut approval, mut said) = (None, None, String::new());
-    while proxy.is_none() {
-        let line = stderr
-            .next_line()
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("the proxy exited on the shipped file:\n{said}"));
-        said.push_str(&line);
-        said.push('\n');
-        let address = |prefix: &str| -> Option<SocketAddr> {
-            line.strip_prefix(prefix)?
-                .trim_start_matches("http://")
-                .split('/')
-                .next()?
-                .parse()
-                .ok()
-        };
-        approval = approval.or(address("tollgate: approval page and API at "));
-        proxy = address("tollgate: proxying ");
-    }
-    Shipped {
-        _child: child,
-        stderr,
-        proxy: proxy.unwrap(),
-        approval: approval.unwrap(),
-        said,
-    }
+        .env(TOKEN.0, TOKEN.1);
+    spawned(command).await
 }
 
 fn agent_refund(path: &str) -> http::Request<Full<Bytes>> {
@@ -98,21 +60,10 @@ async fn the_shipped_sidecar_file_runs_as_the_readme_says() {
 
     let mut sidecar = start_shipped(&config).await;
     let parked = start(sidecar.proxy, agent_refund(&refund_path)).await;
-    let alert = terminal_alert(&mut sidecar.stderr, &mut sidecar.said).await;
-    assert_eq!(
-        alert.approve_at.as_deref(),
-        Some(format!("http://{}/{}", sidecar.approval, alert.request).as_str()),
-        "the alert links to the binary's own page:\n{}",
-        sidecar.said
-    );
-    let approve_path = approve_path.replace("areq_…", &alert.request);
-    let body = json!({"code": alert.code, "scope": "value", "ttl_secs": 3600}).to_string();
-    let approve = request("POST", &approve_path)
-        .header("authorization", format!("Bearer {}", TOKEN.1))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let approved = send(sidecar.approval, approve).await;
+    let said = &mut sidecar.said_at_start;
+    let alert = linked_alert(&mut sidecar.stderr, said, sidecar.approval).await;
+    let more = json!({"scope": "value", "ttl_secs": 3600});
+    let approved = approve(sidecar.approval, &approve_path, TOKEN.1, &alert, more).await;
     assert_eq!(approved.status, 200, "{}", approved.body);
     assert_eq!(parked.reply.await.unwrap().status, 200);
     assert_eq!(received.bodies.lock().unwrap().len(), 1);

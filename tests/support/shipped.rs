@@ -2,7 +2,12 @@
 //! only its addresses moved to free ports, the variables it reads set, and the terminal alert
 //! an approver reads off stderr.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::{Value, json};
 
 use tokio::io::{BufReader, Lines};
 use tokio::process::ChildStderr;
@@ -42,6 +47,23 @@ pub struct TerminalAlert {
     pub approve_at: Option<String>,
 }
 
+/// The next terminal alert on `stderr`, which must link to its request's page on `page` (the
+/// binary's or the program's own approval address); every line read is kept in `seen`.
+pub async fn linked_alert(
+    stderr: &mut Lines<BufReader<ChildStderr>>,
+    seen: &mut String,
+    page: SocketAddr,
+) -> TerminalAlert {
+    let alert = terminal_alert(stderr, seen).await;
+    let link = format!("http://{page}/{}", alert.request);
+    assert_eq!(
+        alert.approve_at.as_deref(),
+        Some(link.as_str()),
+        "the alert links to the page it is decided on:\n{seen}"
+    );
+    alert
+}
+
 /// Reads `stderr` up to the end of the next terminal alert; every line read is kept in `seen`.
 pub async fn terminal_alert(
     stderr: &mut Lines<BufReader<ChildStderr>>,
@@ -73,6 +95,31 @@ pub async fn terminal_alert(
         }
     }
 }
+
+/// Approves `alert`'s request through the approval API at `api` (at `path`, the README's
+/// approve route with `areq_…` for the id), as `token`'s approver, with the alert's code and
+/// `more` (scope, TTL) in the body; the API's answer.
+pub async fn approve(
+    api: SocketAddr,
+    path: &str,
+    token: &str,
+    alert: &TerminalAlert,
+    more: Value,
+) -> super::client::Reply {
+    let mut body = json!({"code": alert.code});
+    if let (Some(body), Value::Object(more)) = (body.as_object_mut(), more) {
+        body.extend(more);
+    }
+    let post = super::client::request("POST", &path.replace("areq_…", &alert.request))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    super::client::send(api, post).await
+}
+
+/// The API's approve route, as the README writes it.
+pub const APPROVE: &str = "/api/requests/areq_…/approve";
 
 /// Each `curl` line of the README: its method, port and path (`areq_…` and `…` kept as written).
 pub fn readme_curls() -> Vec<(String, u16, String)> {
