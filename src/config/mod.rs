@@ -340,6 +340,7 @@ impl Config {
     /// builds its gate this way.
     ///
     /// ```no_run
+    /// # #[cfg(feature = "toml")]
     /// # async fn start() -> Result<(), tollgate::Error> {
     /// let config = tollgate::config::Config::load("tollgate.toml")?;
     /// let gate = config.open_gate().await?;
