@@ -2,6 +2,7 @@
 //! have asked or refused is in the audit trail and the logs, with caller text escaped and the
 //! arguments only where the gate records them; a standing rule still answers as it would have.
 
+mod review;
 #[path = "../support/mod.rs"]
 mod support;
 
