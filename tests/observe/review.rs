@@ -198,3 +198,40 @@ fn invisible_format_characters_are_shown_escaped() {
         );
     }
 }
+
+/// Every observed call appends an audit entry. The default store keeps the 65,536 most recent,
+/// so a busy observed capability pushes the record of what people decided out of the trail.
+#[tokio::test]
+async fn observed_calls_do_not_push_human_decisions_out_of_the_audit_trail() {
+    let alerts = RecordingNotifier::new();
+    let gate = gate(&alerts).build().unwrap();
+    let tools = Tools::default();
+    let enforced = gate.layer(refunds(false)).layer(tools.clone());
+    let parked = tokio::spawn(enforced.oneshot(refund(Some("ticket"))));
+    let alert = alerts.next_alert().await;
+    let c = alert.code().reveal().to_owned();
+    gate.approve(Approve::new(alert.request().id(), c).by("alice"))
+        .await
+        .unwrap();
+    parked.await.unwrap().unwrap();
+
+    // A hot capability watched under the same gate (`observe = true` on one entry).
+    let watched = gate
+        .layer(observe(
+            CapabilityTable::new().ask("search.web", Ask::new("watching")),
+        ))
+        .layer(tools);
+    for i in 0..66_000u32 {
+        let call = ToolCall::new("search.web", json!({ "q": i })).principal("agent-7");
+        watched.clone().oneshot(call).await.unwrap();
+    }
+    let approvals = gate
+        .audit(AuditFilter::new().event(AuditEvent::Approved))
+        .await
+        .unwrap();
+    assert_eq!(
+        approvals.len(),
+        1,
+        "alice's approval is no longer in the audit trail"
+    );
+}
