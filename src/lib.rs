@@ -76,7 +76,7 @@
 //! |---|---|
 //! | call | what a caller sends through the middleware ([`Call`], [`ToolCall`]) |
 //! | capability | the name of what a call does, `payments.refund` or `POST /v1/refunds/{id}` |
-//! | decision | the [policy]'s first answer about a call: allow, deny, or ask ([`policy::Decision`]) |
+//! | decision | the [policy]'s first answer about a call: allow, deny, or ask, or one of the last two observed ([`policy::Decision`]) |
 //! | ask | what a person is asked, and the most an approval may grant ([`policy::Ask`]) |
 //! | access request | a call's question to a person, and every identical call waiting on it ([`AccessRequest`]) |
 //! | status | where a request stands: pending, approved, denied, … ([`Status`]) |

@@ -47,13 +47,21 @@ pub(crate) fn visible_lines(text: &str) -> Cow<'_, str> {
     neutralise(text, true)
 }
 
-/// Whether `c` is a control character, a line or paragraph separator, or a bidirectional
-/// override, isolate or mark: what a person must not be shown as it is.
+/// Whether `c` is a control character, a line or paragraph separator, a bidirectional
+/// override, isolate or mark, or a character that shows as nothing (Unicode's format
+/// characters: zero-width spaces and joiners, the soft hyphen, word joiners, the byte order
+/// mark, tags that spell hidden text; variation selectors and blank fillers): what a person
+/// must not be shown as it is, since `acct_good` followed by invisible characters is another
+/// argument than `acct_good`.
 pub(crate) fn hidden(c: char) -> bool {
     matches!(c,
-        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
-        | '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}'
-        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{ad}' | '\u{34f}'
+        | '\u{600}'..='\u{605}' | '\u{61c}' | '\u{6dd}' | '\u{70f}' | '\u{890}'..='\u{891}'
+        | '\u{8e2}' | '\u{115f}'..='\u{1160}' | '\u{17b4}'..='\u{17b5}' | '\u{180b}'..='\u{180f}'
+        | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}'
+        | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{ffa0}' | '\u{fff9}'..='\u{fffb}'
+        | '\u{110bd}' | '\u{110cd}' | '\u{13430}'..='\u{1343f}' | '\u{1bca0}'..='\u{1bca3}'
+        | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
 }
 
 fn neutralise(text: &str, keep_newlines: bool) -> Cow<'_, str> {
@@ -147,7 +155,22 @@ mod tests {
             "a\\r\\nb\\tc\\u{0}\\u{7f}\\u{85}\\u{9b}31m"
         );
         for c in [
-            '\u{2028}', '\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}', '\u{200f}', '\u{61c}',
+            '\u{2028}',
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{200f}',
+            '\u{61c}',
+            // Shown as nothing: zero-width space, word joiner, byte order mark, a tag letter,
+            // the soft hyphen, a variation selector, a Hangul filler.
+            '\u{200b}',
+            '\u{2060}',
+            '\u{feff}',
+            '\u{e0061}',
+            '\u{ad}',
+            '\u{fe0f}',
+            '\u{3164}',
         ] {
             assert_eq!(
                 visible(&c.to_string()),

@@ -468,6 +468,29 @@ impl<'de> Deserialize<'de> for Secret {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
                 Ok(Secret::Inline(v.to_owned()))
             }
+            // Anything else is refused without its value, which serde's own message would
+            // quote: a secret written as a bare number is still a secret.
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(not_a_secret())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(not_a_secret())
+            }
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<Secret, E> {
+                Err(not_a_secret())
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<Secret, E> {
+                Err(not_a_secret())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(not_a_secret())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(not_a_secret())
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(not_a_secret())
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
                 let Some(key) = map.next_key::<String>()? else {
                     return Err(de::Error::custom(
@@ -487,6 +510,14 @@ impl<'de> Deserialize<'de> for Secret {
         }
         d.deserialize_any(SecretVisitor)
     }
+}
+
+/// What a secret written as anything but `{ env = … }`, `{ file = … }` or text hears; the value
+/// is never repeated.
+fn not_a_secret<E: de::Error>() -> E {
+    E::custom(
+        r#"expected { env = "NAME" } or { file = "PATH" } (the value given is not repeated here)"#,
+    )
 }
 
 /// The `[store]` section, chosen by `kind`: where requests, standing rules, remembered denials

@@ -372,6 +372,7 @@ impl GateBuilder {
                 writer: StoreWriter::new(store),
                 unannounced: Mutex::new(recovered.abandoned),
                 deliveries: Deliveries::default(),
+                observed: self.alert_rate.map(|r| Mutex::new(RateLimiter::new(r))),
             }),
         };
         for rule in rejected {

@@ -158,6 +158,10 @@ pub(crate) struct Shared {
     feed: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::store::Change>>>,
     /// Approvers waiting for callers on another replica to take their approval.
     elsewhere: Mutex<rustc_hash::FxHashMap<RequestId, Vec<tokio::sync::oneshot::Sender<Status>>>>,
+    /// How many observed calls each principal may write to the audit trail: the alert rate,
+    /// since enforced, a call over it would have been refused `too_many_alerts`. `None` when
+    /// alerts are unlimited.
+    observed: Option<Mutex<rate::RateLimiter>>,
 }
 
 /// A snapshot of the gate's load.

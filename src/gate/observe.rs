@@ -1,6 +1,7 @@
 //! Observed calls: a policy watched before it is enforced. The call runs, and what the policy
 //! would have done is written to the audit trail, counted and logged; nobody is alerted.
 
+use std::sync::{Arc, PoisonError};
 use std::time::SystemTime;
 
 use super::admit::Admission;
@@ -14,12 +15,17 @@ use crate::time::to_millis;
 
 impl Gate {
     /// Records that `call` runs although `would` (an observed decision) would have asked about
-    /// it or refused it. A standing rule that covers an ask lets the call through unrecorded, as
-    /// it would have when enforced. Returns whether the call was recorded.
+    /// it or refused it, answered as enforcing would: a call without the reason an ask requires
+    /// would have been refused, and a standing rule that covers an ask lets the call through
+    /// unrecorded. Returns whether enforcing would have stopped the call (asked or refused).
+    ///
+    /// Each principal writes at most the alert rate's entries to the audit trail (20 a minute
+    /// by default): enforced, a call over it would have been refused `too_many_alerts`, and a
+    /// caller that could write without bound would push people's decisions out of a bounded
+    /// trail. Calls over it are still counted and logged.
     ///
     /// Out of line and cold: the middleware's allowed path, which shares its match, stays as
-    /// small as it was before observing existed (callgrind: +16 and +23 instructions an allowed
-    /// call when this was inlined).
+    /// small as it was before observing existed.
     #[cold]
     #[inline(never)]
     pub(crate) fn observe<R: Call>(&self, call: &R, would: &Decision) -> bool {
@@ -31,6 +37,11 @@ impl Gate {
             Decision::Allow(_) => return false,
             Decision::Observe(inner) => return self.observe(call, inner),
             Decision::Deny(reason) => format!("would have been denied: {reason}"),
+            Decision::Ask(ask)
+                if ask.require_reason && call.reason().is_none_or(|r| r.trim().is_empty()) =>
+            {
+                "would have been refused: reason_required (the call gave no reason)".to_owned()
+            }
             Decision::Ask(ask) => {
                 let covered = self.shared.rules_table().lookup(
                     capability,
@@ -53,24 +64,38 @@ impl Gate {
                 }
             }
         };
+        // Every value a field, so a line break in any of them (a caller's principal, an
+        // approver's reason in a remembered denial) is escaped and cannot forge a log line.
         tracing::info!(
             capability = ?capability,
             principal = ?principal,
-            "call run unenforced (observe): {detail}"
+            detail = ?detail,
+            "call run unenforced (observe)"
         );
-        let mut entry = AuditEntry::new(
-            AuditEvent::Observed,
-            to_millis(SystemTime::now()),
-            capability,
-        );
-        entry.principal = Some(principal.into());
-        entry.args_digest = Some(digest());
-        if self.shared.settings.audit_args {
-            entry.args = Some(canonical_json(&call.args()).into_boxed_str());
+        if self.may_record(principal) {
+            let mut entry = AuditEntry::new(
+                AuditEvent::Observed,
+                to_millis(SystemTime::now()),
+                capability,
+            );
+            entry.principal = Some(principal.into());
+            entry.args_digest = Some(digest());
+            if self.shared.settings.audit_args {
+                entry.args = Some(canonical_json(&call.args()).into_boxed_str());
+            }
+            entry.reason = call.reason().map(Into::into);
+            entry.detail = Some(detail.into_boxed_str());
+            self.shared.write(Write::Append(entry));
         }
-        entry.reason = call.reason().map(Into::into);
-        entry.detail = Some(detail.into_boxed_str());
-        self.shared.write(Write::Append(entry));
         true
+    }
+
+    /// Whether `principal` may write one more observed entry now.
+    fn may_record(&self, principal: &str) -> bool {
+        let Some(limiter) = &self.shared.observed else {
+            return true;
+        };
+        let mut limiter = limiter.lock().unwrap_or_else(PoisonError::into_inner);
+        limiter.take(&Arc::from(principal), tokio::time::Instant::now())
     }
 }

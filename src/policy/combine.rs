@@ -9,7 +9,8 @@ use serde_json::Value;
 use super::{Ask, Decision, Policy};
 use crate::call::Call;
 
-/// Both policies must let the call through: the stricter decision wins (allow < ask < deny).
+/// Both policies must let the call through: the stricter decision wins (allow < observe < ask <
+/// deny; of two observed decisions, the one whose decision observed is stricter).
 ///
 /// When both ask, the approver sees both reasonings and may grant only what both allow: the
 /// narrower scope, the shorter TTL, the approvers both accept (if no approver is accepted by
@@ -20,7 +21,10 @@ pub fn and<A, B>(a: A, b: B) -> And<A, B> {
 
 /// Either policy may let the call through: the more lenient decision wins (allow < ask < deny).
 ///
-/// When both ask, `a`'s ask is used. An allow from `a` skips `b`.
+/// An observed decision ([`Decision::Observe`]) is not enforced, so it does not loosen the other
+/// side: against an ask or a deny, those win; against an allow, the allow. Of two observed
+/// decisions, the one whose decision observed is more lenient. When both ask, `a`'s ask is
+/// used. An allow from `a` skips `b`.
 pub fn or<A, B>(a: A, b: B) -> Or<A, B> {
     Or { a, b }
 }
@@ -53,6 +57,9 @@ impl<R: ?Sized, A: Policy<R>, B: Policy<R>> Policy<R> for And<A, B> {
                 ask => Decision::Ask(ask),
             },
             (a, b) if b.strictness() > a.strictness() => b,
+            (Decision::Observe(a), Decision::Observe(b)) if b.strictness() > a.strictness() => {
+                Decision::Observe(b)
+            }
             (a, _) => a,
         }
     }
@@ -65,11 +72,21 @@ impl<R: ?Sized, A: Policy<R>, B: Policy<R>> Policy<R> for Or<A, B> {
             return first;
         }
         let second = self.b.check(call);
-        if second.strictness() < first.strictness() {
+        if leniency(&second) < leniency(&first) {
             second
         } else {
             first
         }
+    }
+}
+
+/// How `or` ranks decisions, most lenient first: an allow, then what is enforced (ask, deny),
+/// then an observed decision, which enforces nothing and so yields to either; observed ones by
+/// the decision they observe.
+fn leniency(decision: &Decision) -> (u8, u8) {
+    match decision {
+        Decision::Observe(observed) => (4, observed.strictness()),
+        decision => (decision.strictness(), 0),
     }
 }
 

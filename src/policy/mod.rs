@@ -1,7 +1,8 @@
 //! Deciding, per call, whether it runs, is refused, or waits for a person.
 //!
 //! A [`Policy`] answers a [`Decision`]: [`Allow`](Decision::Allow), [`Deny`](Decision::Deny) or
-//! [`Ask`](Decision::Ask), each with the reasoning behind it. An [`Ask`] also carries what the
+//! [`Ask`](Decision::Ask), each with the reasoning behind it, or one of the last two
+//! [observed](Decision::Observe) rather than enforced. An [`Ask`] also carries what the
 //! approver may grant: the widest [`Scope`], the longest rule TTL, who may decide, and whether the
 //! caller must give a reason. A policy runs synchronously on every call, so keep it cheap: an
 //! allowed call through the gate allocates nothing unless the policy does.

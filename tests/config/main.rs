@@ -1143,3 +1143,26 @@ async fn a_postgres_store_is_refused_by_the_synchronous_builder_naming_the_async
     assert!(error.to_string().contains("store.kind"), "{error}");
     assert!(error.to_string().contains("open_gate"), "{error}");
 }
+
+#[test]
+fn a_secret_written_as_anything_but_text_is_not_repeated_in_the_error() {
+    for (field, value) in [
+        ("[gate]\nsecret", "987654321987"),
+        ("[gate]\nsecret", "9876543.21987"),
+        ("[gate]\nsecret", "[98765, 43219]"),
+        (
+            "[[approval.approvers]]\nname = \"alice\"\ntoken",
+            "123456789012345678",
+        ),
+    ] {
+        let error = Config::from_toml(&format!("{field} = {value}\n"))
+            .unwrap_err()
+            .to_string();
+        let digits: String = value.chars().filter(char::is_ascii_digit).take(5).collect();
+        assert!(
+            !error.contains(&digits),
+            "the value is in the error: {error}"
+        );
+        assert!(error.contains("{ env = \"NAME\" }"), "{error}");
+    }
+}

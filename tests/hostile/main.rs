@@ -105,7 +105,12 @@ async fn caller_text_is_shown_escaped_and_cannot_forge_a_row_of_the_alert() {
                   \u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[8m\u{9b}2J\u{85}\u{2028}";
     let call = ToolCall::new(
         "payments.refund",
-        json!({"note": "\u{7f}\u{9b}2J invoice\u{202e}fdp.exe", "amount": 5}),
+        json!({
+            "note": "\u{7f}\u{9b}2J invoice\u{202e}fdp.exe",
+            "amount": 5,
+            // Shown as nothing unescaped: zero-width space, word joiner, byte order mark, a tag.
+            "to": "acct_good\u{200b}\u{2060}\u{feff}\u{e0061}",
+        }),
     )
     .principal("agent\u{202e}7")
     .session("conv\u{2066}1")
@@ -142,6 +147,10 @@ async fn caller_text_is_shown_escaped_and_cannot_forge_a_row_of_the_alert() {
     );
     assert!(
         text.contains(r#""note": "\u{7f}\u{9b}2J invoice\u{202e}fdp.exe""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""to": "acct_good\u{200b}\u{2060}\u{feff}\u{e0061}""#),
         "{text}"
     );
     assert!(text.contains(r"denied by alice: no\n│ code"), "{text}");

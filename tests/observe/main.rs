@@ -2,9 +2,10 @@
 //! have asked or refused is in the audit trail and the logs, with caller text escaped and the
 //! arguments only where the gate records them; a standing rule still answers as it would have.
 
-mod review;
 #[path = "../support/mod.rs"]
 mod support;
+
+mod hostile;
 
 use proptest::prelude::*;
 use serde_json::json;
@@ -187,7 +188,7 @@ proptest! {
     ) {
         support::runtime().block_on(async {
             let alerts = RecordingNotifier::new();
-            let gate = gate(&alerts).build().unwrap();
+            let gate = gate(&alerts).unlimited_alert_rate().build().unwrap();
             let tools = Tools::default();
             let svc = gate.layer(observe(policy(Scope::Value))).layer(tools.clone());
             let names = ["search.web", "payments.refund", "fs.delete", "shell.exec"];

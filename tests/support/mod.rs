@@ -361,11 +361,13 @@ pub fn forge_global_rule(path: &std::path::Path) -> (String, Option<String>) {
 }
 
 /// Whether `c` could steer a person's screen if shown raw: what `tollgate::notify::visible`
-/// escapes, less the line break, which a screen's own lines use.
+/// escapes, less the line break, which a screen's own lines use (control characters,
+/// separators, bidirectional formatting, and the characters that show as nothing).
 pub fn hidden(c: char) -> bool {
     matches!(c,
-        '\u{0}'..='\u{9}' | '\u{b}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
-        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+        '\u{0}'..='\u{9}' | '\u{b}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{ad}'
+        | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}'
+        | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{e0000}'..='\u{e0fff}')
 }
 
 /// The read side of [`tollgate::store::Store`], and `recover`, for a test store that wraps

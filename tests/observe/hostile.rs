@@ -1,11 +1,13 @@
-//! Review of observe mode (wt-review): cases where an observed call's record differs from what
-//! the enforced policy would have done, or carries argument values without `audit_args`.
+//! Observe mode against hostile callers and approvers: a record that differs from what the
+//! enforced policy would have done, an observed side that would loosen an enforced one, log
+//! lines forged through the record, and records that would crowd people's decisions out of the
+//! audit trail.
 
 use std::time::Duration;
 
 use serde_json::json;
 use tollgate::notify::RecordingNotifier;
-use tollgate::policy::{Ask, CapabilityTable, arg, observe, threshold};
+use tollgate::policy::{Ask, CapabilityTable, observe};
 use tollgate::store::{AuditEvent, AuditFilter};
 use tollgate::{Approve, Scope, ToolCall};
 use tower::{Layer, ServiceExt};
@@ -71,30 +73,6 @@ async fn an_observed_call_a_rule_covers_is_recorded_when_enforcing_would_refuse_
     );
 }
 
-/// `threshold`'s reasoning carries the cost read from the arguments; an observed threshold
-/// writes it to the audit `detail` and the log line although `audit_args` is off.
-#[tokio::test]
-async fn an_observed_threshold_keeps_argument_values_out_of_the_audit_and_logs() {
-    let alerts = RecordingNotifier::new();
-    let gate = gate(&alerts).build().unwrap();
-    let svc = gate
-        .layer(observe(threshold(arg("/amount"), 100.0)))
-        .layer(Tools::default());
-    let (logs, _guard) = capture_logs();
-    let call = ToolCall::new("payments.refund", json!({"amount": 987654321}));
-    svc.oneshot(call).await.unwrap();
-    let observed = gate
-        .audit(AuditFilter::new().event(AuditEvent::Observed))
-        .await
-        .unwrap();
-    let detail = observed[0].detail.as_deref().unwrap().to_owned();
-    let text = logs.text();
-    assert!(
-        !detail.contains("987654321") && !text.contains("987654321"),
-        "an argument value was recorded without audit_args: detail {detail:?}; logs {text}"
-    );
-}
-
 /// The observe log line puts `detail` in the message unescaped; a remembered denial's reason is
 /// text an approver typed, and its line break starts a new, forged, log line.
 #[tokio::test]
@@ -125,86 +103,91 @@ async fn an_approvers_reason_cannot_forge_a_line_of_the_observe_log() {
     );
 }
 
-/// `or` keeps the more lenient decision, and an observed one (strictness 1) is more lenient
-/// than an enforced ask (2): wrapping one side of an `or` in `observe` un-enforces the other.
+/// `or` keeps the more lenient decision, but an observed one is not enforced: it must not
+/// loosen an enforced ask (or deny) on the other side, whichever side it is on.
 #[tokio::test]
 async fn an_observed_policy_in_an_or_does_not_unenforce_the_other_side() {
     let alerts = RecordingNotifier::new();
     let gate = gate(&alerts).build().unwrap();
     let tools = Tools::default();
-    let candidate = CapabilityTable::new().deny("payments.refund", "new rule under watch");
-    let policy = tollgate::policy::or(observe(candidate), refunds(false));
-    let svc = gate.layer(policy).layer(tools.clone());
-    let ran =
-        tokio::time::timeout(Duration::from_millis(300), svc.oneshot(refund(Some("t")))).await;
-    assert!(
-        ran.is_err() && tools.total() == 0,
-        "the enforced policy asks about refunds, yet the refund ran unasked: {ran:?}"
-    );
-}
-
-/// README: `[capabilities."deploy.*"] observe = false  # except this: enforced already`. A
-/// more specific entry for one of those capabilities takes nothing from the glob, so it is
-/// observed: `deploy.prod` runs unasked as soon as someone gives it a description.
-#[cfg(feature = "toml")]
-#[test]
-fn a_more_specific_entry_under_an_enforced_glob_stays_enforced() {
-    use tollgate::config::Config;
-    use tollgate::policy::{Decision, Policy};
-    let config = Config::from_toml(
-        r#"
-mode = "observe"
-[gate]
-random_secret = true
-[capabilities."deploy.*"]
-observe = false
-[capabilities."deploy.prod"]
-description = "Production deploys."
-"#,
-    )
-    .unwrap();
-    let policy = config.policy().unwrap();
-    let decision = policy.check(&ToolCall::new("deploy.prod", json!({})));
-    assert!(
-        matches!(decision, Decision::Ask(_)),
-        "deploy.* is enforced, deploy.prod is {decision:?}"
-    );
-}
-
-/// A secret or token written as a bare number is quoted in the error (serde's invalid_type).
-#[cfg(feature = "toml")]
-#[test]
-fn a_secret_written_as_a_number_is_not_quoted_in_the_error() {
-    let error = tollgate::config::Config::from_toml("[gate]\nsecret = 987654321987\n")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        !error.contains("987654321987"),
-        "the secret is in the error: {error}"
-    );
-}
-
-/// Zero-width and tag characters are not escaped: an approver sees `acct_good` where the call
-/// carries `acct_good` plus invisible characters (tag characters spell hidden ASCII).
-#[test]
-fn invisible_format_characters_are_shown_escaped() {
-    for c in ['\u{200b}', '\u{2060}', '\u{feff}', '\u{e0061}', '\u{00ad}'] {
-        let text = format!("acct_good{c}");
-        assert_ne!(
-            tollgate::notify::visible(&text),
-            text,
-            "U+{:04X} reaches the approver unescaped",
-            u32::from(c)
-        );
+    let candidate = || CapabilityTable::new().deny("payments.refund", "new rule under watch");
+    let first = tollgate::policy::or(observe(candidate()), refunds(false));
+    let second = tollgate::policy::or(refunds(false), observe(candidate()));
+    for (i, svc) in [
+        gate.layer(first).layer(tools.clone()).boxed_clone(),
+        gate.layer(second).layer(tools.clone()).boxed_clone(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let call = refund(Some(&format!("ticket {i}")));
+        let mut parked = tokio::spawn(svc.oneshot(call));
+        let alert = tokio::select! {
+            alert = alerts.next_alert() => alert,
+            ran = &mut parked => panic!("the refund ran unasked: {ran:?}"),
+        };
+        assert_eq!(tools.total(), 0, "the refund ran unasked");
+        let c = alert.code().reveal().to_owned();
+        gate.deny(tollgate::Deny::new(alert.request().id(), c).by("alice"))
+            .await
+            .unwrap();
+        assert!(parked.await.unwrap().is_err());
     }
+    // Against a deny, the deny; against an allow, the allow (unrecorded).
+    let denied = tollgate::policy::or(
+        observe(refunds(false)),
+        CapabilityTable::new().deny("payments.refund", "not today"),
+    );
+    let svc = gate.layer(denied).layer(tools.clone());
+    let error = svc.oneshot(refund(Some("t"))).await.unwrap_err();
+    assert_eq!(code(&error), "access_request_denied");
+    let allowed = tollgate::policy::or(
+        observe(refunds(false)),
+        CapabilityTable::new().allow("payments.refund"),
+    );
+    gate.layer(allowed)
+        .layer(tools.clone())
+        .oneshot(refund(Some("t")))
+        .await
+        .unwrap();
+    let observed = gate
+        .audit(AuditFilter::new().event(AuditEvent::Observed))
+        .await
+        .unwrap();
+    assert!(observed.is_empty(), "{observed:?}");
 }
 
-/// Every observed call appends an audit entry. The default store keeps the 65,536 most recent,
-/// so a busy observed capability pushes the record of what people decided out of the trail.
+/// Of two observed decisions, `and` keeps the one that observes the stricter: enforced, the
+/// deny would have applied, and the record says so.
 #[tokio::test]
-async fn observed_calls_do_not_push_human_decisions_out_of_the_audit_trail() {
+async fn and_of_two_observed_decisions_records_the_stricter() {
     let alerts = RecordingNotifier::new();
     let gate = gate(&alerts).build().unwrap();
+    let policy = tollgate::policy::and(
+        observe(refunds(false)),
+        observe(CapabilityTable::new().deny("payments.refund", "never")),
+    );
+    let svc = gate.layer(policy).layer(Tools::default());
+    svc.oneshot(refund(Some("t"))).await.unwrap();
+    let observed = gate
+        .audit(AuditFilter::new().event(AuditEvent::Observed))
+        .await
+        .unwrap();
+    assert_eq!(
+        observed[0].detail.as_deref(),
+        Some("would have been denied: never")
+    );
+}
+
+/// Every observed call would append an audit entry, and the default store keeps the 65,536
+/// most recent: a caller making cheap observed calls would push people's decisions out of the
+/// trail. Each principal writes at most the alert rate's entries (enforced, the calls beyond it
+/// would have been refused `too_many_alerts`); every call still runs.
+#[tokio::test(start_paused = true)]
+async fn observed_calls_do_not_push_human_decisions_out_of_the_audit_trail() {
+    let alerts = RecordingNotifier::new();
+    let store = tollgate::store::MemoryStore::with_audit_capacity(64);
+    let gate = gate(&alerts).store(store).build().unwrap();
     let tools = Tools::default();
     let enforced = gate.layer(refunds(false)).layer(tools.clone());
     let parked = tokio::spawn(enforced.oneshot(refund(Some("ticket"))));
@@ -215,23 +198,33 @@ async fn observed_calls_do_not_push_human_decisions_out_of_the_audit_trail() {
         .unwrap();
     parked.await.unwrap().unwrap();
 
-    // A hot capability watched under the same gate (`observe = true` on one entry).
     let watched = gate
         .layer(observe(
             CapabilityTable::new().ask("search.web", Ask::new("watching")),
         ))
-        .layer(tools);
-    for i in 0..66_000u32 {
+        .layer(tools.clone());
+    for i in 0..500u32 {
         let call = ToolCall::new("search.web", json!({ "q": i })).principal("agent-7");
         watched.clone().oneshot(call).await.unwrap();
     }
+    assert_eq!(tools.total(), 501, "every call ran");
+    let observed = gate
+        .audit(AuditFilter::new().event(AuditEvent::Observed))
+        .await
+        .unwrap();
+    assert_eq!(observed.len(), 20, "the default alert rate: 20 a minute");
     let approvals = gate
         .audit(AuditFilter::new().event(AuditEvent::Approved))
         .await
         .unwrap();
-    assert_eq!(
-        approvals.len(),
-        1,
-        "alice's approval is no longer in the audit trail"
-    );
+    assert_eq!(approvals.len(), 1, "alice's approval is still in the trail");
+    // A minute on, the principal may write again.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let call = ToolCall::new("search.web", json!({ "q": "later" })).principal("agent-7");
+    watched.oneshot(call).await.unwrap();
+    let observed = gate
+        .audit(AuditFilter::new().event(AuditEvent::Observed))
+        .await
+        .unwrap();
+    assert_eq!(observed.len(), 21);
 }
