@@ -63,7 +63,7 @@
 //! | `selective` (default) | each capability follows its entry; capabilities with no entry follow `[defaults]`, which ask |
 //! | `all_capabilities` | every call asks, even those whose entry says `allow`; `deny` entries still deny |
 //! | `disabled` | every call runs, denied ones too, without asking anyone; a warning says so when the policy is built |
-//! | `observe` | as `selective`, but every call runs: what an entry would have asked or refused is recorded instead (an `observed` audit entry, the `tollgate_calls_total{decision="observed"}` counter, a log line at `info` with the capability and principal, the arguments only with `audit_args`); an entry with `observe = false` is enforced. A capability can be observed under any mode with `observe = true` |
+//! | `observe` | as `selective`, but every call runs: what an entry would have asked or refused is recorded instead (an `observed` audit entry, the `tollgate_calls_total{decision="observed"}` counter, a log line at `info` with the capability and principal, the arguments only with `audit_args`); an entry with `observe = false` is enforced; a warning says so when the policy is built. A capability can be observed under the other enforcing modes with `observe = true` |
 //!
 //! # Which entry applies
 //!
@@ -242,7 +242,8 @@ impl Config {
         Ok(())
     }
 
-    /// The policy the file describes. Logs a warning when the mode is `disabled`.
+    /// The policy the file describes. Logs a warning when the mode is `disabled` or `observe`:
+    /// either lets calls run that the entries would stop.
     pub fn policy(&self) -> Result<ConfigPolicy, Error> {
         self.validate()?;
         if self.mode == Mode::Disabled {
@@ -251,6 +252,12 @@ impl Config {
                 "APPROVALS ARE DISABLED (mode = \"disabled\"): every call runs without asking anyone"
             );
             return Ok(ConfigPolicy { table: None });
+        }
+        if self.mode == Mode::Observe {
+            tracing::warn!(
+                origin = %self.origin_name(),
+                "OBSERVE MODE (mode = \"observe\"): calls the policy would ask about or refuse run anyway; each is recorded as an `observed` audit entry (GET /api/audit?event=observed)"
+            );
         }
         let fallback = self.decision(
             "this capability is not listed in the configuration".into(),
@@ -555,7 +562,7 @@ impl Config {
     )))]
     fn needs_feature(&self, field: &str, kind: &str, feature: &str) -> Error {
         let message = format!(
-            "kind = \"{kind}\" needs tollgate's `{feature}` feature, which this build lacks"
+            "kind = \"{kind}\" needs tollgate's `{feature}` feature, which this build lacks (the binary: cargo install --locked tollgate --features cli,{feature})"
         );
         self.invalid(&format!("{field}.kind"), &message)
     }

@@ -1062,7 +1062,14 @@ fn a_file_without_notifiers_names_the_key_not_a_method() {
 
 #[test]
 fn observe_runs_every_entry_unenforced_and_an_entry_can_opt_out() {
+    let (logs, _guard) = capture_logs();
     let observed = config(&format!("mode = \"observe\"\n{ENTRIES}"));
+    observed.policy().unwrap();
+    let said = logs.text();
+    assert!(
+        said.contains("WARN") && said.contains("OBSERVE MODE"),
+        "{said}"
+    );
     assert_eq!(kind(&decide(&observed, "search.web")), "allow");
     assert_eq!(kind(&decide(&observed, "fs.delete")), "observe deny");
     assert_eq!(kind(&decide(&observed, "payments.refund")), "observe ask");

@@ -3,21 +3,19 @@
 //! parks, its terminal alert links to the binary's page, and an approval with that code runs it.
 
 use super::*;
-use support::shipped::{
-    APPROVE, SECRET as SHIPPED_SECRET, TOKEN as SHIPPED_TOKEN, approve, linked_alert, shipped,
-};
+use support::shipped::{APPROVE, TOKEN as SHIPPED_TOKEN, approve, linked_alert, shipped};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_mcp_file_runs_as_the_readme_says() {
     let dir = temp_dir("shipped");
     let port = free_port();
-    let db = dir.join("tollgate.db").display().to_string();
+    let db = dir.join("tollgate-mcp.db").display().to_string();
     let config = shipped(
         "mcp.toml",
         &dir,
         &[
             ("\"127.0.0.1:8790\"", &format!("\"127.0.0.1:{port}\"")),
-            ("\"tollgate.db\"", &format!("{db:?}")),
+            ("\"tollgate-mcp.db\"", &format!("{db:?}")),
         ],
     );
     let (python, upstream) = (python(), here("upstream.py"));
@@ -25,8 +23,6 @@ async fn the_shipped_mcp_file_runs_as_the_readme_says() {
         .args(["mcp", "--config"])
         .arg(&config)
         .args(["--", &python, &upstream])
-        .env(SHIPPED_SECRET.0, SHIPPED_SECRET.1)
-        .env(SHIPPED_TOKEN.0, SHIPPED_TOKEN.1)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -51,7 +47,7 @@ async fn the_shipped_mcp_file_runs_as_the_readme_says() {
 
     let api = ([127, 0, 0, 1], port).into();
     let alert = linked_alert(&mut stderr, &mut String::new(), api).await;
-    let approved = approve(api, APPROVE, SHIPPED_TOKEN.1, &alert, json!({})).await;
+    let approved = approve(api, APPROVE, SHIPPED_TOKEN, &alert, json!({})).await;
     assert_eq!(approved.status, 200, "{}", approved.body);
     let result = answer().await;
     assert_eq!(result["id"], 2, "{result}");

@@ -3,15 +3,11 @@
 //! curl route approves it, and the standing rule is in its SQLite file after a restart.
 
 use super::*;
-use support::shipped::{SECRET, TOKEN, approve, linked_alert, readme_curls, shipped};
+use support::shipped::{TOKEN, approve, linked_alert, readme_curls, shipped};
 
 async fn start_shipped(config: &Path) -> Spawned {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    command
-        .args(["proxy", "--config"])
-        .arg(config)
-        .env(SECRET.0, SECRET.1)
-        .env(TOKEN.0, TOKEN.1);
+    command.args(["proxy", "--config"]).arg(config);
     spawned(command).await
 }
 
@@ -29,7 +25,7 @@ async fn the_shipped_sidecar_file_runs_as_the_readme_says() {
     let dir = std::env::temp_dir().join(format!("tollgate-shipped-sidecar-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("tollgate.db").display().to_string();
+    let db = dir.join("tollgate-sidecar.db").display().to_string();
     let upstream_url = format!("http://{upstream}");
     let config = shipped(
         "sidecar.toml",
@@ -38,7 +34,7 @@ async fn the_shipped_sidecar_file_runs_as_the_readme_says() {
             ("\"127.0.0.1:8080\"", "\"127.0.0.1:0\""),
             ("\"http://127.0.0.1:3000\"", &format!("{upstream_url:?}")),
             ("\"127.0.0.1:8790\"", "\"127.0.0.1:0\""),
-            ("\"tollgate.db\"", &format!("{db:?}")),
+            ("\"tollgate-sidecar.db\"", &format!("{db:?}")),
         ],
     );
     // The README's curl lines, by port: the proxy's and the approval API's, as shipped.
@@ -63,7 +59,7 @@ async fn the_shipped_sidecar_file_runs_as_the_readme_says() {
     let said = &mut sidecar.said_at_start;
     let alert = linked_alert(&mut sidecar.stderr, said, sidecar.approval).await;
     let more = json!({"scope": "value", "ttl_secs": 3600});
-    let approved = approve(sidecar.approval, &approve_path, TOKEN.1, &alert, more).await;
+    let approved = approve(sidecar.approval, &approve_path, TOKEN, &alert, more).await;
     assert_eq!(approved.status, 200, "{}", approved.body);
     assert_eq!(parked.reply.await.unwrap().status, 200);
     assert_eq!(received.bodies.lock().unwrap().len(), 1);

@@ -12,27 +12,37 @@ use serde_json::{Value, json};
 use tokio::io::{BufReader, Lines};
 use tokio::process::ChildStderr;
 
-/// The variables the shipped files read their secrets from.
-pub const SECRET: (&str, &str) = (
-    "TOLLGATE_SECRET",
-    "a-secret-for-the-shipped-configs-0123456789",
-);
-pub const TOKEN: (&str, &str) = (
-    "TOLLGATE_ALICE_TOKEN",
-    "alice-token-for-the-shipped-configs",
-);
+/// The files the shipped configurations read their secret and alice's token from, as the README
+/// makes them, and what the tests write there.
+const SECRET: &str = "a-secret-for-the-shipped-configs-0123456789";
+pub const TOKEN: &str = "alice-token-for-the-shipped-configs";
 
-/// `examples/config/{name}`, its `moves` (a value in the file, and what the test puts there)
-/// applied, written to `dir`; each move must find its value, so the test runs the file as
-/// shipped but for them.
+/// `examples/config/{name}` copied to `dir`, with the secret and token files it reads written
+/// there too, and the paths to them and its `moves` (a value in the file, and what the test
+/// puts there: addresses, the database) changed to the test's; each must find its value, so
+/// the test runs the file as shipped but for them.
 pub fn shipped(name: &str, dir: &Path, moves: &[(&str, &str)]) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/config")
         .join(name);
     let mut text = std::fs::read_to_string(&path).unwrap();
-    for (from, to) in moves {
+    let (secret, token) = (dir.join("tollgate.secret"), dir.join("alice.token"));
+    std::fs::write(&secret, SECRET).unwrap();
+    std::fs::write(&token, TOKEN).unwrap();
+    let files = [
+        (
+            "\"tollgate.secret\"",
+            format!("{:?}", secret.display().to_string()),
+        ),
+        (
+            "\"alice.token\"",
+            format!("{:?}", token.display().to_string()),
+        ),
+    ];
+    let moves = moves.iter().map(|(from, to)| (*from, (*to).to_owned()));
+    for (from, to) in files.into_iter().chain(moves) {
         assert!(text.contains(from), "{name} no longer says {from}");
-        text = text.replacen(from, to, 1);
+        text = text.replacen(from, &to, 1);
     }
     let copy = dir.join(name);
     std::fs::write(&copy, text).unwrap();
