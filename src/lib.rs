@@ -65,8 +65,9 @@
 //!    the alert, the decision before the caller resumes. The audit trail records every one.
 //!
 //! [`RequireApproval::submit`] is the non-blocking form: [`Submitted::Done`] with the response,
-//! or [`Submitted::Pending`] with a [`PendingCall`] handle to poll or wait on. [`Gate::shutdown`] lets every parked caller go with
-//! `gate_shut_down` and flushes the store, for a process about to exit.
+//! or [`Submitted::Pending`] with a [`PendingCall`] handle to poll or wait on.
+//! [`Gate::shutdown`] lets every parked caller go with `gate_shut_down` and flushes the store,
+//! for a process about to exit.
 //!
 //! # Words
 //!
