@@ -48,7 +48,12 @@ async fn a_value_approvals_rule_survives_a_restart_of_the_binary() {
         .expect("the call waited: the rule did not survive the restart");
     assert_eq!(reply.status, 200);
     assert_eq!(received.bodies.lock().unwrap().len(), 2);
-    assert!(second.alerts.try_recv().is_err(), "nobody was asked again");
+    // Nobody was asked again. (The restarted binary may announce that the first one's request,
+    // killed between running and recording its end, was abandoned: a resolution, no alert.)
+    while let Ok(event) = second.alerts.try_recv() {
+        let event = event.json();
+        assert_ne!(event["type"], "access_request.created", "asked again: {event}");
+    }
     // Another amount still asks.
     let parked = start(second.proxy, refund(r#"{"amount": 71}"#)).await;
     let _ = next_alert(&mut second).await;
