@@ -112,9 +112,10 @@
 //! - **Numbers are exact.** Arguments are digested by their exact value; JSON text with a number
 //!   a 64-bit integer or a double would not hold exactly is refused (`invalid_arguments`), so
 //!   the number an approver reads is the number that runs.
-//! - **Caller text cannot steer a screen.** Control characters, line separators and
-//!   bidirectional overrides in anything a caller chose are shown escaped by every shipped
-//!   notifier and the approval page ([`notify::visible`] for your own).
+//! - **Caller text cannot steer a screen.** Control characters, line separators, bidirectional
+//!   overrides and characters that show as nothing (zero-width, tags) in anything a caller chose
+//!   are shown escaped by every shipped notifier and the approval page ([`notify::visible`] for
+//!   your own).
 //! - **Joins are bounded.** At most 256 callers (configurable) wait on one request; one that
 //!   leaves frees its place.
 //! - **Stored rules are sealed** with a key derived from the secret: a rule written into the store

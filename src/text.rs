@@ -20,11 +20,13 @@ pub(crate) fn pretty_args(request: &AccessRequest) -> String {
 }
 
 /// Caller text as one line a person can safely read: every control character and line or
-/// paragraph separator (line breaks included), DEL, C1 controls, and the bidirectional
-/// overrides, isolates and marks are shown
-/// escaped (`\n`, `\u{1b}`, `\u{202e}`), so the text cannot move the cursor, recolour or hide
-/// what follows, write to the clipboard, reorder what a person reads, or forge a line of the
-/// alert around it. Everything else, other scripts and emoji included, is left as it is.
+/// paragraph separator (line breaks included), DEL, C1 controls, the bidirectional overrides,
+/// isolates and marks, and the characters that show as nothing (zero-width spaces and joiners,
+/// the byte order mark, tags, variation selectors) are shown escaped (`\n`, `\u{1b}`,
+/// `\u{202e}`, `\u{200b}`), so the text cannot move the cursor, recolour or hide what follows,
+/// write to the clipboard, reorder what a person reads, pass for other text, or forge a line of
+/// the alert around it. Everything else, other scripts and most emoji included, is left as it
+/// is (an emoji's joiners and variation selectors are shown escaped).
 ///
 /// Notifiers written outside this crate use it for every field a caller chose before showing it
 /// to a person; the shipped ones already do.
@@ -36,6 +38,7 @@ pub(crate) fn pretty_args(request: &AccessRequest) -> String {
 /// assert_eq!(visible("\u{1b}]52;c;cm0gLXJm\u{7}"), "\\u{1b}]52;c;cm0gLXJm\\u{7}");
 /// assert_eq!(visible("txt.exe\u{202e}fdp"), "txt.exe\\u{202e}fdp");
 /// assert_eq!(visible("Zoë 👍"), "Zoë 👍");
+/// assert_eq!(visible("acct_good\u{200b}"), "acct_good\\u{200b}");
 /// ```
 pub fn visible(text: &str) -> Cow<'_, str> {
     neutralise(text, false)

@@ -52,7 +52,10 @@ async fn a_value_approvals_rule_survives_a_restart_of_the_binary() {
     // killed between running and recording its end, was abandoned: a resolution, no alert.)
     while let Ok(event) = second.alerts.try_recv() {
         let event = event.json();
-        assert_ne!(event["type"], "access_request.created", "asked again: {event}");
+        assert_ne!(
+            event["type"], "access_request.created",
+            "asked again: {event}"
+        );
     }
     // Another amount still asks.
     let parked = start(second.proxy, refund(r#"{"amount": 71}"#)).await;
