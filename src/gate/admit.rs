@@ -40,9 +40,6 @@ impl Gate {
         edits: impl FnOnce(RequestId) -> Option<Arc<dyn Edits>>,
     ) -> Admission {
         let capability = call.capability();
-        if ask.require_reason && call.reason().is_none_or(|r| r.trim().is_empty()) {
-            return Admission::Refuse(Error::new(ErrorKind::ReasonRequired));
-        }
         let principal = call.principal().unwrap_or(ANONYMOUS);
         let session = call.session();
         // Computed at most once, and only if a value rule or a new request needs them: the
@@ -57,15 +54,7 @@ impl Gate {
                 .copied()
         };
         let now = Instant::now();
-        let covered = self.shared.rules_table().lookup(
-            capability,
-            principal,
-            session,
-            || (digest(), key()),
-            |rule| ask.met_by(rule),
-            now,
-        );
-        if let Some(answer) = covered {
+        if let Some(answer) = self.standing(call, &ask, || (digest(), key()), now) {
             return answer;
         }
         let Ok(runtime) = Handle::try_current() else {
@@ -140,6 +129,31 @@ impl Gate {
             key,
             attached: true,
         })
+    }
+
+    /// How the call is answered before a person would be asked, if it is: refused when it lacks
+    /// the reason `ask` requires, then as the standing rules covering it say (run, or refused by
+    /// a remembered denial). `None` when a person would be asked. `digests` (the arguments', and
+    /// their key fields') is called only if a value rule needs it. Observed calls are answered
+    /// the same way, recorded instead of enforced.
+    pub(crate) fn standing<R: Call>(
+        &self,
+        call: &R,
+        ask: &Ask,
+        digests: impl FnOnce() -> (ArgsDigest, Option<ArgsDigest>),
+        now: Instant,
+    ) -> Option<Admission> {
+        if ask.require_reason && call.reason().is_none_or(|r| r.trim().is_empty()) {
+            return Some(Admission::Refuse(Error::new(ErrorKind::ReasonRequired)));
+        }
+        self.shared.rules_table().lookup(
+            call.capability(),
+            call.principal().unwrap_or(ANONYMOUS),
+            call.session(),
+            digests,
+            |rule| ask.met_by(rule),
+            now,
+        )
     }
 }
 

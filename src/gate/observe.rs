@@ -15,9 +15,10 @@ use crate::time::to_millis;
 
 impl Gate {
     /// Records that `call` runs although `would` (an observed decision) would have asked about
-    /// it or refused it, answered as enforcing would: a call without the reason an ask requires
-    /// would have been refused, and a standing rule that covers an ask lets the call through
-    /// unrecorded. Returns whether enforcing would have stopped the call (asked or refused).
+    /// it or refused it, answered as enforcing would ([`standing`](Gate::standing)): a call
+    /// without the reason an ask requires would have been refused, and a standing rule that
+    /// covers an ask lets the call through unrecorded. Returns whether enforcing would have
+    /// stopped the call (asked or refused).
     ///
     /// Each principal writes at most the alert rate's entries to the audit trail (20 a minute
     /// by default): enforced, a call over it would have been refused `too_many_alerts`, and a
@@ -37,24 +38,12 @@ impl Gate {
             Decision::Allow(_) => return false,
             Decision::Observe(inner) => return self.observe(call, inner),
             Decision::Deny(reason) => format!("would have been denied: {reason}"),
-            Decision::Ask(ask)
-                if ask.require_reason && call.reason().is_none_or(|r| r.trim().is_empty()) =>
-            {
-                "would have been refused: reason_required (the call gave no reason)".to_owned()
-            }
             Decision::Ask(ask) => {
-                let covered = self.shared.rules_table().lookup(
-                    capability,
-                    principal,
-                    call.session(),
-                    || {
-                        let key = ask.key_fields.as_ref().and_then(|f| f.digest(&call.args()));
-                        (digest(), key)
-                    },
-                    |rule| ask.met_by(rule),
-                    tokio::time::Instant::now(),
-                );
-                match covered {
+                let digests = || {
+                    let key = ask.key_fields.as_ref().and_then(|f| f.digest(&call.args()));
+                    (digest(), key)
+                };
+                match self.standing(call, ask, digests, tokio::time::Instant::now()) {
                     Some(Admission::Run) => return false,
                     Some(Admission::Refuse(error)) => format!(
                         "would have been refused: {}",
