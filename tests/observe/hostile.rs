@@ -9,10 +9,11 @@ use serde_json::json;
 use tollgate::notify::RecordingNotifier;
 use tollgate::policy::{Ask, CapabilityTable, observe};
 use tollgate::store::{AuditEvent, AuditFilter};
-use tollgate::{Approve, Scope, ToolCall};
+use tollgate::{Scope, ToolCall};
 use tower::{Layer, ServiceExt};
 
 use crate::support::{Tools, capture_logs, code, gate};
+use crate::{approve_next, observed as entries};
 
 fn refunds(require_reason: bool) -> CapabilityTable {
     let mut ask = Ask::new("refunds move money")
@@ -44,15 +45,7 @@ async fn an_observed_call_a_rule_covers_is_recorded_when_enforcing_would_refuse_
     let enforced = gate.layer(refunds(true)).layer(tools.clone());
     // A capability approval, made on a call that gave its reason.
     let parked = tokio::spawn(enforced.clone().oneshot(refund(Some("ticket #1"))));
-    let alert = alerts.next_alert().await;
-    let c = alert.code().reveal().to_owned();
-    gate.approve(
-        Approve::new(alert.request().id(), c)
-            .scope(Scope::Capability)
-            .by("alice"),
-    )
-    .await
-    .unwrap();
+    approve_next(&gate, &alerts, Scope::Capability).await;
     parked.await.unwrap().unwrap();
 
     // Enforced: no reason, refused, rule or not.
@@ -62,10 +55,7 @@ async fn an_observed_call_a_rule_covers_is_recorded_when_enforcing_would_refuse_
     // Observed: it runs (as it should) but must be recorded as a would-be refusal.
     let watched = gate.layer(observe(refunds(true))).layer(tools.clone());
     watched.oneshot(refund(None)).await.unwrap();
-    let observed = gate
-        .audit(AuditFilter::new().event(AuditEvent::Observed))
-        .await
-        .unwrap();
+    let observed = entries(&gate).await;
     assert_eq!(
         observed.len(),
         1,
@@ -150,10 +140,7 @@ async fn an_observed_policy_in_an_or_does_not_unenforce_the_other_side() {
         .oneshot(refund(Some("t")))
         .await
         .unwrap();
-    let observed = gate
-        .audit(AuditFilter::new().event(AuditEvent::Observed))
-        .await
-        .unwrap();
+    let observed = entries(&gate).await;
     assert!(observed.is_empty(), "{observed:?}");
 }
 
@@ -169,10 +156,7 @@ async fn and_of_two_observed_decisions_records_the_stricter() {
     );
     let svc = gate.layer(policy).layer(Tools::default());
     svc.oneshot(refund(Some("t"))).await.unwrap();
-    let observed = gate
-        .audit(AuditFilter::new().event(AuditEvent::Observed))
-        .await
-        .unwrap();
+    let observed = entries(&gate).await;
     assert_eq!(
         observed[0].detail.as_deref(),
         Some("would have been denied: never")
@@ -191,11 +175,7 @@ async fn observed_calls_do_not_push_human_decisions_out_of_the_audit_trail() {
     let tools = Tools::default();
     let enforced = gate.layer(refunds(false)).layer(tools.clone());
     let parked = tokio::spawn(enforced.oneshot(refund(Some("ticket"))));
-    let alert = alerts.next_alert().await;
-    let c = alert.code().reveal().to_owned();
-    gate.approve(Approve::new(alert.request().id(), c).by("alice"))
-        .await
-        .unwrap();
+    approve_next(&gate, &alerts, Scope::Once).await;
     parked.await.unwrap().unwrap();
 
     let watched = gate
@@ -208,10 +188,7 @@ async fn observed_calls_do_not_push_human_decisions_out_of_the_audit_trail() {
         watched.clone().oneshot(call).await.unwrap();
     }
     assert_eq!(tools.total(), 501, "every call ran");
-    let observed = gate
-        .audit(AuditFilter::new().event(AuditEvent::Observed))
-        .await
-        .unwrap();
+    let observed = entries(&gate).await;
     assert_eq!(observed.len(), 20, "the default alert rate: 20 a minute");
     let approvals = gate
         .audit(AuditFilter::new().event(AuditEvent::Approved))
@@ -222,9 +199,6 @@ async fn observed_calls_do_not_push_human_decisions_out_of_the_audit_trail() {
     tokio::time::advance(Duration::from_secs(60)).await;
     let call = ToolCall::new("search.web", json!({ "q": "later" })).principal("agent-7");
     watched.oneshot(call).await.unwrap();
-    let observed = gate
-        .audit(AuditFilter::new().event(AuditEvent::Observed))
-        .await
-        .unwrap();
+    let observed = entries(&gate).await;
     assert_eq!(observed.len(), 21);
 }

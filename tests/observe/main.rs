@@ -23,6 +23,14 @@ async fn observed(gate: &Gate) -> Vec<AuditEntry> {
         .unwrap()
 }
 
+/// Approves the next alert's request as alice would, with `scope`.
+async fn approve_next(gate: &Gate, alerts: &RecordingNotifier, scope: Scope) {
+    let alert = alerts.next_alert().await;
+    let code = alert.code().reveal().to_owned();
+    let approve = Approve::new(alert.request().id(), code).scope(scope);
+    gate.approve(approve.by("alice")).await.unwrap();
+}
+
 fn delete() -> ToolCall {
     ToolCall::new("fs.delete", json!({"path": "/srv/data"})).principal("agent-7")
 }
@@ -98,15 +106,7 @@ async fn a_standing_rule_answers_an_observed_call_as_it_would_have_when_enforced
     // Enforced first: a value approval of refund(500), and a remembered denial of refund(900).
     let enforced = gate.layer(policy(Scope::Value)).layer(tools.clone());
     let approved = tokio::spawn(enforced.clone().oneshot(refund(500)));
-    let alert = alerts.next_alert().await;
-    let code = alert.code().reveal().to_owned();
-    gate.approve(
-        Approve::new(alert.request().id(), code)
-            .scope(Scope::Value)
-            .by("alice"),
-    )
-    .await
-    .unwrap();
+    approve_next(&gate, &alerts, Scope::Value).await;
     approved.await.unwrap().unwrap();
     let denied = tokio::spawn(enforced.oneshot(refund(900)));
     let alert = alerts.next_alert().await;
