@@ -56,10 +56,7 @@ impl<R: ?Sized, A: Policy<R>, B: Policy<R>> Policy<R> for And<A, B> {
                 }
                 ask => Decision::Ask(ask),
             },
-            (a, b) if b.strictness() > a.strictness() => b,
-            (Decision::Observe(a), Decision::Observe(b)) if b.strictness() > a.strictness() => {
-                Decision::Observe(b)
-            }
+            (a, b) if severity(&b) > severity(&a) => b,
             (a, _) => a,
         }
     }
@@ -77,6 +74,15 @@ impl<R: ?Sized, A: Policy<R>, B: Policy<R>> Policy<R> for Or<A, B> {
         } else {
             first
         }
+    }
+}
+
+/// How `and` ranks decisions, least severe first: allow < observe < ask < deny, and observed
+/// ones by the decision they observe.
+fn severity(decision: &Decision) -> (u8, u8) {
+    match decision {
+        Decision::Observe(observed) => (decision.strictness(), observed.strictness()),
+        decision => (decision.strictness(), 0),
     }
 }
 
