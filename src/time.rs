@@ -83,13 +83,18 @@ pub(crate) fn rfc3339(time: SystemTime) -> String {
 
 /// `1h 30m`, `4m 59s`, `0s`: the two largest units, as a person reads them.
 pub(crate) fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let units = [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")];
+    two_units(d, [("d", "d"), ("h", "h"), ("m", "m"), ("s", "s")])
+}
+
+/// `d` in its two largest units of days, hours, minutes and seconds, each written after its
+/// number as `units` names it (for one, for more): `1d 2h`, `1 day 30 s`, `0s`.
+pub(crate) fn two_units(d: Duration, units: [(&str, &str); 4]) -> String {
+    let mut rest = d.as_secs();
     let mut parts = Vec::new();
-    let mut rest = secs;
-    for (size, unit) in units {
-        if rest >= size || (parts.is_empty() && size == 1) {
-            parts.push(format!("{}{unit}", rest / size));
+    for (size, (one, many)) in [86_400, 3600, 60, 1].into_iter().zip(units) {
+        let n = rest / size;
+        if n > 0 || (size == 1 && parts.is_empty()) {
+            parts.push(format!("{n}{}", if n == 1 { one } else { many }));
             rest %= size;
         }
         if parts.len() == 2 {

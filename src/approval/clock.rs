@@ -46,24 +46,13 @@ fn utc(time: SystemTime, now: SystemTime) -> String {
 /// `4 min 10 s`, `2 h 5 min`, `3 days 4 h`, `1 day`: the two largest units, as a person says
 /// them.
 pub(super) fn spoken(d: Duration) -> String {
-    let mut rest = d.as_secs();
-    let mut parts = Vec::new();
-    for (size, one, many) in [
-        (86_400, " day", " days"),
-        (3600, " h", " h"),
-        (60, " min", " min"),
-        (1, " s", " s"),
-    ] {
-        let n = rest / size;
-        if n > 0 || (size == 1 && parts.is_empty()) {
-            parts.push(format!("{n}{}", if n == 1 { one } else { many }));
-            rest %= size;
-        }
-        if parts.len() == 2 || (!parts.is_empty() && rest == 0) {
-            break;
-        }
-    }
-    parts.join(" ")
+    let units = [
+        (" day", " days"),
+        (" h", " h"),
+        (" min", " min"),
+        (" s", " s"),
+    ];
+    crate::time::two_units(d, units)
 }
 
 #[cfg(test)]
