@@ -32,7 +32,8 @@ use super::outcome::{Ending, approved, denied, heading};
 use super::sign_in::Mount;
 use super::words::{Asked, Problem};
 use crate::error::{Error, ErrorKind};
-use crate::request::{AccessRequest, Status};
+use crate::gate::already;
+use crate::request::{AccessRequest, RequestId, Status};
 use crate::text::pretty_args;
 
 /// Who is looking, on which page.
@@ -157,7 +158,7 @@ pub(super) async fn decide(
     let id = request.id();
     // Ended: said so whatever was typed. This approver sees the status on the page anyway, so
     // nothing about the code is told, and the gate is not asked.
-    if let Some(ended) = ended(status) {
+    if let Some(ended) = ended(status, id) {
         let problem = Problem::of(&ended, Asked::Decision);
         return request_page(&api, mount, approver, &request, status, Some(&problem));
     }
@@ -216,7 +217,7 @@ pub(super) async fn decide(
                     .map_or(Status::Pending, |(_, s)| s),
             };
             // Ended meanwhile: what ended it, rather than a code that no longer matters.
-            let answer = match (ended(status), answer) {
+            let answer = match (ended(status, id), answer) {
                 (Some(ended), Answer::Gate(error))
                     if error.kind() == ErrorKind::AccessRequestNotFound =>
                 {
@@ -232,15 +233,8 @@ pub(super) async fn decide(
 
 /// What a decision on a request that has ended with `status` hears, as the gate answers one
 /// made with the right code; `None` while it is pending.
-fn ended(status: Status) -> Option<Answer> {
-    let kind = match status {
-        Status::Pending => return None,
-        Status::Expired => ErrorKind::AccessRequestExpired,
-        Status::Cancelled => ErrorKind::AccessRequestCancelled,
-        Status::Abandoned => ErrorKind::AccessRequestAbandoned,
-        _ => ErrorKind::AlreadyResolved,
-    };
-    Some(Error::new(kind).into())
+fn ended(status: Status, id: RequestId) -> Option<Answer> {
+    (!status.is_pending()).then(|| already(status, id).into())
 }
 
 /// Request `id`, if this approver may see it.

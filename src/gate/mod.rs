@@ -76,6 +76,8 @@ pub use self::builder::GateBuilder;
 use self::code::CodeKey;
 pub(crate) use self::edit::{Checked, Edits};
 use self::effects::Deliveries;
+#[cfg(feature = "axum")]
+pub(crate) use self::registry::already;
 use self::registry::{Effects, Limits, Registry};
 use self::rules::RuleTable;
 pub(crate) use self::seal::SealKey;
