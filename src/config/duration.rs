@@ -46,20 +46,23 @@ impl Visitor<'_> for Text {
     }
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
-        Err(E::custom(format!(
-            "a duration is text with a unit, not a number: write \"{n}s\" for {n} seconds, or \"5m\", \"1h 30m\""
-        )))
+        Err(a_number(n))
     }
 
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
-        self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+        Err(a_number(n))
     }
 
     fn visit_f64<E: de::Error>(self, n: f64) -> Result<Duration, E> {
-        Err(E::custom(format!(
-            "a duration is text with a unit, not a number: write \"{n}s\" for {n} seconds, or \"5m\", \"1h 30m\""
-        )))
+        Err(a_number(n))
     }
+}
+
+/// What a duration written as the number `n` hears: how to write it.
+fn a_number<E: de::Error>(n: impl fmt::Display) -> E {
+    E::custom(format!(
+        "a duration is text with a unit, not a number: write \"{n}s\" for {n} seconds, or \"5m\", \"1h 30m\""
+    ))
 }
 
 #[cfg(test)]
